@@ -1,0 +1,79 @@
+/**
+ * Typed errors with stable codes (the undici pattern: callers branch on `code`, never on the
+ * message). Messages say what went wrong and what a person can do about it.
+ */
+
+/** Every stable error code waygate emits. Codes are an API: add, never rename. */
+export type ErrorCode =
+  // policy loading
+  | 'WG_POLICY_YAML'          // the file is not valid YAML
+  | 'WG_POLICY_SCHEMA'        // a field is unknown, missing, of the wrong type, or duplicated
+  | 'WG_POLICY_CEL'           // a CEL expression fails to parse or type-check
+  | 'WG_POLICY_LIMIT'         // an expression exceeds the size/nesting bound
+  | 'WG_POLICY_FORBIDDEN'     // a construct is refused (e.g. backtracking `matches()`)
+  | 'WG_POLICY_IO'            // a policy path cannot be read
+  // policy evaluation (never thrown out of the engine: recorded as eval_error)
+  | 'WG_EVAL'
+  // configuration and CLI
+  | 'WG_CONFIG'
+  | 'WG_USAGE'
+  // identity and TLS
+  | 'WG_CERT'
+  | 'WG_IDENTITY'
+  // transport
+  | 'WG_BAD_REQUEST'
+  | 'WG_UPSTREAM_CONNECT'
+  | 'WG_UPSTREAM_TIMEOUT'
+  | 'WG_DESTINATION_NOT_ALLOWED'
+  | 'WG_AUDIT';
+
+/** A position in a source file, 1-based like every editor. */
+export interface SourcePosition {
+  file: string;
+  line: number;
+  col: number;
+}
+
+/** Base class of every error waygate raises on purpose. */
+export class WaygateError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WaygateError';
+    this.code = code;
+  }
+}
+
+/** One problem found in a policy or config file, located to file:line:col and a field path. */
+export interface Diagnostic {
+  code: ErrorCode;
+  message: string;
+  file: string;
+  line: number;
+  col: number;
+  /** Field path inside the document, e.g. `spec.rules[2].when`. */
+  path: string;
+  severity: 'error' | 'warning';
+}
+
+/** Formats a diagnostic the way compilers do, so editors and CI annotate the right line. */
+export function formatDiagnostic(d: Diagnostic): string {
+  return `${d.file}:${d.line}:${d.col}: ${d.severity} ${d.code} at ${d.path || '<document>'}: ${d.message}`;
+}
+
+/**
+ * A load that failed as a whole: every diagnostic found, so an author fixes them in one pass.
+ * A policy set that raises this is rejected whole; the previous snapshot stays in force.
+ */
+export class PolicyLoadError extends WaygateError {
+  readonly diagnostics: readonly Diagnostic[];
+  constructor(diagnostics: readonly Diagnostic[]) {
+    const first = diagnostics[0];
+    super(
+      first?.code ?? 'WG_POLICY_SCHEMA',
+      `${diagnostics.length} policy error(s):\n` + diagnostics.map(formatDiagnostic).join('\n'),
+    );
+    this.name = 'PolicyLoadError';
+    this.diagnostics = diagnostics;
+  }
+}
