@@ -1,0 +1,45 @@
+/**
+ * `waygate <verb>`: one file per verb group under src/cli/. Exit codes are meaningful for CI:
+ * 0 success, 1 the command ran and found a problem (failed test, lint error, flip), 2 usage or
+ * input error (bad flag, unreadable file, invalid policy).
+ */
+import { Command, CommanderError } from 'commander';
+import { registerAudit } from './audit.ts';
+import { registerCerts } from './certs.ts';
+import { registerConnect } from './connect.ts';
+import { registerPolicy } from './policy.ts';
+import { registerServe } from './serve.ts';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** Builds the command tree. Exported so tests can run verbs in-process. */
+export function buildProgram(): Command {
+  const program = new Command('waygate')
+    .description('HBONE authorization gateway: terminate mTLS HTTP/2 CONNECT, decide with CEL policies, forward or refuse')
+    .exitOverride()
+    .showHelpAfterError()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerServe(program);
+  registerPolicy(program);
+  registerAudit(program);
+  registerCerts(program);
+  registerConnect(program);
+  return program;
+}
+
+/** Runs the CLI and resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version exit through here with exitCode 0; bad flags with 1 -> map to usage.
+      return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    throw err;
+  }
+}

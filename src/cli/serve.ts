@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+/** Placeholder until the owning change lands; registers no verb. */
+export function registerServe(_program: Command): void {}
