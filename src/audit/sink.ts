@@ -1,0 +1,15 @@
+/**
+ * Where audit records go. The transport and the reload path write through this interface; the
+ * pino-backed implementation lives in logger.ts. Writes never block the data path; `flush()` is
+ * awaited on shutdown so no record is lost (pino's asynchronous destinations drop lines on a crash
+ * unless flushed: STYLE.md, pino).
+ */
+import type { CloseRecord, DecisionRecord, ReloadRecord } from './record.ts';
+
+export interface AuditSink {
+  decision(record: DecisionRecord): void;
+  close(record: CloseRecord): void;
+  reload(record: ReloadRecord): void;
+  /** Resolves once every record written so far has reached its destination. */
+  flush(): Promise<void>;
+}
