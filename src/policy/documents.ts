@@ -1,0 +1,1014 @@
+/**
+ * The policy YAML front-end (DESIGN §3): text in, frozen typed documents (model.ts) out, plus every
+ * problem found, each located to `file:line:col` and a field path (`spec.rules[2].when`).
+ *
+ * "Parse, don't validate": nothing unknown survives. Unknown fields, missing fields, wrong types,
+ * bad enum values and duplicate names are all collected (never stop at the first) so an author
+ * fixes a file in one pass. YAML anchors, aliases, merge keys and explicit tags are refused: they
+ * let one line silently change rules far away, which defeats review of security policy.
+ */
+import { isIP } from 'node:net';
+import {
+  LineCounter,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  parseAllDocuments,
+  type Node,
+  type Scalar,
+  type YAMLMap,
+} from 'yaml';
+import type { Diagnostic, ErrorCode } from '../errors.ts';
+import { parseSpiffeId } from '../identity/spiffe.ts';
+import type { DefaultAction, EngineReason, PolicyAction, PolicyMode } from './decision.ts';
+import {
+  API_VERSION,
+  type AuthorizationPolicy,
+  type ExpressionSource,
+  type Location,
+  type PolicyDocument,
+  type PolicyRule,
+  type PolicyTest,
+  type PolicyTestCase,
+  type PolicyTestExpect,
+  type PolicyTestInput,
+  type PolicyVariable,
+} from './model.ts';
+
+/** The kinds this front-end accepts under {@link API_VERSION}. */
+export const POLICY_KINDS = ['AuthorizationPolicy', 'PolicyTest'] as const;
+
+/**
+ * Every field accepted, per object, in canonical order. The formatter orders keys by these lists
+ * and a test keeps the JSON Schemas under `schema/` equal to them.
+ */
+export const DOCUMENT_FIELDS = {
+  document: ['apiVersion', 'kind', 'metadata', 'spec'],
+  metadata: ['name', 'labels', 'annotations'],
+  authorizationPolicySpec: ['action', 'mode', 'selector', 'variables', 'rules'],
+  variable: ['name', 'expression'],
+  rule: ['name', 'when', 'message'],
+  policyTestSpec: ['defaultAction', 'cases'],
+  testCase: ['name', 'input', 'expect'],
+  input: ['source', 'destination', 'request', 'connection', 'now'],
+  inputSource: ['principal', 'ip', 'port'],
+  inputDestination: ['ip', 'host', 'port', 'authority'],
+  inputRequest: ['headers', 'baggage', 'traceId'],
+  inputConnection: ['id', 'tlsVersion'],
+  expect: ['decision', 'policy', 'rule', 'reason', 'audit', 'dryRun'],
+} as const satisfies Record<string, readonly string[]>;
+
+export const POLICY_ACTIONS: readonly PolicyAction[] = ['ALLOW', 'DENY', 'AUDIT'];
+export const POLICY_MODES: readonly PolicyMode[] = ['Enforce', 'DryRun'];
+export const DEFAULT_ACTIONS: readonly DefaultAction[] = ['ALLOW', 'DENY'];
+/** The reasons a policy test can expect: only the pure engine's (the others are the transport's). */
+export const ENGINE_REASONS: readonly EngineReason[] = [
+  'allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error',
+];
+
+/** Kubernetes object names (DNS-1123 subdomain), RFC 1123 labels joined by dots, at most 253. */
+export const POLICY_NAME_PATTERN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+export const POLICY_NAME_MAX_LENGTH = 253;
+/** Rule names appear in audit records and metrics: identifier-like, dashes allowed. */
+export const RULE_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+/** Variables are read as `variables.<name>` in CEL, so a name must be a CEL identifier. */
+export const VARIABLE_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** CEL spec "Syntax": reserved words cannot be identifiers, so `variables.in` would not parse. */
+const CEL_RESERVED = new Set([
+  'false', 'in', 'null', 'true', 'as', 'break', 'const', 'continue', 'else', 'for', 'function', 'if',
+  'import', 'let', 'loop', 'package', 'namespace', 'return', 'var', 'void', 'while',
+]);
+/** RFC 3339 §5.6 date-time (the `T` may be a space or lower case, as the RFC's note allows). */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+/** W3C Trace Context: lower-case header names; HTTP/2 (RFC 9113 §8.2.1) forbids upper case. */
+const LOWER_CASE_HEADER = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
+
+/** The result of parsing one file: documents without errors, and every diagnostic found. */
+export interface ParsedPolicyDocuments {
+  documents: PolicyDocument[];
+  diagnostics: Diagnostic[];
+}
+
+/**
+ * Parses every document of one policy file.
+ *
+ * Empty documents (only comments, or nothing between `---` markers) are skipped. A document with any
+ * error is left out of `documents`; the caller must reject the whole set when `diagnostics` holds an
+ * error. Returned documents are deeply frozen. `ordinal` of the i-th returned document is
+ * `firstOrdinal + i`, so a loader passes `firstOrdinal + documents.length` to the next file.
+ *
+ * Locations: a document's `location` is its `metadata.name` value (path `metadata.name`), the line
+ * that names it; a rule's / variable's / case's is its list item; an expression's is its scalar.
+ */
+export function parsePolicyDocuments(text: string, file: string, firstOrdinal = 0): ParsedPolicyDocuments {
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, { keepSourceTokens: true, lineCounter, uniqueKeys: false, prettyErrors: false });
+  const ctx = new Context(text, file, lineCounter);
+  const documents: PolicyDocument[] = [];
+  // parseAllDocuments returns an EmptyStream (an empty array) for a file without documents.
+  for (const doc of Array.from(docs)) {
+    if (doc.errors.length > 0) {
+      // A broken YAML tree cannot be validated meaningfully: report where the syntax broke.
+      for (const e of doc.errors) ctx.report('WG_POLICY_YAML', e.pos[0], '', yamlMessage(e.message));
+      continue;
+    }
+    for (const w of doc.warnings) {
+      if (w.code === 'TAG_RESOLVE_FAILED') continue; // explicit tags are refused below, as errors
+      ctx.report('WG_POLICY_YAML', w.pos[0], '', yamlMessage(w.message), 'warning');
+    }
+    const root = doc.contents;
+    if (root === null || (isScalar(root) && root.value === null)) continue; // empty document
+    const before = ctx.errorCount;
+    ctx.refuseIndirection(root);
+    const parsed = ctx.document(root, firstOrdinal + documents.length);
+    if (parsed !== null && ctx.errorCount === before) documents.push(deepFreeze(parsed));
+  }
+  // Report in reading order (a stable sort keeps same-position messages in discovery order).
+  const diagnostics = ctx.diagnostics.sort((a, b) => a.line - b.line || a.col - b.col);
+  return { documents, diagnostics };
+}
+
+/**
+ * Reports policy names defined twice, per kind (an AuthorizationPolicy and a PolicyTest may share a
+ * name, as their tests usually do). Names the second occurrence's position and the first's.
+ */
+export function findDuplicateNames(docs: readonly PolicyDocument[]): Diagnostic[] {
+  const seen = new Map<string, Location>();
+  const out: Diagnostic[] = [];
+  for (const d of docs) {
+    const key = `${d.kind}\0${d.name}`;
+    const first = seen.get(key);
+    if (first === undefined) {
+      seen.set(key, d.location);
+      continue;
+    }
+    out.push({
+      code: 'WG_POLICY_SCHEMA',
+      message: `duplicate ${d.kind} name "${d.name}"; first defined at ${first.file}:${first.line}:${first.col}`,
+      file: d.location.file,
+      line: d.location.line,
+      col: d.location.col,
+      path: 'metadata.name',
+      severity: 'error',
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------------
+
+type Fields = Map<string, { key: Node; value: Node | null }>;
+
+class Context {
+  readonly diagnostics: Diagnostic[] = [];
+  errorCount = 0;
+
+  constructor(
+    readonly text: string,
+    readonly file: string,
+    readonly lineCounter: LineCounter,
+  ) {}
+
+  /** 1-based line/col of an absolute offset (LineCounter says line 0 before the first newline). */
+  pos(offset: number): { line: number; col: number } {
+    const p = this.lineCounter.linePos(offset);
+    return p.line === 0 ? { line: 1, col: offset + 1 } : p;
+  }
+
+  report(code: ErrorCode, offset: number, path: string, message: string, severity: 'error' | 'warning' = 'error'): void {
+    const { line, col } = this.pos(offset);
+    if (severity === 'error') this.errorCount++;
+    this.diagnostics.push({ code, message, file: this.file, line, col, path, severity });
+  }
+
+  at(node: Node | null | undefined, fallback: number): number {
+    return node?.range?.[0] ?? fallback;
+  }
+
+  error(node: Node | null | undefined, path: string, message: string, code: ErrorCode = 'WG_POLICY_SCHEMA'): void {
+    this.report(code, this.at(node, 0), path, message);
+  }
+
+  location(node: Node, path: string): Location {
+    return { file: this.file, ...this.pos(this.at(node, 0)), path };
+  }
+
+  /** Refuses anchors, aliases, merge keys and explicit tags anywhere in the document. */
+  refuseIndirection(node: unknown, path = ''): void {
+    const why = 'they make a policy hard to review; write the value out in full';
+    const refuse = (n: Node, what: string, at = this.at(n, 0)): void =>
+      this.report('WG_POLICY_FORBIDDEN', at, path, `${what} is not allowed: ${why}`);
+    // Anchors and tags precede the node they decorate: point at them, not at the value.
+    const before = (n: Node, marker: string): number => {
+      const start = this.at(n, 0);
+      const i = this.text.lastIndexOf(marker, start);
+      return i === -1 ? start : i;
+    };
+    if (isAlias(node)) {
+      refuse(node, `YAML alias *${node.source}`);
+      return;
+    }
+    if (!isScalar(node) && !isMap(node) && !isSeq(node)) return;
+    if (node.anchor) refuse(node, `YAML anchor &${node.anchor}`, before(node, `&${node.anchor}`));
+    if (node.tag) refuse(node, `YAML tag ${node.tag}`, before(node, '!'));
+    if (isSeq(node)) {
+      node.items.forEach((item, i) => this.refuseIndirection(item, `${path}[${i}]`));
+    } else if (isMap(node)) {
+      for (const pair of node.items) {
+        const key = pair.key;
+        const name = isScalar(key) ? String(key.value) : '?';
+        // YAML 1.1 merge keys (`<<: *base`) splice another mapping in; refuse them even unresolved.
+        if (isScalar(key) && key.value === '<<' && key.type === 'PLAIN') refuse(key, 'YAML merge key <<');
+        this.refuseIndirection(key, path);
+        this.refuseIndirection(pair.value, join(path, name));
+      }
+    }
+  }
+
+  // ---- generic readers -------------------------------------------------------------------
+
+  /** Reads a mapping, reporting unknown, duplicated, non-string and missing keys. */
+  fields(node: Node | null, path: string, allowed: readonly string[], required: readonly string[]): Fields | null {
+    if (!isMap(node)) {
+      this.error(node, path, `expected a mapping, found ${describe(node)}`);
+      return null;
+    }
+    const out: Fields = new Map();
+    for (const pair of (node as YAMLMap<unknown, unknown>).items) {
+      const key = pair.key as Node | null;
+      const value = (pair.value ?? null) as Node | null;
+      if (!isScalar(key) || typeof key.value !== 'string') {
+        this.error(key, path, `field names must be strings, found ${describe(key)}`);
+        continue;
+      }
+      const name = key.value;
+      const fieldPath = join(path, name);
+      if (name === '<<') continue; // refused by refuseIndirection
+      if (!allowed.includes(name)) {
+        const hint = closest(name, allowed);
+        this.error(key, fieldPath, `unknown field "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed fields: ${allowed.join(', ')}`);
+        continue;
+      }
+      if (out.has(name)) {
+        const first = this.pos(this.at(out.get(name)!.key, 0));
+        this.error(key, fieldPath, `field "${name}" is given twice; first at line ${first.line}:${first.col}`);
+        continue;
+      }
+      out.set(name, { key, value });
+    }
+    for (const name of required) {
+      if (!out.has(name) && !node.items.some((p) => isScalar(p.key) && p.key.value === name)) {
+        this.error(node, join(path, name), `missing required field "${name}"`);
+      }
+    }
+    return out;
+  }
+
+  /** A mapping from string keys to string values (labels, headers, baggage). */
+  stringMap(node: Node | null, path: string, checkKey?: (k: string) => string | null): Record<string, string> | null {
+    if (!isMap(node)) {
+      this.error(node, path, `expected a mapping of strings, found ${describe(node)}`);
+      return null;
+    }
+    const out: Record<string, string> = {};
+    let ok = true;
+    for (const pair of (node as YAMLMap<unknown, unknown>).items) {
+      const key = pair.key as Node | null;
+      if (!isScalar(key) || typeof key.value !== 'string') {
+        this.error(key, path, `keys must be strings, found ${describe(key)}`);
+        ok = false;
+        continue;
+      }
+      const p = join(path, key.value);
+      if (Object.hasOwn(out, key.value)) {
+        this.error(key, p, `key "${key.value}" is given twice`);
+        ok = false;
+        continue;
+      }
+      const keyProblem = checkKey?.(key.value) ?? null;
+      if (keyProblem !== null) {
+        this.error(key, p, keyProblem);
+        ok = false;
+      }
+      const value = this.string(pair.value as Node | null, p);
+      if (value === null) ok = false;
+      else out[key.value] = value;
+    }
+    return ok ? out : null;
+  }
+
+  list(node: Node | null, path: string, nonEmpty: boolean): Node[] | null {
+    if (!isSeq(node)) {
+      this.error(node, path, `expected a list, found ${describe(node)}`);
+      return null;
+    }
+    if (nonEmpty && node.items.length === 0) {
+      this.error(node, path, 'must not be an empty list');
+      return null;
+    }
+    return node.items as Node[];
+  }
+
+  string(node: Node | null, path: string): string | null {
+    if (isScalar(node) && typeof node.value === 'string') return node.value;
+    this.error(node, path, `expected a string, found ${describe(node)}${isScalar(node) && node.value !== null ? ' (quote it)' : ''}`);
+    return null;
+  }
+
+  /** A string matching `pattern`; `what` explains the rule in the message. */
+  name(node: Node | null, path: string, pattern: RegExp, what: string, maxLength = 253): string | null {
+    const s = this.string(node, path);
+    if (s === null) return null;
+    if (s.length > maxLength || !pattern.test(s)) {
+      this.error(node, path, `invalid name "${s}": ${what}`);
+      return null;
+    }
+    return s;
+  }
+
+  enumValue<T extends string>(node: Node | null, path: string, allowed: readonly T[]): T | null {
+    const v = isScalar(node) ? node.value : undefined;
+    if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+    const shown = isScalar(node) && v !== null ? `"${String(v)}"` : describe(node);
+    this.error(node, path, `invalid value ${shown}; allowed values: ${allowed.join(', ')}`);
+    return null;
+  }
+
+  int(node: Node | null, path: string, min: number, max: number): number | null {
+    const v = isScalar(node) ? node.value : undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v)) {
+      this.error(node, path, `expected an integer ${min}..${max}, found ${describe(node)}`);
+      return null;
+    }
+    if (v < min || v > max) {
+      this.error(node, path, `${v} is out of range ${min}..${max}`);
+      return null;
+    }
+    return v;
+  }
+
+  ip(node: Node | null, path: string): string | null {
+    const s = this.string(node, path);
+    if (s === null) return null;
+    if (isIP(s) === 0) {
+      this.error(node, path, `"${s}" is not an IPv4 or IPv6 address`);
+      return null;
+    }
+    return s;
+  }
+
+  /**
+   * A CEL expression. Plain `true`/`false` are read as the expressions they spell (YAML resolves
+   * them to booleans, but `when: true` is the natural always-matching rule).
+   */
+  expression(node: Node | null, path: string): ExpressionSource | null {
+    if (!isScalar(node) || !(typeof node.value === 'string' || (typeof node.value === 'boolean' && node.type === 'PLAIN'))) {
+      this.error(node, path, `expected a CEL expression (a string), found ${describe(node)}`);
+      return null;
+    }
+    const text = String(node.value);
+    if (text.trim() === '') {
+      this.error(node, path, 'a CEL expression must not be empty');
+      return null;
+    }
+    const map = scalarOffsetMap(this.text, node, text);
+    const location = this.location(node, path);
+    const pos = (o: number): { line: number; col: number } => this.pos(o);
+    return {
+      text,
+      location,
+      // Offsets past either end clamp to the expression's first / last position.
+      positionAt(offset: number) {
+        const i = Math.max(0, Math.min(Math.trunc(offset), map.offsets.length - 1));
+        return pos(map.offsets[i]!);
+      },
+    };
+  }
+
+  // ---- documents ---------------------------------------------------------------------------
+
+  document(root: Node, ordinal: number): PolicyDocument | null {
+    const top = this.fields(root, '', DOCUMENT_FIELDS.document, ['apiVersion', 'kind', 'metadata', 'spec']);
+    if (top === null) return null;
+    const apiVersion = top.get('apiVersion');
+    if (apiVersion !== undefined) {
+      const v = isScalar(apiVersion.value) ? apiVersion.value.value : undefined;
+      if (v !== API_VERSION) {
+        this.error(apiVersion.value, 'apiVersion', `unsupported apiVersion ${isScalar(apiVersion.value) && v !== null ? `"${String(v)}"` : describe(apiVersion.value)}; accepted: ${API_VERSION}`);
+      }
+    }
+    const kindField = top.get('kind');
+    let kind: (typeof POLICY_KINDS)[number] | null = null;
+    if (kindField !== undefined) {
+      const v = isScalar(kindField.value) ? kindField.value.value : undefined;
+      if (typeof v === 'string' && (POLICY_KINDS as readonly string[]).includes(v)) kind = v as (typeof POLICY_KINDS)[number];
+      else this.error(kindField.value, 'kind', `unsupported kind ${typeof v === 'string' ? `"${v}"` : describe(kindField.value)}; accepted: ${POLICY_KINDS.join(', ')}`);
+    }
+    const meta = top.get('metadata');
+    const named = meta === undefined ? null : this.metadata(meta.value);
+    const spec = top.get('spec');
+    if (kind === null || spec === undefined) return null;
+    // Validate the spec even when metadata is broken, so every problem shows in one pass.
+    const loc = named?.loc ?? this.location(root, '');
+    const name = named?.name ?? '';
+    const doc = kind === 'AuthorizationPolicy'
+      ? this.authorizationPolicy(spec.value, name, loc, ordinal)
+      : this.policyTest(spec.value, name, loc);
+    return named === null ? null : doc;
+  }
+
+  metadata(node: Node | null): { name: string; loc: Location } | null {
+    const f = this.fields(node, 'metadata', DOCUMENT_FIELDS.metadata, ['name']);
+    if (f === null) return null;
+    for (const k of ['labels', 'annotations'] as const) {
+      const v = f.get(k);
+      if (v !== undefined) this.stringMap(v.value, `metadata.${k}`);
+    }
+    const n = f.get('name');
+    if (n === undefined) return null;
+    const name = this.name(n.value, 'metadata.name', POLICY_NAME_PATTERN,
+      'use lower-case letters, digits, "-" and ".", starting and ending with a letter or digit, at most 253 characters (a Kubernetes object name)',
+      POLICY_NAME_MAX_LENGTH);
+    if (name === null || n.value === null) return null;
+    return { name, loc: this.location(n.value, 'metadata.name') };
+  }
+
+  authorizationPolicy(node: Node | null, name: string, location: Location, ordinal: number): AuthorizationPolicy | null {
+    const f = this.fields(node, 'spec', DOCUMENT_FIELDS.authorizationPolicySpec, ['action', 'rules']);
+    if (f === null) return null;
+    const action = f.has('action') ? this.enumValue(f.get('action')!.value, 'spec.action', POLICY_ACTIONS) : null;
+    const mode = f.has('mode') ? this.enumValue(f.get('mode')!.value, 'spec.mode', POLICY_MODES) : 'Enforce';
+    const selectorField = f.get('selector');
+    const selector = selectorField === undefined ? undefined : this.expression(selectorField.value, 'spec.selector');
+
+    const variables: PolicyVariable[] = [];
+    const variablesField = f.get('variables');
+    const seenVariables = new Map<string, Location>();
+    if (variablesField !== undefined) {
+      const items = this.list(variablesField.value, 'spec.variables', false) ?? [];
+      items.forEach((item, i) => {
+        const path = `spec.variables[${i}]`;
+        const v = this.fields(item, path, DOCUMENT_FIELDS.variable, ['name', 'expression']);
+        if (v === null) return;
+        const nameNode = v.get('name')?.value ?? null;
+        let vname: string | null = null;
+        if (v.has('name')) {
+          vname = this.name(nameNode, `${path}.name`, VARIABLE_NAME_PATTERN,
+            'a variable name must be a CEL identifier (letters, digits and "_", not starting with a digit)');
+          if (vname !== null && CEL_RESERVED.has(vname)) {
+            this.error(nameNode, `${path}.name`, `"${vname}" is a CEL reserved word and cannot name a variable`);
+            vname = null;
+          }
+          if (vname !== null) vname = this.unique(seenVariables, vname, nameNode, `${path}.name`, 'variable');
+        }
+        const expr = v.has('expression') ? this.expression(v.get('expression')!.value, `${path}.expression`) : null;
+        if (vname !== null && expr !== null) variables.push({ name: vname, expression: expr, location: this.location(item, path) });
+      });
+    }
+
+    const rules: PolicyRule[] = [];
+    const rulesField = f.get('rules');
+    const seenRules = new Map<string, Location>();
+    if (rulesField !== undefined) {
+      const items = this.list(rulesField.value, 'spec.rules', true) ?? [];
+      items.forEach((item, i) => {
+        const path = `spec.rules[${i}]`;
+        const r = this.fields(item, path, DOCUMENT_FIELDS.rule, ['name', 'when']);
+        if (r === null) return;
+        const nameNode = r.get('name')?.value ?? null;
+        let rname: string | null = null;
+        if (r.has('name')) {
+          rname = this.name(nameNode, `${path}.name`, RULE_NAME_PATTERN,
+            'a rule name uses letters, digits, "_" and "-", not starting with a digit or "-"');
+          if (rname !== null) rname = this.unique(seenRules, rname, nameNode, `${path}.name`, 'rule');
+        }
+        const when = r.has('when') ? this.expression(r.get('when')!.value, `${path}.when`) : null;
+        const messageField = r.get('message');
+        const message = messageField === undefined ? undefined : this.string(messageField.value, `${path}.message`);
+        if (rname !== null && when !== null && message !== null) {
+          const rule: PolicyRule = { name: rname, when, location: this.location(item, path) };
+          if (message !== undefined) rule.message = message;
+          rules.push(rule);
+        }
+      });
+    }
+    if (action === null || mode === null || selector === null) return null;
+    const policy: AuthorizationPolicy = {
+      kind: 'AuthorizationPolicy', name, action, mode, variables, rules, location, ordinal,
+    };
+    if (selector !== undefined) policy.selector = selector;
+    return policy;
+  }
+
+  /** Returns `name` the first time, null (after reporting) when it repeats. */
+  unique(seen: Map<string, Location>, name: string, node: Node | null, path: string, what: string): string | null {
+    const first = seen.get(name);
+    if (first !== undefined) {
+      this.error(node, path, `duplicate ${what} name "${name}"; first defined at line ${first.line}:${first.col} (${first.path})`);
+      return null;
+    }
+    if (node !== null) seen.set(name, this.location(node, path));
+    return name;
+  }
+
+  policyTest(node: Node | null, name: string, location: Location): PolicyTest | null {
+    const f = this.fields(node, 'spec', DOCUMENT_FIELDS.policyTestSpec, ['cases']);
+    if (f === null) return null;
+    const da = f.get('defaultAction');
+    const defaultAction = da === undefined ? undefined : this.enumValue(da.value, 'spec.defaultAction', DEFAULT_ACTIONS);
+    const cases: PolicyTestCase[] = [];
+    const seen = new Map<string, Location>();
+    const casesField = f.get('cases');
+    if (casesField !== undefined) {
+      const items = this.list(casesField.value, 'spec.cases', true) ?? [];
+      items.forEach((item, i) => {
+        const path = `spec.cases[${i}]`;
+        const c = this.fields(item, path, DOCUMENT_FIELDS.testCase, ['name', 'input', 'expect']);
+        if (c === null) return;
+        const nameNode = c.get('name')?.value ?? null;
+        let cname: string | null = null;
+        if (c.has('name')) {
+          cname = this.string(nameNode, `${path}.name`);
+          if (cname !== null && cname.trim() === '') {
+            this.error(nameNode, `${path}.name`, 'a case name must not be empty');
+            cname = null;
+          }
+          if (cname !== null) cname = this.unique(seen, cname, nameNode, `${path}.name`, 'case');
+        }
+        const input = c.has('input') ? this.testInput(c.get('input')!.value, `${path}.input`) : null;
+        const expect = c.has('expect') ? this.testExpect(c.get('expect')!.value, `${path}.expect`) : null;
+        if (cname !== null && input !== null && expect !== null) {
+          cases.push({ name: cname, input, expect, location: this.location(item, path) });
+        }
+      });
+    }
+    if (defaultAction === null) return null;
+    const test: PolicyTest = { kind: 'PolicyTest', name, cases, location };
+    if (defaultAction !== undefined) test.defaultAction = defaultAction;
+    return test;
+  }
+
+  testInput(node: Node | null, path: string): PolicyTestInput | null {
+    // `input: {}` and `input:` (null) both mean "every field takes its empty value".
+    if (isScalar(node) && node.value === null) return {};
+    const f = this.fields(node, path, DOCUMENT_FIELDS.input, []);
+    if (f === null) return null;
+    const before = this.errorCount;
+    const input: PolicyTestInput = {};
+    const get = (k: string): Node | null | undefined => (f.has(k) ? f.get(k)!.value : undefined);
+
+    const src = get('source');
+    if (src !== undefined) {
+      const p = `${path}.source`;
+      const s = this.fields(src, p, DOCUMENT_FIELDS.inputSource, []);
+      if (s !== null) {
+        const o: NonNullable<PolicyTestInput['source']> = {};
+        if (s.has('principal')) {
+          const n = s.get('principal')!.value;
+          const v = this.string(n, `${p}.principal`);
+          if (v !== null && v !== '' && parseSpiffeId(v) === null) {
+            this.error(n, `${p}.principal`, `"${v}" is not a SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>); use "" for no identity`);
+          } else if (v !== null) o.principal = v;
+        }
+        if (s.has('ip')) { const v = this.ip(s.get('ip')!.value, `${p}.ip`); if (v !== null) o.ip = v; }
+        // A source port of 0 is legal on the wire (RFC 793 leaves it unreserved for senders).
+        if (s.has('port')) { const v = this.int(s.get('port')!.value, `${p}.port`, 0, 65535); if (v !== null) o.port = v; }
+        input.source = o;
+      }
+    }
+    const dst = get('destination');
+    if (dst !== undefined) {
+      const p = `${path}.destination`;
+      const d = this.fields(dst, p, DOCUMENT_FIELDS.inputDestination, []);
+      if (d !== null) {
+        const o: NonNullable<PolicyTestInput['destination']> = {};
+        if (d.has('ip')) { const v = this.ip(d.get('ip')!.value, `${p}.ip`); if (v !== null) o.ip = v; }
+        if (d.has('host')) { const v = this.string(d.get('host')!.value, `${p}.host`); if (v !== null) o.host = v; }
+        // Port 0 cannot be dialed: a destination port is 1..65535.
+        if (d.has('port')) { const v = this.int(d.get('port')!.value, `${p}.port`, 1, 65535); if (v !== null) o.port = v; }
+        if (d.has('authority')) { const v = this.string(d.get('authority')!.value, `${p}.authority`); if (v !== null) o.authority = v; }
+        input.destination = o;
+      }
+    }
+    const req = get('request');
+    if (req !== undefined) {
+      const p = `${path}.request`;
+      const r = this.fields(req, p, DOCUMENT_FIELDS.inputRequest, []);
+      if (r !== null) {
+        const o: NonNullable<PolicyTestInput['request']> = {};
+        if (r.has('headers')) {
+          const v = this.stringMap(r.get('headers')!.value, `${p}.headers`, (k) =>
+            LOWER_CASE_HEADER.test(k) ? null : `header name "${k}" must be lower-case (HTTP/2, RFC 9113 §8.2.1); write "${k.toLowerCase()}"`);
+          if (v !== null) o.headers = v;
+        }
+        if (r.has('baggage')) { const v = this.stringMap(r.get('baggage')!.value, `${p}.baggage`); if (v !== null) o.baggage = v; }
+        if (r.has('traceId')) { const v = this.string(r.get('traceId')!.value, `${p}.traceId`); if (v !== null) o.traceId = v; }
+        input.request = o;
+      }
+    }
+    const conn = get('connection');
+    if (conn !== undefined) {
+      const p = `${path}.connection`;
+      const c = this.fields(conn, p, DOCUMENT_FIELDS.inputConnection, []);
+      if (c !== null) {
+        const o: NonNullable<PolicyTestInput['connection']> = {};
+        if (c.has('id')) { const v = this.string(c.get('id')!.value, `${p}.id`); if (v !== null) o.id = v; }
+        if (c.has('tlsVersion')) { const v = this.string(c.get('tlsVersion')!.value, `${p}.tlsVersion`); if (v !== null) o.tlsVersion = v; }
+        input.connection = o;
+      }
+    }
+    const now = get('now');
+    if (now !== undefined) {
+      const v = this.string(now, `${path}.now`);
+      if (v !== null && !isRfc3339(v)) {
+        this.error(now, `${path}.now`, `"${v}" is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)`);
+      } else if (v !== null) input.now = v;
+    }
+    return this.errorCount === before ? input : null;
+  }
+
+  testExpect(node: Node | null, path: string): PolicyTestExpect | null {
+    const f = this.fields(node, path, DOCUMENT_FIELDS.expect, ['decision']);
+    if (f === null) return null;
+    const before = this.errorCount;
+    const decision = f.has('decision') ? this.enumValue(f.get('decision')!.value, `${path}.decision`, ['allow', 'deny'] as const) : null;
+    const expect: PolicyTestExpect = { decision: decision ?? 'deny' };
+    for (const k of ['policy', 'rule'] as const) {
+      if (!f.has(k)) continue;
+      const n = f.get(k)!.value;
+      // null says "decided by no policy/rule" (default_allow, default_deny, no_allow_match).
+      if (n === null || (isScalar(n) && n.value === null)) expect[k] = null;
+      else { const v = this.string(n, `${path}.${k}`); if (v !== null) expect[k] = v; }
+    }
+    if (f.has('reason')) {
+      const v = this.enumValue(f.get('reason')!.value, `${path}.reason`, ENGINE_REASONS);
+      if (v !== null) expect.reason = v;
+    }
+    if (f.has('audit')) {
+      const items = this.list(f.get('audit')!.value, `${path}.audit`, false);
+      if (items !== null) {
+        const audit: string[] = [];
+        items.forEach((item, i) => {
+          const v = this.string(item, `${path}.audit[${i}]`);
+          if (v !== null && !/^[^/\s]+\/[^/\s]+$/.test(v)) {
+            this.error(item, `${path}.audit[${i}]`, `"${v}" must name an AUDIT rule as <policy>/<rule>`);
+          } else if (v !== null) audit.push(v);
+        });
+        expect.audit = audit;
+      }
+    }
+    if (f.has('dryRun')) {
+      const v = this.enumValue(f.get('dryRun')!.value, `${path}.dryRun`, ['allow', 'deny'] as const);
+      if (v !== null) expect.dryRun = v;
+    }
+    return this.errorCount === before && decision !== null ? expect : null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar offset maps: value offset -> source offset, per YAML 1.2.2 §7.3 (flow) and §8.1 (block)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * How a scalar's value maps back to its source. `offsets[i]` is the absolute source offset of
+ * value character i (UTF-16 units, like JS strings and the CEL parser); one extra entry maps the
+ * end of the value. `folds` lists value indices of spaces that stand for a folded line break.
+ */
+export interface ScalarOffsetMap {
+  offsets: number[];
+  folds: number[];
+  /** False when the decoder disagreed with `yaml` and `offsets` is a rough, start-based fallback. */
+  exact: boolean;
+}
+
+class Builder {
+  value = '';
+  offsets: number[] = [];
+  folds: number[] = [];
+  push(s: string, at: number, fold = false): void {
+    for (let i = 0; i < s.length; i++) {
+      if (fold) this.folds.push(this.value.length);
+      this.value += s[i];
+      this.offsets.push(at);
+    }
+  }
+  /** Copies source[from, to) one-for-one. */
+  copy(source: string, from: number, to: number, base: number): void {
+    for (let i = from; i < to; i++) {
+      this.value += source[i];
+      this.offsets.push(base + i);
+    }
+  }
+}
+
+/**
+ * Maps every character of a scalar's value (`value`, usually `node.value`) back to the source.
+ * Mirrors the `yaml` library's own resolution, then checks it produced the same string; if not
+ * (a construct this decoder does not model), falls back to offsets counted from the node's start.
+ */
+export function scalarOffsetMap(text: string, node: Scalar, value: string): ScalarOffsetMap {
+  const start = node.range?.[0] ?? 0;
+  const end = node.range?.[1] ?? start;
+  let b: Builder | null = null;
+  try {
+    const tok = node.srcToken as { type?: string; offset?: number; indent?: number; source?: string; props?: { type: string; source: string }[] } | undefined;
+    if (node.type === 'BLOCK_LITERAL' || node.type === 'BLOCK_FOLDED') {
+      if (tok?.type === 'block-scalar' && tok.props && typeof tok.offset === 'number') {
+        b = decodeBlock(tok.source ?? '', tok.offset, tok.indent ?? 0, tok.props, node.type === 'BLOCK_FOLDED');
+      }
+    } else {
+      const raw = text.slice(start, end);
+      if (node.type === 'QUOTE_DOUBLE') b = decodeDoubleQuoted(raw, start);
+      else if (node.type === 'QUOTE_SINGLE') b = decodeFlowLines(raw.slice(1, -1), start + 1, true);
+      else b = decodeFlowLines(raw, start, false);
+    }
+  } catch {
+    b = null;
+  }
+  if (b !== null && b.value === value) {
+    const last = b.offsets.length > 0 ? b.offsets[b.offsets.length - 1]! + 1 : start;
+    return { offsets: [...b.offsets, Math.min(last, Math.max(end, start))], folds: b.folds, exact: true };
+  }
+  const firstChar = node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE' ? start + 1 : start;
+  const offsets: number[] = [];
+  for (let i = 0; i <= value.length; i++) offsets.push(Math.min(firstChar + i, Math.max(end, firstChar)));
+  return { offsets, folds: [], exact: false };
+}
+
+interface Line { text: string; start: number }
+
+/** Splits on LF, dropping a CR before it; each line keeps its absolute start offset. */
+function splitLines(source: string, base: number): Line[] {
+  const lines: Line[] = [];
+  let from = 0;
+  for (;;) {
+    const nl = source.indexOf('\n', from);
+    if (nl === -1) {
+      lines.push({ text: source.slice(from), start: base + from });
+      return lines;
+    }
+    const t = source.slice(from, nl);
+    lines.push({ text: t.endsWith('\r') ? t.slice(0, -1) : t, start: base + from });
+    from = nl + 1;
+  }
+}
+
+/**
+ * Plain and single-quoted scalars (YAML §7.3.2-7.3.3, §6.5 line folding): the first line keeps its
+ * leading text, inner lines are trimmed, a single break between text becomes a space and each
+ * empty line a newline. In single quotes `''` stands for `'`.
+ */
+function decodeFlowLines(source: string, base: number, single: boolean): Builder {
+  const b = new Builder();
+  const emit = (line: Line, from: number, to: number): void => {
+    for (let i = from; i < to; i++) {
+      if (single && line.text[i] === "'" && line.text[i + 1] === "'") {
+        b.push("'", line.start + i);
+        i++;
+      } else b.push(line.text[i]!, line.start + i);
+    }
+  };
+  const lines = splitLines(source, base);
+  if (lines.length === 1) {
+    emit(lines[0]!, 0, lines[0]!.text.length);
+    return b;
+  }
+  const first = lines[0]!;
+  emit(first, 0, first.text.replace(/[ \t]+$/, '').length);
+  let sep = ' ';
+  let sepAt = first.start + first.text.length;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const lead = line.text.length - line.text.replace(/^[ \t]+/, '').length;
+    const isLast = i === lines.length - 1;
+    const to = isLast ? line.text.length : line.text.replace(/[ \t]+$/, '').length;
+    if (!isLast && to <= lead) {
+      if (sep === '\n') b.push('\n', line.start);
+      else sep = '\n';
+      continue;
+    }
+    b.push(sep, sepAt, sep === ' ');
+    emit(line, lead, Math.max(lead, to));
+    sep = ' ';
+    sepAt = line.start + line.text.length;
+  }
+  return b;
+}
+
+const DQ_ESCAPES: Record<string, string> = {
+  '0': '\0', a: '\x07', b: '\b', e: '\x1b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', N: '\u0085',
+  _: '\u00a0', L: '\u2028', P: '\u2029', ' ': ' ', '"': '"', '/': '/', '\\': '\\', '\t': '\t',
+};
+
+/** Double-quoted scalars (YAML §7.3.1): escapes, folding, and `\` before a break joining lines. */
+function decodeDoubleQuoted(source: string, base: number): Builder {
+  const b = new Builder();
+  for (let i = 1; i < source.length - 1; i++) {
+    const ch = source[i]!;
+    if (ch === '\r' && source[i + 1] === '\n') continue;
+    if (ch === '\n') {
+      let fold = '';
+      let j = i;
+      let c = source[j + 1];
+      const at: number[] = [];
+      while (c === ' ' || c === '\t' || c === '\n' || c === '\r') {
+        if (c === '\r' && source[j + 2] !== '\n') break;
+        if (c === '\n') { fold += '\n'; at.push(base + j + 1); }
+        j++;
+        c = source[j + 1];
+      }
+      if (fold === '') b.push(' ', base + i, true);
+      else for (const a of at) b.push('\n', a);
+      i = j;
+    } else if (ch === '\\') {
+      const esc = base + i;
+      const next = source[++i]!;
+      const simple = DQ_ESCAPES[next];
+      if (simple !== undefined) b.push(simple, esc);
+      else if (next === '\n' || (next === '\r' && source[i + 1] === '\n')) {
+        if (next === '\r') i++;
+        while (source[i + 1] === ' ' || source[i + 1] === '\t') i++;
+      } else if (next === 'x' || next === 'u' || next === 'U') {
+        const n = next === 'x' ? 2 : next === 'u' ? 4 : 8;
+        b.push(String.fromCodePoint(parseInt(source.substr(i + 1, n), 16)), esc);
+        i += n;
+      } else b.push('\\' + next, esc);
+    } else if (ch === ' ' || ch === '\t') {
+      // Trailing white space before a line break is not content.
+      const ws = i;
+      while (source[i + 1] === ' ' || source[i + 1] === '\t') i++;
+      const after = source[i + 1];
+      if (after !== '\n' && !(after === '\r' && source[i + 2] === '\n')) b.copy(source, ws, i + 1, base);
+    } else b.push(ch, base + i);
+  }
+  return b;
+}
+
+/** Block scalars (YAML §8.1): indentation, `|` literal vs `>` folded lines, and chomping. */
+function decodeBlock(
+  source: string, offset: number, parentIndent: number, props: { type: string; source: string }[], folded: boolean,
+): Builder {
+  const header = props[0]?.source ?? '|';
+  let explicitIndent = 0;
+  let chomp = '';
+  for (const ch of header.slice(1)) {
+    if (!chomp && (ch === '-' || ch === '+')) chomp = ch;
+    else if (!explicitIndent && Number(ch)) explicitIndent = Number(ch);
+  }
+  const headerLength = props.reduce((n, p) => n + (typeof p.source === 'string' ? p.source.length : 0), 0);
+  const bodyStart = offset + headerLength;
+  const lines = splitLines(source, bodyStart).map((l) => {
+    const indent = /^ */.exec(l.text)![0].length;
+    return { indent, content: l.text.slice(indent), start: l.start };
+  });
+  const b = new Builder();
+  let chompStart = lines.length;
+  for (let i = lines.length - 1; i >= 0; i--) {
+    if (lines[i]!.content === '') chompStart = i;
+    else break;
+  }
+  if (chompStart === 0) {
+    if (chomp === '+' && lines.length > 0) b.push('\n'.repeat(Math.max(1, lines.length - 1)), bodyStart);
+    return b;
+  }
+  let trimIndent = parentIndent + explicitIndent;
+  let contentStart = 0;
+  for (let i = 0; i < chompStart; i++) {
+    const l = lines[i]!;
+    if (l.content === '') {
+      if (explicitIndent === 0 && l.indent > trimIndent) trimIndent = l.indent;
+    } else {
+      if (explicitIndent === 0) trimIndent = l.indent;
+      contentStart = i;
+      break;
+    }
+  }
+  for (let i = lines.length - 1; i >= chompStart; i--) {
+    if (lines[i]!.indent > trimIndent) chompStart = i + 1;
+  }
+  const eol = (l: { start: number; indent: number; content: string }): number => l.start + l.indent + l.content.length;
+  for (let i = 0; i < contentStart; i++) {
+    const l = lines[i]!;
+    b.push(' '.repeat(Math.max(0, l.indent - trimIndent)), l.start + trimIndent);
+    b.push('\n', eol(l));
+  }
+  let sep = '';
+  let sepAt = bodyStart;
+  let prevMoreIndented = false;
+  for (let i = contentStart; i < chompStart; i++) {
+    const l = lines[i]!;
+    const extra = ' '.repeat(Math.max(0, l.indent - trimIndent));
+    const contentAt = l.start + l.indent;
+    const emitLine = (): void => {
+      for (let k = 0; k < extra.length; k++) b.push(' ', l.start + trimIndent + k);
+      for (let k = 0; k < l.content.length; k++) b.push(l.content[k]!, contentAt + k);
+    };
+    if (!folded) {
+      b.push(sep, sepAt);
+      emitLine();
+      sep = '\n';
+    } else if (l.indent > trimIndent || l.content[0] === '\t') {
+      if (sep === ' ') sep = '\n';
+      else if (!prevMoreIndented && sep === '\n') sep = '\n\n';
+      b.push(sep, sepAt);
+      emitLine();
+      sep = '\n';
+      prevMoreIndented = true;
+    } else if (l.content === '') {
+      if (sep === '\n') b.push('\n', l.start);
+      else sep = '\n';
+    } else {
+      b.push(sep, sepAt, sep === ' ');
+      for (let k = 0; k < l.content.length; k++) b.push(l.content[k]!, contentAt + k);
+      sep = ' ';
+      prevMoreIndented = false;
+    }
+    sepAt = eol(l);
+  }
+  if (chomp === '+') {
+    for (let i = chompStart; i < lines.length; i++) {
+      const l = lines[i]!;
+      b.push('\n', sepAt);
+      b.push(' '.repeat(Math.max(0, l.indent - trimIndent)), l.start + trimIndent);
+      sepAt = eol(l);
+    }
+    if (!b.value.endsWith('\n')) b.push('\n', sepAt);
+  } else if (chomp === '') b.push('\n', sepAt);
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+function describe(node: Node | null | undefined): string {
+  if (node === null || node === undefined) return 'nothing';
+  if (isMap(node)) return 'a mapping';
+  if (isSeq(node)) return 'a list';
+  if (isAlias(node)) return 'an alias';
+  if (isScalar(node)) {
+    const v = node.value;
+    if (v === null) return 'null';
+    if (typeof v === 'string') return `a string "${v.length > 40 ? v.slice(0, 40) + '...' : v}"`;
+    if (typeof v === 'number') return `the number ${v}`;
+    if (typeof v === 'boolean') return `the boolean ${v}`;
+    return `a ${typeof v}`;
+  }
+  if (isPair(node)) return 'a pair';
+  return 'an unsupported value';
+}
+
+/** Appends a field to a path; keys that are not identifier-like are bracketed and quoted. */
+function join(path: string, key: string): string {
+  if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key)) return path === '' ? key : `${path}.${key}`;
+  return `${path}[${JSON.stringify(key)}]`;
+}
+
+/** Strips the snippet `yaml` appends ("at line 3, column 5:\n\n...") since we add file:line:col. */
+function yamlMessage(message: string): string {
+  const i = message.search(/ at line \d+, column \d+/);
+  return i === -1 ? message.trim() : message.slice(0, i);
+}
+
+function isRfc3339(s: string): boolean {
+  const m = RFC3339.exec(s);
+  if (m === null) return false;
+  const [month, day, hour, minute, second] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number];
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return false;
+  return !Number.isNaN(Date.parse(s.replace(' ', 'T')));
+}
+
+/** The allowed name within edit distance 2 of `name`, for "did you mean" hints. */
+function closest(name: string, allowed: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = 3;
+  for (const a of allowed) {
+    const d = editDistance(name.toLowerCase(), a.toLowerCase());
+    if (d < bestDistance) { best = a; bestDistance = d; }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { hashSources, readPolicySources } from '../../src/policy/sources.ts';
+
+let root: string;
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'waygate-sources-'));
+});
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+/** Creates files (path -> content) under a fresh directory and returns it. */
+async function tree(name: string, files: Record<string, string>): Promise<string> {
+  const dir = join(root, name);
+  for (const [p, content] of Object.entries(files)) {
+    await mkdir(join(dir, p, '..'), { recursive: true });
+    await writeFile(join(dir, p), content);
+  }
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+describe('readPolicySources', () => {
+  it('walks directories recursively, keeps *.yaml/*.yml, skips hidden names, sorts by path', async () => {
+    const dir = await tree('walk', {
+      'b.yaml': 'b',
+      'a.yml': 'a',
+      'sub/c.yaml': 'c',
+      'sub/deeper/d.yaml': 'd',
+      'Z.yaml': 'z',
+      'notes.txt': 'no',
+      'policy.yaml.bak': 'no',
+      '.hidden.yaml': 'no',
+      '.git/config.yaml': 'no',
+    });
+    const { files, diagnostics } = await readPolicySources([dir]);
+    assert.deepEqual(diagnostics, []);
+    assert.deepEqual(files, [
+      { path: join(dir, 'Z.yaml'), text: 'z' },
+      { path: join(dir, 'a.yml'), text: 'a' },
+      { path: join(dir, 'b.yaml'), text: 'b' },
+      { path: join(dir, 'sub/c.yaml'), text: 'c' },
+      { path: join(dir, 'sub/deeper/d.yaml'), text: 'd' },
+    ]);
+  });
+
+  it('reads a file named explicitly whatever its extension, once even if also found by a walk', async () => {
+    const dir = await tree('explicit', { 'p.yaml': 'p', 'policy.txt': 't' });
+    const { files, diagnostics } = await readPolicySources([join(dir, 'policy.txt'), dir, join(dir, 'p.yaml')]);
+    assert.deepEqual(diagnostics, []);
+    assert.deepEqual(files.map((f) => f.path), [join(dir, 'p.yaml'), join(dir, 'policy.txt')]);
+  });
+
+  it('reads a Kubernetes ConfigMap volume through its visible symlinks only', async () => {
+    const dir = await tree('configmap', {
+      '..2026_01_01_00_00_00.000000001/x.yaml': 'new x',
+      '..2026_01_01_00_00_00.000000001/y.yml': 'new y',
+      // An older timestamped directory kubelet has not removed yet must not be read.
+      '..2025_12_31_00_00_00.000000001/x.yaml': 'old x',
+    });
+    await symlink('..2026_01_01_00_00_00.000000001', join(dir, '..data'));
+    await symlink('..data/x.yaml', join(dir, 'x.yaml'));
+    await symlink('..data/y.yml', join(dir, 'y.yml'));
+    const { files, diagnostics } = await readPolicySources([dir]);
+    assert.deepEqual(diagnostics, []);
+    assert.deepEqual(files, [
+      { path: join(dir, 'x.yaml'), text: 'new x' },
+      { path: join(dir, 'y.yml'), text: 'new y' },
+    ]);
+  });
+
+  it('survives a symlink loop and reports a dangling policy symlink', async () => {
+    const dir = await tree('loop', { 'a/p.yaml': 'p' });
+    await symlink('..', join(dir, 'a', 'up'));
+    await symlink('missing.yaml', join(dir, 'dangling.yaml'));
+    const { files, diagnostics } = await readPolicySources([dir]);
+    assert.deepEqual(files.map((f) => f.path), [join(dir, 'a/p.yaml')]);
+    assert.equal(diagnostics.length, 1);
+    assert.equal(diagnostics[0]!.file, join(dir, 'dangling.yaml'));
+    assert.equal(diagnostics[0]!.code, 'WG_POLICY_IO');
+  });
+
+  it('reports an unreadable path as WG_POLICY_IO at 1:1 and still reads the others', async () => {
+    const dir = await tree('io', { 'ok.yaml': 'ok' });
+    const missing = join(dir, 'nope.yaml');
+    const { files, diagnostics } = await readPolicySources([missing, dir]);
+    assert.deepEqual(files, [{ path: join(dir, 'ok.yaml'), text: 'ok' }]);
+    assert.equal(diagnostics.length, 1);
+    const d = diagnostics[0]!;
+    assert.deepEqual({ code: d.code, file: d.file, line: d.line, col: d.col, path: d.path, severity: d.severity },
+      { code: 'WG_POLICY_IO', file: missing, line: 1, col: 1, path: '', severity: 'error' });
+    assert.match(d.message, /ENOENT/);
+  });
+
+  it('reports a file it may not read (skipped when running as root)', { skip: process.getuid?.() === 0 }, async () => {
+    const dir = await tree('perm', { 'secret.yaml': 's' });
+    await chmod(join(dir, 'secret.yaml'), 0o000);
+    const { files, diagnostics } = await readPolicySources([dir]);
+    assert.deepEqual(files, []);
+    assert.equal(diagnostics[0]?.code, 'WG_POLICY_IO');
+    assert.match(diagnostics[0]!.message, /EACCES/);
+  });
+});
+
+describe('hashSources', () => {
+  const a = { path: 'a.yaml', text: 'x' };
+  const b = { path: 'b.yaml', text: 'y' };
+  it('is a sha256 hex digest independent of input order', () => {
+    assert.match(hashSources([a, b]), /^[0-9a-f]{64}$/);
+    assert.equal(hashSources([a, b]), hashSources([b, a]));
+  });
+  it('changes with content, path and framing', () => {
+    const base = hashSources([a, b]);
+    const table = [
+      [{ ...a, text: 'x ' }, b],
+      [{ ...a, path: 'c.yaml' }, b],
+      [a],
+      // Moving bytes across the file boundary must change the hash (length-prefixed framing).
+      [{ path: 'a.yaml', text: 'xy' }, { path: 'b.yaml', text: '' }],
+    ];
+    for (const files of table) assert.notEqual(hashSources(files), base, JSON.stringify(files));
+  });
+  it('hashes the empty set', () => {
+    assert.equal(hashSources([]), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  });
+});
