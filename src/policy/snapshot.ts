@@ -1,0 +1,175 @@
+/**
+ * The compiled, immutable policy snapshot: what `decide()` evaluates. Built once per load by
+ * `compilePolicySet` (compile.ts), swapped by one reference, never mutated afterwards — a tunnel
+ * is always decided against exactly one snapshot (DESIGN §1 "immutable snapshot -> atomic swap").
+ */
+import type { Environment } from '@marcbachmann/cel-js';
+import type { CompiledExpression, IndexKey } from './cel/compiled.ts';
+import type { Location } from './model.ts';
+import type { PolicyAction, PolicyMode, RuleRef } from './decision.ts';
+import type { RuleIndex, PolicyIndex } from './rule-index.ts';
+
+/** Rule name used in decisions and errors for a policy's selector (rule names cannot contain parentheses). */
+export const SELECTOR_RULE_NAME = '(selector)';
+
+export interface CompiledVariable {
+  readonly name: string;
+  readonly expression: CompiledExpression;
+  /** Positions (in the policy's variable list) of earlier variables this one reads. */
+  readonly dependsOn: readonly number[];
+  /**
+   * The environment the expression was checked in (declaring exactly the variables before it),
+   * needed to build the `variables` value it sees.
+   */
+  readonly env: Environment;
+}
+
+export interface CompiledRule {
+  readonly name: string;
+  /** Position of the policy in `PolicySnapshot.policies`. */
+  readonly policyIndex: number;
+  /** Position of the rule inside its policy. */
+  readonly indexInPolicy: number;
+  /**
+   * Global evaluation order: policy ordinal, then rule order. "First" in a decision always means
+   * lowest `ordinal`, whichever index structure produced the candidate.
+   */
+  readonly ordinal: number;
+  readonly when: CompiledExpression;
+  /**
+   * Equality constraints that must hold for the rule to count: the rule's own `indexKeys` plus its
+   * policy selector's (a rule of a policy whose selector is false never counts). A context that
+   * violates one of them cannot make the rule match (the CEL layer proves this per key: each is a
+   * top-level conjunct, and CEL's `&&` turns `false && error` into `false`).
+   */
+  readonly keys: readonly IndexKey[];
+  /** Positions of the policy variables this rule reads, directly or through other variables. */
+  readonly variableReads: readonly number[];
+  /** The reference put into decisions (shared, frozen). */
+  readonly ref: Readonly<RuleRef>;
+  readonly message?: string;
+  readonly location: Location;
+}
+
+export interface CompiledPolicy {
+  readonly name: string;
+  readonly action: PolicyAction;
+  readonly mode: PolicyMode;
+  /** Document ordinal in the whole set (files sorted by path, documents in order). */
+  readonly ordinal: number;
+  /** Position in `PolicySnapshot.policies` (policies are sorted by ordinal). */
+  readonly position: number;
+  /** Null when absent or the literal `true`: the policy applies to every tunnel. */
+  readonly selector: CompiledExpression | null;
+  /** The selector's equality constraints (empty when there is no selector). */
+  readonly selectorKeys: readonly IndexKey[];
+  /** Positions of the policy variables the selector reads (it is checked with the rules' environment). */
+  readonly selectorVariableReads: readonly number[];
+  /** Reference used when the selector itself fails to evaluate. */
+  readonly selectorRef: Readonly<RuleRef>;
+  readonly variables: readonly CompiledVariable[];
+  /** The environment the rules were checked in (declaring every variable); null without variables. */
+  readonly rulesEnv: Environment | null;
+  readonly rules: readonly CompiledRule[];
+  readonly location: Location;
+}
+
+/**
+ * Rule buckets, one per role in Istio's evaluation order. Dry-run policies of every action go to
+ * the `dryRun*` buckets and are evaluated on their own path (DESIGN §3 step 1).
+ */
+export interface SnapshotIndex {
+  readonly deny: RuleIndex;
+  readonly allow: RuleIndex;
+  readonly audit: RuleIndex;
+  readonly dryRunDeny: RuleIndex;
+  readonly dryRunAllow: RuleIndex;
+  readonly dryRunAudit: RuleIndex;
+  /** Enforced ALLOW policies, indexed by selector, for step 3 ("no ALLOW policy applies"). */
+  readonly allowPolicies: PolicyIndex;
+  /** Dry-run ALLOW policies, likewise, for the dry-run verdict. */
+  readonly dryRunAllowPolicies: PolicyIndex;
+  /** Every dry-run policy, to tell whether any applies (`dryRun` is null otherwise). */
+  readonly dryRunPolicies: PolicyIndex;
+}
+
+export interface PolicySnapshot {
+  /** Monotonic load counter assigned by the loader; the decision cache keys on it. */
+  readonly version: number;
+  /** Hash of the source files (`hashSources`), reported in audit and reload records. */
+  readonly hash: string;
+  /** Every AuthorizationPolicy, sorted by ordinal. */
+  readonly policies: readonly CompiledPolicy[];
+  /** Every rule, sorted by ordinal (`rules[i].ordinal === i`). */
+  readonly rules: readonly CompiledRule[];
+  readonly ruleCount: number;
+  readonly index: SnapshotIndex;
+  /**
+   * Union of the attribute paths read by every selector, variable and rule (`variables.*`
+   * excluded: a variable's own reads are in the union). The decision cache keys on these.
+   */
+  readonly reads: ReadonlySet<string>;
+  /** Source files the snapshot was compiled from. */
+  readonly createdFrom: readonly string[];
+}
+
+/** The `{version, hash}` pair carried by every decision and audit record. */
+export function snapshotId(s: PolicySnapshot): { version: number; hash: string } {
+  return { version: s.version, hash: s.hash };
+}
+
+/** An empty snapshot (no policies): every decision is the default action. */
+export function isEmptySnapshot(s: PolicySnapshot): boolean {
+  return s.policies.length === 0;
+}
+
+/** Whether `ref` names a policy's selector rather than one of its rules. */
+export function isSelectorRef(ref: { rule: string }): boolean {
+  return ref.rule === SELECTOR_RULE_NAME;
+}
+
+/**
+ * Freezes plain objects and arrays recursively. CompiledExpression objects (owned by the CEL
+ * layer, possibly holding lazily-filled internal caches), Maps and Sets are left as they are: they
+ * are typed read-only and never written after compilation.
+ */
+export function deepFreeze<T>(value: T, seen: Set<unknown> = new Set()): T {
+  if (value === null || typeof value !== 'object' || seen.has(value)) return value;
+  seen.add(value);
+  if (value instanceof Map || value instanceof Set) {
+    for (const v of value.values()) deepFreeze(v, seen);
+    return value;
+  }
+  if (isCompiledExpression(value) || isEnvironment(value)) return value;
+  for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v, seen);
+  return Object.freeze(value);
+}
+
+function isEnvironment(v: object): boolean {
+  return typeof (v as { clone?: unknown }).clone === 'function' && typeof (v as { registerVariable?: unknown }).registerVariable === 'function';
+}
+
+function isCompiledExpression(v: object): boolean {
+  return typeof (v as { evaluate?: unknown }).evaluate === 'function' && 'indexKeys' in v;
+}
+
+/** Convenience for callers that print a snapshot summary (`policy check`, `/debug/policy`). */
+export function summarizeSnapshot(s: PolicySnapshot): {
+  version: number;
+  hash: string;
+  policies: number;
+  rules: number;
+  files: readonly string[];
+  byAction: Record<PolicyAction, number>;
+  dryRun: number;
+} {
+  const byAction: Record<PolicyAction, number> = { ALLOW: 0, DENY: 0, AUDIT: 0 };
+  let dryRun = 0;
+  for (const p of s.policies) {
+    byAction[p.action]++;
+    if (p.mode === 'DryRun') dryRun++;
+  }
+  return { version: s.version, hash: s.hash, policies: s.policies.length, rules: s.ruleCount, files: s.createdFrom, byAction, dryRun };
+}
+
+export type { PolicyMode };
