@@ -1,7 +1,8 @@
 /**
  * `waygate <verb>`: one file per verb group under src/cli/. Exit codes are meaningful for CI:
  * 0 success, 1 the command ran and found a problem (failed test, lint error, flip), 2 usage or
- * input error (bad flag, unreadable file, invalid policy).
+ * input error (bad flag, unreadable file, invalid policy), 3 `policy eval` decided deny (so scripts
+ * can branch on the verdict without parsing output).
  */
 import { Command, CommanderError } from 'commander';
 import { registerAudit } from './audit.ts';

@@ -1,0 +1,361 @@
+/**
+ * Policy lint: mistakes that load fine but cannot be what the author meant. Everything here is a
+ * property of the policy text and its compiled form, never of traffic. Each finding is located to
+ * file:line:col and a field path, like load errors, so `waygate policy check` prints both the same
+ * way.
+ *
+ * The checks follow Istio's evaluation order (DESIGN §3): an enforced DENY match ends the decision,
+ * so an unconditional DENY leaves every ALLOW rule without effect; inside one policy the first
+ * matching rule is the one reported, so rules after an unconditional one never decide.
+ *
+ * Lint runs on a compiled snapshot (full checks: constant folding and equality keys from the CEL
+ * layer) or on parsed documents that failed to compile (text checks only), so `policy check` can
+ * still say something useful about a file with a type error elsewhere.
+ */
+import type { Diagnostic, ErrorCode } from '../errors.ts';
+import { parseSpiffeId } from '../identity/spiffe.ts';
+import { MATCHES_FORBIDDEN_MESSAGE } from './cel/analyze.ts';
+import type { IndexKey } from './cel/compiled.ts';
+import type { PolicyAction, PolicyMode } from './decision.ts';
+import type { AuthorizationPolicy, ExpressionSource, Location, PolicyDocument } from './model.ts';
+import type { PolicySnapshot } from './snapshot.ts';
+
+/**
+ * Stable lint codes (an API like ErrorCode: add, never rename). Kept apart from ErrorCode because
+ * they name findings, not failures; `WG_POLICY_FORBIDDEN` is shared with the loader, which refuses
+ * the same construct.
+ */
+export type LintCode =
+  /** A rule that can never take effect because an unconditional enforced DENY matches first. */
+  | 'WG_LINT_UNREACHABLE'
+  /** A rule or selector that can never be true (constant false, contradictory equalities, impossible literal). */
+  | 'WG_LINT_NEVER_MATCHES'
+  /** A rule after an unconditional rule of the same ALLOW/DENY policy: it never decides. */
+  | 'WG_LINT_SHADOWED'
+  /** An enforced DENY that matches every tunnel. */
+  | 'WG_LINT_DENY_ALL'
+  /** An enforced ALLOW that matches every tunnel no DENY refuses. */
+  | 'WG_LINT_ALLOW_ALL'
+  /** `action: AUDIT` with `mode: DryRun`: AUDIT never changes a verdict, so a dry run of it is meaningless. */
+  | 'WG_LINT_AUDIT_DRYRUN'
+  /** A variable no selector, rule or other variable reads. */
+  | 'WG_LINT_UNUSED_VARIABLE';
+
+/** One lint finding: a Diagnostic whose code may also be a LintCode. */
+export interface LintDiagnostic extends Omit<Diagnostic, 'code'> {
+  code: ErrorCode | LintCode;
+}
+
+/** Anything lint understands: a compiled snapshot, or parsed documents (PolicyTests are ignored). */
+export type LintInput = PolicySnapshot | readonly PolicyDocument[];
+
+/** Runs every lint check; findings are sorted by file, line and column. */
+export function lintPolicies(input: LintInput): LintDiagnostic[] {
+  const views = isSnapshot(input) ? viewsFromSnapshot(input) : viewsFromDocuments(input);
+  const out: LintDiagnostic[] = [];
+  for (const p of views) {
+    checkAuditDryRun(p, out);
+    checkForbiddenMatches(p, out);
+    checkUnusedVariables(p, out);
+    checkNeverMatches(p, out);
+    checkShadowed(p, out);
+    checkAllowAll(p, out);
+  }
+  checkCatchAllDeny(views, out);
+  return out.sort(
+    (a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0) || a.line - b.line || a.col - b.col || (a.code < b.code ? -1 : 1),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A common view of compiled and raw policies, so every check is written once.
+
+interface ExprView {
+  source: ExpressionSource;
+  constantTrue: boolean;
+  constantFalse: boolean;
+  /** Equality constraints proven by the CEL layer; empty for raw documents. */
+  keys: readonly IndexKey[];
+}
+
+interface RuleView {
+  name: string;
+  location: Location;
+  when: ExprView;
+}
+
+interface PolicyView {
+  name: string;
+  action: PolicyAction;
+  mode: PolicyMode;
+  location: Location;
+  /** Null when absent or the literal `true` (the policy governs every tunnel). */
+  selector: ExprView | null;
+  variables: { name: string; expr: ExprView }[];
+  rules: RuleView[];
+}
+
+function isSnapshot(input: LintInput): input is PolicySnapshot {
+  return !Array.isArray(input) && typeof (input as PolicySnapshot).ruleCount === 'number';
+}
+
+function viewsFromSnapshot(s: PolicySnapshot): PolicyView[] {
+  return s.policies.map((p) => ({
+    name: p.name,
+    action: p.action,
+    mode: p.mode,
+    location: p.location,
+    selector: p.selector
+      ? { source: p.selector.source, constantTrue: p.selector.isConstantTrue, constantFalse: p.selector.isConstantFalse, keys: p.selectorKeys }
+      : null,
+    variables: p.variables.map((v) => ({ name: v.name, expr: compiledView(v.expression) })),
+    rules: p.rules.map((r) => ({ name: r.name, location: r.location, when: compiledView(r.when) })),
+  }));
+}
+
+function compiledView(e: { source: ExpressionSource; isConstantTrue: boolean; isConstantFalse: boolean; indexKeys: readonly IndexKey[] }): ExprView {
+  return { source: e.source, constantTrue: e.isConstantTrue, constantFalse: e.isConstantFalse, keys: e.indexKeys };
+}
+
+function viewsFromDocuments(docs: readonly PolicyDocument[]): PolicyView[] {
+  const policies = docs.filter((d): d is AuthorizationPolicy => d.kind === 'AuthorizationPolicy');
+  return policies.map((p) => {
+    const selector = p.selector ? textView(p.selector) : null;
+    return {
+      name: p.name,
+      action: p.action,
+      mode: p.mode,
+      location: p.location,
+      selector: selector && !selector.constantTrue ? selector : null,
+      variables: p.variables.map((v) => ({ name: v.name, expr: textView(v.expression) })),
+      rules: p.rules.map((r) => ({ name: r.name, location: r.location, when: textView(r.when) })),
+    };
+  });
+}
+
+/** Without a compiler only the bare literals are recognised (`true`, `false`, possibly parenthesised). */
+function textView(source: ExpressionSource): ExprView {
+  const bare = source.text.replace(/[\s()]/g, '');
+  return { source, constantTrue: bare === 'true', constantFalse: bare === 'false', keys: [] };
+}
+
+function at(loc: Location, code: LintDiagnostic['code'], severity: 'error' | 'warning', message: string, path = loc.path): LintDiagnostic {
+  return { code, severity, message, file: loc.file, line: loc.line, col: loc.col, path };
+}
+
+function describe(loc: Location): string {
+  return `${loc.file}:${loc.line}:${loc.col}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+function checkAuditDryRun(p: PolicyView, out: LintDiagnostic[]): void {
+  if (p.action !== 'AUDIT' || p.mode !== 'DryRun') return;
+  out.push(at(p.location, 'WG_LINT_AUDIT_DRYRUN', 'warning',
+    `policy "${p.name}" is an AUDIT policy in DryRun mode: AUDIT never changes a verdict, so there is nothing to trial. ` +
+    'Use mode: Enforce to list matches in the audit record, or action: ALLOW/DENY with mode: DryRun to trial a verdict change',
+    'spec.mode'));
+}
+
+/**
+ * `matches()` is the CEL engine's JavaScript-RegExp regex: backtracking, and RE2 syntax such as
+ * `(?i)` throws (FACTS.md). The loader refuses it; lint reports it too for documents that did not
+ * compile, pointing at the call itself.
+ */
+function checkForbiddenMatches(p: PolicyView, out: LintDiagnostic[]): void {
+  for (const e of allExpressions(p)) {
+    const code = stripStringLiterals(e.expr.source.text);
+    for (const m of code.matchAll(/(?<![\w.])matches\s*\(|\.\s*matches\s*\(/g)) {
+      const offset = m.index + (m[0].startsWith('.') ? m[0].indexOf('m') : 0);
+      const pos = e.expr.source.positionAt(offset);
+      out.push({
+        code: 'WG_POLICY_FORBIDDEN',
+        severity: 'error',
+        message: MATCHES_FORBIDDEN_MESSAGE,
+        file: e.expr.source.location.file,
+        line: pos.line,
+        col: pos.col,
+        path: e.expr.source.location.path,
+      });
+    }
+  }
+}
+
+function checkUnusedVariables(p: PolicyView, out: LintDiagnostic[]): void {
+  if (p.variables.length === 0) return;
+  for (const v of p.variables) {
+    const ref = new RegExp(`\\bvariables\\s*\\.\\s*${escapeRegExp(v.name)}\\b`);
+    const used = allExpressions(p).some((e) => e.expr !== v.expr && ref.test(stripStringLiterals(e.expr.source.text)));
+    if (!used) {
+      const loc = v.expr.source.location;
+      out.push(at(loc, 'WG_LINT_UNUSED_VARIABLE', 'warning',
+        `variable "${v.name}" of policy "${p.name}" is never read (reference it as variables.${v.name})`,
+        parentPath(loc.path)));
+    }
+  }
+}
+
+function checkNeverMatches(p: PolicyView, out: LintDiagnostic[]): void {
+  if (p.selector) {
+    const why = p.selector.constantFalse ? 'it is the constant false' : impossibleKeys(p.selector.keys, []);
+    if (why !== null) {
+      out.push(at(p.selector.source.location, 'WG_LINT_NEVER_MATCHES', 'warning',
+        `selector of policy "${p.name}" can never be true (${why}): the policy governs no tunnel`));
+      return; // every rule is moot; one finding says it
+    }
+  }
+  for (const r of p.rules) {
+    const why = r.when.constantFalse ? 'it is the constant false' : impossibleKeys(r.when.keys, p.selector?.keys ?? []);
+    if (why === null) continue;
+    out.push(at(r.when.source.location, 'WG_LINT_NEVER_MATCHES', 'warning',
+      `${p.action} rule "${r.name}" of policy "${p.name}" can never match (${why})`));
+  }
+}
+
+/**
+ * Why a set of equality constraints cannot all hold, or null. `own` are the expression's keys,
+ * `outer` the selector's (the rule only counts when its selector is true too).
+ */
+function impossibleKeys(own: readonly IndexKey[], outer: readonly IndexKey[]): string | null {
+  const byAttr = new Map<string, { values: (string | number)[]; from: string[] }>();
+  const tagged = [...outer.map((k) => ({ k, from: 'selector' })), ...own.map((k) => ({ k, from: 'rule' }))];
+  for (const { k, from } of tagged) {
+    const literal = impossibleLiteral(k);
+    if (literal !== null) return literal;
+    const seen = byAttr.get(k.attribute);
+    if (!seen) {
+      byAttr.set(k.attribute, { values: [...k.values], from: [`${from} requires ${showValues(k.values)}`] });
+      continue;
+    }
+    seen.values = seen.values.filter((v) => k.values.includes(v));
+    seen.from.push(`${from} requires ${showValues(k.values)}`);
+    if (seen.values.length === 0) return `${k.attribute}: ${seen.from.join(', ')}`;
+  }
+  for (const k of tagged) if (k.k.values.length === 0) return `${k.k.attribute} has no possible value`;
+  return null;
+}
+
+/** Literals an attribute can never take: a port outside 0-65535, a principal that is not a SPIFFE ID. */
+function impossibleLiteral(k: IndexKey): string | null {
+  if (k.values.length === 0) return null;
+  if (k.attribute === 'destination.port') {
+    const ok = k.values.filter((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535);
+    if (ok.length === 0) return `destination.port ${showValues(k.values)} is not a TCP port`;
+  }
+  if (k.attribute === 'source.principal') {
+    // The principal is a verified SPIFFE ID or "" (no identity, DESIGN §3), nothing else.
+    const ok = k.values.filter((v) => v === '' || (typeof v === 'string' && parseSpiffeId(v) !== null));
+    if (ok.length === 0) return `source.principal ${showValues(k.values)} is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`;
+  }
+  return null;
+}
+
+function showValues(values: readonly (string | number)[]): string {
+  const shown = values.map((v) => JSON.stringify(v));
+  return shown.length === 1 ? shown[0]! : `one of [${shown.join(', ')}]`;
+}
+
+/** In an ALLOW or DENY policy the first matching rule decides; rules after an unconditional one never do. */
+function checkShadowed(p: PolicyView, out: LintDiagnostic[]): void {
+  if (p.action === 'AUDIT') return; // every matching AUDIT rule is listed, none shadows another
+  const first = p.rules.findIndex((r) => r.when.constantTrue);
+  if (first === -1) return;
+  const cause = p.rules[first]!;
+  for (const r of p.rules.slice(first + 1)) {
+    out.push(at(r.location, 'WG_LINT_SHADOWED', 'warning',
+      `rule "${r.name}" never decides: rule "${cause.name}" before it (${describe(cause.location)}) matches every tunnel policy "${p.name}" governs`));
+  }
+}
+
+function checkAllowAll(p: PolicyView, out: LintDiagnostic[]): void {
+  if (p.action !== 'ALLOW' || p.mode !== 'Enforce' || p.selector !== null) return;
+  const r = p.rules.find((x) => x.when.constantTrue);
+  if (!r) return;
+  out.push(at(r.when.source.location, 'WG_LINT_ALLOW_ALL', 'warning',
+    `rule "${r.name}" of policy "${p.name}" allows every tunnel no DENY rule refuses; add a selector or a condition on the source`));
+}
+
+/**
+ * An enforced DENY with no selector and an unconditional rule denies every tunnel (Istio step 2),
+ * so no enforced ALLOW rule anywhere can ever allow: those rules are errors, the DENY a warning
+ * (a deliberate lockdown is legitimate; ALLOW rules beside it are not).
+ */
+function checkCatchAllDeny(views: readonly PolicyView[], out: LintDiagnostic[]): void {
+  let catchAll: { p: PolicyView; r: RuleView } | null = null;
+  for (const p of views) {
+    if (p.action !== 'DENY' || p.mode !== 'Enforce' || p.selector !== null) continue;
+    const r = p.rules.find((x) => x.when.constantTrue);
+    if (!r) continue;
+    catchAll ??= { p, r };
+    out.push(at(r.when.source.location, 'WG_LINT_DENY_ALL', 'warning',
+      `rule "${r.name}" of enforced DENY policy "${p.name}" matches every tunnel: nothing can be allowed`));
+  }
+  if (!catchAll) return;
+  const where = `${catchAll.p.name}/${catchAll.r.name} (${describe(catchAll.r.when.source.location)})`;
+  for (const p of views) {
+    if (p.action !== 'ALLOW' || p.mode !== 'Enforce') continue;
+    for (const r of p.rules) {
+      out.push(at(r.location, 'WG_LINT_UNREACHABLE', 'error',
+        `ALLOW rule "${r.name}" of policy "${p.name}" can never allow: the catch-all DENY ${where} matches every tunnel first`));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function allExpressions(p: PolicyView): { expr: ExprView }[] {
+  const list: { expr: ExprView }[] = [];
+  if (p.selector) list.push({ expr: p.selector });
+  for (const v of p.variables) list.push({ expr: v.expr });
+  for (const r of p.rules) list.push({ expr: r.when });
+  return list;
+}
+
+/**
+ * Replaces the contents of CEL string literals with spaces (offsets preserved), so a word inside a
+ * string (`"matches("`) is not taken for code. Handles '…', "…", triple-quoted and raw strings and
+ * backslash escapes (CEL spec, "String and bytes literals").
+ */
+export function stripStringLiterals(text: string): string {
+  let out = '';
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c !== '"' && c !== "'") {
+      out += c;
+      i++;
+      continue;
+    }
+    const raw = i > 0 && /[rR]/.test(text[i - 1]!) && (i < 2 || !/[\w]/.test(text[i - 2]!));
+    const triple = text.startsWith(c.repeat(3), i);
+    const close = triple ? c.repeat(3) : c;
+    out += triple ? close : c;
+    i += close.length;
+    while (i < text.length && !text.startsWith(close, i)) {
+      if (text[i] === '\\' && !raw && i + 1 < text.length) {
+        out += '  ';
+        i += 2;
+        continue;
+      }
+      out += text[i] === '\n' ? '\n' : ' ';
+      i++;
+    }
+    if (i < text.length) {
+      out += close;
+      i += close.length;
+    }
+  }
+  return out;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** `spec.variables[1].expression` -> `spec.variables[1]`. */
+function parentPath(path: string): string {
+  const dot = path.lastIndexOf('.');
+  return dot > 0 ? path.slice(0, dot) : path;
+}
