@@ -1,4 +1,379 @@
-import type { Command } from 'commander';
+/**
+ * `waygate audit summary|query|replay|report`: review the decisions in audit logs (DESIGN §4,
+ * §5). Inputs are JSON-lines files (plain or gzip), globs, or stdin. Exit codes: 0 success, 1 the
+ * command found what it gates on (`replay --fail-on-new-denies` with an allow -> deny flip), 2 usage
+ * or input error (bad flag, unreadable file, policy set that does not load).
+ *
+ * Each verb is also exported as a `runAuditXxx(args, io)` function returning the exit code, so
+ * tests drive them in-process with captured streams.
+ */
+import { writeFile } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { WaygateError } from '../errors.ts';
+import { loadPolicySet } from '../policy/load.ts';
+import type { DefaultAction } from '../policy/decision.ts';
+import type { PolicySnapshot } from '../policy/snapshot.ts';
+import { compileQuery, QueryWriter, type AuditEvent, type QueryFormat } from '../audit/review/query.ts';
+import { describeIssues, newReadStats, readRecordBatches, resolveSources, type ReadOptions } from '../audit/review/reader.ts';
+import { renderReplay, ReplayAccumulator } from '../audit/review/replay.ts';
+import { RECORD_CEL_VARIABLES } from '../audit/review/record-cel.ts';
+import { renderHtmlReport, ReportAccumulator } from '../audit/review/report.ts';
+import { catalogFromSnapshot, renderSummary, SummaryAccumulator } from '../audit/review/summary.ts';
+import { parseTimeBound } from '../audit/review/time.ts';
+import { formatDiagnosticLine, styleFor, writeJson } from './output.ts';
 
-/** Placeholder until the owning change lands; registers no verb. */
-export function registerAudit(_program: Command): void {}
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+/** Streams the review verbs read and write; tests pass captures. */
+export interface AuditIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  /** Clock for `--since 2h`; default Date.now. */
+  now?: () => number;
+}
+
+function defaultIo(): AuditIo {
+  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin };
+}
+
+interface TimeWindowFlags {
+  since?: string;
+  until?: string;
+}
+
+function window(flags: TimeWindowFlags, io: AuditIo): { sinceMs: number | null; untilMs: number | null } {
+  const now = (io.now ?? Date.now)();
+  return {
+    sinceMs: flags.since !== undefined ? parseTimeBound(flags.since, now, '--since') : null,
+    untilMs: flags.until !== undefined ? parseTimeBound(flags.until, now, '--until') : null,
+  };
+}
+
+function readOptions(io: AuditIo): ReadOptions {
+  return { stdin: io.stdin, progress: io.stderr };
+}
+
+/** Loads a policy set or throws a usage error listing every diagnostic. */
+async function loadPolicies(paths: readonly string[], io: AuditIo): Promise<{ snapshot: PolicySnapshot; files: string[] }> {
+  const result = await loadPolicySet(paths, { version: 1 });
+  if (!result.ok) {
+    const style = styleFor(io.stderr);
+    for (const d of result.diagnostics) io.stderr.write(formatDiagnosticLine(d, style) + '\n');
+    throw new WaygateError('WG_USAGE', `the policy set in ${paths.join(', ')} does not load (${result.diagnostics.length} problem(s) above)`);
+  }
+  return { snapshot: result.snapshot, files: result.files };
+}
+
+/** Runs a verb body, mapping WaygateErrors to a message on stderr and exit code 2. */
+async function guarded(io: AuditIo, body: () => Promise<number>): Promise<number> {
+  try {
+    return await body();
+  } catch (err) {
+    if (err instanceof WaygateError) {
+      io.stderr.write(`waygate audit: ${err.message}\n`);
+      return EXIT_USAGE;
+    }
+    throw err;
+  }
+}
+
+/**
+ * Output with backpressure (awaits 'drain' when the reader is slow: `query | less`) that notices
+ * when the reader went away (`query | head` closes the pipe: EPIPE), so a scan stops instead of
+ * crashing on an unhandled stream error or waiting forever for a 'drain' that never comes.
+ */
+class Output {
+  gone = false;
+  constructor(private readonly stream: NodeJS.WritableStream) {
+    const onGone = (err?: NodeJS.ErrnoException) => {
+      if (err && err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') return;
+      this.gone = true;
+    };
+    stream.on('error', onGone);
+    stream.on('close', () => onGone());
+  }
+
+  async write(text: string): Promise<void> {
+    if (text === '' || this.gone) return;
+    if (this.stream.write(text)) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.stream.off('drain', done);
+        this.stream.off('close', done);
+        this.stream.off('error', done);
+        resolve();
+      };
+      this.stream.on('drain', done);
+      this.stream.on('close', done);
+      this.stream.on('error', done);
+    });
+  }
+}
+
+async function writeOut(stream: NodeJS.WritableStream, text: string): Promise<void> {
+  await new Output(stream).write(text);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface SummaryFlags extends TimeWindowFlags {
+  policies?: string[];
+  format?: 'text' | 'json' | 'markdown';
+  top?: number;
+}
+
+/** `waygate audit summary [paths...]`. */
+export function runAuditSummary(paths: string[], flags: SummaryFlags, io: AuditIo = defaultIo()): Promise<number> {
+  return guarded(io, async () => {
+    const win = window(flags, io);
+    const catalog = flags.policies?.length ? catalogFromSnapshot((await loadPolicies(flags.policies, io)).snapshot) : null;
+    const sources = await resolveSources(paths, readOptions(io));
+    const stats = newReadStats();
+    const acc = new SummaryAccumulator({ catalog, ...win, top: flags.top ?? 10 });
+    for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
+      for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
+    }
+    const summary = acc.result(stats);
+    if (flags.format === 'json') writeJson(summary, io.stdout);
+    else await writeOut(io.stdout, renderSummary(summary, flags.format === 'markdown' ? 'markdown' : 'text'));
+    return EXIT_OK;
+  });
+}
+
+export interface QueryFlags extends TimeWindowFlags {
+  decision?: 'allow' | 'deny';
+  reason?: string[];
+  principal?: string;
+  namespace?: string[];
+  policy?: string;
+  rule?: string;
+  destination?: string;
+  where?: string;
+  event?: string[];
+  limit?: number;
+  format?: QueryFormat;
+}
+
+/** Default row limit of the table format (it is buffered to size its columns). */
+const TABLE_DEFAULT_LIMIT = 1000;
+
+/** `waygate audit query [paths...]`. */
+export function runAuditQuery(paths: string[], flags: QueryFlags, io: AuditIo = defaultIo()): Promise<number> {
+  return guarded(io, async () => {
+    const format: QueryFormat = flags.format ?? 'table';
+    const events = expandEvents(flags.event);
+    // Compile (and type-check --where) before touching the input: a typo fails fast.
+    const query = compileQuery({
+      events,
+      decision: flags.decision,
+      reasons: splitList(flags.reason),
+      principal: flags.principal,
+      namespaces: splitList(flags.namespace),
+      policy: flags.policy,
+      rule: flags.rule,
+      destination: flags.destination,
+      where: flags.where,
+      ...window(flags, io),
+    });
+    const limit = flags.limit ?? (format === 'table' ? TABLE_DEFAULT_LIMIT : Infinity);
+    const sources = await resolveSources(paths, readOptions(io));
+    const stats = newReadStats();
+    const out = new Output(io.stdout);
+    let pending = '';
+    const writer = new QueryWriter(format, { write: (s: string) => (pending += s) });
+    let limited = false;
+    scan: for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
+      for (let i = 0; i < batch.length; i++) {
+        const rec = batch[i]!;
+        if (!query.test(rec)) continue;
+        if (writer.count >= limit) {
+          limited = true;
+          break scan;
+        }
+        writer.write(rec);
+      }
+      await out.write(pending);
+      pending = '';
+      if (out.gone) break; // the reader closed the pipe (`| head`): stop reading the input
+    }
+    writer.end();
+    await out.write(pending);
+    if (limited) io.stderr.write(`waygate audit: stopped after ${writer.count} matching record(s) (--limit${flags.limit === undefined ? `, default ${TABLE_DEFAULT_LIMIT} for tables` : ''})\n`);
+    if (query.where && query.where.errors.count > 0) {
+      io.stderr.write(`waygate audit: --where failed to evaluate on ${query.where.errors.count} record(s) (counted as no match), first: ${query.where.errors.first}\n`);
+    }
+    const issues = describeIssues(stats);
+    if (issues) io.stderr.write(`waygate audit: ${issues}\n`);
+    return EXIT_OK;
+  });
+}
+
+function splitList(values: string[] | undefined): string[] | undefined {
+  if (!values) return undefined;
+  return values.flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+}
+
+function expandEvents(values: string[] | undefined): AuditEvent[] | undefined {
+  const list = splitList(values);
+  if (!list) return undefined;
+  const out = new Set<AuditEvent>();
+  for (const v of list) {
+    if (v === 'all') ['decision', 'close', 'reload'].forEach((e) => out.add(e as AuditEvent));
+    else if (v === 'decision' || v === 'close' || v === 'reload') out.add(v);
+    else throw new WaygateError('WG_USAGE', `--event ${JSON.stringify(v)}: expected decision, close, reload or all`);
+  }
+  return [...out];
+}
+
+export interface ReplayFlags extends TimeWindowFlags {
+  policies: string[];
+  defaultAction?: DefaultAction;
+  failOnNewDenies?: boolean;
+  format?: 'text' | 'json' | 'markdown';
+  examples?: number;
+}
+
+/** `waygate audit replay --policies NEW_DIR [paths...]`. */
+export function runAuditReplay(paths: string[], flags: ReplayFlags, io: AuditIo = defaultIo()): Promise<number> {
+  return guarded(io, async () => {
+    if (!flags.policies || flags.policies.length === 0) throw new WaygateError('WG_USAGE', 'replay needs --policies DIR (the candidate policy set)');
+    const win = window(flags, io);
+    const { snapshot, files } = await loadPolicies(flags.policies, io);
+    const sources = await resolveSources(paths, readOptions(io));
+    const stats = newReadStats();
+    const acc = new ReplayAccumulator({ snapshot, defaultAction: flags.defaultAction ?? 'DENY', examples: flags.examples ?? 3, ...win });
+    for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
+      for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
+    }
+    const result = acc.result(stats, files);
+    if (flags.format === 'json') writeJson(result, io.stdout);
+    else await writeOut(io.stdout, renderReplay(result, flags.format === 'markdown' ? 'markdown' : 'text'));
+    const issues = describeIssues(stats);
+    if (issues) io.stderr.write(`waygate audit: ${issues}\n`);
+    if (flags.failOnNewDenies && result.allowToDeny.count > 0) {
+      io.stderr.write(`waygate audit: ${result.allowToDeny.count} decision(s) would flip from allow to deny under the candidate policies\n`);
+      return EXIT_FAILURE;
+    }
+    return EXIT_OK;
+  });
+}
+
+export interface ReportFlags extends TimeWindowFlags {
+  html: string;
+  policies?: string[];
+  title?: string;
+  maxDenies?: number;
+}
+
+/** `waygate audit report --html out.html [paths...]`. */
+export function runAuditReport(paths: string[], flags: ReportFlags, io: AuditIo = defaultIo()): Promise<number> {
+  return guarded(io, async () => {
+    if (!flags.html) throw new WaygateError('WG_USAGE', 'report needs --html FILE');
+    const win = window(flags, io);
+    const catalog = flags.policies?.length ? catalogFromSnapshot((await loadPolicies(flags.policies, io)).snapshot) : null;
+    const sources = await resolveSources(paths, readOptions(io));
+    const stats = newReadStats();
+    const acc = new ReportAccumulator({ catalog, ...win, title: flags.title, maxDenies: flags.maxDenies });
+    for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
+      for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
+    }
+    const data = acc.result(stats, new Date((io.now ?? Date.now)()));
+    try {
+      await writeFile(flags.html, renderHtmlReport(data));
+    } catch (err) {
+      throw new WaygateError('WG_USAGE', `cannot write ${flags.html}: ${(err as Error).message}`, { cause: err });
+    }
+    io.stderr.write(`wrote ${flags.html}: ${data.summary.decisions.total} decisions, ${data.deniesTotal} denies\n`);
+    const issues = describeIssues(stats);
+    if (issues) io.stderr.write(`waygate audit: ${issues}\n`);
+    return EXIT_OK;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// commander wiring
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
+  return n;
+}
+
+function choice<T extends string>(values: readonly T[]) {
+  return (value: string): T => {
+    if ((values as readonly string[]).includes(value)) return value as T;
+    throw new InvalidArgumentError(`expected one of ${values.join(', ')}, got "${value}"`);
+  };
+}
+
+const PATHS_HELP = 'audit logs: files (plain or gzip), globs, or - for stdin (default: stdin when piped)';
+
+/** Registers `waygate audit ...`. */
+export function registerAudit(program: Command): void {
+  const audit = program.command('audit').description('review decisions in audit logs: summary, query, replay, report');
+  const finish = (code: number) => {
+    process.exitCode = code;
+  };
+
+  audit
+    .command('summary')
+    .description('totals by decision and reason, top denied identities, rule hits (and rules that never fired), dry-run impact, tunnel bytes and durations')
+    .argument('[paths...]', PATHS_HELP)
+    .option('--policies <dir>', 'policy set whose rules should be listed even when they never fired (repeatable)', collect)
+    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'))
+    .option('--since <time>', 'only records at or after: a duration before now (2h, 30m, 7d) or RFC 3339')
+    .option('--until <time>', 'only records before: a duration before now or RFC 3339')
+    .option('--top <n>', 'entries in each top list', positiveInt, 10)
+    .action(async (paths: string[], opts: SummaryFlags) => finish(await runAuditSummary(paths, opts)));
+
+  audit
+    .command('query')
+    .description('list the records that match filters, as a table, JSON lines or CSV')
+    .argument('[paths...]', PATHS_HELP)
+    .addOption(new Option('--decision <verdict>', 'allow or deny').argParser(choice(['allow', 'deny'] as const)))
+    .option('--reason <reason>', 'reason code (repeatable or comma-separated; close records: close reason)', collect)
+    .option('--principal <glob>', 'SPIFFE ID glob, * matches across / (spiffe://cluster.local/ns/prod/*)')
+    .option('--namespace <ns>', 'source namespace (repeatable or comma-separated)', collect)
+    .option('--policy <name>', 'deciding policy, or an AUDIT / dry-run / eval-error match')
+    .option('--rule <name>', 'rule name (with --policy: that policy\'s rule)')
+    .option('--destination <dst>', 'IP, IP:port, [IPv6]:port, CIDR or host:port')
+    .option('--since <time>', 'at or after: a duration before now (2h, 30m, 7d) or RFC 3339')
+    .option('--until <time>', 'before: a duration before now or RFC 3339')
+    .option('--where <cel>', `CEL over the record, type-checked first; variables: ${RECORD_CEL_VARIABLES.map(([n]) => n).join(', ')}`)
+    .option('--event <event>', 'decision (default), close, reload or all (repeatable)', collect)
+    .option('--limit <n>', `stop after n matches (table default ${TABLE_DEFAULT_LIMIT})`, positiveInt)
+    .addOption(new Option('--format <format>', 'output format').choices(['table', 'jsonl', 'csv']).default('table'))
+    .action(async (paths: string[], opts: QueryFlags) => finish(await runAuditQuery(paths, opts)));
+
+  audit
+    .command('replay')
+    .description('re-decide recorded decisions with a candidate policy set and report what would flip')
+    .argument('[paths...]', PATHS_HELP)
+    .requiredOption('--policies <dir>', 'candidate policy set (repeatable)', collect)
+    .addOption(new Option('--default-action <action>', "the gateway's defaultAction to replay with").choices(['ALLOW', 'DENY']).default('DENY'))
+    .option('--fail-on-new-denies', 'exit 1 when any decision would flip from allow to deny (CI gate)')
+    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'))
+    .option('--examples <n>', 'examples per group', positiveInt, 3)
+    .option('--since <time>', 'only records at or after: duration before now or RFC 3339')
+    .option('--until <time>', 'only records before: duration before now or RFC 3339')
+    .action(async (paths: string[], opts: ReplayFlags) => finish(await runAuditReplay(paths, opts)));
+
+  audit
+    .command('report')
+    .description('write one self-contained HTML report (charts and a filterable table of denies; no network fetches)')
+    .argument('[paths...]', PATHS_HELP)
+    .requiredOption('--html <file>', 'output HTML file')
+    .option('--policies <dir>', 'policy set, to list rules that never fired (repeatable)', collect)
+    .option('--title <text>', 'report title')
+    .option('--max-denies <n>', 'latest denies embedded in the table', positiveInt, 5000)
+    .option('--since <time>', 'only records at or after: duration before now or RFC 3339')
+    .option('--until <time>', 'only records before: duration before now or RFC 3339')
+    .action(async (paths: string[], opts: ReportFlags) => finish(await runAuditReport(paths, opts)));
+}

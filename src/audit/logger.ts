@@ -1,0 +1,144 @@
+/**
+ * The pino-backed audit sink (DESIGN §4, issue 3 part 8): one JSON line per record on a dedicated
+ * destination (stdout for the cluster's log pipeline, or a file), separate from the operational
+ * log. A line is exactly the record's JSON: pino's `pid`/`hostname`/`level`/`time`/`msg` are
+ * switched off so the schema stays the one `waygate audit` reads.
+ *
+ * Writes are asynchronous (SonicBoom buffers up to `minLength` bytes) so the data path never
+ * waits on disk; `flush()` resolves once every line written so far reached the file descriptor,
+ * and `flushSync()` is for exit paths where the event loop will not turn again (STYLE.md, pino:
+ * "with asynchronous destinations, lines can be lost on a crash unless flushed").
+ */
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import path from 'node:path';
+import pino from 'pino';
+import { WaygateError } from '../errors.ts';
+import type { CloseRecord, DecisionRecord, ReloadRecord } from './record.ts';
+import type { AuditSink } from './sink.ts';
+
+export interface AuditLoggerOptions {
+  /** `-` for stdout, otherwise a file path (appended to, created if missing, parents created). */
+  destination: '-' | string;
+  /** Write each line synchronously (tests, tiny deployments). Default false. */
+  sync?: boolean;
+  /** Bytes buffered before an asynchronous write; default 4096. Ignored when `sync`. */
+  minLengthBytes?: number;
+}
+
+/** An AuditSink that also exposes the underlying pino logger and a synchronous flush. */
+export interface AuditLogger extends AuditSink {
+  readonly logger: pino.Logger;
+  /** Flushes synchronously; for `process.on('exit')` and fatal-error paths. Never throws. */
+  flushSync(): void;
+  /** Flushes, then closes the destination (stdout is flushed but left open). Idempotent. */
+  end(): Promise<void>;
+  /** The last write error the destination reported (disk full, EPIPE), null when none. */
+  readonly lastError: Error | null;
+}
+
+type Destination = ReturnType<typeof pino.destination>;
+
+/** Creates the audit sink. Throws WaygateError(WG_AUDIT) when the destination cannot be opened. */
+export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
+  const sync = options.sync ?? false;
+  const toStdout = options.destination === '-';
+  let dest: Destination;
+  try {
+    if (!toStdout) {
+      // Open once synchronously so a bad path fails the start-up with a clear error; SonicBoom's
+      // own asynchronous open would only report it later as a stream 'error'.
+      mkdirSync(path.dirname(options.destination), { recursive: true });
+      closeSync(openSync(options.destination, 'a'));
+    }
+    dest = pino.destination({
+      dest: toStdout ? 1 : options.destination,
+      sync,
+      minLength: sync ? 0 : (options.minLengthBytes ?? 4096),
+      mkdir: !toStdout,
+      append: true,
+    });
+  } catch (err) {
+    throw new WaygateError('WG_AUDIT', `cannot open audit log ${options.destination}: ${(err as Error).message}`, { cause: err });
+  }
+  // A failed write (disk full, EPIPE on a closed stdout) must not crash the gateway through an
+  // unhandled 'error' event; it is reported on the operational log by whoever owns the process.
+  let lastError: Error | null = null;
+  dest.on('error', (err: Error) => {
+    lastError = err;
+  });
+
+  const logger = pino(
+    {
+      base: null,
+      timestamp: false,
+      // A key no record has: a record field named `msg` must stay data, never become the message.
+      messageKey: '\u0000msg',
+      // No level field: audit lines are records, not log events.
+      formatters: { level: () => ({}) },
+      hooks: {
+        // With the level formatter returning nothing and no base/time, pino 10 still emits the
+        // separator that would follow them (`{,"schema":1,...`); drop it so the line is valid JSON.
+        streamWrite: (line: string) => (line.charCodeAt(1) === 44 /* , */ ? '{' + line.slice(2) : line),
+      },
+    },
+    dest,
+  );
+
+  // pino serialises the merging object key by key in insertion order; the record types list their
+  // fields in schema order, so a line reads `{"schema":1,"event":"decision","time":...}`.
+  const write = (record: DecisionRecord | CloseRecord | ReloadRecord): void => {
+    logger.info(record);
+  };
+
+  let ended = false;
+  const flush = (): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (ended) return resolve();
+      // SonicBoom.flush(cb) calls back after its buffer drained to the fd and an fsync ran. A
+      // pipe or a terminal cannot be fsync'ed (EINVAL/ENOTSUP): the bytes are in the kernel
+      // already, which is what "flushed" means for stdout.
+      dest.flush((err?: Error) => {
+        const code = (err as NodeJS.ErrnoException | undefined)?.code;
+        if (!err || code === 'EINVAL' || code === 'ENOTSUP') return resolve();
+        if (code === 'EAGAIN') {
+          // A non-blocking stdout pipe that is full: finish synchronously.
+          try {
+            dest.flushSync();
+            return resolve();
+          } catch (e) {
+            err = e as Error;
+          }
+        }
+        reject(new WaygateError('WG_AUDIT', `audit log flush failed: ${err.message}`, { cause: err }));
+      });
+    });
+
+  return {
+    logger,
+    decision: write,
+    close: write,
+    reload: write,
+    flush,
+    flushSync: () => {
+      if (ended) return;
+      try {
+        dest.flushSync();
+      } catch {
+        // Exit path: nothing left to report to; the error was already emitted on the stream.
+      }
+    },
+    end: async () => {
+      if (ended) return;
+      await flush();
+      ended = true;
+      if (toStdout) return;
+      await new Promise<void>((resolve) => {
+        dest.once('close', () => resolve());
+        dest.end();
+      });
+    },
+    get lastError() {
+      return lastError;
+    },
+  };
+}
