@@ -1,0 +1,80 @@
+/**
+ * HTTP/2 settings of the HBONE listener (DESIGN §2 "HTTP/2", FACTS.md "Node's HTTP/2 and TLS").
+ *
+ * - Flow-control windows are the one knob that matters for throughput: the stream window is
+ *   >= 1 MiB and the connection window at least 4x it (smaller is slow; equal lets one slow tunnel
+ *   stall every other tunnel on the connection). The connection window is raised with
+ *   `session.setLocalWindowSize()` because SETTINGS cannot change it (RFC 9113 §6.9.2).
+ * - Large windows need a larger `maxSessionMemory` or busy sessions hit ENHANCE_YOUR_CALM.
+ * - 200 concurrent streams, header list <= 64 KiB, PING every 10 s, closed after 20 s unanswered.
+ */
+import type { Settings } from 'node:http2';
+import { WaygateError } from '../errors.ts';
+
+export interface H2Options {
+  /** SETTINGS_INITIAL_WINDOW_SIZE; default 4 MiB (ztunnel's), at least 1 MiB. */
+  streamWindowBytes?: number;
+  /** Connection receive window; default 4x the stream window, at least 4x. */
+  connectionWindowBytes?: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS; default 200. */
+  maxConcurrentStreams?: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE; default 64 KiB. */
+  maxHeaderListBytes?: number;
+  /** nghttp2 memory cap per session in MB; default derived from the windows. */
+  maxSessionMemoryMb?: number;
+  /** Interval between keep-alive PINGs; default 10 s. */
+  pingIntervalMs?: number;
+  /** A session whose PING stays unanswered this long is closed; default 20 s. */
+  pingTimeoutMs?: number;
+}
+
+export type ResolvedH2Options = Required<H2Options>;
+
+const MiB = 1024 * 1024;
+/** RFC 9113 §6.9.1: windows are at most 2^31-1. */
+const MAX_WINDOW = 2 ** 31 - 1;
+
+function int(path: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new WaygateError('WG_CONFIG', `${path}: expected an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Validates H2 options and fills in defaults; throws `WG_CONFIG` naming the field. */
+export function resolveH2Options(o: H2Options = {}): ResolvedH2Options {
+  const stream = int('h2.streamWindowBytes', o.streamWindowBytes ?? 4 * MiB, MiB, MAX_WINDOW);
+  const conn = int('h2.connectionWindowBytes', o.connectionWindowBytes ?? Math.min(4 * stream, MAX_WINDOW), 1, MAX_WINDOW);
+  if (conn < Math.min(4 * stream, MAX_WINDOW)) {
+    throw new WaygateError(
+      'WG_CONFIG',
+      `h2.connectionWindowBytes: ${conn} is less than 4x the stream window (${4 * stream}); an equal window lets one stalled tunnel block the connection`,
+    );
+  }
+  const pingIntervalMs = int('h2.pingIntervalMs', o.pingIntervalMs ?? 10_000, 1, 3_600_000);
+  const pingTimeoutMs = int('h2.pingTimeoutMs', o.pingTimeoutMs ?? 2 * pingIntervalMs, 1, 3_600_000);
+  // nghttp2 accounts buffered frames against this cap; leave room for the full connection window
+  // plus headers and output buffers.
+  const defaultMemoryMb = Math.max(32, Math.ceil((2 * conn) / MiB) + 16);
+  return {
+    streamWindowBytes: stream,
+    connectionWindowBytes: conn,
+    maxConcurrentStreams: int('h2.maxConcurrentStreams', o.maxConcurrentStreams ?? 200, 1, 2 ** 31 - 1),
+    maxHeaderListBytes: int('h2.maxHeaderListBytes', o.maxHeaderListBytes ?? 64 * 1024, 1024, 16 * MiB),
+    maxSessionMemoryMb: int('h2.maxSessionMemoryMb', o.maxSessionMemoryMb ?? defaultMemoryMb, 1, 65_536),
+    pingIntervalMs,
+    pingTimeoutMs,
+  };
+}
+
+/** The SETTINGS frame the server sends. Push is off: HBONE never pushes (RFC 9113 §8.4). */
+export function h2Settings(o: ResolvedH2Options): Settings {
+  return {
+    initialWindowSize: o.streamWindowBytes,
+    maxConcurrentStreams: o.maxConcurrentStreams,
+    maxHeaderListSize: o.maxHeaderListBytes,
+    enablePush: false,
+    // ztunnel sends frames up to 1 MiB; accepting them saves frame headers (FACTS: no measurable cost either way).
+    maxFrameSize: MiB,
+  };
+}

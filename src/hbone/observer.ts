@@ -1,0 +1,49 @@
+/**
+ * Hooks for metrics: the HBONE server calls these at each event so operations can attach
+ * prom-client (or anything else) without the transport knowing about it. Every callback is
+ * optional and synchronous; it runs on the data path, so it must be cheap and must not throw
+ * (a throwing observer is caught and ignored so metrics can never break a tunnel).
+ */
+import type { CloseRecord, DecisionRecord } from '../audit/record.ts';
+import type { DialFailureKind } from './upstream.ts';
+
+/** Why a TLS/HTTP/2 connection never got to carry a CONNECT; a bounded set for metric labels. */
+export type HandshakeFailureReason =
+  | 'timeout'          // TLS handshake or HTTP/2 preface not completed in time
+  | 'no_certificate'   // the client sent no certificate
+  | 'untrusted'        // the chain does not lead to the trust bundle
+  | 'expired'          // a certificate in the chain is expired or not yet valid
+  | 'certificate'      // any other certificate verification failure
+  | 'protocol'         // TLS version / cipher / ALPN mismatch or garbage instead of TLS
+  | 'other';
+
+export interface HboneObserver {
+  /** A TLS connection completed its handshake and an HTTP/2 session started. */
+  connectionOpened?(info: { connectionId: string; tlsVersion: string; hasIdentity: boolean }): void;
+  connectionClosed?(info: { connectionId: string; durationMs: number; streams: number }): void;
+  handshakeFailed?(reason: HandshakeFailureReason): void;
+  /** Exactly once per CONNECT, with the audit record that was written. */
+  decision?(record: DecisionRecord): void;
+  /** Exactly once per tunnel that was allowed, with its close record (bytes, duration, reason). */
+  tunnelClosed?(record: CloseRecord): void;
+  /** Upstream connect latency of a successful dial. */
+  upstreamConnected?(ms: number): void;
+  upstreamFailed?(kind: DialFailureKind, ms: number): void;
+  /** A session was closed because PINGs went unanswered. */
+  pingTimeout?(connectionId: string): void;
+}
+
+/** Calls one observer hook, swallowing its errors. */
+export function notify<K extends keyof HboneObserver>(
+  observer: HboneObserver | undefined,
+  hook: K,
+  ...args: Parameters<NonNullable<HboneObserver[K]>>
+): void {
+  const fn = observer?.[hook] as ((...a: unknown[]) => void) | undefined;
+  if (!fn) return;
+  try {
+    fn.apply(observer, args);
+  } catch {
+    // metrics must never break the data path
+  }
+}

@@ -1,0 +1,646 @@
+/**
+ * The HBONE data plane (DESIGN §1-2): mutual TLS 1.3 with ALPN `h2`, HTTP/2 CONNECT streams,
+ * one decision per CONNECT, then dial and pipe. Real ztunnel peers interoperate unchanged.
+ *
+ * Per CONNECT, in three visible phases (ztunnel's `serve_connect`):
+ *   1. build the request context: validate the CONNECT (400), read the peer identity and the
+ *      informational headers, resolve the destination, register the tunnel;
+ *   2. authorize and dial: policy (401, configurable), allowed networks (deny status too: the
+ *      gateway refused, the destination did not fail), self-call (503), connect (503);
+ *   3. answer 200 and pipe (tunnel.ts).
+ * Exactly one decision record per CONNECT; one close record per tunnel that passed authorization
+ * (including one whose dial then failed, after its 503 decision record).
+ *
+ * A peer whose certificate verifies but carries no accepted SPIFFE ID (no URI SAN that is a SPIFFE
+ * ID, or a trust domain not accepted) keeps its TLS connection, and each of its CONNECTs is denied
+ * with the deny status and reason `no_identity` without consulting policy. DESIGN §2 allows this or
+ * a handshake refusal; per-CONNECT denial leaves an audit record for every attempt, which a
+ * handshake refusal cannot. Certificates that do not verify (unknown CA, expired) are refused in
+ * the handshake itself (`rejectUnauthorized`), counted as handshake failures.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import {
+  constants as h2c,
+  createSecureServer,
+  type Http2SecureServer,
+  type IncomingHttpHeaders,
+  type SecureServerOptions,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { AuditSink } from '../audit/sink.ts';
+import { AUDIT_SCHEMA_VERSION, type AuditDestination, type AuditSource, type DecisionRecord } from '../audit/record.ts';
+import { DEFAULT_HEADER_AUDIT_POLICY, selectAuditHeaders, type HeaderAuditPolicy } from '../audit/redact.ts';
+import { WaygateError } from '../errors.ts';
+import { checkTrustDomain, PeerIdentityCache } from '../identity/peer-identity.ts';
+import { canonicalIp } from '../net/address.ts';
+import type { DecisionContext } from '../policy/context.ts';
+import type { Decision, Reason, Verdict } from '../policy/decision.ts';
+import { parseConnectRequest } from './connect-request.ts';
+import { DestinationPolicy, type DestinationOptions } from './destination.ts';
+import { h2Settings, resolveH2Options, type H2Options, type ResolvedH2Options } from './h2-settings.ts';
+import { notify, type HandshakeFailureReason, type HboneObserver } from './observer.ts';
+import { encodeProxyV2 } from './proxy-protocol.ts';
+import { parseRequestHeaders } from './request-headers.ts';
+import { Tunnel, type Revocation, type TunnelClosedHook } from './tunnel.ts';
+import { TunnelRegistry, type Authorize } from './tunnel-registry.ts';
+import { dialUpstream, UpstreamDialError } from './upstream.ts';
+
+/** TLS material and versions of the listener. */
+export interface HboneTlsOptions {
+  /** PEM certificate chain (leaf first) the gateway presents. */
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** Trust bundle (PEM) client certificates must chain to. */
+  ca: string | Buffer | (string | Buffer)[];
+  /** Default TLSv1.3; TLSv1.2 only together with `allowTls12`. */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  allowTls12?: boolean;
+}
+
+export interface HboneServerOptions {
+  listen: { host: string; port: number };
+  tls: HboneTlsOptions;
+  /** SPIFFE trust domains whose identities are accepted (e.g. `["cluster.local"]`). */
+  acceptedTrustDomains: readonly string[];
+  /** The policy decision for one context; synchronous and pure (the engine's decide()). */
+  authorize: Authorize;
+  audit: AuditSink;
+  observer?: HboneObserver;
+  destinations: DestinationOptions;
+  /** Status of a policy deny; default 401 (ztunnel's), e.g. 403. */
+  denyStatus?: number;
+  /** Upstream connect timeout; default 10 s. */
+  connectTimeoutMs?: number;
+  /** TLS handshake and HTTP/2 preface timeout each; default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** Close a tunnel with no byte in either direction for this long; 0 (default) = never. */
+  idleTimeoutMs?: number;
+  h2?: H2Options;
+  /** Ports the gateway itself listens on (admin, metrics...); the HBONE port is added at listen(). */
+  ownPorts?: readonly number[];
+  headerAuditPolicy?: HeaderAuditPolicy;
+  /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream. */
+  proxyProtocol?: boolean;
+  log?: Logger;
+  /** The snapshot in force, for records of CONNECTs refused before policy ran (bad_request, no_identity). */
+  snapshotInfo?: () => { version: number; hash: string };
+}
+
+/** The running server. */
+export interface HboneServer {
+  listen(): Promise<AddressInfo>;
+  address(): AddressInfo | null;
+  /** New handshakes use the new certificate/key/trust bundle; live connections keep theirs. */
+  setSecureContext(tls: HboneTlsOptions): void;
+  readonly tunnels: TunnelRegistry;
+  /** Re-decides every live tunnel with its original context; returns how many were closed. */
+  recheck(authorize: Authorize): number;
+  /** GOAWAY everywhere, refuse new streams, wait up to `deadlineMs`, then reset what is left. */
+  drain(deadlineMs: number): Promise<{ remaining: number }>;
+  close(): Promise<void>;
+}
+
+interface Identity {
+  principal: string;
+  trustDomain: string;
+  namespace: string;
+  serviceAccount: string;
+}
+
+interface ConnState {
+  id: string;
+  session: ServerHttp2Session;
+  identity: Identity | null;
+  tlsVersion: string;
+  ip: string;
+  port: number;
+  openedAt: number;
+  streams: number;
+  pingSentAt: number;
+  prefaceTimer: NodeJS.Timeout | null;
+}
+
+const NO_IDENTITY: Identity = Object.freeze({ principal: '', trustDomain: '', namespace: '', serviceAccount: '' });
+const EMPTY_SNAPSHOT = Object.freeze({ version: 0, hash: '' });
+const BOOT_ID = randomBytes(4).toString('hex');
+
+function positiveInt(path: string, v: unknown, dflt: number, min = 1): number {
+  const value = v ?? dflt;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new WaygateError('WG_CONFIG', `${path}: expected an integer >= ${min}, got ${JSON.stringify(v)}`);
+  }
+  return value;
+}
+
+function tlsOptions(t: HboneTlsOptions): Pick<SecureServerOptions, 'cert' | 'key' | 'ca' | 'minVersion'> {
+  if (!t || typeof t !== 'object') throw new WaygateError('WG_CONFIG', 'tls: expected {cert, key, ca}');
+  for (const f of ['cert', 'key', 'ca'] as const) {
+    const v = t[f];
+    if (v === undefined || v === null || (typeof v === 'string' && v.length === 0)) {
+      throw new WaygateError('WG_CONFIG', `tls.${f}: required (PEM)`);
+    }
+  }
+  const minVersion = t.minVersion ?? 'TLSv1.3';
+  if (minVersion !== 'TLSv1.3' && minVersion !== 'TLSv1.2') {
+    throw new WaygateError('WG_CONFIG', `tls.minVersion: expected "TLSv1.3" (or "TLSv1.2" with allowTls12), got ${JSON.stringify(minVersion)}`);
+  }
+  if (minVersion === 'TLSv1.2' && !t.allowTls12) {
+    throw new WaygateError('WG_CONFIG', 'tls.minVersion: TLSv1.2 needs tls.allowTls12: true (ztunnel speaks TLS 1.3 only)');
+  }
+  return { cert: t.cert, key: t.key, ca: t.ca, minVersion };
+}
+
+function classifyTlsError(err: NodeJS.ErrnoException, socket: TLSSocket | undefined): HandshakeFailureReason {
+  // Node verifies the client chain after the TLS handshake and destroys the socket, so the error
+  // itself is a bare ECONNRESET; the verification result is on the socket.
+  const authError = (socket as (TLSSocket & { authorizationError?: string }) | undefined)?.authorizationError;
+  if (authError) {
+    if (authError === 'CERT_HAS_EXPIRED' || authError === 'CERT_NOT_YET_VALID') return 'expired';
+    if (/ISSUER|SELF_SIGNED|UNTRUSTED|LEAF_SIGNATURE|CERT_SIGNATURE_FAILURE|CHAIN/.test(authError)) return 'untrusted';
+    if (/NO_PEER|NOT_RETURN|PEER_DID_NOT/.test(authError)) return 'no_certificate';
+    return 'certificate';
+  }
+  const text = `${err.code ?? ''} ${err.message}`;
+  if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || /timed? ?out/i.test(text)) return 'timeout';
+  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|CERTIFICATE_REQUIRED/i.test(text)) return 'no_certificate';
+  if (/CERT|certificate|unknown ca/i.test(text)) return 'certificate';
+  if (/VERSION|PROTOCOL|CIPHER|ALPN|APPLICATION_PROTOCOL|HTTP_REQUEST|record/i.test(text)) return 'protocol';
+  return 'other';
+}
+
+/** Creates (does not start) an HBONE server. Throws `WG_CONFIG` naming the first bad option. */
+export function createHboneServer(opts: HboneServerOptions): HboneServer {
+  if (!opts || typeof opts !== 'object') throw new WaygateError('WG_CONFIG', 'options: expected an object');
+  if (!opts.listen || typeof opts.listen.host !== 'string' || opts.listen.host.length === 0) {
+    throw new WaygateError('WG_CONFIG', 'listen.host: expected an address such as "0.0.0.0" or "127.0.0.1"');
+  }
+  const listenPort = positiveInt('listen.port', opts.listen.port, 15008, 0);
+  if (listenPort > 65535) throw new WaygateError('WG_CONFIG', `listen.port: ${listenPort} is not a port`);
+  const tls = tlsOptions(opts.tls);
+  if (!Array.isArray(opts.acceptedTrustDomains) || opts.acceptedTrustDomains.length === 0) {
+    throw new WaygateError('WG_CONFIG', 'acceptedTrustDomains: expected a non-empty list such as ["cluster.local"]');
+  }
+  const acceptedTrustDomains = [...opts.acceptedTrustDomains];
+  if (typeof opts.authorize !== 'function') throw new WaygateError('WG_CONFIG', 'authorize: expected a function (ctx) => Decision');
+  if (!opts.audit || typeof opts.audit.decision !== 'function' || typeof opts.audit.close !== 'function') {
+    throw new WaygateError('WG_CONFIG', 'audit: expected an AuditSink');
+  }
+  const denyStatus = positiveInt('denyStatus', opts.denyStatus, 401);
+  if (denyStatus < 400 || denyStatus > 499) throw new WaygateError('WG_CONFIG', `denyStatus: expected a 4xx status (401 or 403), got ${denyStatus}`);
+  const connectTimeoutMs = positiveInt('connectTimeoutMs', opts.connectTimeoutMs, 10_000);
+  const handshakeTimeoutMs = positiveInt('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000);
+  const idleTimeoutMs = positiveInt('idleTimeoutMs', opts.idleTimeoutMs, 0, 0);
+  const h2: ResolvedH2Options = resolveH2Options(opts.h2);
+  const destinations = new DestinationPolicy(opts.destinations, opts.ownPorts ?? []);
+  const headerAuditPolicy = opts.headerAuditPolicy ?? DEFAULT_HEADER_AUDIT_POLICY;
+  const proxyProtocol = opts.proxyProtocol === true;
+  const observer = opts.observer;
+  const audit = opts.audit;
+  const log = opts.log;
+  const snapshotInfo = opts.snapshotInfo ?? (() => EMPTY_SNAPSHOT);
+  const authorize = opts.authorize;
+
+  const identities = new PeerIdentityCache();
+  const registry = new TunnelRegistry();
+  const conns = new Set<ConnState>();
+  let connSeq = 0;
+  let draining = false;
+  let closed = false;
+  let listening = false;
+
+  const server: Http2SecureServer = createSecureServer({
+    ...tls,
+    // Client certificate required and verified against the bundle (intermediates the client
+    // sends are used to build the chain). No SNICallback: SNI is never relied upon.
+    requestCert: true,
+    rejectUnauthorized: true,
+    ALPNProtocols: ['h2'],
+    allowHTTP1: false,
+    handshakeTimeout: handshakeTimeoutMs,
+    unknownProtocolTimeout: handshakeTimeoutMs,
+    settings: h2Settings(h2),
+    maxSessionMemory: h2.maxSessionMemoryMb,
+    peerMaxConcurrentStreams: h2.maxConcurrentStreams,
+  });
+
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    const reason = classifyTlsError(err, socket);
+    notify(observer, 'handshakeFailed', reason);
+    log?.debug({ err: err.message, reason }, 'TLS handshake failed');
+  });
+  server.on('unknownProtocol', (socket: TLSSocket) => {
+    notify(observer, 'handshakeFailed', 'protocol');
+    socket.destroy();
+  });
+  server.on('sessionError', (err) => log?.debug({ err: err.message }, 'HTTP/2 session error'));
+  server.on('session', (session: ServerHttp2Session) => onSession(session));
+
+  function onSession(session: ServerHttp2Session): void {
+    const socket = session.socket as TLSSocket;
+    const conn: ConnState = {
+      id: `${BOOT_ID}-${++connSeq}`,
+      session,
+      identity: resolveIdentity(socket),
+      tlsVersion: socket.getProtocol?.() ?? '',
+      ip: canonicalIp(socket.remoteAddress ?? '') ?? socket.remoteAddress ?? '',
+      port: socket.remotePort ?? 0,
+      openedAt: performance.now(),
+      streams: 0,
+      pingSentAt: 0,
+      prefaceTimer: null,
+    };
+    conns.add(conn);
+    session.on('error', (err) => log?.debug({ connectionId: conn.id, err: err.message }, 'HTTP/2 session error'));
+    // HTTP/2 preface timeout: a client that finished TLS but never sends its preface and SETTINGS
+    // must not hold the connection (the TLS handshake timeout no longer applies here).
+    conn.prefaceTimer = setTimeout(() => {
+      conn.prefaceTimer = null;
+      notify(observer, 'handshakeFailed', 'timeout');
+      session.destroy();
+    }, handshakeTimeoutMs);
+    conn.prefaceTimer.unref();
+    session.once('remoteSettings', () => {
+      if (conn.prefaceTimer) clearTimeout(conn.prefaceTimer);
+      conn.prefaceTimer = null;
+      // RFC 9113 §6.9.2: the connection window only grows by WINDOW_UPDATE, never by SETTINGS.
+      try {
+        session.setLocalWindowSize(h2.connectionWindowBytes);
+      } catch (err) {
+        log?.warn({ err: (err as Error).message }, 'could not raise the connection window');
+      }
+    });
+    session.once('close', () => {
+      if (conn.prefaceTimer) clearTimeout(conn.prefaceTimer);
+      conns.delete(conn);
+      notify(observer, 'connectionClosed', { connectionId: conn.id, durationMs: Math.round(performance.now() - conn.openedAt), streams: conn.streams });
+    });
+    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+      conn.streams++;
+      void handleStream(conn, stream, headers, rawHeaders).catch((err: unknown) => {
+        // A bug, not a peer's doing: reset the stream and make sure no registry entry outlives it.
+        log?.error({ err: (err as Error).message, connectionId: conn.id }, 'CONNECT handling failed');
+        for (const t of registry.values()) {
+          if (t.stream !== stream) continue;
+          if (t.state === 'pending') t.finishPending('error');
+          else t.fail('error', h2c.NGHTTP2_INTERNAL_ERROR);
+        }
+        if (!stream.destroyed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
+      });
+    });
+    if (draining) session.close();
+    notify(observer, 'connectionOpened', { connectionId: conn.id, tlsVersion: conn.tlsVersion, hasIdentity: conn.identity !== null });
+  }
+
+  function resolveIdentity(socket: TLSSocket): Identity | null {
+    try {
+      const peer = identities.resolve(socket);
+      const check = checkTrustDomain(peer, acceptedTrustDomains);
+      if (!check.ok || !peer?.spiffeId) {
+        log?.info({ reason: check.ok ? 'no_identity' : check.reason, uris: peer?.uris ?? [] }, 'peer has no accepted SPIFFE identity; its CONNECTs will be denied');
+        return null;
+      }
+      const id = peer.spiffeId;
+      return { principal: id.id, trustDomain: id.trustDomain, namespace: id.namespace, serviceAccount: id.serviceAccount };
+    } catch (err) {
+      log?.info({ err: (err as Error).message }, 'unreadable peer certificate; its CONNECTs will be denied');
+      return null;
+    }
+  }
+
+  // ping ticker: one unref'd timer for every session (DESIGN §2: PING every 10 s, close after
+  // 20 s without an answer). A session with a PING outstanding for pingTimeoutMs is destroyed.
+  const pingTicker = setInterval(() => {
+    const now = performance.now();
+    for (const conn of conns) {
+      const s = conn.session;
+      if (s.destroyed || s.connecting) continue;
+      if (conn.pingSentAt !== 0) {
+        if (now - conn.pingSentAt >= h2.pingTimeoutMs) {
+          notify(observer, 'pingTimeout', conn.id);
+          log?.info({ connectionId: conn.id }, 'PING unanswered; closing the connection');
+          s.destroy();
+        }
+        continue;
+      }
+      try {
+        conn.pingSentAt = now;
+        s.ping((err) => {
+          if (!err) conn.pingSentAt = 0;
+        });
+      } catch {
+        conn.pingSentAt = 0;
+      }
+    }
+  }, h2.pingIntervalMs);
+  pingTicker.unref();
+
+  function sourceOf(conn: ConnState): AuditSource {
+    const id = conn.identity ?? NO_IDENTITY;
+    return { principal: id.principal, trustDomain: id.trustDomain, namespace: id.namespace, serviceAccount: id.serviceAccount, ip: conn.ip, port: conn.port };
+  }
+
+  /** Answers a CONNECT with a non-200 status and END_STREAM, then asks the client to stop sending (RFC 9113 §8.1: RST_STREAM(NO_ERROR) after a complete response). */
+  function refuse(stream: ServerHttp2Stream, status: number): boolean {
+    if (stream.destroyed || stream.closed || stream.headersSent) return false;
+    try {
+      stream.respond({ ':status': status }, { endStream: true });
+      stream.close(h2c.NGHTTP2_NO_ERROR);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  interface RecordArgs {
+    decisionId: string;
+    conn: ConnState;
+    streamId: number;
+    now: Date;
+    verdict: Verdict;
+    reason: Reason;
+    status: number;
+    decision: Decision | null;
+    /** Keep policy/rule of `decision` (false when the transport, not the policy, decided). */
+    withRule: boolean;
+    source: AuditSource;
+    destination: AuditDestination;
+    headers: Record<string, string>;
+    baggage: Record<string, string>;
+    traceId: string;
+  }
+
+  function writeDecision(a: RecordArgs): void {
+    const d = a.decision;
+    const record: DecisionRecord = {
+      schema: AUDIT_SCHEMA_VERSION,
+      event: 'decision',
+      time: a.now.toISOString(),
+      decisionId: a.decisionId,
+      connectionId: a.conn.id,
+      streamId: a.streamId,
+      decision: a.verdict,
+      reason: a.reason,
+      status: a.status,
+      policy: a.withRule && d ? d.policy : null,
+      rule: a.withRule && d ? d.rule : null,
+      dryRun: d ? d.dryRun : null,
+      audit: d ? d.audit : [],
+      evalErrors: d ? d.evalErrors.map((e) => ({ policy: e.policy, rule: e.rule, message: e.message })) : [],
+      snapshot: d ? d.snapshot : snapshotInfo(),
+      source: a.source,
+      destination: a.destination,
+      traceId: a.traceId,
+      headers: selectAuditHeaders(a.headers, headerAuditPolicy),
+      baggage: { ...a.baggage },
+      connection: { id: a.conn.id, tlsVersion: a.conn.tlsVersion },
+      evalMicros: d ? d.evalMicros : 0,
+    };
+    try {
+      audit.decision(record);
+    } catch (err) {
+      log?.error({ err: (err as Error).message }, 'audit sink failed to take a decision record');
+    }
+    notify(observer, 'decision', record);
+  }
+
+  function safeAuthorize(ctx: DecisionContext): Decision {
+    try {
+      return authorize(ctx);
+    } catch (err) {
+      // Fail closed (DESIGN §3): a decision that cannot be taken is a deny, recorded as eval_error.
+      log?.error({ err: (err as Error).message }, 'authorize threw; denying');
+      return {
+        decision: 'deny',
+        reason: 'eval_error',
+        policy: null,
+        rule: null,
+        audit: [],
+        dryRun: null,
+        evalErrors: [{ policy: '', rule: '', action: 'ALLOW', mode: 'Enforce', message: (err as Error).message }],
+        snapshot: snapshotInfo(),
+        evalMicros: 0,
+      };
+    }
+  }
+
+  // One hook for every tunnel (no per-stream closure): unregister, then the close record.
+  const onTunnelClosed: TunnelClosedHook = (t, record) => {
+    registry.remove(t);
+    if (!record) return;
+    try {
+      audit.close(record);
+    } catch (err) {
+      log?.error({ err: (err as Error).message }, 'audit sink failed to take a close record');
+    }
+    notify(observer, 'tunnelClosed', record);
+  };
+
+  async function handleStream(conn: ConnState, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]): Promise<void> {
+    const now = new Date();
+    const startedAt = performance.now();
+    const decisionId = randomUUID();
+    const streamId = stream.id ?? 0;
+    const parsed = parseRequestHeaders(rawHeaders);
+    const source = sourceOf(conn);
+    const base = { decisionId, conn, streamId, now, source, headers: parsed.headers, baggage: parsed.baggage, traceId: parsed.traceId };
+    stream.on('error', () => {});
+
+    // Phase 1: the request context.
+    const req = parseConnectRequest(headers as Record<string, string | string[] | undefined>);
+    if (!req.ok) {
+      log?.debug({ connectionId: conn.id, streamId, err: req.error.message }, 'malformed CONNECT');
+      const status = refuse(stream, 400) ? 400 : 0;
+      writeDecision({ ...base, verdict: 'deny', reason: 'bad_request', status, decision: null, withRule: false, destination: { authority: req.error.authority, ip: '', port: 0, host: '' } });
+      return;
+    }
+    const resolved = destinations.resolve(req.request.target);
+    const destination: AuditDestination = { authority: req.request.authority, ip: resolved.ip, port: resolved.port, host: resolved.host };
+    if (draining) {
+      const status = refuse(stream, 503) ? 503 : 0;
+      writeDecision({ ...base, verdict: 'deny', reason: 'draining', status, decision: null, withRule: false, destination });
+      return;
+    }
+    const context: DecisionContext = {
+      source,
+      destination: { ip: resolved.ip, host: resolved.host, port: resolved.port, authority: req.request.authority },
+      request: { headers: parsed.headers, baggage: parsed.baggage, traceId: parsed.traceId },
+      connection: { id: conn.id, tlsVersion: conn.tlsVersion },
+      now,
+    };
+    const tunnel = new Tunnel(
+      { decisionId, connectionId: conn.id, streamId, stream, session: conn.session, context, source, destination, forwarded: parsed.forwarded, forwardedNetwork: parsed.forwardedNetwork, startedAt },
+      onTunnelClosed,
+    );
+    // Registered before the first check (DESIGN §3): a recheck from here on includes it.
+    registry.register(tunnel);
+    tunnel.watchStream();
+    const deny = (reason: Reason, status: number, decision: Decision | null, withRule: boolean, verdict: Verdict = 'deny'): void => {
+      const sent = refuse(stream, status) ? status : 0;
+      writeDecision({ ...base, verdict, reason, status: sent, decision, withRule, destination });
+      tunnel.finishPending(null);
+    };
+
+    // Phase 2: authorize, check the destination, dial.
+    if (!conn.identity) {
+      deny('no_identity', denyStatus, null, false);
+      return;
+    }
+    const decision = safeAuthorize(context);
+    tunnel.decision = decision;
+    if (decision.decision !== 'allow') {
+      deny(decision.reason, denyStatus, decision, true);
+      return;
+    }
+    const verdict = resolved.ip === '' ? 'not_allowed' : destinations.check(resolved.ip, resolved.port);
+    if (verdict === 'not_allowed') {
+      // Outside the allowed networks: the gateway refuses (deny status), it did not fail to reach it.
+      deny('destination_not_allowed', denyStatus, decision, false);
+      return;
+    }
+    if (verdict === 'self_call') {
+      // DESIGN §2: a CONNECT to one of the gateway's own ports is answered 503 (a loop, not an
+      // unreachable destination; reason upstream_failed keeps reason -> status one to one).
+      log?.info({ connectionId: conn.id, destination }, 'CONNECT to the gateway itself refused');
+      deny('upstream_failed', 503, decision, true, 'allow');
+      return;
+    }
+    tunnel.authorized = true;
+    const dial = dialUpstream(resolved.ip, resolved.port, connectTimeoutMs);
+    tunnel.setDial(dial);
+    const dialStart = performance.now();
+    let upstream;
+    try {
+      upstream = await dial.promise;
+    } catch (err) {
+      tunnel.setDial(null);
+      const e = err as UpstreamDialError;
+      if (tunnel.revoked) {
+        answerRevoked(tunnel, tunnel.revoked, base, destination, decision);
+        return;
+      }
+      if (e.kind !== 'aborted') notify(observer, 'upstreamFailed', e.kind, Math.round(performance.now() - dialStart));
+      log?.info({ connectionId: conn.id, streamId, err: e.message }, 'upstream connect failed');
+      const sent = refuse(stream, 503) ? 503 : 0;
+      writeDecision({ ...base, verdict: 'allow', reason: 'upstream_failed', status: sent, decision, withRule: true, destination });
+      tunnel.finishPending('upstream_failed');
+      return;
+    }
+    tunnel.setDial(null);
+    notify(observer, 'upstreamConnected', Math.round(performance.now() - dialStart));
+    if (tunnel.revoked) {
+      upstream.destroy();
+      answerRevoked(tunnel, tunnel.revoked, base, destination, decision);
+      return;
+    }
+    if (stream.destroyed || stream.closed) {
+      // The client gave up while we dialed: no answer can be sent (status 0 in the record).
+      upstream.destroy();
+      writeDecision({ ...base, verdict: 'allow', reason: decision.reason, status: 0, decision, withRule: true, destination });
+      tunnel.finishPending('client_reset');
+      return;
+    }
+
+    // Phase 3: 200 and pipe.
+    const header = proxyProtocol
+      ? encodeProxyV2({ sourceIp: source.ip, sourcePort: source.port, destinationIp: resolved.ip, destinationPort: resolved.port, spiffeId: source.principal })
+      : null;
+    writeDecision({ ...base, verdict: 'allow', reason: decision.reason, status: 200, decision, withRule: true, destination });
+    tunnel.open(upstream, idleTimeoutMs, header);
+  }
+
+  function answerRevoked(
+    tunnel: Tunnel,
+    rev: Revocation,
+    base: Omit<RecordArgs, 'verdict' | 'reason' | 'status' | 'decision' | 'withRule' | 'destination'>,
+    destination: AuditDestination,
+    original: Decision,
+  ): void {
+    if (rev.reason === 'policy_changed') {
+      const d = rev.decision ?? null;
+      const sent = refuse(tunnel.stream, denyStatus) ? denyStatus : 0;
+      writeDecision({ ...base, verdict: 'deny', reason: 'policy_changed', status: sent, decision: d ?? original, withRule: d !== null, destination });
+      tunnel.setCloseDecision(d);
+      tunnel.finishPending('policy_changed');
+      return;
+    }
+    // Draining answers 503; a hard close() cannot answer any more (status 0). Both are the
+    // gateway going away, recorded with reason `draining`.
+    const status = rev.reason === 'draining' ? 503 : 0;
+    const sent = status !== 0 && refuse(tunnel.stream, status) ? status : 0;
+    if (sent === 0 && !tunnel.stream.destroyed) tunnel.stream.close(h2c.NGHTTP2_CANCEL);
+    writeDecision({ ...base, verdict: 'deny', reason: 'draining', status: sent, decision: original, withRule: false, destination });
+    tunnel.finishPending(rev.reason);
+  }
+
+  const api: HboneServer = {
+    tunnels: registry,
+
+    listen() {
+      if (listening) return Promise.reject(new WaygateError('WG_CONFIG', 'listen(): already listening'));
+      listening = true;
+      return new Promise<AddressInfo>((resolve, reject) => {
+        const onError = (err: Error): void => reject(new WaygateError('WG_CONFIG', `cannot listen on ${opts.listen.host}:${listenPort}: ${err.message}`, { cause: err }));
+        server.once('error', onError);
+        server.listen(listenPort, opts.listen.host, () => {
+          server.removeListener('error', onError);
+          server.on('error', (err) => log?.error({ err: err.message }, 'HBONE listener error'));
+          const addr = server.address() as AddressInfo;
+          destinations.addOwnPort(addr.port);
+          resolve(addr);
+        });
+      });
+    },
+
+    address() {
+      const a = server.address();
+      return a && typeof a === 'object' ? a : null;
+    },
+
+    setSecureContext(t: HboneTlsOptions) {
+      server.setSecureContext({ ...tlsOptions(t) });
+    },
+
+    recheck(fn: Authorize) {
+      if (typeof fn !== 'function') throw new WaygateError('WG_CONFIG', 'recheck: expected a function (ctx) => Decision');
+      return registry.recheck(fn);
+    },
+
+    async drain(deadlineMs: number) {
+      if (!Number.isFinite(deadlineMs) || deadlineMs < 0) throw new WaygateError('WG_CONFIG', `drain: deadlineMs must be >= 0, got ${deadlineMs}`);
+      draining = true;
+      // Stop accepting connections (the callback fires only when every connection is gone).
+      if (server.listening) server.close();
+      // GOAWAY on every session: in-flight streams finish, new ones are refused.
+      for (const conn of conns) if (!conn.session.closed) conn.session.close();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        registry.whenEmpty(),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, deadlineMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      const remaining = registry.revokeAll('draining');
+      return { remaining };
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      draining = true;
+      clearInterval(pingTicker);
+      registry.revokeAll('session_closed');
+      const done = new Promise<void>((resolve) => {
+        if (!server.listening) return resolve();
+        server.close(() => resolve());
+      });
+      for (const conn of conns) conn.session.destroy();
+      await done;
+    },
+  };
+  return api;
+}
