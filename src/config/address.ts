@@ -1,0 +1,108 @@
+/**
+ * Socket addresses and destination specs as written in the config and on the command line.
+ * Parsers return a message instead of throwing so the YAML loader can attach `file:line:col` and
+ * the flag parser can print usage.
+ */
+import net from 'node:net';
+
+/** A listen address: host (IP or `localhost`) and port (0 = any free port, used by tests). */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
+
+/** Parses `ip:port`, `[v6]:port` or `localhost:port`. */
+export function parseHostPort(text: string): Parsed<HostPort> {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
+  if (!m) return { ok: false, message: `"${text}" is not host:port ([v6]:port for IPv6)` };
+  const host = m[1]!;
+  const port = Number(m[2]);
+  if (host !== 'localhost' && net.isIP(host) === 0) {
+    return { ok: false, message: `"${host}" is not an IP address (listen addresses are IPs or localhost)` };
+  }
+  if (port > 65535) return { ok: false, message: `port ${port} is out of range 0-65535` };
+  return { ok: true, value: { host, port } };
+}
+
+/** Formats a host and port back into `host:port`, bracketing IPv6. */
+export function formatHostPort(host: string, port: number): string {
+  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** True for 127.0.0.0/8, ::1, IPv4-mapped loopback and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  const v4 = host.startsWith('::ffff:') ? host.slice(7) : host;
+  return net.isIPv4(v4) && v4.startsWith('127.');
+}
+
+/** Validates a CIDR (`10.0.0.0/8`, `fd00::/8`); a bare IP means a single host (/32 or /128). */
+export function parseCidr(text: string): Parsed<{ ip: string; prefix: number; family: 4 | 6 }> {
+  const slash = text.indexOf('/');
+  const ip = slash < 0 ? text : text.slice(0, slash);
+  const family = net.isIP(ip);
+  if (family === 0) return { ok: false, message: `"${text}" is not a CIDR (ip/prefix)` };
+  const max = family === 4 ? 32 : 128;
+  const prefix = slash < 0 ? max : Number(text.slice(slash + 1));
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (slash >= 0 && !/^\d+$/.test(text.slice(slash + 1)))) {
+    return { ok: false, message: `"${text}": prefix must be 0-${max}` };
+  }
+  return { ok: true, value: { ip, prefix, family: family as 4 | 6 } };
+}
+
+/** Validates a port number (1-65535). */
+export function parsePort(text: string | number): Parsed<number> {
+  const s = String(text);
+  if (!/^\d{1,5}$/.test(s) || Number(s) < 1 || Number(s) > 65535) return { ok: false, message: `"${s}" is not a port 1-65535` };
+  return { ok: true, value: Number(s) };
+}
+
+/**
+ * Parses the `--allow-destinations` syntax: comma-separated `CIDR[:PORT[+PORT...]]`. An IPv6 CIDR
+ * must carry its `/prefix` so the port separator is unambiguous (`fd00::/8:443+8443`). Without
+ * ports every port of the network is allowed.
+ */
+export function parseAllowDestinations(text: string): Parsed<{ cidr: string; ports?: number[] }[]> {
+  const out: { cidr: string; ports?: number[] }[] = [];
+  for (const raw of text.split(',')) {
+    const entry = raw.trim();
+    if (entry === '') continue;
+    let cidr = entry;
+    let ports: number[] | undefined;
+    // `/prefix:ports` (any family) or `a.b.c.d:ports` (IPv4 without prefix).
+    const m = /^(.*\/\d+):([\d+]+)$/.exec(entry) ?? /^(\d+\.\d+\.\d+\.\d+):([\d+]+)$/.exec(entry);
+    if (m) {
+      cidr = m[1]!;
+      ports = [];
+      for (const p of m[2]!.split('+')) {
+        const port = parsePort(p);
+        if (!port.ok) return port;
+        ports.push(port.value);
+      }
+    }
+    const c = parseCidr(cidr);
+    if (!c.ok) return c;
+    out.push(ports ? { cidr, ports } : { cidr });
+  }
+  if (out.length === 0) return { ok: false, message: 'expected CIDR[:PORT[+PORT...]],...' };
+  return { ok: true, value: out };
+}
+
+/** Validates a route target `ip:port` (IPv6 bracketed). */
+export function parseRouteTarget(text: string): Parsed<HostPort> {
+  const hp = parseHostPort(text);
+  if (!hp.ok || net.isIP(hp.value.host) === 0) return { ok: false, message: `route target "${text}" must be ip:port ([v6]:port for IPv6)` };
+  if (hp.value.port === 0) return { ok: false, message: `route target "${text}" needs a port 1-65535` };
+  return hp;
+}
+
+/** Validates a route key `host:port` (a DNS name, as CONNECT authorities carry). */
+export function parseRouteKey(text: string): Parsed<{ host: string; port: number }> {
+  const m = /^([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$/.exec(text);
+  if (!m || net.isIP(m[1]!) !== 0) return { ok: false, message: `route key "${text}" must be host:port with a DNS name` };
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return { ok: false, message: `route key "${text}" needs a port 1-65535` };
+  return { ok: true, value: { host: m[1]!.toLowerCase(), port } };
+}

@@ -1,0 +1,81 @@
+/**
+ * The effective config: defaults of the chosen profile, then the config file, then flags (each
+ * layer overrides the one before; lists replace, mappings merge). The result is frozen and is
+ * what `--print-config` and `GET /debug/config` show.
+ */
+import { stringify } from 'yaml';
+import { loadConfigFile, type ConfigLayer } from './load.ts';
+import {
+  CONFIG_API_VERSION, CONFIG_KIND, embeddedDefaults, productionDefaults, type ConfigProfile, type GatewayConfig,
+} from './schema.ts';
+
+export interface EffectiveConfig {
+  config: Readonly<GatewayConfig>;
+  profile: ConfigProfile;
+  /** The config file, null for the embedded profile. */
+  file: string | null;
+}
+
+export interface ResolveOptions {
+  /** `--config`; absent selects the embedded profile. */
+  configFile?: string | undefined;
+  /** Flag overrides, already validated. */
+  flags?: ConfigLayer;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Overlays `layer` on `base`: scalars and lists replace, mappings merge key by key. */
+export function mergeLayer<T>(base: T, layer: unknown): T {
+  if (!isPlainObject(base) || !isPlainObject(layer)) return (layer === undefined ? base : layer) as T;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(layer)) {
+    if (v === undefined) continue;
+    out[k] = isPlainObject(out[k]) && isPlainObject(v) ? mergeLayer(out[k], v) : v;
+  }
+  return out as T;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null) {
+    for (const child of Object.values(v)) deepFreeze(child);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/** Builds the effective config. Throws ConfigError (WG_CONFIG) for an invalid file. */
+export function resolveConfig(opts: ResolveOptions = {}): EffectiveConfig {
+  const env = opts.env ?? process.env;
+  const profile: ConfigProfile = opts.configFile ? 'production' : 'embedded';
+  let config: GatewayConfig = profile === 'production' ? productionDefaults(env) : embeddedDefaults(opts.cwd ?? process.cwd(), env);
+  if (opts.configFile) config = mergeLayer(config, loadConfigFile(opts.configFile));
+  if (opts.flags) config = mergeLayer(config, opts.flags);
+  return { config: deepFreeze(structuredClone(config)), profile, file: opts.configFile ?? null };
+}
+
+const FIELD_ORDER: readonly (keyof GatewayConfig)[] = [
+  'listen', 'tls', 'trustDomains', 'policies', 'defaultAction', 'denyStatus', 'destinations', 'timeouts', 'limits',
+  'audit', 'log', 'admin', 'workers', 'proxyProtocol',
+];
+
+function inSchemaOrder(c: Readonly<GatewayConfig>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of FIELD_ORDER) out[k] = c[k];
+  return out;
+}
+
+/** The effective config as a GatewayConfig document, as `--print-config` prints it. */
+export function configToYaml(effective: EffectiveConfig): string {
+  const header = `# effective config (profile: ${effective.profile}${effective.file ? `, file: ${effective.file}` : ''})\n`;
+  return header + stringify({
+    apiVersion: CONFIG_API_VERSION,
+    kind: CONFIG_KIND,
+    metadata: { name: 'waygate' },
+    spec: inSchemaOrder(effective.config),
+  }, { lineWidth: 0 });
+}

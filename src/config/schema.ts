@@ -1,0 +1,190 @@
+/**
+ * The gateway configuration (`kind: GatewayConfig`): its typed shape and the two sets of defaults.
+ *
+ * Two profiles, chosen by whether a config file is given:
+ * - **production** (`waygate serve --config FILE`): Istio's ports on every interface (15008 HBONE,
+ *   15021 readiness, 15020 metrics), the admin API on loopback (15000), certificates and policies
+ *   at the paths the Kubernetes example mounts, and *no* allowed destination until the operator
+ *   lists one: an unconfigured gateway refuses every tunnel rather than becoming an open proxy.
+ * - **embedded** (`waygate serve` with no `--config`, what `npm start` runs): everything on
+ *   127.0.0.1, a development PKI minted into `.waygate/pki/` on first run, the example `policies/`,
+ *   and only loopback destinations allowed. It exists so a fresh clone serves with no set-up and
+ *   can never be reached from, or forward to, another machine.
+ *
+ * Flags override either profile. Every duration carries its unit in the name.
+ */
+import os from 'node:os';
+import { DEFAULT_HEADER_AUDIT_POLICY } from '../audit/redact.ts';
+import type { DefaultAction } from '../policy/decision.ts';
+
+export const CONFIG_API_VERSION = 'waygate.dev/v1alpha1';
+export const CONFIG_KIND = 'GatewayConfig';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** One allowed destination network: a CIDR and, optionally, the only ports allowed in it. */
+export interface DestinationAllow {
+  cidr: string;
+  /** Allowed ports (1-65535); every port when omitted. */
+  ports?: number[];
+}
+
+export interface GatewayConfig {
+  /** HBONE listener, `host:port` (`[v6]:port` for IPv6). */
+  listen: string;
+  tls: {
+    certFile: string;
+    keyFile: string;
+    /** PEM files whose certificates are the trust anchors client chains must verify against. */
+    trustBundleFiles: string[];
+    /** Accept TLS 1.2 clients too (ztunnel speaks only TLS 1.3). */
+    allowTls12: boolean;
+  };
+  /** Trust domains whose SPIFFE IDs are accepted; any other is refused at the handshake. */
+  trustDomains: string[];
+  policies: {
+    /** Policy files or directories, loaded as one snapshot. */
+    paths: string[];
+    /** Reload on change (inotify on the directories; ConfigMap `..data` swaps included). */
+    watch: boolean;
+    /** Quiet period after the last file event before a reload is attempted. */
+    debounceMs: number;
+  };
+  /** Verdict when no enforced ALLOW policy applies (DESIGN §3 step 3). */
+  defaultAction: DefaultAction;
+  /** Status answered on a policy deny (ztunnel: 401). */
+  denyStatus: 401 | 403;
+  destinations: {
+    /** Networks the gateway may dial; nothing outside them is ever dialed. */
+    allow: DestinationAllow[];
+    /** `host:port` authority -> `ip:port` to dial; `host:port` authorities resolve only through here. */
+    routes: Record<string, string>;
+  };
+  timeouts: {
+    /** Upstream TCP connect timeout (503 after it). */
+    connectTimeoutMs: number;
+    /** TLS handshake plus HTTP/2 preface must finish within this. */
+    handshakeTimeoutMs: number;
+    /** How long a drain waits for tunnels before resetting them. */
+    drainTimeoutMs: number;
+    /** Close a tunnel without traffic in either direction for this long; 0 = off (as in ztunnel). */
+    idleTimeoutMs: number;
+  };
+  limits: {
+    /** Concurrent TLS connections; further ones are refused and counted. 0 = unlimited. */
+    maxConnections: number;
+    /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
+    maxStreamsPerConnection: number;
+    /** HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE. */
+    maxHeaderListBytes: number;
+  };
+  audit: {
+    /** `-` for stdout, else a file path (appended). */
+    destination: string;
+    headers: { allow: string[]; redact: string[] };
+  };
+  log: { level: LogLevel };
+  admin: {
+    /** `/healthz/ready` listener. */
+    readyAddress: string;
+    /** `/metrics` listener. */
+    metricsAddress: string;
+    /** Debug/admin listener; must be a loopback address. */
+    adminAddress: string;
+  };
+  /** Processes serving the listener: a count, or `auto` (one per available core). */
+  workers: number | 'auto';
+  /** Send a PROXY protocol v2 header (client address + SPIFFE ID TLV 0xD0) to the upstream. */
+  proxyProtocol: boolean;
+}
+
+/** Which default set a config was built from. */
+export type ConfigProfile = 'production' | 'embedded';
+
+/** Where the embedded profile keeps its state, relative to the working directory. */
+export const DEFAULT_STATE_DIR = '.waygate';
+/**
+ * The embedded profile's development PKI: the directory `waygate certs init|issue` use by default,
+ * so `waygate certs issue spiffe://...` signs client certificates the gateway trusts, no flags.
+ */
+export const DEV_PKI_DIR = `${DEFAULT_STATE_DIR}/pki`;
+
+/**
+ * The drain deadline when none is configured, derived like ztunnel's (src/config.rs): from
+ * Kubernetes' `TERMINATION_GRACE_PERIOD_SECONDS` minus a margin (5 s above 10 s, else 1 s, at least
+ * 1 s) so the gateway resets the rest itself (RST_STREAM, close records, audit flush) before the
+ * kubelet's SIGKILL; 5 s otherwise.
+ */
+export function defaultDrainTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env['TERMINATION_GRACE_PERIOD_SECONDS'];
+  if (raw === undefined || !/^\d+$/.test(raw.trim())) return 5_000;
+  const secs = Number(raw.trim());
+  return Math.max(secs > 10 ? secs - 5 : secs - 1, 1) * 1_000;
+}
+
+function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 'policies' | 'destinations' | 'admin'> {
+  return {
+    trustDomains: ['cluster.local'],
+    defaultAction: 'DENY',
+    denyStatus: 401,
+    timeouts: {
+      connectTimeoutMs: 10_000,
+      handshakeTimeoutMs: 10_000,
+      drainTimeoutMs: defaultDrainTimeoutMs(env),
+      idleTimeoutMs: 0,
+    },
+    limits: { maxConnections: 10_000, maxStreamsPerConnection: 200, maxHeaderListBytes: 65_536 },
+    audit: {
+      destination: '-',
+      headers: { allow: [...DEFAULT_HEADER_AUDIT_POLICY.allow], redact: [...DEFAULT_HEADER_AUDIT_POLICY.redact] },
+    },
+    log: { level: 'info' },
+    workers: 1,
+    proxyProtocol: false,
+  };
+}
+
+/** Defaults under `--config`: what a Kubernetes Deployment wants (see examples/kubernetes/). */
+export function productionDefaults(env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  return {
+    listen: '0.0.0.0:15008',
+    tls: {
+      // cert-manager's Secret layout (tls.crt, tls.key, ca.crt), mounted by the example Deployment.
+      certFile: '/etc/waygate/tls/tls.crt',
+      keyFile: '/etc/waygate/tls/tls.key',
+      trustBundleFiles: ['/etc/waygate/tls/ca.crt'],
+      allowTls12: false,
+    },
+    policies: { paths: ['/etc/waygate/policies'], watch: true, debounceMs: 250 },
+    destinations: { allow: [], routes: {} },
+    admin: { readyAddress: '0.0.0.0:15021', metricsAddress: '0.0.0.0:15020', adminAddress: '127.0.0.1:15000' },
+    ...common(env),
+  };
+}
+
+/**
+ * Defaults with no config file (`npm start`): loopback only, dev PKI in `stateDir`, the example
+ * policies of the working directory.
+ */
+export function embeddedDefaults(cwd: string = process.cwd(), env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const pki = `${cwd}/${DEV_PKI_DIR}`;
+  return {
+    listen: '127.0.0.1:15008',
+    tls: {
+      certFile: `${pki}/server.crt`,
+      keyFile: `${pki}/server.key`,
+      trustBundleFiles: [`${pki}/root.crt`],
+      allowTls12: false,
+    },
+    policies: { paths: [`${cwd}/policies`], watch: true, debounceMs: 250 },
+    destinations: { allow: [{ cidr: '127.0.0.0/8' }, { cidr: '::1/128' }], routes: {} },
+    admin: { readyAddress: '127.0.0.1:15021', metricsAddress: '127.0.0.1:15020', adminAddress: '127.0.0.1:15000' },
+    ...common(env),
+  };
+}
+
+/** `workers: auto` -> one per core the process may use. */
+export function resolveWorkerCount(workers: number | 'auto'): number {
+  return workers === 'auto' ? Math.max(1, os.availableParallelism()) : workers;
+}

@@ -1,0 +1,208 @@
+/**
+ * The composition root of `waygate serve`: builds everything from the effective config and wires
+ *
+ *   policy files --watch/SIGHUP/POST /debug/reload--> reloader -> store.swap -> server.recheck
+ *   certificate files --TlsMaterialWatcher--> server.setSecureContext
+ *   SIGTERM / POST /quitquitquit -> not ready -> server.drain(deadline) -> audit flush -> exit 0
+ *
+ * With `workers > 1` the primary/worker split of cluster.ts takes over (same wiring, spread over
+ * processes). Resources have one owner each and are closed in reverse order of creation.
+ */
+import cluster from 'node:cluster';
+import path from 'node:path';
+import { createAuditLogger, type AuditLogger } from '../audit/logger.ts';
+import type { AuditSink } from '../audit/sink.ts';
+import { startAdminServers, type AdminHandlers, type AdminServers } from '../admin/server.ts';
+import { parseHostPort } from '../config/address.ts';
+import type { EffectiveConfig } from '../config/resolve.ts';
+import { resolveWorkerCount, type GatewayConfig, type LogLevel } from '../config/schema.ts';
+import type { ReloadRecord } from '../audit/record.ts';
+import { watchPolicyPaths, type PolicyWatcher } from '../policy/watch.ts';
+import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
+import { GatewayMetrics, METRICS_CONTENT_TYPE } from '../telemetry/metrics.ts';
+import { ensureDevPki } from './dev-pki.ts';
+import { explainInput } from './explain.ts';
+import { startRuntime, type GatewayRuntime } from './runtime.ts';
+import { installSignalHandlers } from './signals.ts';
+import type { ReloadTrigger } from './reload.ts';
+
+export interface GatewayOptions {
+  effective: EffectiveConfig;
+  /** Install SIGTERM/SIGINT/SIGHUP handlers (the CLI does; in-process tests do not). */
+  handleSignals?: boolean;
+  /** Injected by tests; by default the operational log goes to stderr. */
+  log?: OpsLogger;
+  /** Injected by tests; by default built from `config.audit`. `end()` (if any) is awaited at shutdown. */
+  audit?: AuditSink & Partial<Pick<AuditLogger, 'end' | 'flushSync'>>;
+}
+
+/** Bound addresses, `host:port`. */
+export interface GatewayAddresses {
+  hbone: string;
+  ready: string;
+  metrics: string;
+  admin: string;
+}
+
+export interface RunningGateway {
+  readonly addresses: GatewayAddresses;
+  reload(trigger: ReloadTrigger): Promise<ReloadRecord>;
+  /** Graceful drain then close; resolves when everything is closed and the audit log flushed. */
+  shutdown(reason: string): Promise<void>;
+  /** Resolves with the process exit code once the gateway has shut down. */
+  readonly done: Promise<number>;
+  /** The single-process runtime (undefined in workers mode). */
+  readonly runtime?: GatewayRuntime;
+}
+
+/** True when the TLS paths are the embedded profile's own dev PKI (so it may be minted). */
+export function usesEmbeddedPki(effective: EffectiveConfig): string | null {
+  if (effective.profile !== 'embedded') return null;
+  const { certFile, keyFile, trustBundleFiles } = effective.config.tls;
+  const dir = path.dirname(certFile);
+  const same = path.basename(certFile) === 'server.crt'
+    && keyFile === path.join(dir, 'server.key')
+    && trustBundleFiles.length === 1 && trustBundleFiles[0] === path.join(dir, 'root.crt');
+  return same ? dir : null;
+}
+
+/** The effective config as the admin API shows it: paths, never certificate or key contents. */
+export function configView(effective: EffectiveConfig, extra: Record<string, unknown> = {}): unknown {
+  return { profile: effective.profile, file: effective.file, config: effective.config, ...extra };
+}
+
+/** Side-port ports, for the data plane's self-call check. */
+export function sidePorts(addresses: { ready: string; metrics: string; admin: string }): number[] {
+  const out: number[] = [];
+  for (const a of [addresses.ready, addresses.metrics, addresses.admin]) {
+    const hp = parseHostPort(a);
+    if (hp.ok) out.push(hp.value.port);
+  }
+  return out;
+}
+
+/** Flushes and closes the audit destination (stdout is flushed, left open). */
+export async function closeAudit(audit: NonNullable<GatewayOptions['audit']>): Promise<void> {
+  if (audit.end) await audit.end();
+  else await audit.flush();
+}
+
+/** Starts the gateway described by `opts.effective`. */
+export async function startGateway(opts: GatewayOptions): Promise<RunningGateway> {
+  const config = opts.effective.config;
+  const log = opts.log ?? createOpsLogger({ level: config.log.level });
+  const pkiDir = usesEmbeddedPki(opts.effective);
+  if (pkiDir) {
+    const pki = ensureDevPki(pkiDir);
+    if (pki.minted !== 'none') log.info({ dir: pkiDir, minted: pki.minted }, 'development PKI minted (embedded profile)');
+  }
+  if (resolveWorkerCount(config.workers) > 1 && cluster.isPrimary) {
+    const { startPrimary } = await import('./cluster.ts');
+    return startPrimary({ ...opts, log });
+  }
+  return startSingle(opts, config, log);
+}
+
+async function startSingle(opts: GatewayOptions, config: Readonly<GatewayConfig>, log: OpsLogger): Promise<RunningGateway> {
+  const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination });
+  const metrics = new GatewayMetrics();
+  let runtime: GatewayRuntime | undefined;
+  let watcher: PolicyWatcher | undefined;
+  let shutdownPromise: Promise<void> | undefined;
+  let resolveDone!: (code: number) => void;
+  const done = new Promise<number>((r) => (resolveDone = r));
+  // Assigned once everything is up; a quit that arrives during startup is acted on right after.
+  let shutdown: ((reason: string) => Promise<void>) | undefined;
+  let quitDuringStartup = false;
+
+  const notStarted = { ready: false, reasons: ['tls_material_not_loaded', 'policy_snapshot_not_loaded'] as ('tls_material_not_loaded' | 'policy_snapshot_not_loaded')[] };
+  const reload = async (trigger: ReloadTrigger): Promise<ReloadRecord> => {
+    if (!runtime) throw new Error('the gateway is still starting');
+    const record = await runtime.reload(trigger);
+    if (record.result !== 'rejected' && runtime.store.current()) watcher?.setBaseline(runtime.store.current()!.hash);
+    return record;
+  };
+  const handlers: AdminHandlers = {
+    readiness: () => runtime?.readiness.state() ?? notStarted,
+    metrics: () => metrics.text(),
+    metricsContentType: METRICS_CONTENT_TYPE,
+    config: () => configView(opts.effective, { tls: runtime?.tlsInfo() ?? null, workers: 1 }),
+    policy: () => runtime?.policyInfo() ?? { loaded: false },
+    connections: () => ({ tunnels: runtime?.connections() ?? [] }),
+    explain: (input) => explainInput(runtime?.store.current(), config.defaultAction, input),
+    reload: () => reload('admin'),
+    setLogLevel: (level: LogLevel) => ({ previous: setLogLevel(log, level), level }),
+    quit: () => {
+      if (shutdown) void shutdown('POST /quitquitquit');
+      else quitDuringStartup = true;
+    },
+  };
+
+  let admin: AdminServers;
+  try {
+    admin = await startAdminServers({
+      readyAddress: config.admin.readyAddress,
+      metricsAddress: config.admin.metricsAddress,
+      adminAddress: config.admin.adminAddress,
+      handlers,
+      onError: (err, route) => log.error({ route, err: (err as Error)?.message }, 'admin handler failed'),
+    });
+  } catch (err) {
+    await closeAudit(audit);
+    throw err;
+  }
+  try {
+    runtime = await startRuntime({ config, audit, log, metrics, ownPorts: sidePorts(admin.addresses) });
+  } catch (err) {
+    await admin.close();
+    await closeAudit(audit);
+    throw err;
+  }
+  const rt = runtime;
+
+  if (config.policies.watch) {
+    watcher = watchPolicyPaths(config.policies.paths, rt.store.current()?.hash ?? '', {
+      debounceMs: config.policies.debounceMs,
+      onChange: () => void reload('watch').catch((err) => log.error({ err: (err as Error).message }, 'reload failed')),
+      onError: (err) => log.warn({ err: err.message }, 'policy watch error'),
+    });
+  }
+
+  let removeSignals: (() => void) | undefined;
+  const drainAndClose = (reason: string): Promise<void> => {
+    shutdownPromise ??= (async () => {
+      const deadlineMs = config.timeouts.drainTimeoutMs;
+      log.info({ reason, deadlineMs, tunnels: rt.server.tunnels.size }, 'draining');
+      watcher?.close();
+      let code = 0;
+      try {
+        const { remaining } = await rt.drain(deadlineMs);
+        await rt.close();
+        log.info({ reset: remaining }, 'drained; flushing the audit log');
+      } catch (err) {
+        code = 1;
+        log.error({ err: (err as Error)?.message }, 'drain failed; closing anyway');
+        await rt.close().catch(() => undefined);
+      }
+      await closeAudit(audit).catch((err) => log.error({ err: (err as Error)?.message }, 'audit flush failed'));
+      await admin.close();
+      removeSignals?.();
+      resolveDone(code);
+    })();
+    return shutdownPromise;
+  };
+  shutdown = drainAndClose;
+  if (opts.handleSignals) {
+    removeSignals = installSignalHandlers({
+      log,
+      onDrain: (signal) => void drainAndClose(signal),
+      onReload: () => void reload('signal').catch((err) => log.error({ err: (err as Error).message }, 'reload failed')),
+      onForcedExit: () => audit.flushSync?.(),
+    });
+  }
+
+  const addresses = { hbone: rt.hboneAddress, ...admin.addresses };
+  log.info({ ...addresses, profile: opts.effective.profile, snapshot: rt.store.current() ? { version: rt.store.current()!.version, hash: rt.store.current()!.hash } : null }, 'listening');
+  if (quitDuringStartup) void drainAndClose('POST /quitquitquit');
+  return { addresses, reload, shutdown: drainAndClose, done, runtime: rt };
+}

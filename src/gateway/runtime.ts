@@ -1,0 +1,227 @@
+/**
+ * The per-process data plane as the config describes it: TLS material (watched), the policy store
+ * and its reloader, the decision path, the HBONE server and its metrics. In single-process mode
+ * the gateway runs one; in workers mode every worker runs one (each holds its own snapshot) and
+ * the primary owns the side ports.
+ *
+ * Start order matters: TLS material is validated first (nothing can be served without it), then
+ * the first policy load completes, then the listener opens - so the first CONNECT already meets
+ * a snapshot. Readiness turns true only after all three.
+ */
+import { EventEmitter } from 'node:events';
+import type { ReloadRecord } from '../audit/record.ts';
+import type { AuditSink } from '../audit/sink.ts';
+import { parseHostPort } from '../config/address.ts';
+import type { GatewayConfig } from '../config/schema.ts';
+import { createHboneServer, type HboneServer, type HboneTlsOptions } from '../hbone/server.ts';
+import type { TunnelInfo } from '../hbone/tunnel.ts';
+import { TlsMaterialWatcher, type TlsMaterial } from '../identity/tls-material.ts';
+import type { DecisionContext } from '../policy/context.ts';
+import { DecisionCache } from '../policy/decision-cache.ts';
+import type { Decision } from '../policy/decision.ts';
+import { summarizeSnapshot, type PolicySnapshot } from '../policy/snapshot.ts';
+import { PolicyStore } from '../policy/store.ts';
+import type { OpsLogger } from '../telemetry/log.ts';
+import type { GatewayMetrics } from '../telemetry/metrics.ts';
+import { createMetricsObserver } from '../telemetry/observer.ts';
+import { Readiness } from '../admin/readiness.ts';
+import { PolicyReloader, type ReloadTrigger } from './reload.ts';
+
+export interface RuntimeOptions {
+  config: Readonly<GatewayConfig>;
+  audit: AuditSink;
+  log: OpsLogger;
+  metrics: GatewayMetrics;
+  /** Ports of the side listeners (ready, metrics, admin): a tunnel to one is a self-call (503). */
+  ownPorts: readonly number[];
+  /**
+   * Where reload records go. Default: the audit sink and the metrics. A worker passes its IPC
+   * channel so the primary writes one record per reload for all workers.
+   */
+  onReloadRecord?: (record: ReloadRecord) => void;
+  /** Version of the startup load (workers mode: the primary numbers every worker's loads alike). */
+  initialVersion?: number;
+}
+
+/**
+ * Events of a runtime: `tls-update` (TlsMaterial) after certificate rotation, `tls-error` (Error)
+ * when changed files failed to load, `reload` (ReloadRecord) after every policy load.
+ */
+export type RuntimeEvents = EventEmitter;
+
+export interface GatewayRuntime {
+  readonly events: RuntimeEvents;
+  readonly readiness: Readiness;
+  readonly store: PolicyStore<PolicySnapshot>;
+  readonly server: HboneServer;
+  /** The HBONE listener as `host:port`. */
+  readonly hboneAddress: string;
+  /** The record of the load done at startup. */
+  readonly startupRecord: ReloadRecord;
+  /** The decision function the server uses (also what a re-check uses). */
+  authorize(ctx: DecisionContext): Decision;
+  reload(trigger: ReloadTrigger, version?: number): Promise<ReloadRecord>;
+  /** `/debug/policy`: the snapshot in force. */
+  policyInfo(): unknown;
+  /** `/debug/connections`: live tunnels. */
+  connections(): TunnelInfo[];
+  /** `/debug/config`-style view of the TLS material in use (fingerprint and dates, never key bytes). */
+  tlsInfo(): unknown;
+  /** Not ready -> GOAWAY -> wait up to the deadline -> reset the rest (`draining` records). */
+  drain(deadlineMs: number): Promise<{ remaining: number }>;
+  close(): Promise<void>;
+}
+
+/** The decision a CONNECT gets while no snapshot has ever loaded: fail closed. */
+function noSnapshotDecision(): Decision {
+  return {
+    decision: 'deny', reason: 'default_deny', policy: null, rule: null, audit: [], dryRun: null, evalErrors: [],
+    snapshot: { version: 0, hash: '' }, evalMicros: 0,
+  };
+}
+
+function tlsOptions(m: TlsMaterial, allowTls12: boolean): HboneTlsOptions {
+  return { cert: m.cert, key: m.key, ca: m.ca, minVersion: allowTls12 ? 'TLSv1.2' : 'TLSv1.3', allowTls12 };
+}
+
+export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime> {
+  const { config, log, metrics, audit } = opts;
+  const events = new EventEmitter();
+  const readiness = new Readiness();
+  readiness.onChange((s) => metrics.ready.set(s.ready ? 1 : 0));
+  const store = new PolicyStore<PolicySnapshot>();
+  const cache = new DecisionCache({ max: 10_000 });
+  const decideOptions = { defaultAction: config.defaultAction, clock: process.hrtime.bigint };
+
+  const authorize = (ctx: DecisionContext): Decision => {
+    const snapshot = store.current();
+    return snapshot ? cache.decide(snapshot, ctx, decideOptions) : noSnapshotDecision();
+  };
+
+  // 1. TLS material: throws WG_CERT naming the file when it is missing or invalid.
+  const tls = new TlsMaterialWatcher({
+    certFile: config.tls.certFile, keyFile: config.tls.keyFile, trustBundleFiles: config.tls.trustBundleFiles,
+  });
+  const noteMaterial = (m: TlsMaterial): void => {
+    metrics.certificateExpiry.set(m.notAfter.getTime() / 1000);
+  };
+  noteMaterial(tls.current);
+
+  let server: HboneServer | undefined;
+  const onReloadRecord = opts.onReloadRecord ?? ((r: ReloadRecord) => {
+    metrics.recordReload(r);
+    audit.reload(r);
+  });
+  const reloader = new PolicyReloader({
+    paths: config.policies.paths,
+    store,
+    recheck: () => (server ? server.recheck(authorize) : 0),
+    onRecord: (r) => {
+      if (r.result === 'applied') readiness.setSnapshotLoaded(true);
+      // Workers record the snapshot gauges locally even when the primary writes the record.
+      if (opts.onReloadRecord) metrics.recordReload(r, { count: false });
+      onReloadRecord(r);
+      events.emit('reload', r);
+    },
+    log,
+  });
+
+  // 2. The first policy load, before the listener opens.
+  const startupRecord = await reloader.reload('startup', opts.initialVersion);
+
+  // 3. The listener.
+  const listen = parseHostPort(config.listen);
+  if (!listen.ok) throw new Error(listen.message); // validated by the config loader already
+  server = createHboneServer({
+    listen: listen.value,
+    tls: tlsOptions(tls.current, config.tls.allowTls12),
+    acceptedTrustDomains: config.trustDomains,
+    authorize,
+    audit,
+    observer: createMetricsObserver(metrics),
+    destinations: { allow: config.destinations.allow, routes: config.destinations.routes },
+    denyStatus: config.denyStatus,
+    connectTimeoutMs: config.timeouts.connectTimeoutMs,
+    handshakeTimeoutMs: config.timeouts.handshakeTimeoutMs,
+    idleTimeoutMs: config.timeouts.idleTimeoutMs,
+    h2: { maxConcurrentStreams: config.limits.maxStreamsPerConnection, maxHeaderListBytes: config.limits.maxHeaderListBytes },
+    ownPorts: opts.ownPorts,
+    headerAuditPolicy: config.audit.headers,
+    proxyProtocol: config.proxyProtocol,
+    log,
+    snapshotInfo: () => {
+      const s = store.current();
+      return s ? { version: s.version, hash: s.hash } : { version: 0, hash: '' };
+    },
+  });
+  let address;
+  try {
+    address = await server.listen();
+  } catch (err) {
+    tls.close();
+    throw err;
+  }
+  const hboneAddress = address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+
+  // Certificate rotation: new handshakes get the new material, live connections keep theirs.
+  const srv = server;
+  tls.on('update', (m: TlsMaterial) => {
+    srv.setSecureContext(tlsOptions(m, config.tls.allowTls12));
+    metrics.tlsMaterialReloads.inc();
+    noteMaterial(m);
+    log.info({ fingerprint: m.fingerprint, notAfter: m.notAfter.toISOString() }, 'TLS material reloaded');
+    events.emit('tls-update', m);
+  });
+  tls.on('error', (err: Error) => {
+    metrics.tlsMaterialErrors.inc();
+    log.error({ err: err.message }, 'TLS material reload failed; the previous certificate stays in use');
+    events.emit('tls-error', err);
+  });
+  readiness.setTlsLoaded(true);
+
+  let closed = false;
+  return {
+    events,
+    readiness,
+    store,
+    server,
+    hboneAddress,
+    startupRecord,
+    authorize,
+    reload: (trigger, version) => reloader.reload(trigger, version),
+    policyInfo() {
+      const s = store.current();
+      if (!s) return { loaded: false };
+      return {
+        loaded: true,
+        ...summarizeSnapshot(s),
+        defaultAction: config.defaultAction,
+        decisionCache: cache.stats(),
+        policies: s.policies.map((p) => ({
+          name: p.name, action: p.action, mode: p.mode,
+          file: `${p.location.file}:${p.location.line}:${p.location.col}`,
+          rules: p.rules.map((r) => r.name),
+        })),
+      };
+    },
+    connections: () => srv.tunnels.list(),
+    tlsInfo() {
+      const m = tls.current;
+      return {
+        fingerprint: m.fingerprint, notAfter: m.notAfter.toISOString(), loadedAt: m.loadedAt.toISOString(),
+        subjectAltName: m.leaf.subjectAltName ?? '', lastError: tls.lastError?.message ?? null,
+      };
+    },
+    async drain(deadlineMs) {
+      readiness.setDraining();
+      tls.close();
+      return srv.drain(deadlineMs);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      tls.close();
+      await srv.close();
+    },
+  };
+}
