@@ -138,9 +138,9 @@ export class DecisionCache {
       return { ...cached, evalMicros };
     }
     this.misses++;
-    const d = decide(snapshot, ctx, options);
-    this.lru.set(key, freezeDecision(d));
-    return d;
+    const d = freezeDecision(decide(snapshot, ctx, options));
+    this.lru.set(key, d);
+    return { ...d };
   }
 
   stats(): DecisionCacheStats {
@@ -167,14 +167,17 @@ export function cacheKey(
   return key;
 }
 
-/** A cached decision is handed out many times: freeze it so no caller can alter another's copy. */
+/**
+ * A cached decision is handed out many times: freeze it (in place; it is fresh from `decide`) so no
+ * caller can alter another's copy. Callers get a shallow copy of the top level.
+ */
 function freezeDecision(d: Decision): Decision {
-  const copy: Decision = {
-    ...d,
-    audit: Object.freeze(d.audit.slice()) as Decision['audit'],
-    evalErrors: Object.freeze(d.evalErrors.slice()) as Decision['evalErrors'],
-    dryRun: d.dryRun === null ? null : Object.freeze({ ...d.dryRun, matches: Object.freeze(d.dryRun.matches.slice()) as Decision['audit'] }),
-    snapshot: Object.freeze({ ...d.snapshot }),
-  };
-  return Object.freeze(copy);
+  Object.freeze(d.audit);
+  Object.freeze(d.evalErrors);
+  if (d.dryRun !== null) {
+    Object.freeze(d.dryRun.matches);
+    Object.freeze(d.dryRun);
+  }
+  Object.freeze(d.snapshot);
+  return Object.freeze(d);
 }

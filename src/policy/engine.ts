@@ -6,6 +6,16 @@
  * Evaluation order is Istio's and lives in exactly one function, `applyIstioOrder`. Everything
  * else here only answers the questions that function asks ("which DENY rule matches first?"),
  * lazily and through the rule index, so a decision evaluates only the rules that can matter.
+ *
+ * Fail-closed rules ("an evaluation error fails closed", DESIGN §3), all tested in the table:
+ * - a rule that throws or yields a non-bool: in DENY it counts as a match (reason eval_error), in
+ *   ALLOW as no match (and, when nothing allows, the deny names it with reason eval_error);
+ * - a selector that errors: a DENY policy applies; an ALLOW policy grants nothing but still counts
+ *   as applying in step 3, so an unevaluable selector can never turn into `default_allow`;
+ * - a variable that errors: every rule (or selector) of its policy that reads it errors, unless one
+ *   of that rule's equality keys already rules the tunnel out (then CEL's `false && error` is
+ *   false anyway, and indexed and full-scan decisions stay identical).
+ * Missing identity is not an error: the context holds "" (DESIGN §3 "Types").
  */
 import type { Activation, CompiledExpression } from './cel/compiled.ts';
 import { policyVariablesValue, toActivation } from './cel/environment.ts';
