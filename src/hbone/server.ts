@@ -66,7 +66,11 @@ export interface HboneServerOptions {
   tls: HboneTlsOptions;
   /** SPIFFE trust domains whose identities are accepted (e.g. `["cluster.local"]`). */
   acceptedTrustDomains: readonly string[];
-  /** The policy decision for one context; synchronous and pure (the engine's decide()). */
+  /**
+   * The policy decision for one context; synchronous and pure (the engine's decide()). It is
+   * called for every new CONNECT, so it must read the snapshot in force at each call
+   * (`ctx => decide(store.current, ctx, opts)`); after a swap, call {@link HboneServer.recheck}.
+   */
   authorize: Authorize;
   audit: AuditSink;
   observer?: HboneObserver;
@@ -97,7 +101,11 @@ export interface HboneServer {
   /** New handshakes use the new certificate/key/trust bundle; live connections keep theirs. */
   setSecureContext(tls: HboneTlsOptions): void;
   readonly tunnels: TunnelRegistry;
-  /** Re-decides every live tunnel with its original context; returns how many were closed. */
+  /**
+   * Re-decides every live tunnel (open, or still dialing) with its original context. Open tunnels
+   * now denied get RST_STREAM(CANCEL) and a `policy_changed` close record; dialing ones are
+   * answered with the deny status. Returns how many were closed. Does not replace `authorize`.
+   */
   recheck(authorize: Authorize): number;
   /** GOAWAY everywhere, refuse new streams, wait up to `deadlineMs`, then reset what is left. */
   drain(deadlineMs: number): Promise<{ remaining: number }>;

@@ -167,7 +167,7 @@ export class Tunnel {
     this.state = 'open';
     this.#upstream = upstream;
     this.#upstreamClosed = false;
-    upstream.on('error', (err: NodeJS.ErrnoException) => this.#onUpstreamError(err));
+    upstream.on('error', () => this.#onUpstreamError());
     upstream.once('close', () => this.#onUpstreamClose());
     if (idleTimeoutMs > 0) {
       upstream.setTimeout(idleTimeoutMs, () => this.fail('idle_timeout', CANCEL));
@@ -246,9 +246,8 @@ export class Tunnel {
     upstream.end(); // END_STREAM, or RST_STREAM(NO_ERROR|CANCEL): a TCP write shutdown
   }
 
-  #onUpstreamError(err: NodeJS.ErrnoException): void {
-    // EPIPE/ECONNRESET: the destination went away mid-stream.
-    void err;
+  #onUpstreamError(): void {
+    // EPIPE/ECONNRESET: the destination went away mid-stream (RFC 9113 §8.5: CONNECT_ERROR).
     this.fail('upstream_reset', CONNECT_ERROR);
   }
 
