@@ -234,7 +234,12 @@ const specSchema = object<GatewayConfig>({
     maxHeaderListBytes: int(1_024, 16 * 1024 * 1024),
   }) as V<GatewayConfig['limits']>,
   audit: object<GatewayConfig['audit']>({
-    destination: str((s) => (s === '' ? 'must be "-" (stdout) or a file path' : null)),
+    // "-" is stdout; anything else is a file path, resolved against the config file's directory
+    // like every other path in the file (a relative path used to resolve against the cwd).
+    destination: ((node, at, cx) => {
+      const v = str((s) => (s === '' ? 'must be "-" (stdout) or a file path' : null))(node, at, cx);
+      return v === undefined || v === '-' ? v : path.resolve(cx.baseDir, v);
+    }) as V<string>,
     headers: object<GatewayConfig['audit']['headers']>({ allow: list(headerName), redact: list(headerName) }) as V<GatewayConfig['audit']['headers']>,
   }) as V<GatewayConfig['audit']>,
   log: object<GatewayConfig['log']>({ level: oneOf(LOG_LEVELS) }) as V<GatewayConfig['log']>,

@@ -10,6 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ReloadRecord } from '../audit/record.ts';
+import type { HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import { parseHostPort } from '../config/address.ts';
 import type { GatewayConfig } from '../config/schema.ts';
@@ -26,6 +27,9 @@ import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { createMetricsObserver } from '../telemetry/observer.ts';
 import { Readiness } from '../admin/readiness.ts';
 import { PolicyReloader, type ReloadTrigger } from './reload.ts';
+
+/** Attribute-path prefix of a constant-key header read (`request.headers["x-tenant"]`). */
+const HEADER_READ_PREFIX = 'request.headers.';
 
 export interface RuntimeOptions {
   config: Readonly<GatewayConfig>;
@@ -129,6 +133,27 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   // 2. The first policy load, before the listener opens.
   const startupRecord = await reloader.reload('startup', opts.initialVersion);
 
+  // Decision records must hold the full evaluation input so `audit replay` re-decides exactly
+  // (DESIGN §4): besides the operator's allow-list they carry every header the snapshot in force
+  // reads by name (`request.headers["x-tenant"]`). Redaction still applies to those. Computed once
+  // per snapshot, not per CONNECT.
+  const auditHeaderPolicies = new WeakMap<object, HeaderAuditPolicy>();
+  const auditHeadersFor = (snapshot: PolicySnapshot | null | undefined): HeaderAuditPolicy => {
+    if (!snapshot) return config.audit.headers;
+    let policy = auditHeaderPolicies.get(snapshot);
+    if (!policy) {
+      const read = [...snapshot.reads]
+        .filter((r) => r.startsWith(HEADER_READ_PREFIX) && r.length > HEADER_READ_PREFIX.length)
+        .map((r) => r.slice(HEADER_READ_PREFIX.length));
+      policy = {
+        allow: [...new Set([...config.audit.headers.allow, ...read])],
+        redact: config.audit.headers.redact,
+      };
+      auditHeaderPolicies.set(snapshot, policy);
+    }
+    return policy;
+  };
+
   // 3. The listener.
   const listen = parseHostPort(config.listen);
   if (!listen.ok) throw new Error(listen.message); // validated by the config loader already
@@ -146,7 +171,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     idleTimeoutMs: config.timeouts.idleTimeoutMs,
     h2: { maxConcurrentStreams: config.limits.maxStreamsPerConnection, maxHeaderListBytes: config.limits.maxHeaderListBytes },
     ownPorts: opts.ownPorts,
-    headerAuditPolicy: config.audit.headers,
+    headerAuditPolicy: () => auditHeadersFor(store.current()),
+    maxConnections: config.limits.maxConnections,
     proxyProtocol: config.proxyProtocol,
     log,
     snapshotInfo: () => {

@@ -31,6 +31,8 @@ export interface HboneObserver {
   upstreamFailed?(kind: DialFailureKind, ms: number): void;
   /** A session was closed because PINGs went unanswered. */
   pingTimeout?(connectionId: string): void;
+  /** A connection was refused by a configured limit (counted, never silent). */
+  refused?(limit: 'max_connections'): void;
 }
 
 /** Calls one observer hook, swallowing its errors. */

@@ -86,7 +86,13 @@ export interface HboneServerOptions {
   h2?: H2Options;
   /** Ports the gateway itself listens on (admin, metrics...); the HBONE port is added at listen(). */
   ownPorts?: readonly number[];
-  headerAuditPolicy?: HeaderAuditPolicy;
+  /**
+   * Which request headers decision records carry. A function is called per record, so the gateway
+   * can widen the allow-list to the headers the snapshot in force reads (replay needs them).
+   */
+  headerAuditPolicy?: HeaderAuditPolicy | (() => HeaderAuditPolicy);
+  /** Refuse TCP connections beyond this many open ones (0 = no limit); each refusal is observed. */
+  maxConnections?: number;
   /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream. */
   proxyProtocol?: boolean;
   log?: Logger;
@@ -204,7 +210,10 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
   const idleTimeoutMs = positiveInt('idleTimeoutMs', opts.idleTimeoutMs, 0, 0);
   const h2: ResolvedH2Options = resolveH2Options(opts.h2);
   const destinations = new DestinationPolicy(opts.destinations, opts.ownPorts ?? []);
-  const headerAuditPolicy = opts.headerAuditPolicy ?? DEFAULT_HEADER_AUDIT_POLICY;
+  const headerAuditPolicyOpt = opts.headerAuditPolicy ?? DEFAULT_HEADER_AUDIT_POLICY;
+  const headerAuditPolicy: () => HeaderAuditPolicy =
+    typeof headerAuditPolicyOpt === 'function' ? headerAuditPolicyOpt : () => headerAuditPolicyOpt;
+  const maxConnections = positiveInt('maxConnections', opts.maxConnections, 0, 0);
   const proxyProtocol = opts.proxyProtocol === true;
   const observer = opts.observer;
   const audit = opts.audit;
@@ -234,6 +243,13 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     maxSessionMemory: h2.maxSessionMemoryMb,
     peerMaxConcurrentStreams: h2.maxConcurrentStreams,
   });
+
+  // net.Server drops sockets past maxConnections before TLS starts (cheapest point to refuse);
+  // 'drop' reports each one so the refusal is counted, never silent.
+  if (maxConnections > 0) {
+    server.maxConnections = maxConnections;
+    server.on('drop', () => notify(observer, 'refused', 'max_connections'));
+  }
 
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     const reason = classifyTlsError(err, socket);
@@ -402,7 +418,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       source: a.source,
       destination: a.destination,
       traceId: a.traceId,
-      headers: selectAuditHeaders(a.headers, headerAuditPolicy),
+      headers: selectAuditHeaders(a.headers, headerAuditPolicy()),
       baggage: { ...a.baggage },
       connection: { id: a.conn.id, tlsVersion: a.conn.tlsVersion },
       evalMicros: d ? d.evalMicros : 0,

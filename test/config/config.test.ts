@@ -91,6 +91,13 @@ describe('strict config loading', () => {
     });
     assert.equal(layer.workers, 'auto');
   });
+
+  test('regression: a relative audit.destination resolves against the config file, "-" stays stdout', () => {
+    const rel = parseConfigText(`${HEADER}  audit:\n    destination: logs/audit.jsonl\n`, 'gw.yaml', '/etc/waygate');
+    assert.equal(rel.audit?.destination, '/etc/waygate/logs/audit.jsonl');
+    const stdout = parseConfigText(`${HEADER}  audit:\n    destination: "-"\n`, 'gw.yaml', '/etc/waygate');
+    assert.equal(stdout.audit?.destination, '-');
+  });
 });
 
 describe('defaults and layering', () => {
