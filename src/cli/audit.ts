@@ -13,7 +13,7 @@ import { WaygateError } from '../errors.ts';
 import { loadPolicySet } from '../policy/load.ts';
 import type { DefaultAction } from '../policy/decision.ts';
 import type { PolicySnapshot } from '../policy/snapshot.ts';
-import { compileQuery, QueryWriter, type AuditEvent, type QueryFormat } from '../audit/review/query.ts';
+import { ALL_EVENTS, compileQuery, didYouMean, QueryWriter, type AuditEvent, type QueryFormat } from '../audit/review/query.ts';
 import { describeIssues, newReadStats, readRecordBatches, resolveSources, type ReadOptions } from '../audit/review/reader.ts';
 import { renderReplay, ReplayAccumulator } from '../audit/review/replay.ts';
 import { RECORD_CEL_VARIABLES } from '../audit/review/record-cel.ts';
@@ -202,6 +202,13 @@ export function runAuditQuery(paths: string[], flags: QueryFlags, io: AuditIo = 
     writer.end();
     await out.write(pending);
     if (limited) io.stderr.write(`waygate audit: stopped after ${writer.count} matching record(s) (--limit${flags.limit === undefined ? `, default ${TABLE_DEFAULT_LIMIT} for tables` : ''})\n`);
+    const whereErrors = query.where?.errors;
+    if (whereErrors && whereErrors.count > 0 && whereErrors.count === whereErrors.evaluated) {
+      // Failing on every record is a wrong expression for this input (e.g. `dryRun.decision` on
+      // a log without dry-run policies), not data: a usage error, like a type error at load.
+      io.stderr.write(`waygate audit: --where failed to evaluate on every record it was applied to (${whereErrors.count}): ${whereErrors.first}\n`);
+      return EXIT_USAGE;
+    }
     if (query.where && query.where.errors.count > 0) {
       io.stderr.write(`waygate audit: --where failed to evaluate on ${query.where.errors.count} record(s) (counted as no match), first: ${query.where.errors.first}\n`);
     }
@@ -223,7 +230,7 @@ function expandEvents(values: string[] | undefined): AuditEvent[] | undefined {
   for (const v of list) {
     if (v === 'all') ['decision', 'close', 'reload'].forEach((e) => out.add(e as AuditEvent));
     else if (v === 'decision' || v === 'close' || v === 'reload') out.add(v);
-    else throw new WaygateError('WG_USAGE', `--event ${JSON.stringify(v)}: expected decision, close, reload or all`);
+    else throw new WaygateError('WG_USAGE', `--event ${JSON.stringify(v)}: expected decision, close, reload or all${didYouMean(v, [...ALL_EVENTS, 'all'])}`);
   }
   return [...out];
 }
@@ -253,8 +260,13 @@ export function runAuditReplay(paths: string[], flags: ReplayFlags, io: AuditIo 
     else await writeOut(io.stdout, renderReplay(result, flags.format === 'markdown' ? 'markdown' : 'text'));
     const issues = describeIssues(stats);
     if (issues) io.stderr.write(`waygate audit: ${issues}\n`);
-    if (flags.failOnNewDenies && result.allowToDeny.count > 0) {
-      io.stderr.write(`waygate audit: ${result.allowToDeny.count} decision(s) would flip from allow to deny under the candidate policies\n`);
+    const a2d = result.allowToDeny;
+    if (flags.failOnNewDenies && a2d.inexact > 0) {
+      // Printed, never gating: the log cannot show what these decisions depend on.
+      io.stderr.write(`waygate audit: ${a2d.inexact} allow -> deny flip(s) are inexact (they depend on headers or baggage the log does not record) and do not fail --fail-on-new-denies; see the report\n`);
+    }
+    if (flags.failOnNewDenies && a2d.exact > 0) {
+      io.stderr.write(`waygate audit: ${a2d.exact} decision(s) would flip from allow to deny under the candidate policies\n`);
       return EXIT_FAILURE;
     }
     return EXIT_OK;
@@ -309,7 +321,7 @@ function positiveInt(value: string): number {
 function choice<T extends string>(values: readonly T[]) {
   return (value: string): T => {
     if ((values as readonly string[]).includes(value)) return value as T;
-    throw new InvalidArgumentError(`expected one of ${values.join(', ')}, got "${value}"`);
+    throw new InvalidArgumentError(`expected one of ${values.join(', ')}, got "${value}"${didYouMean(value, values)}`);
   };
 }
 
@@ -358,7 +370,7 @@ export function registerAudit(program: Command): void {
     .argument('[paths...]', PATHS_HELP)
     .requiredOption('--policies <dir>', 'candidate policy set (repeatable)', collect)
     .addOption(new Option('--default-action <action>', "the gateway's defaultAction to replay with").choices(['ALLOW', 'DENY']).default('DENY'))
-    .option('--fail-on-new-denies', 'exit 1 when any decision would flip from allow to deny (CI gate)')
+    .option('--fail-on-new-denies', 'exit 1 when any decision would flip from allow to deny (CI gate; inexact flips are reported, not counted)')
     .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'))
     .option('--examples <n>', 'examples per group', positiveInt, 3)
     .option('--since <time>', 'only records at or after: duration before now or RFC 3339')

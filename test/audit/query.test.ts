@@ -92,6 +92,87 @@ describe('audit query', () => {
     assert.match(nonBool.stderrText(), /must be a bool/);
   });
 
+  it('a typo in a nested field of --where is a usage error with the position and a suggestion (regression)', async () => {
+    // source/destination/snapshot/connection were map<string, dyn>: the typo matched nothing, exit 0.
+    const cases: [string, RegExp][] = [
+      ['source.namespce == "dev"', /source has no field "namespce" \(line 1, column 8\) \(did you mean "namespace"\?\)/],
+      ['destination.prot == 5432', /destination has no field "prot" .*did you mean "port"/],
+      ['snapshot.hsah == "x"', /snapshot has no field "hsah" .*did you mean "hash"/],
+      ['connection.tlsVersoin == "TLSv1.3"', /connection has no field "tlsVersoin" .*did you mean "tlsVersion"/],
+      ['dryRun != null && dryRun.wouldChang', /dryRun has no field "wouldChang" .*did you mean "wouldChange"/],
+      ['audit.exists(a, a.polcy == "x")', /a has no field "polcy" .*did you mean "policy"/],
+      ['source.port == "8080"', /no such overload/],
+    ];
+    for (const [where, message] of cases) {
+      const io = captureIo();
+      const code = await runAuditQuery([path.join(dir, 'does-not-exist.jsonl')], { where }, io);
+      assert.equal(code, 2, where);
+      assert.match(io.stderrText(), message, where);
+      assert.match(io.stderrText(), /\n>\s+1 \| .*\n\s+\^/, `${where}: caret snippet`);
+    }
+    // The typed fields still select what the dyn maps did.
+    const { code, records } = await query({ where: 'source.namespace == "dev" && snapshot.version >= 1 && connection.tlsVersion != ""' });
+    assert.equal(code, 0);
+    assert.ok(records.length > 0);
+    assert.deepEqual(records.map((r) => (r as DecisionRecord).decisionId), decisions().filter((r) => r.source.namespace === 'dev' && r.snapshot.version >= 1 && r.connection.tlsVersion !== '').map((r) => r.decisionId));
+    const noDry = await query({ where: 'dryRun == null' });
+    assert.equal(noDry.records.length, decisions().filter((r) => r.dryRun === null).length);
+    const wouldChange = await query({ where: 'dryRun != null && dryRun.wouldChange' });
+    assert.equal(wouldChange.records.length, decisions().filter((r) => r.dryRun?.wouldChange === true).length);
+  });
+
+  it('a --where that fails on every record it is applied to is a usage error with the first error (regression)', async () => {
+    // No record carries an x-tenant header: the lookup fails on each one.
+    const { code, records, stderr } = await query({ decision: 'deny', where: 'headers["x-tenant"] == "acme"' });
+    assert.equal(code, 2);
+    assert.equal(records.length, 0);
+    const denies = decisions().filter((r) => r.decision === 'deny').length;
+    assert.match(stderr, new RegExp(`--where failed to evaluate on every record it was applied to \\(${denies}\\): No such key: x-tenant`));
+    // Records without a dry run fail, those with one evaluate: only a note, exit 0 (existing test below).
+    const partly = await query({ where: 'dryRun.decision == "deny"' });
+    assert.equal(partly.code, 0);
+  });
+
+  it('--reason, --decision and --event values outside their closed sets are usage errors with a suggestion (regression)', async () => {
+    const cases: [QueryFlags, RegExp][] = [
+      [{ reason: ['explict_deny'] }, /--reason "explict_deny": not one of the decision reasons \(did you mean "explicit_deny"\?\); expected one of allowed, default_allow, explicit_deny/],
+      [{ reason: ['allowed,upstream_faild'] }, /--reason "upstream_faild".*did you mean "upstream_failed"/],
+      [{ event: ['close'], reason: ['explicit_deny'] }, /--reason "explicit_deny": not one of the close reasons \(it is a decision reason: add --event decision\)/],
+      [{ event: ['reload'], reason: ['rejectd'] }, /did you mean "rejected"/],
+      [{ decision: 'alow' as 'allow' }, /--decision "alow": expected allow or deny \(did you mean "allow"\?\)/],
+      [{ event: ['decisions'] }, /--event "decisions": expected decision, close, reload or all \(did you mean "decision"\?\)/],
+    ];
+    for (const [flags, message] of cases) {
+      const io = captureIo();
+      const code = await runAuditQuery([path.join(dir, 'does-not-exist.jsonl')], { format: 'jsonl', ...flags }, io);
+      assert.equal(code, 2, JSON.stringify(flags));
+      assert.match(io.stderrText(), message, JSON.stringify(flags));
+      assert.equal(io.stdoutText(), '');
+    }
+    // Valid for one of the selected events: accepted (close reason upstream_failed, decision reason too).
+    const ok = await query({ event: ['all'], reason: ['upstream_failed', 'applied'] });
+    assert.equal(ok.code, 0);
+    assert.ok(ok.records.length > 0);
+  });
+
+  it('the CLI exits 2 for a mistyped --reason and --decision (commander wiring)', async () => {
+    const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
+    const run = async (args: string[]) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/audit-cli.ts', 'audit', 'query', file, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      child.stdout.resume();
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      return { code, err };
+    };
+    const reason = await run(['--reason', 'explict_deny']);
+    assert.equal(reason.code, 2);
+    assert.match(reason.err, /did you mean "explicit_deny"/);
+    const decision = await run(['--decision', 'alow']);
+    assert.equal(decision.code, 2);
+    assert.match(decision.err, /did you mean "allow"/);
+  });
+
   it('runtime errors in --where count as no match and are reported once', async () => {
     const { code, records, stderr } = await query({ where: 'dryRun.decision == "deny"' });
     assert.equal(code, 0);

@@ -73,7 +73,8 @@ describe('audit replay', () => {
         n++;
       }
     }
-    // Decisions the transport made without the engine: never comparable.
+    // Transport reasons: upstream_failed / destination_not_allowed follow a policy allow (replayed
+    // against it: prod/frontend stays allowed under A and B); the others are never comparable.
     const base = { source: { principal: id('prod', 'frontend'), ip: '10.1.0.5', port: 1 }, destination: { ip: '10.0.1.7', port: 8080 }, now: '2026-11-26T10:00:00Z' };
     records.push(transportRecord(base, 'upstream_failed', 't1', 503));
     records.push(transportRecord(base, 'destination_not_allowed', 't2', 503));
@@ -106,7 +107,8 @@ describe('audit replay', () => {
     assert.equal(result.allowToDeny.count, 0);
     assert.equal(result.denyToAllow.count, 0);
     assert.equal(result.sameVerdictOtherRule, 0);
-    assert.equal(result.replayed, TRAFFIC.length * REPEAT);
+    assert.equal(result.replayed, TRAFFIC.length * REPEAT + 2);
+    assert.equal(result.afterPolicyAllow.count, 2);
   });
 
   it('replaying under B reports exactly the expected flips, grouped by identity and rule', async () => {
@@ -132,11 +134,13 @@ describe('audit replay', () => {
     assert.deepEqual(ex.recorded, { decision: 'allow', reason: 'allowed', policy: 'db-allow', rule: 'reporter' });
     assert.deepEqual(ex.candidate, { decision: 'deny', reason: 'explicit_deny', policy: 'block-reporter', rule: 'reporter' });
 
-    assert.equal(result.notReplayable.count, 4);
-    assert.deepEqual(
-      result.notReplayable.byReason.map((r) => r.reason).sort(),
-      ['bad_request', 'destination_not_allowed', 'no_identity', 'upstream_failed'],
-    );
+    assert.equal(result.notReplayable.count, 2);
+    assert.deepEqual(result.notReplayable.byReason.map((r) => r.reason).sort(), ['bad_request', 'no_identity']);
+    assert.deepEqual(result.afterPolicyAllow.byReason.map((r) => r.reason).sort(), ['destination_not_allowed', 'upstream_failed']);
+    // B reads x-tenant, but none of these flips looked it up (CEL short-circuits on the namespace):
+    // every flip is exact and gates.
+    assert.equal(result.allowToDeny.inexact, 0);
+    assert.equal(result.allowToDeny.exact, expected.a2d.size);
     assert.ok(
       result.warnings.some((w) => w.includes('"x-tenant"') && w.includes('no replayed record carries')),
       `expected a header warning, got ${JSON.stringify(result.warnings)}`,

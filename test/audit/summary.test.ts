@@ -9,11 +9,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ALL_REASONS } from '../../src/policy/decision.ts';
-import type { AuditSummary } from '../../src/audit/review/summary.ts';
+import { ALL_REASONS, type DryRunOutcome, type Reason, type Verdict } from '../../src/policy/decision.ts';
+import type { DecisionRecord } from '../../src/audit/record.ts';
+import { newReadStats } from '../../src/audit/review/reader.ts';
+import { SummaryAccumulator, type AuditSummary } from '../../src/audit/review/summary.ts';
 import { runAuditSummary } from '../../src/cli/audit.ts';
 import { generateAuditLog, type GroundTruth } from '../helpers/audit-log.ts';
 import { captureIo } from '../helpers/audit-io.ts';
+import { transportRecord } from '../helpers/audit-records.ts';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/audit');
 
@@ -69,6 +72,35 @@ describe('audit summary', () => {
     assert.ok(d.p50! > 0 && d.p50! <= d.p95! && d.p95! <= d.max!);
     const evalErr = summary.rules.find((r) => r.rule === 'tenant-header')!;
     assert.equal(evalErr.evalErrors, truth.byReason.eval_error);
+  });
+
+  it('dry-run impact is counted against the policy verdict, not the transport\'s final decision', () => {
+    // Regression: 8 destination_not_allowed records (policy allowed, transport denied) whose dry-run
+    // also allows (wouldChange false) were reported as "8 would be allowed".
+    const dry = (decision: Verdict, wouldChange: boolean | undefined): DryRunOutcome => {
+      const d = { decision, reason: decision === 'deny' ? 'explicit_deny' : 'allowed', policy: 'tighten', rule: 'r', matches: [] } as Omit<DryRunOutcome, 'wouldChange'>;
+      return (wouldChange === undefined ? d : { ...d, wouldChange }) as DryRunOutcome;
+    };
+    const rec = (i: number, reason: Reason, decision: Verdict, dryRun: DryRunOutcome): DecisionRecord => ({
+      ...transportRecord({ source: { principal: 'spiffe://cluster.local/ns/prod/sa/api', ip: '10.1.0.5', port: i }, destination: { ip: '10.0.2.9', port: 5432 }, now: '2026-11-26T09:00:00Z' }, reason, `d${i}`, 401),
+      decision,
+      dryRun,
+    });
+    const acc = new SummaryAccumulator();
+    const cases: [Reason, Verdict, DryRunOutcome, number][] = [
+      ['destination_not_allowed', 'deny', dry('allow', false), 8], // policy allow, dry-run allow: no change
+      ['destination_not_allowed', 'deny', dry('allow', undefined), 2], // no wouldChange field: policy verdict is allow
+      ['upstream_failed', 'allow', dry('deny', true), 3], // the dry-run would deny what policy allowed
+      ['no_allow_match', 'deny', dry('allow', true), 5], // the dry-run would allow a policy deny
+      ['allowed', 'allow', dry('deny', undefined), 4], // older record without wouldChange
+    ];
+    let n = 0;
+    for (const [reason, decision, d, count] of cases) for (let i = 0; i < count; i++) acc.add(rec(n++, reason, decision, d));
+    const s = acc.result(newReadStats());
+    assert.equal(s.dryRun.evaluated, 22);
+    assert.equal(s.dryRun.wouldDeny, 7);
+    assert.equal(s.dryRun.wouldAllow, 5);
+    assert.deepEqual(s.dryRun.byPolicy.map((p) => [p.policy, p.wouldDeny, p.wouldAllow]), [['tighten', 7, 5]]);
   });
 
   it('malformed lines and unknown schema versions are counted with file:line', () => {

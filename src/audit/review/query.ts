@@ -5,7 +5,9 @@
  */
 import { BlockList, isIP } from 'node:net';
 import { WaygateError } from '../../errors.ts';
-import type { AuditRecord, CloseRecord, DecisionRecord } from '../record.ts';
+import { suggest } from '../../policy/cel/compile-expression.ts';
+import { ALL_REASONS } from '../../policy/decision.ts';
+import type { AuditRecord, CloseReason, CloseRecord, DecisionRecord, ReloadRecord } from '../record.ts';
 import { wildcardToRegExp } from './glob.ts';
 import { compileRecordPredicate, type RecordPredicate } from './record-cel.ts';
 import { renderTextTable } from './table.ts';
@@ -38,8 +40,58 @@ export interface CompiledQuery {
   where: RecordPredicate | null;
 }
 
-/** Compiles filters once; throws WaygateError(WG_USAGE) for a bad destination or `--where`. */
+/** Every close reason (src/audit/record.ts `CloseReason`; the check below keeps the two in step). */
+export const ALL_CLOSE_REASONS = [
+  'completed', 'client_reset', 'upstream_reset', 'upstream_failed', 'policy_changed', 'draining', 'idle_timeout', 'session_closed', 'error',
+] as const satisfies readonly CloseReason[];
+/** Every reload result (`ReloadRecord.result`). */
+export const ALL_RELOAD_RESULTS = ['applied', 'rejected', 'unchanged'] as const satisfies readonly ReloadRecord['result'][];
+/** Every event type. */
+export const ALL_EVENTS = ['decision', 'close', 'reload'] as const satisfies readonly AuditEvent[];
+// Compile-time exhaustiveness: a value added to one of the unions and not to the lists fails tsc.
+type Missing<U, L extends readonly unknown[]> = Exclude<U, L[number]>;
+const exhaustive: [Missing<CloseReason, typeof ALL_CLOSE_REASONS>, Missing<ReloadRecord['result'], typeof ALL_RELOAD_RESULTS>, Missing<AuditEvent, typeof ALL_EVENTS>] extends [never, never, never] ? true : false = true;
+void exhaustive;
+
+/** The values `--reason` accepts for each event type (decision reason, close reason, reload result). */
+const REASONS_BY_EVENT: Record<AuditEvent, readonly string[]> = {
+  decision: ALL_REASONS,
+  close: ALL_CLOSE_REASONS,
+  reload: ALL_RELOAD_RESULTS,
+};
+
+/**
+ * Refuses a `--reason` or `--decision` value that no selected event type can carry, with a "did
+ * you mean" (closed sets, DESIGN §4): `--reason explict_deny` would otherwise match nothing and
+ * print an empty table, indistinguishable from "no such denies".
+ */
+export function validateFilterValues(f: Pick<QueryFilters, 'events' | 'decision' | 'reasons'>): void {
+  const events: readonly AuditEvent[] = f.events && f.events.length > 0 ? f.events : ['decision'];
+  if (f.decision !== undefined && f.decision !== 'allow' && f.decision !== 'deny') {
+    throw new WaygateError('WG_USAGE', `--decision ${JSON.stringify(f.decision)}: expected allow or deny${didYouMean(f.decision, ['allow', 'deny'])}`);
+  }
+  for (const reason of f.reasons ?? []) {
+    const allowed = events.flatMap((e) => REASONS_BY_EVENT[e]);
+    if (allowed.includes(reason)) continue;
+    const what = events.map((e) => (e === 'decision' ? 'decision reasons' : e === 'close' ? 'close reasons' : 'reload results')).join(', ');
+    const elsewhere = ALL_EVENTS.filter((e) => !events.includes(e) && REASONS_BY_EVENT[e].includes(reason));
+    const hint = elsewhere.length > 0 ? ` (it is a ${elsewhere[0]} ${elsewhere[0] === 'reload' ? 'result' : 'reason'}: add --event ${elsewhere[0]})` : didYouMean(reason, [...new Set(allowed)]);
+    throw new WaygateError('WG_USAGE', `--reason ${JSON.stringify(reason)}: not one of the ${what}${hint}; expected one of ${[...new Set(allowed)].join(', ')}`);
+  }
+}
+
+/** ` (did you mean "x"?)` for the closest value within a typo's reach, or ''. */
+export function didYouMean(value: string, candidates: readonly string[]): string {
+  const s = suggest(value, candidates);
+  return s !== undefined ? ` (did you mean "${s}"?)` : '';
+}
+
+/**
+ * Compiles filters once; throws WaygateError(WG_USAGE) for a value outside a closed set
+ * (`--reason`, `--decision`), a bad destination or `--where`.
+ */
 export function compileQuery(f: QueryFilters): CompiledQuery {
+  validateFilterValues(f);
   const events = new Set<string>(f.events && f.events.length > 0 ? f.events : ['decision']);
   const reasons = f.reasons && f.reasons.length > 0 ? new Set(f.reasons) : null;
   const namespaces = f.namespaces && f.namespaces.length > 0 ? new Set(f.namespaces) : null;

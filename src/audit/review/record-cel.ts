@@ -10,7 +10,60 @@
  */
 import { Environment } from '@marcbachmann/cel-js';
 import { WaygateError } from '../../errors.ts';
+import { suggest } from '../../policy/cel/compile-expression.ts';
 import type { AuditRecord } from '../record.ts';
+
+/**
+ * The record's nested structures as CEL message types (DESIGN §4 field lists, src/audit/record.ts).
+ * Declared field by field so `source.namespce` is a load error with a caret, not a lookup that
+ * quietly finds nothing on every record (a `map<string, dyn>` accepts any key at check time).
+ * Each type is a small class because cel-js finds a value's message type by its constructor
+ * (same representation as the policy environment, src/policy/cel/environment.ts).
+ */
+class CelMessage {
+  constructor(fields: Record<string, unknown>) {
+    Object.assign(this, fields);
+  }
+}
+class AuditSourceValue extends CelMessage {}
+class AuditDestinationValue extends CelMessage {}
+class AuditSnapshotValue extends CelMessage {}
+class AuditConnectionValue extends CelMessage {}
+class AuditRuleRefValue extends CelMessage {}
+class AuditEvalErrorValue extends CelMessage {}
+class AuditDryRunValue extends CelMessage {}
+
+/** The `dryRun` of a record without one: a DryRun with no fields, equal to `null` (see below). */
+const NO_DRY_RUN = new AuditDryRunValue({});
+
+type FieldKind = 'string' | 'int' | 'bool' | 'dyn' | `list<${string}>`;
+
+interface RecordType {
+  name: string;
+  ctor: new (fields: Record<string, unknown>) => CelMessage;
+  fields: Record<string, FieldKind>;
+}
+
+const RULE_REF_TYPE = 'waygate.audit.RuleRef';
+const RECORD_TYPES: readonly RecordType[] = [
+  {
+    name: 'waygate.audit.Source',
+    ctor: AuditSourceValue,
+    fields: { principal: 'string', trustDomain: 'string', namespace: 'string', serviceAccount: 'string', ip: 'string', port: 'int' },
+  },
+  { name: 'waygate.audit.Destination', ctor: AuditDestinationValue, fields: { authority: 'string', ip: 'string', port: 'int', host: 'string' } },
+  { name: 'waygate.audit.Snapshot', ctor: AuditSnapshotValue, fields: { version: 'int', hash: 'string' } },
+  { name: 'waygate.audit.Connection', ctor: AuditConnectionValue, fields: { id: 'string', tlsVersion: 'string' } },
+  { name: RULE_REF_TYPE, ctor: AuditRuleRefValue, fields: { policy: 'string', rule: 'string', action: 'string', mode: 'string' } },
+  { name: 'waygate.audit.EvalError', ctor: AuditEvalErrorValue, fields: { policy: 'string', rule: 'string', message: 'string' } },
+  {
+    // `policy` and `rule` are null for default verdicts, hence dyn (like the top-level ones).
+    name: 'waygate.audit.DryRun',
+    ctor: AuditDryRunValue,
+    fields: { decision: 'string', reason: 'string', policy: 'dyn', rule: 'dyn', wouldChange: 'bool', matches: `list<${RULE_REF_TYPE}>` },
+  },
+];
+const TYPE_BY_NAME = new Map(RECORD_TYPES.map((t) => [t.name, t]));
 
 /** Declared record variables and their CEL types (also listed by `audit query --help`). */
 export const RECORD_CEL_VARIABLES: readonly [string, string][] = [
@@ -26,16 +79,16 @@ export const RECORD_CEL_VARIABLES: readonly [string, string][] = [
   ['status', 'int'],
   ['policy', 'dyn'],
   ['rule', 'dyn'],
-  ['dryRun', 'dyn'],
-  ['audit', 'list<dyn>'],
-  ['evalErrors', 'list<dyn>'],
-  ['snapshot', 'map<string, dyn>'],
-  ['source', 'map<string, dyn>'],
-  ['destination', 'map<string, dyn>'],
+  ['dryRun', 'waygate.audit.DryRun'],
+  ['audit', `list<${RULE_REF_TYPE}>`],
+  ['evalErrors', 'list<waygate.audit.EvalError>'],
+  ['snapshot', 'waygate.audit.Snapshot'],
+  ['source', 'waygate.audit.Source'],
+  ['destination', 'waygate.audit.Destination'],
   ['traceId', 'string'],
   ['headers', 'map<string, string>'],
   ['baggage', 'map<string, string>'],
-  ['connection', 'map<string, dyn>'],
+  ['connection', 'waygate.audit.Connection'],
   ['evalMicros', 'int'],
   ['bytesSent', 'int'],
   ['bytesReceived', 'int'],
@@ -50,19 +103,28 @@ const STRING_FIELDS = ['event', 'time', 'decisionId', 'connectionId', 'decision'
 /** A type-checked `--where` predicate. */
 export interface RecordPredicate {
   readonly expression: string;
-  /** True when the expression holds; a runtime error (e.g. `dryRun.decision` on null) is false. */
+  /** True when the expression holds; a runtime error (e.g. `dryRun.decision` without a dry run) is false. */
   test(record: AuditRecord): boolean;
-  /** Runtime errors seen so far, and the first message (reported once on stderr). */
-  readonly errors: { count: number; first: string | null };
+  /**
+   * Records the predicate was evaluated on, runtime errors among them, and the first error
+   * message. When every evaluation failed the expression is wrong for this input, not the data:
+   * `audit query` then exits 2 with the first error.
+   */
+  readonly errors: { evaluated: number; count: number; first: string | null };
 }
 
 function buildEnvironment(): Environment {
   const env = new Environment({ homogeneousAggregateLiterals: false, limits: { maxAstNodes: 2000, maxDepth: 64 } });
+  for (const t of RECORD_TYPES) env.registerType(t.name, { ctor: t.ctor, fields: { ...t.fields } });
+  // cel-js has no `message == null` overload; records without a dry run carry NO_DRY_RUN, which
+  // is the only DryRun equal to null, so the documented guard `dryRun != null && ...` keeps working
+  // and `dryRun.decision` on such a record is a runtime "no such key" (counted as no match).
+  env.registerOperator('waygate.audit.DryRun == null', (a: unknown, b: unknown) => a === NO_DRY_RUN || b === NO_DRY_RUN);
   for (const [name, type] of RECORD_CEL_VARIABLES) env.registerVariable(name, type);
   return env;
 }
 
-/** Deep-converts JS numbers that are integers to BigInt (ports, versions inside nested maps). */
+/** Deep-converts JS numbers that are integers to BigInt (inside `dyn` values). */
 function toCel(v: unknown): unknown {
   if (typeof v === 'number') return Number.isInteger(v) ? BigInt(v) : v;
   if (Array.isArray(v)) return v.map(toCel);
@@ -74,6 +136,38 @@ function toCel(v: unknown): unknown {
   return v;
 }
 
+/**
+ * An instance of a declared record type from a JSON value. Every declared field is present with
+ * its declared type (missing or mistyped fields of a hand-edited or partial record take `""`, `0`,
+ * `false`, `[]`), so a field access never fails because of the data's shape.
+ */
+function message(typeName: string, v: unknown): CelMessage {
+  const t = TYPE_BY_NAME.get(typeName)!;
+  const src = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  const out: Record<string, unknown> = {};
+  for (const [field, kind] of Object.entries(t.fields)) out[field] = fieldValue(kind, src[field]);
+  return new t.ctor(out);
+}
+
+function fieldValue(kind: FieldKind, x: unknown): unknown {
+  switch (kind) {
+    case 'string':
+      return typeof x === 'string' ? x : '';
+    case 'int':
+      return typeof x === 'number' && Number.isFinite(x) ? BigInt(Math.trunc(x)) : 0n;
+    case 'bool':
+      return x === true;
+    case 'dyn':
+      return x === undefined ? null : toCel(x);
+    default:
+      return messageList(kind.slice('list<'.length, -1), x);
+  }
+}
+
+function messageList(typeName: string, v: unknown): CelMessage[] {
+  return Array.isArray(v) ? v.map((x) => message(typeName, x)) : [];
+}
+
 /** The activation for one record: every declared variable present (absent fields take empty values). */
 export function recordActivation(record: AuditRecord): Record<string, unknown> {
   const r = record as unknown as Record<string, unknown>;
@@ -83,12 +177,58 @@ export function recordActivation(record: AuditRecord): Record<string, unknown> {
   a.timestamp = new Date(Date.parse(String(r.time)) || 0);
   a.policy = r.policy ?? null;
   a.rule = r.rule ?? null;
-  a.dryRun = r.dryRun == null ? null : toCel(r.dryRun);
-  a.audit = Array.isArray(r.audit) ? toCel(r.audit) : [];
-  a.evalErrors = Array.isArray(r.evalErrors) ? toCel(r.evalErrors) : [];
-  for (const f of ['snapshot', 'source', 'destination', 'connection'] as const) a[f] = r[f] && typeof r[f] === 'object' ? toCel(r[f]) : {};
-  for (const f of ['headers', 'baggage'] as const) a[f] = r[f] && typeof r[f] === 'object' ? r[f] : {};
+  a.dryRun = r.dryRun !== null && typeof r.dryRun === 'object' ? message('waygate.audit.DryRun', r.dryRun) : NO_DRY_RUN;
+  a.audit = messageList(RULE_REF_TYPE, r.audit);
+  a.evalErrors = messageList('waygate.audit.EvalError', r.evalErrors);
+  a.snapshot = message('waygate.audit.Snapshot', r.snapshot);
+  a.source = message('waygate.audit.Source', r.source);
+  a.destination = message('waygate.audit.Destination', r.destination);
+  a.connection = message('waygate.audit.Connection', r.connection);
+  for (const f of ['headers', 'baggage'] as const) a[f] = stringMap(r[f]);
   return a;
+}
+
+/** A header/baggage map with string values only; a `constructor` key forces a Map (see celStringMap). */
+function stringMap(v: unknown): Record<string, string> | Map<string, string> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return {};
+  const entries = Object.entries(v).filter((e): e is [string, string] => typeof e[1] === 'string');
+  if (entries.some(([k]) => k === 'constructor')) return new Map(entries);
+  return Object.fromEntries(entries);
+}
+
+/** ` (line L, column C)` read off the checker's snippet (`>    1 | expr` then a `^` line), or ''. */
+function caretColumn(snippet: readonly string[]): string {
+  for (let i = 1; i < snippet.length; i++) {
+    const caret = snippet[i]!.indexOf('^');
+    const src = /^>\s*(\d+) \| /.exec(snippet[i - 1]!);
+    if (caret >= 0 && src) return ` (line ${src[1]}, column ${caret - src[0].length + 1})`;
+  }
+  return '';
+}
+
+/**
+ * The checker's error with a "did you mean" for an unknown variable or field, and its column. The
+ * checker's caret snippet (the lines after the first) is kept as is.
+ */
+function checkErrorMessage(err: Error & { code?: string; node?: any }): string {
+  const [first = String(err), ...rest] = err.message.split('\n');
+  const snippet = rest.length > 0 ? `\n${rest.join('\n')}` : '';
+  const column = caretColumn(rest);
+  if (err.code === 'unknown_variable') {
+    const names = RECORD_CEL_VARIABLES.map(([n]) => n);
+    const s = suggest(String(err.node?.args ?? ''), names);
+    return `${first}${column}${s ? ` (did you mean "${s}"?)` : ''}; the record variables are ${names.join(', ')}${snippet}`;
+  }
+  if (err.code === 'no_such_key' && err.node?.op === '.') {
+    const field = String(err.node.args[1]);
+    const typeName: string | undefined = err.node.args[0]?.checkedType?.name;
+    const fields = Object.keys(TYPE_BY_NAME.get(typeName ?? '')?.fields ?? {});
+    const owner = err.node.args[0]?.op === 'id' ? String(err.node.args[0].args) : typeName ?? 'value';
+    const s = suggest(field, fields);
+    const known = fields.length > 0 ? `; ${owner} has ${fields.join(', ')}` : '';
+    return `${owner} has no field "${field}"${column}${s ? ` (did you mean "${s}"?)` : ''}${known}${snippet}`;
+  }
+  return `${first}${column}${snippet}`;
 }
 
 /**
@@ -103,16 +243,17 @@ export function compileRecordPredicate(expression: string): RecordPredicate {
   } catch (err) {
     throw new WaygateError('WG_USAGE', `--where: ${(err as Error).message}`, { cause: err });
   }
-  if (!check.valid) throw new WaygateError('WG_USAGE', `--where: ${check.error?.message ?? 'invalid expression'}`);
+  if (!check.valid) throw new WaygateError('WG_USAGE', `--where: ${check.error ? checkErrorMessage(check.error) : 'invalid expression'}`);
   if (check.type !== 'bool' && check.type !== 'dyn') {
     throw new WaygateError('WG_USAGE', `--where: the expression must be a bool, this one is ${check.type}\n\n>    1 | ${expression}`);
   }
   const fn = env.parse(expression);
-  const errors = { count: 0, first: null as string | null };
+  const errors = { evaluated: 0, count: 0, first: null as string | null };
   return {
     expression,
     errors,
     test(record) {
+      errors.evaluated++;
       try {
         return fn(recordActivation(record)) === true;
       } catch (err) {

@@ -5,15 +5,27 @@
  * record's time), and decided by the same pure `decide()` the gateway runs, against one immutable
  * snapshot for the whole replay.
  *
- * Only decisions the policy engine made are comparable. A record whose reason came from the
- * transport (bad_request, no_identity, destination_not_allowed, upstream_failed, policy_changed,
- * draining) never reached the verdict the candidate would change, and is counted as not
- * replayable, by reason.
+ * Only policy verdicts are comparable. Records the engine decided compare their own verdict.
+ * `destination_not_allowed` and `upstream_failed` records were ALLOWED by policy and refused later
+ * by the transport (src/hbone/server.ts): they replay against that policy allow (a candidate that
+ * denies them is a real allow -> deny flip of the policy verdict) and are labelled so. Records
+ * decided before or without policy (bad_request, no_identity, draining, policy_changed) are
+ * counted as not replayable, by reason.
+ *
+ * Exactness: records carry only allow-listed headers, secrets redacted (DESIGN §4). Each replay
+ * runs with the record's headers and baggage behind a Proxy that notes every key the decision
+ * actually looked up (CEL `&&`/`||` short-circuit, so a rule whose other conditions fail never
+ * looks): a flip whose decision looked up a header or baggage key the record does not carry (or
+ * carries redacted), or enumerated the header/baggage map, is INEXACT. Inexact flips are counted
+ * and printed apart and do not fail `--fail-on-new-denies`. Lookups by AUDIT and dry-run rules
+ * count too (conservative: they cannot change the verdict, but one decide() call cannot tell them
+ * apart).
  */
 import { contextFromAuditRecord } from '../../policy/context-input.ts';
 import type { DefaultAction, Verdict } from '../../policy/decision.ts';
 import { decide } from '../../policy/engine.ts';
 import type { PolicySnapshot } from '../../policy/snapshot.ts';
+import type { DecisionContext } from '../../policy/context.ts';
 import type { AuditRecord, DecisionRecord } from '../record.ts';
 import { REDACTED } from '../redact.ts';
 import type { ReadStats } from './reader.ts';
@@ -23,6 +35,12 @@ import { formatCount, renderMarkdownTable, renderTextTable } from './table.ts';
 export const REPLAYABLE_REASONS: ReadonlySet<string> = new Set([
   'allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error',
 ]);
+
+/**
+ * Transport reasons written after the policy engine ALLOWED (src/hbone/server.ts: the destination
+ * is outside the allowed networks, or the dial failed): replayed against that policy allow.
+ */
+export const AFTER_POLICY_ALLOW_REASONS: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed']);
 
 export interface ReplayOptions {
   snapshot: PolicySnapshot;
@@ -50,8 +68,13 @@ export interface FlipExample {
   principal: string;
   sourceIp: string;
   destination: string;
+  /** The recorded POLICY verdict (for transport refusals: the allow that preceded them). */
   recorded: Outcome;
   candidate: Outcome;
+  /** `destination_not_allowed` / `upstream_failed` when the transport refused after the policy allowed. */
+  refusedByTransport: string | null;
+  /** Why the flip is inexact (attributes the decision read that the record lacks); empty when exact. */
+  inexact: string[];
 }
 
 export interface FlipGroup {
@@ -61,7 +84,14 @@ export interface FlipGroup {
 }
 
 export interface FlipSet {
+  /** Every flip, exact and inexact. */
   count: number;
+  /** Flips whose decision read only attributes the records carry: what `--fail-on-new-denies` counts. */
+  exact: number;
+  /** Flips that depend on a header or baggage key the records do not carry (or carry redacted). */
+  inexact: number;
+  /** Inexact flips grouped by the attribute they depend on (a flip may appear under several). */
+  inexactByDependency: FlipGroup[];
   /** Grouped by source identity (`(no identity)` when empty). */
   byIdentity: FlipGroup[];
   /** Grouped by the candidate's deciding rule (`policy/rule`, or `(reason)` for defaults). */
@@ -78,6 +108,8 @@ export interface ReplayResult {
   /** Same verdict, different deciding policy/rule or reason. */
   sameVerdictOtherRule: number;
   notReplayable: { count: number; byReason: { reason: string; count: number }[] };
+  /** Records allowed by policy and then refused by the transport, replayed against that allow. */
+  afterPolicyAllow: { count: number; byReason: { reason: string; count: number }[] };
   /** Records whose input could not be rebuilt (e.g. a principal that is not a SPIFFE ID). */
   invalidInput: { count: number; examples: { decisionId: string; message: string }[] };
   allowToDeny: FlipSet;
@@ -119,18 +151,21 @@ export class ReplayAccumulator {
   private otherRule = 0;
   private readonly notReplayable = new Map<string, number>();
   private readonly invalid = { count: 0, examples: [] as { decisionId: string; message: string }[] };
-  private readonly a2d: { count: number; id: Grouper; rule: Grouper };
-  private readonly d2a: { count: number; id: Grouper; rule: Grouper };
+  private readonly afterAllow = new Map<string, number>();
+  private readonly a2d: FlipAccumulator;
+  private readonly d2a: FlipAccumulator;
   /** Header names present in replayed records, and whether any value was redacted. */
   private readonly headersSeen = new Map<string, { redacted: boolean }>();
+  /** Baggage keys present in replayed records. */
+  private readonly baggageSeen = new Set<string>();
   private recordedDefaultAllow = 0;
   private readonly since: number;
   private readonly until: number;
 
   constructor(private readonly options: ReplayOptions) {
     const ex = options.examples ?? 3;
-    this.a2d = { count: 0, id: new Grouper(ex), rule: new Grouper(ex) };
-    this.d2a = { count: 0, id: new Grouper(ex), rule: new Grouper(ex) };
+    this.a2d = newFlipAccumulator(ex);
+    this.d2a = newFlipAccumulator(ex);
     this.since = options.sinceMs ?? -Infinity;
     this.until = options.untilMs ?? Infinity;
   }
@@ -142,37 +177,45 @@ export class ReplayAccumulator {
       if (!(t >= this.since && t < this.until)) return;
     }
     this.decisions++;
-    if (!REPLAYABLE_REASONS.has(rec.reason)) {
+    const afterAllow = AFTER_POLICY_ALLOW_REASONS.has(rec.reason);
+    if (!REPLAYABLE_REASONS.has(rec.reason) && !afterAllow) {
       this.notReplayable.set(rec.reason, (this.notReplayable.get(rec.reason) ?? 0) + 1);
       return;
     }
     if (rec.reason === 'default_allow') this.recordedDefaultAllow++;
     let decision;
+    const lookups = new LookupLog();
     try {
-      decision = decide(this.options.snapshot, contextFromAuditRecord(rec), { defaultAction: this.options.defaultAction });
+      decision = decide(this.options.snapshot, trackedContext(contextFromAuditRecord(rec), lookups), { defaultAction: this.options.defaultAction });
     } catch (err) {
       this.invalid.count++;
       if (this.invalid.examples.length < 5) this.invalid.examples.push({ decisionId: rec.decisionId, message: (err as Error).message });
       return;
     }
     this.replayed++;
+    if (afterAllow) this.afterAllow.set(rec.reason, (this.afterAllow.get(rec.reason) ?? 0) + 1);
     for (const [name, value] of Object.entries(rec.headers ?? {})) {
       const seen = this.headersSeen.get(name);
       if (seen === undefined) this.headersSeen.set(name, { redacted: value === REDACTED });
       else if (value === REDACTED) seen.redacted = true;
     }
-    const recorded: Outcome = { decision: rec.decision, reason: rec.reason, policy: rec.policy ?? null, rule: rec.rule ?? null };
+    for (const key of Object.keys(rec.baggage ?? {})) this.baggageSeen.add(key);
+    // The policy verdict: for a transport refusal after an allow, that allow (the record's
+    // decision field holds the transport's answer; its policy/rule, when kept, the allowing rule).
+    const recorded: Outcome = afterAllow
+      ? { decision: 'allow', reason: rec.policy != null ? 'allowed' : rec.reason, policy: rec.policy ?? null, rule: rec.rule ?? null }
+      : { decision: rec.decision, reason: rec.reason, policy: rec.policy ?? null, rule: rec.rule ?? null };
     const candidate: Outcome = { decision: decision.decision, reason: decision.reason, policy: decision.policy, rule: decision.rule };
     if (recorded.decision === candidate.decision) {
       this.unchanged++;
-      if (recorded.policy !== candidate.policy || recorded.rule !== candidate.rule || recorded.reason !== candidate.reason) this.otherRule++;
+      // A destination_not_allowed record does not name the allowing rule: nothing to compare.
+      const comparable = !afterAllow || rec.policy != null;
+      if (comparable && (recorded.policy !== candidate.policy || recorded.rule !== candidate.rule || (!afterAllow && recorded.reason !== candidate.reason))) this.otherRule++;
       return;
     }
-    const ex = exampleOf(rec, recorded, candidate);
-    const set = candidate.decision === 'deny' ? this.a2d : this.d2a;
-    set.count++;
-    set.id.add(rec.source.principal || '(no identity)', ex);
-    set.rule.add(candidate.policy !== null ? `${candidate.policy}/${candidate.rule}` : `(${candidate.reason})`, ex);
+    const inexact = lookups.unrecorded(rec);
+    const ex = exampleOf(rec, recorded, candidate, afterAllow ? rec.reason : null, inexact);
+    addFlip(candidate.decision === 'deny' ? this.a2d : this.d2a, ex);
   }
 
   result(stats: ReadStats, files: readonly string[]): ReplayResult {
@@ -185,13 +228,11 @@ export class ReplayAccumulator {
       replayed: this.replayed,
       unchanged: this.unchanged,
       sameVerdictOtherRule: this.otherRule,
-      notReplayable: {
-        count: [...this.notReplayable.values()].reduce((s, n) => s + n, 0),
-        byReason: [...this.notReplayable].map(([reason, count]) => ({ reason, count })).sort((a, b) => b.count - a.count),
-      },
+      notReplayable: countsByReason(this.notReplayable),
+      afterPolicyAllow: countsByReason(this.afterAllow),
       invalidInput: this.invalid,
-      allowToDeny: { count: this.a2d.count, byIdentity: this.a2d.id.top(top), byRule: this.a2d.rule.top(top) },
-      denyToAllow: { count: this.d2a.count, byIdentity: this.d2a.id.top(top), byRule: this.d2a.rule.top(top) },
+      allowToDeny: flipSet(this.a2d, top),
+      denyToAllow: flipSet(this.d2a, top),
       warnings: this.warnings(),
     };
   }
@@ -199,18 +240,19 @@ export class ReplayAccumulator {
   /**
    * Records carry only allow-listed headers (DESIGN §4), redacted where secret. A candidate rule
    * that reads another header sees it absent on replay, exactly as if the client had not sent it:
-   * such replays are not exact, so say which headers and why.
+   * such replays are not exact, so say which headers (and baggage keys) and why. Which flips are
+   * affected is decided per record (`inexact` on each flip).
    */
   private warnings(): string[] {
     const out: string[] = [];
     const reads = [...this.options.snapshot.reads];
-    const headerReads = reads.filter((r) => r === 'request.headers' || r.startsWith('request.headers.'));
+    const headerReads = reads.filter((r) => r === HEADERS || r.startsWith(`${HEADERS}.`));
     for (const r of headerReads.sort()) {
-      if (r === 'request.headers') {
+      if (r === HEADERS) {
         out.push('the candidate policies read request.headers with a computed key: replays of decisions that depend on headers outside the audit allow-list may not be exact');
         continue;
       }
-      const name = r.slice('request.headers.'.length);
+      const name = r.slice(HEADERS.length + 1);
       const seen = this.headersSeen.get(name);
       if (seen === undefined) {
         out.push(`the candidate policies read header "${name}", which no replayed record carries (not in the audit header allow-list?): it replays as absent, so those decisions may not be exact`);
@@ -226,7 +268,123 @@ export class ReplayAccumulator {
   }
 }
 
-function exampleOf(rec: DecisionRecord, recorded: Outcome, candidate: Outcome): FlipExample {
+const HEADERS = 'request.headers';
+const BAGGAGE = 'request.baggage';
+
+/**
+ * The header and baggage keys one decide() call looked up, and whether it enumerated either map.
+ * Filled by the Proxies of trackedContext().
+ */
+class LookupLog {
+  readonly headers = new Set<string>();
+  readonly baggage = new Set<string>();
+  headersEnumerated = false;
+  baggageEnumerated = false;
+
+  /**
+   * What the decision read that the record does not hold as sent: keys it lacks, keys it holds
+   * redacted, or a whole-map enumeration (the record holds an allow-listed part of the headers).
+   */
+  unrecorded(rec: DecisionRecord): string[] {
+    const out: string[] = [];
+    const headers = rec.headers ?? {};
+    if (this.headersEnumerated) out.push(`${HEADERS} (the whole map), which the log records only in part (allow-listed headers)`);
+    for (const name of [...this.headers].sort()) {
+      if (!Object.hasOwn(headers, name)) out.push(`${HEADERS}.${name}, which the log does not record`);
+      else if (headers[name] === REDACTED) out.push(`${HEADERS}.${name}, which the log records redacted`);
+    }
+    // Baggage is not checked: the transport records every parsed baggage member (bounded by the
+    // header list size), so a key a record lacks was absent on the wire and replays exactly.
+    return out;
+  }
+}
+
+/**
+ * `ctx` with its header and baggage maps behind Proxies that log lookups into `log`. The engine and
+ * cel-js probe a map's `constructor` to type it (celStringMap, cel-js's type lookup): that is not
+ * a header read. A map holding an own `constructor` key is turned into a `Map` by celStringMap,
+ * which a Proxy cannot observe: such a record counts as enumerating the map (inexact).
+ */
+function trackedContext(ctx: DecisionContext, log: LookupLog): DecisionContext {
+  const track = (m: Record<string, string>, keys: Set<string>, enumerated: () => void): Record<string, string> => {
+    if (Object.hasOwn(m, 'constructor')) {
+      enumerated();
+      return m;
+    }
+    const note = (k: string | symbol): void => {
+      if (typeof k === 'string' && k !== 'constructor') keys.add(k);
+    };
+    return new Proxy(m, {
+      get(t, k, receiver) {
+        note(k);
+        return Reflect.get(t, k, receiver);
+      },
+      has(t, k) {
+        note(k);
+        return Reflect.has(t, k);
+      },
+      getOwnPropertyDescriptor(t, k) {
+        note(k);
+        return Reflect.getOwnPropertyDescriptor(t, k);
+      },
+      ownKeys(t) {
+        enumerated();
+        return Reflect.ownKeys(t);
+      },
+    });
+  };
+  return {
+    ...ctx,
+    request: {
+      ...ctx.request,
+      headers: track(ctx.request.headers as Record<string, string>, log.headers, () => (log.headersEnumerated = true)),
+      baggage: track(ctx.request.baggage as Record<string, string>, log.baggage, () => (log.baggageEnumerated = true)),
+    },
+  };
+}
+
+interface FlipAccumulator {
+  count: number;
+  inexact: number;
+  id: Grouper;
+  rule: Grouper;
+  dependency: Grouper;
+}
+
+function newFlipAccumulator(examples: number): FlipAccumulator {
+  return { count: 0, inexact: 0, id: new Grouper(examples), rule: new Grouper(examples), dependency: new Grouper(examples) };
+}
+
+function addFlip(set: FlipAccumulator, ex: FlipExample): void {
+  set.count++;
+  set.id.add(ex.principal || '(no identity)', ex);
+  const c = ex.candidate;
+  set.rule.add(c.policy !== null ? `${c.policy}/${c.rule}` : `(${c.reason})`, ex);
+  if (ex.inexact.length > 0) {
+    set.inexact++;
+    for (const why of ex.inexact) set.dependency.add(why, ex);
+  }
+}
+
+function flipSet(set: FlipAccumulator, top: number): FlipSet {
+  return {
+    count: set.count,
+    exact: set.count - set.inexact,
+    inexact: set.inexact,
+    inexactByDependency: set.dependency.top(top),
+    byIdentity: set.id.top(top),
+    byRule: set.rule.top(top),
+  };
+}
+
+function countsByReason(m: ReadonlyMap<string, number>): { count: number; byReason: { reason: string; count: number }[] } {
+  return {
+    count: [...m.values()].reduce((s, n) => s + n, 0),
+    byReason: [...m].map(([reason, count]) => ({ reason, count })).sort((a, b) => b.count - a.count || (a.reason < b.reason ? -1 : 1)),
+  };
+}
+
+function exampleOf(rec: DecisionRecord, recorded: Outcome, candidate: Outcome, refusedByTransport: string | null, inexact: string[]): FlipExample {
   const d = rec.destination;
   return {
     decisionId: rec.decisionId,
@@ -236,11 +394,21 @@ function exampleOf(rec: DecisionRecord, recorded: Outcome, candidate: Outcome): 
     destination: d.authority || `${d.ip}:${d.port}`,
     recorded,
     candidate,
+    refusedByTransport,
+    inexact,
   };
 }
 
 function outcomeText(o: Outcome): string {
   return `${o.decision} ${o.policy !== null ? `${o.policy}/${o.rule}` : `(${o.reason})`}`;
+}
+
+function recordedText(e: FlipExample): string {
+  // Label the policy allow that a transport refusal followed, so nobody reads it as a served tunnel.
+  if (e.refusedByTransport === null) return outcomeText(e.recorded);
+  // destination_not_allowed records do not keep the allowing rule (src/hbone/server.ts).
+  const allow = e.recorded.policy !== null ? outcomeText(e.recorded) : 'allow (rule not recorded)';
+  return `${allow}, then refused: ${e.refusedByTransport}`;
 }
 
 /** Renders the replay as text (default) or Markdown (for a PR comment in CI). */
@@ -249,22 +417,27 @@ export function renderReplay(r: ReplayResult, format: 'text' | 'markdown'): stri
   const table = md ? renderMarkdownTable : renderTextTable;
   const h = (t: string) => (md ? `### ${t}` : `== ${t} ==`);
   const out: string[] = [];
+  const flipCount = (set: FlipSet) => `${formatCount(set.count)}${set.inexact > 0 ? ` (${formatCount(set.exact)} exact, ${formatCount(set.inexact)} inexact)` : ''}`;
   if (md) out.push('## waygate audit replay', '');
   out.push(
     `candidate ${r.candidate.hash} (${r.candidate.files.length} file(s)), defaultAction ${r.defaultAction}`,
-    `${formatCount(r.decisions)} decision records: ${formatCount(r.replayed)} replayed, ${formatCount(r.notReplayable.count)} not replayable, ${formatCount(r.invalidInput.count)} invalid input`,
-    `flips: ${formatCount(r.allowToDeny.count)} allow -> deny, ${formatCount(r.denyToAllow.count)} deny -> allow; ${formatCount(r.unchanged)} unchanged (${formatCount(r.sameVerdictOtherRule)} decided by another rule)`,
+    `${formatCount(r.decisions)} decision records: ${formatCount(r.replayed)} replayed (${formatCount(r.afterPolicyAllow.count)} of them allowed by policy then refused by the transport), ${formatCount(r.notReplayable.count)} not replayable, ${formatCount(r.invalidInput.count)} invalid input`,
+    `flips: ${flipCount(r.allowToDeny)} allow -> deny, ${flipCount(r.denyToAllow)} deny -> allow; ${formatCount(r.unchanged)} unchanged (${formatCount(r.sameVerdictOtherRule)} decided by another rule)`,
   );
   if (r.warnings.length > 0) {
     out.push('', h('Warnings'));
     for (const w of r.warnings) out.push(`${md ? '- ' : 'warning: '}${w}`);
   }
+  if (r.afterPolicyAllow.count > 0) {
+    out.push('', h('Replayed against the policy verdict (allowed by policy, then refused by the transport)'));
+    out.push(table(['reason', 'records'], r.afterPolicyAllow.byReason.map((x) => [x.reason, formatCount(x.count)]), ['left', 'right']));
+  }
   if (r.notReplayable.count > 0) {
-    out.push('', h('Not replayable (decided outside the policy engine)'));
+    out.push('', h('Not replayable (decided before or without the policy engine)'));
     out.push(table(['reason', 'records'], r.notReplayable.byReason.map((x) => [x.reason, formatCount(x.count)]), ['left', 'right']));
   }
   for (const [title, set] of [['allow -> deny', r.allowToDeny], ['deny -> allow', r.denyToAllow]] as const) {
-    out.push('', h(`${title} (${formatCount(set.count)})`));
+    out.push('', h(`${title}: ${flipCount(set)}`));
     if (set.count === 0) {
       out.push('none');
       continue;
@@ -272,12 +445,26 @@ export function renderReplay(r: ReplayResult, format: 'text' | 'markdown'): stri
     out.push(table(['identity', 'flips'], set.byIdentity.map((g) => [g.key, formatCount(g.count)]), ['left', 'right']));
     out.push('');
     out.push(table(['candidate rule', 'flips'], set.byRule.map((g) => [g.key, formatCount(g.count)]), ['left', 'right']));
+    if (set.inexact > 0) {
+      out.push('', `${formatCount(set.inexact)} of these flips are inexact (the decision read what the log does not record; not counted by --fail-on-new-denies):`);
+      out.push(table(['inexact: depends on', 'flips'], set.inexactByDependency.map((g) => [g.key, formatCount(g.count)]), ['left', 'right']));
+    }
     out.push('', md ? '#### Examples' : 'examples:');
     const rows: string[][] = [];
     for (const g of set.byRule) {
-      for (const e of g.examples) rows.push([e.time, e.principal || '(no identity)', e.destination, outcomeText(e.recorded), outcomeText(e.candidate), e.decisionId]);
+      for (const e of g.examples) {
+        rows.push([
+          e.time,
+          e.principal || '(no identity)',
+          e.destination,
+          recordedText(e),
+          outcomeText(e.candidate),
+          e.inexact.length > 0 ? `inexact: depends on ${e.inexact.join('; ')}` : 'exact',
+          e.decisionId,
+        ]);
+      }
     }
-    out.push(table(['time', 'identity', 'destination', 'recorded', 'candidate', 'decisionId'], rows));
+    out.push(table(['time', 'identity', 'destination', 'recorded', 'candidate', 'exactness', 'decisionId'], rows));
   }
   return out.join('\n') + '\n';
 }

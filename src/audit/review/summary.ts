@@ -225,12 +225,17 @@ export class SummaryAccumulator {
         p = { wouldDeny: 0, wouldAllow: 0, matches: 0 };
         this.dryByPolicy.set(key, p);
       }
-      if (dry.decision === 'deny' && !deny) {
-        this.dryWouldDeny++;
-        p.wouldDeny++;
-      } else if (dry.decision === 'allow' && deny) {
-        this.dryWouldAllow++;
-        p.wouldAllow++;
+      // Relative to the POLICY verdict, which the engine compared it with (`wouldChange`): a
+      // transport reason (destination_not_allowed, upstream_failed) overrides an allowing policy
+      // verdict in the record's `decision`, and enforcing a dry-run ALLOW would not change that.
+      if (dryRunWouldChange(rec)) {
+        if (dry.decision === 'deny') {
+          this.dryWouldDeny++;
+          p.wouldDeny++;
+        } else {
+          this.dryWouldAllow++;
+          p.wouldAllow++;
+        }
       }
       const matches = dry.matches;
       if (matches) {
@@ -346,6 +351,32 @@ export class SummaryAccumulator {
   }
 }
 
+/** Reasons written by the transport after the policy engine allowed (src/hbone/server.ts). */
+const AFTER_POLICY_ALLOW: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed']);
+const ENGINE_REASONS: ReadonlySet<string> = new Set(['allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error']);
+
+/**
+ * The verdict the policy engine returned for a record: the record's own for engine reasons, allow
+ * for the transport reasons that follow an engine allow, null when the engine did not decide.
+ */
+export function policyVerdictOf(rec: Pick<DecisionRecord, 'decision' | 'reason'>): 'allow' | 'deny' | null {
+  if (ENGINE_REASONS.has(rec.reason)) return rec.decision;
+  if (AFTER_POLICY_ALLOW.has(rec.reason)) return 'allow';
+  return null;
+}
+
+/**
+ * Whether enforcing the dry-run policies would change the policy verdict: the engine's
+ * `wouldChange`, or (records without it) the dry-run decision against policyVerdictOf().
+ */
+export function dryRunWouldChange(rec: Pick<DecisionRecord, 'decision' | 'reason' | 'dryRun'>): boolean {
+  const dry = rec.dryRun;
+  if (dry === null || dry === undefined) return false;
+  if (typeof dry.wouldChange === 'boolean') return dry.wouldChange;
+  const verdict = policyVerdictOf(rec);
+  return verdict !== null && dry.decision !== verdict;
+}
+
 function total(h: RuleHits): number {
   return h.decided + h.audit + h.dryRun + h.evalErrors;
 }
@@ -426,7 +457,7 @@ export function renderSummary(s: AuditSummary, format: 'text' | 'markdown'): str
   }
   out.push('', h('Dry-run impact'));
   out.push(
-    `${formatCount(s.dryRun.evaluated)} decisions had a dry-run outcome: ${formatCount(s.dryRun.wouldDeny)} would be denied, ${formatCount(s.dryRun.wouldAllow)} would be allowed if dry-run policies were enforced`,
+    `${formatCount(s.dryRun.evaluated)} decisions had a dry-run outcome: ${formatCount(s.dryRun.wouldDeny)} would be denied, ${formatCount(s.dryRun.wouldAllow)} would be allowed by policy if dry-run policies were enforced (compared with the policy verdict, before transport refusals)`,
   );
   if (s.dryRun.byPolicy.length > 0) {
     out.push(
