@@ -23,6 +23,12 @@ export interface AuditLoggerOptions {
   sync?: boolean;
   /** Bytes buffered before an asynchronous write; default 4096. Ignored when `sync`. */
   minLengthBytes?: number;
+  /**
+   * Longest a record may wait in the buffer before it is written; default 1000 ms. Without it a
+   * quiet gateway would hold its last records until 4 KiB accumulate, and an auditor tailing the
+   * log (or `kubectl logs`) would not see a decision that already happened.
+   */
+  maxDelayMs?: number;
 }
 
 /** An AuditSink that also exposes the underlying pino logger and a synchronous flush. */
@@ -86,11 +92,28 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
 
   // pino serialises the merging object key by key in insertion order; the record types list their
   // fields in schema order, so a line reads `{"schema":1,"event":"decision","time":...}`.
+  let ended = false;
+  const maxDelayMs = sync ? 0 : (options.maxDelayMs ?? 1000);
+  // One timer at most, armed by the first write after a flush: a busy log pays nothing per record,
+  // an idle one writes its tail within maxDelayMs. Unref'd so it never holds the process open.
+  let delayTimer: NodeJS.Timeout | null = null;
+  const flushBuffered = (): void => {
+    delayTimer = null;
+    if (ended) return;
+    try {
+      dest.flush(); // no callback: write the buffer, no fsync
+    } catch {
+      // not open yet (asynchronous file open): the next write re-arms the timer
+    }
+  };
   const write = (record: DecisionRecord | CloseRecord | ReloadRecord): void => {
     logger.info(record);
+    if (maxDelayMs > 0 && delayTimer === null) {
+      delayTimer = setTimeout(flushBuffered, maxDelayMs);
+      delayTimer.unref();
+    }
   };
 
-  let ended = false;
   const flush = (): Promise<void> =>
     new Promise<void>((resolve, reject) => {
       if (ended) return resolve();
@@ -129,6 +152,8 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
     },
     end: async () => {
       if (ended) return;
+      if (delayTimer) clearTimeout(delayTimer);
+      delayTimer = null;
       await flush();
       ended = true;
       if (toStdout) return;

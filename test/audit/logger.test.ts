@@ -59,6 +59,23 @@ describe('audit logger', () => {
     assert.equal(sink.lastError, null);
   });
 
+  it('regression: a lone record on a quiet gateway reaches the file without flush() (bounded delay)', async () => {
+    const file = path.join(dir, 'quiet.jsonl');
+    const sink = createAuditLogger({ destination: file, maxDelayMs: 20 });
+    // Wait for the file to change (an event, not a sleep): the record is far below the 4 KiB buffer.
+    const { watch } = await import('node:fs');
+    const changed = new Promise<void>((resolve) => {
+      const w = watch(file, () => {
+        w.close();
+        resolve();
+      });
+    });
+    write(sink, sampleRecord(0));
+    await changed;
+    assertLines(await readFile(file, 'utf8'), 1);
+    await sink.end();
+  });
+
   it('appends to an existing file and supports sync mode', async () => {
     const file = path.join(dir, 'sync.jsonl');
     for (let round = 0; round < 2; round++) {
