@@ -4,7 +4,8 @@ import { EvaluationError } from '@marcbachmann/cel-js';
 import { createBaseEnvironment, toActivation } from '../../src/policy/cel/environment.ts';
 import { emptyContext, type DecisionContext } from '../../src/policy/context.ts';
 import { renderValue } from '../../src/policy/cel/explain-expression.ts';
-import { replaceN } from '../../src/policy/cel/functions-string.ts';
+import { charAt, replaceN, reverseString } from '../../src/policy/cel/functions-string.ts';
+import { MAX_STRING_RESULT_LENGTH } from '../../src/policy/cel/limits.ts';
 import { globMatch } from '../../src/policy/cel/functions-regex.ts';
 
 const env = createBaseEnvironment();
@@ -192,6 +193,14 @@ describe('CEL string helpers', () => {
     ['"héllo".charAt(1)', 'é'],
     ['"abc".charAt(3)', ''],
     ['"abc".reverse()', 'cba'],
+    ['"a😀b".reverse()', 'b😀a'],
+    ['"h😀llo".charAt(1)', '😀'],
+    ['"h😀llo".charAt(2)', 'l'],
+    ['"h😀llo".charAt(5)', ''],
+    ['"a$b".replace("$", "$&")', 'a$&b'],
+    ['"aaa".replace("a", "b", 2)', 'bba'],
+    ['"ab".replace("", "-", 1)', '-ab'],
+    ['"ab".replace("x", "-")', 'ab'],
     // Built into cel-js already:
     ['"ABC".lowerAscii()', 'abc'],
     ['"abc".upperAscii()', 'ABC'],
@@ -210,5 +219,30 @@ describe('CEL string helpers', () => {
   it("replaceN follows Go's strings.Replace for an empty needle", () => {
     assert.equal(replaceN('ab', '', '-', -1), '-a-b-');
     assert.equal(replaceN('ab', '', '-', 2), '-a-b');
+    assert.equal(replaceN('a😀', '', '-', -1), '-a-😀-');
+  });
+  it('replace refuses to build more than 64 KiB (an EvaluationError, so the rule fails closed)', () => {
+    const grow = runError(`"aaaa".replace("", "${'x'.repeat(20_000)}") == ""`);
+    assert.ok(grow instanceof EvaluationError);
+    assert.match(grow.message, /replace: the result would be longer than 65536 characters/);
+    assert.throws(() => replaceN('a'.repeat(40_000), 'a', 'bb', -1), EvaluationError);
+    assert.throws(() => replaceN('a'.repeat(MAX_STRING_RESULT_LENGTH + 1), 'a', 'b', -1), EvaluationError);
+    // The limit counts: 10 replacements of 40,000 fit.
+    assert.equal(replaceN('a'.repeat(40_000), 'a', 'bb', 10).length, 40_010);
+    assert.equal(replaceN('a'.repeat(MAX_STRING_RESULT_LENGTH), 'a', 'b', -1), 'b'.repeat(MAX_STRING_RESULT_LENGTH));
+  });
+  it('charAt walks to the index without copying, at any position', () => {
+    const s = 'a'.repeat(65_535) + 'b';
+    assert.equal(charAt(s, 65_535n), 'b');
+    assert.equal(charAt(s, 65_536n), '');
+    assert.throws(() => charAt(s, 65_537n), /out of range/);
+    assert.throws(() => charAt('😀', 2n), /out of range/);
+    assert.throws(() => charAt('ab', -1n), /out of range/);
+  });
+  it('reverse keeps surrogate pairs and refuses inputs over 64 KiB', () => {
+    assert.equal(reverseString('ab😀c'), 'c😀ba');
+    assert.equal(reverseString(''), '');
+    assert.equal(reverseString('x'.repeat(MAX_STRING_RESULT_LENGTH)).length, MAX_STRING_RESULT_LENGTH);
+    assert.throws(() => reverseString('x'.repeat(MAX_STRING_RESULT_LENGTH + 1)), EvaluationError);
   });
 });
