@@ -185,7 +185,10 @@ function variableReads(reads: ReadonlySet<string>, names: readonly string[]): nu
   return out;
 }
 
-/** Sorts rules into Istio's buckets and builds one index per bucket. */
+/**
+ * Sorts rules into Istio's buckets and builds one index per bucket (equality, CIDR and
+ * prefix/suffix keys: rule-index.ts).
+ */
 function buildSnapshotIndex(policies: readonly CompiledPolicy[], rules: readonly CompiledRule[]): SnapshotIndex {
   const bucket = (action: string, dryRun: boolean): CompiledRule[] =>
     rules.filter((r) => {

@@ -45,7 +45,7 @@ export interface DecideOptions {
 
 /**
  * How candidates are chosen. `index` is production. `scan` walks every rule and skips those whose
- * equality keys the context violates: the same semantics without the index (the property test's
+ * index keys (equality, CIDR, prefix, suffix) the context violates: the same semantics without the index (the property test's
  * reference). `raw` evaluates every rule and selector with no pre-filter at all (a second
  * reference: it may list more evalErrors, never a different verdict).
  */
@@ -227,7 +227,7 @@ class Evaluation {
   }
 
   /**
-   * Whether an entry's equality keys hold for the tunnel. An entry that fails one cannot match
+   * Whether an entry's index keys hold for the tunnel. An entry that fails one cannot match
    * (each key is a top-level conjunct), so nothing of it is evaluated, not even its selector.
    */
   private considered(keys: CompiledRule['keys']): boolean {

@@ -37,10 +37,11 @@ export interface CompiledRule {
   readonly ordinal: number;
   readonly when: CompiledExpression;
   /**
-   * Equality constraints that must hold for the rule to count: the rule's own `indexKeys` plus its
-   * policy selector's (a rule of a policy whose selector is false never counts). A context that
-   * violates one of them cannot make the rule match (the CEL layer proves this per key: each is a
-   * top-level conjunct, and CEL's `&&` turns `false && error` into `false`).
+   * Constraints (equality, CIDR, prefix, suffix keys) that must hold for the rule to count: the
+   * rule's own `indexKeys` plus its policy selector's (a rule of a policy whose selector is false
+   * never counts). A context that violates one of them cannot make the rule match (the CEL layer
+   * proves this per key: each is a top-level conjunct, and CEL's `&&` turns `false && error` into
+   * `false`; `keysHold` only reports a violation when the conjunct is false, never an error).
    */
   readonly keys: readonly IndexKey[];
   /** Positions of the policy variables this rule reads, directly or through other variables. */
@@ -61,7 +62,7 @@ export interface CompiledPolicy {
   readonly position: number;
   /** Null when absent or the literal `true`: the policy applies to every tunnel. */
   readonly selector: CompiledExpression | null;
-  /** The selector's equality constraints (empty when there is no selector). */
+  /** The selector's index keys (empty when there is no selector). */
   readonly selectorKeys: readonly IndexKey[];
   /** Positions of the policy variables the selector reads (it is checked with the rules' environment). */
   readonly selectorVariableReads: readonly number[];

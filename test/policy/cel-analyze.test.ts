@@ -32,6 +32,7 @@ describe('analyzeExpression: reads and index keys', () => {
       [
         { attribute: 'source.namespace', values: ['a'] },
         { attribute: 'destination.port', values: [8080] },
+        { kind: 'prefix', attribute: 'source.serviceAccount', values: ['x'] },
       ],
     ],
     // An || of equalities on one attribute is one key with several values.
@@ -64,7 +65,11 @@ describe('analyzeExpression: reads and index keys', () => {
     ['["a", "b"].exists(source, source == destination.host)', ['destination.host'], []],
     ['cel.bind(ns, source.namespace, ns == "a" || ns == "b")', ['source.namespace'], []],
     // Function calls read their arguments.
-    ['cidr("10.0.0.0/8").containsIP(source.ip) && destination.authority.matchesRE2("^api\\\\.")', ['destination.authority', 'source.ip'], []],
+    [
+      'cidr("10.0.0.0/8").containsIP(source.ip) && destination.authority.matchesRE2("^api\\\\.")',
+      ['destination.authority', 'source.ip'],
+      [{ kind: 'cidr', attribute: 'source.ip', values: ['10.0.0.0/8'] }],
+    ],
     ['now < timestamp("2030-01-01T00:00:00Z")', ['now'], []],
     ['has(request.headers.authorization)', ['request.headers.authorization'], []],
     // Variables: the reference plus what the variable reads; a bare bool variable conjunct inherits its keys.
@@ -79,6 +84,45 @@ describe('analyzeExpression: reads and index keys', () => {
     ['source.namespace in variables.tenants', ['request.baggage.tenant', 'source.namespace', 'variables.tenants'], []],
     ['destination.port == 8080', ['destination.port'], [{ attribute: 'destination.port', values: [8080] }]],
     ['true', [], []],
+    // CIDR tests on an address attribute; the ip() form errors on "" (so "" cannot rule it out).
+    ['cidr("10.0.0.0/8").containsIP(source.ip)', ['source.ip'], [{ kind: 'cidr', attribute: 'source.ip', values: ['10.0.0.0/8'] }]],
+    [
+      'cidr("10.0.0.0/8").containsIP(ip(destination.ip)) || cidr("fd00::/8").containsIP(destination.ip) || cidr("10.0.0.0/8").containsIP(destination.ip)',
+      ['destination.ip'],
+      [{ kind: 'cidr', attribute: 'destination.ip', values: ['10.0.0.0/8', 'fd00::/8'], emptyIsError: true }],
+    ],
+    // Mixed kinds, other attributes, non-literal blocks and negations prove nothing.
+    ['cidr("10.0.0.0/8").containsIP(source.ip) || source.ip == "1.2.3.4"', ['source.ip'], []],
+    ['cidr("10.0.0.0/8").containsIP(source.ip) || cidr("10.0.0.0/8").containsIP(destination.ip)', ['destination.ip', 'source.ip'], []],
+    ['cidr(source.namespace).containsIP(source.ip)', ['source.ip', 'source.namespace'], []],
+    ['cidr("10.0.0.0/8").containsIP(request.headers["x-ip"])', ['request.headers.x-ip'], []],
+    ['!cidr("10.0.0.0/8").containsIP(source.ip)', ['source.ip'], []],
+    ['ip(source.ip).isLoopback()', ['source.ip'], []],
+    // Prefix / suffix tests on string attributes, globMatch mapped onto them.
+    [
+      'source.principal.startsWith("spiffe://td/ns/prod/") && destination.host.endsWith(".svc")',
+      ['destination.host', 'source.principal'],
+      [
+        { kind: 'prefix', attribute: 'source.principal', values: ['spiffe://td/ns/prod/'] },
+        { kind: 'suffix', attribute: 'destination.host', values: ['.svc'] },
+      ],
+    ],
+    [
+      'destination.host.endsWith(".svc") || destination.host.globMatch("*.local")',
+      ['destination.host'],
+      [{ kind: 'suffix', attribute: 'destination.host', values: ['.svc', '.local'] }],
+    ],
+    ['source.namespace.globMatch("team-*")', ['source.namespace'], [{ kind: 'prefix', attribute: 'source.namespace', values: ['team-'] }]],
+    ['destination.authority.globMatch("db:5432")', ['destination.authority'], [{ attribute: 'destination.authority', values: ['db:5432'] }]],
+    ['source.trustDomain.globMatch("db") || source.trustDomain == "x"', ['source.trustDomain'], [{ attribute: 'source.trustDomain', values: ['db', 'x'] }]],
+    // An empty literal, the glob "*" (any non-empty value), mixed prefix/suffix, a non-string attribute: nothing.
+    ['source.principal.startsWith("")', ['source.principal'], []],
+    ['source.principal.endsWith("") || source.principal.endsWith("x")', ['source.principal'], []],
+    ['source.principal.globMatch("*")', ['source.principal'], []],
+    ['source.principal.startsWith("a") || source.principal.endsWith("b")', ['source.principal'], []],
+    ['source.ip.startsWith("10.")', ['source.ip'], []],
+    ['request.headers["x-tenant"].startsWith("a")', ['request.headers.x-tenant'], []],
+    ['source.principal.startsWith(source.namespace)', ['source.namespace', 'source.principal'], []],
   ];
   for (const [text, reads, keys] of table) {
     it(text, () => {

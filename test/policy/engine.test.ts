@@ -340,7 +340,8 @@ describe('rule index = full scan (property, seeded)', () => {
   function randomPolicies(rand: () => number, n: number): P[] {
     const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     const atom = (): string => {
-      switch (Math.floor(rand() * 10)) {
+      // Cases 9-15 (CIDR, prefix, suffix keys) are drawn a third of the time.
+      switch (rand() < 2 / 3 ? Math.floor(rand() * 9) : rand() < 0.9 ? 9 + Math.floor(rand() * 7) : 16) {
         case 0: return `source.principal == "${principal(pick(NAMESPACES), pick(SAS))}"`;
         case 1: return `destination.port == ${pick(PORTS)}`;
         case 2: return `destination.port in [${pick(PORTS)}, ${pick(PORTS)}]`;
@@ -350,6 +351,16 @@ describe('rule index = full scan (property, seeded)', () => {
         case 6: return `request.headers["x-tenant"] == "${pick(['acme', 'evil'])}"`; // errors when absent
         case 7: return `cidr("10.0.${Math.floor(rand() * 2)}.0/24").containsIP(source.ip)`;
         case 8: return `variables.v == "${pick(['acme', 'evil'])}"`;
+        // CIDR keys: several prefix lengths and both families; the ip() form errors on "" and
+        // destination.ip is "" for host authorities.
+        case 9: return `cidr("10.0.${Math.floor(rand() * 3)}.${pick(['0/24', '0/16', '2/31', '1/32'])}").containsIP(${pick(['source.ip', 'ip(source.ip)'])})`;
+        case 10: return `cidr("${pick(['fd00::/8', 'fd00::/64', 'fd00:0:0:1::/64', '::ffff:10.0.1.0/120'])}").containsIP(source.ip)`;
+        case 11: return `(cidr("10.0.1.0/${pick([24, 30])}").containsIP(${pick(['destination.ip', 'ip(destination.ip)'])}) || cidr("10.0.${Math.floor(rand() * 2)}.0/16").containsIP(destination.ip))`;
+        // Prefix / suffix keys, globMatch mapped onto them, and || of same-kind tests.
+        case 12: return `source.principal.startsWith("spiffe://cluster.local/ns/${pick(NAMESPACES)}/")`;
+        case 13: return `source.namespace.globMatch("${pick(['p*', 'de*', '*a', 'qa', '*od'])}")`;
+        case 14: return `(destination.host.endsWith("${pick(['.svc', '.prod.svc', 'b.dev.svc'])}") || destination.host.globMatch("${pick(['*.local', 'api*'])}"))`;
+        case 15: return `source.principal.globMatch("*/sa/${pick(SAS)}") || source.principal.startsWith("${pick(['spiffe://cluster.local/ns/qa', 'spiffe://other'])}")`;
         default: return rand() < 0.5 ? 'true' : `destination.ip == "10.0.1.${Math.floor(rand() * 3)}"`;
       }
     };
@@ -361,7 +372,8 @@ describe('rule index = full scan (property, seeded)', () => {
         while (!withVar && a.startsWith('variables.')) a = atom();
         parts.push(a);
       }
-      return rand() < 0.8 ? parts.join(' && ') : parts.join(' || ');
+      const wrapped = parts.map((a) => (a.includes(' || ') && !a.startsWith('(') ? `(${a})` : a));
+      return rand() < 0.8 ? wrapped.join(' && ') : wrapped.join(' || ');
     };
     const out: P[] = [];
     for (let i = 0; i < n; i++) {
@@ -387,14 +399,23 @@ describe('rule index = full scan (property, seeded)', () => {
   function randomInput(rand: () => number): PolicyTestInput {
     const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     const id = rand() < 0.15 ? {} : { principal: principal(pick(NAMESPACES), pick(SAS)) };
+    const v6 = rand() < 0.2;
+    const sourceIp = v6
+      ? pick(['fd00::1', 'fd00:0:0:1::5', '2001:db8::1', '::ffff:10.0.1.1'])
+      : `10.0.${Math.floor(rand() * 3)}.${1 + Math.floor(rand() * 3)}`;
+    // A host authority has no destination address yet ("", DESIGN §3).
+    const host = rand() < 0.25 ? pick(['api.prod.svc', 'db.dev.svc', 'x.local', 'api']) : undefined;
     return {
-      source: { ...id, ip: `10.0.${Math.floor(rand() * 3)}.${1 + Math.floor(rand() * 3)}`, port: 40000 },
-      destination: { ip: `10.0.1.${Math.floor(rand() * 3)}`, port: pick(PORTS) },
+      source: { ...id, ip: sourceIp, port: 40000 },
+      destination: host !== undefined
+        ? { host, port: pick(PORTS), authority: `${host}:${pick(PORTS)}` }
+        : { ip: `10.0.1.${Math.floor(rand() * 3)}`, port: pick(PORTS) },
       request: rand() < 0.5 ? { headers: { 'x-tenant': pick(['acme', 'evil', 'other']) } } : {},
     };
   }
 
   const reasons = new Map<string, number>();
+  const kinds = new Map<string, number>();
 
   const SIZES = [2, 3, 5, 8, 12, 20, 30, 50];
   for (const [i, size] of SIZES.entries()) {
@@ -404,7 +425,11 @@ describe('rule index = full scan (property, seeded)', () => {
       const snapshot = snapshotOf(randomPolicies(rand, size));
       const strategies: CandidateStrategy[] = ['scan', 'raw'];
       let keyed = 0;
-      for (const b of Object.values(snapshot.index)) for (const m of b.maps) keyed += m.byValue.size;
+      for (const b of Object.values(snapshot.index)) {
+        for (const m of b.maps) keyed += m.byValue.size;
+        for (const c of b.cidrs) kinds.set('cidr', (kinds.get('cidr') ?? 0) + c.all.length);
+        for (const a of b.affixes) for (const t of a.byLength) kinds.set(a.kind, (kinds.get(a.kind) ?? 0) + t.byHash.size);
+      }
       assert.ok(keyed > 0, 'the generator produces indexable rules');
       for (let i = 0; i < 150; i++) {
         const ctx = contextFromInput(randomInput(rand));
@@ -426,6 +451,10 @@ describe('rule index = full scan (property, seeded)', () => {
       }
     });
   }
+
+  it('the generated cases file entries under every key kind', () => {
+    for (const k of ['cidr', 'prefix', 'suffix']) assert.ok((kinds.get(k) ?? 0) > 0, `no ${k}-keyed entry: ${JSON.stringify([...kinds])}`);
+  });
 
   it('the generated cases reach every engine reason', () => {
     for (const r of ['allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error']) {

@@ -5,7 +5,15 @@
  */
 import type { ASTNode } from '@marcbachmann/cel-js';
 import type { ErrorCode } from '../../errors.ts';
-import { INDEXABLE_ATTRIBUTES, type IndexableAttribute, type IndexKey } from './compiled.ts';
+import { parseCidr } from '../../net/address.ts';
+import {
+  CIDR_ATTRIBUTES,
+  INDEXABLE_ATTRIBUTES,
+  keyKind,
+  STRING_ATTRIBUTES,
+  type IndexableAttribute,
+  type IndexKey,
+} from './compiled.ts';
 import { NOW_TYPE, VARIABLES_NAME } from './environment.ts';
 import { cidrLiteralError, ipLiteralError } from './functions-net.ts';
 import { globLiteralError, re2LiteralError } from './functions-regex.ts';
@@ -16,7 +24,7 @@ import { childNodes, comprehensionOf } from './limits.ts';
 export interface VariableFacts {
   /** Attribute paths the variable's expression reads. */
   reads: ReadonlySet<string>;
-  /** Equality constraints implied when the variable (a bool) is true. */
+  /** Constraints (index keys) implied when the variable (a bool) is true. */
   indexKeys: readonly IndexKey[];
 }
 
@@ -45,6 +53,8 @@ export interface Analysis {
 /** Map-typed attributes: a constant key narrows a read to `<map>.<key>`. */
 const MAP_ATTRIBUTES: ReadonlySet<string> = new Set(['request.headers', 'request.baggage']);
 const INDEXABLE: ReadonlySet<string> = new Set(INDEXABLE_ATTRIBUTES);
+const CIDR_ATTRS: ReadonlySet<string> = new Set(CIDR_ATTRIBUTES);
+const STRING_ATTRS: ReadonlySet<string> = new Set(STRING_ATTRIBUTES);
 
 /** The message refusing CEL's built-in `matches()`. */
 export const MATCHES_FORBIDDEN_MESSAGE =
@@ -235,20 +245,95 @@ function equalityKey(node: ASTNode): IndexKey | undefined {
   return undefined;
 }
 
+/** `recv.name(arg)` with exactly one argument, as its parts; null for anything else. */
+function methodCall(node: ASTNode): { name: string; receiver: ASTNode; arg: ASTNode } | null {
+  if (node.op !== 'rcall') return null;
+  const [name, receiver, args] = node.args;
+  return args.length === 1 ? { name, receiver, arg: args[0]! } : null;
+}
+
+/** `name(arg)` with exactly one argument, its argument; undefined for anything else. */
+function globalCallArg(node: ASTNode, name: string): ASTNode | undefined {
+  if (node.op !== 'call' || node.args[0] !== name || node.args[1].length !== 1) return undefined;
+  return node.args[1][0];
+}
+
+function attributeIn(node: ASTNode, set: ReadonlySet<string>): IndexableAttribute | undefined {
+  const a = indexableAttribute(node);
+  return a !== undefined && set.has(a) ? a : undefined;
+}
+
+/**
+ * The key a CIDR test implies: `cidr("lit").containsIP(attr)` or `cidr("lit").containsIP(ip(attr))`
+ * for an address attribute. A false result proves the address is outside the block; an invalid
+ * address makes both forms an error, and `""` makes only the `ip()` form one (functions-net.ts),
+ * which `emptyIsError` records so the index never drops an entry whose conjunct would error.
+ */
+function cidrKey(node: ASTNode): IndexKey | undefined {
+  const m = methodCall(node);
+  if (m === null || m.name !== 'containsIP') return undefined;
+  const lit = literalString(globalCallArg(m.receiver, 'cidr'));
+  if (lit === undefined || parseCidr(lit) === null) return undefined;
+  const inner = globalCallArg(m.arg, 'ip');
+  const attribute = attributeIn(inner ?? m.arg, CIDR_ATTRS);
+  if (attribute === undefined) return undefined;
+  return inner === undefined ? { kind: 'cidr', attribute, values: [lit] } : { kind: 'cidr', attribute, values: [lit], emptyIsError: true };
+}
+
+/**
+ * The key a string test implies: `attr.startsWith("p")`, `attr.endsWith("s")`, and Istio-style
+ * `attr.globMatch(...)` — `"p*"` is a prefix, `"*s"` a suffix, a pattern without `*` an equality
+ * (functions-regex.ts globMatch). An empty literal (or the glob `"*"`) proves nothing.
+ */
+function affixKey(node: ASTNode): IndexKey | undefined {
+  const m = methodCall(node);
+  if (m === null) return undefined;
+  const lit = literalString(m.arg);
+  if (lit === undefined) return undefined;
+  const attribute = attributeIn(m.receiver, STRING_ATTRS);
+  if (attribute === undefined) return undefined;
+  switch (m.name) {
+    case 'startsWith':
+      return lit === '' ? undefined : { kind: 'prefix', attribute, values: [lit] };
+    case 'endsWith':
+      return lit === '' ? undefined : { kind: 'suffix', attribute, values: [lit] };
+    case 'globMatch': {
+      if (lit === '*' || globLiteralError(lit) !== null) return undefined;
+      if (lit.startsWith('*')) return { kind: 'suffix', attribute, values: [lit.slice(1)] };
+      if (lit.endsWith('*')) return lit.length === 1 ? undefined : { kind: 'prefix', attribute, values: [lit.slice(0, -1)] };
+      return { attribute, values: [lit] };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** The key one term implies: an equality, a CIDR test or a prefix/suffix test. */
+function termKey(node: ASTNode): IndexKey | undefined {
+  return equalityKey(node) ?? cidrKey(node) ?? affixKey(node);
+}
+
 function conjunctKeys(node: ASTNode, opts: AnalyzeOptions): IndexKey[] {
-  const direct = equalityKey(node);
+  const direct = termKey(node);
   if (direct) return [direct];
   if (node.op === '||') {
-    // `a == "x" || a == "y"` constrains `a` to {x, y}; any other disjunct proves nothing.
-    let attribute: IndexableAttribute | undefined;
+    // `a == "x" || a == "y"` constrains `a` to {x, y}; likewise an || of CIDR tests on one address,
+    // or of prefix (suffix) tests on one string. Any other disjunct proves nothing.
+    let first: IndexKey | undefined;
+    let emptyIsError = false;
     const values: (string | number)[] = [];
     for (const d of flatten(node, '||')) {
-      const k = equalityKey(d);
-      if (k === undefined || (attribute !== undefined && k.attribute !== attribute)) return [];
-      attribute = k.attribute;
+      const k = termKey(d);
+      if (k === undefined) return [];
+      if (first !== undefined && (k.attribute !== first.attribute || keyKind(k) !== keyKind(first))) return [];
+      first ??= k;
       values.push(...k.values);
+      // `containsIP("") || ip("")...` is `false || error`: an error, so "" cannot rule it out.
+      if (k.emptyIsError === true) emptyIsError = true;
     }
-    return attribute === undefined ? [] : [{ attribute, values: [...new Set(values)] }];
+    if (first === undefined) return [];
+    const merged: IndexKey = { ...first, values: [...new Set(values)] };
+    return [emptyIsError ? { ...merged, emptyIsError: true } : merged];
   }
   // A bare `variables.x` conjunct implies whatever x implies.
   const p = attributePath(node, new Set());

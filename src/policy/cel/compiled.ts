@@ -5,16 +5,48 @@
 import type { ExpressionSource } from '../model.ts';
 
 /**
- * An equality constraint an expression implies when it is true: the expression can only be true
- * when `attribute` equals one of `values`. Extracted from top-level conjuncts such as
- * `source.principal == "spiffe://..."`, `destination.port in [80, 443]`. Used to index rules so
- * decision cost does not grow with the number of equality-keyed rules.
+ * A constraint an expression implies when it is true, extracted from a top-level conjunct (or an
+ * `||` of same-kind terms on one attribute). Used to index rules so decision cost does not grow
+ * with the number of keyed rules. Kinds (`kind` absent means `equals`, the original shape):
+ * - `equals`: `attribute` equals one of `values` — `source.principal == "spiffe://..."`,
+ *   `destination.port in [80, 443]`, `destination.host.globMatch("db")`;
+ * - `cidr`: the address in `attribute` (source.ip / destination.ip) lies in one of the CIDR
+ *   literals `values` — `cidr("10.0.0.0/8").containsIP(source.ip)`, `...containsIP(ip(source.ip))`;
+ * - `prefix` / `suffix`: the string `attribute` starts / ends with one of `values` —
+ *   `source.principal.startsWith("spiffe://td/ns/prod/")`, `destination.host.endsWith(".svc")`,
+ *   `x.globMatch("p*")`, `x.globMatch("*s")`. Never holds an empty literal (it proves nothing).
  */
 export interface IndexKey {
-  /** Dotted attribute path, one of INDEXABLE_ATTRIBUTES. */
+  /** Absent for `equals`, so equality keys keep the shape `{attribute, values}`. */
+  readonly kind?: IndexKeyKind;
+  /** Dotted attribute path, one of INDEXABLE_ATTRIBUTES (of CIDR_ATTRIBUTES / STRING_ATTRIBUTES for the other kinds). */
   attribute: IndexableAttribute;
-  /** Literal values (ports as numbers, everything else as strings). */
+  /** Literal values (ports as numbers, everything else as strings; CIDR blocks as written). */
   values: readonly (string | number)[];
+  /**
+   * `cidr` only: true when an empty attribute makes the conjunct an error rather than false
+   * (`ip("")` throws, while `containsIP("")` is false), so `""` cannot rule the entry out.
+   */
+  readonly emptyIsError?: boolean;
+}
+
+export type IndexKeyKind = 'equals' | 'cidr' | 'prefix' | 'suffix';
+
+/** Attributes holding an address, for `cidr` keys. */
+export const CIDR_ATTRIBUTES = ['source.ip', 'destination.ip'] as const;
+/** String attributes, for `prefix` / `suffix` keys. */
+export const STRING_ATTRIBUTES = [
+  'source.principal',
+  'source.namespace',
+  'source.serviceAccount',
+  'source.trustDomain',
+  'destination.host',
+  'destination.authority',
+] as const;
+
+/** The kind of a key (`equals` when absent). */
+export function keyKind(k: IndexKey): IndexKeyKind {
+  return k.kind ?? 'equals';
 }
 
 export const INDEXABLE_ATTRIBUTES = [
@@ -45,7 +77,7 @@ export interface CompiledExpression {
    * The decision cache keys on exactly these.
    */
   readonly reads: ReadonlySet<string>;
-  /** Equality constraints implied when the expression is true; empty when none can be proven. */
+  /** Constraints (equality, CIDR, prefix, suffix) implied when the expression is true; empty when none can be proven. */
   readonly indexKeys: readonly IndexKey[];
   /** True when the expression is the literal `true` (a catch-all; used by lint). */
   readonly isConstantTrue: boolean;
