@@ -12,10 +12,13 @@
  * layer) or on parsed documents that failed to compile (text checks only), so `policy check` can
  * still say something useful about a file with a type error elsewhere.
  */
+import { parse, type ASTNode } from '@marcbachmann/cel-js';
 import type { Diagnostic, ErrorCode } from '../errors.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
+import { canonicalIp, formatIp, parseCidrDetailed } from '../net/address.ts';
 import { MATCHES_FORBIDDEN_MESSAGE } from './cel/analyze.ts';
-import type { IndexKey } from './cel/compiled.ts';
+import { childNodes } from './cel/limits.ts';
+import { keyKind, type IndexKey } from './cel/compiled.ts';
 import type { PolicyAction, PolicyMode } from './decision.ts';
 import type { AuthorizationPolicy, ExpressionSource, Location, PolicyDocument } from './model.ts';
 import type { PolicySnapshot } from './snapshot.ts';
@@ -39,7 +42,18 @@ export type LintCode =
   /** `action: AUDIT` with `mode: DryRun`: AUDIT never changes a verdict, so a dry run of it is meaningless. */
   | 'WG_LINT_AUDIT_DRYRUN'
   /** A variable no selector, rule or other variable reads. */
-  | 'WG_LINT_UNUSED_VARIABLE';
+  | 'WG_LINT_UNUSED_VARIABLE'
+  /**
+   * A header or baggage value read without a presence guard where an evaluation error denies: an
+   * enforced DENY rule, selector or variable, or an enforced ALLOW selector.
+   */
+  | 'WG_LINT_UNGUARDED_READ'
+  /** A header name literal with capital letters: HTTP/2 names are lower case, so it never matches. */
+  | 'WG_LINT_HEADER_CASE'
+  /** source.ip / destination.ip compared with an address literal not in canonical text: never equal. */
+  | 'WG_LINT_IP_LITERAL'
+  /** A CIDR literal with host bits set (`10.0.0.5/8`): it is masked, probably not what was meant. */
+  | 'WG_LINT_CIDR_HOST_BITS';
 
 /** One lint finding: a Diagnostic whose code may also be a LintCode. */
 export interface LintDiagnostic extends Omit<Diagnostic, 'code'> {
@@ -60,6 +74,7 @@ export function lintPolicies(input: LintInput): LintDiagnostic[] {
     checkNeverMatches(p, out);
     checkShadowed(p, out);
     checkAllowAll(p, out);
+    checkExpressionLiterals(p, out);
   }
   checkCatchAllDeny(views, out);
   return out.sort(
@@ -106,7 +121,7 @@ function viewsFromSnapshot(s: PolicySnapshot): PolicyView[] {
     mode: p.mode,
     location: p.location,
     selector: p.selector
-      ? { source: p.selector.source, constantTrue: p.selector.isConstantTrue, constantFalse: p.selector.isConstantFalse, keys: p.selectorKeys }
+      ? { source: p.selector.source, constantTrue: p.selector.isConstantTrue, constantFalse: p.selector.isConstantFalse, keys: equalityKeys(p.selectorKeys) }
       : null,
     variables: p.variables.map((v) => ({ name: v.name, expr: compiledView(v.expression) })),
     rules: p.rules.map((r) => ({ name: r.name, location: r.location, when: compiledView(r.when) })),
@@ -114,7 +129,12 @@ function viewsFromSnapshot(s: PolicySnapshot): PolicyView[] {
 }
 
 function compiledView(e: { source: ExpressionSource; isConstantTrue: boolean; isConstantFalse: boolean; indexKeys: readonly IndexKey[] }): ExprView {
-  return { source: e.source, constantTrue: e.isConstantTrue, constantFalse: e.isConstantFalse, keys: e.indexKeys };
+  return { source: e.source, constantTrue: e.isConstantTrue, constantFalse: e.isConstantFalse, keys: equalityKeys(e.indexKeys) };
+}
+
+/** The equality keys only: the checks below intersect value sets, which CIDR/prefix/suffix keys are not. */
+function equalityKeys(keys: readonly IndexKey[]): IndexKey[] {
+  return keys.filter((k) => keyKind(k) === 'equals');
 }
 
 function viewsFromDocuments(docs: readonly PolicyDocument[]): PolicyView[] {
@@ -300,6 +320,291 @@ function checkCatchAllDeny(views: readonly PolicyView[], out: LintDiagnostic[]):
         `ALLOW rule "${r.name}" of policy "${p.name}" can never allow: the catch-all DENY ${where} matches every tunnel first`));
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks on the expression syntax tree: header reads, header names, address literals.
+
+const astCache = new WeakMap<ExpressionSource, ASTNode | null>();
+
+/** The parsed expression, or null when it does not parse (the loader reports that). */
+function astOf(source: ExpressionSource): ASTNode | null {
+  let ast = astCache.get(source);
+  if (ast === undefined) {
+    try {
+      ast = parse(source.text).ast;
+    } catch {
+      ast = null;
+    }
+    astCache.set(source, ast);
+  }
+  return ast;
+}
+
+type HeaderMap = 'headers' | 'baggage';
+
+/** `request.headers` or `request.baggage` when `node` is one of them. */
+function headerMapOf(node: ASTNode): HeaderMap | null {
+  if (node.op !== '.') return null;
+  const [obj, field] = node.args;
+  if (obj.op !== 'id' || obj.args !== 'request') return null;
+  return field === 'headers' || field === 'baggage' ? field : null;
+}
+
+interface KeyRef {
+  map: HeaderMap;
+  key: string;
+  node: ASTNode;
+}
+
+/** `request.headers["k"]` / `request.headers.k` (and baggage): a read that fails when `k` is absent. */
+function keyRead(node: ASTNode): KeyRef | null {
+  if (node.op === '.') {
+    const map = headerMapOf(node.args[0]);
+    return map ? { map, key: node.args[1], node } : null;
+  }
+  if (node.op === '[]') {
+    const map = headerMapOf(node.args[0]);
+    const key = node.args[1];
+    return map && key.op === 'value' && typeof key.args === 'string' ? { map, key: key.args, node } : null;
+  }
+  return null;
+}
+
+/** `"k" in request.headers` / `has(request.headers.k)` (and the optional forms): true iff `k` is present. */
+function presenceTest(node: ASTNode): KeyRef | null {
+  if (node.op === 'in') {
+    const [key, coll] = node.args;
+    const map = headerMapOf(coll);
+    return map && key.op === 'value' && typeof key.args === 'string' ? { map, key: key.args, node } : null;
+  }
+  if (node.op === 'call' && node.args[0] === 'has' && node.args[1].length === 1) {
+    const arg = node.args[1][0]!;
+    if (arg.op === '.') {
+      const map = headerMapOf(arg.args[0]);
+      return map ? { map, key: arg.args[1], node } : null;
+    }
+  }
+  return null;
+}
+
+/** Optional reads (`request.headers[?"k"]`, `request.headers.?k`) never fail on an absent key. */
+function isOptionalRead(node: ASTNode): boolean {
+  return (node.op === '[?]' || node.op === '.?') && headerMapOf(node.args[0]) !== null;
+}
+
+const factKey = (map: HeaderMap, key: string): string => `${map}\u0000${key}`;
+
+/** Presence facts of the policy's variables: `variables.hasTenant` where hasTenant is `"x-tenant" in request.headers`. */
+type VariableFacts = ReadonlyMap<string, readonly string[]>;
+
+/** Keys proven present when `node` is true (the conjuncts of an `&&` chain). */
+function presentWhenTrue(node: ASTNode, vars: VariableFacts): string[] {
+  if (node.op === '&&') return [...presentWhenTrue(node.args[0], vars), ...presentWhenTrue(node.args[1], vars)];
+  const t = presenceTest(node);
+  if (t) return [factKey(t.map, t.key)];
+  if (node.op === '.' && node.args[0].op === 'id' && node.args[0].args === 'variables') return [...(vars.get(node.args[1]) ?? [])];
+  return [];
+}
+
+/** Keys proven present when `node` is false (the negated presence tests of an `||` chain). */
+function presentWhenFalse(node: ASTNode, vars: VariableFacts): string[] {
+  if (node.op === '||') return [...presentWhenFalse(node.args[0], vars), ...presentWhenFalse(node.args[1], vars)];
+  if (node.op === '!_') return presentWhenTrue(node.args, vars);
+  return [];
+}
+
+interface ExpressionFacts {
+  /** Key reads with no presence guard on their path. */
+  unguarded: KeyRef[];
+  /** Every header/baggage key literal: reads and presence tests. */
+  keys: KeyRef[];
+}
+
+/**
+ * Walks `ast` tracking which keys are proven present. CEL's `&&`/`||` are commutative and absorb
+ * errors (`false && error` is false, either way round), so a guard on either side protects the
+ * other; `c ? a : b` protects `a` with what `c` proves and `b` with what `!c` proves.
+ */
+function headerFacts(ast: ASTNode, vars: VariableFacts): ExpressionFacts {
+  const unguarded: KeyRef[] = [];
+  const keys: KeyRef[] = [];
+  const visit = (node: ASTNode, present: ReadonlySet<string>): void => {
+    const test = presenceTest(node);
+    if (test) {
+      keys.push(test);
+      return;
+    }
+    const read = keyRead(node);
+    if (read) {
+      keys.push(read);
+      if (!present.has(factKey(read.map, read.key))) unguarded.push(read);
+      return;
+    }
+    if (isOptionalRead(node)) return;
+    const plus = (extra: readonly string[]): ReadonlySet<string> => (extra.length ? new Set([...present, ...extra]) : present);
+    switch (node.op) {
+      case '&&': {
+        const [a, b] = node.args;
+        visit(a, plus(presentWhenTrue(b, vars)));
+        visit(b, plus(presentWhenTrue(a, vars)));
+        return;
+      }
+      case '||': {
+        const [a, b] = node.args;
+        visit(a, plus(presentWhenFalse(b, vars)));
+        visit(b, plus(presentWhenFalse(a, vars)));
+        return;
+      }
+      case '?:': {
+        const [c, yes, no] = node.args;
+        visit(c, present);
+        visit(yes, plus(presentWhenTrue(c, vars)));
+        visit(no, plus(presentWhenFalse(c, vars)));
+        return;
+      }
+      default:
+        for (const ch of childNodes(node)) visit(ch, present);
+    }
+  };
+  visit(ast, new Set());
+  return { unguarded, keys };
+}
+
+function showRead(r: KeyRef): string {
+  return `request.${r.map}[${JSON.stringify(r.key)}]`;
+}
+
+function atNode(source: ExpressionSource, node: ASTNode, code: LintCode, severity: 'error' | 'warning', message: string): LintDiagnostic {
+  const { line, col } = source.positionAt(node.start);
+  return { code, severity, message, file: source.location.file, line, col, path: source.location.path };
+}
+
+/**
+ * Where a failed read denies: an enforced DENY rule, selector or variable (an error counts as a
+ * match, DESIGN §3), and an enforced ALLOW selector (an error counts as applying, so a tunnel
+ * without the header is denied unless another ALLOW rule matches). Elsewhere an error is a no-match.
+ */
+function readErrorDenies(p: PolicyView, role: 'selector' | 'rule' | 'variable'): string | null {
+  if (p.mode !== 'Enforce') return null;
+  if (p.action === 'DENY') {
+    if (role === 'rule') return 'an enforced DENY rule that fails to evaluate counts as a match: every such tunnel is denied (reason eval_error)';
+    if (role === 'selector') return "an enforced DENY selector that fails to evaluate counts as true (fail closed): the policy's rules then apply to every such tunnel";
+    return 'a rule reading a variable that fails to evaluate fails too, and in an enforced DENY policy that denies (reason eval_error)';
+  }
+  if (p.action === 'ALLOW' && role === 'selector') {
+    return 'an enforced ALLOW selector that fails to evaluate counts as applying (fail closed): every such tunnel is denied unless another ALLOW rule matches (reason eval_error)';
+  }
+  return null;
+}
+
+function checkExpressionLiterals(p: PolicyView, out: LintDiagnostic[]): void {
+  const varFacts = new Map<string, readonly string[]>();
+  for (const v of p.variables) {
+    const ast = astOf(v.expr.source);
+    if (ast) varFacts.set(v.name, presentWhenTrue(ast, new Map()));
+  }
+  const exprs: { role: 'selector' | 'rule' | 'variable'; expr: ExprView; name: string }[] = [];
+  if (p.selector) exprs.push({ role: 'selector', expr: p.selector, name: `selector of policy "${p.name}"` });
+  for (const v of p.variables) exprs.push({ role: 'variable', expr: v.expr, name: `variable "${v.name}" of policy "${p.name}"` });
+  for (const r of p.rules) exprs.push({ role: 'rule', expr: r.when, name: `${p.action} rule "${r.name}" of policy "${p.name}"` });
+  for (const { role, expr, name } of exprs) {
+    const ast = astOf(expr.source);
+    if (ast === null) continue;
+    const facts = headerFacts(ast, varFacts);
+    // RFC 9113 §8.2.1: field names are lower case (upper case is a malformed request), and the
+    // gateway exposes them lower-cased, so a name with capitals is never present.
+    const wrongCase = new Set<ASTNode>();
+    for (const k of facts.keys) {
+      if (k.map !== 'headers' || k.key === k.key.toLowerCase()) continue;
+      wrongCase.add(k.node);
+      out.push(atNode(expr.source, k.node, 'WG_LINT_HEADER_CASE', 'error',
+        `${name}: header name ${JSON.stringify(k.key)} has capital letters and can never be present: HTTP/2 field names are ` +
+        `lower case (RFC 9113 §8.2.1) and request.headers holds them lower-cased; write ${JSON.stringify(k.key.toLowerCase())}`));
+    }
+    const denies = readErrorDenies(p, role);
+    if (denies !== null) {
+      for (const r of facts.unguarded) {
+        if (wrongCase.has(r.node)) continue; // one finding says it
+        const guard = `${JSON.stringify(r.key)} in request.${r.map}`;
+        out.push(atNode(expr.source, r.node, 'WG_LINT_UNGUARDED_READ', 'warning',
+          `${name}: ${showRead(r)} is read without checking that it is present, so it fails to evaluate for every tunnel ` +
+          `without it, and ${denies}. Guard the read: ${guard} && ${showRead(r)} == "..."`));
+      }
+    }
+    checkAddressLiterals(ast, expr.source, name, out);
+  }
+}
+
+/** `source.ip` / `destination.ip` when `node` is one of them. */
+function addressAttribute(node: ASTNode): string | null {
+  if (node.op !== '.' || node.args[1] !== 'ip') return null;
+  const obj = node.args[0];
+  return obj.op === 'id' && (obj.args === 'source' || obj.args === 'destination') ? `${obj.args}.ip` : null;
+}
+
+function stringLiteral(node: ASTNode): string | null {
+  return node.op === 'value' && typeof node.args === 'string' ? node.args : null;
+}
+
+/**
+ * Address literals that can never equal an address attribute (which always holds canonical text,
+ * DESIGN §3: IPv4-mapped IPv6 as IPv4, IPv6 per RFC 5952), and CIDR literals with host bits set.
+ */
+function checkAddressLiterals(ast: ASTNode, source: ExpressionSource, name: string, out: LintDiagnostic[]): void {
+  const ipLiteral = (attr: string, lit: ASTNode): void => {
+    const text = stringLiteral(lit);
+    if (text === null || text === '') return; // "" is the attribute's "no address" value
+    const canonical = canonicalIp(text);
+    if (canonical === text) return;
+    const fix = canonical === null
+      ? 'it is not an address the gateway accepts (IPv4 without leading zeros, IPv6 without a zone)'
+      : `write ${JSON.stringify(canonical)}, or compare parsed addresses: ip(${attr}) == ip(${JSON.stringify(text)})`;
+    out.push(atNode(source, lit, 'WG_LINT_IP_LITERAL', 'warning',
+      `${name}: ${attr} is compared with ${JSON.stringify(text)}, which it can never equal: ${attr} is always canonical ` +
+      `text (IPv4-mapped IPv6 as IPv4, IPv6 lower case per RFC 5952); ${fix}`));
+  };
+  const cidrLiteral = (lit: ASTNode): void => {
+    const text = stringLiteral(lit);
+    if (text === null) return;
+    const r = parseCidrDetailed(text);
+    if (!('cidr' in r)) return; // the loader refuses invalid literals
+    const c = r.cidr;
+    if (c.address.words.every((w, i) => w === c.network.words[i])) return;
+    const masked = `${formatIp(c.network)}/${c.prefixLength}`;
+    out.push(atNode(source, lit, 'WG_LINT_CIDR_HOST_BITS', 'warning',
+      `${name}: CIDR ${JSON.stringify(text)} has host bits set; containment ignores them, so it is the block ${masked}. ` +
+      `Write ${JSON.stringify(masked)} (or a /${c.family === 4 ? 32 : 128} for the single address)`));
+  };
+  const visit = (node: ASTNode): void => {
+    switch (node.op) {
+      case '==':
+      case '!=': {
+        const [a, b] = node.args;
+        const attrA = addressAttribute(a);
+        const attrB = addressAttribute(b);
+        if (attrA) ipLiteral(attrA, b);
+        if (attrB) ipLiteral(attrB, a);
+        break;
+      }
+      case 'in': {
+        const [a, b] = node.args;
+        const attr = addressAttribute(a);
+        if (attr && b.op === 'list') for (const e of b.args) ipLiteral(attr, e);
+        break;
+      }
+      case 'call':
+        if (node.args[0] === 'cidr' && node.args[1].length === 1) cidrLiteral(node.args[1][0]!);
+        break;
+      case 'rcall':
+        if (node.args[0] === 'containsCIDR' && node.args[2].length === 1) cidrLiteral(node.args[2][0]!);
+        break;
+      default:
+        break;
+    }
+    for (const ch of childNodes(node)) visit(ch);
+  };
+  visit(ast);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -290,3 +290,175 @@ describe('stripStringLiterals', () => {
     });
   }
 });
+
+describe('lint: header reads, header names and address literals', () => {
+  const table: Case[] = [
+    {
+      name: 'an unguarded header read in an enforced DENY rule denies every tunnel without the header',
+      text: policy('p', `  action: DENY
+  rules:
+    - name: tenant
+      when: request.headers["x-tenant"] == "evil"
+`),
+      want: ['9:warning:WG_LINT_UNGUARDED_READ'],
+    },
+    {
+      name: 'every guard form the analyzer sees protects the read',
+      text: policy('p', `  action: DENY
+  variables:
+    - name: hasTeam
+      expression: '"x-team" in request.headers'
+  rules:
+    - name: in
+      when: '"x-tenant" in request.headers && request.headers["x-tenant"] == "evil"'
+    - name: has-after
+      when: request.headers.tenant == "evil" && has(request.headers.tenant)
+    - name: or-absent
+      when: '!("x-a" in request.headers) || request.headers["x-a"] == "1"'
+    - name: ternary
+      when: 'has(request.baggage.env) ? request.baggage.env == "dev" : false'
+    - name: variable
+      when: variables.hasTeam && request.headers["x-team"] == "red"
+    - name: iterated
+      when: request.headers.exists(k, k.startsWith("x-debug-") && request.headers[k] == "1")
+`),
+      want: [],
+    },
+    {
+      name: 'a guard for another header, or on the wrong branch, does not count',
+      text: policy('p', `  action: DENY
+  rules:
+    - name: other
+      when: '"x-a" in request.headers && request.headers["x-b"] == "1"'
+    - name: else-branch
+      when: '"x" in request.headers ? true : request.headers.x == "1"'
+`),
+      want: ['9:warning:WG_LINT_UNGUARDED_READ', '11:warning:WG_LINT_UNGUARDED_READ'],
+    },
+    {
+      name: 'where a failed read is a no-match (ALLOW rules, AUDIT, DryRun) it is not reported',
+      text: policy('a', `  action: ALLOW
+  rules:
+    - name: r
+      when: request.headers["x-tenant"] == "acme"
+`) + '---\n' + policy('b', `  action: DENY
+  mode: DryRun
+  rules:
+    - name: r
+      when: request.headers["x-tenant"] == "evil"
+`) + '---\n' + policy('c', `  action: AUDIT
+  rules:
+    - name: r
+      when: request.headers["x-tenant"] == "evil"
+`),
+      want: [],
+    },
+    {
+      name: 'unguarded reads in enforced selectors (DENY and ALLOW) and DENY variables',
+      text: policy('d', `  action: DENY
+  selector: request.baggage["env"] == "dev"
+  variables:
+    - name: evil
+      expression: request.headers["x-tenant"] == "evil"
+  rules:
+    - name: r
+      when: variables.evil
+`) + '---\n' + policy('a', `  action: ALLOW
+  selector: request.headers["x-team"] == "red"
+  rules:
+    - name: r
+      when: source.namespace == "prod"
+`),
+      want: ['7:warning:WG_LINT_UNGUARDED_READ', '10:warning:WG_LINT_UNGUARDED_READ', '21:warning:WG_LINT_UNGUARDED_READ'],
+    },
+    {
+      name: 'a header name with capital letters can never match (a capitalised read is one error, not also a warning)',
+      text: policy('p', `  action: DENY
+  rules:
+    - name: caps
+      when: request.headers["X-Tenant"] == "evil"
+    - name: caps-guard
+      when: '"X-Team" in request.headers && request.headers["x-team"] == "red"'
+    - name: baggage-is-case-sensitive
+      when: '"Env" in request.baggage && request.baggage["Env"] == "dev"'
+`),
+      // The capitalised guard guards nothing, so the lower-case read it was meant for is unguarded too.
+      want: ['9:error:WG_LINT_HEADER_CASE', '11:error:WG_LINT_HEADER_CASE', '11:warning:WG_LINT_UNGUARDED_READ'],
+    },
+    {
+      name: 'non-canonical address literals compared with source.ip / destination.ip',
+      text: policy('p', `  action: ALLOW
+  rules:
+    - name: mapped
+      when: source.ip == "::ffff:10.0.0.1"
+    - name: list
+      when: destination.ip in ["010.0.0.1", "FD00::1", "fd00::1", "10.0.0.1"]
+    - name: reversed
+      when: '"fd00:0:0:0:0:0:0:1" != destination.ip'
+    - name: fine
+      when: source.ip == "10.0.0.1" || destination.ip == "" || ip(source.ip) == ip("::ffff:10.0.0.1")
+`),
+      want: [
+        '9:warning:WG_LINT_IP_LITERAL',
+        '11:warning:WG_LINT_IP_LITERAL',
+        '11:warning:WG_LINT_IP_LITERAL',
+        '13:warning:WG_LINT_IP_LITERAL',
+      ],
+    },
+    {
+      name: 'a CIDR literal with host bits set is masked',
+      text: policy('p', `  action: DENY
+  rules:
+    - name: host-bits
+      when: cidr("10.0.0.5/8").containsIP(source.ip) || cidr("fd00::/8").containsCIDR("fd00::1/64")
+    - name: fine
+      when: cidr("10.0.0.0/8").containsIP(destination.ip) || cidr("10.0.0.5/32").containsIP(source.ip)
+`),
+      want: ['9:warning:WG_LINT_CIDR_HOST_BITS', '9:warning:WG_LINT_CIDR_HOST_BITS'],
+    },
+  ];
+  for (const c of table) {
+    it(c.name, () => {
+      assert.deepEqual(summary(lintCompiled(c.text)), c.want);
+    });
+  }
+
+  it('points at the read and suggests the guard', () => {
+    const [d] = lintCompiled(policy('p', `  action: DENY
+  rules:
+    - name: tenant
+      when: source.namespace == "dev" && request.headers["x-tenant"] == "evil"
+`));
+    assert.ok(d);
+    assert.equal(d.code, 'WG_LINT_UNGUARDED_READ');
+    // `      when: ` is 12 columns, `source.namespace == "dev" && ` 29 more.
+    assert.equal(d.col, 42);
+    assert.equal(d.path, 'spec.rules[0].when');
+    assert.match(d.message, /request\.headers\["x-tenant"\] is read without checking that it is present/);
+    assert.match(d.message, /counts as a match: every such tunnel is denied \(reason eval_error\)/);
+    assert.match(d.message, /Guard the read: "x-tenant" in request\.headers && request\.headers\["x-tenant"\] == "\.\.\."/);
+  });
+
+  it('names the fix for case, address and CIDR findings', () => {
+    const found = lintCompiled(policy('p', `  action: ALLOW
+  rules:
+    - name: r
+      when: '"X-Team" in request.headers && source.ip == "FD00::1" && cidr("10.0.0.5/8").containsIP(destination.ip)'
+`));
+    const msg = (code: string) => found.find((d) => d.code === code)?.message ?? '';
+    assert.match(msg('WG_LINT_HEADER_CASE'), /RFC 9113 §8\.2\.1.*write "x-team"/);
+    assert.match(msg('WG_LINT_IP_LITERAL'), /write "fd00::1", or compare parsed addresses: ip\(source\.ip\) == ip\("FD00::1"\)/);
+    assert.match(msg('WG_LINT_CIDR_HOST_BITS'), /it is the block 10\.0\.0\.0\/8/);
+  });
+
+  it('also runs on documents that did not compile', () => {
+    const text = policy('p', `  action: DENY
+  rules:
+    - name: r
+      when: request.headers["X-Tenant"] == "evil" && source.nope == "x"
+`);
+    const parsed = parsePolicyDocuments(text, 'p.yaml');
+    assert.equal(compileFromTexts([{ path: 'p.yaml', text }], 1).ok, false);
+    assert.deepEqual(summary(lintPolicies(parsed.documents)), ['9:error:WG_LINT_HEADER_CASE']);
+  });
+});
