@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -24,6 +24,22 @@ export interface ForwarderFiles {
   caFile: string;
 }
 
+const children = new Set<ChildProcess>();
+
+/**
+ * Registers a child process to be killed if the bench process exits without stopping it (an
+ * uncaught error skips the `finally` blocks; a stray haproxy would hold its CPU and port).
+ */
+export function trackChild(child: ChildProcess): void {
+  if (children.size === 0) {
+    process.once('exit', () => {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    });
+  }
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+}
+
 /** Prefix that pins a command to one CPU when taskset exists (the gateway core). */
 export function pinned(cpu: number | null, command: string, args: string[]): [string, string[]] {
   return cpu === null ? [command, args] : ['taskset', ['-c', String(cpu), command, ...args]];
@@ -34,7 +50,8 @@ export function which(command: string): string | null {
   return r.status === 0 ? r.stdout.toString().trim() : null;
 }
 
-async function freePort(): Promise<number> {
+/** A port that was free a moment ago (the child binds it; the race is harmless on a bench machine). */
+export async function freePort(): Promise<number> {
   const s = net.createServer();
   s.listen(0, '127.0.0.1');
   await once(s, 'listening');
@@ -60,8 +77,11 @@ async function waitForPort(port: number, child: ChildProcess, name: string): Pro
 function stopper(child: ChildProcess): () => Promise<void> {
   return async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
     child.kill('SIGTERM');
-    await once(child, 'exit');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
   };
 }
 
@@ -72,13 +92,12 @@ export async function startHaproxy(files: ForwarderFiles, upstreamPort: number, 
   const cfg = path.join(files.dir, 'haproxy.cfg');
   // haproxy wants certificate and key in one PEM (crt); ca-file + verify required = mutual TLS.
   const combined = path.join(files.dir, 'haproxy-crt.pem');
-  const { readFileSync } = await import('node:fs');
   writeFileSync(combined, readFileSync(files.certFile, 'utf8') + readFileSync(files.keyFile, 'utf8'));
   writeFileSync(cfg, [
     'global',
     '  nbthread 1',
-    '  maxconn 20000',
-    '  tune.ssl.default-dh-param 2048',
+    // 4,000 connections need ~8,000 fds, under the usual 20,000 hard limit haproxy must stay within.
+    '  maxconn 4000',
     'defaults',
     '  mode tcp',
     '  timeout connect 10s',
@@ -93,6 +112,7 @@ export async function startHaproxy(files: ForwarderFiles, upstreamPort: number, 
   ].join('\n'));
   const [cmd, args] = pinned(cpu, bin, ['-db', '-f', cfg]);
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  trackChild(child);
   await waitForPort(port, child, 'haproxy');
   return { name: 'haproxy', port, pid: child.pid!, stop: stopper(child) };
 }
@@ -120,6 +140,7 @@ export async function startStunnel(files: ForwarderFiles, upstreamPort: number, 
   ].join('\n'));
   const [cmd, args] = pinned(cpu, bin, [cfg]);
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore'] });
+  trackChild(child);
   await waitForPort(port, child, 'stunnel');
   return { name: 'stunnel', port, pid: child.pid!, stop: stopper(child) };
 }
@@ -130,6 +151,7 @@ export async function startNodeTlsForwarder(files: ForwarderFiles, upstreamPort:
   const script = new URL('./tls-forwarder.ts', import.meta.url).pathname;
   const [cmd, args] = pinned(cpu, process.execPath, ['--import', 'tsx', script, cfg]);
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  trackChild(child);
   const lines = createInterface({ input: child.stdout! });
   const [line] = (await once(lines, 'line')) as [string];
   const port = Number(/listening (\d+)/.exec(line)?.[1]);

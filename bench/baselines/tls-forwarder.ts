@@ -25,14 +25,17 @@ const server = tls.createServer(
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: 'TLSv1.3',
+    // Each direction's EOF stays independent (upload half-closes, then reads the byte count back).
+    allowHalfOpen: true,
   },
   (client) => {
     client.setNoDelay(true);
-    const upstream = net.connect({ host: '127.0.0.1', port: config.upstreamPort });
+    const upstream = net.connect({ host: '127.0.0.1', port: config.upstreamPort, allowHalfOpen: true });
     upstream.setNoDelay(true);
-    // allowHalfOpen keeps each direction's EOF independent, like the tunnel pipe.
+    // pipe() forwards each EOF as a write shutdown of the other side, like the tunnel pipe.
     client.pipe(upstream);
     upstream.pipe(client);
+    // Only an error tears both down: a side that finished cleanly still flushes what pipe() queued.
     const teardown = () => {
       client.destroy();
       upstream.destroy();

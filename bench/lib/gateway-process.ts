@@ -1,13 +1,14 @@
 /**
  * Starts waygate as its own process, pinned to the gateway CPU, exactly as an operator would
- * (`waygate serve` with flags), so its CPU and RSS are read from /proc like haproxy's.
+ * (`waygate serve --config gateway.yaml`), so its CPU and RSS are read from /proc like haproxy's.
+ * The config follows src/config/schema.ts (`kind: GatewayConfig`); one worker, so the one pid we
+ * measure is the whole gateway.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { pinned, type RunningForwarder } from '../baselines/forwarders.ts';
+import { freePort, pinned, trackChild, type RunningForwarder } from '../baselines/forwarders.ts';
 
 export interface GatewayFiles {
   dir: string;
@@ -18,29 +19,34 @@ export interface GatewayFiles {
   auditFile: string;
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+export interface GatewayProcessOptions {
+  /** CPU to pin the gateway to (taskset), or null to leave it unpinned. */
+  cpu: number | null;
+  /** When set, node writes a V8 CPU profile (`--cpu-prof`) into this directory when the gateway exits. */
+  cpuProfileDir?: string;
+  /** Name of the config file inside `files.dir` (several gateways may share one directory). */
+  configName?: string;
+  /** Extra `waygate serve` flags. */
+  extraArgs?: string[];
+  /** Extra node flags (e.g. `--heapsnapshot-signal=SIGUSR2`, `--diagnostic-dir=DIR`). */
+  nodeFlags?: string[];
 }
 
 export interface RunningGateway extends RunningForwarder {
   adminPort: number;
   readyPort: number;
   metricsPort: number;
+  configFile: string;
 }
 
-export async function startGateway(files: GatewayFiles, cpu: number | null, extraArgs: string[] = []): Promise<RunningGateway> {
-  const [port, adminPort, readyPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  const configFile = path.join(files.dir, 'gateway.yaml');
-  writeFileSync(configFile, [
+/** The gateway config of the benchmark: loopback only, one worker, audit to a file, no file watch. */
+export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; admin: number; ready: number; metrics: number }): string {
+  return [
     'apiVersion: waygate.dev/v1alpha1',
     'kind: GatewayConfig',
+    'metadata: { name: bench }',
     'spec:',
-    `  listen: 127.0.0.1:${port}`,
+    `  listen: 127.0.0.1:${ports.hbone}`,
     '  tls:',
     `    certFile: ${files.certFile}`,
     `    keyFile: ${files.keyFile}`,
@@ -48,42 +54,77 @@ export async function startGateway(files: GatewayFiles, cpu: number | null, extr
     '  trustDomains: [cluster.local]',
     '  policies:',
     `    paths: [${files.policiesDir}]`,
+    // Reloads are triggered explicitly (POST /debug/reload) so the reload scenario times exactly one load.
+    '    watch: false',
     '  defaultAction: DENY',
     '  destinations:',
     '    allow:',
     '      - cidr: 127.0.0.1/32',
+    '  limits:',
+    // The idle scenario holds 10,000 tunnels over 50+ connections; the default cap is 10,000 connections.
+    '    maxConnections: 0',
     '  audit:',
     `    destination: ${files.auditFile}`,
     '  log:',
     '    level: warn',
     '  admin:',
-    `    adminAddress: 127.0.0.1:${adminPort}`,
-    `    readyAddress: 127.0.0.1:${readyPort}`,
-    `    metricsAddress: 127.0.0.1:${metricsPort}`,
+    `    adminAddress: 127.0.0.1:${ports.admin}`,
+    `    readyAddress: 127.0.0.1:${ports.ready}`,
+    `    metricsAddress: 127.0.0.1:${ports.metrics}`,
+    '  workers: 1',
     '',
-  ].join('\n'));
+  ].join('\n');
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  // A graceful drain (DESIGN §5) finishes within drainTimeoutMs; SIGKILL only if it hangs well past it.
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export async function startGateway(files: GatewayFiles, opts: GatewayProcessOptions): Promise<RunningGateway> {
+  const ports = { hbone: await freePort(), admin: await freePort(), ready: await freePort(), metrics: await freePort() };
+  const configFile = path.join(files.dir, opts.configName ?? 'gateway.yaml');
+  writeFileSync(configFile, gatewayConfigYaml(files, ports));
   const bin = new URL('../../bin/waygate.js', import.meta.url).pathname;
-  const [cmd, args] = pinned(cpu, process.execPath, [bin, 'serve', '--config', configFile, ...extraArgs]);
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NODE_ENV: 'production' } });
+  const nodeFlags: string[] = [...(opts.nodeFlags ?? [])];
+  if (opts.cpuProfileDir) {
+    mkdirSync(opts.cpuProfileDir, { recursive: true });
+    nodeFlags.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfileDir);
+  }
+  const [cmd, args] = pinned(opts.cpu, process.execPath, [...nodeFlags, bin, 'serve', '--config', configFile, ...(opts.extraArgs ?? [])]);
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+  trackChild(child);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    // Keep the tail for the error message; warnings are forwarded so a broken run is visible.
+    stderr = (stderr + d).slice(-8192);
+    process.stderr.write(`[waygate] ${d}`);
+  });
   // Ready means TLS material and a policy snapshot are loaded (DESIGN §5): poll the probe like kubelet.
   for (let attempt = 0; ; attempt++) {
-    if (child.exitCode !== null) throw new Error(`waygate exited with ${child.exitCode} before becoming ready`);
-    const ok = await fetch(`http://127.0.0.1:${readyPort}/healthz/ready`).then((r) => r.ok, () => false);
+    if (child.exitCode !== null) throw new Error(`waygate exited with ${child.exitCode} before becoming ready:\n${stderr}`);
+    const ok = await fetch(`http://127.0.0.1:${ports.ready}/healthz/ready`).then((r) => r.ok, () => false);
     if (ok) break;
-    if (attempt > 400) throw new Error('waygate did not become ready within 20 s');
-    await new Promise((r) => setTimeout(r, 50));
+    if (attempt > 600) {
+      await stopChild(child);
+      throw new Error(`waygate did not become ready within 30 s:\n${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50)); // another process's port: no event to await
   }
   return {
     name: 'waygate',
-    port,
+    port: ports.hbone,
     pid: child.pid!,
-    adminPort,
-    readyPort,
-    metricsPort,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      await once(child, 'exit');
-    },
+    adminPort: ports.admin,
+    readyPort: ports.ready,
+    metricsPort: ports.metrics,
+    configFile,
+    stop: () => stopChild(child),
   };
 }

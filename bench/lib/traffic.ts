@@ -47,14 +47,40 @@ export function tlsOpener(port: number, creds: ClientTls): Opener {
   };
 }
 
-async function readAll(stream: Duplex): Promise<{ bytes: number; tail: Buffer }> {
-  let bytes = 0;
-  let tail: Buffer = Buffer.alloc(0);
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    tail = chunk.length >= 8 ? chunk.subarray(chunk.length - 8) : Buffer.concat([tail, chunk]).subarray(-8);
+/**
+ * Waits for a stream both sides have ended to close by itself. Destroying it instead would make an
+ * HTTP/2 stream send RST_STREAM(CANCEL), and nghttp2 (Node >= 20.8) answers more than ~1,000 resets
+ * per connection with GOAWAY(INTERNAL_ERROR) (its CVE-2023-44487 "rapid reset" limit), so a client
+ * that resets every finished tunnel gets its connection closed: real clients end streams cleanly.
+ */
+export async function finish(stream: Duplex): Promise<void> {
+  if (stream.destroyed || (stream as { closed?: boolean }).closed) return;
+  const timer = setTimeout(() => stream.destroy(), 10_000);
+  try {
+    await once(stream, 'close');
+  } catch {
+    // an error after both EOFs still closes the stream: nothing left to wait for
+  } finally {
+    clearTimeout(timer);
   }
-  return { bytes, tail };
+}
+
+/**
+ * Reads to EOF with listeners, not `for await`: the async iterator destroys the stream when it
+ * finishes, which for an HTTP/2 stream means a RST_STREAM (see finish()).
+ */
+function readAll(stream: Duplex): Promise<{ bytes: number; tail: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let bytes = 0;
+    let tail: Buffer = Buffer.alloc(0);
+    stream.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      tail = chunk.length >= 8 ? chunk.subarray(chunk.length - 8) : Buffer.concat([tail, chunk]).subarray(-8);
+    });
+    stream.once('end', () => resolve({ bytes, tail }));
+    stream.once('error', reject);
+    stream.once('close', () => reject(new Error(`stream closed after ${bytes} bytes without EOF`)));
+  });
 }
 
 async function writeBytes(stream: Duplex, total: number): Promise<void> {
@@ -70,26 +96,32 @@ async function writeBytes(stream: Duplex, total: number): Promise<void> {
 export async function upload(open: Opener, total: number): Promise<void> {
   const s = await open();
   const reading = readAll(s);
+  // If the write side fails first, the read side's rejection must not go unhandled.
+  reading.catch(() => undefined);
   s.write('U');
   await writeBytes(s, total);
   s.end();
   const { tail } = await reading;
   const got = Number(tail.readBigUInt64BE(0));
   if (got !== total) throw new Error(`upload: destination received ${got} of ${total} bytes`);
-  s.destroy();
+  await finish(s);
 }
 
 /** Destination -> client: asks for `total` bytes and reads them to EOF. */
 export async function download(open: Opener, total: number): Promise<void> {
   const s = await open();
   const reading = readAll(s);
+  reading.catch(() => undefined);
   const cmd = Buffer.alloc(9);
   cmd.write('D');
   cmd.writeBigUInt64BE(BigInt(total), 1);
-  s.end(cmd);
+  // Half-close only after the destination's EOF: stunnel tears the whole connection down when the
+  // client's close_notify arrives while it is still sending, truncating the download.
+  s.write(cmd);
   const { bytes } = await reading;
+  s.end();
   if (bytes !== total) throw new Error(`download: received ${bytes} of ${total} bytes`);
-  s.destroy();
+  await finish(s);
 }
 
 /** One short exchange: open, `size`-byte echo, close. The CONNECT-setup unit of work. */
@@ -97,11 +129,12 @@ export async function echoOnce(open: Opener, size = 100): Promise<void> {
   const s = await open();
   const payload = Buffer.alloc(size, 0x63);
   const reading = readAll(s);
+  reading.catch(() => undefined);
   s.write('E');
   s.end(payload);
   const { bytes } = await reading;
   if (bytes !== size) throw new Error(`echo: got ${bytes} of ${size} bytes`);
-  s.destroy();
+  await finish(s);
 }
 
 /** Ping-pong of `size`-byte messages over one stream; returns round-trip times in microseconds. */
@@ -128,8 +161,10 @@ export async function echoLatency(open: Opener, messages: number, size = 64): Pr
     await done;
     rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
   }
+  const ended = once(s, 'end');
   s.end();
-  s.destroy();
+  await ended;
+  await finish(s);
   return rtts;
 }
 
