@@ -229,10 +229,14 @@ function makeClientSession(session: ClientHttp2Session, serverIdentity: PeerIden
           stream.removeListener('error', onError);
           const status = Number(resHeaders[':status']);
           if (status !== 200) {
-            // A refused tunnel is finished: the server ended its side, we end ours (ztunnel resets
-            // the application connection on any non-200).
+            // A refused tunnel is finished: the server ended its side, we end ours with END_STREAM
+            // (ztunnel resets the application connection on any non-200). Not RST_STREAM: Node's
+            // nghttp2 answers a burst of ~1,000 stream resets on one connection with
+            // GOAWAY(INTERNAL_ERROR) (rapid-reset mitigation), which would take every other tunnel
+            // of the connection down with it.
             stream.on('error', () => {});
-            stream.close(http2.constants.NGHTTP2_NO_ERROR);
+            stream.resume();
+            stream.end();
           }
           resolve({ status, stream, headers: resHeaders });
         });

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connectHbone } from '../../src/hbone/client.ts';
 import { testPki } from '../helpers/pki.ts';
-import { spiffe, startGateway, startUpstream } from './fixture.ts';
+import { makeDecision, spiffe, startGateway, startUpstream } from './fixture.ts';
 
 describe('HBONE server limits and audit headers', () => {
   test('maxConnections: a connection past the limit is dropped before TLS and reported to the observer', async () => {
@@ -33,6 +33,29 @@ describe('HBONE server limits and audit headers', () => {
       for await (const c of ok.stream as AsyncIterable<Buffer>) chunks.push(c);
       assert.equal(Buffer.concat(chunks).toString(), 'still here');
       await first.close();
+    } finally {
+      await gw.close();
+      await echo.close();
+    }
+  });
+
+  test('regression: 1,200 refused CONNECTs on one connection do not take it down (the client ends, never resets)', async () => {
+    const echo = await startUpstream('echo');
+    // Allow only the echo port: everything else is refused with 401 on the same connection.
+    const gw = await startGateway({ authorize: (ctx) => makeDecision(ctx.destination.port === echo.port, 'p', 'r') });
+    try {
+      const client = await gw.connect(spiffe('frontend'));
+      for (let batch = 0; batch < 12; batch++) {
+        const refused = await Promise.all(Array.from({ length: 100 }, () => client.openTunnel('127.0.0.1:9')));
+        for (const t of refused) assert.equal(t.status, 401);
+      }
+      const ok = await client.openTunnel(`127.0.0.1:${echo.port}`);
+      assert.equal(ok.status, 200);
+      ok.stream.end('alive');
+      const chunks: Buffer[] = [];
+      for await (const c of ok.stream as AsyncIterable<Buffer>) chunks.push(c);
+      assert.equal(Buffer.concat(chunks).toString(), 'alive');
+      await client.close();
     } finally {
       await gw.close();
       await echo.close();
