@@ -34,6 +34,7 @@ import type { PolicySnapshot } from '../src/policy/snapshot.ts';
 import { describeIndex } from '../src/policy/rule-index.ts';
 import { machineInfo } from './lib/proc.ts';
 import { fmt, quantile, table } from './lib/stats.ts';
+import { seededRandom as prng } from '../src/util/seeded-random.ts';
 
 export interface DecisionBenchOptions {
   quick: boolean;
@@ -284,16 +285,6 @@ const SCENARIOS: Record<ScenarioName, (n: number) => Scenario> = {
   'mix-opaque': mixOpaqueScenario,
 };
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Times `op` over the contexts in batches; returns ns/op per batch. */
 function measure(op: (ctx: DecisionContext) => unknown, contexts: readonly DecisionContext[], batches: number, batchSize: number): number[] {

@@ -21,6 +21,9 @@
  * held tunnels produce `draining` close records when the gateway is stopped under them.
  */
 import type { ClientName } from './identities.ts';
+import { seededRandom } from '../../src/util/seeded-random.ts';
+
+export { seededRandom };
 
 /** Where the scenarios point: the echo backends' host and the ports the example policies name. */
 export interface Targets {
@@ -216,17 +219,6 @@ export const SCENARIOS: readonly Scenario[] = [
   },
 ];
 
-/** mulberry32: a tiny seeded PRNG, so a seed gives the same mix, payloads and trace ids every run. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Picks `count` scenarios by weight, but first lists every scenario once, so even a short run

@@ -9,6 +9,7 @@ import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { AUDIT_SCHEMA_VERSION, type CloseRecord, type DecisionRecord, type ReloadRecord } from '../../src/audit/record.ts';
 import type { Reason, RuleRef } from '../../src/policy/decision.ts';
+import { seededRandom as rng } from '../../src/util/seeded-random.ts';
 
 export interface GenerateOptions {
   /** Decision records to generate (close/reload records come on top). */
@@ -39,17 +40,6 @@ export interface GroundTruth {
   lines: number;
 }
 
-/** mulberry32: small, fast, deterministic. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TD = 'cluster.local';
 const WORKLOADS = [

@@ -10,6 +10,7 @@ import { contextFromInput } from '../../src/policy/context-input.ts';
 import type { DefaultAction, Decision } from '../../src/policy/decision.ts';
 import type { PolicySnapshot } from '../../src/policy/snapshot.ts';
 import type { PolicyTestInput } from '../../src/policy/model.ts';
+import { seededRandom as prng } from '../../src/util/seeded-random.ts';
 
 interface P {
   name: string;
@@ -319,17 +320,6 @@ describe('decision order (DESIGN §3, Istio)', () => {
   });
 });
 
-/** Mulberry32: a small seeded PRNG, so a failing case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('rule index = full scan (property, seeded)', () => {
   const NAMESPACES = ['prod', 'dev', 'qa'];
