@@ -190,7 +190,8 @@ function addRead(path: string[], out: Analysis, opts: AnalyzeOptions): void {
   }
 }
 
-function flatten(node: ASTNode, op: '&&' | '||', out: ASTNode[] = []): ASTNode[] {
+/** The operands of a chain of one boolean operator: `a && (b && c)` -> [a, b, c]. */
+export function flatten(node: ASTNode, op: '&&' | '||', out: ASTNode[] = []): ASTNode[] {
   if (node.op === op) {
     flatten(node.args[0], op, out);
     flatten(node.args[1], op, out);

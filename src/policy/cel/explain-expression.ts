@@ -10,6 +10,7 @@
  * shown unevaluated.
  */
 import { serialize, type ASTNode } from '@marcbachmann/cel-js';
+import { flatten } from './analyze.ts';
 import type { Activation } from './compiled.ts';
 import type { CompiledCelExpression } from './compile-expression.ts';
 import { CelCidr, CelIp } from './functions-net.ts';
@@ -54,16 +55,6 @@ function errorText(e: unknown): string {
 
 function isLiteral(n: ASTNode): boolean {
   return n.op === 'value' || (n.op === 'list' && n.args.every(isLiteral)) || (n.op === 'map' && n.args.every((e) => isLiteral(e[0]) && isLiteral(e[1])));
-}
-
-function flatten(node: ASTNode, op: '&&' | '||', out: ASTNode[] = []): ASTNode[] {
-  if (node.op === op) {
-    flatten(node.args[0], op, out);
-    flatten(node.args[1], op, out);
-  } else {
-    out.push(node);
-  }
-  return out;
 }
 
 /** Explains `expr` against `activation` (the same activation the engine evaluated). */
