@@ -180,7 +180,8 @@ export const SCENARIOS: readonly Scenario[] = [
   {
     name: 'frontend uses a service name without a route', client: 'frontend', weight: 2,
     request: { kind: 'tunnel', authority: (t) => `api.prod.svc.cluster.local:${t.apiPort}`, headers: 'ztunnel' },
-    expectStatus: 401, expectReason: 'destination_not_allowed',
+    // No upstream for the name: 503 like ztunnel's "no upstream", not a policy-like refusal.
+    expectStatus: 503, expectReason: 'upstream_failed',
   },
   {
     name: 'prometheus scrapes a port with nothing listening', client: 'prometheus', weight: 3,

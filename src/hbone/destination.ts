@@ -9,7 +9,9 @@
  * operator who listed it on purpose. Unspecified (`0.0.0.0`, `::`: Linux dials them as the local
  * host), multicast and the limited broadcast address are never dialed.
  *
- * No DNS is ever resolved here: a `host:port` authority without a route has no destination.
+ * No DNS is ever resolved here: a `host:port` authority without a route has no destination
+ * (`no_route`; the server answers 503 as ztunnel does for a hostname it has no upstream for,
+ * while an address outside the allowed networks is a refusal with the deny status).
  */
 import { networkInterfaces } from 'node:os';
 import { WaygateError } from '../errors.ts';
@@ -51,8 +53,11 @@ export interface ResolvedDestination {
   port: number;
 }
 
-/** Outcome of {@link DestinationPolicy.check}. */
-export type DestinationCheck = 'ok' | 'not_allowed' | 'self_call';
+/**
+ * Outcome of {@link DestinationPolicy.check} / {@link DestinationPolicy.checkResolved}:
+ * `no_route` only for a `host:port` authority that no route maps to an address.
+ */
+export type DestinationCheck = 'ok' | 'not_allowed' | 'self_call' | 'no_route';
 
 interface CompiledEntry {
   cidr: ParsedCidr;
@@ -154,6 +159,12 @@ export class DestinationPolicy {
     if (target.kind === 'ip') return { ip: target.ip, host: '', port: target.port };
     const route = this.#routes.get(`${target.host}:${target.port}`);
     return route ? { ip: route.ip, host: target.host, port: route.port } : { ip: '', host: target.host, port: target.port };
+  }
+
+  /** Whether a resolved destination may be dialed: `no_route` for a host without a route, else {@link check}. */
+  checkResolved(d: ResolvedDestination): DestinationCheck {
+    if (d.ip === '') return d.host !== '' ? 'no_route' : 'not_allowed';
+    return this.check(d.ip, d.port);
   }
 
   /** Whether `ip:port` may be dialed. `self_call` wins over the allow-list (it is a loop, not a choice). */

@@ -7,12 +7,30 @@
  *   `session.setLocalWindowSize()` because SETTINGS cannot change it (RFC 9113 §6.9.2).
  * - Large windows need a larger `maxSessionMemory` or busy sessions hit ENHANCE_YOUR_CALM.
  * - 200 concurrent streams, header list <= 64 KiB, PING every 10 s, closed after 20 s unanswered.
+ *
+ * Memory bound per connection (docs/ztunnel-interop.md D14). Node hands the **connection** window
+ * back as soon as a DATA frame arrives (`node_http2.cc` `OnDataChunkReceived` consumes it before
+ * the JS stream reads anything); only the **stream** window waits for a reader. So the connection
+ * window does not bound what a peer can make the gateway buffer: every stream may fill its own
+ * window, whether its tunnel is open to a destination that does not read or still waiting for its
+ * dial (a peer may send DATA before the 200). The bound is therefore
+ *
+ *     maxConcurrentStreams x streamWindowBytes   (defaults: 200 x 1 MiB = 200 MiB)
+ *
+ * plus socket buffers, and of that at most `maxPendingDialsPerConnection x streamWindowBytes`
+ * (100 MiB by default, server.ts) before any answer. Hence the 1 MiB default stream window, the
+ * floor DESIGN §2 allows (ztunnel's 4 MiB would make it 800 MiB). `maxSessionMemory` only caps
+ * nghttp2's own buffers (frames queued to send, header tables), not the JS-side stream buffers;
+ * its default leaves room for two connection windows plus 16 MB of headers and output.
  */
 import type { Settings } from 'node:http2';
 import { WaygateError } from '../errors.ts';
 
 export interface H2Options {
-  /** SETTINGS_INITIAL_WINDOW_SIZE; default 4 MiB (ztunnel's), at least 1 MiB. */
+  /**
+   * SETTINGS_INITIAL_WINDOW_SIZE; default 1 MiB (DESIGN §2's floor), at least 1 MiB. It bounds
+   * the memory a peer can pin per stream (see the module comment): raise it with care.
+   */
   streamWindowBytes?: number;
   /** Connection receive window; default 4x the stream window, at least 4x. */
   connectionWindowBytes?: number;
@@ -20,7 +38,7 @@ export interface H2Options {
   maxConcurrentStreams?: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE; default 64 KiB. */
   maxHeaderListBytes?: number;
-  /** nghttp2 memory cap per session in MB; default derived from the windows. */
+  /** nghttp2 memory cap per session in MB; default max(32, 2 x connection window + 16 MB). */
   maxSessionMemoryMb?: number;
   /** Interval between keep-alive PINGs; default 10 s. */
   pingIntervalMs?: number;
@@ -33,6 +51,8 @@ export type ResolvedH2Options = Required<H2Options>;
 const MiB = 1024 * 1024;
 /** RFC 9113 §6.9.1: windows are at most 2^31-1. */
 const MAX_WINDOW = 2 ** 31 - 1;
+/** Default SETTINGS_INITIAL_WINDOW_SIZE: the memory bound per stream (module comment). */
+export const DEFAULT_STREAM_WINDOW_BYTES = MiB;
 
 function int(path: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -43,7 +63,7 @@ function int(path: string, v: unknown, min: number, max: number): number {
 
 /** Validates H2 options and fills in defaults; throws `WG_CONFIG` naming the field. */
 export function resolveH2Options(o: H2Options = {}): ResolvedH2Options {
-  const stream = int('h2.streamWindowBytes', o.streamWindowBytes ?? 4 * MiB, MiB, MAX_WINDOW);
+  const stream = int('h2.streamWindowBytes', o.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES, MiB, MAX_WINDOW);
   const conn = int('h2.connectionWindowBytes', o.connectionWindowBytes ?? Math.min(4 * stream, MAX_WINDOW), 1, MAX_WINDOW);
   if (conn < Math.min(4 * stream, MAX_WINDOW)) {
     throw new WaygateError(

@@ -6,10 +6,12 @@
  *   1. build the request context: validate the CONNECT (400), read the peer identity and the
  *      informational headers, resolve the destination, register the tunnel;
  *   2. authorize and dial: policy (401, configurable), allowed networks (deny status too: the
- *      gateway refused, the destination did not fail), self-call (503), connect (503);
+ *      gateway refused, the destination did not fail), a `host:port` without a route (503, as
+ *      ztunnel's "no upstream"), self-call (503), too many dials in flight on the connection
+ *      (503), connect (503); a client reset during the dial abandons the dial at once;
  *   3. answer 200 and pipe (tunnel.ts).
  * Exactly one decision record per CONNECT; one close record per tunnel that passed authorization
- * (including one whose dial then failed, after its 503 decision record).
+ * (including one refused with 503 after it: a failed dial, no route, a self-call, the dial cap).
  *
  * A peer whose certificate verifies but carries no accepted SPIFFE ID (no URI SAN that is a SPIFFE
  * ID, or a trust domain not accepted) keeps its TLS connection, and each of its CONNECTs is denied
@@ -28,7 +30,7 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/sink.ts';
@@ -95,6 +97,14 @@ export interface HboneServerOptions {
   maxConnections?: number;
   /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream. */
   proxyProtocol?: boolean;
+  /**
+   * Upstream dials in flight per HTTP/2 connection; a CONNECT beyond it is answered 503
+   * (`upstream_failed`, with a log line) without dialing. Bounds the sockets (and, with the
+   * stream window, the memory: h2-settings.ts) one peer can hold through CONNECTs not answered
+   * yet. Default 100: ztunnel opens at most 100 streams per connection, so a burst of new tunnels
+   * from a real ztunnel never meets the cap (64 would refuse such a burst of 100 simultaneous CONNECTs).
+   */
+  maxPendingDialsPerConnection?: number;
   log?: Logger;
   /** The snapshot in force, for records of CONNECTs refused before policy ran (bad_request, no_identity). */
   snapshotInfo?: () => { version: number; hash: string };
@@ -113,7 +123,10 @@ export interface HboneServer {
    * answered with the deny status. Returns how many were closed. Does not replace `authorize`.
    */
   recheck(authorize: Authorize): number;
-  /** GOAWAY everywhere, refuse new streams, wait up to `deadlineMs`, then reset what is left. */
+  /**
+   * Graceful GOAWAY on every connection (GOAWAY(2^31-1) + PING, then the final GOAWAY once the
+   * PING is acked), wait up to `deadlineMs` for the tunnels to finish, then reset what is left.
+   */
   drain(deadlineMs: number): Promise<{ remaining: number }>;
   close(): Promise<void>;
 }
@@ -136,11 +149,52 @@ interface ConnState {
   streams: number;
   pingSentAt: number;
   prefaceTimer: NodeJS.Timeout | null;
+  /** Upstream dials in flight on this connection (capped by maxPendingDialsPerConnection). */
+  pendingDials: number;
+  /** Set once the graceful GOAWAY started; resolves when the final GOAWAY has been submitted. */
+  drained: Promise<void> | null;
+  /** Submits the final GOAWAY now (drain deadline) if the PING ack has not done it yet. */
+  finishDrain: (() => void) | null;
+}
+
+/**
+ * What the failure path of one CONNECT must know (the catch around handleStream): what was
+ * already written, and the upstream socket while the server, not yet the tunnel, owns it.
+ */
+interface StreamScope {
+  base: Omit<RecordArgs, 'verdict' | 'reason' | 'status' | 'decision' | 'withRule' | 'destination'> | null;
+  destination: AuditDestination;
+  decision: Decision | null;
+  tunnel: Tunnel | null;
+  upstream: Socket | null;
+  recorded: boolean;
+}
+
+interface RecordArgs {
+  decisionId: string;
+  conn: ConnState;
+  streamId: number;
+  now: Date;
+  verdict: Verdict;
+  reason: Reason;
+  status: number;
+  decision: Decision | null;
+  /** Keep policy/rule of `decision` (false when the transport, not the policy, decided). */
+  withRule: boolean;
+  source: AuditSource;
+  destination: AuditDestination;
+  headers: Record<string, string>;
+  baggage: Record<string, string>;
+  traceId: string;
 }
 
 const NO_IDENTITY: Identity = Object.freeze({ principal: '', trustDomain: '', namespace: '', serviceAccount: '' });
 const EMPTY_SNAPSHOT = Object.freeze({ version: 0, hash: '' });
 const BOOT_ID = randomBytes(4).toString('hex');
+/** ztunnel's per-connection stream ceiling: a burst from a real ztunnel never meets the dial cap. */
+const DEFAULT_MAX_PENDING_DIALS = 100;
+/** RFC 9113 §6.8: a GOAWAY naming the largest stream id announces a shutdown without refusing any stream yet. */
+const MAX_STREAM_ID = 2 ** 31 - 1;
 
 function positiveInt(path: string, v: unknown, dflt: number, min = 1): number {
   const value = v ?? dflt;
@@ -215,6 +269,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     typeof headerAuditPolicyOpt === 'function' ? headerAuditPolicyOpt : () => headerAuditPolicyOpt;
   const maxConnections = positiveInt('maxConnections', opts.maxConnections, 0, 0);
   const proxyProtocol = opts.proxyProtocol === true;
+  const maxPendingDials = positiveInt('maxPendingDialsPerConnection', opts.maxPendingDialsPerConnection, DEFAULT_MAX_PENDING_DIALS);
   const observer = opts.observer;
   const audit = opts.audit;
   const log = opts.log;
@@ -226,6 +281,8 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
   const conns = new Set<ConnState>();
   let connSeq = 0;
   let draining = false;
+  /** The drain deadline passed (or close() ran): a stream that still slips in is answered 503. */
+  let drainDone = false;
   let closed = false;
   let listening = false;
 
@@ -276,6 +333,9 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       streams: 0,
       pingSentAt: 0,
       prefaceTimer: null,
+      pendingDials: 0,
+      drained: null,
+      finishDrain: null,
     };
     conns.add(conn);
     session.on('error', (err) => log?.debug({ connectionId: conn.id, err: err.message }, 'HTTP/2 session error'));
@@ -304,16 +364,8 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     });
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
       conn.streams++;
-      void handleStream(conn, stream, headers, rawHeaders).catch((err: unknown) => {
-        // A bug, not a peer's doing: reset the stream and make sure no registry entry outlives it.
-        log?.error({ err: (err as Error).message, connectionId: conn.id }, 'CONNECT handling failed');
-        for (const t of registry.values()) {
-          if (t.stream !== stream) continue;
-          if (t.state === 'pending') t.finishPending('error');
-          else t.fail('error', h2c.NGHTTP2_INTERNAL_ERROR);
-        }
-        if (!stream.destroyed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
-      });
+      const scope: StreamScope = { base: null, destination: { authority: '', ip: '', port: 0, host: '' }, decision: null, tunnel: null, upstream: null, recorded: false };
+      void handleStream(conn, stream, headers, rawHeaders, scope).catch((err: unknown) => onStreamFailure(conn, stream, scope, err));
     });
     if (draining) session.close();
     notify(observer, 'connectionOpened', { connectionId: conn.id, tlsVersion: conn.tlsVersion, hasIdentity: conn.identity !== null });
@@ -377,24 +429,6 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     } catch {
       return false;
     }
-  }
-
-  interface RecordArgs {
-    decisionId: string;
-    conn: ConnState;
-    streamId: number;
-    now: Date;
-    verdict: Verdict;
-    reason: Reason;
-    status: number;
-    decision: Decision | null;
-    /** Keep policy/rule of `decision` (false when the transport, not the policy, decided). */
-    withRule: boolean;
-    source: AuditSource;
-    destination: AuditDestination;
-    headers: Record<string, string>;
-    baggage: Record<string, string>;
-    traceId: string;
   }
 
   function writeDecision(a: RecordArgs): void {
@@ -463,29 +497,39 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     notify(observer, 'tunnelClosed', record);
   };
 
-  async function handleStream(conn: ConnState, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]): Promise<void> {
+  async function handleStream(conn: ConnState, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[], scope: StreamScope): Promise<void> {
     const now = new Date();
     const startedAt = performance.now();
     const decisionId = randomUUID();
     const streamId = stream.id ?? 0;
-    const parsed = parseRequestHeaders(rawHeaders);
     const source = sourceOf(conn);
-    const base = { decisionId, conn, streamId, now, source, headers: parsed.headers, baggage: parsed.baggage, traceId: parsed.traceId };
     stream.on('error', () => {});
+    // Known before anything can throw, so the failure path can always write the record.
+    scope.base = { decisionId, conn, streamId, now, source, headers: {}, baggage: {}, traceId: '' };
+    const parsed = parseRequestHeaders(rawHeaders);
+    const base = { decisionId, conn, streamId, now, source, headers: parsed.headers, baggage: parsed.baggage, traceId: parsed.traceId };
+    scope.base = base;
+    // Every decision record of this CONNECT goes through here, so the failure path knows whether one was written.
+    const record = (a: Omit<RecordArgs, keyof typeof base>): void => {
+      writeDecision({ ...base, ...a });
+      scope.recorded = true;
+    };
 
     // Phase 1: the request context.
     const req = parseConnectRequest(headers as Record<string, string | string[] | undefined>);
     if (!req.ok) {
       log?.debug({ connectionId: conn.id, streamId, err: req.error.message }, 'malformed CONNECT');
       const status = refuse(stream, 400) ? 400 : 0;
-      writeDecision({ ...base, verdict: 'deny', reason: 'bad_request', status, decision: null, withRule: false, destination: { authority: req.error.authority, ip: '', port: 0, host: '' } });
+      record({ verdict: 'deny', reason: 'bad_request', status, decision: null, withRule: false, destination: { authority: req.error.authority, ip: '', port: 0, host: '' } });
       return;
     }
     const resolved = destinations.resolve(req.request.target);
     const destination: AuditDestination = { authority: req.request.authority, ip: resolved.ip, port: resolved.port, host: resolved.host };
-    if (draining) {
+    scope.destination = destination;
+    if (drainDone) {
+      // Only a stream that slipped in past the final GOAWAY gets here (nghttp2 ignores later ones).
       const status = refuse(stream, 503) ? 503 : 0;
-      writeDecision({ ...base, verdict: 'deny', reason: 'draining', status, decision: null, withRule: false, destination });
+      record({ verdict: 'deny', reason: 'draining', status, decision: null, withRule: false, destination });
       return;
     }
     const context: DecisionContext = {
@@ -501,11 +545,21 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     );
     // Registered before the first check (DESIGN §3): a recheck from here on includes it.
     registry.register(tunnel);
+    scope.tunnel = tunnel;
     tunnel.watchStream();
-    const deny = (reason: Reason, status: number, decision: Decision | null, withRule: boolean, verdict: Verdict = 'deny'): void => {
+    const deny = (reason: Reason, status: number, decision: Decision | null, withRule: boolean): void => {
       const sent = refuse(stream, status) ? status : 0;
-      writeDecision({ ...base, verdict, reason, status: sent, decision, withRule, destination });
+      record({ verdict: 'deny', reason, status: sent, decision, withRule, destination });
       tunnel.finishPending(null);
+    };
+    // 503 after a policy allow, without a dial (no route, self-call, dial cap, no PROXY header).
+    // Recorded exactly like a failed dial (decision allow/upstream_failed/503 with the rule, then a
+    // close record upstream_failed), so every allow+upstream_failed record has its close record.
+    const unreachable = (decision: Decision): void => {
+      tunnel.authorized = true;
+      const sent = refuse(stream, 503) ? 503 : 0;
+      record({ verdict: 'allow', reason: 'upstream_failed', status: sent, decision, withRule: true, destination });
+      tunnel.finishPending('upstream_failed');
     };
 
     // Phase 2: authorize, check the destination, dial.
@@ -515,11 +569,20 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     }
     const decision = safeAuthorize(context);
     tunnel.decision = decision;
+    scope.decision = decision;
     if (decision.decision !== 'allow') {
       deny(decision.reason, denyStatus, decision, true);
       return;
     }
-    const verdict = resolved.ip === '' ? 'not_allowed' : destinations.check(resolved.ip, resolved.port);
+    const verdict = destinations.checkResolved(resolved);
+    if (verdict === 'no_route') {
+      // ztunnel answers a hostname it cannot resolve with 503 ("no upstream", NoHostname): the
+      // destination is unknown, not refused by the gateway (docs/ztunnel-interop.md D5). The
+      // policy allowed, so the record keeps its rule (reason upstream_failed: reason -> status one to one).
+      log?.info({ connectionId: conn.id, streamId, destination }, 'CONNECT to a host:port without a configured route: 503');
+      unreachable(decision);
+      return;
+    }
     if (verdict === 'not_allowed') {
       // Outside the allowed networks: the gateway refuses (deny status), it did not fail to reach it.
       deny('destination_not_allowed', denyStatus, decision, false);
@@ -529,14 +592,40 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       // DESIGN §2: a CONNECT to one of the gateway's own ports is answered 503 (a loop, not an
       // unreachable destination; reason upstream_failed keeps reason -> status one to one).
       log?.info({ connectionId: conn.id, destination }, 'CONNECT to the gateway itself refused');
-      deny('upstream_failed', 503, decision, true, 'allow');
+      unreachable(decision);
       return;
     }
+    if (conn.pendingDials >= maxPendingDials) {
+      // One peer must not pile up dials (each holds a socket, and its stream may hold a full
+      // stream window of early DATA: h2-settings.ts). Refused before dialing.
+      log?.warn({ connectionId: conn.id, streamId, destination, pendingDials: conn.pendingDials, limit: maxPendingDials }, 'too many upstream dials in flight on this connection: 503');
+      unreachable(decision);
+      return;
+    }
+    // The PROXY header is built before dialing: if it cannot be (the client's address is already
+    // gone), the CONNECT is refused with a record and no socket is ever opened.
+    let header: Buffer | null = null;
+    if (proxyProtocol) {
+      try {
+        header = encodeProxyV2({ sourceIp: source.ip, sourcePort: source.port, destinationIp: resolved.ip, destinationPort: resolved.port, spiffeId: source.principal });
+      } catch (err) {
+        log?.warn({ connectionId: conn.id, streamId, err: (err as Error).message }, 'cannot build the PROXY header: 503');
+        unreachable(decision);
+        return;
+      }
+    }
     tunnel.authorized = true;
+    if (tunnel.streamClosed) {
+      // Reset before the dial could start: nothing to dial for.
+      record({ verdict: 'allow', reason: decision.reason, status: 0, decision, withRule: true, destination });
+      tunnel.finishPending('client_reset');
+      return;
+    }
     const dial = dialUpstream(resolved.ip, resolved.port, connectTimeoutMs);
     tunnel.setDial(dial);
+    conn.pendingDials++;
     const dialStart = performance.now();
-    let upstream;
+    let upstream: Socket;
     try {
       upstream = await dial.promise;
     } catch (err) {
@@ -546,34 +635,80 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
         answerRevoked(tunnel, tunnel.revoked, base, destination, decision);
         return;
       }
-      if (e.kind !== 'aborted') notify(observer, 'upstreamFailed', e.kind, Math.round(performance.now() - dialStart));
+      if (e.kind === 'aborted' || tunnel.streamClosed) {
+        // The client reset the stream while we dialed (Tunnel aborted the dial on the stream's
+        // close). The decision record keeps what the policy said, with status 0 (no answer could
+        // be sent); the close record says client_reset.
+        log?.debug({ connectionId: conn.id, streamId }, 'CONNECT reset by the client during the dial; dial abandoned');
+        record({ verdict: 'allow', reason: decision.reason, status: 0, decision, withRule: true, destination });
+        tunnel.finishPending('client_reset');
+        return;
+      }
+      notify(observer, 'upstreamFailed', e.kind, Math.round(performance.now() - dialStart));
       log?.info({ connectionId: conn.id, streamId, err: e.message }, 'upstream connect failed');
       const sent = refuse(stream, 503) ? 503 : 0;
-      writeDecision({ ...base, verdict: 'allow', reason: 'upstream_failed', status: sent, decision, withRule: true, destination });
+      record({ verdict: 'allow', reason: 'upstream_failed', status: sent, decision, withRule: true, destination });
       tunnel.finishPending('upstream_failed');
       return;
+    } finally {
+      conn.pendingDials--;
     }
+    // From here until tunnel.open() the socket is the server's: the failure path destroys it.
+    scope.upstream = upstream;
     tunnel.setDial(null);
     notify(observer, 'upstreamConnected', Math.round(performance.now() - dialStart));
     if (tunnel.revoked) {
+      scope.upstream = null;
       upstream.destroy();
       answerRevoked(tunnel, tunnel.revoked, base, destination, decision);
       return;
     }
-    if (stream.destroyed || stream.closed) {
-      // The client gave up while we dialed: no answer can be sent (status 0 in the record).
+    if (tunnel.streamClosed) {
+      // The client gave up as the dial completed: no answer can be sent (status 0 in the record).
+      scope.upstream = null;
       upstream.destroy();
-      writeDecision({ ...base, verdict: 'allow', reason: decision.reason, status: 0, decision, withRule: true, destination });
+      record({ verdict: 'allow', reason: decision.reason, status: 0, decision, withRule: true, destination });
       tunnel.finishPending('client_reset');
       return;
     }
 
     // Phase 3: 200 and pipe.
-    const header = proxyProtocol
-      ? encodeProxyV2({ sourceIp: source.ip, sourcePort: source.port, destinationIp: resolved.ip, destinationPort: resolved.port, spiffeId: source.principal })
-      : null;
-    writeDecision({ ...base, verdict: 'allow', reason: decision.reason, status: 200, decision, withRule: true, destination });
+    record({ verdict: 'allow', reason: decision.reason, status: 200, decision, withRule: true, destination });
+    scope.upstream = null; // handed over: the tunnel owns it from its first statement on
     tunnel.open(upstream, idleTimeoutMs, header);
+  }
+
+  /**
+   * A CONNECT whose handling threw (a bug, or a sink/hook that threw, not a peer's doing): the
+   * upstream socket the server still owns is destroyed, the one decision record is written if it
+   * was not yet, the client gets 503 if it can still be answered (a reset otherwise), and no
+   * registry entry outlives the stream.
+   */
+  function onStreamFailure(conn: ConnState, stream: ServerHttp2Stream, scope: StreamScope, err: unknown): void {
+    log?.error({ err: (err as Error)?.message ?? String(err), connectionId: conn.id, streamId: stream.id }, 'CONNECT handling failed');
+    try {
+      if (scope.upstream) {
+        scope.upstream.destroy();
+        scope.upstream = null;
+      }
+      const d = scope.decision;
+      const allowed = d?.decision === 'allow';
+      if (!scope.recorded && scope.base) {
+        // Fail closed (DESIGN §3). After a policy allow the transport failed (503, upstream_failed,
+        // rule kept); before one there is no decision to show (eval_error, the deny status).
+        const status = allowed ? 503 : denyStatus;
+        const sent = refuse(stream, status) ? status : 0;
+        writeDecision({ ...scope.base, verdict: allowed ? 'allow' : 'deny', reason: allowed ? 'upstream_failed' : 'eval_error', status: sent, decision: d, withRule: allowed, destination: scope.destination });
+        scope.recorded = true;
+      }
+    } catch (again) {
+      log?.error({ err: (again as Error)?.message ?? String(again), connectionId: conn.id }, 'could not record the failed CONNECT');
+    } finally {
+      const t = scope.tunnel;
+      if (t && t.state === 'pending') t.finishPending('error');
+      else if (t && t.state === 'open') t.fail('error', h2c.NGHTTP2_INTERNAL_ERROR);
+      if (!stream.destroyed && !stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
+    }
   }
 
   function answerRevoked(
@@ -598,6 +733,60 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     if (sent === 0 && !tunnel.stream.destroyed) tunnel.stream.close(h2c.NGHTTP2_CANCEL);
     writeDecision({ ...base, verdict: 'deny', reason: 'draining', status: sent, decision: original, withRule: false, destination });
     tunnel.finishPending(rev.reason);
+  }
+
+  /**
+   * ztunnel's (hyper's) graceful shutdown of one connection, RFC 9113 §6.8: GOAWAY(NO_ERROR,
+   * 2^31-1) tells the client to open no new stream without refusing any already on the way; a
+   * PING sent after it comes back once the client has read the GOAWAY (one round trip); then
+   * `session.close()` sends the final GOAWAY with the last stream id processed, and open streams
+   * finish. Resolves once the final GOAWAY is submitted (PING ack, PING failure, session gone, or
+   * `finishDrain()` at the drain deadline).
+   *
+   * Limit of Node 20: it exposes `nghttp2_submit_goaway` but not `nghttp2_submit_shutdown_notice`,
+   * and nghttp2 ignores every new stream once it has sent any GOAWAY of the former kind. So a
+   * CONNECT that raced the first GOAWAY is not served: the final GOAWAY's last stream id tells the
+   * client it was never processed (safe to retry, RFC 9113 §6.8) instead of a REFUSED_STREAM.
+   */
+  function gracefulGoaway(conn: ConnState): Promise<void> {
+    if (conn.drained) return conn.drained;
+    const session = conn.session;
+    let resolveDrained!: () => void;
+    conn.drained = new Promise<void>((resolve) => {
+      resolveDrained = resolve;
+    });
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      conn.finishDrain = null;
+      if (!session.closed && !session.destroyed) session.close();
+      resolveDrained();
+    };
+    conn.finishDrain = finish;
+    if (session.closed || session.destroyed) {
+      finish();
+      return conn.drained;
+    }
+    try {
+      session.goaway(h2c.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
+    } catch (err) {
+      log?.debug({ connectionId: conn.id, err: (err as Error).message }, 'graceful GOAWAY failed; closing');
+      finish();
+      return conn.drained;
+    }
+    // nghttp2 queues PING as urgent, ahead of a GOAWAY still waiting to be written; Node flushes
+    // the GOAWAY in a native immediate, which runs before this JS one, so the PING follows it.
+    setImmediate(() => {
+      if (done) return;
+      if (session.closed || session.destroyed) return finish();
+      try {
+        if (!session.ping(() => finish())) finish();
+      } catch {
+        finish();
+      }
+    });
+    return conn.drained;
   }
 
   const api: HboneServer = {
@@ -638,16 +827,19 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       draining = true;
       // Stop accepting connections (the callback fires only when every connection is gone).
       if (server.listening) server.close();
-      // GOAWAY on every session: in-flight streams finish, new ones are refused.
-      for (const conn of conns) if (!conn.session.closed) conn.session.close();
+      const finalGoaways = [...conns].map(gracefulGoaway);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        registry.whenEmpty(),
+        // Every final GOAWAY first (no stream can start after it), then every tunnel gone.
+        Promise.all(finalGoaways).then(() => registry.whenEmpty()),
         new Promise<void>((resolve) => {
           timer = setTimeout(resolve, deadlineMs);
         }),
       ]);
       clearTimeout(timer);
+      drainDone = true;
+      // Deadline: the final GOAWAY goes out now where a PING ack has not sent it yet.
+      for (const conn of conns) conn.finishDrain?.();
       const remaining = registry.revokeAll('draining');
       return { remaining };
     },
@@ -656,6 +848,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       if (closed) return;
       closed = true;
       draining = true;
+      drainDone = true;
       clearInterval(pingTicker);
       registry.revokeAll('session_closed');
       const done = new Promise<void>((resolve) => {

@@ -137,7 +137,12 @@ export class Tunnel {
     return this.#upstream ? Math.max(0, this.#upstream.bytesWritten - this.#headerBytes) : 0;
   }
 
-  /** Remembers the dial in flight so a revocation can abandon it. */
+  /** Whether the client side of the stream has closed (reset, or both directions ended). */
+  get streamClosed(): boolean {
+    return this.#streamClosed || this.stream.closed || this.stream.destroyed;
+  }
+
+  /** Remembers the dial in flight so a revocation or a client reset can abandon it. */
   setDial(dial: PendingDial | null): void {
     this.#dial = dial;
   }
@@ -265,8 +270,17 @@ export class Tunnel {
   #onStreamClose(): void {
     this.#streamClosed = true;
     const stream = this.stream;
+    if (this.state === 'pending') {
+      // The client reset (or lost) the stream before its answer: nobody is left to carry bytes
+      // for, so the dial is abandoned now instead of at its connect timeout (docs/ztunnel-interop.md
+      // §11 finding 2; reset streams stop counting against MAX_CONCURRENT_STREAMS, so an
+      // open-and-reset loop would otherwise pile up dials). The server sees the dial reject with
+      // kind `aborted` and finishes the tunnel as `client_reset`.
+      this.#dial?.abort();
+      return; // the server finishes pending tunnels itself
+    }
     const upstream = this.#upstream;
-    if (this.#closeReason === null && this.state !== 'pending') {
+    if (this.#closeReason === null) {
       const code = stream.rstCode ?? NO_ERROR;
       // RST_STREAM(NO_ERROR|CANCEL) is EOF from the client. `aborted` (Node: the stream closed
       // while our side was still sending) tells a tunnel cut short from one that finished; a

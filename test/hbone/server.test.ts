@@ -144,12 +144,16 @@ describe('HBONE server: allowed tunnels', () => {
       assert.equal((await readAll(t.stream)).toString(), 'routed');
       const d = await routed.sink.decisionFor(t.stream.id!);
       assert.deepEqual(d.destination, { authority: 'api.prod.svc.cluster.local:80', ip: '127.0.0.1', port: echo.port, host: 'api.prod.svc.cluster.local' });
-      // An unrouted host has no destination: refused with the deny status, nothing dialed.
+      // An unrouted host has no destination: 503 as ztunnel's "no upstream", nothing dialed; the
+      // policy allowed it, so the record keeps the rule.
       const before = echo.connections;
       const u = await client.openTunnel('other.svc:80');
-      assert.equal(u.status, 401);
+      assert.equal(u.status, 503);
       const du = await routed.sink.decisionFor(u.stream.id!);
-      assert.equal(du.reason, 'destination_not_allowed');
+      assert.equal(du.decision, 'allow');
+      assert.equal(du.reason, 'upstream_failed');
+      assert.equal(du.status, 503);
+      assert.equal(du.rule, 'sa-frontend');
       assert.equal(echo.connections, before);
     } finally {
       await routed.close();
