@@ -35,6 +35,7 @@ export interface ServeFlagValues {
   idleTimeoutMs?: number;
   maxConnections?: number;
   maxStreamsPerConnection?: number;
+  maxPendingDialsPerConnection?: number;
   proxyProtocol?: boolean;
   allowTls12?: boolean;
 }
@@ -113,6 +114,7 @@ export function addServeFlags(cmd: Command): Command {
     .option('--idle-timeout-ms <ms>', 'close idle tunnels after this long (0 = off)', integer(0, 30 * day))
     .option('--max-connections <n>', 'concurrent TLS connections (0 = unlimited)', integer(0, 10_000_000))
     .option('--max-streams-per-connection <n>', 'HTTP/2 max concurrent streams', integer(1, 2 ** 31 - 1))
+    .option('--max-pending-dials-per-connection <n>', 'upstream dials in flight per connection; beyond it 503 (default 100)', integer(1, 2 ** 31 - 1))
     .option('--proxy-protocol', 'send PROXY protocol v2 (with the SPIFFE ID) to upstreams')
     .option('--allow-tls12', 'accept TLS 1.2 clients');
 }
@@ -148,6 +150,7 @@ export function flagsToLayer(f: ServeFlagValues, cwd: string = process.cwd()): C
   const limits: ConfigLayer['limits'] = {};
   if (f.maxConnections !== undefined) limits.maxConnections = f.maxConnections;
   if (f.maxStreamsPerConnection !== undefined) limits.maxStreamsPerConnection = f.maxStreamsPerConnection;
+  if (f.maxPendingDialsPerConnection !== undefined) limits.maxPendingDialsPerConnection = f.maxPendingDialsPerConnection;
   if (Object.keys(limits).length) layer.limits = limits;
   if (f.auditLog !== undefined) layer.audit = { destination: f.auditLog === '-' ? '-' : abs(f.auditLog) };
   if (f.logLevel !== undefined) layer.log = { level: f.logLevel };

@@ -232,6 +232,8 @@ const specSchema = object<GatewayConfig>({
     maxStreamsPerConnection: int(1, 2 ** 31 - 1),
     // RFC 9113 §6.5.2 leaves the value open; below 1 KiB no real CONNECT fits.
     maxHeaderListBytes: int(1_024, 16 * 1024 * 1024),
+    // 0 would refuse every CONNECT; "unlimited" is not offered: the cap is what bounds a peer's dials.
+    maxPendingDialsPerConnection: int(1, 2 ** 31 - 1),
   }) as V<GatewayConfig['limits']>,
   audit: object<GatewayConfig['audit']>({
     // "-" is stdout; anything else is a file path, resolved against the config file's directory

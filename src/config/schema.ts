@@ -78,6 +78,13 @@ export interface GatewayConfig {
     maxStreamsPerConnection: number;
     /** HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE. */
     maxHeaderListBytes: number;
+    /**
+     * Upstream dials in flight per HTTP/2 connection; a CONNECT beyond it is answered 503
+     * (`upstream_failed`) without dialing. Bounds the sockets and buffered bytes one peer can hold
+     * through CONNECTs not answered yet. Default 100: a real ztunnel opens at most 100 streams per
+     * connection, so its bursts never meet the cap.
+     */
+    maxPendingDialsPerConnection: number;
   };
   audit: {
     /** `-` for stdout, else a file path (appended). */
@@ -134,7 +141,7 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
       drainTimeoutMs: defaultDrainTimeoutMs(env),
       idleTimeoutMs: 0,
     },
-    limits: { maxConnections: 10_000, maxStreamsPerConnection: 200, maxHeaderListBytes: 65_536 },
+    limits: { maxConnections: 10_000, maxStreamsPerConnection: 200, maxHeaderListBytes: 65_536, maxPendingDialsPerConnection: 100 },
     audit: {
       destination: '-',
       headers: { allow: [...DEFAULT_HEADER_AUDIT_POLICY.allow], redact: [...DEFAULT_HEADER_AUDIT_POLICY.redact] },

@@ -173,6 +173,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     ownPorts: opts.ownPorts,
     headerAuditPolicy: () => auditHeadersFor(store.current()),
     maxConnections: config.limits.maxConnections,
+    maxPendingDialsPerConnection: config.limits.maxPendingDialsPerConnection,
     proxyProtocol: config.proxyProtocol,
     log,
     snapshotInfo: () => {

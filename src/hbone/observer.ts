@@ -31,8 +31,11 @@ export interface HboneObserver {
   upstreamFailed?(kind: DialFailureKind, ms: number): void;
   /** A session was closed because PINGs went unanswered. */
   pingTimeout?(connectionId: string): void;
-  /** A connection was refused by a configured limit (counted, never silent). */
-  refused?(limit: 'max_connections'): void;
+  /**
+   * A connection (`max_connections`) or a CONNECT (`max_pending_dials`: too many upstream dials in
+   * flight on its connection) was refused by a configured limit (counted, never silent).
+   */
+  refused?(limit: 'max_connections' | 'max_pending_dials'): void;
 }
 
 /** Calls one observer hook, swallowing its errors. */

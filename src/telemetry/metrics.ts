@@ -13,9 +13,16 @@
  *
  * Each worker process has its own registry; in workers mode the primary merges them with
  * prom-client's `AggregatorRegistry.aggregate` (counters and histograms summed, gauges as declared).
+ *
+ * The counters bumped on every CONNECT and close (decisions, rule hits, tunnel closes and bytes,
+ * `istio_tcp_*`) do not go through prom-client's `inc(labels)` on the data path: that hashes and
+ * validates the label object on every call, and prom-client 15's `labels(...)` children do the
+ * same (they only bind the object). Each series is instead a cached {@link PendingSeries} found by a
+ * cheap string key, counted in a plain number and added to its counter when the registry collects
+ * (`collect`, run on every scrape and on `getMetricsAsJSON`), so the exposition is unchanged.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Decision, Reason, Verdict } from '../policy/decision.ts';
+import { Counter, Gauge, Histogram, Registry, type LabelValues } from 'prom-client';
+import type { DryRunOutcome, Reason, RuleRef, Verdict } from '../policy/decision.ts';
 import type { CloseReason, ReloadRecord } from '../audit/record.ts';
 
 /** Distinct source namespaces labelled before further ones become `other`. */
@@ -25,6 +32,7 @@ export const NAMESPACE_LABEL_CAP = 128;
 export type RefusalLimit =
   | 'max_connections'
   | 'max_streams_per_connection'
+  | 'max_pending_dials'
   | 'max_header_list_size'
   | 'handshake_timeout'
   | 'idle_timeout';
@@ -60,6 +68,86 @@ class CappedLabel {
   }
 }
 
+/** One labelled series of a counter: its label object, built once, and the count not yet collected. */
+interface PendingSeries {
+  readonly labels: LabelValues<string>;
+  pending: number;
+}
+
+/**
+ * The cached series of one counter, keyed by a string the caller builds from the label values
+ * (cheaper than prom-client hashing a label object). Counts land in the counter on {@link flush}.
+ * Bounded: every key comes from a closed set, the capped namespace label, or the policy set in
+ * force (those caches are {@link clear}ed when a snapshot is applied).
+ */
+class SeriesCache {
+  private readonly series = new Map<string, PendingSeries>();
+  constructor(private readonly counter: Counter<string>) {}
+
+  /** The cached series for `key`, if any (`find(k) ?? add(k, labels)`: no allocation on a hit). */
+  find(key: string): PendingSeries | undefined {
+    return this.series.get(key);
+  }
+
+  /** Caches a new series. Counts reach the counter in order of first use, as with `inc(labels)`. */
+  add(key: string, labels: LabelValues<string>): PendingSeries {
+    const s: PendingSeries = { labels, pending: 0 };
+    this.series.set(key, s);
+    return s;
+  }
+
+  /** Adds the pending counts to the counter (prom-client calls this before reading it). */
+  flush(): void {
+    for (const s of this.series.values()) {
+      if (s.pending === 0) continue;
+      this.counter.inc(s.labels, s.pending);
+      s.pending = 0;
+    }
+  }
+
+  /** Flushes, then forgets every series (their values stay in the counter). */
+  clear(): void {
+    this.flush();
+    this.series.clear();
+  }
+
+  /** Cached series (tests check the caches stay bounded). */
+  get size(): number {
+    return this.series.size;
+  }
+}
+
+type IstioCounter = 'opened' | 'closed' | 'received' | 'sent';
+
+/**
+ * Istio's TCP series of one (capped) source namespace. Each is created on its first use, not all
+ * four at once, so series reach each counter in the order `inc(labels)` would have created them.
+ */
+type IstioSeries = { readonly labels: LabelValues<string> } & Record<IstioCounter, PendingSeries | null>;
+
+/**
+ * What the decision metrics read. A {@link DecisionRecord} (src/audit/record.ts) fits as is, so the
+ * observer passes the audit record without building an engine `Decision` per CONNECT.
+ */
+export interface DecisionFacts {
+  readonly decision: Verdict;
+  readonly reason: Reason;
+  /** The deciding policy and rule; on a transport refusal after an allow, the allowing ones. */
+  readonly policy: string | null;
+  readonly rule: string | null;
+  readonly audit: readonly RuleRef[];
+  readonly dryRun: DryRunOutcome | null;
+  readonly evalErrors: readonly { readonly policy: string; readonly rule: string }[];
+  /** 0 when policy never ran (bad_request, no_identity, refusals before evaluation). */
+  readonly evalMicros: number;
+}
+
+/** Reasons only the engine returns; any other is the transport's (DESIGN §4). */
+const ENGINE_REASONS: ReadonlySet<Reason> = new Set<Reason>(['allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error']);
+
+/** Key separator: NUL cannot occur in a Kubernetes object name, so policy/rule keys never collide. */
+const SEP = '\u0000';
+
 const DECISION_BUCKETS_S = [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
 const CONNECT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -77,14 +165,14 @@ export class GatewayMetrics {
   readonly connectionsClosed = new Counter({ name: 'waygate_connections_closed_total', help: 'TLS connections closed.', registers: [this.registry] });
   readonly connectionsActive = new Gauge({ name: 'waygate_connections_active', help: 'Open TLS connections.', registers: [this.registry] });
   readonly tunnelsActive = new Gauge({ name: 'waygate_tunnels_active', help: 'Open CONNECT tunnels (allowed and piping bytes).', registers: [this.registry] });
-  readonly tunnelsClosed = new Counter({ name: 'waygate_tunnels_closed_total', help: 'Tunnels closed, by close reason.', labelNames: ['reason'], registers: [this.registry] });
-  readonly decisions = new Counter({ name: 'waygate_connect_decisions_total', help: 'CONNECT decisions, by verdict and reason.', labelNames: ['decision', 'reason'], registers: [this.registry] });
-  readonly ruleHits = new Counter({ name: 'waygate_rule_hits_total', help: 'Rules that decided, matched as AUDIT, or matched in dry run; by policy, rule, action and mode.', labelNames: ['policy', 'rule', 'action', 'mode'], registers: [this.registry] });
-  readonly dryRunWouldDeny = new Counter({ name: 'waygate_dry_run_would_deny_total', help: 'Allowed tunnels that enforcing the dry-run policies would have denied, by the dry-run policy that denied.', labelNames: ['policy'], registers: [this.registry] });
-  readonly evalErrors = new Counter({ name: 'waygate_rule_eval_errors_total', help: 'Rule evaluations that raised an error (fail-closed applied), by policy and rule.', labelNames: ['policy', 'rule'], registers: [this.registry] });
+  readonly tunnelsClosed = new Counter({ name: 'waygate_tunnels_closed_total', help: 'Tunnels closed, by close reason.', labelNames: ['reason'], registers: [this.registry], collect: (): void => this.closeSeries.flush() });
+  readonly decisions = new Counter({ name: 'waygate_connect_decisions_total', help: 'CONNECT decisions, by verdict and reason.', labelNames: ['decision', 'reason'], registers: [this.registry], collect: (): void => this.decisionSeries.flush() });
+  readonly ruleHits = new Counter({ name: 'waygate_rule_hits_total', help: 'Rules that decided, matched as AUDIT, or matched in dry run; by policy, rule, action and mode.', labelNames: ['policy', 'rule', 'action', 'mode'], registers: [this.registry], collect: (): void => this.ruleHitSeries.flush() });
+  readonly dryRunWouldDeny = new Counter({ name: 'waygate_dry_run_would_deny_total', help: 'Allowed tunnels that enforcing the dry-run policies would have denied, by the dry-run policy that denied.', labelNames: ['policy'], registers: [this.registry], collect: (): void => this.dryRunSeries.flush() });
+  readonly evalErrors = new Counter({ name: 'waygate_rule_eval_errors_total', help: 'Rule evaluations that raised an error (fail-closed applied), by policy and rule.', labelNames: ['policy', 'rule'], registers: [this.registry], collect: (): void => this.evalErrorSeries.flush() });
   readonly decisionDuration = new Histogram({ name: 'waygate_decision_duration_seconds', help: 'Policy evaluation time per CONNECT.', buckets: DECISION_BUCKETS_S, registers: [this.registry] });
   readonly upstreamConnectDuration = new Histogram({ name: 'waygate_upstream_connect_duration_seconds', help: 'Time to connect to the destination, by result.', labelNames: ['result'], buckets: CONNECT_BUCKETS_S, registers: [this.registry] });
-  readonly tunnelBytes = new Counter({ name: 'waygate_tunnel_bytes_total', help: 'Tunnel payload bytes; received = from the client toward the destination, sent = back to the client.', labelNames: ['direction'], registers: [this.registry] });
+  readonly tunnelBytes = new Counter({ name: 'waygate_tunnel_bytes_total', help: 'Tunnel payload bytes; received = from the client toward the destination, sent = back to the client.', labelNames: ['direction'], registers: [this.registry], collect: (): void => this.byteSeries.flush() });
   readonly reloads = new Counter({ name: 'waygate_policy_reloads_total', help: 'Policy loads, by result and trigger.', labelNames: ['result', 'trigger'], registers: [this.registry] });
   readonly reloadClosedTunnels = new Counter({ name: 'waygate_policy_recheck_closed_tunnels_total', help: 'Live tunnels closed because a new snapshot denied them.', registers: [this.registry] });
   readonly snapshotInfo = new Gauge({ name: 'waygate_policy_snapshot_info', help: 'The policy snapshot in force (value 1).', labelNames: ['version', 'hash'], aggregator: 'max', registers: [this.registry] });
@@ -99,10 +187,28 @@ export class GatewayMetrics {
   readonly ready = new Gauge({ name: 'waygate_ready', help: '1 when ready to serve (TLS material and a snapshot loaded, not draining).', aggregator: 'min', registers: [this.registry] });
 
   // Istio's standard TCP metrics (reporter="destination": the gateway terminates the tunnel).
-  readonly istioOpened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'Istio standard metric: TCP connections opened (tunnels).', labelNames: ISTIO_LABELS, registers: [this.registry] });
-  readonly istioClosed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'Istio standard metric: TCP connections closed (tunnels).', labelNames: ISTIO_LABELS, registers: [this.registry] });
-  readonly istioReceived = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Istio standard metric: bytes received from the source.', labelNames: ISTIO_LABELS, registers: [this.registry] });
-  readonly istioSent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Istio standard metric: bytes sent back to the source.', labelNames: ISTIO_LABELS, registers: [this.registry] });
+  readonly istioOpened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'Istio standard metric: TCP connections opened (tunnels).', labelNames: ISTIO_LABELS, registers: [this.registry], collect: (): void => this.istioOpenedSeries.flush() });
+  readonly istioClosed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'Istio standard metric: TCP connections closed (tunnels).', labelNames: ISTIO_LABELS, registers: [this.registry], collect: (): void => this.istioClosedSeries.flush() });
+  readonly istioReceived = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Istio standard metric: bytes received from the source.', labelNames: ISTIO_LABELS, registers: [this.registry], collect: (): void => this.istioReceivedSeries.flush() });
+  readonly istioSent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Istio standard metric: bytes sent back to the source.', labelNames: ISTIO_LABELS, registers: [this.registry], collect: (): void => this.istioSentSeries.flush() });
+
+  // Series caches (see the file comment). Rule hits, evaluation errors and dry-run denials are keyed
+  // by policy and rule names, which only the snapshot in force defines: cleared on each applied snapshot.
+  private readonly decisionSeries = new SeriesCache(this.decisions);
+  private readonly ruleHitSeries = new SeriesCache(this.ruleHits);
+  private readonly evalErrorSeries = new SeriesCache(this.evalErrors);
+  private readonly dryRunSeries = new SeriesCache(this.dryRunWouldDeny);
+  private readonly closeSeries = new SeriesCache(this.tunnelsClosed);
+  private readonly byteSeries = new SeriesCache(this.tunnelBytes);
+  private readonly istioOpenedSeries = new SeriesCache(this.istioOpened);
+  private readonly istioClosedSeries = new SeriesCache(this.istioClosed);
+  private readonly istioReceivedSeries = new SeriesCache(this.istioReceived);
+  private readonly istioSentSeries = new SeriesCache(this.istioSent);
+  private readonly istioCaches: Record<IstioCounter, SeriesCache> = {
+    opened: this.istioOpenedSeries, closed: this.istioClosedSeries, received: this.istioReceivedSeries, sent: this.istioSentSeries,
+  };
+  /** Capped source namespace -> its Istio series (at most the cap plus `other` and `unknown`). */
+  private readonly istioByNamespace = new Map<string, IstioSeries>();
 
   constructor(opts: MetricsOptions = {}) {
     this.namespaces = new CappedLabel(opts.namespaceCap ?? NAMESPACE_LABEL_CAP);
@@ -115,49 +221,98 @@ export class GatewayMetrics {
 
   /** Istio label set for a tunnel whose verified source namespace is `sourceNamespace`. */
   istioLabels(sourceNamespace: string): Record<(typeof ISTIO_LABELS)[number], string> {
+    return this.istioLabelsOf(this.namespaces.value(sourceNamespace));
+  }
+
+  private istioLabelsOf(cappedNamespace: string): Record<(typeof ISTIO_LABELS)[number], string> {
     return {
       reporter: 'destination',
       connection_security_policy: 'mutual_tls',
-      source_workload_namespace: this.namespaces.value(sourceNamespace),
+      source_workload_namespace: cappedNamespace,
       destination_workload: this.workload.name,
       destination_workload_namespace: this.workload.namespace,
     };
   }
 
-  /** Records one CONNECT decision (engine verdict or a transport refusal) and its rule hits. */
-  recordDecision(verdict: Verdict, reason: Reason, decision: Decision | null): void {
-    this.decisions.inc({ decision: verdict, reason });
-    if (!decision) return;
-    this.decisionDuration.observe(decision.evalMicros / 1e6);
-    if (decision.policy !== null && decision.rule !== null) {
-      // The deciding rule's action follows from the verdict (Istio's order: DENY rules deny, ALLOW rules allow).
-      this.ruleHits.inc({ policy: decision.policy, rule: decision.rule, action: decision.decision === 'deny' ? 'DENY' : 'ALLOW', mode: 'Enforce' });
+  /** Adds `n` to one Istio counter's series of a source namespace (label object built once per capped value). */
+  private istioAdd(sourceNamespace: string, counter: IstioCounter, n: number): void {
+    const ns = this.namespaces.value(sourceNamespace);
+    let entry = this.istioByNamespace.get(ns);
+    if (entry === undefined) {
+      entry = { labels: this.istioLabelsOf(ns), opened: null, closed: null, received: null, sent: null };
+      this.istioByNamespace.set(ns, entry);
     }
-    for (const a of decision.audit) this.ruleHits.inc({ policy: a.policy, rule: a.rule, action: a.action, mode: a.mode });
-    for (const e of decision.evalErrors) this.evalErrors.inc({ policy: e.policy, rule: e.rule });
-    const dry = decision.dryRun;
+    const series = entry[counter] ?? (entry[counter] = this.istioCaches[counter].add(ns, entry.labels));
+    series.pending += n;
+  }
+
+  private ruleHit(policy: string, rule: string, action: string, mode: string): void {
+    const key = policy + SEP + rule + SEP + action + SEP + mode;
+    (this.ruleHitSeries.find(key) ?? this.ruleHitSeries.add(key, { policy, rule, action, mode })).pending++;
+  }
+
+  /**
+   * Records one CONNECT decision (engine verdict or a transport refusal) and its rule hits.
+   * Transport reasons (upstream_failed, destination_not_allowed) can follow an engine allow: the
+   * record then still names the allowing rule and carries its evaluation time. Reasons decided
+   * before policy ran (bad_request, no_identity) carry neither, and only the decision is counted.
+   */
+  recordDecision(d: DecisionFacts): void {
+    const { decision: verdict, reason } = d;
+    const key = verdict + SEP + reason;
+    (this.decisionSeries.find(key) ?? this.decisionSeries.add(key, { decision: verdict, reason })).pending++;
+    const engineReason = ENGINE_REASONS.has(reason);
+    if (!engineReason && d.policy === null && d.evalMicros <= 0) return;
+    // A transport refusal after policy ran follows an engine allow.
+    const engineVerdict: Verdict = engineReason ? verdict : 'allow';
+    this.decisionDuration.observe(d.evalMicros / 1e6);
+    if (d.policy !== null && d.rule !== null) {
+      // The deciding rule's action follows from the verdict (Istio's order: DENY rules deny, ALLOW rules allow).
+      this.ruleHit(d.policy, d.rule, engineVerdict === 'deny' ? 'DENY' : 'ALLOW', 'Enforce');
+    }
+    for (const a of d.audit) this.ruleHit(a.policy, a.rule, a.action, a.mode);
+    for (const e of d.evalErrors) {
+      const errKey = e.policy + SEP + e.rule;
+      (this.evalErrorSeries.find(errKey) ?? this.evalErrorSeries.add(errKey, { policy: e.policy, rule: e.rule })).pending++;
+    }
+    const dry = d.dryRun;
     if (dry) {
-      for (const m of dry.matches) this.ruleHits.inc({ policy: m.policy, rule: m.rule, action: m.action, mode: 'DryRun' });
-      if (dry.decision === 'deny' && decision.decision === 'allow') this.dryRunWouldDeny.inc({ policy: dry.policy ?? '(default)' });
+      for (const m of dry.matches) this.ruleHit(m.policy, m.rule, m.action, 'DryRun');
+      if (dry.decision === 'deny' && engineVerdict === 'allow') {
+        const policy = dry.policy ?? '(default)';
+        (this.dryRunSeries.find(policy) ?? this.dryRunSeries.add(policy, { policy })).pending++;
+      }
     }
   }
 
   tunnelOpened(sourceNamespace: string): void {
     this.tunnelsActive.inc();
-    this.istioOpened.inc(this.istioLabels(sourceNamespace));
+    this.istioAdd(sourceNamespace, 'opened', 1);
   }
 
   /** Adds payload bytes as they flow, so long-lived tunnels show progress between scrapes. */
   tunnelBytesAdded(sourceNamespace: string, direction: ByteDirection, bytes: number): void {
     if (bytes <= 0) return;
-    this.tunnelBytes.inc({ direction }, bytes);
-    (direction === 'received' ? this.istioReceived : this.istioSent).inc(this.istioLabels(sourceNamespace), bytes);
+    (this.byteSeries.find(direction) ?? this.byteSeries.add(direction, { direction })).pending += bytes;
+    this.istioAdd(sourceNamespace, direction === 'received' ? 'received' : 'sent', bytes);
   }
 
-  tunnelClosed(sourceNamespace: string, reason: CloseReason): void {
+  /** A tunnel closed; `opened` false for one that never answered 200 (only the close reason counts). */
+  tunnelClosed(sourceNamespace: string, reason: CloseReason, opened = true): void {
+    (this.closeSeries.find(reason) ?? this.closeSeries.add(reason, { reason })).pending++;
+    if (!opened) return;
     this.tunnelsActive.dec();
-    this.tunnelsClosed.inc({ reason });
-    this.istioClosed.inc(this.istioLabels(sourceNamespace));
+    this.istioAdd(sourceNamespace, 'closed', 1);
+  }
+
+  /** Cached series per counter, for tests asserting the caches stay bounded. */
+  cachedSeries(): { ruleHits: number; evalErrors: number; dryRunWouldDeny: number; istioNamespaces: number } {
+    return {
+      ruleHits: this.ruleHitSeries.size,
+      evalErrors: this.evalErrorSeries.size,
+      dryRunWouldDeny: this.dryRunSeries.size,
+      istioNamespaces: this.istioByNamespace.size,
+    };
   }
 
   /** Records a policy load and, when applied, the snapshot now in force. */
@@ -168,6 +323,11 @@ export class GatewayMetrics {
     // In workers mode the primary counts each reload once; workers only update the snapshot gauges.
     if (opts.count !== false) this.reloads.inc({ result: record.result, trigger: record.trigger });
     if (record.result !== 'applied') return;
+    // The new policy set may rename or drop policies and rules: forget their cached series so the
+    // caches hold only names in force (the counted values stay in the counters).
+    this.ruleHitSeries.clear();
+    this.evalErrorSeries.clear();
+    this.dryRunSeries.clear();
     this.snapshotInfo.reset();
     this.snapshotInfo.set({ version: String(record.snapshot.version), hash: record.snapshot.hash }, 1);
     this.snapshotRules.set(record.rules);

@@ -1,12 +1,11 @@
 /**
  * The HBONE server's observer hooks (src/hbone/observer.ts) mapped onto {@link GatewayMetrics}.
- * Everything here runs on the data path: constant work per event, no allocation beyond the label
- * objects prom-client needs.
+ * Everything here runs on the data path: constant work per event, and no allocation once each
+ * series has been seen (GatewayMetrics caches its label objects).
  */
 import type { CloseRecord, DecisionRecord } from '../audit/record.ts';
 import type { HandshakeFailureReason, HboneObserver } from '../hbone/observer.ts';
 import type { DialFailureKind } from '../hbone/upstream.ts';
-import type { Decision } from '../policy/decision.ts';
 import type { GatewayMetrics, RefusalLimit, TlsFailureReason } from './metrics.ts';
 
 /** Handshake failure reasons of the data plane -> the metric's label values. */
@@ -43,23 +42,8 @@ export function createMetricsObserver(metrics: GatewayMetrics): MetricsObserver 
       if (reason === 'timeout') metrics.refusals.inc({ limit: 'handshake_timeout' });
     },
     decision(record: DecisionRecord) {
-      // Transport reasons (upstream_failed, destination_not_allowed) can follow an engine allow:
-      // the record then still names the allowing rule and carries its evaluation time. Reasons
-      // decided before policy ran (bad_request, no_identity) carry neither.
-      const engineReason = ENGINE_REASONS.has(record.reason);
-      const engineRan = engineReason || record.policy !== null || record.evalMicros > 0;
-      const engine: Decision = {
-        decision: engineReason ? record.decision : 'allow',
-        reason: engineReason ? (record.reason as Decision['reason']) : record.policy !== null ? 'allowed' : 'default_allow',
-        policy: record.policy,
-        rule: record.rule,
-        audit: record.audit,
-        dryRun: record.dryRun,
-        evalErrors: record.evalErrors.map((e) => ({ ...e, action: 'ALLOW', mode: 'Enforce' })),
-        snapshot: record.snapshot,
-        evalMicros: record.evalMicros,
-      };
-      metrics.recordDecision(record.decision, record.reason, engineRan ? engine : null);
+      // The record carries everything the counters read (DecisionFacts): no Decision is rebuilt.
+      metrics.recordDecision(record);
       if (record.status === 200) {
         open.set(record.decisionId, record.source.namespace);
         metrics.tunnelOpened(record.source.namespace);
@@ -70,8 +54,7 @@ export function createMetricsObserver(metrics: GatewayMetrics): MetricsObserver 
       metrics.tunnelBytesAdded(ns, 'received', record.bytesReceived);
       metrics.tunnelBytesAdded(ns, 'sent', record.bytesSent);
       if (record.closeReason === 'idle_timeout') metrics.refusals.inc({ limit: 'idle_timeout' });
-      if (open.delete(record.decisionId)) metrics.tunnelClosed(ns, record.closeReason);
-      else metrics.tunnelsClosed.inc({ reason: record.closeReason });
+      metrics.tunnelClosed(ns, record.closeReason, open.delete(record.decisionId));
     },
     upstreamConnected(ms: number) {
       metrics.upstreamConnectDuration.observe({ result: 'ok' }, ms / 1000);
@@ -87,5 +70,3 @@ export function createMetricsObserver(metrics: GatewayMetrics): MetricsObserver 
     },
   };
 }
-
-const ENGINE_REASONS = new Set(['allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error']);
