@@ -18,9 +18,21 @@ export const MAX_FORWARDED_ELEMENTS = 16;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // W3C Baggage §3.3.1 baggage-octet: printable US-ASCII except space, '"', ',', ';' and '\'.
 const BAGGAGE_VALUE = /^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*$/;
-const HEX32 = /^[0-9a-f]{32}$/;
-const HEX16 = /^[0-9a-f]{16}$/;
-const HEX2 = /^[0-9a-f]{2}$/;
+
+/** Whether `s[start, end)` is lower-case hex only (W3C Trace Context: upper case is invalid). */
+function isLowerHex(s: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
+
+/** Whether `s[start, end)` is all '0' (an all-zero trace-id or parent-id is invalid). */
+function isAllZero(s: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (s.charCodeAt(i) !== 48) return false;
+  return true;
+}
 
 /** A null-prototype record: keys such as `__proto__` from a peer stay plain data. */
 export function emptyRecord(): Record<string, string> {
@@ -68,16 +80,47 @@ export function parseBaggage(header: string | undefined): Record<string, string>
     const key = pair.slice(0, eq).trim();
     const rawValue = pair.slice(eq + 1).trim();
     if (!TOKEN.test(key) || !BAGGAGE_VALUE.test(rawValue)) continue;
-    let value: string;
-    try {
-      value = decodeURIComponent(rawValue);
-    } catch {
-      continue; // invalid percent-encoding: the member is malformed
+    let value = rawValue;
+    // Most values carry no escape at all (ztunnel's k8s.* names): decoding them is the identity.
+    if (rawValue.indexOf('%') !== -1) {
+      try {
+        value = decodeURIComponent(rawValue);
+      } catch {
+        continue; // invalid percent-encoding: the member is malformed
+      }
     }
     kept++;
     if (!(key in out)) out[key] = value;
   }
   return out;
+}
+
+/**
+ * Parsed `baggage` values of one HTTP/2 connection, keyed on the raw header value. ztunnel sends
+ * the same baggage (the source workload's) on every stream of a connection, so the parse runs
+ * once per connection instead of once per CONNECT. Bounded by {@link MAX_BAGGAGE_CACHE_ENTRIES}.
+ */
+export type BaggageCache = Map<string, Readonly<Record<string, string>>>;
+
+/** Distinct baggage values remembered per connection (a peer varying it per stream just misses). */
+export const MAX_BAGGAGE_CACHE_ENTRIES = 8;
+
+/**
+ * {@link parseBaggage} through a connection's cache. The cached record is frozen because every
+ * CONNECT that hit it shares it (decision contexts hold it for the tunnel's life).
+ */
+export function parseBaggageCached(header: string | undefined, cache: BaggageCache): Readonly<Record<string, string>> {
+  if (!header) return parseBaggage(header);
+  const hit = cache.get(header);
+  if (hit !== undefined) return hit;
+  const parsed = Object.freeze(parseBaggage(header));
+  // Oldest first out (Map keeps insertion order): a bounded cache whatever the peer sends.
+  if (cache.size >= MAX_BAGGAGE_CACHE_ENTRIES) {
+    const oldest = cache.keys().next();
+    if (!oldest.done) cache.delete(oldest.value);
+  }
+  cache.set(header, parsed);
+  return parsed;
 }
 
 /** One element of an RFC 7239 `forwarded` header, lower-case parameter names. */
@@ -119,7 +162,18 @@ export function parseForwarded(header: string | undefined): ForwardedElement[] {
         // quoted-string (RFC 7230 §3.2.6) with quoted-pair escapes
         i++;
         let closed = false;
-        while (i < n) {
+        // Common case (ztunnel's `for="10.0.0.5:43122"`): no escape before the closing quote, so
+        // the value is one slice instead of a string built a character at a time.
+        const quote = header.indexOf('"', i);
+        if (quote !== -1) {
+          const backslash = header.indexOf('\\', i);
+          if (backslash === -1 || backslash > quote) {
+            value = header.slice(i, quote);
+            i = quote + 1;
+            closed = true;
+          }
+        }
+        while (!closed && i < n) {
           const c = header[i]!;
           if (c === '\\' && i + 1 < n) {
             value += header[i + 1];
@@ -183,16 +237,15 @@ export function parseTraceparent(header: string | undefined): TraceParent | null
   if (!header) return null;
   const value = header.trim();
   if (value.length < 55) return null;
+  // Checked in place (char codes), sliced only once valid: this runs for every CONNECT.
+  if (!isLowerHex(value, 0, 2)) return null;
   const version = value.slice(0, 2);
-  if (!HEX2.test(version) || version === 'ff') return null;
+  if (version === 'ff') return null;
   if (version === '00' ? value.length !== 55 : value.length > 55 && value[55] !== '-') return null;
   if (value[2] !== '-' || value[35] !== '-' || value[52] !== '-') return null;
-  const traceId = value.slice(3, 35);
-  const parentId = value.slice(36, 52);
-  const flags = value.slice(53, 55);
-  if (!HEX32.test(traceId) || !HEX16.test(parentId) || !HEX2.test(flags)) return null;
-  if (traceId === '00000000000000000000000000000000' || parentId === '0000000000000000') return null;
-  return { version, traceId, parentId, flags };
+  if (!isLowerHex(value, 3, 35) || !isLowerHex(value, 36, 52) || !isLowerHex(value, 53, 55)) return null;
+  if (isAllZero(value, 3, 35) || isAllZero(value, 36, 52)) return null;
+  return { version, traceId: value.slice(3, 35), parentId: value.slice(36, 52), flags: value.slice(53, 55) };
 }
 
 /**
@@ -208,18 +261,21 @@ export function parseForwardedNetwork(header: string | undefined): string {
 /** Everything the transport reads from the CONNECT headers. */
 export interface ParsedRequestHeaders {
   headers: Record<string, string>;
-  baggage: Record<string, string>;
+  baggage: Readonly<Record<string, string>>;
   traceId: string;
   forwarded: ForwardedElement[];
   forwardedNetwork: string;
 }
 
-/** Parses every informational header of one CONNECT from Node's raw header list. */
-export function parseRequestHeaders(rawHeaders: readonly string[]): ParsedRequestHeaders {
+/**
+ * Parses every informational header of one CONNECT from Node's raw header list. With a
+ * connection's `baggageCache`, the baggage record may be shared (frozen) with earlier CONNECTs.
+ */
+export function parseRequestHeaders(rawHeaders: readonly string[], baggageCache?: BaggageCache): ParsedRequestHeaders {
   const headers = collectHeaders(rawHeaders);
   return {
     headers,
-    baggage: parseBaggage(headers['baggage']),
+    baggage: baggageCache ? parseBaggageCached(headers['baggage'], baggageCache) : parseBaggage(headers['baggage']),
     traceId: parseTraceparent(headers['traceparent'])?.traceId ?? '',
     forwarded: parseForwarded(headers['forwarded']),
     forwardedNetwork: parseForwardedNetwork(headers['x-forwarded-network']),

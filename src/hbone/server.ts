@@ -46,7 +46,7 @@ import { DestinationPolicy, type DestinationOptions } from './destination.ts';
 import { h2Settings, resolveH2Options, type H2Options, type ResolvedH2Options } from './h2-settings.ts';
 import { notify, type HandshakeFailureReason, type HboneObserver } from './observer.ts';
 import { encodeProxyV2 } from './proxy-protocol.ts';
-import { parseRequestHeaders } from './request-headers.ts';
+import { parseRequestHeaders, type BaggageCache } from './request-headers.ts';
 import { Tunnel, type Revocation, type TunnelClosedHook } from './tunnel.ts';
 import { TunnelRegistry, type Authorize } from './tunnel-registry.ts';
 import { dialUpstream, UpstreamDialError } from './upstream.ts';
@@ -155,6 +155,15 @@ interface ConnState {
   drained: Promise<void> | null;
   /** Submits the final GOAWAY now (drain deadline) if the PING ack has not done it yet. */
   finishDrain: (() => void) | null;
+  /**
+   * The verified peer as every context and record of this connection carries it (identity, ip and
+   * port are fixed per connection): one object per connection, not one per CONNECT.
+   */
+  source: Readonly<AuditSource>;
+  /** `connection` of every decision context on this connection (one object per connection). */
+  contextConnection: Readonly<{ id: string; tlsVersion: string }>;
+  /** Parsed `baggage` by raw header value (ztunnel sends the same one for every stream of a workload). */
+  baggageCache: BaggageCache;
 }
 
 /**
@@ -162,13 +171,19 @@ interface ConnState {
  * already written, and the upstream socket while the server, not yet the tunnel, owns it.
  */
 interface StreamScope {
-  base: Omit<RecordArgs, 'verdict' | 'reason' | 'status' | 'decision' | 'withRule' | 'destination'> | null;
+  base: RecordBase | null;
   destination: AuditDestination;
   decision: Decision | null;
   tunnel: Tunnel | null;
   upstream: Socket | null;
   recorded: boolean;
 }
+
+/** What every decision record of one CONNECT shares. */
+type RecordBase = Omit<RecordArgs, RecordOutcomeKey>;
+type RecordOutcomeKey = 'verdict' | 'reason' | 'status' | 'decision' | 'withRule' | 'destination';
+/** What one decision record adds to its CONNECT's {@link RecordBase}. */
+type RecordOutcome = Pick<RecordArgs, RecordOutcomeKey>;
 
 interface RecordArgs {
   decisionId: string;
@@ -189,6 +204,8 @@ interface RecordArgs {
 }
 
 const NO_IDENTITY: Identity = Object.freeze({ principal: '', trustDomain: '', namespace: '', serviceAccount: '' });
+/** The stream's own 'error' listener: failures are handled through 'close' and the close reason. */
+function ignoreStreamError(): void {}
 const EMPTY_SNAPSHOT = Object.freeze({ version: 0, hash: '' });
 const BOOT_ID = randomBytes(4).toString('hex');
 /** ztunnel's per-connection stream ceiling: a burst from a real ztunnel never meets the dial cap. */
@@ -322,13 +339,18 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
 
   function onSession(session: ServerHttp2Session): void {
     const socket = session.socket as TLSSocket;
+    const id = `${BOOT_ID}-${++connSeq}`;
+    const identity = resolveIdentity(socket);
+    const tlsVersion = socket.getProtocol?.() ?? '';
+    const ip = canonicalIp(socket.remoteAddress ?? '') ?? socket.remoteAddress ?? '';
+    const port = socket.remotePort ?? 0;
     const conn: ConnState = {
-      id: `${BOOT_ID}-${++connSeq}`,
+      id,
       session,
-      identity: resolveIdentity(socket),
-      tlsVersion: socket.getProtocol?.() ?? '',
-      ip: canonicalIp(socket.remoteAddress ?? '') ?? socket.remoteAddress ?? '',
-      port: socket.remotePort ?? 0,
+      identity,
+      tlsVersion,
+      ip,
+      port,
       openedAt: performance.now(),
       streams: 0,
       pingSentAt: 0,
@@ -336,6 +358,9 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       pendingDials: 0,
       drained: null,
       finishDrain: null,
+      source: sourceOf(identity, ip, port),
+      contextConnection: Object.freeze({ id, tlsVersion }),
+      baggageCache: new Map(),
     };
     conns.add(conn);
     session.on('error', (err) => log?.debug({ connectionId: conn.id, err: err.message }, 'HTTP/2 session error'));
@@ -414,9 +439,9 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
   }, h2.pingIntervalMs);
   pingTicker.unref();
 
-  function sourceOf(conn: ConnState): AuditSource {
-    const id = conn.identity ?? NO_IDENTITY;
-    return { principal: id.principal, trustDomain: id.trustDomain, namespace: id.namespace, serviceAccount: id.serviceAccount, ip: conn.ip, port: conn.port };
+  function sourceOf(identity: Identity | null, ip: string, port: number): Readonly<AuditSource> {
+    const id = identity ?? NO_IDENTITY;
+    return Object.freeze({ principal: id.principal, trustDomain: id.trustDomain, namespace: id.namespace, serviceAccount: id.serviceAccount, ip, port });
   }
 
   /** Answers a CONNECT with a non-200 status and END_STREAM, then asks the client to stop sending (RFC 9113 §8.1: RST_STREAM(NO_ERROR) after a complete response). */
@@ -431,15 +456,16 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     }
   }
 
-  function writeDecision(a: RecordArgs): void {
+  /** `base` and `a` are read, not merged: no per-record spread on the per-CONNECT path. */
+  function writeDecision(b: RecordBase, a: RecordOutcome): void {
     const d = a.decision;
     const record: DecisionRecord = {
       schema: AUDIT_SCHEMA_VERSION,
       event: 'decision',
-      time: a.now.toISOString(),
-      decisionId: a.decisionId,
-      connectionId: a.conn.id,
-      streamId: a.streamId,
+      time: b.now.toISOString(),
+      decisionId: b.decisionId,
+      connectionId: b.conn.id,
+      streamId: b.streamId,
       decision: a.verdict,
       reason: a.reason,
       status: a.status,
@@ -449,12 +475,12 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       audit: d ? d.audit : [],
       evalErrors: d ? d.evalErrors.map((e) => ({ policy: e.policy, rule: e.rule, message: e.message })) : [],
       snapshot: d ? d.snapshot : snapshotInfo(),
-      source: a.source,
+      source: b.source,
       destination: a.destination,
-      traceId: a.traceId,
-      headers: selectAuditHeaders(a.headers, headerAuditPolicy()),
-      baggage: { ...a.baggage },
-      connection: { id: a.conn.id, tlsVersion: a.conn.tlsVersion },
+      traceId: b.traceId,
+      headers: selectAuditHeaders(b.headers, headerAuditPolicy()),
+      baggage: { ...b.baggage },
+      connection: { id: b.conn.id, tlsVersion: b.conn.tlsVersion },
       evalMicros: d ? d.evalMicros : 0,
     };
     try {
@@ -502,16 +528,16 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     const startedAt = performance.now();
     const decisionId = randomUUID();
     const streamId = stream.id ?? 0;
-    const source = sourceOf(conn);
-    stream.on('error', () => {});
+    const source = conn.source;
+    stream.on('error', ignoreStreamError);
     // Known before anything can throw, so the failure path can always write the record.
     scope.base = { decisionId, conn, streamId, now, source, headers: {}, baggage: {}, traceId: '' };
-    const parsed = parseRequestHeaders(rawHeaders);
+    const parsed = parseRequestHeaders(rawHeaders, conn.baggageCache);
     const base = { decisionId, conn, streamId, now, source, headers: parsed.headers, baggage: parsed.baggage, traceId: parsed.traceId };
     scope.base = base;
     // Every decision record of this CONNECT goes through here, so the failure path knows whether one was written.
-    const record = (a: Omit<RecordArgs, keyof typeof base>): void => {
-      writeDecision({ ...base, ...a });
+    const record = (a: RecordOutcome): void => {
+      writeDecision(base, a);
       scope.recorded = true;
     };
 
@@ -532,15 +558,17 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       record({ verdict: 'deny', reason: 'draining', status, decision: null, withRule: false, destination });
       return;
     }
+    // The context lives as long as the tunnel (a recheck re-decides with it): its source and
+    // connection are the connection's objects, its destination the record's (same four fields).
     const context: DecisionContext = {
       source,
-      destination: { ip: resolved.ip, host: resolved.host, port: resolved.port, authority: req.request.authority },
+      destination,
       request: { headers: parsed.headers, baggage: parsed.baggage, traceId: parsed.traceId },
-      connection: { id: conn.id, tlsVersion: conn.tlsVersion },
+      connection: conn.contextConnection,
       now,
     };
     const tunnel = new Tunnel(
-      { decisionId, connectionId: conn.id, streamId, stream, session: conn.session, context, source, destination, forwarded: parsed.forwarded, forwardedNetwork: parsed.forwardedNetwork, startedAt },
+      { decisionId, streamId, stream, session: conn.session, context, destination, forwarded: parsed.forwarded, forwardedNetwork: parsed.forwardedNetwork, startedAt },
       onTunnelClosed,
     );
     // Registered before the first check (DESIGN §3): a recheck from here on includes it.
@@ -568,7 +596,6 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       return;
     }
     const decision = safeAuthorize(context);
-    tunnel.decision = decision;
     scope.decision = decision;
     if (decision.decision !== 'allow') {
       deny(decision.reason, denyStatus, decision, true);
@@ -698,7 +725,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
         // rule kept); before one there is no decision to show (eval_error, the deny status).
         const status = allowed ? 503 : denyStatus;
         const sent = refuse(stream, status) ? status : 0;
-        writeDecision({ ...scope.base, verdict: allowed ? 'allow' : 'deny', reason: allowed ? 'upstream_failed' : 'eval_error', status: sent, decision: d, withRule: allowed, destination: scope.destination });
+        writeDecision(scope.base, { verdict: allowed ? 'allow' : 'deny', reason: allowed ? 'upstream_failed' : 'eval_error', status: sent, decision: d, withRule: allowed, destination: scope.destination });
         scope.recorded = true;
       }
     } catch (again) {
@@ -714,14 +741,14 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
   function answerRevoked(
     tunnel: Tunnel,
     rev: Revocation,
-    base: Omit<RecordArgs, 'verdict' | 'reason' | 'status' | 'decision' | 'withRule' | 'destination'>,
+    base: RecordBase,
     destination: AuditDestination,
     original: Decision,
   ): void {
     if (rev.reason === 'policy_changed') {
       const d = rev.decision ?? null;
       const sent = refuse(tunnel.stream, denyStatus) ? denyStatus : 0;
-      writeDecision({ ...base, verdict: 'deny', reason: 'policy_changed', status: sent, decision: d ?? original, withRule: d !== null, destination });
+      writeDecision(base, { verdict: 'deny', reason: 'policy_changed', status: sent, decision: d ?? original, withRule: d !== null, destination });
       tunnel.setCloseDecision(d);
       tunnel.finishPending('policy_changed');
       return;
@@ -731,7 +758,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     const status = rev.reason === 'draining' ? 503 : 0;
     const sent = status !== 0 && refuse(tunnel.stream, status) ? status : 0;
     if (sent === 0 && !tunnel.stream.destroyed) tunnel.stream.close(h2c.NGHTTP2_CANCEL);
-    writeDecision({ ...base, verdict: 'deny', reason: 'draining', status: sent, decision: original, withRule: false, destination });
+    writeDecision(base, { verdict: 'deny', reason: 'draining', status: sent, decision: original, withRule: false, destination });
     tunnel.finishPending(rev.reason);
   }
 

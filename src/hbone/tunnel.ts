@@ -39,14 +39,14 @@ export interface Revocation {
 /** What a tunnel knows at registration. */
 export interface TunnelInit {
   decisionId: string;
-  connectionId: string;
   streamId: number;
   stream: ServerHttp2Stream;
   session: ServerHttp2Session;
+  /** Its `source` and `connection.id` are the tunnel's (not copied). */
   context: DecisionContext;
-  source: AuditSource;
   destination: AuditDestination;
-  forwarded: ForwardedElement[];
+  /** Only the first element's `for` is kept. */
+  forwarded: readonly ForwardedElement[];
   forwardedNetwork: string;
   /** Monotonic start time (performance.now()). */
   startedAt: number;
@@ -77,25 +77,39 @@ const CANCEL = h2.NGHTTP2_CANCEL;
 // RFC 9113 §8.5: a TCP error on the proxied connection is reported with CONNECT_ERROR.
 const CONNECT_ERROR = h2.NGHTTP2_CONNECT_ERROR;
 
+/**
+ * Back-reference from a tunnel's stream and upstream socket to the tunnel. Every listener the
+ * tunnel installs is one shared function that finds its tunnel through this key (EventEmitter
+ * calls listeners with `this` = the emitter), so an idle tunnel holds no closure, bound function
+ * or `once` wrapper of its own: at 10,000 idle tunnels, `pipe()`'s 18 closures and the `once`
+ * wrappers per tunnel were ~2.5 KiB of heap each (issue 6, idle RSS target).
+ */
+const kTunnel = Symbol('waygate.tunnel');
+type Carrier = { [kTunnel]?: Tunnel };
+
 function swallow(): void {
   // errors are handled through 'close' and the fixed close reason
 }
 
+/** Upstream EOF -> END_STREAM (what pipe()'s default `end: true` did). */
+function endStream(stream: ServerHttp2Stream): void {
+  stream.end();
+}
+
 export class Tunnel {
   readonly id: string;
-  readonly connectionId: string;
   readonly streamId: number;
   readonly stream: ServerHttp2Stream;
   readonly session: ServerHttp2Session;
+  /** Kept whole: a recheck re-decides the tunnel with it (DESIGN §3). */
   readonly context: DecisionContext;
-  readonly source: AuditSource;
   readonly destination: AuditDestination;
-  readonly forwarded: ForwardedElement[];
+  /** The first `forwarded: for=` claim (untrusted, informational); `""` when absent. */
+  readonly forwardedFor: string;
   readonly forwardedNetwork: string;
+  /** Monotonic start time (performance.now()). */
   readonly startedAt: number;
 
-  /** The decision that let the tunnel through (set right after registration). */
-  decision: Decision | null = null;
   /** Whether the initial authorization allowed it (decides whether a close record is due). */
   authorized = false;
   state: TunnelState = 'pending';
@@ -110,21 +124,37 @@ export class Tunnel {
   #streamClosed = false;
   #upstreamClosed = true;
   #finished = false;
+  /** Whether the shared 'drain' listeners are installed (lazily, on the first backpressure, as pipe() does). */
+  #upstreamDrainHooked = false;
+  #streamDrainHooked = false;
   readonly #onClosed: TunnelClosedHook;
 
   constructor(init: TunnelInit, onClosed: TunnelClosedHook) {
     this.id = init.decisionId;
-    this.connectionId = init.connectionId;
     this.streamId = init.streamId;
     this.stream = init.stream;
     this.session = init.session;
     this.context = init.context;
-    this.source = init.source;
     this.destination = init.destination;
-    this.forwarded = init.forwarded;
+    this.forwardedFor = init.forwarded[0]?.for ?? '';
     this.forwardedNetwork = init.forwardedNetwork;
     this.startedAt = init.startedAt;
     this.#onClosed = onClosed;
+  }
+
+  /** Gateway-assigned id of the HTTP/2 connection (the context's; one string per connection). */
+  get connectionId(): string {
+    return this.context.connection.id;
+  }
+
+  /** The verified peer (the context's source: the socket's address, never a header's). */
+  get source(): AuditSource {
+    return this.context.source;
+  }
+
+  /** The upstream socket once open (null before). */
+  get upstreamSocket(): Socket | null {
+    return this.#upstream;
   }
 
   /** Bytes sent to the client (destination -> client). */
@@ -172,31 +202,41 @@ export class Tunnel {
     this.state = 'open';
     this.#upstream = upstream;
     this.#upstreamClosed = false;
-    upstream.on('error', () => this.#onUpstreamError());
-    upstream.once('close', () => this.#onUpstreamClose());
+    (upstream as Carrier)[kTunnel] = this;
+    upstream.on('error', Tunnel.#upstreamError);
+    upstream.on('close', Tunnel.#upstreamClose);
     if (idleTimeoutMs > 0) {
-      upstream.setTimeout(idleTimeoutMs, () => this.fail('idle_timeout', CANCEL));
+      upstream.setTimeout(idleTimeoutMs);
+      upstream.on('timeout', Tunnel.#upstreamTimeout);
     }
     stream.respond({ ':status': 200 });
     if (header) {
       this.#headerBytes = header.length;
       upstream.write(header);
     }
-    // Upstream EOF -> END_STREAM through pipe(). The client's end is handled by #onClientEnd:
+    // Forwarding as `stream.pipe(upstream, { end: false })` + `upstream.pipe(stream)` did, with
+    // shared listeners. Upstream EOF -> END_STREAM. The client's end is handled by #onClientEnd:
     // Node also ends the readable side when the peer resets the stream, and only some resets
     // count as EOF. Each direction ends on its own (both sides are half-open capable).
-    stream.pipe(upstream, { end: false });
-    stream.once('end', () => this.#onClientEnd());
-    upstream.pipe(stream);
+    stream.on('data', Tunnel.#streamData);
+    stream.on('end', Tunnel.#streamEnd);
+    if (upstream.writableNeedDrain) this.#pauseStream();
+    else stream.resume();
+    upstream.on('data', Tunnel.#upstreamData);
+    if (upstream.readableEnded) process.nextTick(endStream, stream);
+    else upstream.on('end', Tunnel.#upstreamEnd);
+    if (stream.writableNeedDrain) this.#pauseUpstream();
+    else upstream.resume();
   }
 
   /** Hooks the stream's lifecycle; called once at registration. */
   watchStream(): void {
     const stream = this.stream;
     this.#streamClosed = stream.closed || stream.destroyed;
-    stream.on('error', swallow);
+    if (stream.listenerCount('error') === 0) stream.on('error', swallow);
     if (this.#streamClosed) return;
-    stream.once('close', () => this.#onStreamClose());
+    (stream as Carrier)[kTunnel] = this;
+    stream.on('close', Tunnel.#streamClose);
   }
 
   /**
@@ -207,7 +247,7 @@ export class Tunnel {
     if (this.#closeReason === null) this.#closeReason = reason;
     const upstream = this.#upstream;
     if (upstream) {
-      upstream.unpipe(this.stream);
+      this.#stopUpstreamToStream();
       upstream.destroy();
     }
     if (!this.#streamClosed && !this.stream.closed) this.stream.close(rstCode);
@@ -221,7 +261,6 @@ export class Tunnel {
   }
 
   info(now: number): TunnelInfo {
-    const claimed = this.forwarded[0]?.for ?? '';
     return {
       id: this.id,
       connectionId: this.connectionId,
@@ -229,7 +268,7 @@ export class Tunnel {
       state: this.state,
       source: { principal: this.source.principal, ip: this.source.ip, port: this.source.port },
       destination: { ...this.destination },
-      forwardedFor: claimed,
+      forwardedFor: this.forwardedFor,
       forwardedNetwork: this.forwardedNetwork,
       bytesSent: this.bytesSent,
       bytesReceived: this.bytesReceived,
@@ -244,16 +283,11 @@ export class Tunnel {
     if (code !== undefined && code !== NO_ERROR && code !== CANCEL) {
       // Reset with an error: the destination gets a reset too, not a clean FIN.
       if (this.#closeReason === null) this.#closeReason = 'client_reset';
-      upstream.unpipe(this.stream);
+      this.#stopUpstreamToStream();
       upstream.resetAndDestroy();
       return;
     }
     upstream.end(); // END_STREAM, or RST_STREAM(NO_ERROR|CANCEL): a TCP write shutdown
-  }
-
-  #onUpstreamError(): void {
-    // EPIPE/ECONNRESET: the destination went away mid-stream (RFC 9113 §8.5: CONNECT_ERROR).
-    this.fail('upstream_reset', CONNECT_ERROR);
   }
 
   #onUpstreamClose(): void {
@@ -291,7 +325,7 @@ export class Tunnel {
       else this.#closeReason = 'client_reset';
     }
     if (upstream && !upstream.destroyed) {
-      upstream.unpipe(stream);
+      this.#stopUpstreamToStream();
       const code = stream.rstCode ?? NO_ERROR;
       if (this.#closeReason === 'completed' || (this.#closeReason === 'client_reset' && (code === CANCEL || code === NO_ERROR))) {
         // Flush what the client sent, FIN, then close: nobody can read the destination's answer.
@@ -305,6 +339,113 @@ export class Tunnel {
       }
     }
     this.#maybeFinish();
+  }
+
+  /**
+   * Stops client -> destination forwarding (what `unpipe` did: listeners off, stream paused, so
+   * its unread data withholds WINDOW_UPDATE). On the client's end, and when the upstream closes.
+   */
+  #stopStreamToUpstream(): void {
+    const stream = this.stream;
+    stream.removeListener('data', Tunnel.#streamData);
+    if (this.#upstreamDrainHooked) {
+      this.#upstreamDrainHooked = false;
+      this.#upstream?.removeListener('drain', Tunnel.#upstreamDrain);
+    }
+    stream.pause();
+  }
+
+  /** Stops destination -> client forwarding (`upstream.unpipe(stream)`); the upstream is paused. */
+  #stopUpstreamToStream(): void {
+    const upstream = this.#upstream;
+    if (!upstream) return;
+    upstream.removeListener('data', Tunnel.#upstreamData);
+    upstream.removeListener('end', Tunnel.#upstreamEnd);
+    if (this.#streamDrainHooked) {
+      this.#streamDrainHooked = false;
+      this.stream.removeListener('drain', Tunnel.#streamDrain);
+    }
+    upstream.pause();
+  }
+
+  /** The upstream cannot take more: the stream stops being read until the upstream drains (backpressure). */
+  #pauseStream(): void {
+    if (!this.#upstreamDrainHooked) {
+      this.#upstreamDrainHooked = true;
+      this.#upstream?.on('drain', Tunnel.#upstreamDrain);
+    }
+    this.stream.pause();
+  }
+
+  /** The stream cannot take more: the upstream stops being read until the stream drains. */
+  #pauseUpstream(): void {
+    if (!this.#streamDrainHooked) {
+      this.#streamDrainHooked = true;
+      this.stream.on('drain', Tunnel.#streamDrain);
+    }
+    this.#upstream?.pause();
+  }
+
+  // Shared listeners (`this` is the emitter; its tunnel is found through kTunnel).
+
+  static #streamData(this: ServerHttp2Stream, chunk: Buffer): void {
+    const t = (this as Carrier)[kTunnel];
+    if (!t) return;
+    const upstream = t.#upstream;
+    if (!upstream || upstream.destroyed) return;
+    if (!upstream.write(chunk)) t.#pauseStream();
+  }
+
+  static #upstreamDrain(this: Socket): void {
+    const t = (this as Carrier)[kTunnel];
+    if (t && t.stream.listenerCount('data') > 0) t.stream.resume();
+  }
+
+  static #upstreamData(this: Socket, chunk: Buffer): void {
+    const t = (this as Carrier)[kTunnel];
+    if (!t || t.stream.destroyed) return;
+    if (!t.stream.write(chunk)) t.#pauseUpstream();
+  }
+
+  static #streamDrain(this: ServerHttp2Stream): void {
+    const upstream = (this as Carrier)[kTunnel]?.upstreamSocket;
+    if (upstream && upstream.listenerCount('data') > 0) upstream.resume();
+  }
+
+  static #streamEnd(this: ServerHttp2Stream): void {
+    const t = (this as Carrier)[kTunnel];
+    if (!t) return;
+    // pipe(upstream, { end: false }) unpiped on the source's end before #onClientEnd ran.
+    t.#stopStreamToUpstream();
+    t.#onClientEnd();
+  }
+
+  static #upstreamEnd(this: Socket): void {
+    const t = (this as Carrier)[kTunnel];
+    if (t) endStream(t.stream);
+  }
+
+  static #upstreamError(this: Socket): void {
+    // EPIPE/ECONNRESET: the destination went away mid-stream (RFC 9113 §8.5: CONNECT_ERROR).
+    (this as Carrier)[kTunnel]?.fail('upstream_reset', CONNECT_ERROR);
+  }
+
+  static #upstreamTimeout(this: Socket): void {
+    (this as Carrier)[kTunnel]?.fail('idle_timeout', CANCEL);
+  }
+
+  static #upstreamClose(this: Socket): void {
+    const t = (this as Carrier)[kTunnel];
+    if (!t || t.#upstreamClosed) return;
+    t.#onUpstreamClose();
+    t.#stopStreamToUpstream();
+  }
+
+  static #streamClose(this: ServerHttp2Stream): void {
+    const t = (this as Carrier)[kTunnel];
+    if (!t || t.#streamClosed) return;
+    t.#onStreamClose();
+    t.#stopUpstreamToStream();
   }
 
   #maybeFinish(): void {
