@@ -626,6 +626,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       // One peer must not pile up dials (each holds a socket, and its stream may hold a full
       // stream window of early DATA: h2-settings.ts). Refused before dialing.
       log?.warn({ connectionId: conn.id, streamId, destination, pendingDials: conn.pendingDials, limit: maxPendingDials }, 'too many upstream dials in flight on this connection: 503');
+      notify(observer, 'refused', 'max_pending_dials');
       unreachable(decision);
       return;
     }

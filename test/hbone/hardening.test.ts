@@ -119,7 +119,8 @@ describe('HBONE hardening: memory per connection', () => {
     const hole = await startBlackhole();
     const echo = await startUpstream('echo');
     const { log, lines } = memoryLog();
-    const gw = await startGateway({ connectTimeoutMs: 60_000, maxPendingDialsPerConnection: 2, log });
+    const refused: string[] = [];
+    const gw = await startGateway({ connectTimeoutMs: 60_000, maxPendingDialsPerConnection: 2, log, observer: { refused: (limit) => refused.push(limit) } });
     try {
       const client = await gw.connect(spiffe('frontend'));
       const a = connectNoWait(client, `127.0.0.1:${hole.port}`);
@@ -136,6 +137,7 @@ describe('HBONE hardening: memory per connection', () => {
       assert.equal(echo.connections, before, 'nothing dialed beyond the cap');
       assert.equal((await gw.sink.closeFor(d.decisionId)).closeReason, 'upstream_failed');
       assert.ok(lines.some((l) => l['msg'] === 'too many upstream dials in flight on this connection: 503' && l['limit'] === 2));
+      assert.deepEqual(refused, ['max_pending_dials'], 'the refusal is counted (waygate_refusals_total{limit="max_pending_dials"})');
       // The cap is per connection: another connection dials.
       const other = await gw.connect(spiffe('frontend'));
       const elsewhere = await other.openTunnel(`127.0.0.1:${echo.port}`);
