@@ -9,7 +9,7 @@ import { ALL_REASONS, type PolicyAction, type PolicyMode, type Reason } from '..
 import type { PolicySnapshot } from '../../policy/snapshot.ts';
 import { SELECTOR_RULE_NAME } from '../../policy/snapshot.ts';
 import type { AuditRecord, CloseRecord, DecisionRecord } from '../record.ts';
-import type { ReadIssue, ReadStats } from './reader.ts';
+import type { ReadStats } from './reader.ts';
 import { QuantileSketch } from './sketch.ts';
 import { formatBytes } from './progress.ts';
 import { formatCount, formatDurationMs, renderMarkdownTable, renderTextTable, type Align } from './table.ts';
@@ -56,14 +56,7 @@ export interface CountEntry {
 }
 
 export interface AuditSummary {
-  input: {
-    files: number;
-    bytes: number;
-    lines: number;
-    records: number;
-    malformed: number;
-    unknownSchema: number;
-    issues: ReadIssue[];
+  input: ReadStats & {
     /** Records outside --since/--until. */
     outsideWindow: number;
   };
