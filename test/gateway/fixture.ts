@@ -68,22 +68,9 @@ export function hostPort(a: string): { host: string; port: number } {
 export async function startTestGateway(opts: { policies: Record<string, string>; spec?: string }): Promise<TestGateway> {
   const pki = testPki();
   const dir = mkdtempSync(join(tmpdir(), 'waygate-gw-'));
-  const policyDir = join(dir, 'policies');
-  mkdirSync(policyDir);
-  for (const [file, text] of Object.entries(opts.policies)) writeFileSync(join(policyDir, file), text);
-  const tls = writeTlsFiles(join(dir, 'tls'), pki.serverCert, pki.trustBundlePem);
-  const configFile = join(dir, 'gateway.yaml');
-  writeFileSync(configFile, [
-    'apiVersion: waygate.dev/v1alpha1',
-    'kind: GatewayConfig',
-    'spec:',
-    '  listen: 127.0.0.1:0',
-    `  tls: { certFile: ${tls.certFile}, keyFile: ${tls.keyFile}, trustBundleFiles: [${tls.caFile}] }`,
-    `  policies: { paths: [${policyDir}], watch: true, debounceMs: 20 }`,
-    '  destinations: { allow: [{ cidr: 127.0.0.0/8 }] }',
-    '  admin: { readyAddress: 127.0.0.1:0, metricsAddress: 127.0.0.1:0, adminAddress: 127.0.0.1:0 }',
-    opts.spec ?? '',
-  ].join('\n') + '\n');
+  // The same file `waygate serve` reads in the child-process tests; its audit destination is unused
+  // here because the in-process gateway writes to the RecordingSink passed below.
+  const { configFile, policyDir, tls } = writeServeConfig(dir, opts.policies, opts.spec ?? '');
   const sink = new RecordingSink();
   const log = createOpsLogger({ level: (process.env['WAYGATE_TEST_LOG'] as 'info' | undefined) ?? 'silent' });
   const gw = await startGateway({ effective: resolveConfig({ configFile, env: {} }), log, audit: sink });
