@@ -15,9 +15,11 @@
  * window, whether its tunnel is open to a destination that does not read or still waiting for its
  * dial (a peer may send DATA before the 200). The bound is therefore
  *
- *     maxConcurrentStreams x streamWindowBytes   (defaults: 200 x 1 MiB = 200 MiB)
+ *     maxConcurrentStreams x (streamWindowBytes + 2 x write budget)   (defaults: 200 x 1.5 MiB = 300 MiB)
  *
- * plus socket buffers, and of that at most `maxPendingDialsPerConnection x streamWindowBytes`
+ * where the write budget (`TUNNEL_WRITE_BUFFER_BYTES` in tunnel.ts, 256 KiB, plus one chunk) is
+ * what an open tunnel lets queue towards each side before it stops reading the other, plus socket
+ * buffers, and of that at most `maxPendingDialsPerConnection x streamWindowBytes`
  * (100 MiB by default, server.ts) before any answer. Hence the 1 MiB default stream window, the
  * floor DESIGN §2 allows (ztunnel's 4 MiB would make it 800 MiB). `maxSessionMemory` only caps
  * nghttp2's own buffers (frames queued to send, header tables), not the JS-side stream buffers;
