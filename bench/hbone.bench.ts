@@ -268,6 +268,14 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
           const wall = up.wallSeconds + down.wallSeconds;
           record('bulk 1 stream', p.name, 'throughput', 'MiB/s', round, (2 * bulkBytes) / MiB / wall);
           if (p.pid !== null) record('bulk 1 stream', p.name, 'cpu', 's/GiB', round, (up.cpuSeconds + down.cpuSeconds) / ((2 * bulkBytes) / GiB));
+          // Each direction on its own: the two take different paths through the gateway (DATA
+          // frames in and socket writes out, socket reads in and DATA frames out).
+          record('bulk 1 stream', p.name, 'throughput up', 'MiB/s', round, bulkBytes / MiB / up.wallSeconds);
+          record('bulk 1 stream', p.name, 'throughput down', 'MiB/s', round, bulkBytes / MiB / down.wallSeconds);
+          if (p.pid !== null) {
+            record('bulk 1 stream', p.name, 'cpu up', 's/GiB', round, up.cpuSeconds / (bulkBytes / GiB));
+            record('bulk 1 stream', p.name, 'cpu down', 's/GiB', round, down.cpuSeconds / (bulkBytes / GiB));
+          }
         }
         if (scenario('multi')) {
           currentPath = `${p.name} (multi, round ${round + 1})`;
