@@ -3,7 +3,7 @@
  * forwarder, in the same run, interleaved rounds, medians of same-round ratios.
  *
  * The gateway and the baselines run as their own processes pinned to CPU 0 (taskset); this
- * process (load generator + backend) pins itself to CPU 1. CPU seconds come from /proc/<pid>/stat,
+ * process (load generator) pins itself to CPU 1, and the backend, its own process, inherits that CPU. CPU seconds come from /proc/<pid>/stat,
  * so every forwarder is measured the same way from outside.
  *
  * Scenarios (names accepted by `--scenarios`):
@@ -25,7 +25,7 @@ import { connectHbone, ztunnelHeaders, type HboneClientSession } from '../src/hb
 import {
   startHaproxy, startNodeTlsForwarder, startStunnel, type RunningForwarder,
 } from './baselines/forwarders.ts';
-import { startBackend, type Backend } from './lib/backend.ts';
+import { startBackendProcess, type Backend } from './lib/backend.ts';
 import { startGateway, type GatewayFiles, type RunningGateway } from './lib/gateway-process.ts';
 import { GATEWAY_SPIFFE_ID, type BenchPki } from './lib/pki.ts';
 import { summariseCpuProfile, type ProfileSummary } from './lib/cpuprofile.ts';
@@ -185,7 +185,7 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
   const { dir, pki, gatewayCpu, quick } = opts;
   const notes: string[] = [];
 
-  const backend = await startBackend();
+  const backend = await startBackendProcess();
   const forwarders: RunningForwarder[] = [];
   const cleanups: (() => Promise<void>)[] = [];
   const paths: PathUnderTest[] = [];
@@ -494,7 +494,7 @@ export interface ReloadOutcome {
  *     stop, which flushes it.
  */
 async function reloadScenario(opts: HboneBenchOptions, backendA: Backend, log: (line: string) => void): Promise<ReloadOutcome> {
-  const backendB = await startBackend();
+  const backendB = await startBackendProcess();
   const policiesDir = path.join(opts.dir, 'policies-reload');
   mkdirSync(policiesDir, { recursive: true });
   writeBenchPolicies(policiesDir, { rules: 100, allowPorts: [backendA.port], salt: 'start' });
@@ -668,7 +668,7 @@ export interface ProfileResult {
  */
 export async function profileHbone(opts: HboneBenchOptions): Promise<ProfileResult[]> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  const backend = await startBackend();
+  const backend = await startBackendProcess();
   const out: ProfileResult[] = [];
   try {
     const workloads: [string, (open: Opener) => Promise<void>][] = [

@@ -4,10 +4,17 @@
  *   'U'           upload sink: read until EOF, answer the byte count as 8 bytes, end.
  *   'D' + u64     download source: send that many bytes, end.
  *   'E'           echo until EOF.
- * It runs in the load generator's process, on the load generator's CPU.
+ * It runs as its own process (`startBackendProcess`, on the load generator's CPU like everything
+ * that is not measured), as a destination does: in the load generator's process its reads (a fresh
+ * 64 KiB Buffer each, 16,000 per GiB) drove V8 into a full mark-compact of the load generator's
+ * heap every 64 MB of external memory (97 in 5 s of upload, a quarter of that CPU), and the client
+ * side of every path got slower. `startBackend` runs it in-process (the entry point uses it).
  */
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
+import { trackChild } from '../baselines/forwarders.ts';
 
 const CHUNK = Buffer.alloc(256 * 1024, 0x61);
 
@@ -69,15 +76,12 @@ function handle(socket: net.Socket): void {
 
 export interface Backend {
   port: number;
-  connections(): number;
   close(): Promise<void>;
 }
 
 export async function startBackend(): Promise<Backend> {
-  let count = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    count++;
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
     handle(s);
@@ -87,11 +91,36 @@ export async function startBackend(): Promise<Backend> {
   await once(server, 'listening');
   return {
     port: (server.address() as net.AddressInfo).port,
-    connections: () => count,
     close: () =>
       new Promise<void>((r) => {
         server.close(() => r());
         for (const s of sockets) s.destroy();
       }),
+  };
+}
+
+/**
+ * Starts the backend as a child process (bench/lib/backend-main.ts). It inherits this process's
+ * CPU affinity: the load generator's CPU.
+ */
+export async function startBackendProcess(): Promise<Backend> {
+  const main = new URL('./backend-main.ts', import.meta.url).pathname;
+  const child = spawn(process.execPath, ['--import', 'tsx', main], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  trackChild(child);
+  const lines = createInterface({ input: child.stdout! });
+  const exited = once(child, 'exit').then(([code]) => {
+    throw new Error(`bench backend exited with ${code} before listening`);
+  });
+  const [line] = (await Promise.race([once(lines, 'line'), exited])) as [string];
+  const port = Number(/^listening (\d+)$/.exec(line)?.[1]);
+  if (!Number.isInteger(port)) throw new Error(`bench backend: unexpected first line ${JSON.stringify(line)}`);
+  return {
+    port,
+    close: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = once(child, 'exit');
+      child.kill('SIGTERM');
+      await done;
+    },
   };
 }
