@@ -61,6 +61,11 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
       // Fewer, larger writes: 16 KiB batches (bounded in time by maxDelayMs below).
       minLength: sync ? 0 : (options.minLengthBytes ?? 16 * 1024),
       maxWrite: 64 * 1024,
+      // Lines are handed over as Buffers. In its default utf8 mode SonicBoom keeps one growing
+      // string and measures and slices it on every write and completion: 9-10 us of CPU per
+      // ~800-byte record against 3-4 us in buffer mode (40,000 records, same machine), and the
+      // gateway writes two records per tunnel.
+      contentMode: 'buffer',
       mkdir: !toStdout,
       append: true,
     });
@@ -79,6 +84,8 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
   // (level, merge, its own serialiser) cost ~19% of the gateway's CPU per CONNECT in the bench
   // profile for nothing a record needs; pino's destination (sonic-boom) still does the buffered,
   // asynchronous, flushable I/O.
+  // SonicBoom's type declarations only list `write(string)`; in buffer mode it takes Buffers.
+  const writeLine = dest.write.bind(dest) as unknown as (line: Buffer) => boolean;
   let ended = false;
   const maxDelayMs = sync ? 0 : (options.maxDelayMs ?? 1000);
   // One timer at most, armed by the first write after a flush: a busy log pays nothing per record,
@@ -94,7 +101,7 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
     }
   };
   const write = (record: DecisionRecord | CloseRecord | ReloadRecord): void => {
-    dest.write(JSON.stringify(record) + '\n');
+    writeLine(Buffer.from(JSON.stringify(record) + '\n'));
     if (maxDelayMs > 0 && delayTimer === null) {
       delayTimer = setTimeout(flushBuffered, maxDelayMs);
       delayTimer.unref();

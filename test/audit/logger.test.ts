@@ -59,6 +59,20 @@ describe('audit logger', () => {
     assert.equal(sink.lastError, null);
   });
 
+  it('non-ASCII values are written as UTF-8, byte-exact (lines are handed to the destination as Buffers)', async () => {
+    const file = path.join(dir, 'utf8.jsonl');
+    const sink = createAuditLogger({ destination: file });
+    const records = [0, 1, 2].map((i) => {
+      const r = sampleRecord(i);
+      (r as { decisionId: string }).decisionId = `déjà-vu-${i}-名前-🚀`;
+      return r;
+    });
+    for (const r of records) write(sink, r);
+    await sink.end();
+    const bytes = await readFile(file);
+    assert.deepEqual(bytes, Buffer.from(records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8'));
+  });
+
   it('regression: a lone record on a quiet gateway reaches the file without flush() (bounded delay)', async () => {
     const file = path.join(dir, 'quiet.jsonl');
     const sink = createAuditLogger({ destination: file, maxDelayMs: 20 });
