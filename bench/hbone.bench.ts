@@ -260,8 +260,13 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
 
     for (let round = 0; round < opts.rounds && paths.length > 0; round++) {
       const t0 = Date.now();
-      for (const p of shuffle(paths, round + 7)) {
-        if (scenario('bulk')) {
+      // Scenario-major: every path runs a scenario back to back before the next scenario, so a
+      // ratio compares measurements seconds apart. These shared machines drift by 50% over
+      // minutes (the same gateway build measured 1.2 and 2.1 s/GiB in consecutive runs), and
+      // path-major rounds put ~35 s between waygate's and haproxy's bulk numbers.
+      const order = shuffle(paths, round + 7);
+      if (scenario('bulk')) {
+        for (const p of order) {
           currentPath = `${p.name} (bulk, round ${round + 1})`;
           const up = await measure(p.pid, () => upload(p.open, bulkBytes));
           const down = await measure(p.pid, () => download(p.open, bulkBytes));
@@ -277,7 +282,9 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
             record('bulk 1 stream', p.name, 'cpu down', 's/GiB', round, down.cpuSeconds / (bulkBytes / GiB));
           }
         }
-        if (scenario('multi')) {
+      }
+      if (scenario('multi')) {
+        for (const p of order) {
           currentPath = `${p.name} (multi, round ${round + 1})`;
           for (const streams of [8, 64]) {
             const per = Math.floor(multiBytes / streams);
@@ -288,13 +295,17 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
             if (p.pid !== null) record(`bulk ${streams} streams`, p.name, 'cpu', 's/GiB', round, m.cpuSeconds / (total / GiB));
           }
         }
-        if (scenario('echo')) {
+      }
+      if (scenario('echo')) {
+        for (const p of order) {
           currentPath = `${p.name} (echo, round ${round + 1})`;
           const rtts = await echoLatency(p.open, echoMessages);
           record('echo 64 B', p.name, 'p50', 'µs', round, quantile(rtts, 0.5));
           record('echo 64 B', p.name, 'p99', 'µs', round, quantile(rtts, 0.99));
         }
-        if (scenario('connect')) {
+      }
+      if (scenario('connect')) {
+        for (const p of order) {
           currentPath = `${p.name} (connect, round ${round + 1})`;
           for (const inFlight of [1, 64]) {
             const n = connectOps(p, inFlight);
@@ -304,7 +315,9 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
             if (p.pid !== null) record(name, p.name, 'cpu', 'ms/op', round, (m.cpuSeconds * 1000) / n);
           }
         }
-        if (scenario('handshake')) {
+      }
+      if (scenario('handshake')) {
+        for (const p of order) {
           currentPath = `${p.name} (handshake, round ${round + 1})`;
           const m = await measure(p.pid, () => runConcurrent(handshakeOps, 8, () => echoOnce(p.openFresh, 100)));
           const name = 'new connection + first exchange, 8 in flight';
