@@ -95,8 +95,8 @@ type Carrier = { [kTunnel]?: Tunnel };
  * corks the upstream, and every corked upstream is uncorked once, in the check phase of the same
  * event-loop turn (`setImmediate` runs after the poll phase that delivered the chunks): everything
  * one turn decrypted leaves in one `writev(2)`. `process.nextTick` would not batch: it runs after
- * every chunk's callback. Small chunks (interactive traffic) are written at once, so a lone
- * request is never delayed, and an upstream already corked this turn keeps its order.
+ * every chunk's callback. Small chunks (interactive traffic) are written at once, not held for
+ * the rest of the turn; one that arrives while its upstream is corked joins the batch, in order.
  */
 const COALESCE_MIN_BYTES = 4096;
 const corkedUpstreams: Socket[] = [];
