@@ -110,76 +110,79 @@ const METHOD_LITERALS: Record<string, LiteralCheck> = {
   globMatch: globLiteralError,
 };
 
-function collectReadsAndProblems(ast: ASTNode, opts: AnalyzeOptions, out: Analysis): void {
-  // Timestamps are registered without a field list, so the checker lets `now.hour` through as dyn.
-  const timestampField = (node: ASTNode, field: string): void => {
-    out.problems.push({
-      code: 'WG_POLICY_CEL',
-      offset: node.start,
-      message: `a timestamp has no field "${field}"; use its methods, e.g. now.getHours("UTC"), now.getDayOfWeek()`,
-    });
-  };
-  const visit = (node: ASTNode, bound: ReadonlySet<string>): void => {
-    const path = attributePath(node, bound);
-    if (path !== null) {
-      if (path[0] === 'now' && path.length > 1) timestampField(node, path[1]!);
-      addRead(path, out, opts);
-      return;
+// The walk is module-level functions, not closures made per call: tsx compiles with esbuild's
+// `keepNames`, which turns every closure created at run time into a defineProperty call, and a
+// 10,000-rule reload analyses every expression (see engine.ts for the same rule on the hot path).
+const NO_BOUND: ReadonlySet<string> = new Set();
+
+/** Reports `now.<field>`: timestamps are registered without a field list, so the checker lets it through as dyn. */
+function timestampField(node: ASTNode, field: string, out: Analysis): void {
+  out.problems.push({
+    code: 'WG_POLICY_CEL',
+    offset: node.start,
+    message: `a timestamp has no field "${field}"; use its methods, e.g. now.getHours("UTC"), now.getDayOfWeek()`,
+  });
+}
+
+function visitNode(node: ASTNode, bound: ReadonlySet<string>, opts: AnalyzeOptions, out: Analysis): void {
+  const path = attributePath(node, bound);
+  if (path !== null) {
+    if (path[0] === 'now' && path.length > 1) timestampField(node, path[1]!, out);
+    addRead(path, out, opts);
+    return;
+  }
+  switch (node.op) {
+    case 'in': {
+      // `"x-tenant" in request.headers` reads one header.
+      const [key, coll] = node.args;
+      const k = literalString(key);
+      const p = attributePath(coll, bound);
+      if (k !== undefined && p !== null && MAP_ATTRIBUTES.has(p.join('.'))) {
+        addRead([...p, k], out, opts);
+        return;
+      }
+      break;
     }
-    switch (node.op) {
-      case 'in': {
-        // `"x-tenant" in request.headers` reads one header.
-        const [key, coll] = node.args;
-        const k = literalString(key);
-        const p = attributePath(coll, bound);
-        if (k !== undefined && p !== null && MAP_ATTRIBUTES.has(p.join('.'))) {
-          addRead([...p, k], out, opts);
-          return;
-        }
-        break;
-      }
-      case '.': {
-        const obj = node.args[0] as ASTNode & { checkedType?: { name: string } };
-        if (obj.checkedType?.name === NOW_TYPE) timestampField(node, node.args[1]);
-        break;
-      }
-      case 'call':
-      case 'rcall': {
-        const name = node.args[0];
-        const isMethod = node.op === 'rcall';
-        const args = node.op === 'call' ? node.args[1] : node.args[2];
-        if (name === 'matches') {
-          out.usesMatches = true;
-          out.problems.push({ code: 'WG_POLICY_FORBIDDEN', offset: node.start, message: MATCHES_FORBIDDEN_MESSAGE });
-        }
-        const check = isMethod ? METHOD_LITERALS[name] : CALL_LITERALS[name];
-        const lit = args.length === 1 ? literalString(args[0]) : undefined;
-        if (check !== undefined && lit !== undefined) {
-          const err = check(lit);
-          if (err !== null) out.problems.push({ code: 'WG_POLICY_CEL', offset: args[0]!.start, message: `${name}(): ${err}` });
-        }
-        const comp = comprehensionOf(node);
-        if (comp !== null) {
-          visit(comp.receiver, bound);
-          const inner = new Set(bound);
-          inner.add(comp.iterVar);
-          for (const a of comp.body) visit(a, inner);
-          return;
-        }
-        const bind = bindName(node);
-        if (bind !== null) {
-          visit(bind.value, bound);
-          const inner = new Set(bound);
-          inner.add(bind.name);
-          visit(bind.body, inner);
-          return;
-        }
-        break;
-      }
+    case '.': {
+      const obj = node.args[0] as ASTNode & { checkedType?: { name: string } };
+      if (obj.checkedType?.name === NOW_TYPE) timestampField(node, node.args[1], out);
+      break;
     }
-    for (const c of childNodes(node)) visit(c, bound);
-  };
-  visit(ast, new Set());
+    case 'call':
+    case 'rcall': {
+      const name = node.args[0];
+      const isMethod = node.op === 'rcall';
+      const args = node.op === 'call' ? node.args[1] : node.args[2];
+      if (name === 'matches') {
+        out.usesMatches = true;
+        out.problems.push({ code: 'WG_POLICY_FORBIDDEN', offset: node.start, message: MATCHES_FORBIDDEN_MESSAGE });
+      }
+      const check = isMethod ? METHOD_LITERALS[name] : CALL_LITERALS[name];
+      const lit = args.length === 1 ? literalString(args[0]) : undefined;
+      if (check !== undefined && lit !== undefined) {
+        const err = check(lit);
+        if (err !== null) out.problems.push({ code: 'WG_POLICY_CEL', offset: args[0]!.start, message: `${name}(): ${err}` });
+      }
+      const comp = comprehensionOf(node);
+      if (comp !== null) {
+        visitNode(comp.receiver, bound, opts, out);
+        const inner = new Set(bound);
+        inner.add(comp.iterVar);
+        for (const a of comp.body) visitNode(a, inner, opts, out);
+        return;
+      }
+      const bind = bindName(node);
+      if (bind !== null) {
+        visitNode(bind.value, bound, opts, out);
+        const inner = new Set(bound);
+        inner.add(bind.name);
+        visitNode(bind.body, inner, opts, out);
+        return;
+      }
+      break;
+    }
+  }
+  for (const c of childNodes(node)) visitNode(c, bound, opts, out);
 }
 
 function addRead(path: string[], out: Analysis, opts: AnalyzeOptions): void {
@@ -210,7 +213,7 @@ function literalIndexValue(attribute: IndexableAttribute, node: ASTNode): string
 }
 
 function indexableAttribute(node: ASTNode): IndexableAttribute | undefined {
-  const p = attributePath(node, new Set());
+  const p = attributePath(node, NO_BOUND);
   if (p === null) return undefined;
   const s = p.join('.');
   return INDEXABLE.has(s) ? (s as IndexableAttribute) : undefined;
@@ -337,7 +340,7 @@ function conjunctKeys(node: ASTNode, opts: AnalyzeOptions): IndexKey[] {
     return [emptyIsError ? { ...merged, emptyIsError: true } : merged];
   }
   // A bare `variables.x` conjunct implies whatever x implies.
-  const p = attributePath(node, new Set());
+  const p = attributePath(node, NO_BOUND);
   if (p !== null && p.length === 2 && p[0] === VARIABLES_NAME) {
     return [...(opts.variables?.get(p[1]!)?.indexKeys ?? [])];
   }
@@ -354,7 +357,7 @@ export function analyzeExpression(ast: ASTNode, opts: AnalyzeOptions = {}): Anal
     usesMatches: false,
     problems: [],
   };
-  collectReadsAndProblems(ast, opts, out);
+  visitNode(ast, NO_BOUND, opts, out);
   for (const c of flatten(ast, '&&')) out.indexKeys.push(...conjunctKeys(c, opts));
   return out;
 }

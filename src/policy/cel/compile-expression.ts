@@ -7,7 +7,7 @@
 import { ParseError, type ASTNode, type Environment } from '@marcbachmann/cel-js';
 import type { Diagnostic, ErrorCode } from '../../errors.ts';
 import type { ExpressionSource } from '../model.ts';
-import { analyzeExpression, type AnalysisProblem, type VariableFacts } from './analyze.ts';
+import { analyzeExpression, type Analysis, type VariableFacts } from './analyze.ts';
 import type { Activation, CompiledExpression } from './compiled.ts';
 import {
   ATTRIBUTE_SCHEMA,
@@ -105,6 +105,11 @@ function typeErrorMessage(env: Environment, err: Error & { code?: string; summar
   return summary;
 }
 
+/** The refused constructs an analysis found, as diagnostics. */
+function refused(a: Analysis, source: ExpressionSource, what: string): Diagnostic[] {
+  return a.problems.filter((p) => p.code === 'WG_POLICY_FORBIDDEN').map((p) => diagnostic(source, p.code, p.offset, `${what}: ${p.message}`));
+}
+
 /**
  * Compiles one expression against `env`. Never throws for a bad expression: every problem is a
  * diagnostic located in the policy file.
@@ -133,31 +138,34 @@ export function compileExpression(env: Environment, source: ExpressionSource, op
   const diagnostics: Diagnostic[] = [];
   for (const v of checkStructuralLimits(ast)) diagnostics.push(diagnostic(source, 'WG_POLICY_LIMIT', v.offset, `${opts.what}: ${v.message}`));
 
-  // Refused constructs are reported before type errors: they are what the author must change first.
-  const preAnalysis = analyzeExpression(ast, { variables: opts.variables });
-  const forbidden = preAnalysis.problems.filter((p) => p.code === 'WG_POLICY_FORBIDDEN');
-  for (const p of forbidden) diagnostics.push(diagnostic(source, p.code, p.offset, `${opts.what}: ${p.message}`));
-  if (diagnostics.length > 0) return { ok: false, diagnostics };
+  // Refused constructs are reported before type errors: they are what the author must change
+  // first. The analysis runs once, after the check when it passes (the timestamp-field check needs
+  // the checked types); the refused-construct scan reads no types, so it may run on an unchecked AST.
+  if (diagnostics.length > 0) {
+    return { ok: false, diagnostics: [...diagnostics, ...refused(analyzeExpression(ast, { variables: opts.variables }), source, opts.what)] };
+  }
 
   const checked = parsed.check();
   if (!checked.valid) {
+    const forbidden = refused(analyzeExpression(ast, { variables: opts.variables }), source, opts.what);
+    if (forbidden.length > 0) return { ok: false, diagnostics: forbidden };
     const err = checked.error as Error & { range?: { start: number }; code?: string; summary?: string };
     return {
       ok: false,
       diagnostics: [diagnostic(source, 'WG_POLICY_CEL', err.range?.start ?? 0, `${opts.what}: ${typeErrorMessage(env, err)}`)],
     };
   }
+  const analysis = analyzeExpression(ast, { variables: opts.variables });
+  const forbidden = refused(analysis, source, opts.what);
+  if (forbidden.length > 0) return { ok: false, diagnostics: forbidden };
+
   const type = checked.type ?? 'dyn';
   if (opts.expect === 'bool' && type !== 'bool') {
     diagnostics.push(
       diagnostic(source, 'WG_POLICY_CEL', 0, `${opts.what} must be a bool expression, but its type is ${type}${type === 'dyn' ? ' (compare it with a value, e.g. `== "x"`)' : ''}`),
     );
   }
-
-  // Analyse again now that the AST carries checked types (the timestamp-field check needs them).
-  const analysis = analyzeExpression(ast, { variables: opts.variables });
-  const problems: AnalysisProblem[] = analysis.problems.filter((p) => p.code !== 'WG_POLICY_FORBIDDEN');
-  for (const p of problems) diagnostics.push(diagnostic(source, p.code, p.offset, `${opts.what}: ${p.message}`));
+  for (const p of analysis.problems) diagnostics.push(diagnostic(source, p.code, p.offset, `${opts.what}: ${p.message}`));
   if (diagnostics.length > 0) return { ok: false, diagnostics };
 
   const evaluate = parsed as unknown as (activation: Activation) => unknown;

@@ -207,30 +207,32 @@ export function estimateIterations(node: ASTNode): number {
   return total;
 }
 
+/** Refuses comprehensions nested deeper than allowed (a module-level walk: no closure per call, see analyze.ts). */
+function checkNesting(node: ASTNode, nesting: number, out: LimitViolation[]): void {
+  const comp = comprehensionOf(node);
+  if (comp !== null) {
+    const { name, receiver, body } = comp;
+    checkNesting(receiver, nesting, out);
+    const depth = nesting + 1;
+    if (depth > CEL_LIMITS.maxComprehensionNesting) {
+      out.push({
+        offset: node.start,
+        message: why(
+          `${name}() is nested ${depth} comprehensions deep, more than the ${CEL_LIMITS.maxComprehensionNesting} allowed (every level multiplies the iterations)`,
+        ),
+      });
+      return;
+    }
+    for (const a of body) checkNesting(a, depth, out);
+    return;
+  }
+  for (const c of childNodes(node)) checkNesting(c, nesting, out);
+}
+
 /** Checks the parsed AST against the bounds the parser does not enforce itself. */
 export function checkStructuralLimits(ast: ASTNode): LimitViolation[] {
   const out: LimitViolation[] = [];
-  const visit = (node: ASTNode, nesting: number): void => {
-    const comp = comprehensionOf(node);
-    if (comp !== null) {
-      const { name, receiver, body } = comp;
-      visit(receiver, nesting);
-      const depth = nesting + 1;
-      if (depth > CEL_LIMITS.maxComprehensionNesting) {
-        out.push({
-          offset: node.start,
-          message: why(
-            `${name}() is nested ${depth} comprehensions deep, more than the ${CEL_LIMITS.maxComprehensionNesting} allowed (every level multiplies the iterations)`,
-          ),
-        });
-        return;
-      }
-      for (const a of body) visit(a, depth);
-      return;
-    }
-    for (const c of childNodes(node)) visit(c, nesting);
-  };
-  visit(ast, 0);
+  checkNesting(ast, 0, out);
   if (out.length === 0) {
     const estimate = estimateNode(ast, new Map());
     const cost = estimate.cost;
