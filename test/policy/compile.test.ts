@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { compileFromTexts } from '../../src/policy/load.ts';
 import { candidates, describeIndex } from '../../src/policy/rule-index.ts';
 import { contextFromInput } from '../../src/policy/context-input.ts';
-import type { PolicySnapshot } from '../../src/policy/snapshot.ts';
+import { deepFreeze, type PolicySnapshot } from '../../src/policy/snapshot.ts';
 
 function doc(name: string, action: string, rules: Record<string, string>, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({
@@ -118,6 +118,28 @@ describe('compilePolicySet', () => {
     assert.throws(() => {
       (s as { version: number }).version = 2;
     }, TypeError);
+  });
+
+  it('freezes the index lists inside Maps, and leaves compiled expressions to the CEL layer', () => {
+    const s = compile(doc('a', 'ALLOW', { r: 'source.principal == "spiffe://td/ns/a/sa/b" && destination.port == 80' }));
+    const byValue = s.index.allow.maps[0]!.byValue;
+    for (const list of byValue.values()) assert.ok(Object.isFrozen(list));
+    const when = s.rules[0]!.when as unknown as { ast: object; env: object };
+    assert.ok(Object.isFrozen(when), 'compiled expressions are frozen by the CEL layer');
+    assert.ok(!Object.isFrozen(when.ast), 'the AST is cel-js\'s and may be annotated by it');
+    assert.ok(Object.isFrozen(s.rules[0]!.keys[0]) && Object.isFrozen(s.rules[0]!.keys[0]!.values));
+  });
+
+  it('deepFreeze walks shared objects once and ends on cycles', () => {
+    const shared = { n: 1, inner: { m: 2 } };
+    const cyclic: { self?: unknown; list: unknown[]; map: Map<string, unknown[]> } = { list: [shared, shared], map: new Map([['k', [shared]]]) };
+    cyclic.self = cyclic;
+    const frozen = deepFreeze(cyclic);
+    assert.equal(frozen, cyclic);
+    assert.ok(Object.isFrozen(cyclic) && Object.isFrozen(cyclic.list) && Object.isFrozen(shared.inner) && Object.isFrozen(cyclic.map.get('k')));
+    // A Map is only marked: it stays writable, as Maps cannot be made read-only.
+    cyclic.map.set('x', []);
+    assert.equal(cyclic.map.size, 2);
   });
 
   it('rejects the whole set when one expression fails, naming every failure', () => {
