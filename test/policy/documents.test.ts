@@ -8,7 +8,9 @@ import {
   DOCUMENT_FIELDS,
   findDuplicateNames,
   parsePolicyDocuments,
+  compressOffsets,
   scalarOffsetMap,
+  sourceOffsetAt,
 } from '../../src/policy/documents.ts';
 import type { AuthorizationPolicy, ExpressionSource, PolicyTest } from '../../src/policy/model.ts';
 
@@ -407,6 +409,10 @@ describe('ExpressionSource.positionAt', () => {
         if (/[\s"'\\]/.test(v[i]!)) continue; // white space may be a fold; quotes/backslashes may be escapes
         assert.equal(text[map.offsets[i]!], v[i], `${node.type} ${JSON.stringify(text)} offset ${i}`);
       }
+      // The runs an ExpressionSource keeps map every offset, the end included, exactly as the table does.
+      const runs = compressOffsets(map.offsets);
+      for (let i = 0; i < map.offsets.length; i++) assert.equal(sourceOffsetAt(runs, i), map.offsets[i], `runs of ${JSON.stringify(text)} at ${i}`);
+      if (node.type === 'PLAIN' && !text.slice(node.range![0], node.range![1]).includes('\n')) assert.equal(runs.length, 2, `a one-line plain scalar is one run: ${runs}`);
       checked++;
     }
     assert.ok(checked > 900, `checked ${checked}`);
