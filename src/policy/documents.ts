@@ -391,7 +391,7 @@ class Context {
       this.error(node, path, 'a CEL expression must not be empty');
       return null;
     }
-    return new YamlExpression(text, this.location(node, path), compressOffsets(scalarOffsetMap(this.text, node, text).offsets), this);
+    return new YamlExpression(text, this.location(node, path), expressionRuns(this.text, node, text), this);
   }
 
   // ---- documents ---------------------------------------------------------------------------
@@ -715,6 +715,26 @@ export function compressOffsets(offsets: readonly number[]): number[] {
     if (n === 0 || runs[n - 1]! + (v - runs[n - 2]!) !== o) runs.push(v, o);
   }
   return runs;
+}
+
+/**
+ * `compressOffsets(scalarOffsetMap(text, node, value).offsets)`, without building the per-character
+ * table for the common case: a plain or quoted scalar written on one line without escapes, whose
+ * value is its source verbatim, is the single run `[0, first character]`.
+ */
+export function expressionRuns(text: string, node: Scalar, value: string): number[] {
+  const start = node.range?.[0];
+  const end = node.range?.[1];
+  if (start !== undefined && end !== undefined) {
+    const quoted = node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE';
+    if (node.type === 'PLAIN' || quoted) {
+      const first = quoted ? start + 1 : start;
+      const verbatim = end - first >= value.length + (quoted ? 1 : 0) && text.startsWith(value, first) && !/[\n\r]/.test(value);
+      // Quoted: the closing quote must follow the value (an escape would have shifted it).
+      if (verbatim && (!quoted || text[first + value.length] === text[start])) return [0, first];
+    }
+  }
+  return compressOffsets(scalarOffsetMap(text, node, value).offsets);
 }
 
 /** The source offset of value index `v` in `compressOffsets` runs (binary search over the run starts). */

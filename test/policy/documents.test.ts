@@ -9,6 +9,7 @@ import {
   findDuplicateNames,
   parsePolicyDocuments,
   compressOffsets,
+  expressionRuns,
   scalarOffsetMap,
   sourceOffsetAt,
 } from '../../src/policy/documents.ts';
@@ -413,9 +414,19 @@ describe('ExpressionSource.positionAt', () => {
       const runs = compressOffsets(map.offsets);
       for (let i = 0; i < map.offsets.length; i++) assert.equal(sourceOffsetAt(runs, i), map.offsets[i], `runs of ${JSON.stringify(text)} at ${i}`);
       if (node.type === 'PLAIN' && !text.slice(node.range![0], node.range![1]).includes('\n')) assert.equal(runs.length, 2, `a one-line plain scalar is one run: ${runs}`);
+      // The shortcut for verbatim one-line scalars agrees with the full decoder.
+      assert.deepEqual(expressionRuns(text, node, v), runs, `shortcut runs of ${JSON.stringify(text)}`);
       checked++;
     }
     assert.ok(checked > 900, `checked ${checked}`);
+  });
+
+  it('maps escapes exactly where the verbatim shortcut must not apply', () => {
+    for (const yamlText of ['w: "\\\\"\n', "w: 'it''s'\n", 'w: "a\\"b"\n', 'w: "\\x41b"\n', 'w: a\n  b\n', 'w: "a\n  b"\n', 'w: \'x\'\n', 'w: "x"  # c\n']) {
+      const node = parseDocument(yamlText, { keepSourceTokens: true }).get('w', true) as Scalar;
+      const v = String(node.value);
+      assert.deepEqual(expressionRuns(yamlText, node, v), compressOffsets(scalarOffsetMap(yamlText, node, v).offsets), JSON.stringify(yamlText));
+    }
   });
 
   it('clamps offsets outside the text', () => {
