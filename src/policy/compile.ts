@@ -8,10 +8,17 @@ import type { Environment } from '@marcbachmann/cel-js';
 import type { Diagnostic } from '../errors.ts';
 import type { VariableFacts } from './cel/analyze.ts';
 import type { IndexKey } from './cel/compiled.ts';
-import { compileExpression, compilePolicyVariables, type CompiledCelExpression } from './cel/compile-expression.ts';
+import {
+  compileExpression,
+  compilePolicyVariables,
+  type CompiledCelExpression,
+  type CompileOptions,
+  type CompileResult as ExpressionCompileResult,
+} from './cel/compile-expression.ts';
 import { createBaseEnvironment, VARIABLES_NAME } from './cel/environment.ts';
 import type { RuleRef } from './decision.ts';
-import type { AuthorizationPolicy, PolicyDocument } from './model.ts';
+import type { PolicyLoadCache } from './load-cache.ts';
+import type { AuthorizationPolicy, ExpressionSource, PolicyDocument } from './model.ts';
 import { buildIndex } from './rule-index.ts';
 import {
   deepFreeze,
@@ -30,6 +37,8 @@ export interface CompileMeta {
   hash: string;
   /** Source files, in load order; derived from the documents' locations when omitted. */
   files?: readonly string[];
+  /** Compiled expressions kept from earlier loads (the gateway's reloader passes one). */
+  cache?: PolicyLoadCache;
 }
 
 export type CompileResult = { snapshot: PolicySnapshot } | { diagnostics: Diagnostic[] };
@@ -60,7 +69,7 @@ export function compilePolicySet(documents: readonly (AuthorizationPolicy | Poli
 
   for (const doc of policies) {
     const position = compiled.length;
-    const p = compilePolicy(base, doc, position, rules.length, diagnostics);
+    const p = compilePolicy(base, doc, position, rules.length, diagnostics, meta.cache);
     if (p === null) continue;
     compiled.push(p);
     rules.push(...p.rules);
@@ -93,6 +102,7 @@ function compilePolicy(
   position: number,
   firstRuleOrdinal: number,
   diagnostics: Diagnostic[],
+  cache: PolicyLoadCache | undefined,
 ): CompiledPolicy | null {
   const before = diagnostics.length;
   const what = `policy "${doc.name}"`;
@@ -125,7 +135,7 @@ function compilePolicy(
 
   let selector: CompiledCelExpression | null = null;
   if (doc.selector !== undefined) {
-    const r = compileExpression(env, doc.selector, { expect: 'bool', what: `${what} selector`, variables: facts });
+    const r = compileCached(cache, base, env, doc.selector, { expect: 'bool', what: `${what} selector`, variables: facts });
     if (r.ok) selector = r.expr.isConstantTrue ? null : r.expr;
     else diagnostics.push(...r.diagnostics);
   }
@@ -133,7 +143,7 @@ function compilePolicy(
 
   const ruleList: CompiledRule[] = [];
   doc.rules.forEach((rule, i) => {
-    const r = compileExpression(env, rule.when, { expect: 'bool', what: `${what} rule "${rule.name}" when`, variables: facts });
+    const r = compileCached(cache, base, env, rule.when, { expect: 'bool', what: `${what} rule "${rule.name}" when`, variables: facts });
     if (!r.ok) {
       diagnostics.push(...r.diagnostics);
       return;
@@ -169,6 +179,25 @@ function compilePolicy(
     rules: ruleList,
     location: doc.location,
   };
+}
+
+/**
+ * compileExpression through the load cache. Only expressions checked in the base environment are
+ * looked up or kept: a policy with variables has an environment of its own per load.
+ */
+function compileCached(
+  cache: PolicyLoadCache | undefined,
+  base: Environment,
+  env: Environment,
+  source: ExpressionSource,
+  opts: CompileOptions,
+): ExpressionCompileResult {
+  if (cache === undefined || env !== base) return compileExpression(env, source, opts);
+  const hit = cache.compiled(source, env, opts.expect);
+  if (hit !== undefined) return { ok: true, expr: hit };
+  const r = compileExpression(env, source, opts);
+  if (r.ok) cache.remember(source, env, opts.expect, r.expr);
+  return r;
 }
 
 /**

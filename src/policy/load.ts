@@ -6,6 +6,7 @@
 import type { Diagnostic } from '../errors.ts';
 import { compilePolicySet } from './compile.ts';
 import { findDuplicateNames, parsePolicyDocuments } from './documents.ts';
+import type { PolicyLoadCache } from './load-cache.ts';
 import type { AuthorizationPolicy, PolicyDocument, PolicyTest } from './model.ts';
 import type { PolicySnapshot } from './snapshot.ts';
 import { hashSources, readPolicySources, type PolicySourceFile } from './sources.ts';
@@ -18,6 +19,11 @@ export type LoadResult =
 export interface LoadOptions {
   /** Version to stamp on the snapshot (the caller's monotonic reload counter). */
   version: number;
+  /**
+   * Parses and compiled expressions kept from the previous load (load-cache.ts): unchanged files
+   * are not parsed again and their expressions not compiled again. The result is the same.
+   */
+  cache?: PolicyLoadCache;
 }
 
 /** Reads, parses and compiles the policy files under `paths` (files or directories). */
@@ -27,7 +33,7 @@ export async function loadPolicySet(paths: readonly string[], opts: LoadOptions)
     // An unreadable file could hold a DENY policy: loading the rest would fail open.
     return { ok: false, diagnostics: sources.diagnostics };
   }
-  return compileSources(sources.files, opts.version, sources.diagnostics);
+  return compileSources(sources.files, opts.version, sources.diagnostics, opts.cache);
 }
 
 /**
@@ -39,22 +45,27 @@ export function compileFromTexts(files: readonly PolicySourceFile[], version: nu
   return compileSources(sorted, version, []);
 }
 
-function compileSources(files: readonly PolicySourceFile[], version: number, earlier: Diagnostic[]): LoadResult {
+function compileSources(files: readonly PolicySourceFile[], version: number, earlier: Diagnostic[], cache?: PolicyLoadCache): LoadResult {
   const documents: PolicyDocument[] = [];
   const diagnostics: Diagnostic[] = [...earlier];
+  cache?.begin();
   for (const f of files) {
     // Ordinals run across files: "first" in a decision is file order, then document order.
-    const parsed = parsePolicyDocuments(f.text, f.path, documents.length);
+    const first = documents.length;
+    const parsed = cache
+      ? cache.parsed(f.path, f.text, first, () => parsePolicyDocuments(f.text, f.path, first))
+      : parsePolicyDocuments(f.text, f.path, first);
     documents.push(...parsed.documents);
     diagnostics.push(...parsed.diagnostics);
   }
+  cache?.commit();
   diagnostics.push(...findDuplicateNames(documents));
   if (diagnostics.some(isError)) return { ok: false, diagnostics };
 
   const policies = documents.filter((d): d is AuthorizationPolicy => d.kind === 'AuthorizationPolicy');
   const tests = documents.filter((d): d is PolicyTest => d.kind === 'PolicyTest');
   const paths = files.map((f) => f.path);
-  const compiled = compilePolicySet(policies, { version, hash: hashSources(files), files: paths });
+  const compiled = compilePolicySet(policies, { version, hash: hashSources(files), files: paths, ...(cache ? { cache } : {}) });
   if ('diagnostics' in compiled) return { ok: false, diagnostics: [...diagnostics, ...compiled.diagnostics] };
   return { ok: true, snapshot: compiled.snapshot, tests, files: paths, warnings: diagnostics };
 }
