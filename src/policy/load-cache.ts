@@ -4,9 +4,10 @@
  * serving thread; an edit usually touches one file).
  *
  * Two levels, both keyed so that a hit returns exactly what a fresh parse or compile would:
- *   - a file's parsed documents, keyed by its path, its text and the ordinal its first document
- *     gets (ordinals run across files, so a file after a changed one may shift). Documents are
- *     deep-frozen, so sharing them between snapshots is safe;
+ *   - a file's parsed documents, keyed by its path and text, parsed as if the file came first
+ *     (ordinals run across files; the loader shifts a hit's ordinals to the file's place, so a
+ *     file added in front does not make every later file a miss). Documents are deep-frozen, so
+ *     sharing them between snapshots is safe;
  *   - an expression's compiled form, keyed by its ExpressionSource object (the same object only
  *     when its file was a parse hit), the environment it was checked in and the expected type.
  *     Only expressions checked in the shared base environment are kept: a policy with variables
@@ -23,7 +24,6 @@ import type { ExpressionSource } from './model.ts';
 
 interface ParsedEntry {
   text: string;
-  firstOrdinal: number;
   result: ParsedPolicyDocuments;
 }
 
@@ -53,16 +53,16 @@ export class PolicyLoadCache {
     this.#next = null;
   }
 
-  /** The parse of `path` with this text and first ordinal, or the result of `parse()`, remembered. */
-  parsed(path: string, text: string, firstOrdinal: number, parse: () => ParsedPolicyDocuments): ParsedPolicyDocuments {
+  /** The parse of `path` with this text (first ordinal 0), or the result of `parse()`, remembered. */
+  parsed(path: string, text: string, parse: () => ParsedPolicyDocuments): ParsedPolicyDocuments {
     const hit = this.#parsed.get(path);
     let entry: ParsedEntry;
-    if (hit !== undefined && hit.text === text && hit.firstOrdinal === firstOrdinal) {
+    if (hit !== undefined && hit.text === text) {
       this.stats.files.hits++;
       entry = hit;
     } else {
       this.stats.files.misses++;
-      entry = { text, firstOrdinal, result: parse() };
+      entry = { text, result: parse() };
     }
     this.#next?.set(path, entry);
     return entry.result;

@@ -52,10 +52,15 @@ function compileSources(files: readonly PolicySourceFile[], version: number, ear
   for (const f of files) {
     // Ordinals run across files: "first" in a decision is file order, then document order.
     const first = documents.length;
-    const parsed = cache
-      ? cache.parsed(f.path, f.text, first, () => parsePolicyDocuments(f.text, f.path, first))
-      : parsePolicyDocuments(f.text, f.path, first);
-    documents.push(...parsed.documents);
+    if (cache === undefined) {
+      const parsed = parsePolicyDocuments(f.text, f.path, first);
+      documents.push(...parsed.documents);
+      diagnostics.push(...parsed.diagnostics);
+      continue;
+    }
+    // Cached parses are made as if the file came first; shift them to the file's place.
+    const parsed = cache.parsed(f.path, f.text, () => parsePolicyDocuments(f.text, f.path, 0));
+    for (const d of parsed.documents) documents.push(first === 0 ? d : withOrdinalShift(d, first));
     diagnostics.push(...parsed.diagnostics);
   }
   cache?.commit();
@@ -68,6 +73,11 @@ function compileSources(files: readonly PolicySourceFile[], version: number, ear
   const compiled = compilePolicySet(policies, { version, hash: hashSources(files), files: paths, ...(cache ? { cache } : {}) });
   if ('diagnostics' in compiled) return { ok: false, diagnostics: [...diagnostics, ...compiled.diagnostics] };
   return { ok: true, snapshot: compiled.snapshot, tests, files: paths, warnings: diagnostics };
+}
+
+/** A document parsed at ordinal offset 0, placed `by` documents later (only policies carry an ordinal). */
+function withOrdinalShift(d: PolicyDocument, by: number): PolicyDocument {
+  return d.kind === 'AuthorizationPolicy' ? Object.freeze({ ...d, ordinal: d.ordinal + by }) : d;
 }
 
 function isError(d: Diagnostic): boolean {
