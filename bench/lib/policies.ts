@@ -15,28 +15,38 @@ export interface BenchPolicyOptions {
   allowPorts?: number[];
   /** Varies the filler so two sets of the same size have different hashes (a reload must apply). */
   salt?: string;
+  /**
+   * Splits the documents over this many files (`bench-000.yaml`, ...; the load generator's rule is
+   * in the last one) instead of one `bench.yaml`, as a set maintained by several teams would be.
+   */
+  files?: number;
+  /** Per-file salt overrides (file index -> salt), to change one file and leave the others byte-identical. */
+  fileSalts?: ReadonlyMap<number, string>;
 }
 
-/** Writes `bench.yaml` into `dir`, replacing any policy file there. */
+/** Writes the set into `dir` (`bench.yaml`, or `files` files), replacing any policy file there; returns the first file. */
 export function writeBenchPolicies(dir: string, opts: BenchPolicyOptions): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const perPolicy = opts.rulesPerPolicy ?? 100;
-  const salt = opts.salt ?? 'a';
   const fillers = opts.rules - 1;
+  const docCount = Math.floor(fillers / perPolicy) + 1;
+  const fileCount = Math.max(1, Math.min(opts.files ?? 1, docCount));
+  const fileOf = (doc: number): number => Math.floor((doc * fileCount) / docCount);
+  const saltOf = (doc: number): string => opts.fileSalts?.get(fileOf(doc)) ?? opts.salt ?? 'a';
   const docs: string[] = [];
   let lines: string[] = [];
+  let docIndex = 0;
   const startDoc = (i: number) => {
     lines = [
       'apiVersion: waygate.dev/v1alpha1',
       'kind: AuthorizationPolicy',
-      `metadata: { name: bench-${salt}-${i} }`,
+      `metadata: { name: bench-${saltOf(i)}-${i} }`,
       'spec:',
       '  action: ALLOW',
       '  rules:',
     ];
   };
-  let docIndex = 0;
   startDoc(docIndex);
   let inDoc = 0;
   for (let i = 0; i < fillers; i++) {
@@ -47,7 +57,7 @@ export function writeBenchPolicies(dir: string, opts: BenchPolicyOptions): strin
     }
     lines.push(
       `    - name: svc-${i}`,
-      `      when: source.principal == "spiffe://cluster.local/ns/team-${salt}-${i}/sa/svc" && destination.port == ${10000 + (i % 50000)}`,
+      `      when: source.principal == "spiffe://cluster.local/ns/team-${saltOf(docIndex)}-${i}/sa/svc" && destination.port == ${10000 + (i % 50000)}`,
     );
     inDoc++;
   }
@@ -59,7 +69,14 @@ export function writeBenchPolicies(dir: string, opts: BenchPolicyOptions): strin
   const portCheck = ports ? ` && destination.port in [${ports.join(', ')}]` : '';
   lines.push('    - name: loadgen', `      when: source.namespace == "bench" && destination.ip == "127.0.0.1"${portCheck}`);
   docs.push(lines.join('\n'));
-  const file = path.join(dir, 'bench.yaml');
-  writeFileSync(file, docs.join('\n---\n') + '\n');
-  return file;
+  if (opts.files === undefined) {
+    const file = path.join(dir, 'bench.yaml');
+    writeFileSync(file, docs.join('\n---\n') + '\n');
+    return file;
+  }
+  const byFile: string[][] = Array.from({ length: fileCount }, () => []);
+  docs.forEach((d, i) => byFile[fileOf(i)]!.push(d));
+  const names = byFile.map((_, f) => path.join(dir, `bench-${String(f).padStart(3, '0')}.yaml`));
+  byFile.forEach((list, f) => writeFileSync(names[f]!, list.join('\n---\n') + '\n'));
+  return names[0]!;
 }
