@@ -9,7 +9,8 @@
  * Scenarios (names accepted by `--scenarios`):
  *   bulk       1 stream up then down (`bulkBytes` each way)
  *   multi      8 and 64 streams at once, half up half down (one HBONE connection for waygate)
- *   echo       64-byte ping-pong over one established stream: p50/p99 round trip
+ *   echo       64-byte ping-pong over one established stream: p50/p99 round trip; forwarder and
+ *              client CPU per message
  *   connect    open, 100-byte echo, close; 1 and 64 in flight. waygate: a CONNECT on its open
  *              connection (100-rule policy, audit log to a file); baselines: a new mTLS connection
  *   handshake  new connection + first exchange (waygate: TLS + HTTP/2 + first CONNECT), 8 in flight
@@ -299,9 +300,19 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
       if (scenario('echo')) {
         for (const p of order) {
           currentPath = `${p.name} (echo, round ${round + 1})`;
-          const rtts = await echoLatency(p.open, echoMessages);
+          let rtts: number[] = [];
+          const client0 = process.cpuUsage();
+          const m = await measure(p.pid, async () => {
+            rtts = await echoLatency(p.open, echoMessages);
+          });
+          const client = process.cpuUsage(client0);
           record('echo 64 B', p.name, 'p50', 'µs', round, quantile(rtts, 0.5));
           record('echo 64 B', p.name, 'p99', 'µs', round, quantile(rtts, 0.99));
+          // A round trip is serial: its latency is the CPU work on the path plus the wake-ups. The
+          // forwarder's CPU per message and the client's (TLS for the baselines, TLS + HTTP/2 for
+          // waygate, the HBONE client playing ztunnel) say whose work a latency gap is.
+          if (p.pid !== null) record('echo 64 B', p.name, 'cpu', 'µs/msg', round, (m.cpuSeconds * 1e6) / echoMessages);
+          record('echo 64 B', p.name, 'client cpu', 'µs/msg', round, (client.user + client.system) / echoMessages);
         }
       }
       if (scenario('connect')) {
