@@ -48,6 +48,21 @@ describe('readPolicySources', () => {
     ]);
   });
 
+  it('reads more files than it has in flight, in path order, each failure reported in path order', async () => {
+    // 60 files and two dangling policy symlinks: more than the reader keeps in flight (16), so
+    // completions arrive out of order; the result and the diagnostics must not.
+    const names = Array.from({ length: 60 }, (_, i) => `p${String(i).padStart(2, '0')}.yaml`);
+    const dir = await tree('many', Object.fromEntries(names.map((n) => [n, `text of ${n}`])));
+    await symlink('missing-1.yaml', join(dir, 'p30-gone.yaml'));
+    await symlink('missing-2.yaml', join(dir, 'p10-gone.yaml'));
+    const { files, diagnostics } = await readPolicySources([dir]);
+    assert.deepEqual(files, names.map((n) => ({ path: join(dir, n), text: `text of ${n}` })));
+    assert.deepEqual(diagnostics.map((d) => [d.code, d.file]), [
+      ['WG_POLICY_IO', join(dir, 'p10-gone.yaml')],
+      ['WG_POLICY_IO', join(dir, 'p30-gone.yaml')],
+    ]);
+  });
+
   it('reads a file named explicitly whatever its extension, once even if also found by a walk', async () => {
     const dir = await tree('explicit', { 'p.yaml': 'p', 'policy.txt': 't' });
     const { files, diagnostics } = await readPolicySources([join(dir, 'policy.txt'), dir, join(dir, 'p.yaml')]);
