@@ -729,7 +729,10 @@ export function expressionRuns(text: string, node: Scalar, value: string): numbe
     const quoted = node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE';
     if (node.type === 'PLAIN' || quoted) {
       const first = quoted ? start + 1 : start;
-      const verbatim = end - first >= value.length + (quoted ? 1 : 0) && text.startsWith(value, first) && !/[\n\r]/.test(value);
+      // Single-quoted: a quote in the value is written `''` (YAML 1.2.2 §7.3.2). A value ending in
+      // quotes would still be a prefix of the source with a quote after it, so none may occur.
+      const verbatim = end - first >= value.length + (quoted ? 1 : 0) && text.startsWith(value, first) && !/[\n\r]/.test(value) &&
+        !(node.type === 'QUOTE_SINGLE' && value.includes("'"));
       // Quoted: the closing quote must follow the value (an escape would have shifted it).
       if (verbatim && (!quoted || text[first + value.length] === text[start])) return [0, first];
     }

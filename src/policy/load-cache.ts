@@ -13,9 +13,10 @@
  *     Only expressions checked in the shared base environment are kept: a policy with variables
  *     gets a fresh environment per load, so its expressions could never hit.
  *
- * Failures are never cached (their diagnostics name the current load's context). The parse
- * level keeps only the files of the latest load; the compile level is a WeakMap on the sources,
- * so it lets go with the documents that hold them.
+ * A file's parse is kept whether or not it had errors: its documents and diagnostics depend only
+ * on its path and text. Failed compiles are not kept (their messages name the current load's
+ * context). The parse level keeps only the files of the latest load; the compile level is a
+ * WeakMap on the sources, so it lets go with the documents that hold them.
  */
 import type { Environment } from '@marcbachmann/cel-js';
 import type { CompiledCelExpression } from './cel/compile-expression.ts';

@@ -422,7 +422,10 @@ describe('ExpressionSource.positionAt', () => {
   });
 
   it('maps escapes exactly where the verbatim shortcut must not apply', () => {
-    for (const yamlText of ['w: "\\\\"\n', "w: 'it''s'\n", 'w: "a\\"b"\n', 'w: "\\x41b"\n', 'w: a\n  b\n', 'w: "a\n  b"\n', 'w: \'x\'\n', 'w: "x"  # c\n']) {
+    for (const yamlText of ['w: "\\\\"\n', "w: 'it''s'\n", 'w: "a\\"b"\n', 'w: "\\x41b"\n', 'w: a\n  b\n', 'w: "a\n  b"\n', 'w: \'x\'\n', 'w: "x"  # c\n',
+      // Regression: a single-quoted value ending in quotes is a prefix of its source followed by a
+      // quote, yet every quote after the first is written doubled.
+      "w: 'a'''\n", "w: 'destination.host == '''''\n", "w: ''''\n", "w: '''a'\n"]) {
       const node = parseDocument(yamlText, { keepSourceTokens: true }).get('w', true) as Scalar;
       const v = String(node.value);
       assert.deepEqual(expressionRuns(yamlText, node, v), compressOffsets(scalarOffsetMap(yamlText, node, v).offsets), JSON.stringify(yamlText));
