@@ -64,9 +64,9 @@ export async function readPolicySources(paths: readonly string[]): Promise<Polic
       const name = visible[i]!;
       const child = join(dir, name);
       const st = stats[i]!;
-      if (!st.ok) {
+      if (st.status === 'rejected') {
         // A dangling symlink is worth reporting only if it looks like a policy file.
-        if (POLICY_FILE.test(name)) io(child, `cannot read policy file: ${errorMessage(st.error)}`);
+        if (POLICY_FILE.test(name)) io(child, `cannot read policy file: ${errorMessage(st.reason)}`);
         continue;
       }
       if (st.value.isDirectory()) await walk(child);
@@ -91,13 +91,11 @@ export async function readPolicySources(paths: readonly string[]): Promise<Polic
   const texts = await settleAll(ordered, (path) => readFile(path, 'utf8'));
   for (let i = 0; i < ordered.length; i++) {
     const text = texts[i]!;
-    if (text.ok) files.push({ path: ordered[i]!, text: text.value });
-    else io(ordered[i]!, `cannot read policy file: ${errorMessage(text.error)}`);
+    if (text.status === 'fulfilled') files.push({ path: ordered[i]!, text: text.value });
+    else io(ordered[i]!, `cannot read policy file: ${errorMessage(text.reason)}`);
   }
   return { files, diagnostics };
 }
-
-type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 /**
  * How many file operations are in flight at once. One at a time, every file cost a round trip
@@ -108,17 +106,17 @@ type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
  */
 const FILE_OPS_IN_FLIGHT = 16;
 
-/** `fn` over `items` with at most FILE_OPS_IN_FLIGHT pending; results in `items`' order, failures kept per item. */
-async function settleAll<I, T>(items: readonly I[], fn: (item: I) => Promise<T>): Promise<Settled<T>[]> {
-  const out = new Array<Settled<T>>(items.length);
+/** `Promise.allSettled(items.map(fn))` with at most FILE_OPS_IN_FLIGHT pending; results in `items`' order. */
+async function settleAll<I, T>(items: readonly I[], fn: (item: I) => Promise<T>): Promise<PromiseSettledResult<T>[]> {
+  const out = new Array<PromiseSettledResult<T>>(items.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) {
       const i = next++;
       try {
-        out[i] = { ok: true, value: await fn(items[i]!) };
-      } catch (error) {
-        out[i] = { ok: false, error };
+        out[i] = { status: 'fulfilled', value: await fn(items[i]!) };
+      } catch (reason) {
+        out[i] = { status: 'rejected', reason };
       }
     }
   };
