@@ -74,6 +74,18 @@ export function parseAuthority(authority: string): Authority | null {
   return { kind: 'host', host: name.toLowerCase(), port };
 }
 
+/** At most this many peer-sent characters of one header go into a log message. */
+const MAX_QUOTED_CHARS = 300;
+
+/**
+ * A peer's header value as JSON text for a log message, cut to {@link MAX_QUOTED_CHARS}: a header
+ * as large as the header list allows (`:method` included) must not become a log line as large.
+ */
+function quote(value: string | string[] | undefined): string {
+  const text = typeof value === 'string' ? value : String(value ?? '');
+  return text.length > MAX_QUOTED_CHARS ? `${JSON.stringify(text.slice(0, MAX_QUOTED_CHARS))}... (${text.length} chars)` : JSON.stringify(text);
+}
+
 /**
  * Validates the pseudo-headers of one request (Node's header object, where pseudo-headers are
  * keys starting with ':'). Returns the parsed CONNECT or why it is malformed.
@@ -85,12 +97,12 @@ export function parseConnectRequest(
   const authority = typeof rawAuthority === 'string' ? rawAuthority : '';
   const fail = (message: string): { ok: false; error: ConnectRequestError } => ({ ok: false, error: { message, authority } });
   const method = headers[':method'];
-  if (method !== 'CONNECT') return fail(`method ${JSON.stringify(method ?? '')} is not CONNECT (RFC 9113 §8.5)`);
+  if (method !== 'CONNECT') return fail(`method ${quote(method)} is not CONNECT (RFC 9113 §8.5)`);
   for (const pseudo of [':scheme', ':path', ':protocol'] as const) {
     if (headers[pseudo] !== undefined) return fail(`a CONNECT request must not carry ${pseudo} (RFC 9113 §8.5)`);
   }
   if (typeof rawAuthority !== 'string' || rawAuthority.length === 0) return fail('a CONNECT request needs :authority (RFC 9113 §8.5)');
   const target = parseAuthority(rawAuthority);
-  if (!target) return fail(`:authority ${JSON.stringify(rawAuthority.slice(0, 300))} is not ip:port, [ipv6]:port or host:port`);
+  if (!target) return fail(`:authority ${quote(rawAuthority)} is not ip:port, [ipv6]:port or host:port`);
   return { ok: true, request: { authority: rawAuthority, target } };
 }
