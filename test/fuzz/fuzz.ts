@@ -55,6 +55,7 @@ export function withinHangBound<T>(what: string, fn: () => T): T {
 }
 
 const MAX_REPORT_CHARS = 6000;
+const PROPERTY_TIME_LIMIT_MS = 30_000;
 
 /** Minimal view of node:test's context: where the seed is reported. */
 interface Diagnosable {
@@ -67,8 +68,11 @@ interface Diagnosable {
  */
 export function checkProperty<Ts>(t: Diagnosable, name: string, property: fc.IProperty<Ts>, runs: number): void {
   const numRuns = Math.max(1, Math.round(runs * FUZZ_RUNS_FACTOR));
-  const details = fc.check(property, { seed: FUZZ_SEED, numRuns });
-  t.diagnostic(`${name}: seed ${FUZZ_SEED}, ${details.numRuns} runs`);
+  // interruptAfterTimeLimit bounds shrinking, which re-runs the input many times: a counterexample
+  // that trips the hang bound costs about a second per shrink step. The failure found is still
+  // reported (with the best shrink so far). A passing property never gets near this limit.
+  const details = fc.check(property, { seed: FUZZ_SEED, numRuns, interruptAfterTimeLimit: PROPERTY_TIME_LIMIT_MS });
+  t.diagnostic(`${name}: seed ${FUZZ_SEED}, ${details.numRuns} runs${details.interrupted ? ` (interrupted after ${PROPERTY_TIME_LIMIT_MS} ms)` : ''}`);
   if (!details.failed) return;
   const full = fc.defaultReportMessage(details) ?? 'the property failed';
   // A counterexample can be a 70 KB header; the seed and path replay it exactly.
