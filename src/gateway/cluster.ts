@@ -35,7 +35,7 @@ import { watchPolicyPaths, type PolicyWatcher } from '../policy/watch.ts';
 import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
 import { aggregateMetricsText, GatewayMetrics, METRICS_CONTENT_TYPE, PrimaryMetrics } from '../telemetry/metrics.ts';
 import { explainInput } from './explain.ts';
-import { closeAudit, configView, sidePorts, type GatewayOptions, type RunningGateway } from './gateway.ts';
+import { closeAudit, configView, failStartup, sidePorts, type GatewayOptions, type RunningGateway } from './gateway.ts';
 import type { ReloadTrigger } from './reload.ts';
 import { startRuntime } from './runtime.ts';
 import { installSignalHandlers } from './signals.ts';
@@ -52,8 +52,16 @@ interface WorkerStart {
 type Op = 'reload' | 'metrics' | 'policy' | 'connections' | 'explain' | 'logLevel' | 'drain';
 
 type ToWorker = { t: 'req'; id: number; op: Op; arg?: unknown };
+/** Why a worker could not start: its error, and the operating-system error under it if any. */
+interface StartupFailure {
+  message: string;
+  code?: string;
+  system?: { message: string; code: string; syscall: string; address?: string; port?: number; path?: string };
+}
+
 type FromWorker =
   | { t: 'up'; hbone: string; startup: ReloadRecord; readiness: ReadinessState }
+  | { t: 'failed'; failure: StartupFailure }
   | { t: 'readiness'; state: ReadinessState }
   | { t: 'audit'; kind: 'decision'; record: DecisionRecord }
   | { t: 'audit'; kind: 'close'; record: CloseRecord }
@@ -182,13 +190,18 @@ export async function startPrimary(opts: GatewayOptions & { log: OpsLogger }): P
       else quitDuringStartup = true;
     },
   };
-  const admin = await startAdminServers({
-    readyAddress: config.admin.readyAddress,
-    metricsAddress: config.admin.metricsAddress,
-    adminAddress: config.admin.adminAddress,
-    handlers,
-    onError: (err, route) => log.error({ route, err: (err as Error)?.message }, 'admin handler failed'),
-  });
+  let admin: Awaited<ReturnType<typeof startAdminServers>>;
+  try {
+    admin = await startAdminServers({
+      readyAddress: config.admin.readyAddress,
+      metricsAddress: config.admin.metricsAddress,
+      adminAddress: config.admin.adminAddress,
+      handlers,
+      onError: (err, route) => log.error({ route, err: (err as Error)?.message }, 'admin handler failed'),
+    });
+  } catch (err) {
+    return failStartup(err, audit, log);
+  }
   const ownPorts = sidePorts(admin.addresses);
 
   cluster.setupPrimary({
@@ -225,6 +238,12 @@ export async function startPrimary(opts: GatewayOptions & { log: OpsLogger }): P
             writeReload(msg.startup);
             log.info({ worker: worker.id }, 'replacement worker up');
           }
+          break;
+        case 'failed':
+          // Rejected now rather than on the worker's exit, with the worker's own error: the
+          // operator sees "port in use", not "worker 1 exited".
+          if (isInitial) firstFail?.(workerStartupError(worker.id, msg.failure));
+          else log.error({ worker: worker.id, err: msg.failure.message }, 'replacement worker failed to start');
           break;
         case 'readiness':
           state.readiness = msg.state;
@@ -275,9 +294,8 @@ export async function startPrimary(opts: GatewayOptions & { log: OpsLogger }): P
     draining = true;
     for (const w of workers.values()) w.worker.process.kill('SIGKILL');
     await Promise.all([...workers.values()].map((w) => w.exited));
-    await admin.close();
-    await closeAudit(audit);
-    throw err;
+    await admin.close().catch((e: unknown) => log.error({ err: (e as Error)?.message }, 'closing the side listeners failed after a failed start-up'));
+    return failStartup(err, audit, log);
   });
 
   if (config.policies.watch) {
@@ -368,6 +386,29 @@ function reply(msg: FromWorker): Promise<void> {
   });
 }
 
+/** A worker's start-up error as plain data, for the primary to rebuild and report. */
+function describeStartupFailure(err: unknown): StartupFailure {
+  const failure: StartupFailure = { message: (err as Error)?.message ?? String(err) };
+  if (err instanceof WaygateError) failure.code = err.code;
+  const seen = new Set<unknown>();
+  for (let e: unknown = err; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    const s = e as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (typeof s.code === 'string' && typeof s.syscall === 'string') {
+      failure.system = { message: s.message, code: s.code, syscall: s.syscall, address: s.address, port: s.port, path: s.path };
+      break;
+    }
+  }
+  return failure;
+}
+
+/** The primary's copy of a worker's start-up error, the OS error (address, port) as its cause. */
+function workerStartupError(workerId: number, f: StartupFailure): WaygateError {
+  const cause = f.system ? Object.assign(new Error(f.system.message), f.system) : undefined;
+  const code = (f.code as WaygateError['code'] | undefined) ?? 'WG_CONFIG';
+  return new WaygateError(code, `worker ${workerId}: ${f.message}`, { cause });
+}
+
 /** True in a worker started by {@link startPrimary}. */
 export function isGatewayWorker(): boolean {
   return cluster.isWorker && typeof process.env[WORKER_ENV] === 'string';
@@ -387,11 +428,20 @@ export async function runWorker(): Promise<number> {
 
   const audit = ipcAuditSink();
   const metrics = new GatewayMetrics();
-  const runtime = await startRuntime({
-    config, audit, log, metrics, ownPorts: start.ownPorts, initialVersion: start.initialVersion,
-    // Records go back to the primary in the answer to its request (it writes one per reload).
-    onReloadRecord: () => undefined,
-  });
+  let runtime: Awaited<ReturnType<typeof startRuntime>>;
+  try {
+    runtime = await startRuntime({
+      config, audit, log, metrics, ownPorts: start.ownPorts, initialVersion: start.initialVersion,
+      // Records go back to the primary in the answer to its request (it writes one per reload).
+      onReloadRecord: () => undefined,
+    });
+  } catch (err) {
+    // The primary prints the one line that explains the failed start-up and exits 1; a worker
+    // without its primary has no one to tell, so it says it itself.
+    if (process.connected) await reply({ t: 'failed', failure: describeStartupFailure(err) });
+    else log.error({ err: (err as Error)?.message }, 'worker failed to start');
+    return 1;
+  }
   runtime.readiness.onChange((state) => void reply({ t: 'readiness', state }));
 
   let resolveExit!: (code: number) => void;

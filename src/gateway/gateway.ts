@@ -87,6 +87,16 @@ export async function closeAudit(audit: NonNullable<GatewayOptions['audit']>): P
   else await audit.flush();
 }
 
+/**
+ * Closes the audit destination on a start-up that failed, then rethrows the start-up error. An
+ * audit close that fails too is logged, never thrown: it must not replace the error the operator
+ * needs to see (a port in use, a bad certificate), which `waygate serve` prints and exits on.
+ */
+export async function failStartup(err: unknown, audit: NonNullable<GatewayOptions['audit']>, log: OpsLogger): Promise<never> {
+  await closeAudit(audit).catch((e: unknown) => log.error({ err: (e as Error)?.message }, 'audit log close failed after a failed start-up'));
+  throw err;
+}
+
 /** Starts the gateway described by `opts.effective`. */
 export async function startGateway(opts: GatewayOptions): Promise<RunningGateway> {
   const config = opts.effective.config;
@@ -148,15 +158,13 @@ async function startSingle(opts: GatewayOptions, config: Readonly<GatewayConfig>
       onError: (err, route) => log.error({ route, err: (err as Error)?.message }, 'admin handler failed'),
     });
   } catch (err) {
-    await closeAudit(audit);
-    throw err;
+    return failStartup(err, audit, log);
   }
   try {
     runtime = await startRuntime({ config, audit, log, metrics, ownPorts: sidePorts(admin.addresses) });
   } catch (err) {
-    await admin.close();
-    await closeAudit(audit);
-    throw err;
+    await admin.close().catch((e: unknown) => log.error({ err: (e as Error)?.message }, 'closing the side listeners failed after a failed start-up'));
+    return failStartup(err, audit, log);
   }
   const rt = runtime;
 
