@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, type Node as YamlNode } from 'yaml';
+import { isMap, isScalar, isSeq, parseAllDocuments, type Node as YamlNode } from 'yaml';
 import { WaygateError, formatDiagnostic, type Diagnostic } from '../errors.ts';
 import {
   parseAllowDestinations, parseCidr, parseHostPort, parsePort, parseRouteKey, parseRouteTarget, isLoopbackHost,
@@ -35,9 +35,34 @@ export class ConfigError extends WaygateError {
   }
 }
 
+/**
+ * 1-based line and column of an offset, counted on the text itself. yaml's LineCounter misses line
+ * breaks inside the tokens it skips after a syntax error (yaml 2.9.1: in `" :\nr\n  y:"` it puts
+ * the `:` of line 3 at 2:6, past the end of line 2), so a diagnostic pointed at no real column.
+ */
+class TextLines {
+  readonly #starts: number[] = [0];
+  readonly #length: number;
+  constructor(text: string) {
+    for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) this.#starts.push(i + 1);
+    this.#length = text.length;
+  }
+  linePos(offset: number): { line: number; col: number } {
+    const at = Math.min(Math.max(offset, 0), this.#length);
+    let lo = 0;
+    let hi = this.#starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.#starts[mid]! <= at) lo = mid;
+      else hi = mid - 1;
+    }
+    return { line: lo + 1, col: at - this.#starts[lo]! + 1 };
+  }
+}
+
 interface Cx {
   file: string;
-  lines: LineCounter;
+  lines: TextLines;
   diags: Diagnostic[];
   baseDir: string;
 }
@@ -266,9 +291,9 @@ const documentSchema = object<{ apiVersion: string; kind: string; metadata: { na
  * `baseDir` (the file's directory). Throws ConfigError with every problem found.
  */
 export function parseConfigText(text: string, file: string, baseDir: string = path.dirname(path.resolve(file))): ConfigLayer {
-  const lines = new LineCounter();
+  const lines = new TextLines(text);
   const cx: Cx = { file, lines, diags: [], baseDir };
-  const docs = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
+  const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: false });
   const list = Array.isArray(docs) ? docs : [];
   for (const doc of list) {
     for (const e of doc.errors) {

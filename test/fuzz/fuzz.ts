@@ -77,9 +77,13 @@ export function checkProperty<Ts>(t: Diagnosable, name: string, property: fc.IPr
   const full = fc.defaultReportMessage(details) ?? 'the property failed';
   // A counterexample can be a 70 KB header; the seed and path replay it exactly.
   const report = full.length > MAX_REPORT_CHARS ? `${full.slice(0, MAX_REPORT_CHARS)}... (report cut at ${MAX_REPORT_CHARS} of ${full.length} chars)` : full;
+  const error = details.errorInstance;
+  const why = error instanceof Error ? error.message : String(error);
   throw new Error(
     `fuzz property "${name}" failed with WAYGATE_FUZZ_SEED=${FUZZ_SEED}\n` +
-      `replay: WAYGATE_FUZZ_SEED=${FUZZ_SEED} node --import tsx --test test/fuzz/<this file>.test.ts\n${report}`,
+      `replay: WAYGATE_FUZZ_SEED=${FUZZ_SEED} node --import tsx --test test/fuzz/<this file>.test.ts\n` +
+      `${why.length > MAX_REPORT_CHARS ? `${why.slice(0, MAX_REPORT_CHARS)}...` : why}\n${report}`,
+    { cause: error },
   );
 }
 
