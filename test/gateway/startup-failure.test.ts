@@ -1,0 +1,137 @@
+/**
+ * `waygate serve` that cannot start (issue 12): a real child process, the audit log to a file, a
+ * port held by this test process. Every failure prints its real cause as one line on stderr and
+ * exits 1 (docs/operating.md, "Exit codes"), in single-process and workers mode.
+ *
+ * Regressions: with a side port taken, the audit logger was ended before SonicBoom had opened
+ * its file and the process died of a TypeError from inside sonic-boom (mergeBuf), hiding the
+ * EADDRINUSE; with the HBONE port taken the listen error was WG_CONFIG and exited 2; in workers
+ * mode the worker died on an unhandled rejection and the primary reported "worker 1 failed".
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { allowPolicy, spawnServe, writeServeConfig, type ServeProcess } from './fixture.ts';
+
+/** A port on 127.0.0.1 held by this process for the whole file. */
+function holdPort(): Promise<{ server: net.Server; address: string }> {
+  const server = net.createServer();
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve({ server, address: `127.0.0.1:${(server.address() as net.AddressInfo).port}` }));
+  });
+}
+
+interface Failure {
+  code: number | null;
+  /** stderr lines that are not the operational log's JSON. */
+  plain: string[];
+  /** Every stderr line as text. */
+  all: string[];
+}
+
+async function failedStart(serve: ServeProcess): Promise<Failure> {
+  const code = await serve.exited;
+  // 'exit' can come before the last stderr bytes were read; 'close' follows both.
+  await new Promise<void>((resolve) => (serve.child.stderr!.readableEnded ? resolve() : serve.child.stderr!.once('close', () => resolve())));
+  const plain = serve.lines.filter((l) => typeof l['raw'] === 'string').map((l) => l['raw'] as string).filter((t) => t.trim() !== '');
+  return { code, plain, all: serve.lines.map((l) => JSON.stringify(l)) };
+}
+
+/** Exit 1, exactly one plain stderr line, the one `waygate serve: cannot start:` line, no TypeError. */
+function assertOneLine(f: Failure, pattern: RegExp): string {
+  const log = f.all.join('\n');
+  assert.equal(f.code, 1, log);
+  assert.ok(!/TypeError/.test(log), `no TypeError on stderr:\n${log}`);
+  assert.equal(f.plain.length, 1, `one plain line on stderr:\n${log}`);
+  const line = f.plain[0]!;
+  assert.match(line, /^waygate serve: cannot start: /);
+  assert.match(line, pattern);
+  return line;
+}
+
+/** The audit file exists and holds whole JSON lines only (the start-up flushed and closed it). */
+function auditRecords(file: string): Record<string, unknown>[] {
+  assert.ok(existsSync(file), 'the audit log was opened');
+  const text = readFileSync(file, 'utf8');
+  if (text === '') return [];
+  assert.ok(text.endsWith('\n'), 'the audit log ends with a whole line');
+  return text.slice(0, -1).split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+describe('waygate serve: start-up failures', () => {
+  let held: { server: net.Server; address: string };
+  const dirs: string[] = [];
+  const config = (): ReturnType<typeof writeServeConfig> => {
+    const dir = mkdtempSync(join(tmpdir(), 'waygate-startup-'));
+    dirs.push(dir);
+    return writeServeConfig(dir, { 'allow.yaml': allowPolicy('allow', 'frontend') });
+  };
+  before(async () => {
+    held = await holdPort();
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => held.server.close(() => resolve()));
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  const sidePorts = [
+    ['--ready-address', /readiness listener \(admin\.readyAddress, --ready-address\)/],
+    ['--metrics-address', /metrics listener \(admin\.metricsAddress, --metrics-address\)/],
+    ['--admin-address', /admin listener \(admin\.adminAddress, --admin-address\)/],
+  ] as const;
+
+  for (const workers of ['1', '2']) {
+    describe(`--workers ${workers}`, () => {
+      for (const [flag, setting] of sidePorts) {
+        // One side port is enough in workers mode: the primary opens all three the same way.
+        if (workers === '2' && flag !== '--metrics-address') continue;
+        it(`a side port in use (${flag}): EADDRINUSE naming the address, exit 1, audit log intact`, async () => {
+          const cfg = config();
+          const f = await failedStart(spawnServe(['--config', cfg.configFile, '--workers', workers, flag, held.address]));
+          const line = assertOneLine(f, /EADDRINUSE/);
+          assert.ok(line.includes(held.address), line);
+          assert.match(line, setting);
+          assert.match(line, /another waygate may already be running/);
+          // The side ports open before anything is decided or loaded: nothing to record.
+          assert.deepEqual(auditRecords(cfg.auditFile), []);
+        });
+      }
+
+      it('the HBONE port in use: EADDRINUSE naming the address, exit 1, the startup reload record flushed', async () => {
+        const cfg = config();
+        const f = await failedStart(spawnServe(['--config', cfg.configFile, '--workers', workers, '--listen', held.address]));
+        const line = assertOneLine(f, /EADDRINUSE/);
+        assert.ok(line.includes(held.address), line);
+        assert.match(line, /HBONE listener \(listen, --listen\)/);
+        // Single process: the policies loaded before the listener failed, and their record reached
+        // the file. Workers: the primary writes the startup record once every worker is up, so none.
+        const records = auditRecords(cfg.auditFile);
+        const expected = workers === '1' ? [['reload', 'startup', 'applied']] : [];
+        assert.deepEqual(records.map((r) => [r['event'], r['trigger'], r['result']]), expected);
+      });
+
+      it('a certificate file that does not exist: WG_CERT naming the file, exit 1', async () => {
+        const cfg = config();
+        const missing = join(cfg.tls.certFile + '.missing');
+        const f = await failedStart(spawnServe(['--config', cfg.configFile, '--workers', workers, '--cert', missing]));
+        const line = assertOneLine(f, /WG_CERT/);
+        assert.ok(line.includes(missing), line);
+        assert.match(line, /ENOENT/);
+      });
+
+      it('an audit log path that cannot be opened: WG_AUDIT naming the path, exit 1', async () => {
+        const cfg = config();
+        const notADir = join(cfg.policyDir, '..', 'plain-file');
+        writeFileSync(notADir, 'x');
+        const target = join(notADir, 'audit.jsonl');
+        const f = await failedStart(spawnServe(['--config', cfg.configFile, '--workers', workers, '--audit-log', target]));
+        const line = assertOneLine(f, /WG_AUDIT/);
+        assert.ok(line.includes(target), line);
+      });
+    });
+  }
+});
