@@ -7,11 +7,13 @@
  *      informational headers, resolve the destination, register the tunnel;
  *   2. authorize and dial: policy (401, configurable), allowed networks (deny status too: the
  *      gateway refused, the destination did not fail), a `host:port` without a route (503, as
- *      ztunnel's "no upstream"), self-call (503), too many dials in flight on the connection
- *      (503), connect (503); a client reset during the dial abandons the dial at once;
+ *      ztunnel's "no upstream"), self-call (503), a dial slot on the connection (waited for, in
+ *      arrival order, within the connect timeout: dial-queue.ts), connect (503); a client reset
+ *      while waiting or dialing abandons the dial at once;
  *   3. answer 200 and pipe (tunnel.ts).
  * Exactly one decision record per CONNECT; one close record per tunnel that passed authorization
- * (including one refused with 503 after it: a failed dial, no route, a self-call, the dial cap).
+ * (including one refused with 503 after it: a failed dial, no route, a self-call, no dial slot
+ * within the connect timeout).
  *
  * A peer whose certificate verifies but carries no accepted SPIFFE ID (no URI SAN that is a SPIFFE
  * ID, or a trust domain not accepted) keeps its TLS connection, and each of its CONNECTs is denied
@@ -43,13 +45,14 @@ import type { DecisionContext } from '../policy/context.ts';
 import type { Decision, Reason, Verdict } from '../policy/decision.ts';
 import { parseConnectRequest } from './connect-request.ts';
 import { DestinationPolicy, type DestinationOptions } from './destination.ts';
+import { DialAdmission, DialSlotTimeoutError } from './dial-queue.ts';
 import { h2Settings, resolveH2Options, type H2Options, type ResolvedH2Options } from './h2-settings.ts';
 import { notify, type HandshakeFailureReason, type HboneObserver } from './observer.ts';
 import { encodeProxyV2 } from './proxy-protocol.ts';
 import { parseRequestHeaders, type BaggageCache } from './request-headers.ts';
 import { Tunnel, type Revocation, type TunnelClosedHook } from './tunnel.ts';
 import { TunnelRegistry, type Authorize } from './tunnel-registry.ts';
-import { dialUpstream, UpstreamDialError } from './upstream.ts';
+import type { UpstreamDialError } from './upstream.ts';
 
 /** TLS material and versions of the listener. */
 export interface HboneTlsOptions {
@@ -98,11 +101,12 @@ export interface HboneServerOptions {
   /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream. */
   proxyProtocol?: boolean;
   /**
-   * Upstream dials in flight per HTTP/2 connection; a CONNECT beyond it is answered 503
-   * (`upstream_failed`, with a log line) without dialing. Bounds the sockets (and, with the
-   * stream window, the memory: h2-settings.ts) one peer can hold through CONNECTs not answered
-   * yet. Default 100: ztunnel opens at most 100 streams per connection, so a burst of new tunnels
-   * from a real ztunnel never meets the cap (64 would refuse such a burst of 100 simultaneous CONNECTs).
+   * Upstream dials in flight per HTTP/2 connection. A CONNECT beyond it waits for a slot, in
+   * arrival order, within its connect timeout counted from its arrival (dial-queue.ts); one whose
+   * budget runs out first is answered 503 (`upstream_failed`, no dial, counted as a
+   * `max_pending_dials` refusal). Bounds the sockets one peer can make the gateway open at once.
+   * Default 100 (ztunnel's per-connection stream count); a value above `h2.maxConcurrentStreams`
+   * is clamped to it (a connection never has more CONNECTs than streams).
    */
   maxPendingDialsPerConnection?: number;
   log?: Logger;
@@ -149,8 +153,8 @@ interface ConnState {
   streams: number;
   pingSentAt: number;
   prefaceTimer: NodeJS.Timeout | null;
-  /** Upstream dials in flight on this connection (capped by maxPendingDialsPerConnection). */
-  pendingDials: number;
+  /** Upstream dials in flight on this connection, and the CONNECTs waiting for one (dial-queue.ts). */
+  dials: DialAdmission;
   /** Set once the graceful GOAWAY started; resolves when the final GOAWAY has been submitted. */
   drained: Promise<void> | null;
   /** Submits the final GOAWAY now (drain deadline) if the PING ack has not done it yet. */
@@ -208,7 +212,7 @@ const NO_IDENTITY: Identity = Object.freeze({ principal: '', trustDomain: '', na
 function ignoreStreamError(): void {}
 const EMPTY_SNAPSHOT = Object.freeze({ version: 0, hash: '' });
 const BOOT_ID = randomBytes(4).toString('hex');
-/** ztunnel's per-connection stream ceiling: a burst from a real ztunnel never meets the dial cap. */
+/** ztunnel's per-connection stream ceiling; a burst beyond it waits for a slot (dial-queue.ts). */
 const DEFAULT_MAX_PENDING_DIALS = 100;
 /** RFC 9113 §6.8: a GOAWAY naming the largest stream id announces a shutdown without refusing any stream yet. */
 const MAX_STREAM_ID = 2 ** 31 - 1;
@@ -286,7 +290,11 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     typeof headerAuditPolicyOpt === 'function' ? headerAuditPolicyOpt : () => headerAuditPolicyOpt;
   const maxConnections = positiveInt('maxConnections', opts.maxConnections, 0, 0);
   const proxyProtocol = opts.proxyProtocol === true;
-  const maxPendingDials = positiveInt('maxPendingDialsPerConnection', opts.maxPendingDialsPerConnection, DEFAULT_MAX_PENDING_DIALS);
+  // Clamped to the stream limit: dials beyond it could never be in flight anyway.
+  const maxPendingDials = Math.min(
+    positiveInt('maxPendingDialsPerConnection', opts.maxPendingDialsPerConnection, DEFAULT_MAX_PENDING_DIALS),
+    h2.maxConcurrentStreams,
+  );
   const observer = opts.observer;
   const audit = opts.audit;
   const log = opts.log;
@@ -355,7 +363,8 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       streams: 0,
       pingSentAt: 0,
       prefaceTimer: null,
-      pendingDials: 0,
+      // Waiters are bounded by the advertised stream limit (nghttp2 refuses streams beyond it).
+      dials: new DialAdmission({ maxInFlight: maxPendingDials, maxHeld: h2.maxConcurrentStreams, connectTimeoutMs }),
       drained: null,
       finishDrain: null,
       source: sourceOf(identity, ip, port),
@@ -622,14 +631,6 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       unreachable(decision);
       return;
     }
-    if (conn.pendingDials >= maxPendingDials) {
-      // One peer must not pile up dials (each holds a socket, and its stream may hold a full
-      // stream window of early DATA: h2-settings.ts). Refused before dialing.
-      log?.warn({ connectionId: conn.id, streamId, destination, pendingDials: conn.pendingDials, limit: maxPendingDials }, 'too many upstream dials in flight on this connection: 503');
-      notify(observer, 'refused', 'max_pending_dials');
-      unreachable(decision);
-      return;
-    }
     // The PROXY header is built before dialing: if it cannot be (the client's address is already
     // gone), the CONNECT is refused with a record and no socket is ever opened.
     let header: Buffer | null = null;
@@ -642,6 +643,8 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
         return;
       }
     }
+    // Authorized from here on, whether it dials now or waits for a dial slot: a recheck, a drain
+    // or a shutdown revokes it either way (tunnel-registry.ts re-checks authorized tunnels only).
     tunnel.authorized = true;
     if (tunnel.streamClosed) {
       // Reset before the dial could start: nothing to dial for.
@@ -649,10 +652,18 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       tunnel.finishPending('client_reset');
       return;
     }
-    const dial = dialUpstream(resolved.ip, resolved.port, connectTimeoutMs);
+    // Dials now if a slot of the connection is free, else waits for one (dial-queue.ts); the
+    // connect budget counts from the CONNECT's arrival either way.
+    const dial = conn.dials.admit(resolved.ip, resolved.port, startedAt, () => tunnel.streamClosed);
+    if (dial === null) {
+      // Every stream the connection may hold is already dialing or waiting: only reachable while
+      // a stream the client reset has not been seen closed yet (nghttp2 enforces the stream limit).
+      log?.warn({ connectionId: conn.id, streamId, destination, dialsInFlight: conn.dials.inFlight, dialsWaiting: conn.dials.waiting, limit: maxPendingDials }, 'dial queue of this connection full: 503');
+      notify(observer, 'refused', 'max_pending_dials');
+      unreachable(decision);
+      return;
+    }
     tunnel.setDial(dial);
-    conn.pendingDials++;
-    const dialStart = performance.now();
     let upstream: Socket;
     try {
       upstream = await dial.promise;
@@ -664,27 +675,31 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
         return;
       }
       if (e.kind === 'aborted' || tunnel.streamClosed) {
-        // The client reset the stream while we dialed (Tunnel aborted the dial on the stream's
-        // close). The decision record keeps what the policy said, with status 0 (no answer could
-        // be sent); the close record says client_reset.
-        log?.debug({ connectionId: conn.id, streamId }, 'CONNECT reset by the client during the dial; dial abandoned');
+        // The client reset the stream while we waited or dialed (Tunnel aborted the dial on the
+        // stream's close). The decision record keeps what the policy said, with status 0 (no
+        // answer could be sent); the close record says client_reset.
+        log?.debug({ connectionId: conn.id, streamId, queued: dial.queued }, 'CONNECT reset by the client before its answer; dial abandoned');
         record({ verdict: 'allow', reason: decision.reason, status: 0, decision, withRule: true, destination });
         tunnel.finishPending('client_reset');
         return;
       }
-      notify(observer, 'upstreamFailed', e.kind, Math.round(performance.now() - dialStart));
-      log?.info({ connectionId: conn.id, streamId, err: e.message }, 'upstream connect failed');
+      if (e instanceof DialSlotTimeoutError) {
+        // Waited its whole connect budget for a slot: the dial cap refused it, no destination failed.
+        log?.warn({ connectionId: conn.id, streamId, destination, limit: maxPendingDials, connectTimeoutMs }, 'no upstream dial slot freed on this connection within the connect timeout: 503');
+        notify(observer, 'refused', 'max_pending_dials');
+      } else {
+        notify(observer, 'upstreamFailed', e.kind, Math.round(performance.now() - (dial.dialStartedAt ?? startedAt)));
+        log?.info({ connectionId: conn.id, streamId, err: e.message }, 'upstream connect failed');
+      }
       const sent = refuse(stream, 503) ? 503 : 0;
       record({ verdict: 'allow', reason: 'upstream_failed', status: sent, decision, withRule: true, destination });
       tunnel.finishPending('upstream_failed');
       return;
-    } finally {
-      conn.pendingDials--;
     }
     // From here until tunnel.open() the socket is the server's: the failure path destroys it.
     scope.upstream = upstream;
     tunnel.setDial(null);
-    notify(observer, 'upstreamConnected', Math.round(performance.now() - dialStart));
+    notify(observer, 'upstreamConnected', Math.round(performance.now() - (dial.dialStartedAt ?? startedAt)));
     if (tunnel.revoked) {
       scope.upstream = null;
       upstream.destroy();

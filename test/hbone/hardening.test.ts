@@ -4,6 +4,7 @@
  * dial aborts it, two-phase GOAWAY on drain, a failure between the dial and the 200 releases the
  * upstream socket and still writes the decision record, and a hostname without a route is 503.
  */
+import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants as h2c, type ClientHttp2Stream } from 'node:http2';
@@ -115,46 +116,41 @@ describe('HBONE hardening: memory per connection', () => {
     }
   });
 
-  test('dials in flight are capped per connection: beyond maxPendingDialsPerConnection 503 upstream_failed with a log line; a reset frees a slot', async () => {
+  test('dials in flight are capped per connection: beyond maxPendingDialsPerConnection a CONNECT waits for a slot without dialing (test/hbone/dial-queue.test.ts); a reset frees a slot', async () => {
     const hole = await startBlackhole();
     const echo = await startUpstream('echo');
-    const { log, lines } = memoryLog();
     const refused: string[] = [];
-    const gw = await startGateway({ connectTimeoutMs: 60_000, maxPendingDialsPerConnection: 2, log, observer: { refused: (limit) => refused.push(limit) } });
+    const gw = await startGateway({ connectTimeoutMs: 60_000, maxPendingDialsPerConnection: 2, observer: { refused: (limit) => refused.push(limit) } });
     try {
       const client = await gw.connect(spiffe('frontend'));
       const a = connectNoWait(client, `127.0.0.1:${hole.port}`);
       const b = connectNoWait(client, `127.0.0.1:${hole.port}`);
       await tunnelsRegistered(gw, 2);
-      const before = echo.connections;
-      const over = await client.openTunnel(`127.0.0.1:${echo.port}`);
-      assert.equal(over.status, 503);
-      const d = await gw.sink.decisionFor(over.stream.id!);
-      assert.equal(d.decision, 'allow');
-      assert.equal(d.reason, 'upstream_failed');
-      assert.equal(d.status, 503);
-      assert.equal(d.rule, 'sa-frontend');
-      assert.equal(echo.connections, before, 'nothing dialed beyond the cap');
-      assert.equal((await gw.sink.closeFor(d.decisionId)).closeReason, 'upstream_failed');
-      assert.ok(lines.some((l) => l['msg'] === 'too many upstream dials in flight on this connection: 503' && l['limit'] === 2));
-      assert.deepEqual(refused, ['max_pending_dials'], 'the refusal is counted (waygate_refusals_total{limit="max_pending_dials"})');
-      // The cap is per connection: another connection dials.
+      const connectionId = gw.server.tunnels.list()[0]!.connectionId;
+      const over = connectNoWait(client, `127.0.0.1:${echo.port}`);
+      await tunnelsRegistered(gw, 3);
+      // The cap is per connection: another connection dials at once, while `over` still waits.
       const other = await gw.connect(spiffe('frontend'));
       const elsewhere = await other.openTunnel(`127.0.0.1:${echo.port}`);
       assert.equal(elsewhere.status, 200);
       elsewhere.stream.end();
       await readAll(elsewhere.stream);
-      // A reset aborts its dial and frees the slot.
+      assert.equal(echo.connections, 1, 'nothing dialed beyond the cap');
+      // A reset aborts its dial and frees the slot; the waiting CONNECT takes it.
       a.close(h2c.NGHTTP2_CANCEL);
-      const da = await gw.sink.decisionFor(a.id!, d.connectionId);
+      const da = await gw.sink.decisionFor(a.id!, connectionId);
       assert.equal((await gw.sink.closeFor(da.decisionId)).closeReason, 'client_reset');
-      const again = await client.openTunnel(`127.0.0.1:${echo.port}`);
-      assert.equal(again.status, 200);
-      const reading = readAll(again.stream);
-      again.stream.end('after the slot freed');
+      const [headers] = (await once(over, 'response')) as [Record<string, string>];
+      assert.equal(Number(headers[':status']), 200);
+      const dOver = await gw.sink.decisionFor(over.id!, connectionId);
+      assert.equal(dOver.status, 200);
+      assert.ok(gw.sink.decisions.indexOf(dOver) > gw.sink.decisions.indexOf(da), 'answered after the slot freed');
+      const reading = readAll(over);
+      over.end('after the slot freed');
       assert.equal((await reading).toString(), 'after the slot freed');
+      assert.deepEqual(refused, [], 'a CONNECT that waits is not refused');
       b.close(h2c.NGHTTP2_CANCEL);
-      const db = await gw.sink.decisionFor(b.id!, d.connectionId);
+      const db = await gw.sink.decisionFor(b.id!, connectionId);
       assert.equal((await gw.sink.closeFor(db.decisionId)).closeReason, 'client_reset');
     } finally {
       hole.close();
