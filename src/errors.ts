@@ -12,6 +12,9 @@ export type ErrorCode =
   | 'WG_POLICY_LIMIT'         // an expression exceeds the size/nesting bound
   | 'WG_POLICY_FORBIDDEN'     // a construct is refused (e.g. backtracking `matches()`)
   | 'WG_POLICY_IO'            // a policy path cannot be read
+  | 'WG_POLICY_EMPTY'         // a file holds no document, or ends in an empty one (a torn write?)
+  | 'WG_POLICY_UNSTABLE'      // a file kept changing while it was read (a write in progress)
+  | 'WG_POLICY_UNSAFE_UPDATE' // (warning) the directory is edited in place, e.g. editor swap files
   // policy evaluation (never thrown out of the engine: recorded as eval_error)
   | 'WG_EVAL'
   // configuration and CLI

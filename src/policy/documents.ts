@@ -94,7 +94,12 @@ export interface ParsedPolicyDocuments {
 /**
  * Parses every document of one policy file.
  *
- * Empty documents (only comments, or nothing between `---` markers) are skipped. A document with any
+ * Empty documents (only comments, or nothing between `---` markers) are skipped, with two
+ * exceptions that are errors (`WG_POLICY_EMPTY`) because they are what a torn write looks like:
+ * a file with no document at all (`: > deny.yaml`, or a writer that has not written yet), and a
+ * file whose last document is an empty one opened by `---` (a write cut at a document boundary).
+ * Read as "no policies here", either would silently drop the policies the file held, and a missing
+ * DENY loosens enforcement (docs/operating.md, "Updating policies safely"). A document with any
  * error is left out of `documents`; the caller must reject the whole set when `diagnostics` holds an
  * error. Returned documents are deeply frozen. `ordinal` of the i-th returned document is
  * `firstOrdinal + i`, so a loader passes `firstOrdinal + documents.length` to the next file.
@@ -108,10 +113,14 @@ export function parsePolicyDocuments(text: string, file: string, firstOrdinal = 
   const ctx = new Context(text, file, lineCounter);
   const documents: PolicyDocument[] = [];
   // parseAllDocuments returns an EmptyStream (an empty array) for a file without documents.
-  for (const doc of Array.from(docs)) {
+  const all = Array.from(docs);
+  let nonEmpty = 0;
+  for (let i = 0; i < all.length; i++) {
+    const doc = all[i]!;
     if (doc.errors.length > 0) {
       // A broken YAML tree cannot be validated meaningfully: report where the syntax broke.
       for (const e of doc.errors) ctx.report('WG_POLICY_YAML', e.pos[0], '', yamlMessage(e.message));
+      nonEmpty++;
       continue;
     }
     for (const w of doc.warnings) {
@@ -119,11 +128,27 @@ export function parsePolicyDocuments(text: string, file: string, firstOrdinal = 
       ctx.report('WG_POLICY_YAML', w.pos[0], '', yamlMessage(w.message), 'warning');
     }
     const root = doc.contents;
-    if (root === null || (isScalar(root) && root.value === null)) continue; // empty document
+    if (root === null || (isScalar(root) && root.value === null)) {
+      // An empty document. Between two others it is harmless (`---` twice); as the last one of a
+      // file that has documents, after an explicit `---`, it is where a write may have been cut.
+      if (i === all.length - 1 && nonEmpty > 0 && doc.directives?.docStart === true) {
+        ctx.report('WG_POLICY_EMPTY', doc.range?.[0] ?? 0, '',
+          'the file ends with an empty document after `---`: it may have been cut short by a write in progress, ' +
+          'which would drop the policies after the cut. Remove the trailing `---`, and replace policy files atomically (write a temporary file, then rename it)');
+      }
+      continue;
+    }
+    nonEmpty++;
     const before = ctx.errorCount;
     ctx.refuseIndirection(root);
     const parsed = ctx.document(root, firstOrdinal + documents.length);
     if (parsed !== null && ctx.errorCount === before) documents.push(deepFreeze(parsed));
+  }
+  if (nonEmpty === 0) {
+    ctx.report('WG_POLICY_EMPTY', 0, '',
+      'the file holds no document. An empty policy file is refused rather than read as "no policies": ' +
+      'it is what a file truncated by a write in progress looks like, and applying it would drop the policies it held. ' +
+      'To remove a file\'s policies, delete the file; replace policy files atomically (write a temporary file, then rename it)');
   }
   // Report in reading order (a stable sort keeps same-position messages in discovery order).
   const diagnostics = ctx.diagnostics.sort((a, b) => a.line - b.line || a.col - b.col);

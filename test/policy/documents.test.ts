@@ -131,13 +131,28 @@ describe('parsePolicyDocuments: valid documents', () => {
     assert.throws(() => { (p as { name: string }).name = 'x'; }, TypeError);
   });
 
-  it('skips empty documents and an empty file', () => {
-    assert.deepEqual(parsePolicyDocuments('', 'e.yaml'), { documents: [], diagnostics: [] });
-    assert.deepEqual(parsePolicyDocuments('# only a comment\n---\n---\n# another\n', 'e.yaml'), { documents: [], diagnostics: [] });
-    const r = parsePolicyDocuments(`---\n# nothing here\n---\n${HEAD}spec: { action: ALLOW, rules: [{ name: r, when: 'true' }] }\n---\n`, 'e.yaml', 5);
+  it('skips empty documents between others', () => {
+    const r = parsePolicyDocuments(`---\n# nothing here\n---\n${HEAD}spec: { action: ALLOW, rules: [{ name: r, when: 'true' }] }\n---\n---\n${HEAD.replace('name: p', 'name: q')}spec: { action: ALLOW, rules: [{ name: r, when: 'true' }] }\n`, 'e.yaml', 5);
     assert.deepEqual(r.diagnostics, []);
-    assert.equal(r.documents.length, 1);
+    assert.equal(r.documents.length, 2);
     assert.equal((r.documents[0] as AuthorizationPolicy).ordinal, 5);
+  });
+
+  // Issue 12: a torn write must never read as "no policies here" (it would drop a DENY).
+  it('refuses a file without documents and a file ending in an empty document after `---` (WG_POLICY_EMPTY)', () => {
+    for (const text of ['', '\n', '# only a comment\n', '# only a comment\n---\n---\n# another\n', '---\n']) {
+      const r = parsePolicyDocuments(text, 'e.yaml');
+      assert.deepEqual(r.documents, [], JSON.stringify(text));
+      assert.deepEqual(r.diagnostics.map((d) => [d.code, d.line, d.col, d.severity]), [['WG_POLICY_EMPTY', 1, 1, 'error']], JSON.stringify(text));
+    }
+    const cut = `${HEAD}spec: { action: DENY, rules: [{ name: r, when: 'true' }] }\n---\n`;
+    const r = parsePolicyDocuments(cut, 'e.yaml');
+    assert.deepEqual(r.diagnostics.map((d) => [d.code, d.line, d.severity]), [['WG_POLICY_EMPTY', cut.split('\n').length - 1, 'error']]);
+    assert.match(r.diagnostics[0]!.message, /cut short/);
+    // A trailing comment-only document after `---` is the same shape.
+    assert.equal(parsePolicyDocuments(`${cut}# end\n`, 'e.yaml').diagnostics[0]?.code, 'WG_POLICY_EMPTY');
+    // `...` (document end) without a new document is a complete file.
+    assert.deepEqual(parsePolicyDocuments(`${HEAD}spec: { action: DENY, rules: [{ name: r, when: 'true' }] }\n...\n`, 'e.yaml').diagnostics, []);
   });
 });
 
