@@ -33,7 +33,7 @@ import { resolveWorkerCount, type LogLevel } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
 import { watchPolicyPaths, type PolicyWatcher } from '../policy/watch.ts';
 import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
-import { aggregateMetricsText, GatewayMetrics, METRICS_CONTENT_TYPE, PrimaryMetrics } from '../telemetry/metrics.ts';
+import { aggregateMetricsText, countReloadErrors, GatewayMetrics, METRICS_CONTENT_TYPE, PrimaryMetrics } from '../telemetry/metrics.ts';
 import { explainInput } from './explain.ts';
 import { closeAudit, configView, failStartup, sidePorts, type GatewayOptions, type RunningGateway } from './gateway.ts';
 import type { ReloadTrigger } from './reload.ts';
@@ -147,6 +147,7 @@ export async function startPrimary(opts: GatewayOptions & { log: OpsLogger }): P
 
   const writeReload = (record: ReloadRecord): void => {
     primaryMetrics.reloads.inc({ result: record.result, trigger: record.trigger });
+    countReloadErrors(primaryMetrics.reloadErrors, record);
     audit.reload(record);
     if (record.result !== 'rejected' && record.snapshot.hash) watcher?.setBaseline(record.snapshot.hash);
   };

@@ -9,33 +9,81 @@
  * watched through its parent directory, and a path that does not exist yet through the nearest
  * existing ancestor.
  *
- * Events are debounced (a ConfigMap swap or `git checkout` produces a burst) and then the content
- * hash of the policy files (the snapshot hash, `hashSources`) is compared with the last one: only
- * a real change is reported, so `touch` or an editor's swap file never triggers a reload.
+ * A watched directory may hold other busy files (the audit log beside `--policies DIR/p.yaml`, or
+ * `/tmp`). Three rules keep them from delaying a policy change (docs/operating.md, "Policy reload"):
+ *
+ * 1. **Only policy names count.** An event counts when its name is one the loader would read (a
+ *    `*.yaml`/`*.yml` in a policy directory, the named file of a file path), `..data` (the
+ *    ConfigMap swap), the next component of a path that does not exist yet, or a subdirectory
+ *    appearing or going. An audit log written beside the policies raises events the watcher drops.
+ * 2. **The debounce has a ceiling.** Events are debounced (a ConfigMap swap or `git checkout` is a
+ *    burst), but a check runs at most `maxDelayMs` after the first event of a burst however many
+ *    follow, so a steady stream of events can postpone a reload by at most that much.
+ * 3. **A watch that dies is re-armed, else replaced by polling.** A directory that cannot be
+ *    watched (inotify limits, a deleted directory, a file system without notifications) is checked
+ *    every `pollIntervalMs` until it can be watched again; both transitions are reported through
+ *    `onMode`. A directory deleted and recreated between two checks is a new inode: its old watch
+ *    (on the dead inode) is replaced.
+ *
+ * After the debounce the content hash of the policy files (the snapshot hash, `hashSources`) is
+ * compared with the last one: only a real change is reported, so `touch` or an editor's swap file
+ * never triggers a reload.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { hashSources, readPolicySources } from './sources.ts';
+import { performance } from 'node:perf_hooks';
+import { hashSources, POLICY_FILE, readPolicySources } from './sources.ts';
 
 export interface WatchOptions {
   /** Quiet period after the last event before the hash is compared. */
   debounceMs: number;
+  /**
+   * Longest a check waits after the first event of a burst, however many events follow (rule 2
+   * above). Default `DEFAULT_MAX_DELAY_MS`; never less than `debounceMs`.
+   */
+  maxDelayMs?: number;
+  /** Interval of the checks while some directory cannot be watched. Default `DEFAULT_POLL_INTERVAL_MS`. */
+  pollIntervalMs?: number;
   /** Called with the new content hash after a change (the caller loads; the watcher only detects). */
   onChange: (hash: string) => void;
-  /** Called when a watch cannot be set up (the previous snapshot stays; watching goes on). */
+  /** Called when a watch cannot be set up or fails (the previous snapshot stays; watching goes on). */
   onError?: (err: Error) => void;
+  /**
+   * Called when the watcher falls back to polling because some directory cannot be watched
+   * (`mode: 'poll'`, with the directory and why) and when every directory is watched again
+   * (`mode: 'watch'`). The gateway logs both: an operator must know reloads may now take up to
+   * `pollIntervalMs`.
+   */
+  onMode?: (mode: 'watch' | 'poll', detail: { dir: string; reason: string }) => void;
   /** Called after every comparison, changed or not (tests and debug logging). */
   onChecked?: (hash: string, changed: boolean) => void;
 }
 
+/** Default ceiling on the debounce: with the reload itself, a change applies well within 1 s. */
+export const DEFAULT_MAX_DELAY_MS = 500;
+/** Default interval of the fallback polling. */
+export const DEFAULT_POLL_INTERVAL_MS = 2_000;
+
 export interface PolicyWatcher {
   /** Content hash of the policy files as last seen. */
   readonly hash: string;
+  /** `watch` while every directory has a live watch, `poll` while some are polled. */
+  readonly mode: 'watch' | 'poll';
   /** Records a hash seen by an explicit reload (SIGHUP, admin) so the watcher does not repeat it. */
   setBaseline(hash: string): void;
   /** Re-checks now, without waiting for an event (also used after errors). */
   poke(): void;
   close(): void;
+}
+
+/**
+ * Which events in a watched directory concern the policies: every policy-file name and
+ * subdirectory of a policy directory (`tree`), or only the listed names (the directory of a named
+ * file, or an ancestor of a path that does not exist yet).
+ */
+export interface Relevance {
+  tree: boolean;
+  names: Set<string>;
 }
 
 function statOrNull(p: string): fs.Stats | null {
@@ -55,11 +103,18 @@ export async function hashPolicyPaths(paths: readonly string[]): Promise<string>
   return hashSources(files);
 }
 
-/** Directories to watch so that any change under `paths` raises an event. */
-function directoriesFor(paths: readonly string[]): Set<string> {
-  const dirs = new Set<string>();
+/** Directories to watch so that any change under `paths` raises an event, and which names count. */
+export function directoriesFor(paths: readonly string[]): Map<string, Relevance> {
+  const dirs = new Map<string, Relevance>();
+  const entry = (dir: string): Relevance => {
+    let r = dirs.get(dir);
+    if (!r) dirs.set(dir, (r = { tree: false, names: new Set() }));
+    return r;
+  };
   const addTree = (dir: string, depth: number): void => {
-    dirs.add(dir);
+    const r = entry(dir);
+    if (r.tree) return;
+    r.tree = true;
     if (depth > 16) return;
     let entries: fs.Dirent[];
     try {
@@ -79,12 +134,41 @@ function directoriesFor(paths: readonly string[]): Set<string> {
       addTree(p, 0);
       continue;
     }
-    // A file (or a path that does not exist yet): watch the nearest existing ancestor.
+    // A file (or a path that does not exist yet): watch the nearest existing ancestor, for the
+    // one name on the way to `p`. `..data` counts too: a ConfigMap file is a symlink through it.
+    let child = p;
     let dir = path.dirname(p);
-    while (!statOrNull(dir)?.isDirectory() && path.dirname(dir) !== dir) dir = path.dirname(dir);
-    dirs.add(dir);
+    while (!statOrNull(dir)?.isDirectory() && path.dirname(dir) !== dir) {
+      child = dir;
+      dir = path.dirname(dir);
+    }
+    const r = entry(dir);
+    r.names.add(path.basename(child));
+    r.names.add('..data');
   }
   return dirs;
+}
+
+/** True when an event named `name` (eventType `type`) in `dir` may change what the loader reads. */
+export function concerns(dir: string, r: Relevance, type: string, name: string | null, watched: ReadonlyMap<string, unknown>): boolean {
+  if (name === null) return true; // the platform did not say which entry: assume it matters
+  // inotify reports the watched directory itself moved or deleted under its own name.
+  if (r.names.has(name) || name === path.basename(dir)) return true;
+  if (!r.tree) return false;
+  if (POLICY_FILE.test(name) || name === '..data') return true;
+  // Content changes of other files (`change`) never matter; a `rename` (created, deleted,
+  // renamed) matters when the entry is, or was, a subdirectory the loader walks.
+  if (type !== 'rename' || name.startsWith('.')) return false;
+  const child = path.join(dir, name);
+  return watched.has(child) || statOrNull(child)?.isDirectory() === true;
+}
+
+interface Watched {
+  relevance: Relevance;
+  /** The live watch, or null while the directory is polled. */
+  watcher: fs.FSWatcher | null;
+  /** `dev:ino` of the directory the watch is on (a recreated directory is a new inode). */
+  inode: string;
 }
 
 /**
@@ -92,44 +176,93 @@ function directoriesFor(paths: readonly string[]): Set<string> {
  * is seen it is what new content is compared against.
  */
 export function watchPolicyPaths(paths: readonly string[], baseline: string, opts: WatchOptions): PolicyWatcher {
+  const maxDelayMs = Math.max(opts.debounceMs, opts.maxDelayMs ?? DEFAULT_MAX_DELAY_MS);
+  const pollIntervalMs = Math.max(1, opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS);
   let lastHash = baseline;
-  const watchers = new Map<string, fs.FSWatcher>();
+  const watched = new Map<string, Watched>();
   let timer: NodeJS.Timeout | null = null;
+  /** performance.now() of the first event not yet checked (the ceiling counts from it). */
+  let burstStartMs: number | null = null;
+  let pollTimer: NodeJS.Timeout | null = null;
+  let mode: 'watch' | 'poll' = 'watch';
   let closed = false;
   let checking = false;
   let again = false;
 
   const schedule = (): void => {
     if (closed) return;
+    const nowMs = performance.now();
+    burstStartMs ??= nowMs;
+    const leftMs = Math.max(0, maxDelayMs - (nowMs - burstStartMs));
     if (timer) clearTimeout(timer);
-    timer = setTimeout(() => void check(), opts.debounceMs);
+    timer = setTimeout(() => void check(), Math.min(opts.debounceMs, leftMs));
     timer.unref();
+  };
+
+  const setMode = (next: 'watch' | 'poll', dir: string, reason: string): void => {
+    if (next === mode) return;
+    mode = next;
+    if (next === 'poll') {
+      pollTimer = setInterval(schedule, pollIntervalMs);
+      pollTimer.unref();
+    } else if (pollTimer) {
+      clearInterval(pollTimer);
+      pollTimer = null;
+    }
+    opts.onMode?.(next, { dir, reason });
+  };
+
+  const inodeOf = (dir: string): string => {
+    const st = statOrNull(dir);
+    return st ? `${st.dev}:${st.ino}` : '';
+  };
+
+  const watch = (dir: string, w: Watched): void => {
+    try {
+      const fsw = fs.watch(dir, { persistent: false }, (type, name) => {
+        if (concerns(dir, w.relevance, type, name === null ? null : String(name), watched)) schedule();
+      });
+      fsw.on('error', (err) => {
+        // The directory went away (deleted, unmounted) or the watch broke: poll until a check
+        // can arm it again.
+        fsw.close();
+        if (w.watcher === fsw) w.watcher = null;
+        opts.onError?.(err);
+        setMode('poll', dir, (err as NodeJS.ErrnoException).code ?? err.message);
+        schedule();
+      });
+      w.watcher = fsw;
+    } catch (err) {
+      w.watcher = null;
+      opts.onError?.(err as Error);
+      setMode('poll', dir, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
+    }
   };
 
   const arm = (): void => {
     const wanted = directoriesFor(paths);
-    for (const [dir, w] of watchers) {
+    for (const [dir, w] of watched) {
       if (!wanted.has(dir)) {
-        w.close();
-        watchers.delete(dir);
+        w.watcher?.close();
+        watched.delete(dir);
       }
     }
-    for (const dir of wanted) {
-      if (watchers.has(dir)) continue;
-      try {
-        const w = fs.watch(dir, { persistent: false }, schedule);
-        w.on('error', (err) => {
-          // The directory went away (deleted, unmounted): drop it and re-arm on the next check.
-          w.close();
-          watchers.delete(dir);
-          opts.onError?.(err);
-          schedule();
-        });
-        watchers.set(dir, w);
-      } catch (err) {
-        opts.onError?.(err as Error);
+    let failedDir: string | null = null;
+    for (const [dir, relevance] of wanted) {
+      const inode = inodeOf(dir);
+      let w = watched.get(dir);
+      if (w && (w.inode !== inode || w.watcher === null)) {
+        // Deleted and recreated (a new inode: the old watch sees nothing any more), or polled.
+        w.watcher?.close();
+        w.watcher = null;
       }
+      if (!w) watched.set(dir, (w = { relevance, watcher: null, inode }));
+      w.relevance = relevance;
+      w.inode = inode;
+      if (w.watcher === null) watch(dir, w);
+      if (w.watcher === null) failedDir ??= dir;
     }
+    if (failedDir === null) setMode('watch', [...wanted.keys()].join(', '), 'every directory is watched again');
   };
 
   async function check(): Promise<void> {
@@ -140,8 +273,9 @@ export function watchPolicyPaths(paths: readonly string[], baseline: string, opt
       return;
     }
     checking = true;
+    burstStartMs = null;
     try {
-      arm(); // new subdirectories, a recreated directory, a path that now exists
+      arm(); // new subdirectories, a recreated directory, a path that now exists, a failed watch
       const hash = await hashPolicyPaths(paths);
       if (closed) return;
       const changed = hash !== lastHash;
@@ -166,6 +300,9 @@ export function watchPolicyPaths(paths: readonly string[], baseline: string, opt
     get hash() {
       return lastHash;
     },
+    get mode() {
+      return mode;
+    },
     setBaseline(hash: string) {
       lastHash = hash;
     },
@@ -173,8 +310,9 @@ export function watchPolicyPaths(paths: readonly string[], baseline: string, opt
     close() {
       closed = true;
       if (timer) clearTimeout(timer);
-      for (const w of watchers.values()) w.close();
-      watchers.clear();
+      if (pollTimer) clearInterval(pollTimer);
+      for (const w of watched.values()) w.watcher?.close();
+      watched.clear();
     },
   };
 }

@@ -174,6 +174,7 @@ export class GatewayMetrics {
   readonly upstreamConnectDuration = new Histogram({ name: 'waygate_upstream_connect_duration_seconds', help: 'Time to connect to the destination, by result.', labelNames: ['result'], buckets: CONNECT_BUCKETS_S, registers: [this.registry] });
   readonly tunnelBytes = new Counter({ name: 'waygate_tunnel_bytes_total', help: 'Tunnel payload bytes; received = from the client toward the destination, sent = back to the client.', labelNames: ['direction'], registers: [this.registry], collect: (): void => this.byteSeries.flush() });
   readonly reloads = new Counter({ name: 'waygate_policy_reloads_total', help: 'Policy loads, by result and trigger.', labelNames: ['result', 'trigger'], registers: [this.registry] });
+  readonly reloadErrors = reloadErrorsCounter(this.registry);
   readonly reloadClosedTunnels = new Counter({ name: 'waygate_policy_recheck_closed_tunnels_total', help: 'Live tunnels closed because a new snapshot denied them.', registers: [this.registry] });
   readonly snapshotInfo = new Gauge({ name: 'waygate_policy_snapshot_info', help: 'The policy snapshot in force (value 1).', labelNames: ['version', 'hash'], aggregator: 'max', registers: [this.registry] });
   readonly snapshotRules = new Gauge({ name: 'waygate_policy_snapshot_rules', help: 'Rules in the snapshot in force.', aggregator: 'max', registers: [this.registry] });
@@ -317,11 +318,14 @@ export class GatewayMetrics {
 
   /** Records a policy load and, when applied, the snapshot now in force. */
   recordReload(
-    record: Pick<ReloadRecord, 'result' | 'trigger' | 'snapshot' | 'rules' | 'closedTunnels'>,
+    record: Pick<ReloadRecord, 'result' | 'trigger' | 'snapshot' | 'rules' | 'closedTunnels'> & Partial<Pick<ReloadRecord, 'errors'>>,
     opts: { count?: boolean; nowMs?: number } = {},
   ): void {
     // In workers mode the primary counts each reload once; workers only update the snapshot gauges.
-    if (opts.count !== false) this.reloads.inc({ result: record.result, trigger: record.trigger });
+    if (opts.count !== false) {
+      this.reloads.inc({ result: record.result, trigger: record.trigger });
+      countReloadErrors(this.reloadErrors, record);
+    }
     if (record.result !== 'applied') return;
     // The new policy set may rename or drop policies and rules: forget their cached series so the
     // caches hold only names in force (the counted values stay in the counters).
@@ -349,8 +353,24 @@ export class GatewayMetrics {
 export class PrimaryMetrics {
   readonly registry = new Registry();
   readonly reloads = new Counter({ name: 'waygate_policy_reloads_total', help: 'Policy loads, by result and trigger.', labelNames: ['result', 'trigger'], registers: [this.registry] });
+  readonly reloadErrors = reloadErrorsCounter(this.registry);
   readonly workers = new Gauge({ name: 'waygate_workers', help: 'Worker processes running.', registers: [this.registry] });
   readonly workerRestarts = new Counter({ name: 'waygate_worker_restarts_total', help: 'Worker processes that exited unexpectedly and were replaced.', registers: [this.registry] });
+}
+
+/**
+ * `waygate_policy_reload_errors_total{code}`: why policy sets were rejected, one count per stable
+ * error code per rejected load (`WG_POLICY_EMPTY` for a torn file, `WG_POLICY_UNSTABLE` for a
+ * file still being written, `WG_POLICY_CEL`...). Codes are a closed set, so the label is bounded.
+ */
+function reloadErrorsCounter(registry: Registry): Counter<'code'> {
+  return new Counter({ name: 'waygate_policy_reload_errors_total', help: 'Rejected policy loads, by the stable code of each kind of error they had (a load with two kinds counts once for each).', labelNames: ['code'], registers: [registry] });
+}
+
+/** Counts each distinct error code of a rejected reload once. */
+export function countReloadErrors(counter: Counter<'code'>, record: Partial<Pick<ReloadRecord, 'errors'>> & Pick<ReloadRecord, 'result'>): void {
+  if (record.result !== 'rejected' || !record.errors) return;
+  for (const code of new Set(record.errors.map((e) => e.code))) counter.inc({ code });
 }
 
 /** Merges metric JSON from several processes (workers mode) into one text exposition. */

@@ -68,10 +68,13 @@ describe('policy watcher', () => {
       assert.equal(e.changed, true);
       assert.equal(e.hash, await hashPolicyPaths([dir]));
       assert.equal(w.watcher.hash, e.hash);
-      // Non-policy files and dotfiles do not count.
+      // Non-policy files and dotfiles raise no check at all (the next check is the policy edit's).
       writeFileSync(join(dir, '.p.yaml.swp'), 'editor noise');
       writeFileSync(join(dir, 'README.md'), 'docs');
-      assert.equal((await w.next()).changed, false);
+      writeFileSync(join(dir, 'p.yaml'), 'three');
+      const third = await w.next();
+      assert.equal(third.changed, true);
+      assert.equal(third.hash, await hashPolicyPaths([dir]));
     } finally {
       w.watcher.close();
     }
