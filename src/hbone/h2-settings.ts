@@ -19,8 +19,12 @@
  *
  * where the write budget (`TUNNEL_WRITE_BUFFER_BYTES` in tunnel.ts, 256 KiB, plus one chunk) is
  * what an open tunnel lets queue towards each side before it stops reading the other, plus socket
- * buffers, and of that at most `maxPendingDialsPerConnection x streamWindowBytes`
- * (100 MiB by default, server.ts) before any answer. Hence the 1 MiB default stream window, the
+ * buffers. A CONNECT not answered yet, whether dialing or waiting for one of the connection's
+ * `maxPendingDialsPerConnection` dial slots (dial-queue.ts), has no upstream and its stream is
+ * not read before `Tunnel.open()`, so it holds at most its stream window of early DATA: at most
+ * `maxConcurrentStreams x streamWindowBytes` (200 MiB by default) before any answer, inside the
+ * bound above. The dial cap bounds sockets being dialed, not this memory (a CONNECT beyond it
+ * waits, and waiters never outnumber the streams). Hence the 1 MiB default stream window, the
  * floor DESIGN §2 allows (ztunnel's 4 MiB would make it 800 MiB). `maxSessionMemory` only caps
  * nghttp2's own buffers (frames queued to send, header tables), not the JS-side stream buffers;
  * its default leaves room for two connection windows plus 16 MB of headers and output.
