@@ -114,7 +114,7 @@ export function addServeFlags(cmd: Command): Command {
     .option('--idle-timeout-ms <ms>', 'close idle tunnels after this long (0 = off)', integer(0, 30 * day))
     .option('--max-connections <n>', 'concurrent TLS connections (0 = unlimited)', integer(0, 10_000_000))
     .option('--max-streams-per-connection <n>', 'HTTP/2 max concurrent streams', integer(1, 2 ** 31 - 1))
-    .option('--max-pending-dials-per-connection <n>', 'upstream dials in flight per connection; beyond it 503 (default 100)', integer(1, 2 ** 31 - 1))
+    .option('--max-pending-dials-per-connection <n>', 'upstream dials in flight per connection; further CONNECTs wait for a slot (default 100, at most --max-streams-per-connection)', integer(1, 2 ** 31 - 1))
     .option('--proxy-protocol', 'send PROXY protocol v2 (with the SPIFFE ID) to upstreams')
     .option('--allow-tls12', 'accept TLS 1.2 clients');
 }

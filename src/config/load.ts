@@ -257,7 +257,9 @@ const specSchema = object<GatewayConfig>({
     maxStreamsPerConnection: int(1, 2 ** 31 - 1),
     // RFC 9113 §6.5.2 leaves the value open; below 1 KiB no real CONNECT fits.
     maxHeaderListBytes: int(1_024, 16 * 1024 * 1024),
-    // 0 would refuse every CONNECT; "unlimited" is not offered: the cap is what bounds a peer's dials.
+    // 0 would let no CONNECT dial; "unlimited" is not offered: the cap is what bounds a peer's
+    // dials. Above maxStreamsPerConnection it is clamped once the layers are merged (schema.ts
+    // withEffectiveLimits): the two may come from different layers (defaults, file, flags).
     maxPendingDialsPerConnection: int(1, 2 ** 31 - 1),
   }) as V<GatewayConfig['limits']>,
   audit: object<GatewayConfig['audit']>({

@@ -6,7 +6,7 @@
 import { stringify } from 'yaml';
 import { loadConfigFile, type ConfigLayer } from './load.ts';
 import {
-  CONFIG_API_VERSION, CONFIG_KIND, embeddedDefaults, productionDefaults, type ConfigProfile, type GatewayConfig,
+  CONFIG_API_VERSION, CONFIG_KIND, embeddedDefaults, productionDefaults, withEffectiveLimits, type ConfigProfile, type GatewayConfig,
 } from './schema.ts';
 
 export interface EffectiveConfig {
@@ -55,6 +55,7 @@ export function resolveConfig(opts: ResolveOptions = {}): EffectiveConfig {
   let config: GatewayConfig = profile === 'production' ? productionDefaults(env) : embeddedDefaults(opts.cwd ?? process.cwd(), env);
   if (opts.configFile) config = mergeLayer(config, loadConfigFile(opts.configFile));
   if (opts.flags) config = mergeLayer(config, opts.flags);
+  config = withEffectiveLimits(config);
   return { config: deepFreeze(structuredClone(config)), profile, file: opts.configFile ?? null };
 }
 

@@ -79,10 +79,11 @@ export interface GatewayConfig {
     /** HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE. */
     maxHeaderListBytes: number;
     /**
-     * Upstream dials in flight per HTTP/2 connection; a CONNECT beyond it is answered 503
-     * (`upstream_failed`) without dialing. Bounds the sockets and buffered bytes one peer can hold
-     * through CONNECTs not answered yet. Default 100: a real ztunnel opens at most 100 streams per
-     * connection, so its bursts never meet the cap.
+     * Upstream dials in flight per HTTP/2 connection; a CONNECT beyond it waits for a slot (in
+     * arrival order, within `timeouts.connectTimeoutMs` of its arrival) and is answered 503
+     * (`upstream_failed`) only if none frees in time. Bounds the sockets one peer can make the
+     * gateway dial at once. Default 100 (ztunnel opens at most 100 streams per connection). At most
+     * `maxStreamsPerConnection`: a larger value is clamped to it ({@link withEffectiveLimits}).
      */
     maxPendingDialsPerConnection: number;
   };
@@ -189,6 +190,21 @@ export function embeddedDefaults(cwd: string = process.cwd(), env: NodeJS.Proces
     admin: { readyAddress: '127.0.0.1:15021', metricsAddress: '127.0.0.1:15020', adminAddress: '127.0.0.1:15000' },
     ...common(env),
   };
+}
+
+/**
+ * The config with the limits that depend on each other as they take effect: a
+ * `limits.maxPendingDialsPerConnection` above `limits.maxStreamsPerConnection` is lowered to it.
+ * Clamped rather than rejected: a connection never holds more CONNECTs than streams, so any cap at
+ * or above the stream limit means the same thing (every stream may dial at once) and nothing the
+ * operator wrote is ignored; rejecting would stop a gateway whose operator only lowered
+ * `maxStreamsPerConnection` (file or flag) below the dial cap's default or the example's 100. The
+ * effective config (`--print-config`, `/debug/config`) shows the value in force.
+ */
+export function withEffectiveLimits(config: GatewayConfig): GatewayConfig {
+  const limits = config.limits;
+  if (limits.maxPendingDialsPerConnection <= limits.maxStreamsPerConnection) return config;
+  return { ...config, limits: { ...limits, maxPendingDialsPerConnection: limits.maxStreamsPerConnection } };
 }
 
 /** `workers: auto` -> one per core the process may use. */
