@@ -22,7 +22,7 @@ import { loadPolicySet, type LoadResult } from '../policy/load.ts';
 import type { PolicyDocument } from '../policy/model.ts';
 import { runPolicyTests, type CaseResult, type RuleCoverage, type TestReport } from '../policy/policy-test.ts';
 import { summarizeSnapshot } from '../policy/snapshot.ts';
-import { readPolicySources } from '../policy/sources.ts';
+import { inspectPolicyUpdates, readPolicySources } from '../policy/sources.ts';
 import {
   formatDiagnosticLine,
   parseFormat,
@@ -141,6 +141,9 @@ async function runCheck(paths: string[], opts: { format: OutputFormat; strict: b
     // Lint what did parse, so a file with one type error still gets its other findings.
     findings = [...loaded.diagnostics, ...(await lintUncompiled(paths, loaded.diagnostics))];
   }
+  // How the files are being updated, where that shows (editor swap files, a write moments ago):
+  // the gateway may read such a file half-written (docs/operating.md, "Updating policies safely").
+  findings.push(...(await inspectPolicyUpdates(paths)));
   findings = sortDiagnostics(dedupe(findings));
   const errors = findings.filter((d) => d.severity === 'error');
   const warnings = findings.filter((d) => d.severity === 'warning');

@@ -13,8 +13,9 @@
  * through its visible name, and never half of an old and half of a new timestamped directory.
  */
 import { createHash } from 'node:crypto';
-import { readFile, readdir, realpath, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { open, readdir, realpath, stat } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Diagnostic } from '../errors.ts';
 
 /** One policy file as read: the path as named (not resolved through symlinks) and its text. */
@@ -28,7 +29,33 @@ export interface PolicySources {
   diagnostics: Diagnostic[];
 }
 
-const POLICY_FILE = /\.ya?ml$/;
+/** Names the directory walk reads as policy files. */
+export const POLICY_FILE = /\.ya?ml$/;
+
+/**
+ * How a file is read. Policy files are read by the gateway while other programs may be writing
+ * them; a half-written file parsed as if complete can drop a DENY (docs/operating.md, "Updating
+ * policies safely"). Atomic replacement (write a temporary file, rename it over the old one) is the
+ * guarantee; these two checks are defence in depth for writers that do not do that:
+ *
+ * - **stable read**: each file is read through one descriptor between two `fstat`s; if its size or
+ *   modification time moved during the read, or the bytes read are not the size it reports, it is
+ *   read again;
+ * - **settle**: a file modified less than `settleMs` ago is waited for until it is that old and
+ *   then read again, so a writer that writes in several steps is likely to have finished.
+ *
+ * A file still unstable after `maxAttempts` reads is a `WG_POLICY_UNSTABLE` error: the set is
+ * rejected (the previous snapshot stays) and the next change event loads it again.
+ */
+export interface ReadOptions {
+  /** Wait until every file is at least this old (by mtime) before it is used. Default 0 (off). */
+  settleMs?: number;
+  /** Reads per file before it is reported as unstable. Default 5. */
+  maxAttempts?: number;
+}
+
+/** Settle time the gateway uses for its reloads: short next to the 1 s reload budget. */
+export const DEFAULT_SETTLE_MS = 100;
 
 /**
  * Reads every policy file under `paths`. A path named explicitly is read whatever its extension;
@@ -36,11 +63,11 @@ const POLICY_FILE = /\.ya?ml$/;
  * `.`) are skipped while walking. A path that cannot be read yields a `WG_POLICY_IO` diagnostic
  * (line 1, col 1) and the others are still read, so the caller sees every problem at once.
  */
-export async function readPolicySources(paths: readonly string[]): Promise<PolicySources> {
+export async function readPolicySources(paths: readonly string[], opts: ReadOptions = {}): Promise<PolicySources> {
   const found = new Map<string, string>(); // resolved display path -> display path
   const diagnostics: Diagnostic[] = [];
-  const io = (path: string, message: string): void => {
-    diagnostics.push({ code: 'WG_POLICY_IO', message, file: path, line: 1, col: 1, path: '', severity: 'error' });
+  const io = (path: string, message: string, code: 'WG_POLICY_IO' | 'WG_POLICY_UNSTABLE' = 'WG_POLICY_IO'): void => {
+    diagnostics.push({ code, message, file: path, line: 1, col: 1, path: '', severity: 'error' });
   };
 
   // Directories already walked, by real path: a symlink loop must not walk forever.
@@ -88,13 +115,117 @@ export async function readPolicySources(paths: readonly string[]): Promise<Polic
 
   const files: PolicySourceFile[] = [];
   const ordered = [...found.values()].sort(comparePaths);
-  const texts = await settleAll(ordered, (path) => readFile(path, 'utf8'));
+  const settleMs = Math.max(0, opts.settleMs ?? 0);
+  const maxAttempts = Math.max(1, opts.maxAttempts ?? 5);
+  const texts = await settleAll(ordered, (path) => readStable(path, settleMs, maxAttempts));
   for (let i = 0; i < ordered.length; i++) {
     const text = texts[i]!;
     if (text.status === 'fulfilled') files.push({ path: ordered[i]!, text: text.value });
+    else if (text.reason instanceof UnstableFileError) io(ordered[i]!, text.reason.message, 'WG_POLICY_UNSTABLE');
     else io(ordered[i]!, `cannot read policy file: ${errorMessage(text.reason)}`);
   }
   return { files, diagnostics };
+}
+
+class UnstableFileError extends Error {}
+
+/**
+ * Reads one file as UTF-8, again while it changes under the read or is younger than `settleMs`
+ * (ReadOptions). The descriptor pins the inode: an atomic rename during the read leaves this read
+ * consistent (the old file), and the rename raises a new change event of its own.
+ */
+async function readStable(path: string, settleMs: number, maxAttempts: number): Promise<string> {
+  let why = '';
+  for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+    const fh = await open(path, 'r');
+    let bytes: Buffer;
+    let before;
+    let after;
+    try {
+      before = await fh.stat();
+      bytes = await fh.readFile();
+      after = await fh.stat();
+    } finally {
+      await fh.close();
+    }
+    if (before.size !== after.size || before.mtimeMs !== after.mtimeMs || bytes.length !== after.size) {
+      why = `it changed while it was read (${before.size} -> ${after.size} bytes)`;
+      continue;
+    }
+    // Clock reads here are the I/O edge's, never the decision core's. A modification time in the
+    // future (a skewed network file system) also waits, at most maxAttempts times.
+    const ageMs = Date.now() - after.mtimeMs;
+    if (settleMs > 0 && ageMs < settleMs) {
+      why = `it was modified ${Math.max(0, Math.round(ageMs))} ms before it was read`;
+      if (attempt < maxAttempts) await delay(Math.min(settleMs, Math.max(1, settleMs - ageMs)));
+      continue;
+    }
+    return bytes.toString('utf8');
+  }
+  throw new UnstableFileError(
+    `policy file is still being written: ${why}, ${maxAttempts} reads in a row. It is not applied; ` +
+      'the next change loads it again. Replace policy files atomically (write a temporary file, then rename it over the old one)',
+  );
+}
+
+/**
+ * Editor artefacts that mean a file is being edited in place: vim swap files (`.x.yaml.swp`,
+ * `.swo`...), vim's write probe `4913`, emacs lock and auto-save files (`.#x.yaml`, `#x.yaml#`),
+ * backup files (`x.yaml~`), kate swap files.
+ */
+const EDITOR_ARTEFACT = /^(\..*\.sw[a-p]|4913|\.#.*|#.*#|.*~|\..*\.kate-swp)$/;
+
+/**
+ * Warnings for `waygate policy check` about how the policy paths are being updated, where that can
+ * be seen from the files: editor swap, lock or backup files beside policy files mean someone edits
+ * them in place, and a gateway watching the directory may read a half-saved file. A Kubernetes
+ * ConfigMap volume (a `..data` symlink) is updated atomically by the kubelet and gets no warning.
+ * (A "modified moments ago" warning was tried and dropped: it fired on every save-then-check.)
+ */
+export async function inspectPolicyUpdates(paths: readonly string[]): Promise<Diagnostic[]> {
+  const out: Diagnostic[] = [];
+  const warn = (file: string, message: string): void => {
+    out.push({ code: 'WG_POLICY_UNSAFE_UPDATE', message, file, line: 1, col: 1, path: '', severity: 'warning' });
+  };
+  const seen = new Set<string>();
+  const visit = async (dir: string, depth: number): Promise<void> => {
+    let names: string[];
+    try {
+      const real = await realpath(dir);
+      if (seen.has(real) || depth > 16) return;
+      seen.add(real);
+      names = await readdir(dir);
+    } catch {
+      return; // unreadable paths are the loader's WG_POLICY_IO errors
+    }
+    if (names.includes('..data')) return; // kubelet AtomicWriter: swapped atomically
+    for (const name of names.sort()) {
+      const child = join(dir, name);
+      if (EDITOR_ARTEFACT.test(name)) {
+        warn(child, `editor swap or backup file beside the policy files: a policy file is being edited in place, and the gateway may read it half-saved. Edit a copy and rename it into place (docs/operating.md, "Updating policies safely")`);
+        continue;
+      }
+      if (name.startsWith('.')) continue;
+      const st = await stat(child).catch(() => null);
+      if (st?.isDirectory()) await visit(child, depth + 1);
+    }
+  };
+  for (const p of paths) {
+    const st = await stat(p).catch(() => null);
+    if (st?.isDirectory()) await visit(p, 0);
+    else if (st?.isFile()) {
+      // A single file: its directory may still hold the editor's swap file for it.
+      const dir = resolve(p, '..');
+      const names = await readdir(dir).catch(() => [] as string[]);
+      const base = basename(p);
+      for (const name of names) {
+        if (EDITOR_ARTEFACT.test(name) && name.includes(base)) {
+          warn(join(dir, name), `editor swap or backup file for ${p}: it is being edited in place, and the gateway may read it half-saved. Edit a copy and rename it into place (docs/operating.md, "Updating policies safely")`);
+        }
+      }
+    }
+  }
+  return out;
 }
 
 /**

@@ -125,6 +125,21 @@ spec:
     assert.equal(strict.code, 1);
   });
 
+  // Issue 12: a torn file is an error, and in-place editing is pointed out.
+  it('exits 2 on an empty policy file; warns about editor swap files (--strict fails on them)', async () => {
+    const torn = await fixture('torn', { 'a.yaml': POLICY, 'deny.yaml': '' });
+    const r = await waygate('policy', 'check', torn);
+    assert.equal(r.code, 2);
+    assert.match(r.stdout, /deny\.yaml:1:1.*error WG_POLICY_EMPTY|error WG_POLICY_EMPTY.*deny\.yaml/);
+
+    const editing = await fixture('editing', { 'a.yaml': POLICY, '.a.yaml.swp': 'vim swap' });
+    const ok = await waygate('policy', 'check', editing, '--format', 'json');
+    assert.equal(ok.code, 0, ok.stdout);
+    const json = JSON.parse(ok.stdout) as { warnings: { code: string; file: string }[] };
+    assert.deepEqual(json.warnings.map((w) => [w.code, w.file]), [['WG_POLICY_UNSAFE_UPDATE', join(editing, '.a.yaml.swp')]]);
+    assert.equal((await waygate('policy', 'check', '--strict', editing)).code, 1);
+  });
+
   it('exits 2 when a path cannot be read', async () => {
     const r = await waygate('policy', 'check', join(dir, 'does-not-exist'));
     assert.equal(r.code, 2);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { hashSources, readPolicySources } from '../../src/policy/sources.ts';
+import { hashSources, inspectPolicyUpdates, readPolicySources } from '../../src/policy/sources.ts';
 
 let root: string;
 before(async () => {
@@ -118,6 +118,65 @@ describe('readPolicySources', () => {
     assert.deepEqual(files, []);
     assert.equal(diagnostics[0]?.code, 'WG_POLICY_IO');
     assert.match(diagnostics[0]!.message, /EACCES/);
+  });
+});
+
+// Issue 12: a file still being written must not be applied as if complete.
+describe('readPolicySources: files being written', () => {
+  it('waits for a file younger than settleMs, then reads it', async () => {
+    const dir = await tree('settle-young', { 'p.yaml': 'complete' });
+    // Modified "just now" as far as a 60 s settle is concerned, but old enough after 30 ms more.
+    const mtime = new Date(Date.now() - 60_000 + 30);
+    await utimes(join(dir, 'p.yaml'), mtime, mtime);
+    const { files, diagnostics } = await readPolicySources([dir], { settleMs: 60_000, maxAttempts: 3 });
+    assert.deepEqual(diagnostics, []);
+    assert.deepEqual(files.map((f) => f.text), ['complete']);
+  });
+
+  it('reports a file that never settles as WG_POLICY_UNSTABLE and reads the others', async () => {
+    const dir = await tree('settle-never', { 'a.yaml': 'a', 'b.yaml': 'b' });
+    const future = new Date(Date.now() + 3_600_000); // a writer's clock ahead of ours, or a file touched forever
+    await utimes(join(dir, 'b.yaml'), future, future);
+    const { files, diagnostics } = await readPolicySources([dir], { settleMs: 5, maxAttempts: 3 });
+    assert.deepEqual(files.map((f) => f.text), ['a']);
+    assert.equal(diagnostics.length, 1);
+    assert.equal(diagnostics[0]!.code, 'WG_POLICY_UNSTABLE');
+    assert.equal(diagnostics[0]!.file, join(dir, 'b.yaml'));
+    assert.equal(diagnostics[0]!.severity, 'error');
+    assert.match(diagnostics[0]!.message, /still being written.*3 reads in a row.*atomically/);
+  });
+
+  it('reads at once without settleMs (the CLI) and when files are older than it', async () => {
+    const dir = await tree('settle-old', { 'p.yaml': 'old' });
+    const past = new Date(Date.now() - 3_600_000);
+    await utimes(join(dir, 'p.yaml'), past, past);
+    assert.deepEqual((await readPolicySources([dir], { settleMs: 100 })).files.map((f) => f.text), ['old']);
+    const future = new Date(Date.now() + 3_600_000);
+    await utimes(join(dir, 'p.yaml'), future, future);
+    assert.deepEqual((await readPolicySources([dir])).files.map((f) => f.text), ['old']);
+  });
+});
+
+describe('inspectPolicyUpdates (policy check warnings)', () => {
+  it('warns about editor swap, lock and backup files; ConfigMap volumes are atomic', async () => {
+    const dir = await tree('inspect', {
+      'a.yaml': 'a', '.a.yaml.swp': 'vim', 'b.yaml~': 'backup', '.#c.yaml': 'emacs lock', 'notes.txt': 'x',
+      'team/d.yaml': 'd', 'team/#d.yaml#': 'emacs autosave',
+    });
+    const found = await inspectPolicyUpdates([dir]);
+    assert.ok(found.every((d) => d.code === 'WG_POLICY_UNSAFE_UPDATE' && d.severity === 'warning'));
+    assert.deepEqual(found.map((d) => d.file.slice(dir.length + 1)).sort(), ['.#c.yaml', '.a.yaml.swp', 'b.yaml~', 'team/#d.yaml#']);
+    assert.match(found[0]!.message, /edited in place.*rename it into place/);
+
+    // kubelet's AtomicWriter layout: nothing to warn about.
+    const cm = await tree('inspect-cm', { '..2026_01_01/p.yaml': 'p' });
+    await symlink('..2026_01_01', join(cm, '..data'));
+    await symlink('..data/p.yaml', join(cm, 'p.yaml'));
+    assert.deepEqual(await inspectPolicyUpdates([cm]), []);
+
+    // A file named explicitly: its own swap file beside it counts, others do not.
+    const single = await tree('inspect-file', { 'p.yaml': 'p', '.p.yaml.swp': 'vim', '.q.yaml.swp': 'other' });
+    assert.deepEqual((await inspectPolicyUpdates([join(single, 'p.yaml')])).map((d) => d.file), [join(single, '.p.yaml.swp')]);
   });
 });
 
