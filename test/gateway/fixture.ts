@@ -158,8 +158,17 @@ export function spawnServe(args: string[], env: NodeJS.ProcessEnv = {}): ServePr
   };
 }
 
-/** Writes a GatewayConfig for a child process: test PKI files, policies, all ports 0 on loopback. */
-export function writeServeConfig(dir: string, policies: Record<string, string>, extraSpec = ''): { configFile: string; policyDir: string; auditFile: string; tls: TlsFiles } {
+/**
+ * Writes a GatewayConfig for a child process: test PKI files, policies, all ports 0 on loopback.
+ * `opts.policyPaths` replaces the policy directory as `policies.paths` (the files are still written
+ * to `policyDir`); `opts.debounceMs` the watcher's debounce (20 ms by default, for quick tests).
+ */
+export function writeServeConfig(
+  dir: string,
+  policies: Record<string, string>,
+  extraSpec = '',
+  opts: { policyPaths?: string[]; debounceMs?: number } = {},
+): { configFile: string; policyDir: string; auditFile: string; tls: TlsFiles } {
   const pki = testPki();
   const policyDir = join(dir, 'policies');
   mkdirSync(policyDir, { recursive: true });
@@ -173,7 +182,7 @@ export function writeServeConfig(dir: string, policies: Record<string, string>, 
     'spec:',
     '  listen: 127.0.0.1:0',
     `  tls: { certFile: ${tls.certFile}, keyFile: ${tls.keyFile}, trustBundleFiles: [${tls.caFile}] }`,
-    `  policies: { paths: [${policyDir}], watch: true, debounceMs: 20 }`,
+    `  policies: { paths: [${(opts.policyPaths ?? [policyDir]).join(', ')}], watch: true, debounceMs: ${opts.debounceMs ?? 20} }`,
     '  destinations: { allow: [{ cidr: 127.0.0.0/8 }] }',
     '  admin: { readyAddress: 127.0.0.1:0, metricsAddress: 127.0.0.1:0, adminAddress: 127.0.0.1:0 }',
     `  audit: { destination: ${auditFile} }`,
