@@ -76,10 +76,12 @@ export function checkProperty<Ts>(
   const numRuns = Math.max(1, Math.round(runs * FUZZ_RUNS_FACTOR));
   // interruptAfterTimeLimit bounds shrinking, which re-runs the input many times: a counterexample
   // that trips the hang bound costs about a second per shrink step. The failure found is still
-  // reported (with the best shrink so far). A passing property never gets near this limit.
+  // reported (with the best shrink so far). A passing property never gets near this limit (it
+  // grows with WAYGATE_FUZZ_RUNS so a soak is not cut short).
   // `shrink: false` is for a property known to fail (a todo test): report the first failure at once.
-  const details = fc.check(property, { seed: FUZZ_SEED, numRuns, interruptAfterTimeLimit: PROPERTY_TIME_LIMIT_MS, endOnFailure: !shrink });
-  t.diagnostic(`${name}: seed ${FUZZ_SEED}, ${details.numRuns} runs${details.interrupted ? ` (interrupted after ${PROPERTY_TIME_LIMIT_MS} ms)` : ''}`);
+  const timeLimitMs = PROPERTY_TIME_LIMIT_MS * Math.max(1, FUZZ_RUNS_FACTOR);
+  const details = fc.check(property, { seed: FUZZ_SEED, numRuns, interruptAfterTimeLimit: timeLimitMs, endOnFailure: !shrink });
+  t.diagnostic(`${name}: seed ${FUZZ_SEED}, ${details.numRuns} runs${details.interrupted ? ` (interrupted after ${timeLimitMs} ms)` : ''}`);
   if (!details.failed) return;
   const full = fc.defaultReportMessage(details) ?? 'the property failed';
   // A counterexample can be a 70 KB header; the seed and path replay it exactly.
