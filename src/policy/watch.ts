@@ -57,7 +57,15 @@ export interface WatchOptions {
   onMode?: (mode: 'watch' | 'poll', detail: { dir: string; reason: string }) => void;
   /** Called after every comparison, changed or not (tests and debug logging). */
   onChecked?: (hash: string, changed: boolean) => void;
+  /**
+   * How a directory is watched; default `fs.watch`. Tests pass one that fails as exhausted
+   * inotify limits do (ENOSPC), which cannot be provoked deterministically on a shared machine.
+   */
+  watchDirectory?: (dir: string, listener: (type: string, name: string | null) => void) => fs.FSWatcher;
 }
+
+const watchDirectory = (dir: string, listener: (type: string, name: string | null) => void): fs.FSWatcher =>
+  fs.watch(dir, { persistent: false }, (type, name) => listener(type, name === null ? null : String(name)));
 
 /** Default ceiling on the debounce: with the reload itself, a change applies well within 1 s. */
 export const DEFAULT_MAX_DELAY_MS = 500;
@@ -169,6 +177,8 @@ interface Watched {
   watcher: fs.FSWatcher | null;
   /** `dev:ino` of the directory the watch is on (a recreated directory is a new inode). */
   inode: string;
+  /** The directory itself was reported deleted or moved: its watch sees nothing any more. */
+  stale: boolean;
 }
 
 /**
@@ -219,8 +229,12 @@ export function watchPolicyPaths(paths: readonly string[], baseline: string, opt
 
   const watch = (dir: string, w: Watched): void => {
     try {
-      const fsw = fs.watch(dir, { persistent: false }, (type, name) => {
-        if (concerns(dir, w.relevance, type, name === null ? null : String(name), watched)) schedule();
+      const fsw = (opts.watchDirectory ?? watchDirectory)(dir, (type, name) => {
+        // inotify names the watched directory itself when it is deleted or moved: this watch is
+        // dead from now on (IN_IGNORED). The next check replaces it, even when a directory
+        // recreated at once got the same inode number back (ext4 and tmpfs reuse them).
+        if (name === path.basename(dir) && w.watcher === fsw) w.stale = true;
+        if (concerns(dir, w.relevance, type, name, watched)) schedule();
       });
       fsw.on('error', (err) => {
         // The directory went away (deleted, unmounted) or the watch broke: poll until a check
@@ -251,12 +265,13 @@ export function watchPolicyPaths(paths: readonly string[], baseline: string, opt
     for (const [dir, relevance] of wanted) {
       const inode = inodeOf(dir);
       let w = watched.get(dir);
-      if (w && (w.inode !== inode || w.watcher === null)) {
-        // Deleted and recreated (a new inode: the old watch sees nothing any more), or polled.
+      if (w && (w.inode !== inode || w.stale || w.watcher === null)) {
+        // Deleted and recreated (the old watch sees nothing any more), or polled.
         w.watcher?.close();
         w.watcher = null;
+        w.stale = false;
       }
-      if (!w) watched.set(dir, (w = { relevance, watcher: null, inode }));
+      if (!w) watched.set(dir, (w = { relevance, watcher: null, inode, stale: false }));
       w.relevance = relevance;
       w.inode = inode;
       if (w.watcher === null) watch(dir, w);

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { PolicyStore } from '../../src/policy/store.ts';
-import { hashPolicyPaths, watchPolicyPaths, type PolicyWatcher } from '../../src/policy/watch.ts';
+import fs from 'node:fs';
+import { concerns, directoriesFor, hashPolicyPaths, watchPolicyPaths, type PolicyWatcher, type WatchOptions } from '../../src/policy/watch.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'waygate-watch-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -28,7 +29,7 @@ describe('policy store', () => {
 });
 
 /** A watcher whose events a test awaits one at a time. */
-function observe(paths: string[], baseline: string): { watcher: PolicyWatcher; next(): Promise<{ hash: string; changed: boolean }> } {
+function observe(paths: string[], baseline: string, extra: Partial<WatchOptions> = {}): { watcher: PolicyWatcher; next(): Promise<{ hash: string; changed: boolean }> } {
   // The watcher holds no reference on the event loop (a gateway's listeners do); hold one here.
   const keepAlive = setInterval(() => undefined, 60_000);
   const queue: { hash: string; changed: boolean }[] = [];
@@ -42,6 +43,7 @@ function observe(paths: string[], baseline: string): { watcher: PolicyWatcher; n
       if (w) w(e);
       else queue.push(e);
     },
+    ...extra,
   });
   const close = watcher.close.bind(watcher);
   watcher.close = () => {
@@ -104,6 +106,94 @@ describe('policy watcher', () => {
       mkdirSync(join(dir, 'team'), { recursive: true });
       let e = await w.next();
       writeFileSync(join(dir, 'team', 'x.yaml'), 'x');
+      do e = await w.next(); while (!e.changed);
+      assert.equal(e.hash, await hashPolicyPaths([dir]));
+    } finally {
+      w.watcher.close();
+    }
+  });
+
+  // Issue 12, defect 2: events of other files in a watched directory must not postpone a reload.
+  test('only names the loader reads count as events (table)', () => {
+    const dir = join(root, 'table');
+    mkdirSync(join(dir, 'sub'), { recursive: true });
+    writeFileSync(join(dir, 'audit.jsonl'), '');
+    const treeDir = directoriesFor([dir]).get(dir)!;
+    const file = join(root, 'table-file', 'p.yaml');
+    mkdirSync(join(root, 'table-file'));
+    const fileDir = directoriesFor([file]).get(join(root, 'table-file'))!;
+    const missing = directoriesFor([join(root, 'nope', 'deeper', 'p.yaml')]);
+    assert.deepEqual([...missing.keys()], [root], 'a missing path is watched through its nearest existing ancestor');
+    const watchedSub = new Map([[join(dir, 'sub'), null]]);
+    const cases: [string, typeof treeDir, string, string | null, boolean][] = [
+      ['policy file change', treeDir, 'change', 'p.yaml', true],
+      ['.yml file created', treeDir, 'rename', 'q.yml', true],
+      ['ConfigMap ..data swap', treeDir, 'rename', '..data', true],
+      ['audit log appended', treeDir, 'change', 'audit.jsonl', false],
+      ['audit log rotated (a file)', treeDir, 'rename', 'audit.jsonl', false],
+      ['editor swap file', treeDir, 'change', '.p.yaml.swp', false],
+      ['README written', treeDir, 'change', 'README.md', false],
+      ['a watched subdirectory removed', treeDir, 'rename', 'sub', true],
+      ['the directory itself moved or deleted', treeDir, 'rename', 'table', true],
+      ['the platform gave no name', treeDir, 'change', null, true],
+      ['named file replaced', fileDir, 'rename', 'p.yaml', true],
+      ['another yaml beside a named file', fileDir, 'change', 'other.yaml', false],
+      ['audit log beside a named file', fileDir, 'change', 'audit.jsonl', false],
+      ['next component of a missing path', missing.get(root)!, 'rename', 'nope', true],
+      ['unrelated entry beside a missing path', missing.get(root)!, 'rename', 'else', false],
+    ];
+    for (const [what, r, type, name, want] of cases) {
+      const d = r === treeDir ? dir : r === fileDir ? join(root, 'table-file') : root;
+      assert.equal(concerns(d, r, type, name, watchedSub), want, what);
+    }
+  });
+
+  test('a directory deleted and recreated between two checks is watched again (the dead watch is replaced)', { timeout: 30_000 }, async () => {
+    const dir = join(root, 'recreated');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'p.yaml'), 'one');
+    const w = observe([dir], await hashPolicyPaths([dir]));
+    try {
+      rmSync(dir, { recursive: true });
+      mkdirSync(dir);
+      let e = await w.next();
+      while (!e.changed) e = await w.next();
+      assert.equal(e.hash, await hashPolicyPaths([dir]), 'the empty directory was seen');
+      writeFileSync(join(dir, 'p.yaml'), 'two');
+      do e = await w.next(); while (!e.changed);
+      assert.equal(e.hash, await hashPolicyPaths([dir]));
+    } finally {
+      w.watcher.close();
+    }
+  });
+
+  test('a directory that cannot be watched is polled, says so, and is watched again once it can be', { timeout: 30_000 }, async () => {
+    const dir = join(root, 'poll');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'p.yaml'), 'one');
+    let failing = true;
+    const modes: string[] = [];
+    const w = observe([dir], await hashPolicyPaths([dir]), {
+      pollIntervalMs: 50, // longer than the 20 ms debounce, which each poll would restart
+      watchDirectory: (d, listener) => {
+        if (failing) throw Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' });
+        return fs.watch(d, { persistent: false }, (type, name) => listener(type, name === null ? null : String(name)));
+      },
+      onMode: (mode, detail) => modes.push(`${mode}:${mode === 'poll' ? detail.reason : ''}`),
+    });
+    try {
+      assert.equal(w.watcher.mode, 'poll');
+      assert.deepEqual(modes, ['poll:ENOSPC']);
+      writeFileSync(join(dir, 'p.yaml'), 'two'); // no watch: only polling can see it
+      let e = await w.next();
+      while (!e.changed) e = await w.next();
+      assert.equal(e.hash, await hashPolicyPaths([dir]));
+
+      failing = false; // the next poll re-arms the watch
+      const mode = (): string => w.watcher.mode; // read afresh after each check
+      while (mode() !== 'watch') await w.next();
+      assert.deepEqual(modes, ['poll:ENOSPC', 'watch:']);
+      writeFileSync(join(dir, 'p.yaml'), 'three');
       do e = await w.next(); while (!e.changed);
       assert.equal(e.hash, await hashPolicyPaths([dir]));
     } finally {
