@@ -31,10 +31,11 @@ import { startAdminServers, type AdminHandlers } from '../admin/server.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import { resolveWorkerCount, type LogLevel } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
-import { watchPolicyPaths, type PolicyWatcher } from '../policy/watch.ts';
+import type { PolicyWatcher } from '../policy/watch.ts';
 import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
 import { aggregateMetricsText, countReloadErrors, GatewayMetrics, METRICS_CONTENT_TYPE, PrimaryMetrics } from '../telemetry/metrics.ts';
 import { explainInput } from './explain.ts';
+import { startPolicyWatch } from './policy-watch.ts';
 import { closeAudit, configView, failStartup, sidePorts, type GatewayOptions, type RunningGateway } from './gateway.ts';
 import type { ReloadTrigger } from './reload.ts';
 import { startRuntime } from './runtime.ts';
@@ -301,11 +302,7 @@ export async function startPrimary(opts: GatewayOptions & { log: OpsLogger }): P
 
   if (config.policies.watch) {
     const current = initial.records.find((r) => r.result !== 'rejected');
-    watcher = watchPolicyPaths(config.policies.paths, current?.snapshot.hash ?? '', {
-      debounceMs: config.policies.debounceMs,
-      onChange: () => void reloadAll('watch').catch((err) => log.error({ err: (err as Error).message }, 'reload failed')),
-      onError: (err) => log.warn({ err: err.message }, 'policy watch error'),
-    });
+    watcher = startPolicyWatch(config, current?.snapshot.hash ?? '', log, () => reloadAll('watch'));
   }
 
   let removeSignals: (() => void) | undefined;

@@ -17,11 +17,12 @@ import { parseHostPort } from '../config/address.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import { resolveWorkerCount, type GatewayConfig, type LogLevel } from '../config/schema.ts';
 import type { ReloadRecord } from '../audit/record.ts';
-import { watchPolicyPaths, type PolicyWatcher } from '../policy/watch.ts';
+import type { PolicyWatcher } from '../policy/watch.ts';
 import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
 import { GatewayMetrics, METRICS_CONTENT_TYPE } from '../telemetry/metrics.ts';
 import { ensureDevPki } from './dev-pki.ts';
 import { explainInput } from './explain.ts';
+import { startPolicyWatch } from './policy-watch.ts';
 import { startRuntime, type GatewayRuntime } from './runtime.ts';
 import { installSignalHandlers } from './signals.ts';
 import type { ReloadTrigger } from './reload.ts';
@@ -169,11 +170,7 @@ async function startSingle(opts: GatewayOptions, config: Readonly<GatewayConfig>
   const rt = runtime;
 
   if (config.policies.watch) {
-    watcher = watchPolicyPaths(config.policies.paths, rt.store.current()?.hash ?? '', {
-      debounceMs: config.policies.debounceMs,
-      onChange: () => void reload('watch').catch((err) => log.error({ err: (err as Error).message }, 'reload failed')),
-      onError: (err) => log.warn({ err: err.message }, 'policy watch error'),
-    });
+    watcher = startPolicyWatch(config, rt.store.current()?.hash ?? '', log, () => reload('watch'));
   }
 
   let removeSignals: (() => void) | undefined;
