@@ -13,10 +13,14 @@
  *     Only expressions checked in the shared base environment are kept: a policy with variables
  *     gets a fresh environment per load, so its expressions could never hit.
  *
- * A file's parse is kept whether or not it had errors: its documents and diagnostics depend only
- * on its path and text. Failed compiles are not kept (their messages name the current load's
- * context). The parse level keeps only the files of the latest load; the compile level is a
- * WeakMap on the sources, so it lets go with the documents that hold them.
+ * Failed compiles are not kept (their messages name the current load's context).
+ *
+ * Memory: the parse level holds the files of the latest load that succeeded, i.e. of the snapshot
+ * in force, and nothing else: a load commits its parses only when it produced a snapshot, and a
+ * load that is rejected or stopped (a limit, a YAML error, a CEL error) drops what it parsed. So a
+ * large set that was replaced, or one that was refused, is not kept alive by this cache (it would
+ * double the gateway's policy memory). The compile level is a WeakMap on the sources, so it lets
+ * go with the documents that hold them.
  */
 import type { Environment } from '@marcbachmann/cel-js';
 import type { CompiledCelExpression } from './cel/compile-expression.ts';
@@ -48,25 +52,37 @@ export class PolicyLoadCache {
     this.stats.expressions.hits = this.stats.expressions.misses = 0;
   }
 
-  /** Ends a load that parsed every file; a load that stopped early keeps the previous entries. */
+  /** Ends a load that produced a snapshot: from now on the cache holds exactly its files. */
   commit(): void {
     if (this.#next !== null) this.#parsed = this.#next;
     this.#next = null;
   }
 
-  /** The parse of `path` with this text (first ordinal 0), or the result of `parse()`, remembered. */
-  parsed(path: string, text: string, parse: () => ParsedPolicyDocuments): ParsedPolicyDocuments {
+  /** Ends a load that was rejected or stopped: its parses are dropped, the previous entries stay. */
+  abort(): void {
+    this.#next = null;
+  }
+
+  /** How many files' parses the cache holds (the latest committed load's), for tests. */
+  get fileCount(): number {
+    return this.#parsed.size;
+  }
+
+  /** The parse of `path` with this text (made with first ordinal 0), if the previous load had it. */
+  lookup(path: string, text: string): ParsedPolicyDocuments | undefined {
     const hit = this.#parsed.get(path);
-    let entry: ParsedEntry;
     if (hit !== undefined && hit.text === text) {
       this.stats.files.hits++;
-      entry = hit;
-    } else {
-      this.stats.files.misses++;
-      entry = { text, result: parse() };
+      this.#next?.set(path, hit);
+      return hit.result;
     }
-    this.#next?.set(path, entry);
-    return entry.result;
+    this.stats.files.misses++;
+    return undefined;
+  }
+
+  /** Keeps this load's parse of `path` (first ordinal 0), for the next load if this one commits. */
+  keep(path: string, text: string, result: ParsedPolicyDocuments): void {
+    this.#next?.set(path, { text, result });
   }
 
   /** A compiled expression for this source, environment and expected type, if one was kept. */

@@ -4,17 +4,47 @@
  * snapshot in force (DESIGN §3 "A policy set that fails to load is rejected whole").
  */
 import type { Diagnostic } from '../errors.ts';
-import { compilePolicySet } from './compile.ts';
-import { findDuplicateNames, parsePolicyDocuments } from './documents.ts';
+import { compilePolicySetSteps } from './compile.ts';
+import { findDuplicateNames, parsePolicyDocuments, type ParsedPolicyDocuments } from './documents.ts';
 import type { PolicyLoadCache } from './load-cache.ts';
 import type { AuthorizationPolicy, PolicyDocument, PolicyTest } from './model.ts';
 import type { PolicySnapshot } from './snapshot.ts';
 import { hashSources, readPolicySources, type PolicySourceFile } from './sources.ts';
+import { runInSlices, runToEnd, type Steps } from './steps.ts';
 
 /** The outcome of a load: a snapshot plus the PolicyTests found beside the policies, or every error. */
 export type LoadResult =
   | { ok: true; snapshot: PolicySnapshot; tests: PolicyTest[]; files: string[]; warnings: Diagnostic[] }
   | { ok: false; diagnostics: Diagnostic[] };
+
+/**
+ * Bounds on one policy set, checked at load (docs/operating.md, "Policy set limits"). A set over
+ * either is rejected whole with a `WG_POLICY_LIMIT` error naming the file and the limit, and the
+ * previous snapshot stays in force.
+ */
+export interface PolicySetLimits {
+  /**
+   * Total UTF-8 bytes of the policy files, checked before any YAML is parsed, so an oversized
+   * set costs a read and nothing more.
+   */
+  maxBytes: number;
+  /**
+   * Rules over every AuthorizationPolicy (each has at least one, so this bounds policies too),
+   * checked after each file is parsed and before any expression is compiled.
+   */
+  maxRules: number;
+}
+
+/**
+ * The defaults, from what a set costs on a 2-core EPYC (bench/README.md, "Policy set limits"):
+ * 10,000 rules are ~1.3 MiB of YAML in the benchmark's shape (one principal and one port per
+ * rule), 0.5-0.9 s of CPU to parse and compile from scratch, and ~50 MiB of heap for the
+ * snapshot, plus as much again while the next set loads beside it. 20,000 rules, twice the largest
+ * set the benchmark reloads, keep a from-scratch load under 2 s of CPU and the gateway's policy
+ * heap within a few hundred MiB. 8 MiB leaves room for comments and long expressions at that
+ * count, and stays far below what makes parsing alone take seconds.
+ */
+export const POLICY_SET_LIMITS: Readonly<PolicySetLimits> = Object.freeze({ maxBytes: 8 * 1024 * 1024, maxRules: 20_000 });
 
 export interface LoadOptions {
   /** Version to stamp on the snapshot (the caller's monotonic reload counter). */
@@ -24,55 +54,131 @@ export interface LoadOptions {
    * are not parsed again and their expressions not compiled again. The result is the same.
    */
   cache?: PolicyLoadCache;
+  /** Overrides of POLICY_SET_LIMITS. */
+  limits?: Partial<PolicySetLimits>;
+  /**
+   * Longest run of parsing and compiling between two event-loop turns (steps.ts SLICE_MS by
+   * default); 0 yields after every step.
+   */
+  sliceMs?: number;
 }
 
-/** Reads, parses and compiles the policy files under `paths` (files or directories). */
+/**
+ * Reads, parses and compiles the policy files under `paths` (files or directories). Parsing and
+ * compiling run in event-loop slices (steps.ts): a gateway keeps serving while a large set loads.
+ */
 export async function loadPolicySet(paths: readonly string[], opts: LoadOptions): Promise<LoadResult> {
   const sources = await readPolicySources(paths);
   if (sources.diagnostics.some(isError)) {
     // An unreadable file could hold a DENY policy: loading the rest would fail open.
     return { ok: false, diagnostics: sources.diagnostics };
   }
-  return compileSources(sources.files, opts.version, sources.diagnostics, opts.cache);
+  return runInSlices(compileSources(sources.files, opts.version, sources.diagnostics, limitsOf(opts.limits), opts.cache), opts.sliceMs);
 }
 
 /**
  * The same as `loadPolicySet` for files already in memory (tests, the admin API, `policy check`
- * on stdin). Files are taken in path order, as the loader reads them.
+ * on stdin), run at once. Files are taken in path order, as the loader reads them.
  */
-export function compileFromTexts(files: readonly PolicySourceFile[], version: number): LoadResult {
+export function compileFromTexts(files: readonly PolicySourceFile[], version: number, limits?: Partial<PolicySetLimits>): LoadResult {
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return compileSources(sorted, version, []);
+  return runToEnd(compileSources(sorted, version, [], limitsOf(limits)));
 }
 
-function compileSources(files: readonly PolicySourceFile[], version: number, earlier: Diagnostic[], cache?: PolicyLoadCache): LoadResult {
+function limitsOf(overrides: Partial<PolicySetLimits> | undefined): PolicySetLimits {
+  return { ...POLICY_SET_LIMITS, ...overrides };
+}
+
+function* compileSources(
+  files: readonly PolicySourceFile[],
+  version: number,
+  earlier: Diagnostic[],
+  limits: PolicySetLimits,
+  cache?: PolicyLoadCache,
+): Steps<LoadResult> {
+  const tooLarge = checkBytes(files, limits.maxBytes);
+  if (tooLarge !== null) return { ok: false, diagnostics: [...earlier, tooLarge] };
+
   const documents: PolicyDocument[] = [];
   const diagnostics: Diagnostic[] = [...earlier];
+  let rules = 0;
   cache?.begin();
   for (const f of files) {
     // Ordinals run across files: "first" in a decision is file order, then document order.
     const first = documents.length;
+    let parsed: ParsedPolicyDocuments;
     if (cache === undefined) {
-      const parsed = parsePolicyDocuments(f.text, f.path, first);
-      documents.push(...parsed.documents);
-      diagnostics.push(...parsed.diagnostics);
-      continue;
+      parsed = parsePolicyDocuments(f.text, f.path, first);
+      for (const d of parsed.documents) documents.push(d);
+    } else {
+      // Cached parses are made as if the file came first; shift them to the file's place.
+      const hit = cache.lookup(f.path, f.text);
+      parsed = hit ?? parsePolicyDocuments(f.text, f.path, 0);
+      if (hit === undefined) cache.keep(f.path, f.text, parsed);
+      for (const d of parsed.documents) documents.push(first === 0 ? d : withOrdinalShift(d, first));
     }
-    // Cached parses are made as if the file came first; shift them to the file's place.
-    const parsed = cache.parsed(f.path, f.text, () => parsePolicyDocuments(f.text, f.path, 0));
-    for (const d of parsed.documents) documents.push(first === 0 ? d : withOrdinalShift(d, first));
-    diagnostics.push(...parsed.diagnostics);
+    for (const d of parsed.diagnostics) diagnostics.push(d);
+    // One step per file: parsePolicyDocuments has no steps of its own (documents.ts).
+    yield;
+    for (let i = first; i < documents.length; i++) {
+      const d = documents[i]!;
+      if (d.kind !== 'AuthorizationPolicy') continue;
+      rules += d.rules.length;
+      if (rules > limits.maxRules) {
+        // Nothing is compiled: the set is rejected whole whatever else is wrong with it.
+        cache?.abort();
+        return { ok: false, diagnostics: [...earlier, tooManyRules(d, rules, limits.maxRules)] };
+      }
+    }
   }
-  cache?.commit();
   diagnostics.push(...findDuplicateNames(documents));
-  if (diagnostics.some(isError)) return { ok: false, diagnostics };
+  if (diagnostics.some(isError)) {
+    cache?.abort();
+    return { ok: false, diagnostics };
+  }
 
   const policies = documents.filter((d): d is AuthorizationPolicy => d.kind === 'AuthorizationPolicy');
   const tests = documents.filter((d): d is PolicyTest => d.kind === 'PolicyTest');
   const paths = files.map((f) => f.path);
-  const compiled = compilePolicySet(policies, { version, hash: hashSources(files), files: paths, ...(cache ? { cache } : {}) });
-  if ('diagnostics' in compiled) return { ok: false, diagnostics: [...diagnostics, ...compiled.diagnostics] };
+  const compiled = yield* compilePolicySetSteps(policies, { version, hash: hashSources(files), files: paths, ...(cache ? { cache } : {}) });
+  if ('diagnostics' in compiled) {
+    cache?.abort();
+    return { ok: false, diagnostics: [...diagnostics, ...compiled.diagnostics] };
+  }
+  cache?.commit();
   return { ok: true, snapshot: compiled.snapshot, tests, files: paths, warnings: diagnostics };
+}
+
+/**
+ * The size check, before any parsing: the first file at which the running total of UTF-8 bytes
+ * (files in load order) passes `maxBytes`, as an error naming it, or null.
+ */
+function checkBytes(files: readonly PolicySourceFile[], maxBytes: number): Diagnostic | null {
+  let total = 0;
+  for (const f of files) {
+    const bytes = Buffer.byteLength(f.text, 'utf8');
+    total += bytes;
+    if (total <= maxBytes) continue;
+    const where = total === bytes ? `this file alone is ${total} bytes` : `the policy files up to and including this one total ${total} bytes`;
+    return {
+      code: 'WG_POLICY_LIMIT', file: f.path, line: 1, col: 1, path: '', severity: 'error',
+      message: `policy set too large: ${where}, over the limit of ${maxBytes} bytes (${formatMiB(maxBytes)}) for a whole set. ` +
+        'Nothing was parsed; the previous snapshot stays in force. Split the set across gateways, or remove unused policies (docs/operating.md, "Policy set limits")',
+    };
+  }
+  return null;
+}
+
+function tooManyRules(d: AuthorizationPolicy, rules: number, maxRules: number): Diagnostic {
+  return {
+    code: 'WG_POLICY_LIMIT', file: d.location.file, line: d.location.line, col: d.location.col, path: d.location.path, severity: 'error',
+    message: `policy set too large: policy "${d.name}" brings it to ${rules} rules, over the limit of ${maxRules} rules for a whole set. ` +
+      'Nothing was compiled; the previous snapshot stays in force. Merge rules (`in [...]` lists, CIDRs), or split the set across gateways (docs/operating.md, "Policy set limits")',
+  };
+}
+
+function formatMiB(bytes: number): string {
+  return `${Math.round((bytes / (1024 * 1024)) * 100) / 100} MiB`;
 }
 
 /** A document parsed at ordinal offset 0, placed `by` documents later (only policies carry an ordinal). */
