@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, parseAllDocuments, type Node as YamlNode } from 'yaml';
 import { WaygateError, formatDiagnostic, type Diagnostic } from '../errors.ts';
+import { TextLines } from '../util/text-lines.ts';
 import {
   parseAllowDestinations, parseCidr, parseHostPort, parsePort, parseRouteKey, parseRouteTarget, isLoopbackHost,
 } from './address.ts';
@@ -32,31 +33,6 @@ export class ConfigError extends WaygateError {
     super('WG_CONFIG', `${diagnostics.length} config error(s):\n` + diagnostics.map(formatDiagnostic).join('\n'));
     this.name = 'ConfigError';
     this.diagnostics = diagnostics;
-  }
-}
-
-/**
- * 1-based line and column of an offset, counted on the text itself. yaml's LineCounter misses line
- * breaks inside the tokens it skips after a syntax error (yaml 2.9.1: in `" :\nr\n  y:"` it puts
- * the `:` of line 3 at 2:6, past the end of line 2), so a diagnostic pointed at no real column.
- */
-class TextLines {
-  readonly #starts: number[] = [0];
-  readonly #length: number;
-  constructor(text: string) {
-    for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) this.#starts.push(i + 1);
-    this.#length = text.length;
-  }
-  linePos(offset: number): { line: number; col: number } {
-    const at = Math.min(Math.max(offset, 0), this.#length);
-    let lo = 0;
-    let hi = this.#starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.#starts[mid]! <= at) lo = mid;
-      else hi = mid - 1;
-    }
-    return { line: lo + 1, col: at - this.#starts[lo]! + 1 };
   }
 }
 

@@ -9,7 +9,6 @@
  */
 import { isIP } from 'node:net';
 import {
-  LineCounter,
   isAlias,
   isMap,
   isPair,
@@ -22,6 +21,7 @@ import {
 } from 'yaml';
 import type { Diagnostic, ErrorCode } from '../errors.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
+import { TextLines } from '../util/text-lines.ts';
 import type { DefaultAction, EngineReason, PolicyAction, PolicyMode } from './decision.ts';
 import {
   API_VERSION,
@@ -108,9 +108,8 @@ export interface ParsedPolicyDocuments {
  * that names it; a rule's / variable's / case's is its list item; an expression's is its scalar.
  */
 export function parsePolicyDocuments(text: string, file: string, firstOrdinal = 0): ParsedPolicyDocuments {
-  const lineCounter = new LineCounter();
-  const docs = parseAllDocuments(text, { keepSourceTokens: true, lineCounter, uniqueKeys: false, prettyErrors: false });
-  const ctx = new Context(text, file, lineCounter);
+  const docs = parseAllDocuments(text, { keepSourceTokens: true, uniqueKeys: false, prettyErrors: false });
+  const ctx = new Context(text, file, new TextLines(text));
   const documents: PolicyDocument[] = [];
   // parseAllDocuments returns an EmptyStream (an empty array) for a file without documents.
   const all = Array.from(docs);
@@ -195,13 +194,12 @@ class Context {
   constructor(
     readonly text: string,
     readonly file: string,
-    readonly lineCounter: LineCounter,
+    readonly lines: TextLines,
   ) {}
 
-  /** 1-based line/col of an absolute offset (LineCounter says line 0 before the first newline). */
+  /** 1-based line/col of an absolute offset. */
   pos(offset: number): { line: number; col: number } {
-    const p = this.lineCounter.linePos(offset);
-    return p.line === 0 ? { line: 1, col: offset + 1 } : p;
+    return this.lines.linePos(offset);
   }
 
   report(code: ErrorCode, offset: number, path: string, message: string, severity: 'error' | 'warning' = 'error'): void {

@@ -11,7 +11,6 @@
  */
 import {
   Lexer,
-  LineCounter,
   isMap,
   isScalar,
   isSeq,
@@ -22,6 +21,7 @@ import {
   type Scalar,
   type YAMLMap,
 } from 'yaml';
+import { TextLines } from '../util/text-lines.ts';
 import { WaygateError } from '../errors.ts';
 import { DOCUMENT_FIELDS, scalarOffsetMap } from './documents.ts';
 
@@ -53,17 +53,15 @@ const EXPRESSION_PATHS = ['spec.selector', 'spec.variables.*.expression', 'spec.
  *   formatting would change the data or drop a comment (a bug: the input is left alone).
  */
 export function formatPolicyText(text: string, file = '<input>'): string {
-  const lineCounter = new LineCounter();
-  const stream = parseAllDocuments(text, { lineCounter, keepSourceTokens: true, uniqueKeys: false });
+  const lines = new TextLines(text);
+  const stream = parseAllDocuments(text, { keepSourceTokens: true, uniqueKeys: false });
   const docs = Array.from(stream);
   // A stream without documents (only comments) comes back as an EmptyStream carrying them.
   const streamInfo = 'empty' in stream ? stream : null;
   for (const doc of [...docs, ...(streamInfo ? [streamInfo] : [])]) {
     const e = doc.errors[0];
     if (e !== undefined) {
-      const p = lineCounter.linePos(e.pos[0]);
-      const line = p.line === 0 ? 1 : p.line;
-      const col = p.line === 0 ? e.pos[0] + 1 : p.col;
+      const { line, col } = lines.linePos(e.pos[0]);
       const message = e.message.replace(/ at line \d+, column \d+[\s\S]*$/, '');
       throw new WaygateError('WG_POLICY_YAML', `${file}:${line}:${col}: ${message} (not formatted)`);
     }
