@@ -17,6 +17,7 @@ import { formatDiagnostic, type Diagnostic } from '../errors.ts';
 import { AUDIT_SCHEMA_VERSION, type ReloadRecord } from '../audit/record.ts';
 import { PolicyLoadCache } from '../policy/load-cache.ts';
 import { loadPolicySet } from '../policy/load.ts';
+import { DEFAULT_SETTLE_MS } from '../policy/sources.ts';
 import type { PolicySnapshot } from '../policy/snapshot.ts';
 import type { PolicyStore } from '../policy/store.ts';
 import type { OpsLogger } from '../telemetry/log.ts';
@@ -32,6 +33,8 @@ export interface PolicyReloaderOptions {
   onRecord: (record: ReloadRecord) => void;
   log: OpsLogger;
   now?: () => Date;
+  /** How old a policy file must be before it is used (sources.ts ReadOptions); default DEFAULT_SETTLE_MS. */
+  settleMs?: number;
 }
 
 function recordErrors(diags: readonly Diagnostic[]): ReloadRecord['errors'] {
@@ -85,7 +88,9 @@ export class PolicyReloader {
     const time = () => (this.opts.now?.() ?? new Date()).toISOString();
     let result;
     try {
-      result = await loadPolicySet(this.opts.paths, { version, cache: this.cache });
+      // Files written moments ago are waited for and read again (sources.ts): a writer that does
+      // not replace files atomically may not have finished, and half a file can drop a DENY.
+      result = await loadPolicySet(this.opts.paths, { version, cache: this.cache, read: { settleMs: this.opts.settleMs ?? DEFAULT_SETTLE_MS } });
     } catch (err) {
       // The loader reports problems as diagnostics; anything thrown is a bug, still fail safe.
       result = {

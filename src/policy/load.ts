@@ -9,7 +9,7 @@ import { findDuplicateNames, parsePolicyDocuments, type ParsedPolicyDocuments } 
 import type { PolicyLoadCache } from './load-cache.ts';
 import type { AuthorizationPolicy, PolicyDocument, PolicyTest } from './model.ts';
 import type { PolicySnapshot } from './snapshot.ts';
-import { hashSources, readPolicySources, type PolicySourceFile } from './sources.ts';
+import { hashSources, readPolicySources, type PolicySourceFile, type ReadOptions } from './sources.ts';
 import { runInSlices, runToEnd, type Steps } from './steps.ts';
 
 /** The outcome of a load: a snapshot plus the PolicyTests found beside the policies, or every error. */
@@ -61,6 +61,8 @@ export interface LoadOptions {
    * default); 0 yields after every step.
    */
   sliceMs?: number;
+  /** How files are read (sources.ts ReadOptions): the gateway waits for files being written to settle. */
+  read?: ReadOptions;
 }
 
 /**
@@ -68,7 +70,7 @@ export interface LoadOptions {
  * compiling run in event-loop slices (steps.ts): a gateway keeps serving while a large set loads.
  */
 export async function loadPolicySet(paths: readonly string[], opts: LoadOptions): Promise<LoadResult> {
-  const sources = await readPolicySources(paths);
+  const sources = await readPolicySources(paths, opts.read);
   if (sources.diagnostics.some(isError)) {
     // An unreadable file could hold a DENY policy: loading the rest would fail open.
     return { ok: false, diagnostics: sources.diagnostics };

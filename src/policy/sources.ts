@@ -156,7 +156,9 @@ async function readStable(path: string, settleMs: number, maxAttempts: number): 
     // future (a skewed network file system) also waits, at most maxAttempts times.
     const ageMs = Date.now() - after.mtimeMs;
     if (settleMs > 0 && ageMs < settleMs) {
-      why = `it was modified ${Math.max(0, Math.round(ageMs))} ms before it was read`;
+      why = ageMs >= 0
+        ? `it was modified ${Math.round(ageMs)} ms before it was read`
+        : `its modification time is ${Math.round(-ageMs)} ms in the future (a writer still touching it, or a clock ahead of this one)`;
       if (attempt < maxAttempts) await delay(Math.min(settleMs, Math.max(1, settleMs - ageMs)));
       continue;
     }

@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { writeFileSync, utimesSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { allowPolicy, startTestGateway, type TestGateway } from './fixture.ts';
 
@@ -100,6 +102,35 @@ describe('a torn DENY file (defaultAction DENY)', () => {
     const restored = t.nextReload();
     t.writePolicy('deny.yaml', `${denyPolicy('deny-three', '127.0.0.3')}---\n${denyPolicy('deny-four', '127.0.0.4')}`);
     assert.equal((await restored).result, 'unchanged');
+  });
+});
+
+describe('a policy file still being written', () => {
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ policies: { 'allow.yaml': allowPolicy('clients', 'frontend'), 'deny.yaml': denyPolicy('deny-three', '127.0.0.3') } });
+  });
+  after(() => t.close());
+
+  test('is not applied until it settles: WG_POLICY_UNSTABLE, the last good snapshot stays', async () => {
+    const startup = t.sink.reloads[0]!;
+    const reload = t.nextReload();
+    // A DENY file cut after its header, whose writer is "still writing": its modification time
+    // stays ahead of the gateway's clock (as a writer touching it every moment would keep it young).
+    const path = join(t.policyDir, 'deny.yaml');
+    writeFileSync(path, 'apiVersion: waygate.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-three\n');
+    const future = new Date(Date.now() + 3_600_000);
+    utimesSync(path, future, future);
+    const record = await reload;
+    assert.equal(record.result, 'rejected');
+    assert.deepEqual(record.errors.map((e) => e.code), ['WG_POLICY_UNSTABLE']);
+    assert.equal(t.gw.runtime!.store.current()!.hash, startup.snapshot.hash);
+    assert.equal(await status(t, 'frontend', three.authority), 401);
+
+    const settled = t.nextReload();
+    writeFileSync(path, denyPolicy('deny-three', '127.0.0.3') + denyPolicy('deny-four', '127.0.0.4').replace(/^apiVersion/, '---\napiVersion'));
+    assert.equal((await settled).result, 'applied');
+    assert.equal(await status(t, 'frontend', four.authority), 401);
   });
 });
 
