@@ -20,7 +20,9 @@
  * load that is rejected or stopped (a limit, a YAML error, a CEL error) drops what it parsed. So a
  * large set that was replaced, or one that was refused, is not kept alive by this cache (it would
  * double the gateway's policy memory). The compile level is a WeakMap on the sources, so it lets
- * go with the documents that hold them.
+ * go with the documents that hold them; it is also rebuilt per load like the parse level, because
+ * V8 never shrinks a WeakMap's table when its entries die: after a 10,000-rule set was replaced,
+ * the table alone kept 2 MiB (a gateway heap snapshot, bench/README.md "Reload under load").
  */
 import type { Environment } from '@marcbachmann/cel-js';
 import type { CompiledCelExpression } from './cel/compile-expression.ts';
@@ -41,13 +43,15 @@ interface CompiledEntry {
 export class PolicyLoadCache {
   #parsed = new Map<string, ParsedEntry>();
   #next: Map<string, ParsedEntry> | null = null;
-  readonly #compiled = new WeakMap<ExpressionSource, CompiledEntry>();
+  #compiled = new WeakMap<ExpressionSource, CompiledEntry>();
+  #nextCompiled: WeakMap<ExpressionSource, CompiledEntry> | null = null;
   /** Hits and misses of the latest load, for logs and tests. */
   readonly stats = { files: { hits: 0, misses: 0 }, expressions: { hits: 0, misses: 0 } };
 
   /** Starts a load: files not seen again before `commit()` are forgotten. */
   begin(): void {
     this.#next = new Map();
+    this.#nextCompiled = new WeakMap();
     this.stats.files.hits = this.stats.files.misses = 0;
     this.stats.expressions.hits = this.stats.expressions.misses = 0;
   }
@@ -55,12 +59,15 @@ export class PolicyLoadCache {
   /** Ends a load that produced a snapshot: from now on the cache holds exactly its files. */
   commit(): void {
     if (this.#next !== null) this.#parsed = this.#next;
+    if (this.#nextCompiled !== null) this.#compiled = this.#nextCompiled;
     this.#next = null;
+    this.#nextCompiled = null;
   }
 
   /** Ends a load that was rejected or stopped: its parses are dropped, the previous entries stay. */
   abort(): void {
     this.#next = null;
+    this.#nextCompiled = null;
   }
 
   /** How many files' parses the cache holds (the latest committed load's), for tests. */
@@ -87,9 +94,10 @@ export class PolicyLoadCache {
 
   /** A compiled expression for this source, environment and expected type, if one was kept. */
   compiled(source: ExpressionSource, env: Environment, expect: 'bool' | 'any'): CompiledCelExpression | undefined {
-    const e = this.#compiled.get(source);
+    const e = this.#nextCompiled?.get(source) ?? this.#compiled.get(source);
     if (e !== undefined && e.env === env && e.expect === expect) {
       this.stats.expressions.hits++;
+      this.#nextCompiled?.set(source, e);
       return e.expr;
     }
     this.stats.expressions.misses++;
@@ -98,6 +106,6 @@ export class PolicyLoadCache {
 
   /** Keeps a successful compile (callers pass only base-environment expressions; see above). */
   remember(source: ExpressionSource, env: Environment, expect: 'bool' | 'any', expr: CompiledCelExpression): void {
-    this.#compiled.set(source, { env, expect, expr });
+    (this.#nextCompiled ?? this.#compiled).set(source, { env, expect, expr });
   }
 }
