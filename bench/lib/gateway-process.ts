@@ -30,6 +30,11 @@ export interface GatewayProcessOptions {
   extraArgs?: string[];
   /** Extra node flags (e.g. `--heapsnapshot-signal=SIGUSR2`, `--diagnostic-dir=DIR`). */
   nodeFlags?: string[];
+  /**
+   * Loads `gateway-probe.ts` into the gateway (with `--expose-gc`): event-loop delay and heap after
+   * a full GC, read over HTTP on `probePort`.
+   */
+  probe?: boolean;
 }
 
 export interface RunningGateway extends RunningForwarder {
@@ -37,6 +42,8 @@ export interface RunningGateway extends RunningForwarder {
   readyPort: number;
   metricsPort: number;
   configFile: string;
+  /** The probe's port (`GatewayProcessOptions.probe`), else 0. */
+  probePort: number;
 }
 
 /** The gateway config of the benchmark: loopback only, one worker, audit to a file, no file watch. */
@@ -92,12 +99,14 @@ export async function startGateway(files: GatewayFiles, opts: GatewayProcessOpti
   writeFileSync(configFile, gatewayConfigYaml(files, ports));
   const bin = new URL('../../bin/waygate.js', import.meta.url).pathname;
   const nodeFlags: string[] = [...(opts.nodeFlags ?? [])];
+  const probePort = opts.probe ? await freePort() : 0;
+  if (opts.probe) nodeFlags.push('--expose-gc', '--import', 'tsx', '--import', new URL('./gateway-probe.ts', import.meta.url).pathname);
   if (opts.cpuProfileDir) {
     mkdirSync(opts.cpuProfileDir, { recursive: true });
     nodeFlags.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfileDir);
   }
   const [cmd, args] = pinned(opts.cpu, process.execPath, [...nodeFlags, bin, 'serve', '--config', configFile, ...(opts.extraArgs ?? [])]);
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production', ...(opts.probe ? { WAYGATE_BENCH_PROBE_PORT: String(probePort) } : {}) } });
   trackChild(child);
   let stderr = '';
   child.stderr!.setEncoding('utf8');
@@ -125,6 +134,7 @@ export async function startGateway(files: GatewayFiles, opts: GatewayProcessOpti
     readyPort: ports.ready,
     metricsPort: ports.metrics,
     configFile,
+    probePort,
     stop: () => stopChild(child),
   };
 }
