@@ -18,7 +18,7 @@ export type LoadResult =
   | { ok: false; diagnostics: Diagnostic[] };
 
 /**
- * Bounds on one policy set, checked at load (docs/operating.md, "Policy set limits"). A set over
+ * Bounds on one policy set, checked at load (docs/operating.md, "Limits"). A set over
  * either is rejected whole with a `WG_POLICY_LIMIT` error naming the file and the limit, and the
  * previous snapshot stays in force.
  */
@@ -165,7 +165,7 @@ function checkBytes(files: readonly PolicySourceFile[], maxBytes: number): Diagn
     return {
       code: 'WG_POLICY_LIMIT', file: f.path, line: 1, col: 1, path: '', severity: 'error',
       message: `policy set too large: ${where}, over the limit of ${maxBytes} bytes (${formatMiB(maxBytes)}) for a whole set. ` +
-        'Nothing was parsed; the previous snapshot stays in force. Split the set across gateways, or remove unused policies (docs/operating.md, "Policy set limits")',
+        'Nothing was parsed; the previous snapshot stays in force. Split the set across gateways, or remove unused policies (docs/operating.md, "Limits")',
     };
   }
   return null;
@@ -175,7 +175,7 @@ function tooManyRules(d: AuthorizationPolicy, rules: number, maxRules: number): 
   return {
     code: 'WG_POLICY_LIMIT', file: d.location.file, line: d.location.line, col: d.location.col, path: d.location.path, severity: 'error',
     message: `policy set too large: policy "${d.name}" brings it to ${rules} rules, over the limit of ${maxRules} rules for a whole set. ` +
-      'Nothing was compiled; the previous snapshot stays in force. Merge rules (`in [...]` lists, CIDRs), or split the set across gateways (docs/operating.md, "Policy set limits")',
+      'Nothing was compiled; the previous snapshot stays in force. Merge rules (`in [...]` lists, CIDRs), or split the set across gateways (docs/operating.md, "Limits")',
   };
 }
 
