@@ -36,13 +36,17 @@ export interface PolicySetLimits {
 }
 
 /**
- * The defaults, from what a set costs on a 2-core EPYC (bench/README.md, "Policy set limits"):
- * 10,000 rules are ~1.3 MiB of YAML in the benchmark's shape (one principal and one port per
- * rule), 0.5-0.9 s of CPU to parse and compile from scratch, and ~50 MiB of heap for the
- * snapshot, plus as much again while the next set loads beside it. 20,000 rules, twice the largest
- * set the benchmark reloads, keep a from-scratch load under 2 s of CPU and the gateway's policy
- * heap within a few hundred MiB. 8 MiB leaves room for comments and long expressions at that
- * count, and stays far below what makes parsing alone take seconds.
+ * The defaults, from what a set costs here (2-core EPYC, Node 20; bench/README.md, "Policy set
+ * limits"), in the benchmark's rule shape (one principal and one port per rule):
+ *   - 10,000 rules: 1.25 MiB of YAML at 100 rules a policy, 2.5 MiB at one; 0.65-0.9 s and 1.8 s
+ *     of loading from scratch; 38-45 MiB of heap for the snapshot;
+ *   - 20,000 rules: 2.5-5 MiB; 1.3-3.6 s of loading (in event-loop slices: the data path keeps
+ *     running, the new set applies that much later); 76-90 MiB of heap, and as much again while
+ *     the next set loads beside the one in force.
+ * 20,000 rules is twice the largest set the benchmark reloads and keeps a reload within seconds
+ * and the policy heap within a few hundred MiB. 8 MiB leaves room for comments and longer
+ * expressions at that count, and refuses before parsing the kind of set that stalled the gateway
+ * (11 MB, 37,000 policies).
  */
 export const POLICY_SET_LIMITS: Readonly<PolicySetLimits> = Object.freeze({ maxBytes: 8 * 1024 * 1024, maxRules: 20_000 });
 
