@@ -23,6 +23,7 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { connectHbone, ztunnelHeaders, type HboneClientSession } from '../src/hbone/client.ts';
+import { DEFAULT_SETTLE_MS } from '../src/policy/sources.ts';
 import {
   startHaproxy, startNodeTlsForwarder, startStunnel, type RunningForwarder,
 } from './baselines/forwarders.ts';
@@ -689,6 +690,9 @@ async function reloadScenario(opts: HboneBenchOptions, backendA: Backend, log: (
 
     /** One timed `POST /debug/reload`, with the gateway's longest loop block and the slowest CONNECT meanwhile. */
     const timedReload = async (kind: ReloadKind, allowB: boolean): Promise<ReloadSample & { rules?: number; version?: number; errors?: { code: string }[] }> => {
+      // The files were written just now: the loader would wait until they are DEFAULT_SETTLE_MS
+      // old (src/policy/sources.ts). Waiting here keeps that idle wait out of the reload time.
+      await sleep(DEFAULT_SETTLE_MS + 20);
       await fetch(`${probe}/loop/reset`, { method: 'POST' });
       const fromConnect = connectTimes.length;
       const t0 = now();
