@@ -32,8 +32,9 @@ export interface HboneObserver {
   /** A session was closed because PINGs went unanswered. */
   pingTimeout?(connectionId: string): void;
   /**
-   * A connection (`max_connections`) or a CONNECT (`max_pending_dials`: too many upstream dials in
-   * flight on its connection) was refused by a configured limit (counted, never silent).
+   * A connection (`max_connections`) or a CONNECT (`max_pending_dials`: it waited for a dial slot
+   * on its connection until its connect timeout ran out, dial-queue.ts) was refused by a
+   * configured limit (counted, never silent).
    */
   refused?(limit: 'max_connections' | 'max_pending_dials'): void;
 }
