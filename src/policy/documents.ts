@@ -9,12 +9,13 @@
  */
 import { isIP } from 'node:net';
 import {
+  Composer,
+  Parser,
   isAlias,
   isMap,
   isPair,
   isScalar,
   isSeq,
-  parseAllDocuments,
   type Node,
   type Scalar,
   type YAMLMap,
@@ -108,14 +109,30 @@ export interface ParsedPolicyDocuments {
  * that names it; a rule's / variable's / case's is its list item; an expression's is its scalar.
  */
 export function parsePolicyDocuments(text: string, file: string, firstOrdinal = 0): ParsedPolicyDocuments {
-  const docs = parseAllDocuments(text, { keepSourceTokens: true, uniqueKeys: false, prettyErrors: false });
+  const steps = parsePolicyDocumentsSteps(text, file, firstOrdinal);
+  for (;;) {
+    const r = steps.next();
+    if (r.done === true) return r.value;
+  }
+}
+
+/**
+ * `parsePolicyDocuments` as steps (steps.ts): yields after each YAML document, so the loader can
+ * give the event loop a turn inside a large file (bench/README.md, "Reload under load"). The yaml
+ * library's parser and composer are generators already (parseAllDocuments is Array.from of them).
+ */
+export function* parsePolicyDocumentsSteps(text: string, file: string, firstOrdinal = 0): Generator<void, ParsedPolicyDocuments, undefined> {
+  const stream = new Composer({ keepSourceTokens: true, uniqueKeys: false, prettyErrors: false }).compose(new Parser().parse(text));
   const ctx = new Context(text, file, new TextLines(text));
   const documents: PolicyDocument[] = [];
-  // parseAllDocuments returns an EmptyStream (an empty array) for a file without documents.
-  const all = Array.from(docs);
   let nonEmpty = 0;
-  for (let i = 0; i < all.length; i++) {
-    const doc = all[i]!;
+  // One document of look-ahead: whether a document is the file's last matters below.
+  let ahead = stream.next();
+  while (ahead.done !== true) {
+    const doc = ahead.value;
+    ahead = stream.next();
+    const last = ahead.done === true;
+    yield;
     if (doc.errors.length > 0) {
       // A broken YAML tree cannot be validated meaningfully: report where the syntax broke.
       for (const e of doc.errors) ctx.report('WG_POLICY_YAML', e.pos[0], '', yamlMessage(e.message));
@@ -130,7 +147,7 @@ export function parsePolicyDocuments(text: string, file: string, firstOrdinal = 
     if (root === null || (isScalar(root) && root.value === null)) {
       // An empty document. Between two others it is harmless (`---` twice); as the last one of a
       // file that has documents, after an explicit `---`, it is where a write may have been cut.
-      if (i === all.length - 1 && nonEmpty > 0 && doc.directives?.docStart === true) {
+      if (last && nonEmpty > 0 && doc.directives?.docStart === true) {
         ctx.report('WG_POLICY_EMPTY', doc.range?.[0] ?? 0, '',
           'the file ends with an empty document after `---`: it may have been cut short by a write in progress, ' +
           'which would drop the policies after the cut. Remove the trailing `---`, and replace policy files atomically (write a temporary file, then rename it)');

@@ -5,7 +5,7 @@
  */
 import type { Diagnostic } from '../errors.ts';
 import { compilePolicySetSteps } from './compile.ts';
-import { findDuplicateNames, parsePolicyDocuments, type ParsedPolicyDocuments } from './documents.ts';
+import { findDuplicateNames, parsePolicyDocumentsSteps, type ParsedPolicyDocuments } from './documents.ts';
 import type { PolicyLoadCache } from './load-cache.ts';
 import type { AuthorizationPolicy, PolicyDocument, PolicyTest } from './model.ts';
 import type { PolicySnapshot } from './snapshot.ts';
@@ -114,18 +114,16 @@ function* compileSources(
     const first = documents.length;
     let parsed: ParsedPolicyDocuments;
     if (cache === undefined) {
-      parsed = parsePolicyDocuments(f.text, f.path, first);
+      parsed = yield* parsePolicyDocumentsSteps(f.text, f.path, first);
       for (const d of parsed.documents) documents.push(d);
     } else {
       // Cached parses are made as if the file came first; shift them to the file's place.
       const hit = cache.lookup(f.path, f.text);
-      parsed = hit ?? parsePolicyDocuments(f.text, f.path, 0);
+      parsed = hit ?? (yield* parsePolicyDocumentsSteps(f.text, f.path, 0));
       if (hit === undefined) cache.keep(f.path, f.text, parsed);
       for (const d of parsed.documents) documents.push(first === 0 ? d : withOrdinalShift(d, first));
     }
     for (const d of parsed.diagnostics) diagnostics.push(d);
-    // One step per file: parsePolicyDocuments has no steps of its own (documents.ts).
-    yield;
     for (let i = first; i < documents.length; i++) {
       const d = documents[i]!;
       if (d.kind !== 'AuthorizationPolicy') continue;

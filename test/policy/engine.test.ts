@@ -39,7 +39,8 @@ function snapshotOf(policies: readonly P[]): PolicySnapshot {
       }),
     )
     .join('\n---\n');
-  const r = compileFromTexts([{ path: 'table.yaml', text }], 7);
+  // No policies is no file at all (an empty file is a load error: WG_POLICY_EMPTY).
+  const r = compileFromTexts(policies.length === 0 ? [] : [{ path: 'table.yaml', text }], 7);
   if (!r.ok) throw new Error(r.diagnostics.map((d) => d.message).join('\n'));
   return r.snapshot;
 }
