@@ -9,7 +9,7 @@ export type ErrorCode =
   | 'WG_POLICY_YAML'          // the file is not valid YAML
   | 'WG_POLICY_SCHEMA'        // a field is unknown, missing, of the wrong type, or duplicated
   | 'WG_POLICY_CEL'           // a CEL expression fails to parse or type-check
-  | 'WG_POLICY_LIMIT'         // an expression exceeds the size/nesting bound
+  | 'WG_POLICY_LIMIT'         // an expression exceeds its size/nesting bound, or the set its bytes/rules
   | 'WG_POLICY_FORBIDDEN'     // a construct is refused (e.g. backtracking `matches()`)
   | 'WG_POLICY_IO'            // a policy path cannot be read
   | 'WG_POLICY_EMPTY'         // a file holds no document, or ends in an empty one (a torn write?)

@@ -9,7 +9,7 @@ import { findDuplicateNames, parsePolicyDocumentsSteps, type ParsedPolicyDocumen
 import type { PolicyLoadCache } from './load-cache.ts';
 import type { AuthorizationPolicy, PolicyDocument, PolicyTest } from './model.ts';
 import type { PolicySnapshot } from './snapshot.ts';
-import { hashSources, readPolicySources, type PolicySourceFile, type ReadOptions } from './sources.ts';
+import { hashSources, policySetTooLarge, readPolicySources, type PolicySourceFile, type ReadOptions } from './sources.ts';
 import { runInSlices, runToEnd, type Steps } from './steps.ts';
 
 /** The outcome of a load: a snapshot plus the PolicyTests found beside the policies, or every error. */
@@ -74,12 +74,15 @@ export interface LoadOptions {
  * compiling run in event-loop slices (steps.ts): a gateway keeps serving while a large set loads.
  */
 export async function loadPolicySet(paths: readonly string[], opts: LoadOptions): Promise<LoadResult> {
-  const sources = await readPolicySources(paths, opts.read);
+  const limits = limitsOf(opts.limits);
+  // Sizes are checked by stat before anything is read, then again on the bytes read (a file may
+  // have grown in between).
+  const sources = await readPolicySources(paths, { ...opts.read, maxBytes: limits.maxBytes });
   if (sources.diagnostics.some(isError)) {
     // An unreadable file could hold a DENY policy: loading the rest would fail open.
     return { ok: false, diagnostics: sources.diagnostics };
   }
-  return runInSlices(compileSources(sources.files, opts.version, sources.diagnostics, limitsOf(opts.limits), opts.cache), opts.sliceMs);
+  return runInSlices(compileSources(sources.files, opts.version, sources.diagnostics, limits, opts.cache), opts.sliceMs);
 }
 
 /**
@@ -162,13 +165,7 @@ function checkBytes(files: readonly PolicySourceFile[], maxBytes: number): Diagn
   for (const f of files) {
     const bytes = Buffer.byteLength(f.text, 'utf8');
     total += bytes;
-    if (total <= maxBytes) continue;
-    const where = total === bytes ? `this file alone is ${total} bytes` : `the policy files up to and including this one total ${total} bytes`;
-    return {
-      code: 'WG_POLICY_LIMIT', file: f.path, line: 1, col: 1, path: '', severity: 'error',
-      message: `policy set too large: ${where}, over the limit of ${maxBytes} bytes (${formatMiB(maxBytes)}) for a whole set. ` +
-        'Nothing was parsed; the previous snapshot stays in force. Split the set across gateways, or remove unused policies (docs/operating.md, "Limits")',
-    };
+    if (total > maxBytes) return policySetTooLarge(f.path, total, bytes, maxBytes);
   }
   return null;
 }
@@ -181,9 +178,6 @@ function tooManyRules(d: AuthorizationPolicy, rules: number, maxRules: number): 
   };
 }
 
-function formatMiB(bytes: number): string {
-  return `${Math.round((bytes / (1024 * 1024)) * 100) / 100} MiB`;
-}
 
 /** A document parsed at ordinal offset 0, placed `by` documents later (only policies carry an ordinal). */
 function withOrdinalShift(d: PolicyDocument, by: number): PolicyDocument {

@@ -52,6 +52,26 @@ export interface ReadOptions {
   settleMs?: number;
   /** Reads per file before it is reported as unstable. Default 5. */
   maxAttempts?: number;
+  /**
+   * Refuse the set by the sizes `stat` reports, before reading any file, when they add up to more
+   * than this (`WG_POLICY_LIMIT`): a stray multi-gigabyte file must not be read into memory only to
+   * be refused by the loader's own size check (load.ts POLICY_SET_LIMITS). Default: no check.
+   */
+  maxBytes?: number;
+}
+
+/**
+ * The error for a policy set over its byte limit, at the first file (in load order) where the
+ * running total passes it. Shared by the size check before reading (here) and after (load.ts).
+ */
+export function policySetTooLarge(file: string, total: number, fileBytes: number, maxBytes: number): Diagnostic {
+  const where = total === fileBytes ? `this file alone is ${total} bytes` : `the policy files up to and including this one total ${total} bytes`;
+  const mib = `${Math.round((maxBytes / (1024 * 1024)) * 100) / 100} MiB`;
+  return {
+    code: 'WG_POLICY_LIMIT', file, line: 1, col: 1, path: '', severity: 'error',
+    message: `policy set too large: ${where}, over the limit of ${maxBytes} bytes (${mib}) for a whole set. ` +
+      'Nothing was parsed; the previous snapshot stays in force. Split the set across gateways, or remove unused policies (docs/operating.md, "Limits")',
+  };
 }
 
 /** Settle time the gateway uses for its reloads: short next to the 1 s reload budget. */
@@ -65,6 +85,7 @@ export const DEFAULT_SETTLE_MS = 100;
  */
 export async function readPolicySources(paths: readonly string[], opts: ReadOptions = {}): Promise<PolicySources> {
   const found = new Map<string, string>(); // resolved display path -> display path
+  const sizes = new Map<string, number>(); // display path -> size as stat saw it
   const diagnostics: Diagnostic[] = [];
   const io = (path: string, message: string, code: 'WG_POLICY_IO' | 'WG_POLICY_UNSTABLE' = 'WG_POLICY_IO'): void => {
     diagnostics.push({ code, message, file: path, line: 1, col: 1, path: '', severity: 'error' });
@@ -97,7 +118,10 @@ export async function readPolicySources(paths: readonly string[], opts: ReadOpti
         continue;
       }
       if (st.value.isDirectory()) await walk(child);
-      else if (st.value.isFile() && POLICY_FILE.test(name)) found.set(resolve(child), child);
+      else if (st.value.isFile() && POLICY_FILE.test(name)) {
+        found.set(resolve(child), child);
+        sizes.set(child, st.value.size);
+      }
     }
   };
 
@@ -110,11 +134,25 @@ export async function readPolicySources(paths: readonly string[], opts: ReadOpti
       continue;
     }
     if (st.isDirectory()) await walk(path);
-    else found.set(resolve(path), path);
+    else {
+      found.set(resolve(path), path);
+      sizes.set(path, st.size);
+    }
   }
 
   const files: PolicySourceFile[] = [];
   const ordered = [...found.values()].sort(comparePaths);
+  if (opts.maxBytes !== undefined) {
+    let total = 0;
+    for (const path of ordered) {
+      const bytes = sizes.get(path) ?? 0;
+      total += bytes;
+      if (total > opts.maxBytes) {
+        diagnostics.push(policySetTooLarge(path, total, bytes, opts.maxBytes));
+        return { files, diagnostics };
+      }
+    }
+  }
   const settleMs = Math.max(0, opts.settleMs ?? 0);
   const maxAttempts = Math.max(1, opts.maxAttempts ?? 5);
   const texts = await settleAll(ordered, (path) => readStable(path, settleMs, maxAttempts));

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -154,6 +154,23 @@ describe('readPolicySources: files being written', () => {
     const future = new Date(Date.now() + 3_600_000);
     await utimes(join(dir, 'p.yaml'), future, future);
     assert.deepEqual((await readPolicySources([dir])).files.map((f) => f.text), ['old']);
+  });
+});
+
+describe('readPolicySources: maxBytes', () => {
+  it('refuses a set by its stat sizes before reading any file (a stray huge file is never read into memory)', async () => {
+    const dir = await tree('max-bytes', { 'a.yaml': 'a: 1\n' });
+    await truncate(join(dir, 'b.yaml'), 64 * 1024 * 1024).catch(async () => {
+      await writeFile(join(dir, 'b.yaml'), '');
+      await truncate(join(dir, 'b.yaml'), 64 * 1024 * 1024); // sparse: costs no disk
+    });
+    const { files, diagnostics } = await readPolicySources([dir], { maxBytes: 8 * 1024 * 1024 });
+    assert.deepEqual(files, [], 'nothing read');
+    assert.deepEqual(diagnostics.map((d) => [d.code, d.file, d.severity]), [['WG_POLICY_LIMIT', join(dir, 'b.yaml'), 'error']]);
+    assert.match(diagnostics[0]!.message, /up to and including this one total 67108869 bytes, over the limit of 8388608 bytes \(8 MiB\)/);
+    // Under the limit, the same directory reads as usual.
+    await truncate(join(dir, 'b.yaml'), 3);
+    assert.equal((await readPolicySources([dir], { maxBytes: 8 * 1024 * 1024 })).files.length, 2);
   });
 });
 
