@@ -32,6 +32,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { POLICY_SET_LIMITS } from './load.ts';
 import { hashSources, POLICY_FILE, readPolicySources } from './sources.ts';
 
 export interface WatchOptions {
@@ -107,8 +108,11 @@ function statOrNull(p: string): fs.Stats | null {
  * `hash` is (`readPolicySources` + `hashSources`), so "changed" means "would load differently".
  */
 export async function hashPolicyPaths(paths: readonly string[]): Promise<string> {
-  const { files } = await readPolicySources(paths);
-  return hashSources(files);
+  // A set over the byte limit is not read (the load refuses it anyway): its hash is the refusal's,
+  // which changes when the file that passes the limit or the total changes.
+  const { files, diagnostics } = await readPolicySources(paths, { maxBytes: POLICY_SET_LIMITS.maxBytes });
+  const refused = diagnostics.find((d) => d.code === 'WG_POLICY_LIMIT');
+  return refused ? `limit:${refused.file}:${refused.message}` : hashSources(files);
 }
 
 /** Directories to watch so that any change under `paths` raises an event, and which names count. */
