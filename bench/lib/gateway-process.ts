@@ -31,6 +31,11 @@ export interface GatewayProcessOptions {
   /** Extra node flags (e.g. `--heapsnapshot-signal=SIGUSR2`, `--diagnostic-dir=DIR`). */
   nodeFlags?: string[];
   /**
+   * Watches `files.policiesDir` (a directory or one policy file) with the default debounce
+   * (`policies.watch: true`), as an operator runs it; otherwise only explicit reloads load.
+   */
+  watchPolicies?: boolean;
+  /**
    * Loads `gateway-probe.ts` into the gateway (with `--expose-gc`): event-loop delay and heap after
    * a full GC, read over HTTP on `probePort`.
    */
@@ -46,8 +51,8 @@ export interface RunningGateway extends RunningForwarder {
   probePort: number;
 }
 
-/** The gateway config of the benchmark: loopback only, one worker, audit to a file, no file watch. */
-export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; admin: number; ready: number; metrics: number }): string {
+/** The gateway config of the benchmark: loopback only, one worker, audit to a file, no file watch unless `watch`. */
+export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; admin: number; ready: number; metrics: number }, watch = false): string {
   return [
     'apiVersion: waygate.dev/v1alpha1',
     'kind: GatewayConfig',
@@ -61,8 +66,9 @@ export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; a
     '  trustDomains: [cluster.local]',
     '  policies:',
     `    paths: [${files.policiesDir}]`,
-    // Reloads are triggered explicitly (POST /debug/reload) so the reload scenario times exactly one load.
-    '    watch: false',
+    // Reloads are triggered explicitly (POST /debug/reload) so the reload scenario times exactly one
+    // load; the policy-change-by-file part watches (default debounce, src/config/schema.ts).
+    `    watch: ${watch}`,
     '  defaultAction: DENY',
     '  destinations:',
     '    allow:',
@@ -96,7 +102,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
 export async function startGateway(files: GatewayFiles, opts: GatewayProcessOptions): Promise<RunningGateway> {
   const ports = { hbone: await freePort(), admin: await freePort(), ready: await freePort(), metrics: await freePort() };
   const configFile = path.join(files.dir, opts.configName ?? 'gateway.yaml');
-  writeFileSync(configFile, gatewayConfigYaml(files, ports));
+  writeFileSync(configFile, gatewayConfigYaml(files, ports, opts.watchPolicies ?? false));
   const bin = new URL('../../bin/waygate.js', import.meta.url).pathname;
   const nodeFlags: string[] = [...(opts.nodeFlags ?? [])];
   const probePort = opts.probe ? await freePort() : 0;

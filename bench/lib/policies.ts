@@ -3,7 +3,7 @@
  * real mesh policies have (one principal and one port per rule: equality-keyed, what the engine
  * indexes); the load generator's identity is allowed by the last rule, so nothing short-circuits.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 export interface BenchPolicyOptions {
@@ -28,6 +28,26 @@ export interface BenchPolicyOptions {
 export function writeBenchPolicies(dir: string, opts: BenchPolicyOptions): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
+  const files = renderBenchPolicies(opts);
+  for (const f of files) writeFileSync(path.join(dir, f.name), f.text);
+  return path.join(dir, files[0]!.name);
+}
+
+/**
+ * Replaces one policy file the way docs/operating.md ("Updating policies safely") asks an operator
+ * to: the new set (one file, `opts.files` unset) is written to a temporary name beside it (hidden,
+ * not `*.yaml`: the watcher and the loader ignore it) and renamed over `file`. Nothing else in the
+ * directory is touched (an audit log may live there). Returns once `rename(2)` has returned.
+ */
+export function replaceBenchPolicyFile(file: string, opts: BenchPolicyOptions): void {
+  const [only] = renderBenchPolicies({ ...opts, files: undefined });
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+  writeFileSync(tmp, only!.text);
+  renameSync(tmp, file);
+}
+
+/** The set's files, names relative to the policy directory, in load order. */
+export function renderBenchPolicies(opts: BenchPolicyOptions): { name: string; text: string }[] {
   const perPolicy = opts.rulesPerPolicy ?? 100;
   const fillers = opts.rules - 1;
   const docCount = Math.floor(fillers / perPolicy) + 1;
@@ -69,14 +89,8 @@ export function writeBenchPolicies(dir: string, opts: BenchPolicyOptions): strin
   const portCheck = ports ? ` && destination.port in [${ports.join(', ')}]` : '';
   lines.push('    - name: loadgen', `      when: source.namespace == "bench" && destination.ip == "127.0.0.1"${portCheck}`);
   docs.push(lines.join('\n'));
-  if (opts.files === undefined) {
-    const file = path.join(dir, 'bench.yaml');
-    writeFileSync(file, docs.join('\n---\n') + '\n');
-    return file;
-  }
+  if (opts.files === undefined) return [{ name: 'bench.yaml', text: docs.join('\n---\n') + '\n' }];
   const byFile: string[][] = Array.from({ length: fileCount }, () => []);
   docs.forEach((d, i) => byFile[fileOf(i)]!.push(d));
-  const names = byFile.map((_, f) => path.join(dir, `bench-${String(f).padStart(3, '0')}.yaml`));
-  byFile.forEach((list, f) => writeFileSync(names[f]!, list.join('\n---\n') + '\n'));
-  return names[0]!;
+  return byFile.map((list, f) => ({ name: `bench-${String(f).padStart(3, '0')}.yaml`, text: list.join('\n---\n') + '\n' }));
 }
