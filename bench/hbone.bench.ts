@@ -15,11 +15,13 @@
  *              connection (100-rule policy, audit log to a file); baselines: a new mTLS connection
  *   handshake  new connection + first exchange (waygate: TLS + HTTP/2 + first CONNECT), 8 in flight
  *   idle       RSS per idle tunnel at 1,000 and 10,000 tunnels, and per HTTP/2 connection (fresh gateway)
- *   reload     10,000-rule policy reloads while tunnels are being opened (fresh gateway)
+ *   reload     10,000-rule policy reloads while tunnels are being opened (fresh gateway); then, under
+ *              the same traffic, policy changes by atomic rename to a watched file, with the audit
+ *              log beside it and elsewhere: write to applied, to the first enforced CONNECT
  */
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { connectHbone, ztunnelHeaders, type HboneClientSession } from '../src/hbone/client.ts';
@@ -31,7 +33,7 @@ import { startBackendProcess, type Backend } from './lib/backend.ts';
 import { startGateway, type GatewayFiles, type RunningGateway } from './lib/gateway-process.ts';
 import { GATEWAY_SPIFFE_ID, type BenchPki } from './lib/pki.ts';
 import { summariseCpuProfile, type ProfileSummary } from './lib/cpuprofile.ts';
-import { writeBenchPolicies } from './lib/policies.ts';
+import { replaceBenchPolicyFile, writeBenchPolicies } from './lib/policies.ts';
 import { cpuSeconds, rssBytes } from './lib/proc.ts';
 import { fmt, quantile, spread, table, type Spread } from './lib/stats.ts';
 import {
@@ -359,6 +361,25 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
 
     if (want('waygate') && scenario('reload')) {
       reload = await reloadScenario(opts, backend, log);
+      // Then the same traffic against a gateway that watches its policy file, each layout on a fresh one.
+      reload.byFile = [];
+      for (const layout of Object.keys(AUDIT_LAYOUTS) as AuditLayout[]) reload.byFile.push(await policyChangeByFile(opts, backend, layout, log));
+      for (const o of reload.byFile) {
+        const scn = `policy change by file under traffic, ${AUDIT_LAYOUTS[o.layout]}`;
+        for (const trigger of ['watch', 'admin'] as const) {
+          const of = o.samples.filter((x) => x.trigger === trigger);
+          const label = trigger === 'watch' ? 'watch' : 'admin (rename, then POST /debug/reload)';
+          of.forEach((x, i) => record(scn, 'waygate', `${label}: write to applied`, 'ms', i, x.writeToAppliedMs));
+          of.forEach((x, i) => record(scn, 'waygate', `${label}: write to first enforced CONNECT`, 'ms', i, x.writeToEnforcedMs));
+          of.filter((x) => x.change === 'revoke').forEach((x, i) =>
+            record(scn, 'waygate', `${label}: revoked B answered 200 after the write`, 'count', i, x.oldVerdictAfterWrite));
+          of.filter((x) => x.change === 'revoke').forEach((x, i) =>
+            record(scn, 'waygate', `${label}: allowed B after the write, decided after the apply (audit)`, 'count', i, x.auditOldVerdictAfterApply));
+        }
+        record(scn, 'waygate', 'CONNECT rate during the changes', 'ops/s', 0, o.connectsPerSecond);
+        record(scn, 'waygate', 'audit log events in the policy directory', 'per s', 0, o.directoryEvents.audit / o.directoryEvents.seconds);
+        record(scn, 'waygate', 'dropped + wrongly decided', 'count', 0, o.dropped + o.wronglyDecided);
+      }
       reload.reloadMs.forEach((ms, i) => record('reload 10,000 rules under load', 'waygate', 'reload time', 'ms', i, ms));
       reload.oneFileMs.forEach((ms, i) => record('reload 10,000 rules under load', 'waygate', 'reload time, 1 of 100 files changed', 'ms', i, ms));
       record('reload 10,000 rules under load', 'waygate', 'tunnels opened during reloads', 'count', 0, reload.tunnelsOpened);
@@ -440,6 +461,16 @@ function evaluateTargets(rows: readonly Row[], comparisons: readonly Comparison[
     add('longest event-loop block, 10,000 rules in 100 files (worst)', '<= 50 ms', spread([Math.max(...blocks(['allNewFiles', 'oneFile']))]));
     add('heap after GC once the large set is replaced, vs before it (ratio)', '<= 1.1x',
       spread(reload.heap ? [reload.heap.afterMiB / reload.heap.beforeMiB] : []));
+    // Issue 12, defect 2: "a change applies within 1 s of the write under any load": the worst change counts.
+    const byFile = reload.byFile ?? [];
+    const watched = (layout: AuditLayout) => byFile.filter((o) => o.layout === layout).flatMap((o) => o.samples.filter((x) => x.trigger === 'watch'));
+    for (const layout of Object.keys(AUDIT_LAYOUTS) as AuditLayout[]) {
+      const w = watched(layout);
+      add(`policy change by file, watched, ${AUDIT_LAYOUTS[layout]}: write to first enforced CONNECT (worst)`, '<= 1000 ms',
+        spread(w.length ? [Math.max(...w.map((x) => (Number.isFinite(x.writeToEnforcedMs) ? x.writeToEnforcedMs : Number.POSITIVE_INFINITY)))] : []));
+    }
+    add('policy changes by file: CONNECTs decided by the previous set after a change applied, dropped, wrongly decided', '<= 0',
+      spread(byFile.length ? [byFile.reduce((n, o) => n + o.dropped + o.wronglyDecided + o.samples.reduce((m, x) => m + x.auditOldVerdictAfterApply, 0), 0)] : []));
   } else {
     add('10,000-rule reload under load (absolute ms)', '<= 1000 ms', spread([]));
   }
@@ -537,6 +568,8 @@ export interface ReloadOutcome {
   wronglyDecided: number;
   decisionsChecked: number;
   failures: string[];
+  /** Policy changes by atomic rename under the same traffic, watched vs admin-triggered, per audit-log layout (policyChangeByFile). */
+  byFile?: PolicyChangeOutcome[];
 }
 
 /** The reloads the scenario times, in the order it runs them. */
@@ -612,81 +645,14 @@ async function reloadScenario(opts: HboneBenchOptions, backendA: Backend, log: (
   const oneFileMs: number[] = [];
   const samples: ReloadSample[] = [];
   let heap: ReloadHeap | null = null;
-  let dropped = 0;
-  let opened = 0;
-  let stop = false;
-  // Paused workers wait on `gate`; `inFlight` counts CONNECTs not finished yet.
-  let gate: { promise: Promise<void>; open: () => void } | null = null;
-  let inFlight = 0;
+  let traffic: ReloadTraffic | null = null;
   // [start, end] of every CONNECT to A (ms, this process's clock), to find the slowest during a reload.
-  const connectTimes: number[] = [];
-  const sessions: HboneClientSession[] = [];
+  let connectTimes: number[] = [];
   const probe = `http://127.0.0.1:${gw.probePort}`;
   const now = () => performance.now();
   try {
-    for (let i = 0; i < 3; i++) sessions.push(await hboneConnect(opts.pki, gw.port));
-    const longLived: Duplex[] = [];
-    for (let i = 0; i < 100; i++) {
-      const s = await openTunnel(sessions[0]!, `127.0.0.1:${backendA.port}`);
-      s.on('error', () => undefined);
-      s.write('E');
-      longLived.push(s);
-    }
-    const authA = `127.0.0.1:${backendA.port}`;
-    const authB = `127.0.0.1:${backendB.port}`;
-    // Tunnels to B go over their own connections, replaced every 400 CONNECTs: the client library
-    // answers a 401 with RST_STREAM, and nghttp2 closes a connection after ~1,000 resets (rapid-reset
-    // limit), which would fail A's tunnels for a client-side reason.
-    let bSession = await hboneConnect(opts.pki, gw.port);
-    let bCount = 0;
-    let bSwap: Promise<void> | null = null;
-    const sessionForB = async (): Promise<HboneClientSession> => {
-      while (bSwap) await bSwap;
-      if (++bCount % 400 === 0) {
-        bSwap = (async () => {
-          const old = bSession;
-          bSession = await hboneConnect(opts.pki, gw.port);
-          sessions.push(old);
-          void old.close();
-        })().finally(() => { bSwap = null; });
-        await bSwap;
-      }
-      return bSession;
-    };
-    sessions.push({ close: async () => bSession.close(), destroy: () => bSession.destroy() } as HboneClientSession);
-    let n = 0;
-    const worker = async (w: number) => {
-      while (!stop) {
-        if (gate) {
-          await gate.promise;
-          continue;
-        }
-        const toB = n++ % 2 === 1;
-        const session = toB ? await sessionForB() : sessions[1 + (w % 2)]!;
-        opened++;
-        inFlight++;
-        try {
-          const start = now();
-          const t = await session.openTunnel(toB ? authB : authA, meshHeaders());
-          if (!toB) connectTimes.push(start, now());
-          if (t.status === 200) {
-            await echoOnce(async () => t.stream, 100);
-          } else if (!toB || t.status !== 401) {
-            dropped++;
-            fail(`CONNECT ${toB ? 'B' : 'A'} answered ${t.status}`);
-          }
-        } catch (err) {
-          // A tunnel to B opened under Y may be closed by the re-check to X (policy_changed): expected.
-          if (!toB) {
-            dropped++;
-            fail(`tunnel to A failed: ${(err as Error).message}`);
-          }
-        } finally {
-          inFlight--;
-        }
-      }
-    };
-    const load = Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
+    traffic = await startReloadTraffic(opts.pki, gw.port, `127.0.0.1:${backendA.port}`, `127.0.0.1:${backendB.port}`, fail);
+    connectTimes = traffic.connectTimes;
 
     /** One timed `POST /debug/reload`, with the gateway's longest loop block and the slowest CONNECT meanwhile. */
     const timedReload = async (kind: ReloadKind, allowB: boolean): Promise<ReloadSample & { rules?: number; version?: number; errors?: { code: string }[] }> => {
@@ -716,14 +682,10 @@ async function reloadScenario(opts: HboneBenchOptions, backendA: Backend, log: (
     };
     /** Heap after two full GCs in the gateway, with traffic paused (no CONNECT in flight), and its RSS. */
     const heapNow = async (): Promise<{ heapMiB: number; noCodeMiB: number; rssMiB: number }> => {
-      let open!: () => void;
-      gate = { promise: new Promise<void>((r) => { open = r; }), open };
-      while (inFlight > 0) await sleep(5); // the workers' own CONNECTs: no event to await across all of them
+      const resume = await traffic!.pause();
       const m = (await (await fetch(`${probe}/gc`, { method: 'POST' })).json()) as { heapUsed: number; codeSpaceUsed: number };
       const rssMiB = rssBytes(gw.pid) / MiB;
-      const g = gate;
-      gate = null;
-      g.open();
+      resume();
       return { heapMiB: m.heapUsed / MiB, noCodeMiB: (m.heapUsed - m.codeSpaceUsed) / MiB, rssMiB };
     };
 
@@ -807,23 +769,14 @@ async function reloadScenario(opts: HboneBenchOptions, backendA: Backend, log: (
     };
     log(`gateway heap after GC: ${before.heapMiB.toFixed(1)} MiB before the large sets, ${large.heapMiB.toFixed(1)} with 10,000 rules, ${after.heapMiB.toFixed(1)} after they were replaced (RSS ${before.rssMiB.toFixed(0)} / ${large.rssMiB.toFixed(0)} / ${after.rssMiB.toFixed(0)} MiB)`);
 
-    stop = true;
-    await load;
-    for (const s of longLived) {
-      try {
-        s.write('z');
-        await Promise.race([once(s, 'data'), sleep(5000).then(() => { throw new Error('no echo within 5 s'); })]);
-      } catch (err) {
-        dropped++;
-        fail(`long-lived tunnel died: ${(err as Error).message}`);
-      }
-    }
-    for (const s of longLived) s.destroy();
+    await traffic.finish();
   } finally {
-    for (const s of sessions) s.destroy();
+    traffic?.destroy();
     await gw.stop();
     await backendB.close();
   }
+  const opened = traffic?.opened ?? 0;
+  const dropped = traffic?.dropped ?? 0;
 
   // Versions not reloaded by us (startup) allow only A.
   let wronglyDecided = 0;
@@ -842,6 +795,380 @@ async function reloadScenario(opts: HboneBenchOptions, backendA: Backend, log: (
   }
   if (decisionsChecked < opened) fail(`only ${decisionsChecked} decision records for ${opened} CONNECTs`);
   return { reloadMs, oneFileMs, samples, heap, tunnelsOpened: opened, dropped, wronglyDecided, decisionsChecked, failures };
+}
+
+/**
+ * The reload scenario's traffic, shared by every part of it: 16 workers open tunnels back to back,
+ * alternately to A (always allowed) and B (the destination policy changes flip), each an open,
+ * 100-byte echo and close; 100 long-lived tunnels to A stay open.
+ */
+interface ReloadTraffic {
+  /** CONNECTs opened so far. */
+  readonly opened: number;
+  /** Tunnels to A refused, reset or short; answers to B other than 200/401; long-lived tunnels that died. */
+  readonly dropped: number;
+  /** [start, end] of every CONNECT to A (performance.now(), ms), flat. */
+  readonly connectTimes: number[];
+  /** Called with every answer to a CONNECT to B: its status, when it was sent and when it was answered. */
+  onB: ((status: number, sentMs: number, answeredMs: number) => void) | null;
+  /** Holds the workers and waits until no CONNECT is in flight; returns the function that lets them go on. */
+  pause(): Promise<() => void>;
+  /** Stops the workers and checks that every long-lived tunnel still echoes. */
+  finish(): Promise<void>;
+  /** Tears every connection down (the scenario's `finally`). */
+  destroy(): void;
+}
+
+async function startReloadTraffic(
+  pki: BenchPki,
+  gwPort: number,
+  authA: string,
+  authB: string,
+  fail: (what: string) => void,
+): Promise<ReloadTraffic> {
+  const sessions: HboneClientSession[] = [];
+  const longLived: Duplex[] = [];
+  const connectTimes: number[] = [];
+  let dropped = 0;
+  let opened = 0;
+  let stop = false;
+  // Paused workers wait on `gate`; `inFlight` counts CONNECTs not finished yet.
+  let gate: { promise: Promise<void>; open: () => void } | null = null;
+  let inFlight = 0;
+  const now = () => performance.now();
+  const traffic = {
+    get opened() {
+      return opened;
+    },
+    get dropped() {
+      return dropped;
+    },
+    connectTimes,
+    onB: null as ReloadTraffic['onB'],
+    pause: async () => {
+      let open!: () => void;
+      gate = { promise: new Promise<void>((r) => { open = r; }), open };
+      while (inFlight > 0) await sleep(5); // the workers' own CONNECTs: no event to await across all of them
+      const g = gate;
+      return () => {
+        if (gate === g) gate = null;
+        g.open();
+      };
+    },
+    finish: async () => {
+      stop = true;
+      await load;
+      for (const s of longLived) {
+        try {
+          s.write('z');
+          await Promise.race([once(s, 'data'), sleep(5000).then(() => { throw new Error('no echo within 5 s'); })]);
+        } catch (err) {
+          dropped++;
+          fail(`long-lived tunnel died: ${(err as Error).message}`);
+        }
+      }
+      for (const s of longLived) s.destroy();
+    },
+    destroy: () => {
+      stop = true;
+      for (const s of longLived) s.destroy();
+      for (const s of sessions) s.destroy();
+    },
+  };
+  for (let i = 0; i < 3; i++) sessions.push(await hboneConnect(pki, gwPort));
+  for (let i = 0; i < 100; i++) {
+    const s = await openTunnel(sessions[0]!, authA);
+    s.on('error', () => undefined);
+    s.write('E');
+    longLived.push(s);
+  }
+  // Tunnels to B go over their own connections, replaced every 400 CONNECTs: the client library
+  // answered a 401 with RST_STREAM, and nghttp2 closes a connection after ~1,000 resets (rapid-reset
+  // limit), which would fail A's tunnels for a client-side reason.
+  let bSession = await hboneConnect(pki, gwPort);
+  let bCount = 0;
+  let bSwap: Promise<void> | null = null;
+  const sessionForB = async (): Promise<HboneClientSession> => {
+    while (bSwap) await bSwap;
+    if (++bCount % 400 === 0) {
+      bSwap = (async () => {
+        const old = bSession;
+        bSession = await hboneConnect(pki, gwPort);
+        sessions.push(old);
+        void old.close();
+      })().finally(() => { bSwap = null; });
+      await bSwap;
+    }
+    return bSession;
+  };
+  sessions.push({ close: async () => bSession.close(), destroy: () => bSession.destroy() } as HboneClientSession);
+  let n = 0;
+  const worker = async (w: number) => {
+    while (!stop) {
+      if (gate) {
+        await gate.promise;
+        continue;
+      }
+      const toB = n++ % 2 === 1;
+      const session = toB ? await sessionForB() : sessions[1 + (w % 2)]!;
+      opened++;
+      inFlight++;
+      try {
+        const start = now();
+        const t = await session.openTunnel(toB ? authB : authA, meshHeaders());
+        if (toB) traffic.onB?.(t.status, start, now());
+        else connectTimes.push(start, now());
+        if (t.status === 200) {
+          await echoOnce(async () => t.stream, 100);
+        } else if (!toB || t.status !== 401) {
+          dropped++;
+          fail(`CONNECT ${toB ? 'B' : 'A'} answered ${t.status}`);
+        }
+      } catch (err) {
+        // A tunnel to B opened under a set that allows it may be closed by the re-check to one that
+        // does not (policy_changed): expected.
+        if (!toB) {
+          dropped++;
+          fail(`tunnel to A failed: ${(err as Error).message}`);
+        }
+      } finally {
+        inFlight--;
+      }
+    }
+  };
+  const load = Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
+  return traffic;
+}
+
+/* ------------------------------------------------------------------- policy change by file (issue 12) */
+
+/** Where the gateway's audit log is, relative to the watched policy file. */
+export type AuditLayout = 'beside' | 'apart';
+
+export const AUDIT_LAYOUTS: Record<AuditLayout, string> = {
+  beside: 'audit log beside the policy file',
+  apart: 'audit log in another directory',
+};
+
+export interface PolicyChangeSample {
+  /** What made the gateway load: its policy watch, or `POST /debug/reload` right after the rename (the baseline). */
+  trigger: 'watch' | 'admin';
+  /** revoke: B goes from allowed to denied; restore: back. */
+  change: 'revoke' | 'restore';
+  /**
+   * rename(2) returned -> the applied `reload` record's `time` (read from the audit log after the
+   * run; the record is stamped in the step that swaps the snapshot and re-checks the tunnels).
+   * Both clocks are this machine's wall clock; the record has millisecond resolution.
+   */
+  writeToAppliedMs: number;
+  /** rename(2) returned -> the first answer to a CONNECT to B that the new set decided (401 after a revoke, 200 after a restore), as the client saw it. */
+  writeToEnforcedMs: number;
+  /** Answers to B the client received after the rename with the previous set's verdict (200 after a revoke). */
+  oldVerdictAfterWrite: number;
+  /** The gateway's decisions for B stamped at or after the rename with the previous verdict: under the previous snapshot (decided before the apply) ... */
+  auditOldVerdictBeforeApply: number;
+  /** ... and under the new snapshot (wrongly decided: must be 0). */
+  auditOldVerdictAfterApply: number;
+  /** The snapshot version the change produced (0 if none was found). */
+  version: number;
+}
+
+export interface PolicyChangeOutcome {
+  layout: AuditLayout;
+  samples: PolicyChangeSample[];
+  /**
+   * Events the bench's own `fs.watch` on the policy file's directory saw while the changes ran, by
+   * entry: the audit log's, the policy file's, and any other (the temporary file). Shows what the
+   * gateway's watcher had to sift.
+   */
+  directoryEvents: { audit: number; policy: number; other: number; seconds: number };
+  tunnelsOpened: number;
+  connectsPerSecond: number;
+  dropped: number;
+  wronglyDecided: number;
+  decisionsChecked: number;
+  failures: string[];
+}
+
+/**
+ * Issue 12, defect 2: a policy change written by atomic rename must apply within 1 s of the write
+ * under any load, with the audit log in the same directory as the policy file (each batch of audit
+ * records raises a directory event; the watcher used to restart its debounce on every one).
+ *
+ * A fresh gateway watches one policy file (`policies.paths: [DIR/bench.yaml]`, `watch: true`, the
+ * default debounce) under the reload scenario's traffic (startReloadTraffic: 16 workers, A and B
+ * alternately, 100 long-lived tunnels). The 100-rule set is replaced by writing a temporary file and
+ * renaming it over `bench.yaml` (docs/operating.md, "Updating policies safely"), alternately revoking
+ * and restoring destination B. Each change is made either by the rename alone (`watch`) or by the
+ * rename followed at once by `POST /debug/reload` (`admin`, the baseline: the same set, the same
+ * gateway, interleaved). Per change: write to applied, write to the first CONNECT the client sees
+ * decided by the new set, and answers with the previous verdict after the write, split by the
+ * snapshot that decided them (audit log). Run once with the audit log beside the policy file and once
+ * with it in another directory.
+ *
+ * The applied moment is the `reload` record's `time`, not a poll of `GET /debug/policy`: the admin
+ * API runs on the gateway's own event loop, so polling it every few milliseconds would add load to
+ * the process under test and time its own queueing.
+ */
+async function policyChangeByFile(opts: HboneBenchOptions, backendA: Backend, layout: AuditLayout, log: (line: string) => void): Promise<PolicyChangeOutcome> {
+  const backendB = await startBackendProcess();
+  const policyDir = path.join(opts.dir, `policy-change-${layout}`);
+  mkdirSync(policyDir, { recursive: true });
+  const policyFile = path.join(policyDir, 'bench.yaml');
+  const auditFile = layout === 'beside' ? path.join(policyDir, 'audit.jsonl') : path.join(opts.dir, `audit-policy-change-${layout}.jsonl`);
+  const setFor = (allowB: boolean) => ({ rules: 100, allowPorts: allowB ? [backendA.port, backendB.port] : [backendA.port], salt: 'change' });
+  replaceBenchPolicyFile(policyFile, setFor(true));
+  const gw = await startGateway({ ...opts.pki.files, policiesDir: policyFile, auditFile }, {
+    cpu: opts.gatewayCpu, configName: `gateway-policy-change-${layout}.yaml`, watchPolicies: true,
+  });
+  const failures: string[] = [];
+  const fail = (what: string) => {
+    if (failures.length < 20) failures.push(what);
+  };
+  interface Pending {
+    trigger: 'watch' | 'admin';
+    allowB: boolean;
+    renameWallMs: number;
+    renamePerfMs: number;
+    enforcedPerfMs: number;
+    oldVerdictAfterWrite: number;
+  }
+  const changes: Pending[] = [];
+  const events = { audit: 0, policy: 0, other: 0, seconds: 0 };
+  let traffic: ReloadTraffic | null = null;
+  let dirWatch: FSWatcher | null = null;
+  let opened0 = 0;
+  let t0 = 0;
+  try {
+    traffic = await startReloadTraffic(opts.pki, gw.port, `127.0.0.1:${backendA.port}`, `127.0.0.1:${backendB.port}`, fail);
+    let current: (Pending & { enforced: () => void }) | null = null;
+    traffic.onB = (status, _sentMs, answeredMs) => {
+      const c = current;
+      if (!c || answeredMs < c.renamePerfMs) return;
+      const newVerdict = c.allowB ? 200 : 401;
+      if (status === newVerdict) {
+        if (c.enforcedPerfMs === 0) {
+          c.enforcedPerfMs = answeredMs;
+          c.enforced();
+        }
+      } else if (status === (c.allowB ? 401 : 200)) {
+        c.oldVerdictAfterWrite++;
+      }
+    };
+    await sleep(1000);
+    const auditName = path.basename(auditFile);
+    dirWatch = watch(policyDir, { persistent: false }, (_type, name) => {
+      if (name === auditName) events.audit++;
+      else if (name === 'bench.yaml') events.policy++;
+      else events.other++;
+    });
+    opened0 = traffic.opened;
+    t0 = performance.now();
+    const change = async (trigger: 'watch' | 'admin', allowB: boolean): Promise<void> => {
+      let enforced!: () => void;
+      const seen = new Promise<void>((r) => (enforced = r));
+      replaceBenchPolicyFile(policyFile, setFor(allowB));
+      const c = { trigger, allowB, renameWallMs: Date.now(), renamePerfMs: performance.now(), enforcedPerfMs: 0, oldVerdictAfterWrite: 0, enforced };
+      current = c;
+      changes.push(c);
+      if (trigger === 'admin') {
+        const res = await fetch(`http://127.0.0.1:${gw.adminPort}/debug/reload`, { method: 'POST' });
+        const rec = (await res.json()) as { result?: string };
+        if (rec.result !== 'applied') fail(`admin reload after the rename: ${rec.result ?? `HTTP ${res.status}`}`);
+      }
+      const timedOut = await Promise.race([seen.then(() => false), sleep(5000).then(() => true)]);
+      if (timedOut) fail(`${trigger} ${allowB ? 'restore' : 'revoke'}: no CONNECT to B decided by the new set within 5 s of the rename`);
+      // Let answers to CONNECTs decided before the apply arrive, and (admin) the watcher's own
+      // check of the rename pass (it finds the hash the admin reload applied: no second load).
+      await sleep(700);
+      log(`policy change by file (${AUDIT_LAYOUTS[layout]}), ${trigger} ${allowB ? 'restore' : 'revoke'}: first CONNECT decided by the new set ${c.enforcedPerfMs ? (c.enforcedPerfMs - c.renamePerfMs).toFixed(0) : '-'} ms after the rename, ${c.oldVerdictAfterWrite} answers with the previous verdict after it`);
+    };
+    const pairs = opts.quick ? 2 : 3;
+    for (let i = 0; i < pairs; i++) {
+      for (const trigger of ['admin', 'watch'] as const) {
+        await change(trigger, false);
+        await change(trigger, true);
+      }
+    }
+    current = null;
+    events.seconds = (performance.now() - t0) / 1000;
+    dirWatch.close();
+    dirWatch = null;
+    await traffic.finish();
+  } finally {
+    dirWatch?.close();
+    traffic?.destroy();
+    await gw.stop();
+    await backendB.close();
+  }
+  const opened = traffic?.opened ?? 0;
+
+  // After a graceful stop the audit log is complete. The applied reloads after startup are the
+  // changes, in order.
+  const reloads: { version: number; trigger: string; timeMs: number }[] = [];
+  const decisions: { allow: boolean; version: number; timeMs: number }[] = [];
+  let startupVersion = -1;
+  let decisionsChecked = 0;
+  let wronglyDecided = 0;
+  const bPort = backendB.port;
+  const allowsB = new Map<number, boolean>();
+  for (const line of readFileSync(auditFile, 'utf8').split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const r = JSON.parse(line) as { event: string; time: string; result?: string; trigger?: string; decision?: string; snapshot?: { version: number }; destination?: { port?: number } };
+    if (r.event === 'reload' && r.result === 'applied') {
+      if (r.trigger === 'startup') startupVersion = r.snapshot!.version;
+      else reloads.push({ version: r.snapshot!.version, trigger: r.trigger ?? '', timeMs: Date.parse(r.time) });
+    } else if (r.event === 'decision') {
+      decisionsChecked++;
+      if (r.destination?.port === bPort) decisions.push({ allow: r.decision === 'allow', version: r.snapshot?.version ?? -1, timeMs: Date.parse(r.time) });
+      else if (r.decision !== 'allow') {
+        wronglyDecided++;
+        fail(`decision ${r.decision} for port ${r.destination?.port} (always allowed)`);
+      }
+    }
+  }
+  if (reloads.length !== changes.length) fail(`${reloads.length} applied reloads for ${changes.length} changes`);
+  allowsB.set(startupVersion, true);
+  const samples: PolicyChangeSample[] = changes.map((c, i) => {
+    const rec = reloads[i];
+    if (rec) {
+      allowsB.set(rec.version, c.allowB);
+      if (rec.trigger !== c.trigger) fail(`change ${i} (${c.trigger}) was applied by trigger ${rec.trigger}`);
+    }
+    const next = changes[i + 1]?.renameWallMs ?? Number.POSITIVE_INFINITY;
+    const old = decisions.filter((d) => d.timeMs >= c.renameWallMs && d.timeMs < next && d.allow !== c.allowB);
+    return {
+      trigger: c.trigger,
+      change: c.allowB ? 'restore' : 'revoke',
+      writeToAppliedMs: rec ? rec.timeMs - c.renameWallMs : Number.NaN,
+      writeToEnforcedMs: c.enforcedPerfMs ? c.enforcedPerfMs - c.renamePerfMs : Number.NaN,
+      oldVerdictAfterWrite: c.oldVerdictAfterWrite,
+      auditOldVerdictBeforeApply: old.filter((d) => d.version !== rec?.version).length,
+      auditOldVerdictAfterApply: old.filter((d) => d.version === rec?.version).length,
+      version: rec?.version ?? 0,
+    };
+  });
+  for (const d of decisions) {
+    const expect = allowsB.get(d.version);
+    if (expect === undefined) {
+      fail(`decision for B under snapshot ${d.version}, which no change produced`);
+    } else if (d.allow !== expect) {
+      wronglyDecided++;
+      fail(`decision ${d.allow ? 'allow' : 'deny'} for B under snapshot ${d.version}`);
+    }
+  }
+  if (decisionsChecked < opened) fail(`only ${decisionsChecked} decision records for ${opened} CONNECTs`);
+  return {
+    layout,
+    samples,
+    directoryEvents: events,
+    tunnelsOpened: opened,
+    connectsPerSecond: events.seconds > 0 ? (opened - opened0) / events.seconds : Number.NaN,
+    dropped: traffic?.dropped ?? 0,
+    wronglyDecided,
+    decisionsChecked,
+    failures,
+  };
 }
 
 /* ---------------------------------------------------------------------------------------- render */
@@ -875,6 +1202,14 @@ export function renderHboneBench(result: HboneBenchResult): string {
     result.targets.map((t) => [t.name, fmt(t.median), range(t), String(t.n), t.target, t.met === null ? 'n/a' : t.met ? 'yes' : 'NO']),
   ));
   if (result.reload?.failures.length) out.push('', 'reload scenario failures:', ...result.reload.failures.map((f) => `  ${f}`));
+  for (const o of result.reload?.byFile ?? []) {
+    out.push('', `policy change by file under traffic, ${AUDIT_LAYOUTS[o.layout]}: ${fmt(o.connectsPerSecond)} CONNECT/s, directory events during the changes: audit log ${o.directoryEvents.audit}, policy file ${o.directoryEvents.policy}, other ${o.directoryEvents.other} in ${fmt(o.directoryEvents.seconds)} s`);
+    out.push(table(
+      ['trigger', 'change', 'write->applied ms', 'write->first enforced ms', 'old verdict after write (client)', 'audit: before apply / after apply', 'snapshot'],
+      o.samples.map((x) => [x.trigger, x.change, fmt(x.writeToAppliedMs), fmt(x.writeToEnforcedMs), String(x.oldVerdictAfterWrite), `${x.auditOldVerdictBeforeApply} / ${x.auditOldVerdictAfterApply}`, String(x.version)]),
+    ));
+    if (o.failures.length) out.push('failures:', ...o.failures.map((f) => `  ${f}`));
+  }
   for (const n of result.notes) out.push(`note: ${n}`);
   return out.join('\n');
 }
