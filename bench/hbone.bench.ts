@@ -1103,8 +1103,8 @@ async function policyChangeByFile(opts: HboneBenchOptions, backendA: Backend, la
   }
   const opened = traffic?.opened ?? 0;
 
-  // After a graceful stop the audit log is complete. The applied reloads after startup are the
-  // changes, in order.
+  // After a graceful stop the audit log is complete. A change's reload is the applied one stamped
+  // between its rename and the next change's (a change that never applied has none).
   const reloads: { version: number; trigger: string; timeMs: number }[] = [];
   const decisions: { allow: boolean; version: number; timeMs: number }[] = [];
   let startupVersion = -1;
@@ -1127,15 +1127,16 @@ async function policyChangeByFile(opts: HboneBenchOptions, backendA: Backend, la
       }
     }
   }
-  if (reloads.length !== changes.length) fail(`${reloads.length} applied reloads for ${changes.length} changes`);
   allowsB.set(startupVersion, true);
   const samples: PolicyChangeSample[] = changes.map((c, i) => {
-    const rec = reloads[i];
+    const next = changes[i + 1]?.renameWallMs ?? Number.POSITIVE_INFINITY;
+    const mine = reloads.filter((r) => r.timeMs >= c.renameWallMs && r.timeMs < next);
+    const rec = mine[0];
+    if (mine.length !== 1) fail(`change ${i} (${c.trigger}, ${c.allowB ? 'restore' : 'revoke'}): ${mine.length} applied reloads before the next change`);
     if (rec) {
       allowsB.set(rec.version, c.allowB);
       if (rec.trigger !== c.trigger) fail(`change ${i} (${c.trigger}) was applied by trigger ${rec.trigger}`);
     }
-    const next = changes[i + 1]?.renameWallMs ?? Number.POSITIVE_INFINITY;
     const old = decisions.filter((d) => d.timeMs >= c.renameWallMs && d.timeMs < next && d.allow !== c.allowB);
     return {
       trigger: c.trigger,
