@@ -377,6 +377,7 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
             record(scn, 'waygate', `${label}: allowed B after the write, decided after the apply (audit)`, 'count', i, x.auditOldVerdictAfterApply));
         }
         record(scn, 'waygate', 'CONNECT rate during the changes', 'ops/s', 0, o.connectsPerSecond);
+        record(scn, 'waygate', 'gateway CPU during the changes', '% of a CPU', 0, o.gatewayCpuShare * 100);
         record(scn, 'waygate', 'audit log events in the policy directory', 'per s', 0, o.directoryEvents.audit / o.directoryEvents.seconds);
         record(scn, 'waygate', 'dropped + wrongly decided', 'count', 0, o.dropped + o.wronglyDecided);
       }
@@ -998,6 +999,8 @@ export interface PolicyChangeOutcome {
   directoryEvents: { audit: number; policy: number; other: number; seconds: number };
   tunnelsOpened: number;
   connectsPerSecond: number;
+  /** Share of one CPU the gateway used while the changes ran (/proc; it is pinned to one). */
+  gatewayCpuShare: number;
   dropped: number;
   wronglyDecided: number;
   decisionsChecked: number;
@@ -1055,6 +1058,8 @@ async function policyChangeByFile(opts: HboneBenchOptions, backendA: Backend, la
   let dirWatch: FSWatcher | null = null;
   let opened0 = 0;
   let t0 = 0;
+  let cpu0 = 0;
+  let cpuShare = Number.NaN;
   try {
     traffic = await startReloadTraffic(opts.pki, gw.port, `127.0.0.1:${backendA.port}`, `127.0.0.1:${backendB.port}`, fail);
     let current: (Pending & { enforced: () => void }) | null = null;
@@ -1079,6 +1084,7 @@ async function policyChangeByFile(opts: HboneBenchOptions, backendA: Backend, la
       else events.other++;
     });
     opened0 = traffic.opened;
+    cpu0 = cpuSeconds(gw.pid);
     t0 = performance.now();
     const change = async (trigger: 'watch' | 'admin', allowB: boolean): Promise<void> => {
       let enforced!: () => void;
@@ -1111,6 +1117,7 @@ async function policyChangeByFile(opts: HboneBenchOptions, backendA: Backend, la
     }
     current = null;
     events.seconds = (performance.now() - t0) / 1000;
+    cpuShare = (cpuSeconds(gw.pid) - cpu0) / events.seconds;
     dirWatch.close();
     dirWatch = null;
     await traffic.finish();
@@ -1186,6 +1193,7 @@ async function policyChangeByFile(opts: HboneBenchOptions, backendA: Backend, la
     directoryEvents: events,
     tunnelsOpened: opened,
     connectsPerSecond: events.seconds > 0 ? (opened - opened0) / events.seconds : Number.NaN,
+    gatewayCpuShare: cpuShare,
     dropped: traffic?.dropped ?? 0,
     wronglyDecided,
     decisionsChecked,
@@ -1225,7 +1233,7 @@ export function renderHboneBench(result: HboneBenchResult): string {
   ));
   if (result.reload?.failures.length) out.push('', 'reload scenario failures:', ...result.reload.failures.map((f) => `  ${f}`));
   for (const o of result.reload?.byFile ?? []) {
-    out.push('', `policy change by file under traffic, ${AUDIT_LAYOUTS[o.layout]}: ${fmt(o.connectsPerSecond)} CONNECT/s, directory events during the changes: audit log ${o.directoryEvents.audit}, policy file ${o.directoryEvents.policy}, other ${o.directoryEvents.other} in ${fmt(o.directoryEvents.seconds)} s`);
+    out.push('', `policy change by file under traffic, ${AUDIT_LAYOUTS[o.layout]}: ${fmt(o.connectsPerSecond)} CONNECT/s, gateway ${fmt(o.gatewayCpuShare * 100)}% of a CPU, directory events during the changes: audit log ${o.directoryEvents.audit}, policy file ${o.directoryEvents.policy}, other ${o.directoryEvents.other} in ${fmt(o.directoryEvents.seconds)} s`);
     out.push(table(
       ['trigger', 'change', 'write->applied ms', 'write->first enforced ms', 'old verdict after write (client)', 'audit: before apply / after apply', 'snapshot'],
       o.samples.map((x) => [x.trigger, x.change, fmt(x.writeToAppliedMs),
