@@ -1,8 +1,9 @@
 /**
  * Admission of upstream dials on one HBONE connection (`limits.maxPendingDialsPerConnection`).
  *
- * At most `maxInFlight` dials run at once per connection: each is a socket, and a peer must not
- * make the gateway open hundreds of connects at once towards destinations. A CONNECT beyond that
+ * At most `maxInFlight` dials run at once per connection: each is a socket (or a stream of the
+ * upstream connector's, upstream.ts), and a peer must not make the gateway open hundreds of
+ * connects at once towards destinations. A CONNECT beyond that
  * is not refused: the connection advertised SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §6.5.2), and
  * a burst within it is legitimate (a ztunnel opening its pool's tunnels). It waits for a slot, in
  * arrival order, and is dialed when one frees.
@@ -25,8 +26,7 @@
  * drain or shutdown revoked it: tunnel.ts calls `abort()` of the dial it holds) and frees no slot,
  * since it holds none. A slot is released when its dial settles, and handed to the first waiter.
  */
-import type { Socket } from 'node:net';
-import { dialUpstream, UpstreamDialError, type PendingDial } from './upstream.ts';
+import { UpstreamDialError, type PendingDial, type UpstreamConnection, type UpstreamTarget } from './upstream.ts';
 
 /** A waiting CONNECT whose connect budget ran out before a dial slot freed; no dial was made. */
 export class DialSlotTimeoutError extends UpstreamDialError {
@@ -40,7 +40,7 @@ export class DialSlotTimeoutError extends UpstreamDialError {
 export interface AdmittedDial extends PendingDial {
   /** Whether it had to wait for a slot (no slot was free when it was admitted). */
   readonly queued: boolean;
-  /** `performance.now()` when the TCP connect started; null while waiting, or if it never started. */
+  /** `performance.now()` when the connect started; null while waiting, or if it never started. */
   readonly dialStartedAt: number | null;
 }
 
@@ -83,18 +83,19 @@ export class DialAdmission {
   }
 
   /**
-   * Dials `ip:port` now if a slot is free and nobody waits, else once a slot frees. `arrivedAt`
+   * Dials `target` now if a slot is free and nobody waits, else once a slot frees. `arrivedAt`
    * (performance.now() of the CONNECT's arrival) starts its connect budget; calls must come in
    * nondecreasing `arrivedAt` order (see the module comment). `abandoned()` is asked when a slot
    * is handed over: true (the stream is already closed) skips the dial. Returns null, without
    * dialing, when `maxHeld` CONNECTs are already dialing or waiting.
    */
-  admit(ip: string, port: number, arrivedAt: number, abandoned: () => boolean): AdmittedDial | null {
+  admit(target: UpstreamTarget, arrivedAt: number, abandoned: () => boolean): AdmittedDial | null {
     if (this.#inFlight + this.#waiting.size >= this.#maxHeld) return null;
     const deadline = arrivedAt + this.#connectTimeoutMs;
-    let resolve!: (s: Socket) => void;
+    const { ip, port } = target;
+    let resolve!: (c: UpstreamConnection) => void;
     let reject!: (e: UpstreamDialError) => void;
-    const promise = new Promise<Socket>((res, rej) => {
+    const promise = new Promise<UpstreamConnection>((res, rej) => {
       resolve = res;
       reject = rej;
     });
@@ -134,14 +135,14 @@ export class DialAdmission {
       const budgetMs = Math.max(1, Math.ceil(remainingMs));
       this.#inFlight++;
       dial.dialStartedAt = now;
-      const d = dialUpstream(ip, port, budgetMs);
+      const d = target.connect(budgetMs);
       inner = d;
       // Settle first, then release: the owner of this dial runs before any waiter the release
       // fails, so answers go out in arrival order.
       d.promise.then(
-        (socket) => {
+        (connection) => {
           settled = true;
-          resolve(socket);
+          resolve(connection);
           this.#release();
         },
         (err: UpstreamDialError) => {

@@ -3,9 +3,14 @@
  * tunnel byte, as ztunnel does for workloads that ask for it: the original client address and
  * port, the destination, and the client's SPIFFE ID in TLV type 0xD0 (the type ztunnel uses for
  * the peer identity, in the PP2_TYPE_MIN_CUSTOM..MAX_CUSTOM range of §2.2.8).
+ *
+ * {@link proxyV2Connector} is the upstream connector (upstream.ts) that sends it: plain TCP whose
+ * connection starts with the header.
  */
 import { parseIp, type ParsedIp } from '../net/address.ts';
 import { WaygateError } from '../errors.ts';
+import { TcpTarget } from './upstream-tcp.ts';
+import type { UpstreamConnector, UpstreamRequest, UpstreamTarget } from './upstream.ts';
 
 /** §2.2: the 12-byte signature that starts every v2 header. */
 export const PROXY_V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -70,3 +75,22 @@ export function encodeProxyV2(info: ProxyHeaderInfo): Buffer {
   }
   return buf;
 }
+
+/**
+ * Dials over TCP and writes a PROXY v2 header first (the client's address and SPIFFE ID, the
+ * dialed destination). The header is built before the dial: when it cannot be (the client's
+ * address is not an IP), the tunnel is refused and no socket is ever opened.
+ */
+export const proxyV2Connector: UpstreamConnector = {
+  prepare(request: UpstreamRequest): UpstreamTarget {
+    const source = request.context.source;
+    const header = encodeProxyV2({
+      sourceIp: source.ip,
+      sourcePort: source.port,
+      destinationIp: request.ip,
+      destinationPort: request.port,
+      spiffeId: source.principal,
+    });
+    return new TcpTarget(request.ip, request.port, header);
+  },
+};

@@ -32,7 +32,7 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/sink.ts';
@@ -48,11 +48,12 @@ import { DestinationPolicy, type DestinationOptions } from './destination.ts';
 import { DialAdmission, DialSlotTimeoutError } from './dial-queue.ts';
 import { h2Settings, resolveH2Options, type H2Options, type ResolvedH2Options } from './h2-settings.ts';
 import { notify, type HandshakeFailureReason, type HboneObserver } from './observer.ts';
-import { encodeProxyV2 } from './proxy-protocol.ts';
+import { proxyV2Connector } from './proxy-protocol.ts';
 import { parseRequestHeaders, type BaggageCache } from './request-headers.ts';
 import { Tunnel, type Revocation, type TunnelClosedHook } from './tunnel.ts';
 import { TunnelRegistry, type Authorize } from './tunnel-registry.ts';
-import type { UpstreamDialError } from './upstream.ts';
+import { tcpConnector } from './upstream-tcp.ts';
+import type { UpstreamConnection, UpstreamConnector, UpstreamDialError, UpstreamTarget } from './upstream.ts';
 
 /** TLS material and versions of the listener. */
 export interface HboneTlsOptions {
@@ -98,8 +99,13 @@ export interface HboneServerOptions {
   headerAuditPolicy?: HeaderAuditPolicy | (() => HeaderAuditPolicy);
   /** Refuse TCP connections beyond this many open ones (0 = no limit); each refusal is observed. */
   maxConnections?: number;
-  /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream. */
+  /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream (proxy-protocol.ts). */
   proxyProtocol?: boolean;
+  /**
+   * How allowed tunnels reach their destination (upstream.ts); default plain TCP, or TCP with a
+   * PROXY v2 header when `proxyProtocol` is set (the two options exclude each other).
+   */
+  upstream?: UpstreamConnector;
   /**
    * Upstream dials in flight per HTTP/2 connection. A CONNECT beyond it waits for a slot, in
    * arrival order, within its connect timeout counted from its arrival (dial-queue.ts); one whose
@@ -179,7 +185,7 @@ interface StreamScope {
   destination: AuditDestination;
   decision: Decision | null;
   tunnel: Tunnel | null;
-  upstream: Socket | null;
+  upstream: UpstreamConnection | null;
   recorded: boolean;
 }
 
@@ -261,6 +267,16 @@ function classifyTlsError(err: NodeJS.ErrnoException, socket: TLSSocket | undefi
   return 'other';
 }
 
+function resolveConnector(opts: HboneServerOptions): UpstreamConnector {
+  const proxyProtocol = opts.proxyProtocol === true;
+  if (opts.upstream === undefined) return proxyProtocol ? proxyV2Connector : tcpConnector;
+  if (!opts.upstream || typeof opts.upstream.prepare !== 'function') {
+    throw new WaygateError('WG_CONFIG', 'upstream: expected an upstream connector ({ prepare(request) })');
+  }
+  if (proxyProtocol) throw new WaygateError('WG_CONFIG', 'proxyProtocol: not with a custom upstream connector (the connector decides what it sends first)');
+  return opts.upstream;
+}
+
 /** Creates (does not start) an HBONE server. Throws `WG_CONFIG` naming the first bad option. */
 export function createHboneServer(opts: HboneServerOptions): HboneServer {
   if (!opts || typeof opts !== 'object') throw new WaygateError('WG_CONFIG', 'options: expected an object');
@@ -289,7 +305,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
   const headerAuditPolicy: () => HeaderAuditPolicy =
     typeof headerAuditPolicyOpt === 'function' ? headerAuditPolicyOpt : () => headerAuditPolicyOpt;
   const maxConnections = positiveInt('maxConnections', opts.maxConnections, 0, 0);
-  const proxyProtocol = opts.proxyProtocol === true;
+  const upstreamConnector = resolveConnector(opts);
   // Clamped to the stream limit: dials beyond it could never be in flight anyway.
   const maxPendingDials = Math.min(
     positiveInt('maxPendingDialsPerConnection', opts.maxPendingDialsPerConnection, DEFAULT_MAX_PENDING_DIALS),
@@ -631,17 +647,15 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       unreachable(decision);
       return;
     }
-    // The PROXY header is built before dialing: if it cannot be (the client's address is already
-    // gone), the CONNECT is refused with a record and no socket is ever opened.
-    let header: Buffer | null = null;
-    if (proxyProtocol) {
-      try {
-        header = encodeProxyV2({ sourceIp: source.ip, sourcePort: source.port, destinationIp: resolved.ip, destinationPort: resolved.port, spiffeId: source.principal });
-      } catch (err) {
-        log?.warn({ connectionId: conn.id, streamId, err: (err as Error).message }, 'cannot build the PROXY header: 503');
-        unreachable(decision);
-        return;
-      }
+    // What the connector can refuse without the network (a PROXY header that cannot be built), it
+    // refuses before any socket exists: the CONNECT is refused with a record and no dial.
+    let target: UpstreamTarget;
+    try {
+      target = upstreamConnector.prepare({ ip: resolved.ip, port: resolved.port, context });
+    } catch (err) {
+      log?.warn({ connectionId: conn.id, streamId, err: (err as Error).message }, 'the upstream connector cannot carry this tunnel: 503');
+      unreachable(decision);
+      return;
     }
     // Authorized from here on, whether it dials now or waits for a dial slot: a recheck, a drain
     // or a shutdown revokes it either way (tunnel-registry.ts re-checks authorized tunnels only).
@@ -654,7 +668,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     }
     // Dials now if a slot of the connection is free, else waits for one (dial-queue.ts); the
     // connect budget counts from the CONNECT's arrival either way.
-    const dial = conn.dials.admit(resolved.ip, resolved.port, startedAt, () => tunnel.streamClosed);
+    const dial = conn.dials.admit(target, startedAt, () => tunnel.streamClosed);
     if (dial === null) {
       // Every stream the connection may hold is already dialing or waiting: only reachable while
       // a stream the client reset has not been seen closed yet (nghttp2 enforces the stream limit).
@@ -664,7 +678,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
       return;
     }
     tunnel.setDial(dial);
-    let upstream: Socket;
+    let upstream: UpstreamConnection;
     try {
       upstream = await dial.promise;
     } catch (err) {
@@ -718,7 +732,7 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
     // Phase 3: 200 and pipe.
     record({ verdict: 'allow', reason: decision.reason, status: 200, decision, withRule: true, destination });
     scope.upstream = null; // handed over: the tunnel owns it from its first statement on
-    tunnel.open(upstream, idleTimeoutMs, header);
+    tunnel.open(upstream, idleTimeoutMs);
   }
 
   /**

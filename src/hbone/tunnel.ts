@@ -13,18 +13,22 @@
  *   unread data then withholds WINDOW_UPDATE, so no more than the flow-control windows is ever
  *   buffered; a full HTTP/2 stream pauses the upstream socket, whose kernel buffer fills.
  *
- * Byte counts come from the upstream socket's own counters (`bytesWritten`, `bytesRead`): no
- * per-chunk listener or allocation on the hot path. The tunnel's owner is its registry entry;
- * the stream belongs to the HTTP/2 session, the upstream socket to the tunnel once handed over.
+ * The upstream is an {@link UpstreamConnection} (upstream.ts): whatever connector made it (plain
+ * TCP, TCP with a PROXY header), the tunnel pipes its duplex `stream` directly and asks the
+ * connection for what differs between protocols: the byte counts (from the connection's own
+ * counters: no per-chunk listener or allocation on the hot path), the first bytes (`start()`),
+ * a flush-then-close (`closeSoon()`) and a reset (`reset()`). The tunnel's owner is its registry
+ * entry; the stream belongs to the HTTP/2 session, the upstream connection to the tunnel once
+ * handed over.
  */
 import { constants as h2, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
-import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import type { AuditDestination, AuditSource, CloseReason, CloseRecord } from '../audit/record.ts';
 import { AUDIT_SCHEMA_VERSION } from '../audit/record.ts';
 import type { DecisionContext } from '../policy/context.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { ForwardedElement } from './request-headers.ts';
-import type { PendingDial } from './upstream.ts';
+import type { PendingDial, UpstreamConnection, UpstreamStream } from './upstream.ts';
 
 /** `pending`: registered, answer not sent yet; `open`: 200 sent, bytes flowing; `closed`: gone. */
 export type TunnelState = 'pending' | 'open' | 'closed';
@@ -78,7 +82,7 @@ const CANCEL = h2.NGHTTP2_CANCEL;
 const CONNECT_ERROR = h2.NGHTTP2_CONNECT_ERROR;
 
 /**
- * Back-reference from a tunnel's stream and upstream socket to the tunnel. Every listener the
+ * Back-reference from a tunnel's stream and upstream stream to the tunnel. Every listener the
  * tunnel installs is one shared function that finds its tunnel through this key (EventEmitter
  * calls listeners with `this` = the emitter), so an idle tunnel holds no closure, bound function
  * or `once` wrapper of its own: at 10,000 idle tunnels, `pipe()`'s 18 closures and the `once`
@@ -99,7 +103,7 @@ type Carrier = { [kTunnel]?: Tunnel };
  * the rest of the turn; one that arrives while its upstream is corked joins the batch, in order.
  */
 const COALESCE_MIN_BYTES = 4096;
-const corkedUpstreams: Socket[] = [];
+const corkedUpstreams: Writable[] = [];
 let uncorkScheduled = false;
 
 function uncorkUpstreams(): void {
@@ -150,8 +154,9 @@ export class Tunnel {
   /** Set when a recheck/drain/shutdown revoked the tunnel before it was answered. */
   revoked: Revocation | null = null;
 
-  #upstream: Socket | null = null;
-  #headerBytes = 0;
+  #upstream: UpstreamConnection | null = null;
+  /** `#upstream.stream`, read on every chunk. */
+  #upstreamStream: UpstreamStream | null = null;
   #dial: PendingDial | null = null;
   #closeReason: CloseReason | null = null;
   #closeDecision: Decision | null = null;
@@ -186,8 +191,8 @@ export class Tunnel {
     return this.context.source;
   }
 
-  /** The upstream socket once open (null before). */
-  get upstreamSocket(): Socket | null {
+  /** The upstream connection once open (null before). */
+  get upstream(): UpstreamConnection | null {
     return this.#upstream;
   }
 
@@ -196,9 +201,9 @@ export class Tunnel {
     return this.#upstream ? this.#upstream.bytesRead : 0;
   }
 
-  /** Bytes received from the client and written to the destination (PROXY header excluded). */
+  /** Bytes received from the client and written to the destination (what the connector sends on its own excluded). */
   get bytesReceived(): number {
-    return this.#upstream ? Math.max(0, this.#upstream.bytesWritten - this.#headerBytes) : 0;
+    return this.#upstream ? this.#upstream.bytesWritten : 0;
   }
 
   /** Whether the client side of the stream has closed (reset, or both directions ended). */
@@ -227,14 +232,16 @@ export class Tunnel {
   }
 
   /**
-   * Answers 200 and starts piping. `header` (a PROXY v2 header) is written to the upstream
-   * before any client byte. The stream is read only from here on, so bytes the client sent
-   * early wait in the HTTP/2 flow-control window until the tunnel is allowed and connected.
+   * Answers 200 and starts piping. The connection's `start()` (a PROXY v2 header) runs before
+   * any client byte. The stream is read only from here on, so bytes the client sent early wait
+   * in the HTTP/2 flow-control window until the tunnel is allowed and connected.
    */
-  open(upstream: Socket, idleTimeoutMs: number, header: Buffer | null): void {
+  open(connection: UpstreamConnection, idleTimeoutMs: number): void {
     const stream = this.stream;
+    const upstream = connection.stream;
     this.state = 'open';
-    this.#upstream = upstream;
+    this.#upstream = connection;
+    this.#upstreamStream = upstream;
     this.#upstreamClosed = false;
     (upstream as Carrier)[kTunnel] = this;
     upstream.on('error', Tunnel.#upstreamError);
@@ -244,10 +251,7 @@ export class Tunnel {
       upstream.on('timeout', Tunnel.#upstreamTimeout);
     }
     stream.respond({ ':status': 200 });
-    if (header) {
-      this.#headerBytes = header.length;
-      upstream.write(header);
-    }
+    connection.start();
     // Forwarding as `stream.pipe(upstream, { end: false })` + `upstream.pipe(stream)` did, with
     // shared listeners. Upstream EOF -> END_STREAM. The client's end is handled by #onClientEnd:
     // Node also ends the readable side when the peer resets the stream, and only some resets
@@ -312,16 +316,16 @@ export class Tunnel {
 
   #onClientEnd(): void {
     const upstream = this.#upstream;
-    if (!upstream || upstream.destroyed) return;
+    if (!upstream || upstream.stream.destroyed) return;
     const code = this.stream.rstCode;
     if (code !== undefined && code !== NO_ERROR && code !== CANCEL) {
       // Reset with an error: the destination gets a reset too, not a clean FIN.
       if (this.#closeReason === null) this.#closeReason = 'client_reset';
       this.#stopUpstreamToStream();
-      upstream.resetAndDestroy();
+      upstream.reset();
       return;
     }
-    upstream.end(); // END_STREAM, or RST_STREAM(NO_ERROR|CANCEL): a TCP write shutdown
+    upstream.stream.end(); // END_STREAM, or RST_STREAM(NO_ERROR|CANCEL): a write shutdown (TCP FIN)
   }
 
   #onUpstreamClose(): void {
@@ -358,16 +362,15 @@ export class Tunnel {
       else if (this.session.destroyed) this.#closeReason = 'session_closed';
       else this.#closeReason = 'client_reset';
     }
-    if (upstream && !upstream.destroyed) {
+    if (upstream && !upstream.stream.destroyed) {
       this.#stopUpstreamToStream();
       const code = stream.rstCode ?? NO_ERROR;
       if (this.#closeReason === 'completed' || (this.#closeReason === 'client_reset' && (code === CANCEL || code === NO_ERROR))) {
         // Flush what the client sent, FIN, then close: nobody can read the destination's answer.
-        upstream.destroySoon();
-      } else if (this.#closeReason === 'client_reset' && !upstream.writableEnded) {
-        // libuv refuses a reset while a write shutdown is in flight (and Node then leaks the
-        // handle), so only a socket whose write side is still open is reset.
-        upstream.resetAndDestroy();
+        upstream.closeSoon();
+      } else if (this.#closeReason === 'client_reset') {
+        // The client reset with an error: so does the destination's side.
+        upstream.reset();
       } else {
         upstream.destroy();
       }
@@ -384,14 +387,14 @@ export class Tunnel {
     stream.removeListener('data', Tunnel.#streamData);
     if (this.#upstreamDrainHooked) {
       this.#upstreamDrainHooked = false;
-      this.#upstream?.removeListener('drain', Tunnel.#upstreamDrain);
+      this.#upstreamStream?.removeListener('drain', Tunnel.#upstreamDrain);
     }
     stream.pause();
   }
 
   /** Stops destination -> client forwarding (`upstream.unpipe(stream)`); the upstream is paused. */
   #stopUpstreamToStream(): void {
-    const upstream = this.#upstream;
+    const upstream = this.#upstreamStream;
     if (!upstream) return;
     upstream.removeListener('data', Tunnel.#upstreamData);
     upstream.removeListener('end', Tunnel.#upstreamEnd);
@@ -406,7 +409,7 @@ export class Tunnel {
   #pauseStream(): void {
     if (!this.#upstreamDrainHooked) {
       this.#upstreamDrainHooked = true;
-      this.#upstream?.on('drain', Tunnel.#upstreamDrain);
+      this.#upstreamStream?.on('drain', Tunnel.#upstreamDrain);
     }
     this.stream.pause();
   }
@@ -417,7 +420,7 @@ export class Tunnel {
       this.#streamDrainHooked = true;
       this.stream.on('drain', Tunnel.#streamDrain);
     }
-    this.#upstream?.pause();
+    this.#upstreamStream?.pause();
   }
 
   // Shared listeners (`this` is the emitter; its tunnel is found through kTunnel).
@@ -425,7 +428,7 @@ export class Tunnel {
   static #streamData(this: ServerHttp2Stream, chunk: Buffer): void {
     const t = (this as Carrier)[kTunnel];
     if (!t) return;
-    const upstream = t.#upstream;
+    const upstream = t.#upstreamStream;
     if (!upstream || upstream.destroyed) return;
     if (upstream.writableCorked === 0 && chunk.length >= COALESCE_MIN_BYTES) {
       upstream.cork();
@@ -440,12 +443,12 @@ export class Tunnel {
     if (upstream.writableLength >= TUNNEL_WRITE_BUFFER_BYTES) t.#pauseStream();
   }
 
-  static #upstreamDrain(this: Socket): void {
+  static #upstreamDrain(this: UpstreamStream): void {
     const t = (this as Carrier)[kTunnel];
     if (t && t.stream.listenerCount('data') > 0) t.stream.resume();
   }
 
-  static #upstreamData(this: Socket, chunk: Buffer): void {
+  static #upstreamData(this: UpstreamStream, chunk: Buffer): void {
     const t = (this as Carrier)[kTunnel];
     if (!t || t.stream.destroyed) return;
     t.stream.write(chunk);
@@ -453,7 +456,8 @@ export class Tunnel {
   }
 
   static #streamDrain(this: ServerHttp2Stream): void {
-    const upstream = (this as Carrier)[kTunnel]?.upstreamSocket;
+    const t = (this as Carrier)[kTunnel];
+    const upstream = t ? t.#upstreamStream : null;
     if (upstream && upstream.listenerCount('data') > 0) upstream.resume();
   }
 
@@ -465,21 +469,21 @@ export class Tunnel {
     t.#onClientEnd();
   }
 
-  static #upstreamEnd(this: Socket): void {
+  static #upstreamEnd(this: UpstreamStream): void {
     const t = (this as Carrier)[kTunnel];
     if (t) endStream(t.stream);
   }
 
-  static #upstreamError(this: Socket): void {
+  static #upstreamError(this: UpstreamStream): void {
     // EPIPE/ECONNRESET: the destination went away mid-stream (RFC 9113 §8.5: CONNECT_ERROR).
     (this as Carrier)[kTunnel]?.fail('upstream_reset', CONNECT_ERROR);
   }
 
-  static #upstreamTimeout(this: Socket): void {
+  static #upstreamTimeout(this: UpstreamStream): void {
     (this as Carrier)[kTunnel]?.fail('idle_timeout', CANCEL);
   }
 
-  static #upstreamClose(this: Socket): void {
+  static #upstreamClose(this: UpstreamStream): void {
     const t = (this as Carrier)[kTunnel];
     if (!t || t.#upstreamClosed) return;
     t.#onUpstreamClose();

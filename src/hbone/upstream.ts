@@ -1,12 +1,23 @@
 /**
- * Dialing the destination of an allowed tunnel (DESIGN §2: `503` on unreachable upstream or a
- * connect timeout, 10 s by default, as ztunnel). The socket is created with `allowHalfOpen` so a
- * FIN from the destination only ends one direction (the client's END_STREAM and the destination's
- * EOF are independent, RFC 9113 §8.5), and with `noDelay` because a tunnel carries interactive
- * protocols whose small writes must not wait for Nagle.
+ * How an allowed tunnel reaches its destination: the upstream **connector** interface. The
+ * tunnel (tunnel.ts), the dial queue (dial-queue.ts) and the connect handler (connect-handler.ts)
+ * see only these types, never a `net.Socket`, so a new way to reach a destination (HBONE to the
+ * destination's ztunnel) is one more connector, not a change to the tunnel. Shaped after undici's
+ * `buildConnector` (a connector turns options into a socket-like object the rest never looks
+ * inside), with the dial split in two so that what can be refused without touching the network is
+ * refused before the CONNECT takes one of its connection's dial slots:
+ *
+ *   connector.prepare(request)  -> UpstreamTarget     (synchronous; throws to refuse: 503, no dial)
+ *   target.connect(timeoutMs)   -> PendingDial        (abortable; rejects with UpstreamDialError)
+ *   await dial.promise          -> UpstreamConnection (a duplex, byte counts, half-close, reset)
+ *
+ * Connectors in this repository: plain TCP (upstream-tcp.ts) and TCP with a PROXY v2 header
+ * (proxy-protocol.ts). docs/architecture.md "Adding an upstream connector" says what a new one
+ * must guarantee.
  */
-import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { WaygateError } from '../errors.ts';
+import type { DecisionContext } from '../policy/context.ts';
 
 /** Why a dial failed, a bounded set for metric labels. */
 export type DialFailureKind = 'refused' | 'timeout' | 'unreachable' | 'aborted' | 'other';
@@ -21,65 +32,75 @@ export class UpstreamDialError extends WaygateError {
   }
 }
 
-function classify(err: NodeJS.ErrnoException): DialFailureKind {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-      return 'refused';
-    case 'ETIMEDOUT':
-      return 'timeout';
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'EADDRNOTAVAIL':
-      return 'unreachable';
-    default:
-      return 'other';
-  }
+/** What a connector is asked to reach for one allowed tunnel. */
+export interface UpstreamRequest {
+  /** The address to dial: resolved, inside the allowed networks, not the gateway itself. */
+  readonly ip: string;
+  readonly port: number;
+  /**
+   * The tunnel's decision context: the verified client (`source`, which a PROXY header carries),
+   * the destination as the client named it, and its request headers (a trace id to propagate).
+   */
+  readonly context: DecisionContext;
 }
 
-/** A dial in progress: resolves with the connected socket or rejects with {@link UpstreamDialError}. */
+/**
+ * Turns an allowed tunnel into a connection to its destination. One connector serves every
+ * tunnel of the server; it holds no per-tunnel state.
+ */
+export interface UpstreamConnector {
+  /**
+   * Everything needed to dial this tunnel, decided before any socket exists. Throws (any error;
+   * its message is logged) when the connector cannot carry the tunnel at all: the CONNECT is then
+   * answered 503 `upstream_failed` without a dial and without taking a dial slot.
+   */
+  prepare(request: UpstreamRequest): UpstreamTarget;
+}
+
+/** One tunnel's prepared dial. */
+export interface UpstreamTarget {
+  /** Where it dials (log and error messages). */
+  readonly ip: string;
+  readonly port: number;
+  /**
+   * Starts connecting, within `timeoutMs` (what is left of the CONNECT's connect budget). The
+   * dial owns everything it opens until its promise resolves, and closes it on every failure.
+   */
+  connect(timeoutMs: number): PendingDial;
+}
+
+/** A dial in progress: resolves with the connection or rejects with {@link UpstreamDialError}. */
 export interface PendingDial {
-  readonly promise: Promise<Socket>;
-  /** Abandons the dial (the tunnel went away first); the socket is destroyed, the promise rejects with kind `aborted`. */
+  readonly promise: Promise<UpstreamConnection>;
+  /** Abandons the dial (the tunnel went away first): what it opened is closed, the promise rejects with kind `aborted`. A no-op once settled. */
   abort(): void;
 }
 
 /**
- * Dials `ip:port`. Exactly one of connect / error / timeout / abort settles the promise; the
- * timer is cleared on every path, and the socket is destroyed on every failure (its one owner
- * until the promise resolves, the tunnel afterwards).
+ * The byte stream of an upstream, as the tunnel drives it (tunnel.ts). Half-open capable:
+ * `end()` shuts down the write direction only (TCP FIN, HTTP/2 END_STREAM) and reading goes on
+ * until the destination's own end ('end'). It emits 'close' exactly once, 'error' when the
+ * destination fails mid-stream, and 'timeout' after `setTimeout(ms)` of inactivity.
  */
-export function dialUpstream(ip: string, port: number, connectTimeoutMs: number): PendingDial {
-  let settle!: { resolve: (s: Socket) => void; reject: (e: UpstreamDialError) => void };
-  const promise = new Promise<Socket>((resolve, reject) => {
-    settle = { resolve, reject };
-  });
-  const socket = connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
-  let done = false;
-  const finish = (err: UpstreamDialError | null): void => {
-    if (done) return;
-    done = true;
-    clearTimeout(timer);
-    socket.removeListener('connect', onConnect);
-    socket.removeListener('error', onError);
-    if (err) {
-      socket.destroy();
-      settle.reject(err);
-    } else {
-      settle.resolve(socket);
-    }
-  };
-  const onConnect = (): void => finish(null);
-  const onError = (err: NodeJS.ErrnoException): void =>
-    finish(new UpstreamDialError(classify(err), `connect to ${ip}:${port} failed: ${err.code ?? err.message}`, err));
-  const timer = setTimeout(
-    () => finish(new UpstreamDialError('timeout', `connect to ${ip}:${port} timed out after ${connectTimeoutMs} ms`)),
-    connectTimeoutMs,
-  );
-  timer.unref();
-  socket.once('connect', onConnect);
-  socket.once('error', onError);
-  return {
-    promise,
-    abort: () => finish(new UpstreamDialError('aborted', `connect to ${ip}:${port} abandoned`)),
-  };
+export type UpstreamStream = Duplex & { setTimeout(timeoutMs: number): unknown };
+
+/**
+ * A connected upstream. Its owner is the tunnel once `Tunnel.open()` took it (the dial's owner
+ * before): exactly one of `closeSoon`, `reset` or `destroy` ends it, or the destination does.
+ */
+export interface UpstreamConnection {
+  /** Read for destination -> client, written for client -> destination; the tunnel pipes it directly (no wrapper per chunk). */
+  readonly stream: UpstreamStream;
+  /** Bytes received from the destination so far (what the tunnel sends the client). */
+  readonly bytesRead: number;
+  /** Tunnel bytes written to the destination so far; what the connector sends on its own (a PROXY header) is not counted. */
+  readonly bytesWritten: number;
+  /** Called once, right after the client was answered 200 and before any client byte: sends what the protocol sends first. */
+  start(): void;
+  /** The client went away after its EOF: flush what is queued, half-close, then close. */
+  closeSoon(): void;
+  /** Abortive close: the destination sees a reset (TCP RST, RST_STREAM), not an orderly end. */
+  reset(): void;
+  /** Closes at once, without flushing. */
+  destroy(): void;
 }

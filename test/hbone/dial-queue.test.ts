@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import type { HboneClientSession } from '../../src/hbone/client.ts';
 import { DialAdmission, DialSlotTimeoutError } from '../../src/hbone/dial-queue.ts';
 import { UpstreamDialError, type DialFailureKind } from '../../src/hbone/upstream.ts';
+import { TcpTarget } from '../../src/hbone/upstream-tcp.ts';
 import {
   frame,
   hpack,
@@ -344,14 +345,14 @@ describe('DialAdmission (one connection\'s dial slots)', () => {
       const gate = new DialAdmission({ maxInFlight: 2, maxHeld: 5, connectTimeoutMs: 60_000 });
       const now = performance.now();
       const never = (): boolean => false;
-      const h1 = gate.admit('127.0.0.1', hole.port, now, never)!;
-      const h2 = gate.admit('127.0.0.1', hole.port, now, never)!;
-      const w1 = gate.admit('127.0.0.1', echo.port, now, never)!;
-      const w2 = gate.admit('127.0.0.1', echo.port, now, never)!;
-      const w3 = gate.admit('127.0.0.1', echo.port, now, never)!;
+      const h1 = gate.admit(new TcpTarget('127.0.0.1', hole.port), now, never)!;
+      const h2 = gate.admit(new TcpTarget('127.0.0.1', hole.port), now, never)!;
+      const w1 = gate.admit(new TcpTarget('127.0.0.1', echo.port), now, never)!;
+      const w2 = gate.admit(new TcpTarget('127.0.0.1', echo.port), now, never)!;
+      const w3 = gate.admit(new TcpTarget('127.0.0.1', echo.port), now, never)!;
       assert.deepEqual([h1.queued, h2.queued, w1.queued, w2.queued, w3.queued], [false, false, true, true, true]);
       assert.deepEqual([gate.inFlight, gate.waiting], [2, 3]);
-      assert.equal(gate.admit('127.0.0.1', echo.port, now, never), null, 'maxHeld (5) reached');
+      assert.equal(gate.admit(new TcpTarget('127.0.0.1', echo.port), now, never), null, 'maxHeld (5) reached');
       w2.abort();
       await assert.rejects(w2.promise, (e: unknown) => e instanceof UpstreamDialError && e.kind === 'aborted');
       assert.deepEqual([gate.inFlight, gate.waiting], [2, 2], 'the aborted waiter held no slot and freed none');
@@ -383,10 +384,10 @@ describe('DialAdmission (one connection\'s dial slots)', () => {
     try {
       const gate = new DialAdmission({ maxInFlight: 1, maxHeld: 10, connectTimeoutMs: 60_000 });
       const now = performance.now();
-      const holder = gate.admit('127.0.0.1', hole.port, now, () => false)!;
+      const holder = gate.admit(new TcpTarget('127.0.0.1', hole.port), now, () => false)!;
       // Arrived a full connect timeout ago (the server never admits out of order: this stands for
       // a CONNECT that spent its budget waiting).
-      const late = gate.admit('127.0.0.1', echo.port, now - 60_001, () => false)!;
+      const late = gate.admit(new TcpTarget('127.0.0.1', echo.port), now - 60_001, () => false)!;
       holder.abort();
       await assert.rejects(holder.promise);
       await assert.rejects(late.promise, (e: unknown) => e instanceof DialSlotTimeoutError && e.kind === 'timeout' && e.code === 'WG_UPSTREAM_TIMEOUT');
@@ -404,9 +405,9 @@ describe('DialAdmission (one connection\'s dial slots)', () => {
     try {
       const gate = new DialAdmission({ maxInFlight: 1, maxHeld: 10, connectTimeoutMs: 60_000 });
       const now = performance.now();
-      const holder = gate.admit('127.0.0.1', hole.port, now, () => false)!;
+      const holder = gate.admit(new TcpTarget('127.0.0.1', hole.port), now, () => false)!;
       // 200 ms of its 60 s budget left: with a fresh budget this dial would hang past the test's timeout.
-      const waiter = gate.admit('127.0.0.1', hole.port, now - 59_800, () => false)!;
+      const waiter = gate.admit(new TcpTarget('127.0.0.1', hole.port), now - 59_800, () => false)!;
       holder.abort();
       await assert.rejects(holder.promise);
       await assert.rejects(waiter.promise, (e: unknown) => e instanceof UpstreamDialError && !(e instanceof DialSlotTimeoutError) && e.kind === 'timeout');
@@ -424,9 +425,9 @@ describe('DialAdmission (one connection\'s dial slots)', () => {
       const gate = new DialAdmission({ maxInFlight: 1, maxHeld: 10, connectTimeoutMs: 60_000 });
       const now = performance.now();
       let closed = false;
-      const holder = gate.admit('127.0.0.1', hole.port, now, () => false)!;
-      const gone = gate.admit('127.0.0.1', echo.port, now, () => closed)!;
-      const next = gate.admit('127.0.0.1', echo.port, now, () => false)!;
+      const holder = gate.admit(new TcpTarget('127.0.0.1', hole.port), now, () => false)!;
+      const gone = gate.admit(new TcpTarget('127.0.0.1', echo.port), now, () => closed)!;
+      const next = gate.admit(new TcpTarget('127.0.0.1', echo.port), now, () => false)!;
       closed = true;
       holder.abort();
       await assert.rejects(holder.promise);
