@@ -1,0 +1,104 @@
+/**
+ * The audit records of CONNECTs (DESIGN §4), handed to the audit sink and the observer here and
+ * nowhere else: the decision record of every CONNECT, built here (the connect handler,
+ * connect-handler.ts, calls {@link ConnectRecorder.decision} exactly once per CONNECT, through
+ * its attempt's `conclude()`, `open()` or `fail()`), and the close record of every tunnel that
+ * passed authorization (built by the tunnel, tunnel.ts, when it ends).
+ */
+import type { Logger } from 'pino';
+import { AUDIT_SCHEMA_VERSION, type AuditDestination, type AuditSource, type CloseRecord, type DecisionRecord } from '../audit/record.ts';
+import { selectAuditHeaders, type HeaderAuditPolicy } from '../audit/redact.ts';
+import type { AuditSink } from '../audit/sink.ts';
+import type { Decision, Reason, Verdict } from '../policy/decision.ts';
+import { notify, type HboneObserver } from './observer.ts';
+
+/** What every record of one CONNECT shares (the connect handler's attempt carries it). */
+export interface RecordBase {
+  readonly decisionId: string;
+  readonly connection: Readonly<{ id: string; tlsVersion: string }>;
+  readonly streamId: number;
+  /** Also the `now` the decision was taken with. */
+  readonly now: Date;
+  readonly source: AuditSource;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly baggage: Readonly<Record<string, string>>;
+  readonly traceId: string;
+  readonly destination: AuditDestination;
+}
+
+/** What the record says happened (a ConnectOutcome, or the allow of an opened tunnel). */
+export interface RecordedOutcome {
+  readonly verdict: Verdict;
+  readonly reason: Reason;
+  readonly decision: Decision | null;
+  /** Keep policy/rule of `decision` (false when the transport, not the policy, decided). */
+  readonly withRule: boolean;
+}
+
+export interface ConnectRecorderOptions {
+  audit: AuditSink;
+  observer: HboneObserver | undefined;
+  log: Logger | undefined;
+  /** Called per record: the gateway widens the allow-list to the headers the snapshot in force reads. */
+  headerAuditPolicy: () => HeaderAuditPolicy;
+  /** The snapshot in force, for records of CONNECTs refused before policy ran. */
+  snapshotInfo: () => { version: number; hash: string };
+}
+
+export class ConnectRecorder {
+  readonly #o: ConnectRecorderOptions;
+
+  constructor(opts: ConnectRecorderOptions) {
+    this.#o = opts;
+  }
+
+  /**
+   * Writes the record of `b` with `outcome` and the status actually answered (0: none could be).
+   * Throws only if building the record throws (the header policy hook); a sink that throws is
+   * logged, an observer that throws is ignored.
+   */
+  decision(b: RecordBase, outcome: RecordedOutcome, status: number): void {
+    const d = outcome.decision;
+    const withRule = outcome.withRule && d !== null;
+    const record: DecisionRecord = {
+      schema: AUDIT_SCHEMA_VERSION,
+      event: 'decision',
+      time: b.now.toISOString(),
+      decisionId: b.decisionId,
+      connectionId: b.connection.id,
+      streamId: b.streamId,
+      decision: outcome.verdict,
+      reason: outcome.reason,
+      status,
+      policy: withRule ? d.policy : null,
+      rule: withRule ? d.rule : null,
+      dryRun: d ? d.dryRun : null,
+      audit: d ? d.audit : [],
+      evalErrors: d ? d.evalErrors.map((e) => ({ policy: e.policy, rule: e.rule, message: e.message })) : [],
+      snapshot: d ? d.snapshot : this.#o.snapshotInfo(),
+      source: b.source,
+      destination: b.destination,
+      traceId: b.traceId,
+      headers: selectAuditHeaders(b.headers, this.#o.headerAuditPolicy()),
+      baggage: { ...b.baggage },
+      connection: { id: b.connection.id, tlsVersion: b.connection.tlsVersion },
+      evalMicros: d ? d.evalMicros : 0,
+    };
+    try {
+      this.#o.audit.decision(record);
+    } catch (err) {
+      this.#o.log?.error({ err: (err as Error).message }, 'audit sink failed to take a decision record');
+    }
+    notify(this.#o.observer, 'decision', record);
+  }
+
+  /** A tunnel ended: its close record. */
+  close(record: CloseRecord): void {
+    try {
+      this.#o.audit.close(record);
+    } catch (err) {
+      this.#o.log?.error({ err: (err as Error).message }, 'audit sink failed to take a close record');
+    }
+    notify(this.#o.observer, 'tunnelClosed', record);
+  }
+}

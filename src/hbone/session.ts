@@ -1,0 +1,333 @@
+/**
+ * The HTTP/2 connections of the HBONE listener (DESIGN §2 "HTTP/2"): who the peer is, the
+ * HTTP/2 preface timeout and connection window, keep-alive PINGs, the graceful GOAWAY of a drain,
+ * the per-connection dial admission (dial-queue.ts), and the handshake failures and connection
+ * limit of the listener. What happens to one CONNECT stream is connect-handler.ts's business: a
+ * connection hands each new stream to it and counts it until it closes.
+ */
+import { constants as h2c, type Http2SecureServer, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { randomBytes } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { AuditSource } from '../audit/record.ts';
+import { checkTrustDomain, PeerIdentityCache } from '../identity/peer-identity.ts';
+import { canonicalIp } from '../net/address.ts';
+import { DialAdmission } from './dial-queue.ts';
+import type { ResolvedH2Options } from './h2-settings.ts';
+import { notify, type HandshakeFailureReason, type HboneObserver } from './observer.ts';
+import type { BaggageCache } from './request-headers.ts';
+
+/** Called for every CONNECT stream a connection receives. */
+export type StreamHandler = (conn: HboneConnection, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]) => void;
+
+export interface SessionOptions {
+  h2: ResolvedH2Options;
+  /** TLS handshake and HTTP/2 preface timeout each. */
+  handshakeTimeoutMs: number;
+  acceptedTrustDomains: readonly string[];
+  /** Per connection: dials in flight at once (dial-queue.ts). */
+  maxPendingDials: number;
+  connectTimeoutMs: number;
+  /** Refuse TCP connections beyond this many open ones (0 = no limit). */
+  maxConnections: number;
+  observer: HboneObserver | undefined;
+  log: Logger | undefined;
+}
+
+const NO_IDENTITY = Object.freeze({ principal: '', trustDomain: '', namespace: '', serviceAccount: '' });
+const BOOT_ID = randomBytes(4).toString('hex');
+/** RFC 9113 §6.8: a GOAWAY naming the largest stream id announces a shutdown without refusing any stream yet. */
+const MAX_STREAM_ID = 2 ** 31 - 1;
+
+/** The verified peer of a connection. */
+interface Identity {
+  principal: string;
+  trustDomain: string;
+  namespace: string;
+  serviceAccount: string;
+}
+
+/** One TLS + HTTP/2 connection of a peer. */
+export class HboneConnection {
+  /** Gateway-assigned id (boot id and a sequence number). */
+  readonly id: string;
+  readonly session: ServerHttp2Session;
+  /** The accepted SPIFFE identity of the peer; null: every CONNECT of it is denied (`no_identity`). */
+  readonly identity: Identity | null;
+  readonly tlsVersion: string;
+  /**
+   * The verified peer as every context and record of this connection carries it (identity, ip and
+   * port are fixed per connection): one object per connection, not one per CONNECT.
+   */
+  readonly source: Readonly<AuditSource>;
+  /** `connection` of every decision context on this connection (one object per connection). */
+  readonly contextConnection: Readonly<{ id: string; tlsVersion: string }>;
+  /** Parsed `baggage` by raw header value (ztunnel sends the same one for every stream of a workload). */
+  readonly baggageCache: BaggageCache = new Map();
+  /** Upstream dials in flight on this connection, and the CONNECTs waiting for one (dial-queue.ts). */
+  readonly dials: DialAdmission;
+  readonly openedAt = performance.now();
+  /** CONNECT streams received so far. */
+  streams = 0;
+  /** When the outstanding keep-alive PING was sent; 0 when none is. */
+  pingSentAt = 0;
+  #prefaceTimer: NodeJS.Timeout | null = null;
+  /** Set once the graceful GOAWAY started; resolves when the final GOAWAY has been submitted. */
+  #drained: Promise<void> | null = null;
+  /** Submits the final GOAWAY now (drain deadline) if the PING ack has not done it yet. */
+  #finishDrain: (() => void) | null = null;
+
+  constructor(id: string, session: ServerHttp2Session, identity: Identity | null, dials: DialAdmission) {
+    const socket = session.socket as TLSSocket;
+    this.id = id;
+    this.session = session;
+    this.identity = identity;
+    this.tlsVersion = socket.getProtocol?.() ?? '';
+    this.dials = dials;
+    const ip = canonicalIp(socket.remoteAddress ?? '') ?? socket.remoteAddress ?? '';
+    const who = identity ?? NO_IDENTITY;
+    this.source = Object.freeze({ principal: who.principal, trustDomain: who.trustDomain, namespace: who.namespace, serviceAccount: who.serviceAccount, ip, port: socket.remotePort ?? 0 });
+    this.contextConnection = Object.freeze({ id, tlsVersion: this.tlsVersion });
+  }
+
+  /** Counts a new CONNECT stream. */
+  trackStream(_stream: ServerHttp2Stream): void {
+    this.streams++;
+  }
+
+  /**
+   * ztunnel's (hyper's) graceful shutdown of one connection, RFC 9113 §6.8: GOAWAY(NO_ERROR,
+   * 2^31-1) tells the client to open no new stream without refusing any already on the way; a
+   * PING sent after it comes back once the client has read the GOAWAY (one round trip); then
+   * `session.close()` sends the final GOAWAY with the last stream id processed, and open streams
+   * finish. Resolves once the final GOAWAY is submitted (PING ack, PING failure, session gone,
+   * or {@link finishDrain} at the drain deadline).
+   *
+   * Limit of Node 20: it exposes `nghttp2_submit_goaway` but not `nghttp2_submit_shutdown_notice`,
+   * and nghttp2 ignores every new stream once it has sent any GOAWAY of the former kind. So a
+   * CONNECT that raced the first GOAWAY is not served: the final GOAWAY's last stream id tells the
+   * client it was never processed (safe to retry, RFC 9113 §6.8) instead of a REFUSED_STREAM.
+   */
+  gracefulGoaway(log: Logger | undefined): Promise<void> {
+    if (this.#drained) return this.#drained;
+    const session = this.session;
+    let resolveDrained!: () => void;
+    this.#drained = new Promise<void>((resolve) => {
+      resolveDrained = resolve;
+    });
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      this.#finishDrain = null;
+      if (!session.closed && !session.destroyed) session.close();
+      resolveDrained();
+    };
+    this.#finishDrain = finish;
+    if (session.closed || session.destroyed) {
+      finish();
+      return this.#drained;
+    }
+    try {
+      session.goaway(h2c.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
+    } catch (err) {
+      log?.debug({ connectionId: this.id, err: (err as Error).message }, 'graceful GOAWAY failed; closing');
+      finish();
+      return this.#drained;
+    }
+    // nghttp2 queues PING as urgent, ahead of a GOAWAY still waiting to be written; Node flushes
+    // the GOAWAY in a native immediate, which runs before this JS one, so the PING follows it.
+    setImmediate(() => {
+      if (done) return;
+      if (session.closed || session.destroyed) return finish();
+      try {
+        if (!session.ping(() => finish())) finish();
+      } catch {
+        finish();
+      }
+    });
+    return this.#drained;
+  }
+
+  /** Drain deadline: the final GOAWAY goes out now where the graceful GOAWAY has not sent it yet. */
+  finishDrain(): void {
+    this.#finishDrain?.();
+  }
+
+  /** Starts the HTTP/2 preface timer (cleared by the peer's SETTINGS or the session's close). */
+  startPrefaceTimer(timeoutMs: number, onTimeout: (conn: HboneConnection) => void): void {
+    this.#prefaceTimer = setTimeout(() => {
+      this.#prefaceTimer = null;
+      onTimeout(this);
+    }, timeoutMs);
+    this.#prefaceTimer.unref();
+  }
+
+  clearPrefaceTimer(): void {
+    if (this.#prefaceTimer) clearTimeout(this.#prefaceTimer);
+    this.#prefaceTimer = null;
+  }
+
+}
+
+/** Every connection of one listener, its keep-alive PINGs and its handshake bookkeeping. */
+export class HboneSessions {
+  readonly #o: SessionOptions;
+  readonly #onStream: StreamHandler;
+  readonly #identities = new PeerIdentityCache();
+  readonly #conns = new Set<HboneConnection>();
+  readonly #pingTicker: NodeJS.Timeout;
+  #seq = 0;
+  #draining = false;
+
+  constructor(server: Http2SecureServer, opts: SessionOptions, onStream: StreamHandler) {
+    this.#o = opts;
+    this.#onStream = onStream;
+    watchHandshakes(server, opts);
+    server.on('session', (session: ServerHttp2Session) => this.#open(session));
+    // One unref'd timer for every session (DESIGN §2: PING every 10 s, close after 20 s unanswered).
+    this.#pingTicker = setInterval(() => this.#pingAll(), opts.h2.pingIntervalMs);
+    this.#pingTicker.unref();
+  }
+
+  /** Starts the graceful GOAWAY of every connection (and of any that opens from now on); resolves when every final GOAWAY is submitted. */
+  goawayAll(): Promise<void> {
+    this.#draining = true;
+    return Promise.all([...this.#conns].map((c) => c.gracefulGoaway(this.#o.log))).then(() => undefined);
+  }
+
+  /** Drain deadline: sends every final GOAWAY that a PING ack has not sent yet. */
+  finishDrains(): void {
+    for (const conn of this.#conns) conn.finishDrain();
+  }
+
+  /** No more PINGs; a connection that still opens is closed at once. */
+  stop(): void {
+    this.#draining = true;
+    clearInterval(this.#pingTicker);
+  }
+
+  /** Hard stop: every session destroyed. */
+  destroyAll(): void {
+    this.stop();
+    for (const conn of this.#conns) conn.session.destroy();
+  }
+
+  #open(session: ServerHttp2Session): void {
+    const { h2, observer, log } = this.#o;
+    const id = `${BOOT_ID}-${++this.#seq}`;
+    // Waiters are bounded by the advertised stream limit (nghttp2 refuses streams beyond it).
+    const dials = new DialAdmission({ maxInFlight: this.#o.maxPendingDials, maxHeld: h2.maxConcurrentStreams, connectTimeoutMs: this.#o.connectTimeoutMs });
+    const conn = new HboneConnection(id, session, this.#resolveIdentity(session.socket as TLSSocket), dials);
+    this.#conns.add(conn);
+    session.on('error', (err) => log?.debug({ connectionId: conn.id, err: err.message }, 'HTTP/2 session error'));
+    // HTTP/2 preface timeout: a client that finished TLS but never sends its preface and SETTINGS
+    // must not hold the connection (the TLS handshake timeout no longer applies here).
+    conn.startPrefaceTimer(this.#o.handshakeTimeoutMs, (c) => {
+      notify(observer, 'handshakeFailed', 'timeout');
+      c.session.destroy();
+    });
+    session.once('remoteSettings', () => {
+      conn.clearPrefaceTimer();
+      // RFC 9113 §6.9.2: the connection window only grows by WINDOW_UPDATE, never by SETTINGS.
+      try {
+        session.setLocalWindowSize(h2.connectionWindowBytes);
+      } catch (err) {
+        log?.warn({ err: (err as Error).message }, 'could not raise the connection window');
+      }
+    });
+    session.once('close', () => {
+      conn.clearPrefaceTimer();
+      this.#conns.delete(conn);
+      notify(observer, 'connectionClosed', { connectionId: conn.id, durationMs: Math.round(performance.now() - conn.openedAt), streams: conn.streams });
+    });
+    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+      conn.trackStream(stream);
+      this.#onStream(conn, stream, headers, rawHeaders);
+    });
+    if (this.#draining) session.close();
+    notify(observer, 'connectionOpened', { connectionId: conn.id, tlsVersion: conn.tlsVersion, hasIdentity: conn.identity !== null });
+  }
+
+  #resolveIdentity(socket: TLSSocket): Identity | null {
+    const log = this.#o.log;
+    try {
+      const peer = this.#identities.resolve(socket);
+      const check = checkTrustDomain(peer, this.#o.acceptedTrustDomains);
+      if (!check.ok || !peer?.spiffeId) {
+        log?.info({ reason: check.ok ? 'no_identity' : check.reason, uris: peer?.uris ?? [] }, 'peer has no accepted SPIFFE identity; its CONNECTs will be denied');
+        return null;
+      }
+      const id = peer.spiffeId;
+      return { principal: id.id, trustDomain: id.trustDomain, namespace: id.namespace, serviceAccount: id.serviceAccount };
+    } catch (err) {
+      log?.info({ err: (err as Error).message }, 'unreadable peer certificate; its CONNECTs will be denied');
+      return null;
+    }
+  }
+
+  /** A session with a PING outstanding for `pingTimeoutMs` is destroyed; the others are pinged. */
+  #pingAll(): void {
+    const { h2, observer, log } = this.#o;
+    const now = performance.now();
+    for (const conn of this.#conns) {
+      const s = conn.session;
+      if (s.destroyed || s.connecting) continue;
+      if (conn.pingSentAt !== 0) {
+        if (now - conn.pingSentAt >= h2.pingTimeoutMs) {
+          notify(observer, 'pingTimeout', conn.id);
+          log?.info({ connectionId: conn.id }, 'PING unanswered; closing the connection');
+          s.destroy();
+        }
+        continue;
+      }
+      try {
+        conn.pingSentAt = now;
+        s.ping((err) => {
+          if (!err) conn.pingSentAt = 0;
+        });
+      } catch {
+        conn.pingSentAt = 0;
+      }
+    }
+  }
+}
+
+/** The listener's own events: handshake failures (classified for metrics) and the connection limit. */
+function watchHandshakes(server: Http2SecureServer, opts: SessionOptions): void {
+  const { observer, log } = opts;
+  // net.Server drops sockets past maxConnections before TLS starts (cheapest point to refuse);
+  // 'drop' reports each one so the refusal is counted, never silent.
+  if (opts.maxConnections > 0) {
+    server.maxConnections = opts.maxConnections;
+    server.on('drop', () => notify(observer, 'refused', 'max_connections'));
+  }
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    const reason = classifyTlsError(err, socket);
+    notify(observer, 'handshakeFailed', reason);
+    log?.debug({ err: err.message, reason }, 'TLS handshake failed');
+  });
+  server.on('unknownProtocol', (socket: TLSSocket) => {
+    notify(observer, 'handshakeFailed', 'protocol');
+    socket.destroy();
+  });
+  server.on('sessionError', (err) => log?.debug({ err: err.message }, 'HTTP/2 session error'));
+}
+
+function classifyTlsError(err: NodeJS.ErrnoException, socket: TLSSocket | undefined): HandshakeFailureReason {
+  // Node verifies the client chain after the TLS handshake and destroys the socket, so the error
+  // itself is a bare ECONNRESET; the verification result is on the socket.
+  const authError = (socket as (TLSSocket & { authorizationError?: string }) | undefined)?.authorizationError;
+  if (authError) {
+    if (authError === 'CERT_HAS_EXPIRED' || authError === 'CERT_NOT_YET_VALID') return 'expired';
+    if (/ISSUER|SELF_SIGNED|UNTRUSTED|LEAF_SIGNATURE|CERT_SIGNATURE_FAILURE|CHAIN/.test(authError)) return 'untrusted';
+    if (/NO_PEER|NOT_RETURN|PEER_DID_NOT/.test(authError)) return 'no_certificate';
+    return 'certificate';
+  }
+  const text = `${err.code ?? ''} ${err.message}`;
+  if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || /timed? ?out/i.test(text)) return 'timeout';
+  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|CERTIFICATE_REQUIRED/i.test(text)) return 'no_certificate';
+  if (/CERT|certificate|unknown ca/i.test(text)) return 'certificate';
+  if (/VERSION|PROTOCOL|CIPHER|ALPN|APPLICATION_PROTOCOL|HTTP_REQUEST|record/i.test(text)) return 'protocol';
+  return 'other';
+}
