@@ -39,6 +39,10 @@ const BOOT_ID = randomBytes(4).toString('hex');
 /** RFC 9113 §6.8: a GOAWAY naming the largest stream id announces a shutdown without refusing any stream yet. */
 const MAX_STREAM_ID = 2 ** 31 - 1;
 
+/** Back-reference from a CONNECT stream to its connection, for the one shared 'close' listener. */
+const kConnection = Symbol('waygate.connection');
+type CountedStream = ServerHttp2Stream & { [kConnection]?: HboneConnection };
+
 /** The verified peer of a connection. */
 interface Identity {
   principal: string;
@@ -71,10 +75,12 @@ export class HboneConnection {
   streams = 0;
   /** When the outstanding keep-alive PING was sent; 0 when none is. */
   pingSentAt = 0;
+  /** CONNECT streams received and not closed yet. */
+  #liveStreams = 0;
   #prefaceTimer: NodeJS.Timeout | null = null;
   /** Set once the graceful GOAWAY started; resolves when the final GOAWAY has been submitted. */
   #drained: Promise<void> | null = null;
-  /** Submits the final GOAWAY now (drain deadline) if the PING ack has not done it yet. */
+  /** Submits the final GOAWAY now, if the graceful GOAWAY has not done it yet. */
   #finishDrain: (() => void) | null = null;
 
   constructor(id: string, session: ServerHttp2Session, identity: Identity | null, dials: DialAdmission) {
@@ -90,9 +96,12 @@ export class HboneConnection {
     this.contextConnection = Object.freeze({ id, tlsVersion: this.tlsVersion });
   }
 
-  /** Counts a new CONNECT stream. */
-  trackStream(_stream: ServerHttp2Stream): void {
+  /** Counts a new CONNECT stream until its 'close'. */
+  trackStream(stream: ServerHttp2Stream): void {
     this.streams++;
+    this.#liveStreams++;
+    (stream as CountedStream)[kConnection] = this;
+    stream.on('close', HboneConnection.#onStreamClose);
   }
 
   /**
@@ -101,12 +110,17 @@ export class HboneConnection {
    * PING sent after it comes back once the client has read the GOAWAY (one round trip); then
    * `session.close()` sends the final GOAWAY with the last stream id processed, and open streams
    * finish. Resolves once the final GOAWAY is submitted (PING ack, PING failure, session gone,
-   * or {@link finishDrain} at the drain deadline).
+   * no stream left open, or {@link finishDrain} at the drain deadline).
    *
-   * Limit of Node 20: it exposes `nghttp2_submit_goaway` but not `nghttp2_submit_shutdown_notice`,
-   * and nghttp2 ignores every new stream once it has sent any GOAWAY of the former kind. So a
-   * CONNECT that raced the first GOAWAY is not served: the final GOAWAY's last stream id tells the
-   * client it was never processed (safe to retry, RFC 9113 §6.8) instead of a REFUSED_STREAM.
+   * Limits of Node 20:
+   * - it exposes `nghttp2_submit_goaway` but not `nghttp2_submit_shutdown_notice`, and nghttp2
+   *   ignores every new stream once it has sent any GOAWAY of the former kind. So a CONNECT that
+   *   raced the first GOAWAY is not served: the final GOAWAY's last stream id tells the client it
+   *   was never processed (safe to retry, RFC 9113 §6.8) instead of a REFUSED_STREAM;
+   * - once a GOAWAY is sent and no stream is open, nghttp2 no longer wants to read
+   *   (`nghttp2_session_want_read()` returns 0) and Node stops reading the socket: the PING ack
+   *   would never be read, nor the peer's FIN. So the final GOAWAY goes out at once when no stream
+   *   is open, and as soon as the last one closes.
    */
   gracefulGoaway(log: Logger | undefined): Promise<void> {
     if (this.#drained) return this.#drained;
@@ -132,6 +146,10 @@ export class HboneConnection {
       session.goaway(h2c.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
     } catch (err) {
       log?.debug({ connectionId: this.id, err: (err as Error).message }, 'graceful GOAWAY failed; closing');
+      finish();
+      return this.#drained;
+    }
+    if (this.#liveStreams === 0) {
       finish();
       return this.#drained;
     }
@@ -168,6 +186,13 @@ export class HboneConnection {
     this.#prefaceTimer = null;
   }
 
+  static #onStreamClose(this: CountedStream): void {
+    const conn = this[kConnection];
+    if (!conn) return;
+    this[kConnection] = undefined;
+    // With no stream left, a draining session stops reading (see gracefulGoaway): finish now.
+    if (--conn.#liveStreams === 0) conn.#finishDrain?.();
+  }
 }
 
 /** Every connection of one listener, its keep-alive PINGs and its handshake bookkeeping. */

@@ -288,6 +288,59 @@ describe('HBONE hardening: drain', () => {
   });
 });
 
+describe('HBONE hardening: drain of connections with no stream left open', () => {
+  // Once a server has sent a GOAWAY and no stream is open, nghttp2 no longer wants to read and
+  // Node stops reading the socket: a PING ack (or the peer's FIN) is never read, and the drain used
+  // to wait for its whole deadline (seen as a 5 s shutdown after a refused CONNECT).
+  let echo: Upstream;
+  before(async () => {
+    echo = await startUpstream('echo');
+  });
+  after(async () => {
+    await echo.close();
+  });
+
+  test('a connection whose CONNECTs all finished gets its final GOAWAY at once; the drain does not wait for its deadline', { timeout: 30_000 }, async () => {
+    const gw = await startGateway();
+    try {
+      const client = await gw.connect(spiffe('stranger'));
+      const refused = await client.openTunnel(`127.0.0.1:${echo.port}`);
+      assert.equal(refused.status, 401);
+      await closed(refused.stream);
+      const goaways: number[] = [];
+      client.session.on('goaway', (_code: number, lastStreamId: number) => void goaways.push(lastStreamId));
+      const clientClosed = closed(client.session);
+      // A deadline far beyond the test's timeout: only the connection's own end can finish the drain.
+      assert.deepEqual(await gw.server.drain(600_000), { remaining: 0 });
+      await clientClosed;
+      assert.equal(goaways.at(-1), 1, 'the final GOAWAY names the last stream processed');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('the final GOAWAY goes out when the last open stream closes, without waiting for the PING ack', { timeout: 30_000 }, async () => {
+    const gw = await startGateway();
+    try {
+      const peer = await rawPeer(gw.port, spiffe('frontend'));
+      peer.socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0, Buffer.alloc(0)), connectFrame(1, `127.0.0.1:${echo.port}`)]));
+      await peer.next((f) => f.streamId === 1 && f.type === HEADERS);
+      const draining = gw.server.drain(600_000);
+      const first = await peer.next((f) => f.type === GOAWAY);
+      await peer.next((f) => f.type === PING && (f.flags & ACK) === 0 && peer.frames.indexOf(f) > peer.frames.indexOf(first));
+      // The PING is never acked; the tunnel finishes (the echo upstream ends after the client's end).
+      peer.socket.write(frame(DATA_FRAME, END_STREAM, 1, Buffer.from('bye')));
+      const last = await peer.next((f) => f.type === GOAWAY && f !== first);
+      assert.equal(last.payload.readUInt32BE(0) & 0x7fffffff, 1);
+      assert.deepEqual(await draining, { remaining: 0 });
+      assert.deepEqual(gw.sink.closes.map((c) => c.closeReason), ['completed']);
+      peer.socket.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
 describe('HBONE hardening: failures between the dial and the 200', () => {
   test('an exception after the dial destroys the upstream socket and still writes one decision record (503) and a close record', async () => {
     const hold = await startUpstream('hold');
