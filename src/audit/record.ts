@@ -2,30 +2,37 @@
  * The audit record (DESIGN §4): one JSON line per event, schema-versioned. `decision` for every
  * CONNECT, `close` for every tunnel end, `reload` for every policy load. A decision record holds the
  * full evaluation input (minus headers outside the allow-list), so `waygate audit replay` can
- * re-decide it against another policy set with the same engine.
+ * re-decide it against another policy set with the same engine. Where the record holds each
+ * attribute is the catalogue's `record` layout (src/policy/attributes.ts): recordInput writes it,
+ * recordedInput reads it back.
  */
+import { WaygateError } from '../errors.ts';
+import type { ATTRIBUTE_GROUPS } from '../policy/attributes.ts';
+import { compileObjectBuilder, compileReader, GROUPS, inputAttributes, TOP_LEVEL, type Attribute, type FieldSource } from '../policy/attribute-tables.ts';
+import type { DecisionContext, GroupFields, GroupName } from '../policy/context.ts';
 import type { DryRunOutcome, Reason, RuleRef, Verdict } from '../policy/decision.ts';
+import type { PolicyTestInput } from '../policy/model.ts';
+import { DEFAULT_HEADER_AUDIT_POLICY, selectAuditHeaders, type HeaderAuditPolicy } from './redact.ts';
 
 /** Bumped on any incompatible change; readers count records of other versions as unknown. */
 export const AUDIT_SCHEMA_VERSION = 1;
 
-export interface AuditSource {
-  principal: string;
-  trustDomain: string;
-  namespace: string;
-  serviceAccount: string;
-  ip: string;
-  port: number;
-}
+type Groups = typeof ATTRIBUTE_GROUPS;
+type NestedGroup = { [G in GroupName]: Groups[G]['record'] extends 'nested' ? G : never }[GroupName];
+type FlatGroup = { [G in GroupName]: Groups[G]['record'] extends 'flat' ? G : never }[GroupName];
+type Intersection<U> = (U extends unknown ? (u: U) => void : never) extends (i: infer I) => void ? I : never;
 
-export interface AuditDestination {
-  authority: string;
-  ip: string;
-  port: number;
-  host: string;
-}
+/**
+ * The evaluation input as a decision record holds it: a `nested` group as an object under its name,
+ * the attributes of a `flat` group as top-level fields (`traceId`, `headers`, `baggage`). Headers
+ * are the allow-listed ones, secrets redacted as `[REDACTED]` (redact.ts).
+ */
+export type RecordInput = { [G in NestedGroup]: GroupFields<G> } & Intersection<{ [G in FlatGroup]: GroupFields<G> }[FlatGroup]>;
 
-export interface DecisionRecord {
+export type AuditSource = GroupFields<'source'>;
+export type AuditDestination = GroupFields<'destination'>;
+
+export type DecisionRecord = {
   schema: typeof AUDIT_SCHEMA_VERSION;
   event: 'decision';
   /** RFC 3339 with milliseconds; also the `now` the decision was taken with. */
@@ -43,14 +50,64 @@ export interface DecisionRecord {
   audit: RuleRef[];
   evalErrors: { policy: string; rule: string; message: string }[];
   snapshot: { version: number; hash: string };
-  source: AuditSource;
-  destination: AuditDestination;
-  traceId: string;
-  /** Allow-listed request headers, secrets redacted as `[REDACTED]`. */
-  headers: Record<string, string>;
-  baggage: Record<string, string>;
-  connection: { id: string; tlsVersion: string };
+} & RecordInput & {
   evalMicros: number;
+};
+
+/** How recordInput writes each field: a nested group as the context's own object, a flat attribute through its format's writer. */
+function recordField(a: Attribute): FieldSource<DecisionContext, HeaderAuditPolicy> {
+  const read = compileReader<DecisionContext, Readonly<Record<string, string>>>(a);
+  switch (a.format) {
+    case 'header-map':
+      // Allow-listed, then redacted (redact.ts): a record never holds a credential.
+      return (ctx, policy) => selectAuditHeaders(read(ctx), policy);
+    case 'string-map':
+      // A copy: the context's map may be shared (ztunnel sends one baggage for every stream).
+      return (ctx) => ({ ...read(ctx) });
+    default:
+      return read;
+  }
+}
+
+const writeInput = compileObjectBuilder<DecisionContext, HeaderAuditPolicy, RecordInput>(
+  'recordInput',
+  GROUPS.flatMap((g) =>
+    g.def.record === 'nested' ? [[g.name, { of: 'x', key: g.name }] as const] : g.attributes.map((a) => [a.name, recordField(a)] as const),
+  ),
+);
+
+/**
+ * The evaluation input of a decision record, from its context. Nested groups are the context's
+ * own objects (no copy: contexts are immutable); the record's `time` (the context's `now`) is
+ * written by the record's author.
+ */
+export function recordInput(ctx: DecisionContext, headers: HeaderAuditPolicy = DEFAULT_HEADER_AUDIT_POLICY): RecordInput {
+  return writeInput(ctx, headers);
+}
+
+/**
+ * What a decision record holds of the evaluation input, as a PolicyTestInput (`audit replay`
+ * decides it with contextFromInput). Derived attributes are left out (the builder derives them
+ * again); `now` is the record's `time`. A record without one of the nested groups was not written
+ * by waygate: refused, rather than replayed as an empty (no-identity) value.
+ */
+export function recordedInput(r: DecisionRecord): PolicyTestInput {
+  const rec = r as unknown as Record<string, unknown>;
+  const input: Record<string, unknown> = {};
+  for (const g of GROUPS) {
+    const from = g.def.record === 'nested' ? rec[g.name] : rec;
+    if (from === null || typeof from !== 'object' || Array.isArray(from)) {
+      throw new WaygateError('WG_USAGE', `the decision record has no "${g.name}" object`);
+    }
+    const values: Record<string, unknown> = {};
+    for (const a of inputAttributes(g)) {
+      const v = (from as Record<string, unknown>)[a.name] ?? (a.def.recordFallback === undefined ? undefined : rec[a.def.recordFallback]);
+      if (v !== undefined) values[a.name] = v;
+    }
+    input[g.name] = values;
+  }
+  for (const a of TOP_LEVEL) input[a.name] = rec[a.recordField];
+  return input as PolicyTestInput;
 }
 
 export type CloseReason =

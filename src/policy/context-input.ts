@@ -8,19 +8,18 @@
  * `ns/<ns>/sa/<sa>` convention). Addresses are canonicalised as the transport does (IPv4-mapped
  * IPv6 becomes IPv4, RFC 5952 text for IPv6), `now` defaults to the Unix epoch.
  */
-import type { DecisionRecord } from '../audit/record.ts';
+import { recordedInput, type DecisionRecord } from '../audit/record.ts';
 import { WaygateError } from '../errors.ts';
-import { parseSpiffeId } from '../identity/spiffe.ts';
+import { parseSpiffeId, type SpiffeId } from '../identity/spiffe.ts';
 import { canonicalIp } from '../net/address.ts';
+import { GROUPS, inputAttributes, TOP_LEVEL, type Attribute } from './attribute-tables.ts';
 import { emptyContext, type DecisionContext } from './context.ts';
 import type { PolicyTestInput } from './model.ts';
 
+/** The fields an input may state: the catalogue's groups and top-level attributes, then each group's non-derived attributes. */
 const INPUT_FIELDS: Record<string, readonly string[]> = {
-  '': ['source', 'destination', 'request', 'connection', 'now'],
-  source: ['principal', 'ip', 'port'],
-  destination: ['ip', 'host', 'port', 'authority'],
-  request: ['headers', 'baggage', 'traceId'],
-  connection: ['id', 'tlsVersion'],
+  '': [...GROUPS.map((g) => g.name), ...TOP_LEVEL.map((a) => a.name)],
+  ...Object.fromEntries(GROUPS.map((g) => [g.name, inputAttributes(g).map((a) => a.name)])),
 };
 
 /** Thrown for input that cannot become a context; the message names the field path. */
@@ -36,43 +35,54 @@ function bad(path: string, message: string): WaygateError {
 export function contextFromInput(input: PolicyTestInput | unknown): DecisionContext {
   if (input === undefined || input === null) return emptyContext();
   const root = object(input, '', true);
-  const src = object(root.source, 'source');
-  const dst = object(root.destination, 'destination');
-  const req = object(root.request, 'request');
-  const conn = object(root.connection, 'connection');
+  // Every object's fields first, so an unknown field is reported before a bad value.
+  const given = GROUPS.map((g) => object(root[g.name], g.name));
+  const ctx: Record<string, unknown> = {};
+  GROUPS.forEach((g, i) => {
+    const fields = given[i]!;
+    const values = new Map<string, unknown>();
+    const ids = new Map<string, SpiffeId | null>();
+    for (const a of inputAttributes(g)) {
+      const v = parseValue(a, fields[a.name]);
+      values.set(a.name, v);
+      if (a.format === 'spiffe-id') ids.set(a.name, v === '' ? null : parseSpiffeId(v as string));
+    }
+    // The group's object in catalogue order, derived attributes computed from their SPIFFE ID.
+    const out: Record<string, unknown> = {};
+    for (const a of g.attributes) {
+      const d = a.def.derive;
+      out[a.name] = d === undefined ? values.get(a.name) : (ids.get(d.from)?.[d.part] ?? '');
+    }
+    ctx[g.name] = out;
+  });
+  for (const a of TOP_LEVEL) ctx[a.name] = parseValue(a, root[a.name]);
+  return ctx as DecisionContext;
+}
 
-  const principal = str(src.principal, 'source.principal');
-  let trustDomain = '';
-  let namespace = '';
-  let serviceAccount = '';
-  if (principal !== '') {
-    const id = parseSpiffeId(principal);
-    if (id === null) throw bad('source.principal', `"${principal}" is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`);
-    ({ trustDomain, namespace, serviceAccount } = id);
+/** One attribute's value from an input, by its format; transport conventions applied (lower case, canonical addresses). */
+function parseValue(a: Attribute, v: unknown): unknown {
+  const path = a.path;
+  switch (a.format) {
+    case 'string':
+      return str(v, path);
+    case 'lowercase':
+      return str(v, path).toLowerCase();
+    case 'spiffe-id': {
+      const s = str(v, path);
+      if (s !== '' && parseSpiffeId(s) === null) throw bad(path, `"${s}" is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`);
+      return s;
+    }
+    case 'ip':
+      return ip(v, path);
+    case 'port':
+      return port(v, path);
+    case 'header-map':
+      return stringMap(v, path, true);
+    case 'string-map':
+      return stringMap(v, path, false);
+    case 'timestamp':
+      return time(v, path);
   }
-  return {
-    source: {
-      principal,
-      trustDomain,
-      namespace,
-      serviceAccount,
-      ip: ip(src.ip, 'source.ip'),
-      port: port(src.port, 'source.port'),
-    },
-    destination: {
-      ip: ip(dst.ip, 'destination.ip'),
-      host: str(dst.host, 'destination.host').toLowerCase(),
-      port: port(dst.port, 'destination.port'),
-      authority: str(dst.authority, 'destination.authority'),
-    },
-    request: {
-      headers: stringMap(req.headers, 'request.headers', true),
-      baggage: stringMap(req.baggage, 'request.baggage', false),
-      traceId: str(req.traceId, 'request.traceId').toLowerCase(),
-    },
-    connection: { id: str(conn.id, 'connection.id'), tlsVersion: str(conn.tlsVersion, 'connection.tlsVersion') },
-    now: time(root.now, 'now'),
-  };
 }
 
 /**
@@ -80,13 +90,7 @@ export function contextFromInput(input: PolicyTestInput | unknown): DecisionCont
  * the full evaluation input except headers outside the allow-list (DESIGN §4); `time` is `now`.
  */
 export function contextFromAuditRecord(r: DecisionRecord): DecisionContext {
-  return contextFromInput({
-    source: { principal: r.source.principal, ip: r.source.ip, port: r.source.port },
-    destination: { ip: r.destination.ip, host: r.destination.host, port: r.destination.port, authority: r.destination.authority },
-    request: { headers: r.headers ?? {}, baggage: r.baggage ?? {}, traceId: r.traceId ?? '' },
-    connection: { id: r.connection?.id ?? r.connectionId ?? '', tlsVersion: r.connection?.tlsVersion ?? '' },
-    now: r.time,
-  } satisfies PolicyTestInput);
+  return contextFromInput(recordedInput(r));
 }
 
 function object(v: unknown, path: string, root = false): Record<string, unknown> {

@@ -6,44 +6,43 @@
  *
  * The cache turns itself off for a snapshot that reads an attribute that is different for (nearly)
  * every tunnel: a key containing it would never be hit again, and every miss would pay for the key
- * and evict a useful entry. Those attributes are listed in UNCACHEABLE with the reason.
+ * and evict a useful entry. The attribute catalogue (attributes.ts) says which, and why: those are
+ * listed in UNCACHEABLE with the reason, the others have an extractor in EXTRACTORS.
  */
 import { LRUCache } from 'lru-cache';
+import { ATTRIBUTES, compileReader, isMapFormat, type Attribute } from './attribute-tables.ts';
 import type { DecisionContext } from './context.ts';
 import type { Decision, DefaultAction } from './decision.ts';
 import { decide, type DecideOptions } from './engine.ts';
 import type { PolicySnapshot } from './snapshot.ts';
 
 /** Attributes that disable the cache, and why. */
-export const UNCACHEABLE: Readonly<Record<string, string>> = Object.freeze({
-  now: 'reads `now`: the decision time differs for every tunnel',
-  'connection.id': 'reads `connection.id`: unique per HTTP/2 connection',
-  'source.port': 'reads `source.port`: an ephemeral port, unique per client connection',
-  'request.traceId': 'reads `request.traceId`: unique per request',
-  'request.headers': 'reads the whole `request.headers` map (not a constant key): the key would hold every header, including per-request ones such as traceparent',
-  'request.baggage': 'reads the whole `request.baggage` map (not a constant key): it carries per-request members',
-});
+export const UNCACHEABLE: Readonly<Record<string, string>> = Object.freeze(
+  Object.fromEntries(
+    ATTRIBUTES.flatMap((a) => {
+      const why = a.def.cache;
+      if (why === true) {
+        if (isMapFormat(a.format)) throw new Error(`attribute catalogue: ${a.path} is a map; its cache entry must say why a whole-map read is not keyed`);
+        return [];
+      }
+      const what = isMapFormat(a.format) ? `the whole \`${a.path}\` map (not a constant key)` : `\`${a.path}\``;
+      return [[a.path, `reads ${what}: ${why}`]];
+    }),
+  ),
+);
 
 type Extractor = (ctx: DecisionContext) => string;
 
-/** Attributes the key can hold, as string extractors. */
-const EXTRACTORS: Readonly<Record<string, Extractor>> = {
-  'source.principal': (c) => c.source.principal,
-  // trustDomain/namespace/serviceAccount derive from the principal, but keying on them is cheap
-  // and keeps the key correct for hand-built contexts.
-  'source.trustDomain': (c) => c.source.trustDomain,
-  'source.namespace': (c) => c.source.namespace,
-  'source.serviceAccount': (c) => c.source.serviceAccount,
-  'source.ip': (c) => c.source.ip,
-  'destination.ip': (c) => c.destination.ip,
-  'destination.host': (c) => c.destination.host,
-  'destination.port': (c) => String(c.destination.port),
-  'destination.authority': (c) => c.destination.authority,
-  'connection.tlsVersion': (c) => c.connection.tlsVersion,
-};
+/** Attributes the key can hold, as string extractors (generated: attribute-tables.ts). */
+const EXTRACTORS: ReadonlyMap<string, Extractor> = new Map(
+  ATTRIBUTES.filter((a) => a.def.cache === true).map((a) => [a.path, compileReader<DecisionContext, string>(a, true)]),
+);
 
-const HEADER_PREFIX = 'request.headers.';
-const BAGGAGE_PREFIX = 'request.baggage.';
+/** Map attributes by the prefix of their constant-key reads (`request.headers.`), with a reader of the whole map. */
+const MAPS: readonly { prefix: string; read: (ctx: DecisionContext) => Readonly<Record<string, string>> }[] = ATTRIBUTES.filter((a: Attribute) =>
+  isMapFormat(a.format),
+).map((a) => ({ prefix: `${a.path}.`, read: compileReader(a) }));
+
 /** Stands for an absent map entry; a real value cannot collide (values are length-prefixed). */
 const ABSENT = '\u0000';
 
@@ -60,17 +59,18 @@ export function cachePlan(snapshot: PolicySnapshot): CachePlan {
     if (read === 'variables' || read.startsWith('variables.')) continue;
     const why = UNCACHEABLE[read];
     if (why !== undefined) return { enabled: false, reason: why };
-    const e = EXTRACTORS[read];
+    const e = EXTRACTORS.get(read);
     if (e !== undefined) {
       attributes.push(read);
       extract.push(e);
       continue;
     }
-    const map = read.startsWith(HEADER_PREFIX) ? 'headers' : read.startsWith(BAGGAGE_PREFIX) ? 'baggage' : null;
-    if (map !== null) {
-      const name = read.slice((map === 'headers' ? HEADER_PREFIX : BAGGAGE_PREFIX).length);
+    const map = MAPS.find((m) => read.startsWith(m.prefix));
+    if (map !== undefined) {
+      const name = read.slice(map.prefix.length);
+      const readMap = map.read;
       attributes.push(read);
-      extract.push((c) => c.request[map][name] ?? ABSENT);
+      extract.push((c) => readMap(c)[name] ?? ABSENT);
       continue;
     }
     // A whole group (`source`) or an attribute this table does not know: no key can be proven complete.

@@ -23,6 +23,8 @@ import {
 import type { Diagnostic, ErrorCode } from '../errors.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
 import { TextLines } from '../util/text-lines.ts';
+import { GROUPS, inputAttributes, TOP_LEVEL, type Attribute } from './attribute-tables.ts';
+import type { GroupName } from './context.ts';
 import type { DefaultAction, EngineReason, PolicyAction, PolicyMode } from './decision.ts';
 import {
   API_VERSION,
@@ -41,9 +43,19 @@ import {
 /** The kinds this front-end accepts under {@link API_VERSION}. */
 export const POLICY_KINDS = ['AuthorizationPolicy', 'PolicyTest'] as const;
 
+/** The capitalised key of a group's input fields in DOCUMENT_FIELDS: `inputSource` for `source`. */
+type InputGroupKey = `input${Capitalize<GroupName>}`;
+const inputGroupKey = (group: string): string => `input${group[0]!.toUpperCase()}${group.slice(1)}`;
+
+/** The fields of each attribute group in a PolicyTest `input`: its attributes but the derived ones (attributes.ts). */
+export const INPUT_GROUP_FIELDS: ReadonlyMap<string, readonly string[]> = new Map(
+  GROUPS.map((g) => [g.name, Object.freeze(inputAttributes(g).map((a) => a.name))]),
+);
+
 /**
  * Every field accepted, per object, in canonical order. The formatter orders keys by these lists
- * and a test keeps the JSON Schemas under `schema/` equal to them.
+ * and a test keeps the JSON Schemas under `schema/` equal to them. The `input` lists come from the
+ * attribute catalogue: `input` (its groups and top-level attributes), `inputSource`, ...
  */
 export const DOCUMENT_FIELDS = {
   document: ['apiVersion', 'kind', 'metadata', 'spec'],
@@ -53,11 +65,8 @@ export const DOCUMENT_FIELDS = {
   rule: ['name', 'when', 'message'],
   policyTestSpec: ['defaultAction', 'cases'],
   testCase: ['name', 'input', 'expect'],
-  input: ['source', 'destination', 'request', 'connection', 'now'],
-  inputSource: ['principal', 'ip', 'port'],
-  inputDestination: ['ip', 'host', 'port', 'authority'],
-  inputRequest: ['headers', 'baggage', 'traceId'],
-  inputConnection: ['id', 'tlsVersion'],
+  input: Object.freeze([...GROUPS.map((g) => g.name), ...TOP_LEVEL.map((a) => a.name)]) as readonly string[],
+  ...(Object.fromEntries([...INPUT_GROUP_FIELDS].map(([g, fields]) => [inputGroupKey(g), fields])) as Record<InputGroupKey, readonly string[]>),
   expect: ['decision', 'policy', 'rule', 'reason', 'audit', 'dryRun'],
 } as const satisfies Record<string, readonly string[]>;
 
@@ -84,7 +93,7 @@ const CEL_RESERVED = new Set([
 /** RFC 3339 §5.6 date-time (the `T` may be a space or lower case, as the RFC's note allows). */
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 /** W3C Trace Context: lower-case header names; HTTP/2 (RFC 9113 §8.2.1) forbids upper case. */
-const LOWER_CASE_HEADER = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
+export const LOWER_CASE_HEADER = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
 
 /** The result of parsing one file: documents without errors, and every diagnostic found. */
 export interface ParsedPolicyDocuments {
@@ -603,77 +612,59 @@ class Context {
     const f = this.fields(node, path, DOCUMENT_FIELDS.input, []);
     if (f === null) return null;
     const before = this.errorCount;
-    const input: PolicyTestInput = {};
-    const get = (k: string): Node | null | undefined => (f.has(k) ? f.get(k)!.value : undefined);
+    const input: Record<string, unknown> = {};
+    // The catalogue's groups (attributes.ts), each with the attributes an input states.
+    for (const g of GROUPS) {
+      if (!f.has(g.name)) continue;
+      const p = `${path}.${g.name}`;
+      const fields = this.fields(f.get(g.name)!.value, p, INPUT_GROUP_FIELDS.get(g.name)!, []);
+      if (fields === null) continue;
+      const o: Record<string, unknown> = {};
+      for (const a of inputAttributes(g)) {
+        if (!fields.has(a.name)) continue;
+        const v = this.inputValue(a, fields.get(a.name)!.value, `${p}.${a.name}`);
+        if (v !== null) o[a.name] = v;
+      }
+      input[g.name] = o;
+    }
+    for (const a of TOP_LEVEL) {
+      if (!f.has(a.name)) continue;
+      const v = this.inputValue(a, f.get(a.name)!.value, `${path}.${a.name}`);
+      if (v !== null) input[a.name] = v;
+    }
+    return this.errorCount === before ? (input as PolicyTestInput) : null;
+  }
 
-    const src = get('source');
-    if (src !== undefined) {
-      const p = `${path}.source`;
-      const s = this.fields(src, p, DOCUMENT_FIELDS.inputSource, []);
-      if (s !== null) {
-        const o: NonNullable<PolicyTestInput['source']> = {};
-        if (s.has('principal')) {
-          const n = s.get('principal')!.value;
-          const v = this.string(n, `${p}.principal`);
-          if (v !== null && v !== '' && parseSpiffeId(v) === null) {
-            this.error(n, `${p}.principal`, `"${v}" is not a SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>); use "" for no identity`);
-          } else if (v !== null) o.principal = v;
-        }
-        if (s.has('ip')) { const v = this.ip(s.get('ip')!.value, `${p}.ip`); if (v !== null) o.ip = v; }
-        // A source port of 0 is legal on the wire (RFC 793 leaves it unreserved for senders).
-        if (s.has('port')) { const v = this.int(s.get('port')!.value, `${p}.port`, 0, 65535); if (v !== null) o.port = v; }
-        input.source = o;
+  /** One attribute of a test input, checked by its format; null (with an error) when it does not fit. */
+  inputValue(a: Attribute, n: Node | null, path: string): unknown {
+    switch (a.format) {
+      case 'string':
+      case 'lowercase':
+        return this.string(n, path);
+      case 'spiffe-id': {
+        const v = this.string(n, path);
+        if (v === null || v === '' || parseSpiffeId(v) !== null) return v;
+        this.error(n, path, `"${v}" is not a SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>); use "" for no identity`);
+        return null;
+      }
+      case 'ip':
+        return this.ip(n, path);
+      case 'port':
+        // A source port of 0 is legal on the wire (RFC 793 leaves it unreserved for senders); the
+        // catalogue raises the floor where 0 cannot occur (a destination port is dialed).
+        return this.int(n, path, a.def.minPort ?? 0, 65535);
+      case 'header-map':
+        return this.stringMap(n, path, (k) =>
+          LOWER_CASE_HEADER.test(k) ? null : `header name "${k}" must be lower-case (HTTP/2, RFC 9113 §8.2.1); write "${k.toLowerCase()}"`);
+      case 'string-map':
+        return this.stringMap(n, path);
+      case 'timestamp': {
+        const v = this.string(n, path);
+        if (v === null || isRfc3339(v)) return v;
+        this.error(n, path, `"${v}" is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)`);
+        return null;
       }
     }
-    const dst = get('destination');
-    if (dst !== undefined) {
-      const p = `${path}.destination`;
-      const d = this.fields(dst, p, DOCUMENT_FIELDS.inputDestination, []);
-      if (d !== null) {
-        const o: NonNullable<PolicyTestInput['destination']> = {};
-        if (d.has('ip')) { const v = this.ip(d.get('ip')!.value, `${p}.ip`); if (v !== null) o.ip = v; }
-        if (d.has('host')) { const v = this.string(d.get('host')!.value, `${p}.host`); if (v !== null) o.host = v; }
-        // Port 0 cannot be dialed: a destination port is 1..65535.
-        if (d.has('port')) { const v = this.int(d.get('port')!.value, `${p}.port`, 1, 65535); if (v !== null) o.port = v; }
-        if (d.has('authority')) { const v = this.string(d.get('authority')!.value, `${p}.authority`); if (v !== null) o.authority = v; }
-        input.destination = o;
-      }
-    }
-    const req = get('request');
-    if (req !== undefined) {
-      const p = `${path}.request`;
-      const r = this.fields(req, p, DOCUMENT_FIELDS.inputRequest, []);
-      if (r !== null) {
-        const o: NonNullable<PolicyTestInput['request']> = {};
-        if (r.has('headers')) {
-          const v = this.stringMap(r.get('headers')!.value, `${p}.headers`, (k) =>
-            LOWER_CASE_HEADER.test(k) ? null : `header name "${k}" must be lower-case (HTTP/2, RFC 9113 §8.2.1); write "${k.toLowerCase()}"`);
-          if (v !== null) o.headers = v;
-        }
-        if (r.has('baggage')) { const v = this.stringMap(r.get('baggage')!.value, `${p}.baggage`); if (v !== null) o.baggage = v; }
-        if (r.has('traceId')) { const v = this.string(r.get('traceId')!.value, `${p}.traceId`); if (v !== null) o.traceId = v; }
-        input.request = o;
-      }
-    }
-    const conn = get('connection');
-    if (conn !== undefined) {
-      const p = `${path}.connection`;
-      const c = this.fields(conn, p, DOCUMENT_FIELDS.inputConnection, []);
-      if (c !== null) {
-        const o: NonNullable<PolicyTestInput['connection']> = {};
-        if (c.has('id')) { const v = this.string(c.get('id')!.value, `${p}.id`); if (v !== null) o.id = v; }
-        if (c.has('tlsVersion')) { const v = this.string(c.get('tlsVersion')!.value, `${p}.tlsVersion`); if (v !== null) o.tlsVersion = v; }
-        input.connection = o;
-      }
-    }
-    const now = get('now');
-    if (now !== undefined) {
-      const v = this.string(now, `${path}.now`);
-      if (v !== null && !isRfc3339(v)) {
-        this.error(now, `${path}.now`, `"${v}" is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)`);
-      } else if (v !== null) input.now = v;
-    }
-    return this.errorCount === before ? input : null;
   }
 
   testExpect(node: Node | null, path: string): PolicyTestExpect | null {

@@ -23,7 +23,7 @@ import {
 } from 'yaml';
 import { TextLines } from '../util/text-lines.ts';
 import { WaygateError } from '../errors.ts';
-import { DOCUMENT_FIELDS, scalarOffsetMap } from './documents.ts';
+import { DOCUMENT_FIELDS, INPUT_GROUP_FIELDS, scalarOffsetMap } from './documents.ts';
 
 type Order = readonly string[];
 
@@ -37,10 +37,7 @@ const POLICY_TEST_ORDERS: ReadonlyArray<[string, Order]> = [
   ['spec', DOCUMENT_FIELDS.policyTestSpec],
   ['spec.cases.*', DOCUMENT_FIELDS.testCase],
   ['spec.cases.*.input', DOCUMENT_FIELDS.input],
-  ['spec.cases.*.input.source', DOCUMENT_FIELDS.inputSource],
-  ['spec.cases.*.input.destination', DOCUMENT_FIELDS.inputDestination],
-  ['spec.cases.*.input.request', DOCUMENT_FIELDS.inputRequest],
-  ['spec.cases.*.input.connection', DOCUMENT_FIELDS.inputConnection],
+  ...[...INPUT_GROUP_FIELDS].map(([group, fields]): [string, Order] => [`spec.cases.*.input.${group}`, fields]),
   ['spec.cases.*.expect', DOCUMENT_FIELDS.expect],
 ];
 /** Fields holding CEL, per kind. */

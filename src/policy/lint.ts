@@ -16,6 +16,7 @@ import { parse, type ASTNode } from '@marcbachmann/cel-js';
 import type { Diagnostic, ErrorCode } from '../errors.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
 import { canonicalIp, formatIp, parseCidrDetailed } from '../net/address.ts';
+import { attributeAt, ATTRIBUTES, isMapFormat } from './attribute-tables.ts';
 import { MATCHES_FORBIDDEN_MESSAGE } from './cel/analyze.ts';
 import { childNodes } from './cel/limits.ts';
 import { keyKind, type IndexKey } from './cel/compiled.ts';
@@ -256,17 +257,18 @@ function impossibleKeys(own: readonly IndexKey[], outer: readonly IndexKey[]): s
   return null;
 }
 
-/** Literals an attribute can never take: a port outside 0-65535, a principal that is not a SPIFFE ID. */
+/** Literals an attribute can never take, by its format: a port outside 0-65535, a principal that is not a SPIFFE ID. */
 function impossibleLiteral(k: IndexKey): string | null {
   if (k.values.length === 0) return null;
-  if (k.attribute === 'destination.port') {
+  const format = attributeAt(k.attribute)?.format;
+  if (format === 'port') {
     const ok = k.values.filter((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 65535);
-    if (ok.length === 0) return `destination.port ${showValues(k.values)} is not a TCP port`;
+    if (ok.length === 0) return `${k.attribute} ${showValues(k.values)} is not a TCP port`;
   }
-  if (k.attribute === 'source.principal') {
-    // The principal is a verified SPIFFE ID or "" (no identity, DESIGN §3), nothing else.
+  if (format === 'spiffe-id') {
+    // A verified SPIFFE ID or "" (no identity, DESIGN §3), nothing else.
     const ok = k.values.filter((v) => v === '' || (typeof v === 'string' && parseSpiffeId(v) !== null));
-    if (ok.length === 0) return `source.principal ${showValues(k.values)} is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`;
+    if (ok.length === 0) return `${k.attribute} ${showValues(k.values)} is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`;
   }
   return null;
 }
@@ -341,14 +343,19 @@ function astOf(source: ExpressionSource): ASTNode | null {
   return ast;
 }
 
-type HeaderMap = 'headers' | 'baggage';
+/** A map attribute's path: `request.headers`, `request.baggage`. */
+type HeaderMap = string;
+const MAP_ATTRIBUTES: ReadonlySet<string> = new Set(ATTRIBUTES.filter((a) => isMapFormat(a.format)).map((a) => a.path));
+/** Maps whose keys are HTTP field names, lower case (the catalogue's `header-map`). */
+const HEADER_NAME_MAPS: ReadonlySet<string> = new Set(ATTRIBUTES.filter((a) => a.format === 'header-map').map((a) => a.path));
 
-/** `request.headers` or `request.baggage` when `node` is one of them. */
+/** The map attribute (`request.headers`, `request.baggage`) `node` denotes, null for anything else. */
 function headerMapOf(node: ASTNode): HeaderMap | null {
   if (node.op !== '.') return null;
   const [obj, field] = node.args;
-  if (obj.op !== 'id' || obj.args !== 'request') return null;
-  return field === 'headers' || field === 'baggage' ? field : null;
+  if (obj.op !== 'id') return null;
+  const path = `${obj.args}.${field}`;
+  return MAP_ATTRIBUTES.has(path) ? path : null;
 }
 
 interface KeyRef {
@@ -472,7 +479,7 @@ function headerFacts(ast: ASTNode, vars: VariableFacts): ExpressionFacts {
 }
 
 function showRead(r: KeyRef): string {
-  return `request.${r.map}[${JSON.stringify(r.key)}]`;
+  return `${r.map}[${JSON.stringify(r.key)}]`;
 }
 
 function atNode(source: ExpressionSource, node: ASTNode, code: LintCode, severity: 'error' | 'warning', message: string): LintDiagnostic {
@@ -516,17 +523,17 @@ function checkExpressionLiterals(p: PolicyView, out: LintDiagnostic[]): void {
     // gateway exposes them lower-cased, so a name with capitals is never present.
     const wrongCase = new Set<ASTNode>();
     for (const k of facts.keys) {
-      if (k.map !== 'headers' || k.key === k.key.toLowerCase()) continue;
+      if (!HEADER_NAME_MAPS.has(k.map) || k.key === k.key.toLowerCase()) continue;
       wrongCase.add(k.node);
       out.push(atNode(expr.source, k.node, 'WG_LINT_HEADER_CASE', 'error',
         `${name}: header name ${JSON.stringify(k.key)} has capital letters and can never be present: HTTP/2 field names are ` +
-        `lower case (RFC 9113 §8.2.1) and request.headers holds them lower-cased; write ${JSON.stringify(k.key.toLowerCase())}`));
+        `lower case (RFC 9113 §8.2.1) and ${k.map} holds them lower-cased; write ${JSON.stringify(k.key.toLowerCase())}`));
     }
     const denies = readErrorDenies(p, role);
     if (denies !== null) {
       for (const r of facts.unguarded) {
         if (wrongCase.has(r.node)) continue; // one finding says it
-        const guard = `${JSON.stringify(r.key)} in request.${r.map}`;
+        const guard = `${JSON.stringify(r.key)} in ${r.map}`;
         out.push(atNode(expr.source, r.node, 'WG_LINT_UNGUARDED_READ', 'warning',
           `${name}: ${showRead(r)} is read without checking that it is present, so it fails to evaluate for every tunnel ` +
           `without it, and ${denies}. Guard the read: ${guard} && ${showRead(r)} == "..."`));
@@ -536,11 +543,13 @@ function checkExpressionLiterals(p: PolicyView, out: LintDiagnostic[]): void {
   }
 }
 
-/** `source.ip` / `destination.ip` when `node` is one of them. */
+/** The address attribute (`source.ip`, `destination.ip`: the catalogue's `ip` format) `node` denotes, null for anything else. */
 function addressAttribute(node: ASTNode): string | null {
-  if (node.op !== '.' || node.args[1] !== 'ip') return null;
+  if (node.op !== '.') return null;
   const obj = node.args[0];
-  return obj.op === 'id' && (obj.args === 'source' || obj.args === 'destination') ? `${obj.args}.ip` : null;
+  if (obj.op !== 'id') return null;
+  const path = `${obj.args}.${node.args[1]}`;
+  return attributeAt(path)?.format === 'ip' ? path : null;
 }
 
 function stringLiteral(node: ASTNode): string | null {

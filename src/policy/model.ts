@@ -4,6 +4,7 @@
  * piece of user text carries where it came from, so a CEL error inside an expression can be
  * reported at the exact file:line:col.
  */
+import type { ATTRIBUTE_GROUPS, FormatInput, TOP_LEVEL_ATTRIBUTES } from './attributes.ts';
 import type { DefaultAction, PolicyAction, PolicyMode } from './decision.ts';
 
 export const API_VERSION = 'waygate.dev/v1alpha1';
@@ -54,15 +55,17 @@ export interface AuthorizationPolicy {
   ordinal: number;
 }
 
-/** Input of one policy test case; fields left out take their no-identity / empty value. */
-export interface PolicyTestInput {
-  source?: { principal?: string; ip?: string; port?: number };
-  destination?: { ip?: string; host?: string; port?: number; authority?: string };
-  request?: { headers?: Record<string, string>; baggage?: Record<string, string>; traceId?: string };
-  connection?: { id?: string; tlsVersion?: string };
-  /** RFC 3339 timestamp; defaults to the Unix epoch so tests are deterministic. */
-  now?: string;
-}
+type Groups = typeof ATTRIBUTE_GROUPS;
+type TopLevel = typeof TOP_LEVEL_ATTRIBUTES;
+type InputOf<D> = D extends { readonly derive: object } ? never : D extends { readonly format: infer F extends keyof FormatInput } ? FormatInput[F] : never;
+type InputGroup<A> = { -readonly [K in keyof A as InputOf<A[K]> extends never ? never : K]?: InputOf<A[K]> };
+
+/**
+ * Input of one policy test case, the attribute catalogue's groups (attributes.ts) without their
+ * derived attributes; fields left out take their no-identity / empty value. `now` is an RFC 3339
+ * timestamp and defaults to the Unix epoch so tests are deterministic.
+ */
+export type PolicyTestInput = { -readonly [G in keyof Groups]?: InputGroup<Groups[G]['attributes']> } & { -readonly [N in keyof TopLevel]?: InputOf<TopLevel[N]> };
 
 export interface PolicyTestExpect {
   decision: 'allow' | 'deny';

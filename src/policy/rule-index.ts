@@ -15,6 +15,7 @@
  * violates, and such an entry cannot match (each key is a top-level conjunct that is *false*, not
  * an error, for that context — see `keysHold`).
  */
+import { compileSwitchReader, INDEXED } from './attribute-tables.ts';
 import type { DecisionContext } from './context.ts';
 import {
   INDEXABLE_ATTRIBUTES,
@@ -102,20 +103,13 @@ export interface KeyedIndex<T extends IndexEntry> {
 export type RuleIndex = KeyedIndex<CompiledRule>;
 export type PolicyIndex = KeyedIndex<CompiledPolicy>;
 
-/** The value of an indexable attribute in a context (ports as numbers, the rest as strings). */
-export function attributeValue(ctx: DecisionContext, attribute: IndexableAttribute): string | number {
-  switch (attribute) {
-    case 'source.principal': return ctx.source.principal;
-    case 'source.namespace': return ctx.source.namespace;
-    case 'source.serviceAccount': return ctx.source.serviceAccount;
-    case 'source.trustDomain': return ctx.source.trustDomain;
-    case 'source.ip': return ctx.source.ip;
-    case 'destination.port': return ctx.destination.port;
-    case 'destination.ip': return ctx.destination.ip;
-    case 'destination.host': return ctx.destination.host;
-    case 'destination.authority': return ctx.destination.authority;
-  }
-}
+/**
+ * The value of an indexable attribute in a context (ports as numbers, the rest as strings): a
+ * `switch` over the catalogue's indexable attributes, generated once (attribute-tables.ts).
+ */
+export const attributeValue: (ctx: DecisionContext, attribute: IndexableAttribute) => string | number = compileSwitchReader(
+  INDEXED.map((i) => i.attribute),
+);
 
 // The context's addresses are parsed once per decision, not once per key or table: two slots,
 // because a decision reads source.ip and destination.ip alternately.

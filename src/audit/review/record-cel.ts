@@ -10,6 +10,8 @@
  */
 import { Environment } from '@marcbachmann/cel-js';
 import { WaygateError } from '../../errors.ts';
+import type { AttributeFormat } from '../../policy/attributes.ts';
+import { GROUPS, type Attribute } from '../../policy/attribute-tables.ts';
 import { suggest } from '../../policy/cel/compile-expression.ts';
 import type { AuditRecord } from '../record.ts';
 
@@ -25,10 +27,7 @@ class CelMessage {
     Object.assign(this, fields);
   }
 }
-class AuditSourceValue extends CelMessage {}
-class AuditDestinationValue extends CelMessage {}
 class AuditSnapshotValue extends CelMessage {}
-class AuditConnectionValue extends CelMessage {}
 class AuditRuleRefValue extends CelMessage {}
 class AuditEvalErrorValue extends CelMessage {}
 class AuditDryRunValue extends CelMessage {}
@@ -36,7 +35,7 @@ class AuditDryRunValue extends CelMessage {}
 /** The `dryRun` of a record without one: a DryRun with no fields, equal to `null` (see below). */
 const NO_DRY_RUN = new AuditDryRunValue({});
 
-type FieldKind = 'string' | 'int' | 'bool' | 'dyn' | `list<${string}>`;
+type FieldKind = 'string' | 'int' | 'bool' | 'dyn' | 'map<string, string>' | `list<${string}>`;
 
 interface RecordType {
   name: string;
@@ -44,16 +43,39 @@ interface RecordType {
   fields: Record<string, FieldKind>;
 }
 
+/** How a record spells an attribute of each format (src/audit/record.ts): timestamps as RFC 3339 text. */
+const KIND_OF_FORMAT: Readonly<Record<AttributeFormat, FieldKind>> = {
+  string: 'string',
+  lowercase: 'string',
+  'spiffe-id': 'string',
+  ip: 'string',
+  port: 'int',
+  'header-map': 'map<string, string>',
+  'string-map': 'map<string, string>',
+  timestamp: 'string',
+};
+const kindOf = (a: Attribute): FieldKind => KIND_OF_FORMAT[a.format];
+
+/**
+ * The evaluation input as the record holds it (the attribute catalogue's `record` layout): a
+ * message type per nested group (`source` -> `waygate.audit.Source`), a variable per attribute of
+ * a flat group (`traceId`, `headers`, `baggage`).
+ */
+const typeName = (group: string): string => `waygate.audit.${group[0]!.toUpperCase()}${group.slice(1)}`;
+const INPUT_TYPES: readonly RecordType[] = GROUPS.filter((g) => g.def.record === 'nested').map((g) => ({
+  name: typeName(g.name),
+  // One class per type: cel-js finds a value's message type by its constructor.
+  ctor: class extends CelMessage {},
+  fields: Object.fromEntries(g.attributes.map((a) => [a.name, kindOf(a)])),
+}));
+const INPUT_VARIABLES: readonly [string, string][] = GROUPS.flatMap((g): [string, string][] =>
+  g.def.record === 'nested' ? [[g.name, typeName(g.name)]] : g.attributes.map((a) => [a.name, kindOf(a)]),
+);
+
 const RULE_REF_TYPE = 'waygate.audit.RuleRef';
 const RECORD_TYPES: readonly RecordType[] = [
-  {
-    name: 'waygate.audit.Source',
-    ctor: AuditSourceValue,
-    fields: { principal: 'string', trustDomain: 'string', namespace: 'string', serviceAccount: 'string', ip: 'string', port: 'int' },
-  },
-  { name: 'waygate.audit.Destination', ctor: AuditDestinationValue, fields: { authority: 'string', ip: 'string', port: 'int', host: 'string' } },
+  ...INPUT_TYPES,
   { name: 'waygate.audit.Snapshot', ctor: AuditSnapshotValue, fields: { version: 'int', hash: 'string' } },
-  { name: 'waygate.audit.Connection', ctor: AuditConnectionValue, fields: { id: 'string', tlsVersion: 'string' } },
   { name: RULE_REF_TYPE, ctor: AuditRuleRefValue, fields: { policy: 'string', rule: 'string', action: 'string', mode: 'string' } },
   { name: 'waygate.audit.EvalError', ctor: AuditEvalErrorValue, fields: { policy: 'string', rule: 'string', message: 'string' } },
   {
@@ -83,12 +105,7 @@ export const RECORD_CEL_VARIABLES: readonly [string, string][] = [
   ['audit', `list<${RULE_REF_TYPE}>`],
   ['evalErrors', 'list<waygate.audit.EvalError>'],
   ['snapshot', 'waygate.audit.Snapshot'],
-  ['source', 'waygate.audit.Source'],
-  ['destination', 'waygate.audit.Destination'],
-  ['traceId', 'string'],
-  ['headers', 'map<string, string>'],
-  ['baggage', 'map<string, string>'],
-  ['connection', 'waygate.audit.Connection'],
+  ...INPUT_VARIABLES,
   ['evalMicros', 'int'],
   ['bytesSent', 'int'],
   ['bytesReceived', 'int'],
@@ -98,7 +115,7 @@ export const RECORD_CEL_VARIABLES: readonly [string, string][] = [
 ];
 
 const INT_FIELDS = ['schema', 'streamId', 'status', 'evalMicros', 'bytesSent', 'bytesReceived', 'durationMs'] as const;
-const STRING_FIELDS = ['event', 'time', 'decisionId', 'connectionId', 'decision', 'reason', 'traceId', 'closeReason', 'result'] as const;
+const STRING_FIELDS = ['event', 'time', 'decisionId', 'connectionId', 'decision', 'reason', 'closeReason', 'result'] as const;
 
 /** A type-checked `--where` predicate. */
 export interface RecordPredicate {
@@ -159,6 +176,8 @@ function fieldValue(kind: FieldKind, x: unknown): unknown {
       return x === true;
     case 'dyn':
       return x === undefined ? null : toCel(x);
+    case 'map<string, string>':
+      return stringMap(x);
     default:
       return messageList(kind.slice('list<'.length, -1), x);
   }
@@ -181,10 +200,7 @@ export function recordActivation(record: AuditRecord): Record<string, unknown> {
   a.audit = messageList(RULE_REF_TYPE, r.audit);
   a.evalErrors = messageList('waygate.audit.EvalError', r.evalErrors);
   a.snapshot = message('waygate.audit.Snapshot', r.snapshot);
-  a.source = message('waygate.audit.Source', r.source);
-  a.destination = message('waygate.audit.Destination', r.destination);
-  a.connection = message('waygate.audit.Connection', r.connection);
-  for (const f of ['headers', 'baggage'] as const) a[f] = stringMap(r[f]);
+  for (const [name, type] of INPUT_VARIABLES) a[name] = TYPE_BY_NAME.has(type) ? message(type, r[name]) : fieldValue(type as FieldKind, r[name]);
   return a;
 }
 

@@ -6,14 +6,8 @@
 import type { ASTNode } from '@marcbachmann/cel-js';
 import type { ErrorCode } from '../../errors.ts';
 import { parseCidr } from '../../net/address.ts';
-import {
-  CIDR_ATTRIBUTES,
-  INDEXABLE_ATTRIBUTES,
-  keyKind,
-  STRING_ATTRIBUTES,
-  type IndexableAttribute,
-  type IndexKey,
-} from './compiled.ts';
+import { attributeAt, ATTRIBUTES, isMapFormat } from '../attribute-tables.ts';
+import { INDEX_KINDS, keyKind, type IndexableAttribute, type IndexKey, type IndexKeyKind } from './compiled.ts';
 import { NOW_TYPE, VARIABLES_NAME } from './environment.ts';
 import { cidrLiteralError, ipLiteralError } from './functions-net.ts';
 import { globLiteralError, re2LiteralError } from './functions-regex.ts';
@@ -51,10 +45,7 @@ export interface Analysis {
 }
 
 /** Map-typed attributes: a constant key narrows a read to `<map>.<key>`. */
-const MAP_ATTRIBUTES: ReadonlySet<string> = new Set(['request.headers', 'request.baggage']);
-const INDEXABLE: ReadonlySet<string> = new Set(INDEXABLE_ATTRIBUTES);
-const CIDR_ATTRS: ReadonlySet<string> = new Set(CIDR_ATTRIBUTES);
-const STRING_ATTRS: ReadonlySet<string> = new Set(STRING_ATTRIBUTES);
+const MAP_ATTRIBUTES: ReadonlySet<string> = new Set(ATTRIBUTES.filter((a) => isMapFormat(a.format)).map((a) => a.path));
 
 /** The message refusing CEL's built-in `matches()`. */
 export const MATCHES_FORBIDDEN_MESSAGE =
@@ -206,17 +197,18 @@ export function flatten(node: ASTNode, op: '&&' | '||', out: ASTNode[] = []): AS
 
 function literalIndexValue(attribute: IndexableAttribute, node: ASTNode): string | number | undefined {
   if (node.op !== 'value') return undefined;
-  if (attribute === 'destination.port') {
+  if (attributeAt(attribute)?.format === 'port') {
     return typeof node.args === 'bigint' && node.args >= 0n && node.args <= 65535n ? Number(node.args) : undefined;
   }
   return typeof node.args === 'string' ? node.args : undefined;
 }
 
-function indexableAttribute(node: ASTNode): IndexableAttribute | undefined {
+/** The attribute `node` denotes when the catalogue lets the index key on it with `kind`. */
+function indexableAttribute(node: ASTNode, kind: IndexKeyKind): IndexableAttribute | undefined {
   const p = attributePath(node, NO_BOUND);
   if (p === null) return undefined;
   const s = p.join('.');
-  return INDEXABLE.has(s) ? (s as IndexableAttribute) : undefined;
+  return INDEX_KINDS.get(s)?.has(kind) === true ? (s as IndexableAttribute) : undefined;
 }
 
 /** The key one equality-like node implies: `a == lit`, `lit == a`, `a in [lits]`. */
@@ -227,7 +219,7 @@ function equalityKey(node: ASTNode): IndexKey | undefined {
       [l, r],
       [r, l],
     ] as const) {
-      const attribute = indexableAttribute(attrNode);
+      const attribute = indexableAttribute(attrNode, 'equals');
       if (attribute === undefined) continue;
       const v = literalIndexValue(attribute, litNode);
       if (v !== undefined) return { attribute, values: [v] };
@@ -236,7 +228,7 @@ function equalityKey(node: ASTNode): IndexKey | undefined {
   }
   if (node.op === 'in') {
     const [l, r] = node.args;
-    const attribute = indexableAttribute(l);
+    const attribute = indexableAttribute(l, 'equals');
     if (attribute === undefined || r.op !== 'list') return undefined;
     const values: (string | number)[] = [];
     for (const e of r.args) {
@@ -262,11 +254,6 @@ function globalCallArg(node: ASTNode, name: string): ASTNode | undefined {
   return node.args[1][0];
 }
 
-function attributeIn(node: ASTNode, set: ReadonlySet<string>): IndexableAttribute | undefined {
-  const a = indexableAttribute(node);
-  return a !== undefined && set.has(a) ? a : undefined;
-}
-
 /**
  * The key a CIDR test implies: `cidr("lit").containsIP(attr)` or `cidr("lit").containsIP(ip(attr))`
  * for an address attribute. A false result proves the address is outside the block; an invalid
@@ -279,7 +266,7 @@ function cidrKey(node: ASTNode): IndexKey | undefined {
   const lit = literalString(globalCallArg(m.receiver, 'cidr'));
   if (lit === undefined || parseCidr(lit) === null) return undefined;
   const inner = globalCallArg(m.arg, 'ip');
-  const attribute = attributeIn(inner ?? m.arg, CIDR_ATTRS);
+  const attribute = indexableAttribute(inner ?? m.arg, 'cidr');
   if (attribute === undefined) return undefined;
   return inner === undefined ? { kind: 'cidr', attribute, values: [lit] } : { kind: 'cidr', attribute, values: [lit], emptyIsError: true };
 }
@@ -294,18 +281,28 @@ function affixKey(node: ASTNode): IndexKey | undefined {
   if (m === null) return undefined;
   const lit = literalString(m.arg);
   if (lit === undefined) return undefined;
-  const attribute = attributeIn(m.receiver, STRING_ATTRS);
-  if (attribute === undefined) return undefined;
   switch (m.name) {
-    case 'startsWith':
-      return lit === '' ? undefined : { kind: 'prefix', attribute, values: [lit] };
-    case 'endsWith':
-      return lit === '' ? undefined : { kind: 'suffix', attribute, values: [lit] };
+    case 'startsWith': {
+      const attribute = indexableAttribute(m.receiver, 'prefix');
+      return attribute === undefined || lit === '' ? undefined : { kind: 'prefix', attribute, values: [lit] };
+    }
+    case 'endsWith': {
+      const attribute = indexableAttribute(m.receiver, 'suffix');
+      return attribute === undefined || lit === '' ? undefined : { kind: 'suffix', attribute, values: [lit] };
+    }
     case 'globMatch': {
       if (lit === '*' || globLiteralError(lit) !== null) return undefined;
-      if (lit.startsWith('*')) return { kind: 'suffix', attribute, values: [lit.slice(1)] };
-      if (lit.endsWith('*')) return lit.length === 1 ? undefined : { kind: 'prefix', attribute, values: [lit.slice(0, -1)] };
-      return { attribute, values: [lit] };
+      if (lit.startsWith('*')) {
+        const attribute = indexableAttribute(m.receiver, 'suffix');
+        return attribute === undefined ? undefined : { kind: 'suffix', attribute, values: [lit.slice(1)] };
+      }
+      if (lit.endsWith('*')) {
+        const attribute = indexableAttribute(m.receiver, 'prefix');
+        return attribute === undefined || lit.length === 1 ? undefined : { kind: 'prefix', attribute, values: [lit.slice(0, -1)] };
+      }
+      // A pattern without `*` is an equality, on string attributes only (globMatch takes strings).
+      const attribute = indexableAttribute(m.receiver, 'prefix') ?? indexableAttribute(m.receiver, 'suffix');
+      return attribute === undefined ? undefined : { attribute, values: [lit] };
     }
     default:
       return undefined;

@@ -2,7 +2,11 @@
  * The contract between the CEL layer (`cel/`) and the policy compiler/engine: what a type-checked,
  * bounded expression exposes. Produced once at load, evaluated many times.
  */
+import type { ATTRIBUTE_GROUPS, IndexKeyKind } from '../attributes.ts';
+import { INDEXED } from '../attribute-tables.ts';
 import type { ExpressionSource } from '../model.ts';
+
+export type { IndexKeyKind } from '../attributes.ts';
 
 /**
  * A constraint an expression implies when it is true, extracted from a top-level conjunct (or an
@@ -19,7 +23,7 @@ import type { ExpressionSource } from '../model.ts';
 export interface IndexKey {
   /** Absent for `equals`, so equality keys keep the shape `{attribute, values}`. */
   readonly kind?: IndexKeyKind;
-  /** Dotted attribute path, one of INDEXABLE_ATTRIBUTES (of CIDR_ATTRIBUTES / STRING_ATTRIBUTES for the other kinds). */
+  /** Dotted attribute path, one of INDEXABLE_ATTRIBUTES, admitting the key's kind (INDEX_KINDS). */
   attribute: IndexableAttribute;
   /** Literal values (ports as numbers, everything else as strings; CIDR blocks as written). */
   values: readonly (string | number)[];
@@ -30,37 +34,32 @@ export interface IndexKey {
   readonly emptyIsError?: boolean;
 }
 
-export type IndexKeyKind = 'equals' | 'cidr' | 'prefix' | 'suffix';
+/** The attributes admitting a kind of key, best-ranked first (the catalogue's `index`, ../attributes.ts). */
+function indexedFor(kinds: readonly IndexKeyKind[]): readonly IndexableAttribute[] {
+  return Object.freeze(INDEXED.filter((i) => i.kinds.some((k) => kinds.includes(k))).map((i) => i.attribute.path as IndexableAttribute));
+}
 
 /** Attributes holding an address, for `cidr` keys. */
-export const CIDR_ATTRIBUTES = ['source.ip', 'destination.ip'] as const;
+export const CIDR_ATTRIBUTES = indexedFor(['cidr']);
 /** String attributes, for `prefix` / `suffix` keys. */
-export const STRING_ATTRIBUTES = [
-  'source.principal',
-  'source.namespace',
-  'source.serviceAccount',
-  'source.trustDomain',
-  'destination.host',
-  'destination.authority',
-] as const;
+export const STRING_ATTRIBUTES = indexedFor(['prefix', 'suffix']);
+
+/** The kinds of key each indexable attribute admits. */
+export const INDEX_KINDS: ReadonlyMap<string, ReadonlySet<IndexKeyKind>> = new Map(INDEXED.map((i) => [i.attribute.path, new Set(i.kinds)]));
 
 /** The kind of a key (`equals` when absent). */
 export function keyKind(k: IndexKey): IndexKeyKind {
   return k.kind ?? 'equals';
 }
 
-export const INDEXABLE_ATTRIBUTES = [
-  'source.principal',
-  'source.namespace',
-  'source.serviceAccount',
-  'source.trustDomain',
-  'source.ip',
-  'destination.port',
-  'destination.ip',
-  'destination.host',
-  'destination.authority',
-] as const;
-export type IndexableAttribute = (typeof INDEXABLE_ATTRIBUTES)[number];
+/** Every attribute the index may key on, best-ranked first: on a tie the index files an entry under the first. */
+export const INDEXABLE_ATTRIBUTES: readonly IndexableAttribute[] = Object.freeze(INDEXED.map((i) => i.attribute.path as IndexableAttribute));
+
+type Groups = typeof ATTRIBUTE_GROUPS;
+/** The path of an attribute the catalogue lets the index key on, e.g. `source.principal`. */
+export type IndexableAttribute = {
+  [G in keyof Groups]: { [A in keyof Groups[G]['attributes']]: Groups[G]['attributes'][A] extends { readonly index: object } ? `${G}.${A & string}` : never }[keyof Groups[G]['attributes']];
+}[keyof Groups];
 
 /** The CEL activation built once per decision from a DecisionContext (ports as BigInt). */
 export type Activation = Record<string, unknown>;

@@ -1,59 +1,32 @@
 /**
- * The CEL environment of DESIGN §3: every attribute a policy may read, with exact types, so that a
- * typo or a type mismatch is a load error, never a runtime surprise.
+ * The CEL environment of DESIGN §3: every attribute a policy may read (the catalogue,
+ * ../attributes.ts), with exact types, so that a typo or a type mismatch is a load error, never a
+ * runtime surprise.
  *
  * Representation (measured, see the helper report): each attribute group is a registered message
  * type with a constructor (`registerType(name, {ctor, fields})`) and the activation holds
  * instances of those classes, built once per decision. cel-js's `registerVariable({schema})`
  * would convert a plain object into a fresh Map on every evaluation that touches the variable,
- * which cost 1.2-1.6x more per rule.
+ * which cost 1.2-1.6x more per rule. The classes and the activation builder are generated from
+ * the catalogue (../attribute-tables.ts) as the code one would write by hand for them.
  */
 import { Environment } from '@marcbachmann/cel-js';
-import type {
-  ConnectionAttributes,
-  DecisionContext,
-  DestinationAttributes,
-  RequestAttributes,
-  SourceAttributes,
-} from '../context.ts';
+import type { AttributeFormat, FormatValue } from '../attributes.ts';
+import {
+  CEL_TYPE_OF_FORMAT,
+  compileCopyClass,
+  compileObjectBuilder,
+  GROUPS,
+  TOP_LEVEL,
+  type FieldSource,
+} from '../attribute-tables.ts';
+import type { DecisionContext, GroupFields, GroupFormats, GroupName } from '../context.ts';
 import type { Activation } from './compiled.ts';
 import { registerNetFunctions } from './functions-net.ts';
 import { registerRegexFunctions } from './functions-regex.ts';
 import { registerSpiffeFunctions } from './functions-spiffe.ts';
 import { registerStringFunctions } from './functions-string.ts';
 import { CEL_LIMITS } from './limits.ts';
-
-/** CEL `waygate.Source`: the verified peer (ports are CEL `int`, hence BigInt). */
-export class CelSource {
-  readonly principal: string;
-  readonly trustDomain: string;
-  readonly namespace: string;
-  readonly serviceAccount: string;
-  readonly ip: string;
-  readonly port: bigint;
-  constructor(s: Readonly<SourceAttributes>) {
-    this.principal = s.principal;
-    this.trustDomain = s.trustDomain;
-    this.namespace = s.namespace;
-    this.serviceAccount = s.serviceAccount;
-    this.ip = s.ip;
-    this.port = BigInt(s.port);
-  }
-}
-
-/** CEL `waygate.Destination`. */
-export class CelDestination {
-  readonly ip: string;
-  readonly host: string;
-  readonly port: bigint;
-  readonly authority: string;
-  constructor(d: Readonly<DestinationAttributes>) {
-    this.ip = d.ip;
-    this.host = d.host;
-    this.port = BigInt(d.port);
-    this.authority = d.authority;
-  }
-}
 
 /**
  * A header or baggage map as a CEL map value. cel-js types an object by its `constructor`
@@ -65,80 +38,73 @@ export function celStringMap(m: Readonly<Record<string, string>>): Readonly<Reco
   return Object.hasOwn(m, 'constructor') ? new Map(Object.entries(m)) : m;
 }
 
-/** CEL `waygate.Request`: the CONNECT request's informational headers. */
-export class CelRequest {
-  readonly headers: Readonly<Record<string, string>> | ReadonlyMap<string, string>;
-  readonly baggage: Readonly<Record<string, string>> | ReadonlyMap<string, string>;
-  readonly traceId: string;
-  constructor(r: Readonly<RequestAttributes>) {
-    this.headers = celStringMap(r.headers);
-    this.baggage = celStringMap(r.baggage);
-    this.traceId = r.traceId;
-  }
+/** The CEL value of an attribute of each format (ports are CEL `int`, hence BigInt). */
+interface CelValueOfFormat extends Omit<FormatValue, 'port' | 'header-map' | 'string-map'> {
+  port: bigint;
+  'header-map': Readonly<Record<string, string>> | ReadonlyMap<string, string>;
+  'string-map': Readonly<Record<string, string>> | ReadonlyMap<string, string>;
 }
 
-/** CEL `waygate.Connection`. */
-export class CelConnection {
-  readonly id: string;
-  readonly tlsVersion: string;
-  constructor(c: Readonly<ConnectionAttributes>) {
-    this.id = c.id;
-    this.tlsVersion = c.tlsVersion;
-  }
-}
+/** The CEL message value of a group, e.g. `waygate.Source`. */
+export type CelGroup<G extends GroupName> = { readonly [A in keyof GroupFormats<G>]: CelValueOfFormat[GroupFormats<G>[A]] };
+
+/** How a context value becomes a CEL value, per format (null: as it is). */
+const TO_CEL: Readonly<Record<AttributeFormat, ((v: never) => unknown) | null>> = {
+  string: null,
+  lowercase: null,
+  'spiffe-id': null,
+  ip: null,
+  port: BigInt as (v: never) => unknown,
+  'header-map': celStringMap as (v: never) => unknown,
+  'string-map': celStringMap as (v: never) => unknown,
+  timestamp: null,
+};
+
+const className = (group: string): string => `Cel${group[0]!.toUpperCase()}${group.slice(1)}`;
+
+/** The message class of each group (`CelSource` for `source`): its constructor copies a context group, converting values to CEL. */
+export const CEL_MESSAGE_CLASSES: Readonly<Record<string, new (g: object) => object>> = Object.freeze(
+  Object.fromEntries(GROUPS.map((g) => [g.name, compileCopyClass<object>(className(g.name), g.attributes.map((a) => [a.name, TO_CEL[a.format]] as const))])),
+);
+
+/** The message classes by name, for tests and `policy eval --explain` output. */
+export const CelSource = CEL_MESSAGE_CLASSES.source as new (g: GroupFields<'source'>) => CelGroup<'source'>;
+export type CelSource = CelGroup<'source'>;
+export const CelDestination = CEL_MESSAGE_CLASSES.destination as new (g: GroupFields<'destination'>) => CelGroup<'destination'>;
+export type CelDestination = CelGroup<'destination'>;
 
 /**
- * Every top-level variable and its fields, with CEL types (DESIGN §3). `now` is declared as
- * `google.protobuf.Timestamp` because cel-js crashes on a `timestamp` field declaration (FACTS.md);
- * it is the same type CEL's `timestamp()` returns.
+ * Every group and its fields, with CEL types (DESIGN §3). Top-level attributes (`now`) are
+ * variables of their own (NOW_TYPE).
  */
-export const ATTRIBUTE_SCHEMA = Object.freeze({
-  source: {
-    type: 'waygate.Source',
-    ctor: CelSource,
-    fields: {
-      principal: 'string',
-      trustDomain: 'string',
-      namespace: 'string',
-      serviceAccount: 'string',
-      ip: 'string',
-      port: 'int',
-    },
-    description: 'The verified peer: SPIFFE ID and its parts ("" without identity), socket address.',
-  },
-  destination: {
-    type: 'waygate.Destination',
-    ctor: CelDestination,
-    fields: { ip: 'string', host: 'string', port: 'int', authority: 'string' },
-    description: 'Where the tunnel goes: the CONNECT :authority and its parts.',
-  },
-  request: {
-    type: 'waygate.Request',
-    ctor: CelRequest,
-    fields: { headers: 'map<string, string>', baggage: 'map<string, string>', traceId: 'string' },
-    description: 'CONNECT headers (lower-case names), W3C baggage members, W3C trace id.',
-  },
-  connection: {
-    type: 'waygate.Connection',
-    ctor: CelConnection,
-    fields: { id: 'string', tlsVersion: 'string' },
-    description: 'The HTTP/2 connection carrying the tunnel.',
-  },
-} as const);
+export const ATTRIBUTE_SCHEMA: Readonly<Record<string, { type: string; ctor: new (g: object) => object; fields: Readonly<Record<string, string>>; description: string }>> =
+  Object.freeze(
+    Object.fromEntries(
+      GROUPS.map((g) => [
+        g.name,
+        Object.freeze({
+          type: g.def.celType,
+          ctor: CEL_MESSAGE_CLASSES[g.name]!,
+          fields: Object.freeze(Object.fromEntries(g.attributes.map((a) => [a.name, a.celType]))),
+          description: g.def.description,
+        }),
+      ]),
+    ),
+  );
 
-export const NOW_TYPE = 'google.protobuf.Timestamp';
+export const NOW_TYPE = CEL_TYPE_OF_FORMAT.timestamp;
 /** The variable holding a policy's named values (`variables.<name>`). */
 export const VARIABLES_NAME = 'variables';
 const VARIABLES_TYPE = 'waygate.PolicyVariables';
 
 /** Top-level names a policy expression may reference, for "did you mean" suggestions. */
 export function attributeNames(): string[] {
-  return [...Object.keys(ATTRIBUTE_SCHEMA), 'now', VARIABLES_NAME];
+  return [...Object.keys(ATTRIBUTE_SCHEMA), ...TOP_LEVEL.map((a) => a.name), VARIABLES_NAME];
 }
 
 /** Field names of a top-level attribute group (empty for unknown names). */
 export function attributeFields(name: string): string[] {
-  const s = (ATTRIBUTE_SCHEMA as Record<string, { fields: Record<string, string> }>)[name];
+  const s = Object.hasOwn(ATTRIBUTE_SCHEMA, name) ? ATTRIBUTE_SCHEMA[name] : undefined;
   return s ? Object.keys(s.fields) : [];
 }
 
@@ -163,7 +129,7 @@ export function createBaseEnvironment(): Environment {
     env.registerType(s.type, { ctor: s.ctor, fields: { ...s.fields } });
     env.registerVariable(name, s.type, { description: s.description });
   }
-  env.registerVariable('now', NOW_TYPE, { description: 'Decision time.' });
+  for (const a of TOP_LEVEL) env.registerVariable(a.name, a.celType, { description: a.def.doc });
   registerNetFunctions(env);
   registerSpiffeFunctions(env);
   registerRegexFunctions(env);
@@ -171,19 +137,18 @@ export function createBaseEnvironment(): Environment {
   return env;
 }
 
+const buildActivation = compileObjectBuilder<DecisionContext, undefined, Activation>('toActivation', [
+  ...GROUPS.map((g) => [g.name, { of: 'x', key: g.name, construct: CEL_MESSAGE_CLASSES[g.name]! }] as const satisfies readonly [string, FieldSource<DecisionContext, undefined>]),
+  ...TOP_LEVEL.map((a) => [a.name, { of: 'x', key: a.name }] as const),
+]);
+
 /**
  * The activation for one decision (DESIGN §3 attributes as CEL values, ports as BigInt). Build it
  * once per decision and reuse it for every expression; the engine adds `variables` per policy
  * with `policyVariablesValue`.
  */
 export function toActivation(ctx: DecisionContext): Activation {
-  return {
-    source: new CelSource(ctx.source),
-    destination: new CelDestination(ctx.destination),
-    request: new CelRequest(ctx.request),
-    connection: new CelConnection(ctx.connection),
-    now: ctx.now,
-  };
+  return buildActivation(ctx, undefined);
 }
 
 /** A policy variable as the environment sees it: its name and its checked CEL type. */

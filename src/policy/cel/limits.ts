@@ -19,6 +19,8 @@
  *   no expression may produce a value larger than that assumption (UNKNOWN_VALUE_BOUND).
  */
 import type { ASTNode } from '@marcbachmann/cel-js';
+import { MAX_HEADER_LIST_BYTES } from '../attributes.ts';
+import { GROUPS, isMapFormat, maxLengthOf, TOP_LEVEL, type Attribute } from '../attribute-tables.ts';
 
 /** The bounds every waygate CEL expression obeys. */
 export const CEL_LIMITS = Object.freeze({
@@ -54,7 +56,7 @@ export const CEL_LIMITS = Object.freeze({
 });
 
 /** The largest a header-derived string can be: the whole CONNECT header list (DESIGN §2: 64 KiB). */
-export const MAX_HEADER_BYTES = 64 * 1024;
+export const MAX_HEADER_BYTES = MAX_HEADER_LIST_BYTES;
 /**
  * The longest string replace() and reverse() build (UTF-16 code units); longer results are an
  * EvaluationError (fail closed). No legitimate result outgrows the largest input, a 64 KiB header.
@@ -166,11 +168,10 @@ export function estimateSize(node: ASTNode): number {
     case '?:':
       return Math.max(estimateSize(node.args[1]), estimateSize(node.args[2]));
     case '.': {
+      // A map attribute (`request.headers`) holds at most its bound's entries.
       const [obj, field] = node.args;
-      if (obj.op === 'id' && obj.args === 'request' && (field === 'headers' || field === 'baggage')) {
-        return MAX_HEADER_ENTRIES;
-      }
-      return UNBOUNDED_ITERABLE_SIZE;
+      const attr = obj.op === 'id' ? groupAttributeBound(obj.args, field) : undefined;
+      return attr !== undefined && attr.kind === 'map' ? attr.size : UNBOUNDED_ITERABLE_SIZE;
     }
     case 'rcall': {
       const [name, receiver, args] = node.args;
@@ -352,24 +353,30 @@ const HEADER_MAP = bound('map', MAX_HEADER_ENTRIES, {
   valueKind: 'string',
 });
 
+/** The largest value an attribute can hold (see AttributeDef.maxLength in ../attributes.ts). */
+function attributeBound(a: Attribute): ValueBound {
+  if (isMapFormat(a.format)) return HEADER_MAP;
+  if (a.format === 'port' || a.format === 'timestamp') return SCALAR;
+  return str(maxLengthOf(a));
+}
+
 /**
- * Largest value of each attribute (DESIGN §3). Identity strings are bounded by SPIFFE-ID §2.3
- * (2,048 bytes, trust domain 255), addresses by their longest text form, the trace id by W3C
- * Trace Context (32 hex digits); :authority and header values only by the 64 KiB header list.
+ * Largest value of each attribute of each group, from the catalogue (DESIGN §3). Identity strings
+ * are bounded by SPIFFE-ID §2.3 (2,048 bytes, trust domain 255), addresses by their longest text
+ * form, the trace id by W3C Trace Context (32 hex digits); :authority and header values only by
+ * the 64 KiB header list; header and baggage maps by the header list (HEADER_MAP).
  */
-export const ATTRIBUTE_BOUNDS: Readonly<Record<string, Readonly<Record<string, ValueBound>>>> = Object.freeze({
-  source: {
-    principal: str(2048),
-    trustDomain: str(255),
-    namespace: str(2048),
-    serviceAccount: str(2048),
-    ip: str(45),
-    port: SCALAR,
-  },
-  destination: { ip: str(45), host: str(MAX_HEADER_BYTES), port: SCALAR, authority: str(MAX_HEADER_BYTES) },
-  request: { headers: HEADER_MAP, baggage: HEADER_MAP, traceId: str(32) },
-  connection: { id: str(256), tlsVersion: str(16) },
-});
+export const ATTRIBUTE_BOUNDS: Readonly<Record<string, Readonly<Record<string, ValueBound>>>> = Object.freeze(
+  Object.fromEntries(GROUPS.map((g) => [g.name, Object.freeze(Object.fromEntries(g.attributes.map((a) => [a.name, attributeBound(a)])))])),
+);
+/** Largest value of each top-level attribute (`now`). */
+const TOP_LEVEL_BOUNDS: ReadonlyMap<string, ValueBound> = new Map(TOP_LEVEL.map((a) => [a.name, attributeBound(a)]));
+
+/** The bound of attribute `group.field`, undefined when that is not an attribute (own properties only: `constructor.name` must not find Object's prototype). */
+function groupAttributeBound(group: string, field: string): ValueBound | undefined {
+  const g = Object.hasOwn(ATTRIBUTE_BOUNDS, group) ? ATTRIBUTE_BOUNDS[group] : undefined;
+  return g !== undefined && Object.hasOwn(g, field) ? g[field] : undefined;
+}
 
 /** Worst-case cost of evaluating a node once, and the largest value it can produce. */
 export interface CostEstimate {
@@ -554,15 +561,13 @@ function estimateNode(node: ASTNode, vars: Vars): CostEstimate {
       return { cost: CEL_COST.node, bound: literalBound(node.args) };
     case 'id': {
       const v = vars.get(node.args);
-      return { cost: CEL_COST.node, bound: v ?? (node.args === 'now' ? SCALAR : UNKNOWN) };
+      return { cost: CEL_COST.node, bound: v ?? TOP_LEVEL_BOUNDS.get(node.args) ?? UNKNOWN };
     }
     case '.':
     case '.?': {
       const [obj, field] = node.args;
       if (obj.op === 'id' && !vars.has(obj.args)) {
-        // Own properties only: `constructor.name` must not find Object's prototype.
-        const group = Object.hasOwn(ATTRIBUTE_BOUNDS, obj.args) ? ATTRIBUTE_BOUNDS[obj.args] : undefined;
-        const attr = group !== undefined && Object.hasOwn(group, field) ? group[field] : undefined;
+        const attr = groupAttributeBound(obj.args, field);
         if (attr !== undefined) return { cost: 2 * CEL_COST.node, bound: attr };
       }
       const o = estimateNode(obj, vars);
