@@ -140,28 +140,31 @@ function access(a: Attribute, c: string): string {
 }
 
 /**
- * Where a field of a generated object comes from: a call `fn(x, y)`; the property `key` of the
- * builder's first (`x`) or second (`y`) argument; or, with `construct`, `new construct(x[key])`.
+ * Where a field of a generated object comes from: a call `fn(x, y, z)`; the property `key` of the
+ * builder's argument `x`, `y` or `z`; or, with `construct`, `new construct(x[key])`.
  */
-export type FieldSource<X, Y> =
-  | ((x: X, y: Y) => unknown)
-  | { readonly of: 'x' | 'y'; readonly key: string; readonly construct?: new (value: never) => unknown };
+export type FieldSource<X, Y, Z = undefined> =
+  | ((x: X, y: Y, z: Z) => unknown)
+  | { readonly of: 'x' | 'y' | 'z'; readonly key: string; readonly construct?: new (value: never) => unknown };
 
 /**
- * A function building one object of fixed shape, `{ k0: f[0](x, y), k1: x.k1, k2: new f[2](x.k2) }`,
+ * A function building one object of fixed shape, `{ k0: f[0](x, y, z), k1: x.k1, k2: new f[2](x.k2) }`,
  * as an object literal would: every call site reads its own function, every object gets the same
  * hidden class.
  */
-export function compileObjectBuilder<X, Y, T>(name: string, fields: readonly (readonly [string, FieldSource<X, Y>])[]): (x: X, y: Y) => T {
+export function compileObjectBuilder<X, Y, T, Z = undefined>(
+  name: string,
+  fields: readonly (readonly [string, FieldSource<X, Y, Z>])[],
+): (x: X, y: Y, z: Z) => T {
   if (!IDENTIFIER.test(name)) throw new Error(`compileObjectBuilder: "${name}" is not an identifier`);
   const body = fields
     .map(([k, from], i) => {
-      if (typeof from === 'function') return `${quote(k)}: f[${i}](x, y)`;
+      if (typeof from === 'function') return `${quote(k)}: f[${i}](x, y, z)`;
       const read = `${from.of}[${quote(from.key)}]`;
       return `${quote(k)}: ${from.construct === undefined ? read : `new f[${i}](${read})`}`;
     })
     .join(', ');
-  const make = new Function('f', `return function ${name}(x, y) { return { ${body} }; };`) as (f: unknown[]) => (x: X, y: Y) => T;
+  const make = new Function('f', `return function ${name}(x, y, z) { return { ${body} }; };`) as (f: unknown[]) => (x: X, y: Y, z: Z) => T;
   return make(fields.map(([, from]) => (typeof from === 'function' ? from : from.construct ?? null)));
 }
 
@@ -181,11 +184,14 @@ export function compileCopyClass<T>(
   return make(fields.map(([, convert]) => convert));
 }
 
-/** `(c) => c.source.principal`, or `String(c.destination.port)` with `asString` for a number. */
-export function compileReader<C, V>(a: Attribute, asString = false): (c: C) => V {
+/**
+ * `(c) => c.source.principal`, or `String(c.destination.port)` with `asString` for a number. With
+ * `second`, the context is the function's second argument: `(_, c) => c.source.principal`.
+ */
+export function compileReader<C, V>(a: Attribute, opts: { asString?: boolean; second?: boolean } = {}): (c: C) => V {
   const read = access(a, 'c');
-  const body = asString && a.format === 'port' ? `String(${read})` : read;
-  return new Function('c', `return ${body};`) as (c: C) => V;
+  const body = opts.asString === true && a.format === 'port' ? `String(${read})` : read;
+  return (opts.second === true ? new Function('_', 'c', `return ${body};`) : new Function('c', `return ${body};`)) as (c: C) => V;
 }
 
 /**

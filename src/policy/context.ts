@@ -77,13 +77,13 @@ const buildConnectionAttributes = compileObjectBuilder<ConnectionFacts, undefine
   'connectionAttributes',
   GROUPS.filter((g) => g.def.scope === 'connection').map((g) => {
     const build = builderOf(g.name);
-    return [g.name, (facts: ConnectionFacts) => Object.freeze(build(facts, undefined))] as const;
+    return [g.name, (facts: ConnectionFacts) => Object.freeze(build(facts, undefined, undefined))] as const;
   }),
 );
 
 /** The attributes of a connection (source, connection), read from what its TLS handshake established. Once per connection. */
 export function connectionAttributes(facts: ConnectionFacts): ConnectionAttributes {
-  return buildConnectionAttributes(facts, undefined);
+  return buildConnectionAttributes(facts, undefined, undefined);
 }
 
 /** The attributes one CONNECT adds (destination, request, now). */
@@ -92,14 +92,15 @@ export const streamAttributes: (facts: StreamFacts) => StreamAttributes = (() =>
     ...GROUPS.filter((g) => g.def.scope === 'stream').map((g) => [g.name, builderOf(g.name) as FieldSource<StreamFacts, undefined>] as const),
     ...TOP_LEVEL.map((a) => [a.name, a.def.read as FieldSource<StreamFacts, undefined>] as const),
   ]);
-  return (facts: StreamFacts) => build(facts, undefined);
+  return (facts: StreamFacts) => build(facts, undefined, undefined);
 })();
 
+const buildDecisionContext = compileObjectBuilder<ConnectionAttributes, StreamAttributes, DecisionContext>('decisionContext', [
+  ...GROUPS.map((g) => [g.name, { of: g.def.scope === 'connection' ? 'x' : 'y', key: g.name }] as const),
+  ...TOP_LEVEL.map((a) => [a.name, { of: 'y', key: a.name }] as const),
+]);
+
 /** The decision context of one CONNECT: its connection's attributes and its own, no copy of either. */
-export const decisionContext: (conn: ConnectionAttributes, stream: StreamAttributes) => DecisionContext = compileObjectBuilder(
-  'decisionContext',
-  [
-    ...GROUPS.map((g) => [g.name, { of: g.def.scope === 'connection' ? 'x' : 'y', key: g.name }] as const),
-    ...TOP_LEVEL.map((a) => [a.name, { of: 'y', key: a.name }] as const),
-  ],
-);
+export function decisionContext(conn: ConnectionAttributes, stream: StreamAttributes): DecisionContext {
+  return buildDecisionContext(conn, stream, undefined);
+}

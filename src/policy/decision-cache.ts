@@ -35,7 +35,7 @@ type Extractor = (ctx: DecisionContext) => string;
 
 /** Attributes the key can hold, as string extractors (generated: attribute-tables.ts). */
 const EXTRACTORS: ReadonlyMap<string, Extractor> = new Map(
-  ATTRIBUTES.filter((a) => a.def.cache === true).map((a) => [a.path, compileReader<DecisionContext, string>(a, true)]),
+  ATTRIBUTES.filter((a) => a.def.cache === true).map((a) => [a.path, compileReader<DecisionContext, string>(a, { asString: true })]),
 );
 
 /** Map attributes by the prefix of their constant-key reads (`request.headers.`), with a reader of the whole map. */

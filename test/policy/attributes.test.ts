@@ -10,7 +10,14 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { recordedInput, recordInput, type DecisionRecord } from '../../src/audit/record.ts';
+import {
+  AUDIT_SCHEMA_VERSION,
+  decisionRecord,
+  recordedInput,
+  type DecisionRecord,
+  type DecisionRecordHead,
+  type DecisionRecordTail,
+} from '../../src/audit/record.ts';
 import { REDACTED } from '../../src/audit/redact.ts';
 import type { ConnectionFacts, StreamFacts } from '../../src/policy/attributes.ts';
 import { RENDERERS, formatSchemaJson } from '../../src/policy/attribute-docs.ts';
@@ -58,7 +65,7 @@ function fullInput(): Record<string, unknown> {
 }
 
 const valueAt = (ctx: DecisionContext, a: Attribute): unknown =>
-  a.group === null ? (ctx as Record<string, unknown>)[a.name] : (ctx as Record<string, Record<string, unknown>>)[a.group]![a.name];
+  a.group === null ? (ctx as unknown as Record<string, unknown>)[a.name] : (ctx as unknown as Record<string, Record<string, unknown>>)[a.group]![a.name];
 
 function compile(rules: Record<string, string>): PolicySnapshot {
   const text = JSON.stringify({
@@ -127,8 +134,8 @@ describe('attribute catalogue', () => {
     const ctx = decisionContext(c, s);
     for (const g of GROUPS) {
       assert.deepEqual(Object.keys(ctx[g.name as keyof DecisionContext] as object), g.attributes.map((a) => a.name), g.name);
-      const scoped = g.def.scope === 'connection' ? (c as Record<string, unknown>)[g.name] : (s as Record<string, unknown>)[g.name];
-      assert.equal((ctx as Record<string, unknown>)[g.name], scoped, `${g.name} is the ${g.def.scope}'s object`);
+      const scoped = ((g.def.scope === 'connection' ? c : s) as unknown as Record<string, unknown>)[g.name];
+      assert.equal((ctx as unknown as Record<string, unknown>)[g.name], scoped, `${g.name} is the ${g.def.scope}'s object`);
       if (g.def.scope === 'connection') assert.ok(Object.isFrozen(scoped), `${g.name} is shared by every CONNECT of the connection`);
     }
     for (const a of ATTRIBUTES) {
@@ -208,10 +215,19 @@ describe('attribute catalogue', () => {
     const ctx = contextFromInput(fullInput());
     const headerMap = ATTRIBUTES.find((a) => a.format === 'header-map')!;
     const headerNames = Object.keys(valueAt(ctx, headerMap) as object);
-    const written = recordInput(ctx, { allow: headerNames, redact: ['traceparent'] }) as unknown as Record<string, unknown>;
+    const fields: DecisionRecordHead & DecisionRecordTail = {
+      schema: AUDIT_SCHEMA_VERSION, event: 'decision', time: ctx.now.toISOString(), decisionId: 'd', connectionId: 'c', streamId: 1,
+      decision: 'allow', reason: 'allowed', status: 200, policy: 'p', rule: 'r', dryRun: null, audit: [], evalErrors: [],
+      snapshot: { version: 1, hash: 'h' }, evalMicros: 3,
+    };
+    const record = decisionRecord(fields, ctx, { allow: headerNames, redact: ['traceparent'] });
+    const written = record as unknown as Record<string, unknown>;
+    // The record's fields in order: the head, the input as the catalogue lays it out, the tail.
+    const input = GROUPS.flatMap((g) => (g.def.record === 'nested' ? [g.name] : g.attributes.map((a) => a.name)));
+    assert.deepEqual(Object.keys(written), [...Object.keys(fields).filter((k) => k !== 'evalMicros'), ...input, 'evalMicros']);
     for (const g of GROUPS) {
       if (g.def.record === 'nested') {
-        assert.equal(written[g.name], (ctx as Record<string, unknown>)[g.name], `${g.name}: the context's object, no copy`);
+        assert.equal(written[g.name], (ctx as unknown as Record<string, unknown>)[g.name], `${g.name}: the context's object, no copy`);
         continue;
       }
       for (const a of g.attributes) {
@@ -219,7 +235,6 @@ describe('attribute catalogue', () => {
         else assert.deepEqual(written[a.name], valueAt(ctx, a), a.path);
       }
     }
-    const record = { time: ctx.now.toISOString(), connectionId: 'c', ...written } as unknown as DecisionRecord;
     const back = contextFromAuditRecord(record);
     const headersBack = valueAt(back, headerMap) as Record<string, string>;
     assert.equal(headersBack.traceparent, REDACTED);

@@ -148,7 +148,7 @@ const buildActivation = compileObjectBuilder<DecisionContext, undefined, Activat
  * with `policyVariablesValue`.
  */
 export function toActivation(ctx: DecisionContext): Activation {
-  return buildActivation(ctx, undefined);
+  return buildActivation(ctx, undefined, undefined);
 }
 
 /** A policy variable as the environment sees it: its name and its checked CEL type. */
