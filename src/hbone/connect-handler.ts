@@ -107,7 +107,7 @@ class ConnectAttempt implements RecordBase {
 
   /** Ends a CONNECT that does not become a tunnel: answer, decision record, then the pending tunnel's end. */
   conclude(o: ConnectOutcome): void {
-    const status = o.answer === 'status' ? this.#answer(statusFor(o.reason, this.env.denyStatus), h2c.NGHTTP2_CANCEL) : this.#answer(0, h2c.NGHTTP2_CANCEL);
+    const status = this.#answer(o.answer === 'status' ? statusFor(o.reason, this.env.denyStatus) : 0, h2c.NGHTTP2_CANCEL);
     this.#record(o, status);
     const t = this.tunnel;
     if (!t) return;

@@ -190,8 +190,14 @@ export class HboneConnection {
     const conn = this[kConnection];
     if (!conn) return;
     this[kConnection] = undefined;
-    // With no stream left, a draining session stops reading (see gracefulGoaway): finish now.
-    if (--conn.#liveStreams === 0) conn.#finishDrain?.();
+    // With no stream left, a draining session stops reading (see gracefulGoaway): finish it, after
+    // the stream's other 'close' listeners (its tunnel's), so they see the session as it was when
+    // the stream closed (a tunnel reads a destroyed session as the connection lost).
+    if (--conn.#liveStreams === 0 && conn.#finishDrain) process.nextTick(HboneConnection.#finishIfIdle, conn);
+  }
+
+  static #finishIfIdle(conn: HboneConnection): void {
+    if (conn.#liveStreams === 0) conn.#finishDrain?.();
   }
 }
 

@@ -66,10 +66,10 @@ export class TcpUpstream implements PendingDial, UpstreamConnection {
   readonly promise: Promise<UpstreamConnection>;
   readonly stream: Socket;
   readonly #target: TcpTarget;
-  readonly #timer: NodeJS.Timeout;
-  #resolve!: (c: UpstreamConnection) => void;
-  #reject!: (e: UpstreamDialError) => void;
-  #settled = false;
+  /** The dial's timer and promise settlers, dropped once settled (an open tunnel keeps this object). */
+  #timer: NodeJS.Timeout | null;
+  #resolve: ((c: UpstreamConnection) => void) | null = null;
+  #reject: ((e: UpstreamDialError) => void) | null = null;
 
   constructor(target: TcpTarget, timeoutMs: number) {
     this.#target = target;
@@ -80,8 +80,8 @@ export class TcpUpstream implements PendingDial, UpstreamConnection {
     const socket: Carrier = connect({ host: target.ip, port: target.port, allowHalfOpen: true, noDelay: true });
     this.stream = socket;
     socket[kDial] = this;
-    socket.once('connect', TcpUpstream.#onConnect);
-    socket.once('error', TcpUpstream.#onError);
+    socket.on('connect', TcpUpstream.#onConnect);
+    socket.on('error', TcpUpstream.#onError);
     this.#timer = setTimeout(TcpUpstream.#onTimeout, timeoutMs, this, timeoutMs);
     this.#timer.unref();
   }
@@ -122,18 +122,21 @@ export class TcpUpstream implements PendingDial, UpstreamConnection {
   }
 
   #settle(err: UpstreamDialError | null): void {
-    if (this.#settled) return;
-    this.#settled = true;
-    clearTimeout(this.#timer);
+    const timer = this.#timer;
+    if (timer === null) return; // settled already
+    clearTimeout(timer);
+    const resolve = this.#resolve!;
+    const reject = this.#reject!;
+    this.#timer = this.#resolve = this.#reject = null;
     const socket = this.stream as Carrier;
     socket[kDial] = undefined;
     socket.removeListener('connect', TcpUpstream.#onConnect);
     socket.removeListener('error', TcpUpstream.#onError);
     if (err) {
       socket.destroy();
-      this.#reject(err);
+      reject(err);
     } else {
-      this.#resolve(this);
+      resolve(this);
     }
   }
 

@@ -229,7 +229,7 @@ describe('HBONE hardening: drain', () => {
       assert.equal(peer.frames.filter((f) => f.type === GOAWAY).length, 1, 'no final GOAWAY before the PING is acked');
 
       // A CONNECT that races the first GOAWAY. Node 20's nghttp2 ignores it (no shutdown-notice
-      // API: server.ts gracefulGoaway); the final GOAWAY then tells the client it was never processed.
+      // API: session.ts gracefulGoaway); the final GOAWAY then tells the client it was never processed.
       peer.socket.write(connectFrame(3, `127.0.0.1:${echo.port}`));
       peer.socket.write(frame(PING, ACK, 0, ping.payload));
       const last = await peer.next((f) => f.type === GOAWAY && f !== first);
@@ -334,6 +334,27 @@ describe('HBONE hardening: drain of connections with no stream left open', () =>
       assert.equal(last.payload.readUInt32BE(0) & 0x7fffffff, 1);
       assert.deepEqual(await draining, { remaining: 0 });
       assert.deepEqual(gw.sink.closes.map((c) => c.closeReason), ['completed']);
+      peer.socket.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('a client reset of the last open stream during a drain is still recorded as client_reset', { timeout: 30_000 }, async () => {
+    const gw = await startGateway();
+    try {
+      const peer = await rawPeer(gw.port, spiffe('frontend'));
+      peer.socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0, Buffer.alloc(0)), connectFrame(1, `127.0.0.1:${echo.port}`)]));
+      await peer.next((f) => f.streamId === 1 && f.type === HEADERS);
+      const draining = gw.server.drain(600_000);
+      const first = await peer.next((f) => f.type === GOAWAY);
+      await peer.next((f) => f.type === PING && (f.flags & ACK) === 0 && peer.frames.indexOf(f) > peer.frames.indexOf(first));
+      const rst = Buffer.alloc(4);
+      rst.writeUInt32BE(h2c.NGHTTP2_INTERNAL_ERROR);
+      peer.socket.write(frame(RST_STREAM, 0, 1, rst));
+      assert.deepEqual(await draining, { remaining: 0 });
+      // The session closes right after its last stream: the tunnel must not read that as the connection lost.
+      assert.deepEqual(gw.sink.closes.map((c) => c.closeReason), ['client_reset']);
       peer.socket.destroy();
     } finally {
       await gw.close();
