@@ -28,7 +28,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants as h2c, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
-import type { AuditDestination, AuditSource } from '../audit/record.ts';
+import type { AuditDestination } from '../audit/record.ts';
 import type { DecisionContext } from '../policy/context.ts';
 import type { Decision } from '../policy/decision.ts';
 import { ConnectOutcome, statusFor } from './connect-outcome.ts';
@@ -61,8 +61,9 @@ export function buildDecisionContext(conn: HboneConnection, destination: AuditDe
 /** The stream's own 'error' listener: failures are handled through 'close' and the close reason. */
 function ignoreStreamError(): void {}
 
-const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 const NO_DESTINATION: AuditDestination = Object.freeze({ authority: '', ip: '', port: 0, host: '' });
+/** The request of a CONNECT whose headers could not be read (the failure path's context). */
+const NO_REQUEST: ParsedRequestHeaders = Object.freeze({ headers: {}, baggage: {}, traceId: '', forwarded: [], forwardedNetwork: '' });
 
 /** What every attempt of one server shares (one object per server). */
 interface AttemptEnv {
@@ -73,22 +74,18 @@ interface AttemptEnv {
 }
 
 /**
- * One CONNECT being handled, and its result tracker: the record base every phase fills in, what
- * the failure path must know (the decision, the tunnel, the upstream while the handler owns it),
- * and the only three ways its decision record is written.
+ * One CONNECT being handled, and its result tracker: what its record is about (the decision
+ * context, once phase 1 built it), what the failure path must know (the decision, the tunnel, the
+ * upstream while the handler owns it), and the only three ways its decision record is written.
  */
 class ConnectAttempt implements RecordBase {
   readonly decisionId = randomUUID();
+  /** The decision time (the context's `now`). */
   readonly now = new Date();
   /** Monotonic arrival time: the connect budget counts from it. */
   readonly startedAt = performance.now();
   readonly streamId: number;
-  readonly connection: Readonly<{ id: string; tlsVersion: string }>;
-  readonly source: AuditSource;
-  headers: Readonly<Record<string, string>> = NO_HEADERS;
-  baggage: Readonly<Record<string, string>> = NO_HEADERS;
-  traceId = '';
-  destination: AuditDestination = NO_DESTINATION;
+  #context: DecisionContext | null = null;
   tunnel: Tunnel | null = null;
   decision: Decision | null = null;
   /** The connected upstream from the dial until `open()` hands it to the tunnel: the failure path closes it. */
@@ -101,8 +98,16 @@ class ConnectAttempt implements RecordBase {
     readonly env: AttemptEnv,
   ) {
     this.streamId = stream.id ?? 0;
-    this.connection = conn.contextConnection;
-    this.source = conn.source;
+  }
+
+  /** The CONNECT's decision context: what its record holds and its tunnel is re-decided with. */
+  get context(): DecisionContext {
+    // Only a failure before phase 1 built it records this one: what is known of the connection.
+    return (this.#context ??= buildDecisionContext(this.conn, NO_DESTINATION, NO_REQUEST, this.now));
+  }
+
+  set context(ctx: DecisionContext) {
+    this.#context = ctx;
   }
 
   /** Ends a CONNECT that does not become a tunnel: answer, decision record, then the pending tunnel's end. */
@@ -225,21 +230,18 @@ export class ConnectHandler {
   #request(a: ConnectAttempt, headers: IncomingHttpHeaders, rawHeaders: string[]): Tunnel | ConnectOutcome {
     const conn = a.conn;
     const parsed = parseRequestHeaders(rawHeaders, conn.baggageCache);
-    a.headers = parsed.headers;
-    a.baggage = parsed.baggage;
-    a.traceId = parsed.traceId;
     const req = parseConnectRequest(headers as Record<string, string | string[] | undefined>);
     if (!req.ok) {
       this.#o.log?.debug({ connectionId: conn.id, streamId: a.streamId, err: req.error.message }, 'malformed CONNECT');
-      a.destination = { authority: req.error.authority, ip: '', port: 0, host: '' };
+      a.context = buildDecisionContext(conn, { authority: req.error.authority, ip: '', port: 0, host: '' }, parsed, a.now);
       return ConnectOutcome.badRequest();
     }
     const resolved = this.#o.destinations.resolve(req.request.target);
     const destination: AuditDestination = { authority: req.request.authority, ip: resolved.ip, port: resolved.port, host: resolved.host };
-    a.destination = destination;
+    const context = buildDecisionContext(conn, destination, parsed, a.now);
+    a.context = context;
     // Only a stream that slipped in past the final GOAWAY gets here (nghttp2 ignores later ones).
     if (this.closing) return ConnectOutcome.drainingBeforeStart();
-    const context = buildDecisionContext(conn, destination, parsed, a.now);
     const tunnel = new Tunnel(
       { decisionId: a.decisionId, streamId: a.streamId, stream: a.stream, session: conn.session, context, destination, forwarded: parsed.forwarded, forwardedNetwork: parsed.forwardedNetwork, startedAt: a.startedAt },
       this.#onTunnelClosed,

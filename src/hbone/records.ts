@@ -6,24 +6,23 @@
  * passed authorization (built by the tunnel, tunnel.ts, when it ends).
  */
 import type { Logger } from 'pino';
-import { AUDIT_SCHEMA_VERSION, type AuditDestination, type AuditSource, type CloseRecord, type DecisionRecord } from '../audit/record.ts';
-import { selectAuditHeaders, type HeaderAuditPolicy } from '../audit/redact.ts';
+import { AUDIT_SCHEMA_VERSION, decisionRecord, type CloseRecord, type DecisionRecordHead, type DecisionRecordTail } from '../audit/record.ts';
+import type { HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
+import type { DecisionContext } from '../policy/context.ts';
 import type { Decision, Reason, Verdict } from '../policy/decision.ts';
 import { notify, type HboneObserver } from './observer.ts';
 
-/** What every record of one CONNECT shares (the connect handler's attempt carries it). */
+/** What the decision record of one CONNECT is about (the connect handler's attempt carries it). */
 export interface RecordBase {
   readonly decisionId: string;
-  readonly connection: Readonly<{ id: string; tlsVersion: string }>;
   readonly streamId: number;
-  /** Also the `now` the decision was taken with. */
-  readonly now: Date;
-  readonly source: AuditSource;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly baggage: Readonly<Record<string, string>>;
-  readonly traceId: string;
-  readonly destination: AuditDestination;
+  /**
+   * The evaluation input the record holds (src/audit/record.ts lays it out), its `now` the
+   * record's time: the CONNECT's decision context, or for one refused before it had one (a
+   * malformed CONNECT, a failure), what was known of it.
+   */
+  readonly context: DecisionContext;
 }
 
 /** What the record says happened (a ConnectOutcome, or the allow of an opened tunnel). */
@@ -60,12 +59,13 @@ export class ConnectRecorder {
   decision(b: RecordBase, outcome: RecordedOutcome, status: number): void {
     const d = outcome.decision;
     const withRule = outcome.withRule && d !== null;
-    const record: DecisionRecord = {
+    const ctx = b.context;
+    const fields: DecisionRecordHead & DecisionRecordTail = {
       schema: AUDIT_SCHEMA_VERSION,
       event: 'decision',
-      time: b.now.toISOString(),
+      time: ctx.now.toISOString(),
       decisionId: b.decisionId,
-      connectionId: b.connection.id,
+      connectionId: ctx.connection.id,
       streamId: b.streamId,
       decision: outcome.verdict,
       reason: outcome.reason,
@@ -76,14 +76,10 @@ export class ConnectRecorder {
       audit: d ? d.audit : [],
       evalErrors: d ? d.evalErrors.map((e) => ({ policy: e.policy, rule: e.rule, message: e.message })) : [],
       snapshot: d ? d.snapshot : this.#o.snapshotInfo(),
-      source: b.source,
-      destination: b.destination,
-      traceId: b.traceId,
-      headers: selectAuditHeaders(b.headers, this.#o.headerAuditPolicy()),
-      baggage: { ...b.baggage },
-      connection: { id: b.connection.id, tlsVersion: b.connection.tlsVersion },
       evalMicros: d ? d.evalMicros : 0,
     };
+    // The evaluation input, allow-listed and redacted headers included, as the catalogue lays it out.
+    const record = decisionRecord(fields, ctx, this.#o.headerAuditPolicy());
     try {
       this.#o.audit.decision(record);
     } catch (err) {
