@@ -28,11 +28,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants as h2c, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
-import type { AuditDestination } from '../audit/record.ts';
-import type { DecisionContext } from '../policy/context.ts';
+import { decisionContext, streamAttributes, type DecisionContext } from '../policy/context.ts';
 import type { Decision } from '../policy/decision.ts';
 import { ConnectOutcome, statusFor } from './connect-outcome.ts';
 import { parseConnectRequest } from './connect-request.ts';
+import type { ResolvedDestination } from './destination.ts';
 import { DialSlotTimeoutError, type AdmittedDial } from './dial-queue.ts';
 import { notify } from './observer.ts';
 import type { ConnectRecorder, RecordBase, RecordedOutcome } from './records.ts';
@@ -44,24 +44,26 @@ import type { TunnelRegistry } from './tunnel-registry.ts';
 import { UpstreamDialError, type UpstreamConnection, type UpstreamTarget } from './upstream.ts';
 
 /**
- * The decision context of one CONNECT: everything a policy may read about it (policy/context.ts).
- * It lives as long as the tunnel (a recheck re-decides with it): its source and connection are
- * the connection's objects, its destination the record's.
+ * The decision context of one CONNECT: everything a policy may read about it, as the attribute
+ * catalogue (policy/attributes.ts) reads it from the connection's attributes and this CONNECT's
+ * facts (its `:authority`, where that leads, its headers, the decision time). It lives as long as
+ * the tunnel (a recheck re-decides with it); its `destination` is also the tunnel's and its records'.
  */
-export function buildDecisionContext(conn: HboneConnection, destination: AuditDestination, request: ParsedRequestHeaders, now: Date): DecisionContext {
-  return {
-    source: conn.source,
-    destination,
-    request: { headers: request.headers, baggage: request.baggage, traceId: request.traceId },
-    connection: conn.contextConnection,
-    now,
-  };
+export function buildDecisionContext(
+  conn: HboneConnection,
+  authority: string,
+  target: ResolvedDestination,
+  request: ParsedRequestHeaders,
+  now: Date,
+): DecisionContext {
+  return decisionContext(conn.attributes, streamAttributes({ authority, target, request, now }));
 }
 
 /** The stream's own 'error' listener: failures are handled through 'close' and the close reason. */
 function ignoreStreamError(): void {}
 
-const NO_DESTINATION: AuditDestination = Object.freeze({ authority: '', ip: '', port: 0, host: '' });
+/** Where a CONNECT leads before its `:authority` was read or when it does not parse. */
+const NO_TARGET: ResolvedDestination = Object.freeze({ ip: '', host: '', port: 0 });
 /** The request of a CONNECT whose headers could not be read (the failure path's context). */
 const NO_REQUEST: ParsedRequestHeaders = Object.freeze({ headers: {}, baggage: {}, traceId: '', forwarded: [], forwardedNetwork: '' });
 
@@ -103,7 +105,7 @@ class ConnectAttempt implements RecordBase {
   /** The CONNECT's decision context: what its record holds and its tunnel is re-decided with. */
   get context(): DecisionContext {
     // Only a failure before phase 1 built it records this one: what is known of the connection.
-    return (this.#context ??= buildDecisionContext(this.conn, NO_DESTINATION, NO_REQUEST, this.now));
+    return (this.#context ??= buildDecisionContext(this.conn, '', NO_TARGET, NO_REQUEST, this.now));
   }
 
   set context(ctx: DecisionContext) {
@@ -233,12 +235,12 @@ export class ConnectHandler {
     const req = parseConnectRequest(headers as Record<string, string | string[] | undefined>);
     if (!req.ok) {
       this.#o.log?.debug({ connectionId: conn.id, streamId: a.streamId, err: req.error.message }, 'malformed CONNECT');
-      a.context = buildDecisionContext(conn, { authority: req.error.authority, ip: '', port: 0, host: '' }, parsed, a.now);
+      a.context = buildDecisionContext(conn, req.error.authority, NO_TARGET, parsed, a.now);
       return ConnectOutcome.badRequest();
     }
     const resolved = this.#o.destinations.resolve(req.request.target);
-    const destination: AuditDestination = { authority: req.request.authority, ip: resolved.ip, port: resolved.port, host: resolved.host };
-    const context = buildDecisionContext(conn, destination, parsed, a.now);
+    const context = buildDecisionContext(conn, req.request.authority, resolved, parsed, a.now);
+    const destination = context.destination;
     a.context = context;
     // Only a stream that slipped in past the final GOAWAY gets here (nghttp2 ignores later ones).
     if (this.closing) return ConnectOutcome.drainingBeforeStart();

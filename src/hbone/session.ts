@@ -9,9 +9,9 @@ import { constants as h2c, type Http2SecureServer, type IncomingHttpHeaders, typ
 import { randomBytes } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import type { AuditSource } from '../audit/record.ts';
 import { checkTrustDomain, PeerIdentityCache } from '../identity/peer-identity.ts';
 import { canonicalIp } from '../net/address.ts';
+import { connectionAttributes, type ConnectionAttributes } from '../policy/context.ts';
 import { DialAdmission } from './dial-queue.ts';
 import type { ResolvedH2Options } from './h2-settings.ts';
 import { notify, type HandshakeFailureReason, type HboneObserver } from './observer.ts';
@@ -34,7 +34,6 @@ export interface SessionOptions {
   log: Logger | undefined;
 }
 
-const NO_IDENTITY = Object.freeze({ principal: '', trustDomain: '', namespace: '', serviceAccount: '' });
 const BOOT_ID = randomBytes(4).toString('hex');
 /** RFC 9113 §6.8: a GOAWAY naming the largest stream id announces a shutdown without refusing any stream yet. */
 const MAX_STREAM_ID = 2 ** 31 - 1;
@@ -60,12 +59,11 @@ export class HboneConnection {
   readonly identity: Identity | null;
   readonly tlsVersion: string;
   /**
-   * The verified peer as every context and record of this connection carries it (identity, ip and
-   * port are fixed per connection): one object per connection, not one per CONNECT.
+   * The policy attributes read once per connection (`source`, `connection`: identity, peer address
+   * and TLS are fixed per connection), as every decision context and record of it carries them:
+   * one object each per connection, not per CONNECT (policy/attributes.ts says what they are).
    */
-  readonly source: Readonly<AuditSource>;
-  /** `connection` of every decision context on this connection (one object per connection). */
-  readonly contextConnection: Readonly<{ id: string; tlsVersion: string }>;
+  readonly attributes: ConnectionAttributes;
   /** Parsed `baggage` by raw header value (ztunnel sends the same one for every stream of a workload). */
   readonly baggageCache: BaggageCache = new Map();
   /** Upstream dials in flight on this connection, and the CONNECTs waiting for one (dial-queue.ts). */
@@ -91,9 +89,7 @@ export class HboneConnection {
     this.tlsVersion = socket.getProtocol?.() ?? '';
     this.dials = dials;
     const ip = canonicalIp(socket.remoteAddress ?? '') ?? socket.remoteAddress ?? '';
-    const who = identity ?? NO_IDENTITY;
-    this.source = Object.freeze({ principal: who.principal, trustDomain: who.trustDomain, namespace: who.namespace, serviceAccount: who.serviceAccount, ip, port: socket.remotePort ?? 0 });
-    this.contextConnection = Object.freeze({ id, tlsVersion: this.tlsVersion });
+    this.attributes = connectionAttributes({ id, tls: socket, identity, peer: { ip, port: socket.remotePort ?? 0 } });
   }
 
   /** Counts a new CONNECT stream until its 'close'. */
