@@ -24,14 +24,16 @@ import { createBaseEnvironment, VARIABLES_NAME } from './cel/environment.ts';
 import type { RuleRef } from './decision.ts';
 import type { PolicyLoadCache } from './load-cache.ts';
 import type { AuthorizationPolicy, ExpressionSource, PolicyDocument } from './model.ts';
-import { buildIndexSteps, type PolicyIndex, type RuleIndex } from './rule-index.ts';
+import { buildIndexSteps } from './rule-index.ts';
 import {
   deepFreeze,
   SELECTOR_RULE_NAME,
   type CompiledPolicy,
   type CompiledRule,
   type CompiledVariable,
+  type PolicyIndex,
   type PolicySnapshot,
+  type RuleIndex,
   type SnapshotIndex,
 } from './snapshot.ts';
 import { runToEnd, type Steps } from './steps.ts';

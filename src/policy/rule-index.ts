@@ -25,7 +25,6 @@ import {
   type IndexKeyKind,
 } from './cel/compiled.ts';
 import { cidrContains, parseCidr, parseIp, type IpFamily, type ParsedCidr, type ParsedIp } from '../net/address.ts';
-import type { CompiledPolicy, CompiledRule } from './snapshot.ts';
 import { runToEnd, type Steps } from './steps.ts';
 
 /** Anything the index can hold: ordered and constrained by keys. */
@@ -100,8 +99,6 @@ export interface KeyedIndex<T extends IndexEntry> {
   readonly never: number;
 }
 
-export type RuleIndex = KeyedIndex<CompiledRule>;
-export type PolicyIndex = KeyedIndex<CompiledPolicy>;
 
 /**
  * The value of an indexable attribute in a context (ports as numbers, the rest as strings): a

@@ -7,7 +7,7 @@ import type { Environment } from '@marcbachmann/cel-js';
 import type { CompiledExpression, IndexKey } from './cel/compiled.ts';
 import type { Location } from './model.ts';
 import type { PolicyAction, PolicyMode, RuleRef } from './decision.ts';
-import type { RuleIndex, PolicyIndex } from './rule-index.ts';
+import type { KeyedIndex } from './rule-index.ts';
 
 /** Rule name used in decisions and errors for a policy's selector (rule names cannot contain parentheses). */
 export const SELECTOR_RULE_NAME = '(selector)';
@@ -74,6 +74,11 @@ export interface CompiledPolicy {
   readonly rules: readonly CompiledRule[];
   readonly location: Location;
 }
+
+/** The index over a snapshot's rules of one kind (rule-index.ts). */
+export type RuleIndex = KeyedIndex<CompiledRule>;
+/** The index over a snapshot's policy selectors. */
+export type PolicyIndex = KeyedIndex<CompiledPolicy>;
 
 /**
  * Rule buckets, one per role in Istio's evaluation order. Dry-run policies of every action go to
