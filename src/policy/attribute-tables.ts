@@ -122,6 +122,54 @@ export function inputAttributes(group: AttributeGroup): readonly Attribute[] {
   return group.attributes.filter((a) => a.def.derive === undefined);
 }
 
+/** The index key kinds each format admits: CIDR tests on addresses, affixes on strings (not addresses), equality on both and on ports. */
+const INDEX_KINDS_OF_FORMAT: Readonly<Record<AttributeFormat, readonly IndexKeyKind[]>> = {
+  string: ['equals', 'prefix', 'suffix'],
+  lowercase: ['equals', 'prefix', 'suffix'],
+  'spiffe-id': ['equals', 'prefix', 'suffix'],
+  ip: ['equals', 'cidr'],
+  port: ['equals'],
+  'header-map': [],
+  'string-map': [],
+  timestamp: [],
+};
+
+/**
+ * What is wrong with a catalogue, for whoever edits attributes.ts: checked when the modules load,
+ * so a mistake there stops the process at once with a sentence saying which attribute and why.
+ */
+export function catalogueProblems(groups: readonly AttributeGroup[], topLevel: readonly Attribute[]): string[] {
+  const out: string[] = [];
+  const ranks = new Map<number, string>();
+  for (const a of [...groups.flatMap((g) => g.attributes), ...topLevel]) {
+    const d = a.def;
+    if ((a.format === 'string' || a.format === 'lowercase') && d.maxLength === undefined) {
+      out.push(`${a.path}: a ${a.format} attribute needs a maxLength (the cost model bounds every string)`);
+    }
+    if ((a.format === 'header-map' || a.format === 'string-map') && d.cache === true) {
+      out.push(`${a.path}: a map cannot be a cache key as a whole; give the reason instead of true (constant-key reads are keyed anyway)`);
+    }
+    for (const k of d.index?.kinds ?? []) {
+      if (!INDEX_KINDS_OF_FORMAT[a.format].includes(k)) out.push(`${a.path}: the index cannot key a ${a.format} attribute by ${k}`);
+    }
+    if (d.index !== undefined) {
+      const other = ranks.get(d.index.rank);
+      if (other !== undefined) out.push(`${a.path}: index rank ${d.index.rank} is also ${other}'s (ranks break ties, so they must differ)`);
+      ranks.set(d.index.rank, a.path);
+    }
+    if (d.derive !== undefined) {
+      const from = a.group === null ? undefined : groups.find((g) => g.name === a.group)?.attributes.find((x) => x.name === d.derive!.from);
+      if (from?.format !== 'spiffe-id') out.push(`${a.path}: derives from "${d.derive.from}", which is not a spiffe-id attribute of its group`);
+    }
+  }
+  return out;
+}
+
+{
+  const problems = catalogueProblems(GROUPS, TOP_LEVEL);
+  if (problems.length > 0) throw new Error(`attribute catalogue (src/policy/attributes.ts):\n  ${problems.join('\n  ')}`);
+}
+
 /** Attributes the rule index may key on, best-ranked first, and the key kinds each admits. */
 export const INDEXED: readonly { readonly attribute: Attribute; readonly kinds: readonly IndexKeyKind[] }[] = Object.freeze(
   ATTRIBUTES.filter((a) => a.def.index !== undefined)

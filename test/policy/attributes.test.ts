@@ -21,7 +21,7 @@ import {
 import { REDACTED } from '../../src/audit/redact.ts';
 import type { ConnectionFacts, StreamFacts } from '../../src/policy/attributes.ts';
 import { RENDERERS, formatSchemaJson } from '../../src/policy/attribute-docs.ts';
-import { ATTRIBUTES, GROUPS, TOP_LEVEL, inputAttributes, type Attribute } from '../../src/policy/attribute-tables.ts';
+import { ATTRIBUTES, catalogueProblems, GROUPS, TOP_LEVEL, inputAttributes, type Attribute, type AttributeGroup } from '../../src/policy/attribute-tables.ts';
 import { createBaseEnvironment } from '../../src/policy/cel/environment.ts';
 import { INDEXABLE_ATTRIBUTES } from '../../src/policy/cel/compiled.ts';
 import { connectionAttributes, decisionContext, emptyContext, streamAttributes, type DecisionContext } from '../../src/policy/context.ts';
@@ -105,6 +105,20 @@ describe('attribute catalogue', () => {
       const text = readFileSync(new URL(f, ROOT), 'utf8');
       assert.equal(formatSchemaJson(JSON.parse(text)), text, f);
     }
+  });
+
+  it('a mistake in the catalogue is refused when the modules load, naming the attribute', () => {
+    assert.deepEqual(catalogueProblems(GROUPS, TOP_LEVEL), []);
+    const source = GROUPS.find((g) => g.name === 'source')!;
+    const edit = (name: string, over: Partial<Attribute['def']>): AttributeGroup => ({
+      ...source,
+      attributes: source.attributes.map((a) => (a.name === name ? { ...a, def: { ...a.def, ...over } } : a)),
+    });
+    const problems = (g: AttributeGroup): string[] => catalogueProblems([g], []);
+    assert.match(problems(edit('namespace', { maxLength: undefined }))[0]!, /source\.namespace: a string attribute needs a maxLength/);
+    assert.match(problems(edit('port', { index: { kinds: ['prefix'], rank: 99 } }))[0]!, /source\.port: the index cannot key a port attribute by prefix/);
+    assert.match(problems(edit('ip', { index: { kinds: ['cidr'], rank: 0 } }))[0]!, /index rank 0 is also source\.principal's/);
+    assert.match(problems(edit('namespace', { derive: { from: 'ip', part: 'namespace' } }))[0]!, /derives from "ip", which is not a spiffe-id attribute/);
   });
 
   it('every attribute is a CEL variable of its catalogue type', () => {
