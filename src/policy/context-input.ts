@@ -12,7 +12,7 @@ import { recordedInput, type DecisionRecord } from '../audit/record.ts';
 import { WaygateError } from '../errors.ts';
 import { parseSpiffeId, type SpiffeId } from '../identity/spiffe.ts';
 import { canonicalIp } from '../net/address.ts';
-import { GROUPS, inputAttributes, TOP_LEVEL, type Attribute } from './attribute-tables.ts';
+import { compileObjectBuilder, GROUPS, inputAttributes, TOP_LEVEL, type Attribute } from './attribute-tables.ts';
 import { emptyContext, type DecisionContext } from './context.ts';
 import type { PolicyTestInput } from './model.ts';
 
@@ -21,6 +21,16 @@ const INPUT_FIELDS: Record<string, readonly string[]> = {
   '': [...GROUPS.map((g) => g.name), ...TOP_LEVEL.map((a) => a.name)],
   ...Object.fromEntries(GROUPS.map((g) => [g.name, inputAttributes(g).map((a) => a.name)])),
 };
+
+// Objects of the shape an object literal gives (what the transport's builders give too), not
+// objects grown one property at a time: the engine reads them on every decision of a replay.
+const GROUP_BUILDERS = GROUPS.map((g) =>
+  compileObjectBuilder<readonly unknown[], undefined, object>(`input_${g.name}`, g.attributes.map((a, i) => [a.name, { of: 'x', key: String(i) }] as const)),
+);
+const buildContext = compileObjectBuilder<readonly object[], readonly unknown[], DecisionContext>('inputContext', [
+  ...GROUPS.map((g, i) => [g.name, { of: 'x', key: String(i) }] as const),
+  ...TOP_LEVEL.map((a, i) => [a.name, { of: 'y', key: String(i) }] as const),
+]);
 
 /** Thrown for input that cannot become a context; the message names the field path. */
 function bad(path: string, message: string): WaygateError {
@@ -37,8 +47,7 @@ export function contextFromInput(input: PolicyTestInput | unknown): DecisionCont
   const root = object(input, '', true);
   // Every object's fields first, so an unknown field is reported before a bad value.
   const given = GROUPS.map((g) => object(root[g.name], g.name));
-  const ctx: Record<string, unknown> = {};
-  GROUPS.forEach((g, i) => {
+  const groups = GROUPS.map((g, i) => {
     const fields = given[i]!;
     const values = new Map<string, unknown>();
     const ids = new Map<string, SpiffeId | null>();
@@ -47,16 +56,14 @@ export function contextFromInput(input: PolicyTestInput | unknown): DecisionCont
       values.set(a.name, v);
       if (a.format === 'spiffe-id') ids.set(a.name, v === '' ? null : parseSpiffeId(v as string));
     }
-    // The group's object in catalogue order, derived attributes computed from their SPIFFE ID.
-    const out: Record<string, unknown> = {};
-    for (const a of g.attributes) {
+    // The group's values in catalogue order, derived attributes computed from their SPIFFE ID.
+    const ordered = g.attributes.map((a) => {
       const d = a.def.derive;
-      out[a.name] = d === undefined ? values.get(a.name) : (ids.get(d.from)?.[d.part] ?? '');
-    }
-    ctx[g.name] = out;
+      return d === undefined ? values.get(a.name) : (ids.get(d.from)?.[d.part] ?? '');
+    });
+    return GROUP_BUILDERS[i]!(ordered, undefined, undefined);
   });
-  for (const a of TOP_LEVEL) ctx[a.name] = parseValue(a, root[a.name]);
-  return ctx as DecisionContext;
+  return buildContext(groups, TOP_LEVEL.map((a) => parseValue(a, root[a.name])), undefined);
 }
 
 /** One attribute's value from an input, by its format; transport conventions applied (lower case, canonical addresses). */
