@@ -1,5 +1,5 @@
 /**
- * `waygate audit summary` throughput (issue 4): records/s and peak RSS over a generated
+ * `waygate audit summary` throughput: records/s and peak RSS over a generated
  * 1,000,000-record log, against `jq -c 'select(.decision=="deny")' | wc -l` on the same file in the
  * same run, reported as a ratio (> 1 means the summary is faster than the jq pipeline, which only
  * filters while the summary computes every aggregate). Flat memory is shown by running the summary
@@ -114,7 +114,7 @@ async function runSummary(file: string): Promise<SummaryRun> {
 }
 
 async function runJq(file: string, records: number, gnuTime: boolean): Promise<JqRun> {
-  // The baseline exactly as the issue states it, through a shell pipe; GNU time reports jq's peak RSS.
+  // The baseline exactly as its target is stated, through a shell pipe; GNU time reports jq's peak RSS.
   const jq = `jq -c 'select(.decision=="deny")' ${JSON.stringify(file)}`;
   const cmd = gnuTime ? `/usr/bin/time -f 'MAXRSS %M' ${jq} | wc -l` : `${jq} | wc -l`;
   const started = performance.now();

@@ -1,5 +1,5 @@
 /**
- * Data-plane benchmark (issue 6): waygate against direct TCP, haproxy, stunnel and a plain node:tls
+ * Data-plane benchmark: waygate against direct TCP, haproxy, stunnel and a plain node:tls
  * forwarder, in the same run, interleaved rounds, medians of same-round ratios.
  *
  * The gateway and the baselines run as their own processes pinned to CPU 0 (taskset); this
@@ -462,7 +462,7 @@ function evaluateTargets(rows: readonly Row[], comparisons: readonly Comparison[
     add('longest event-loop block, 10,000 rules in 100 files (worst)', '<= 50 ms', spread([Math.max(...blocks(['allNewFiles', 'oneFile']))]));
     add('heap after GC once the large set is replaced, vs before it (ratio)', '<= 1.1x',
       spread(reload.heap ? [reload.heap.afterMiB / reload.heap.beforeMiB] : []));
-    // Issue 12, defect 2: "a change applies within 1 s of the write under any load": the worst change counts.
+    // A change must apply within 1 s of the write under any load (docs/operating.md "Policy reload"): the worst change counts.
     const byFile = reload.byFile ?? [];
     const watched = (layout: AuditLayout) => byFile.filter((o) => o.layout === layout).flatMap((o) => o.samples.filter((x) => x.trigger === 'watch'));
     for (const layout of Object.keys(AUDIT_LAYOUTS) as AuditLayout[]) {
@@ -627,7 +627,7 @@ export interface ReloadHeap {
  *     names (A always allowed; B allowed exactly under Y). The audit log is read after a graceful
  *     stop, which flushes it.
  *
- * Issue 12 adds, in the same run and under the same traffic: the longest event-loop block inside
+ * The reload scenario also measures, in the same run and under the same traffic: the longest event-loop block inside
  * the gateway during each reload (bench/lib/gateway-probe.ts, loaded into the gateway process) and
  * the slowest CONNECT the client saw meanwhile, for every kind of reload in RELOAD_KINDS, 100-rule
  * reloads first as the baseline; and the gateway's heap after a full GC before the large sets,
@@ -945,7 +945,7 @@ async function startReloadTraffic(
   return traffic;
 }
 
-/* ------------------------------------------------------------------- policy change by file (issue 12) */
+/* ------------------------------------------------------------------- policy change by file */
 
 /** Where the gateway's audit log is, relative to the watched policy file. */
 export type AuditLayout = 'beside' | 'apart';
@@ -1008,7 +1008,7 @@ export interface PolicyChangeOutcome {
 }
 
 /**
- * Issue 12, defect 2: a policy change written by atomic rename must apply within 1 s of the write
+ * A policy change written by atomic rename must apply within 1 s of the write
  * under any load, with the audit log in the same directory as the policy file (each batch of audit
  * records raises a directory event; the watcher used to restart its debounce on every one).
  *
@@ -1226,7 +1226,7 @@ export function renderHboneBench(result: HboneBenchResult): string {
       })];
     })));
   }
-  out.push('', 'issue 6 targets');
+  out.push('', 'targets');
   out.push(table(
     ['target', 'median', 'min-max', 'n', 'target', 'met'],
     result.targets.map((t) => [t.name, fmt(t.median), range(t), String(t.n), t.target, t.met === null ? 'n/a' : t.met ? 'yes' : 'NO']),

@@ -93,7 +93,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   child.kill('SIGTERM');
-  // A graceful drain (DESIGN §5) finishes within drainTimeoutMs; SIGKILL only if it hangs well past it.
+  // A graceful drain (docs/design.md §5) finishes within drainTimeoutMs; SIGKILL only if it hangs well past it.
   const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
   await exited;
   clearTimeout(timer);
@@ -121,7 +121,7 @@ export async function startGateway(files: GatewayFiles, opts: GatewayProcessOpti
     stderr = (stderr + d).slice(-8192);
     process.stderr.write(`[waygate] ${d}`);
   });
-  // Ready means TLS material and a policy snapshot are loaded (DESIGN §5): poll the probe like kubelet.
+  // Ready means TLS material and a policy snapshot are loaded (docs/design.md §5): poll the probe like kubelet.
   for (let attempt = 0; ; attempt++) {
     if (child.exitCode !== null) throw new Error(`waygate exited with ${child.exitCode} before becoming ready:\n${stderr}`);
     const ok = await fetch(`http://127.0.0.1:${ports.ready}/healthz/ready`).then((r) => r.ok, () => false);

@@ -158,7 +158,7 @@ function tallySample(file: string): Tally {
       closed.add(r.decisionId!);
     }
   }
-  // DESIGN §4: one close record per tunnel, keyed by the decision's id.
+  // docs/design.md §4: one close record per tunnel, keyed by the decision's id.
   t.unclosed = [...tunnels].filter((id) => !closed.has(id));
   return t;
 }

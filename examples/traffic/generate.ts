@@ -311,7 +311,7 @@ export async function holdTunnels(opts: TrafficOptions, count: number): Promise<
     endings.push(new Promise<string>((resolve) => {
       let sawEnd = false;
       t.stream.once('end', () => (sawEnd = true));
-      // Node reports an RST_STREAM from the server as rstCode (8 = CANCEL, DESIGN §2 for a drain).
+      // Node reports an RST_STREAM from the server as rstCode (8 = CANCEL, docs/design.md §2 for a drain).
       t.stream.once('close', () => resolve(`${sawEnd ? 'END_STREAM' : 'no END_STREAM'}, RST_STREAM code ${t.stream.rstCode ?? 'none'}`));
     }));
     streams.push(t.stream);

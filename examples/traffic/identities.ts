@@ -5,7 +5,7 @@
  *
  * Two identities are wrong on purpose, to exercise the transport's refusals:
  * - `no-spiffe`: signed by the trusted CA, but no URI SAN at all, only a CN that *looks* like a
- *   SPIFFE ID (DESIGN §2: never fall back to the subject CN): every CONNECT is `no_identity`;
+ *   SPIFFE ID (docs/design.md §2: never fall back to the subject CN): every CONNECT is `no_identity`;
  * - `partner`: signed by the trusted CA with a SPIFFE ID of a trust domain the gateway does not
  *   accept: `no_identity` as well;
  * - `foreign-ca`: a valid SPIFFE ID from another trust domain's own CA: the chain does not verify,

@@ -1,6 +1,6 @@
 /**
  * Readiness (`/healthz/ready` on 15021): ready only once TLS material and a valid policy snapshot
- * are loaded, and never while draining (issue 5 part 4). Kubernetes stops sending new connections
+ * are loaded, and never while draining (docs/design.md §5 "Shutdown"). Kubernetes stops sending new connections
  * to a pod that is not ready, which is the first step of a drain.
  */
 

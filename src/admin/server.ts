@@ -1,5 +1,5 @@
 /**
- * The gateway's plain-HTTP side ports, numbered as Istio's so operators recognise them (DESIGN §5):
+ * The gateway's plain-HTTP side ports, numbered as Istio's so operators recognise them (docs/design.md §5):
  *
  * - 15021 `GET /healthz/ready` - readiness for the kubelet and load balancers.
  * - 15020 `GET /metrics` (also `/stats/prometheus`, Istio's merged-metrics path) - Prometheus text.

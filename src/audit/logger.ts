@@ -1,13 +1,13 @@
 /**
- * The audit sink (DESIGN §4, issue 3 part 8): one JSON line per record on a dedicated pino
+ * The audit sink (docs/design.md §4): one JSON line per record on a dedicated pino
  * destination (stdout for the cluster's log pipeline, or a file), separate from the operational
  * log. A line is exactly the record's JSON, no pino `pid`/`hostname`/`level`/`time`/`msg`, so the
  * schema stays the one `waygate audit` reads.
  *
  * Writes are asynchronous (SonicBoom buffers up to `minLength` bytes) so the data path never
  * waits on disk; `flush()` resolves once every line written so far reached the file descriptor,
- * and `flushSync()` is for exit paths where the event loop will not turn again (STYLE.md, pino:
- * "with asynchronous destinations, lines can be lost on a crash unless flushed").
+ * and `flushSync()` is for exit paths where the event loop will not turn again (pino's docs:
+ * asynchronous destinations lose lines on a crash unless flushed).
  *
  * `end()`, `flush()` and `flushSync()` are safe at any point of the logger's life: right after
  * creation, after a write error, and more than once. A start-up that fails (a port in use, a bad

@@ -1,5 +1,5 @@
 /**
- * The audit record (DESIGN §4): one JSON line per event, schema-versioned. `decision` for every
+ * The audit record (docs/design.md §4): one JSON line per event, schema-versioned. `decision` for every
  * CONNECT, `close` for every tunnel end, `reload` for every policy load. A decision record holds the
  * full evaluation input (minus headers outside the allow-list), so `waygate audit replay` can
  * re-decide it against another policy set with the same engine. Where the record holds each

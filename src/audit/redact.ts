@@ -1,6 +1,6 @@
 /**
  * Which request headers an audit record may carry, and how secrets are kept out of it
- * (DESIGN §4: "headers are allow-listed, then redacted"). Allow-listing comes first so an
+ * (docs/design.md §4 "Secrets"). Allow-listing comes first so an
  * unexpected header can never leak; redaction then masks allow-listed headers that still carry
  * credentials (an operator who allow-lists `authorization` to see that it was present gets
  * `[REDACTED]`, never the token).

@@ -1,8 +1,8 @@
 /**
  * Where audit records go. The transport and the reload path write through this interface; the
  * pino-backed implementation lives in logger.ts. Writes never block the data path; `flush()` is
- * awaited on shutdown so no record is lost (pino's asynchronous destinations drop lines on a crash
- * unless flushed: STYLE.md, pino).
+ * awaited on shutdown so no record is lost (pino's docs: asynchronous destinations lose lines on a
+ * crash unless flushed).
  */
 import type { CloseRecord, DecisionRecord, ReloadRecord } from './record.ts';
 

@@ -1,5 +1,5 @@
 /**
- * `waygate audit summary|query|replay|report`: review the decisions in audit logs (DESIGN §4,
+ * `waygate audit summary|query|replay|report`: review the decisions in audit logs (docs/design.md §4,
  * §5). Inputs are JSON-lines files (plain or gzip), globs, or stdin. Exit codes: 0 success, 1 the
  * command found what it gates on (`replay --fail-on-new-denies` with an allow -> deny flip), 2 usage
  * or input error (bad flag, unreadable file, policy set that does not load).

@@ -127,7 +127,7 @@ function pump(stream: ClientHttp2Stream): Promise<number> {
     stream.on('end', () => finish(EXIT_OK));
     stream.on('error', (err: Error) => finish(EXIT_FAILURE, `tunnel failed: ${err.message}`));
     stream.on('close', () => {
-      // RST_STREAM without END_STREAM first: NO_ERROR/CANCEL is EOF on the wire (DESIGN §2), but
+      // RST_STREAM without END_STREAM first: NO_ERROR/CANCEL is EOF on the wire (docs/design.md §2), but
       // for a person debugging, a gateway-side reset (policy change, drain) is worth saying.
       if (!done) finish(EXIT_FAILURE, `tunnel reset by the server (RST_STREAM code ${stream.rstCode ?? 'unknown'})`);
     });

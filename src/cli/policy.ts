@@ -230,7 +230,7 @@ export function renderTestReport(report: TestReport, opts: { coverage: boolean; 
   if (report.threshold !== null && !report.coverageOk) {
     lines.push(style.red(`coverage ${cov.percent}% is below the threshold of ${report.threshold}%`));
   }
-  // DESIGN §3: the run always names the rules no case reached; --coverage adds the hit counts.
+  // docs/design.md §3: the run always names the rules no case reached; --coverage adds the hit counts.
   const where = (r: RuleCoverage) => style.dim(`${r.location.file}:${r.location.line}:${r.location.col}`);
   const label = (r: RuleCoverage) => `${r.policy}/${r.rule} (${r.action}${r.mode === 'DryRun' ? ', DryRun' : ''})`;
   if (cov.unreached.length > 0) {

@@ -51,7 +51,7 @@ export interface GatewayConfig {
     /** Quiet period after the last file event before a reload is attempted. */
     debounceMs: number;
   };
-  /** Verdict when no enforced ALLOW policy applies (DESIGN §3 step 3). */
+  /** Verdict when no enforced ALLOW policy applies (docs/design.md §3 step 3). */
   defaultAction: DefaultAction;
   /** Status answered on a policy deny (ztunnel: 401). */
   denyStatus: 401 | 403;

@@ -1,5 +1,5 @@
 /**
- * Workers mode (`--workers N|auto`, DESIGN §5 "Scale"): node:cluster workers share the HBONE
+ * Workers mode (`--workers N|auto`, docs/design.md §5 "Scale"): node:cluster workers share the HBONE
  * listener (the primary accepts and hands connections round-robin); each worker runs its own
  * runtime and holds its own policy snapshot.
  *

@@ -1,5 +1,5 @@
 /**
- * One policy load, start to finish (DESIGN §3, issue 5 parts 1-2):
+ * One policy load, start to finish (docs/design.md §3, docs/operating.md "Policy reload"):
  *
  *   load + compile off the hot path (async file reads; the data path keeps deciding with the old
  *   snapshot) -> valid and different: store.swap (one reference) -> re-check every live tunnel

@@ -134,7 +134,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   const startupRecord = await reloader.reload('startup', opts.initialVersion);
 
   // Decision records must hold the full evaluation input so `audit replay` re-decides exactly
-  // (DESIGN §4): besides the operator's allow-list they carry every header the snapshot in force
+  // (docs/design.md §4): besides the operator's allow-list they carry every header the snapshot in force
   // reads by name (`request.headers["x-tenant"]`). Redaction still applies to those. Computed once
   // per snapshot, not per CONNECT.
   const auditHeaderPolicies = new WeakMap<object, HeaderAuditPolicy>();

@@ -1,5 +1,5 @@
 /**
- * Process signals (DESIGN §5 "Shutdown", issue 5 part 5):
+ * Process signals (docs/design.md §5 "Shutdown"):
  * - SIGTERM (the kubelet) or SIGINT (Ctrl-C): start a graceful drain.
  * - A second SIGTERM/SIGINT during the drain: exit at once (code 1), as an operator who presses
  *   Ctrl-C twice expects. Whatever the audit logger buffered is flushed synchronously first.

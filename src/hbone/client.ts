@@ -6,7 +6,7 @@
  * - TLS 1.3 only, ALPN `h2`, **no SNI** (ztunnel dials pod IPs and never sets a server name);
  * - the server chain is verified against the trust bundle, and the server's identity is an
  *   **exact URI SAN match** against the expected SPIFFE ID instead of a hostname check;
- * - 4 MiB stream window, 16 MiB connection window, 1 MiB frames (FACTS.md: small windows are slow,
+ * - 4 MiB stream window, 16 MiB connection window, 1 MiB frames (docs/design.md §8.2: small windows are slow,
  *   a connection window equal to the stream window can deadlock);
  * - each tunnel is one CONNECT stream with only `:method` and `:authority` (RFC 9113 §8.5).
  */
@@ -129,7 +129,7 @@ export function connectHbone(opts: HboneClientOptions): Promise<HboneClientSessi
     };
     const session = http2.connect(`https://${where}`, {
       settings,
-      // Large windows let a busy session buffer more than the 10 MB default allows (FACTS.md).
+      // Large windows let a busy session buffer more than the 10 MB default allows (docs/design.md §8.2).
       maxSessionMemory: 64,
       createConnection: () => {
         const tlsOpts: tls.ConnectionOptions = {
@@ -277,7 +277,7 @@ export interface ZtunnelHeaderInput {
 }
 
 /**
- * The headers ztunnel adds to a CONNECT (FACTS.md, istio/ztunnel `proxy/outbound.rs` and
+ * The headers ztunnel adds to a CONNECT (docs/design.md §8.3, istio/ztunnel `proxy/outbound.rs` and
  * `baggage.rs`): W3C `baggage` without spaces, RFC 7239 `forwarded` with a quoted `for`, and a W3C
  * `traceparent` with flags 00 (not sampled).
  */

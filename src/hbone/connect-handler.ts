@@ -1,11 +1,11 @@
 /**
- * One CONNECT, from its HEADERS to an open tunnel or a refusal (DESIGN §1-2), in the phases of
+ * One CONNECT, from its HEADERS to an open tunnel or a refusal (docs/design.md §1-2), in the phases of
  * ztunnel's `serve_connect`. Each phase returns what the next needs or one typed
  * {@link ConnectOutcome} that ends the CONNECT:
  *
  *   1. request    validate the CONNECT (400), read the informational headers, resolve the
  *                 destination, build the decision context, register the tunnel (before the first
- *                 check, DESIGN §3: a recheck from then on includes it);
+ *                 check, docs/design.md §3: a recheck from then on includes it);
  *   2. authorize  identity (`no_identity`), policy (deny status), the destination: allowed
  *                 networks (deny status: the gateway refused, the destination did not fail), a
  *                 `host:port` without a route (503, as ztunnel's "no upstream"), a self-call (503);
@@ -23,7 +23,7 @@
  *
  * A peer whose certificate verifies but carries no accepted SPIFFE ID keeps its TLS connection,
  * and each of its CONNECTs is denied with the deny status and reason `no_identity` without
- * consulting policy. DESIGN §2 allows this or a handshake refusal; per-CONNECT denial leaves an
+ * consulting policy. docs/design.md §2 allows this or a handshake refusal; per-CONNECT denial leaves an
  * audit record for every attempt, which a handshake refusal cannot.
  */
 import { randomUUID } from 'node:crypto';
@@ -271,7 +271,7 @@ export class ConnectHandler {
         log?.info({ connectionId: a.conn.id, streamId: a.streamId, destination }, 'CONNECT to a host:port without a configured route: 503');
         return ConnectOutcome.unreachable(decision);
       case 'self_call':
-        // DESIGN §2: a CONNECT to one of the gateway's own ports is answered 503 (a loop, not an
+        // docs/design.md §2: a CONNECT to one of the gateway's own ports is answered 503 (a loop, not an
         // unreachable destination).
         log?.info({ connectionId: a.conn.id, destination }, 'CONNECT to the gateway itself refused');
         return ConnectOutcome.unreachable(decision);
@@ -354,7 +354,7 @@ export class ConnectHandler {
     try {
       return this.#o.authorize(ctx);
     } catch (err) {
-      // Fail closed (DESIGN §3): a decision that cannot be taken is a deny, recorded as eval_error.
+      // Fail closed (docs/design.md §3): a decision that cannot be taken is a deny, recorded as eval_error.
       this.#o.log?.error({ err: (err as Error).message }, 'authorize threw; denying');
       return {
         decision: 'deny',

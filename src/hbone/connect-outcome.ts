@@ -3,7 +3,7 @@
  * connect handler (connect-handler.ts) returns when it stops the CONNECT, in the way ztunnel's
  * inbound phases return one error carrying the status and the metric flag. An outcome says what
  * the decision record shows and what happens to the tunnel; the answer's status is not chosen
- * per exit but read from {@link statusFor}, one table from `reason` to status (DESIGN §2, §4: a
+ * per exit but read from {@link statusFor}, one table from `reason` to status (docs/design.md §2, §4: a
  * reason maps to exactly one status).
  */
 import type { CloseReason } from '../audit/record.ts';
@@ -109,7 +109,7 @@ export class ConnectOutcome {
 
   /**
    * The handling threw (a bug, or a sink or hook that threw, not the peer's doing). Fails closed
-   * (DESIGN §3): after a policy allow the transport failed (503, upstream_failed, rule kept);
+   * (docs/design.md §3): after a policy allow the transport failed (503, upstream_failed, rule kept);
    * before one there is no decision to show (eval_error, the deny status). A tunnel that had
    * passed authorization keeps its close record, with reason `error`.
    */

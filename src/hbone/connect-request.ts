@@ -1,5 +1,5 @@
 /**
- * Validation of an HBONE CONNECT request (RFC 9113 §8.5, DESIGN §2 "CONNECT"): `:method CONNECT`
+ * Validation of an HBONE CONNECT request (RFC 9113 §8.5, docs/design.md §2 "CONNECT"): `:method CONNECT`
  * and `:authority` only. `:scheme`, `:path` or `:protocol` make the request malformed (an
  * extended CONNECT, RFC 8441, is not HBONE). Every failure maps to `400` and audit reason
  * `bad_request`, as ztunnel answers a non-CONNECT method or an unparsable authority.
@@ -50,7 +50,7 @@ export function parseAuthority(authority: string): Authority | null {
     if (close === -1 || authority[close + 1] !== ':') return null;
     const ip = authority.slice(1, close);
     // Only IPv6 goes in brackets; a zone id (`%eth0`) names an interface of the *client's* host
-    // and fails to parse. IPv4-mapped IPv6 comes out as IPv4 (DESIGN §3 "Types").
+    // and fails to parse. IPv4-mapped IPv6 comes out as IPv4 (docs/design.md §3 "Types").
     const parsed = ip.includes(':') ? parseIp(ip) : null;
     if (!parsed) return null;
     const port = parsePort(authority.slice(close + 2));

@@ -1,5 +1,5 @@
 /**
- * Where a tunnel may go (DESIGN §2 "Upstream"): the destination is the `:authority` (or a
+ * Where a tunnel may go (docs/design.md §2 "Upstream"): the destination is the `:authority` (or a
  * configured route for a `host:port` authority), and only addresses inside the configured allowed
  * networks/ports are dialed, so the gateway is never an open proxy.
  *

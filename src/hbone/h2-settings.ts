@@ -1,5 +1,5 @@
 /**
- * HTTP/2 settings of the HBONE listener (DESIGN §2 "HTTP/2", FACTS.md "Node's HTTP/2 and TLS").
+ * HTTP/2 settings of the HBONE listener (docs/design.md §2 "HTTP/2", §8.2).
  *
  * - Flow-control windows are the one knob that matters for throughput: the stream window is
  *   >= 1 MiB and the connection window at least 4x it (smaller is slow; equal lets one slow tunnel
@@ -25,7 +25,7 @@
  * `maxConcurrentStreams x streamWindowBytes` (200 MiB by default) before any answer, inside the
  * bound above. The dial cap bounds sockets being dialed, not this memory (a CONNECT beyond it
  * waits, and waiters never outnumber the streams). Hence the 1 MiB default stream window, the
- * floor DESIGN §2 allows (ztunnel's 4 MiB would make it 800 MiB). `maxSessionMemory` only caps
+ * floor docs/design.md §2 allows (ztunnel's 4 MiB would make it 800 MiB). `maxSessionMemory` only caps
  * nghttp2's own buffers (frames queued to send, header tables), not the JS-side stream buffers;
  * its default leaves room for two connection windows plus 16 MB of headers and output.
  */
@@ -34,7 +34,7 @@ import { WaygateError } from '../errors.ts';
 
 export interface H2Options {
   /**
-   * SETTINGS_INITIAL_WINDOW_SIZE; default 1 MiB (DESIGN §2's floor), at least 1 MiB. It bounds
+   * SETTINGS_INITIAL_WINDOW_SIZE; default 1 MiB (the floor of docs/design.md §2), at least 1 MiB. It bounds
    * the memory a peer can pin per stream (see the module comment): raise it with care.
    */
   streamWindowBytes?: number;
@@ -100,7 +100,7 @@ export function h2Settings(o: ResolvedH2Options): Settings {
     maxConcurrentStreams: o.maxConcurrentStreams,
     maxHeaderListSize: o.maxHeaderListBytes,
     enablePush: false,
-    // ztunnel sends frames up to 1 MiB; accepting them saves frame headers (FACTS: no measurable cost either way).
+    // ztunnel sends frames up to 1 MiB; accepting them saves frame headers (docs/design.md §8.2: no measurable cost either way).
     maxFrameSize: MiB,
   };
 }

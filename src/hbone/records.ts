@@ -1,5 +1,5 @@
 /**
- * The audit records of CONNECTs (DESIGN §4), handed to the audit sink and the observer here and
+ * The audit records of CONNECTs (docs/design.md §4), handed to the audit sink and the observer here and
  * nowhere else: the decision record of every CONNECT, built here (the connect handler,
  * connect-handler.ts, calls {@link ConnectRecorder.decision} exactly once per CONNECT, through
  * its attempt's `conclude()`, `open()` or `fail()`), and the close record of every tunnel that

@@ -1,5 +1,5 @@
 /**
- * The informational CONNECT headers ztunnel sends (DESIGN §2 "Headers read"): `baggage`,
+ * The informational CONNECT headers ztunnel sends (docs/design.md §2 "Headers read"): `baggage`,
  * `forwarded`, `traceparent`, `x-forwarded-network`. All of them are untrusted client claims:
  * they feed `request.*` in the decision context and the audit record, never the source address
  * (that always comes from the socket).

@@ -1,5 +1,5 @@
 /**
- * The HBONE data plane (DESIGN §1-2): mutual TLS 1.3 with ALPN `h2`, HTTP/2 CONNECT streams,
+ * The HBONE data plane (docs/design.md §1-2): mutual TLS 1.3 with ALPN `h2`, HTTP/2 CONNECT streams,
  * one decision per CONNECT, then dial and pipe. Real ztunnel peers interoperate unchanged.
  * docs/architecture.md draws the layers; this file composes them:
  *

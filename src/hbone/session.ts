@@ -1,5 +1,5 @@
 /**
- * The HTTP/2 connections of the HBONE listener (DESIGN §2 "HTTP/2"): who the peer is, the
+ * The HTTP/2 connections of the HBONE listener (docs/design.md §2 "HTTP/2"): who the peer is, the
  * HTTP/2 preface timeout and connection window, keep-alive PINGs, the graceful GOAWAY of a drain,
  * the per-connection dial admission (dial-queue.ts), and the handshake failures and connection
  * limit of the listener. What happens to one CONNECT stream is connect-handler.ts's business: a
@@ -212,7 +212,7 @@ export class HboneSessions {
     this.#onStream = onStream;
     watchHandshakes(server, opts);
     server.on('session', (session: ServerHttp2Session) => this.#open(session));
-    // One unref'd timer for every session (DESIGN §2: PING every 10 s, close after 20 s unanswered).
+    // One unref'd timer for every session (docs/design.md §2: PING every 10 s, close after 20 s unanswered).
     this.#pingTicker = setInterval(() => this.#pingAll(), opts.h2.pingIntervalMs);
     this.#pingTicker.unref();
   }

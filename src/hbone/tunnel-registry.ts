@@ -1,6 +1,6 @@
 /**
  * Every live tunnel of one HBONE server, pending or open. A tunnel is registered **before** its
- * first authorization (DESIGN §3, ztunnel's connection_manager): a policy swap is followed by a
+ * first authorization (docs/design.md §3, ztunnel's connection_manager): a policy swap is followed by a
  * re-check of every registered tunnel, so a CONNECT whose dial is still in flight when the swap
  * lands is re-decided too and can never slip through under the old policy.
  */

@@ -1,6 +1,6 @@
 /**
  * One HBONE tunnel: a CONNECT stream and, once allowed and dialed, its upstream socket, piped
- * both ways (DESIGN §2 "Data phase", RFC 9113 §8.5):
+ * both ways (docs/design.md §2 "Data phase", RFC 9113 §8.5):
  *
  * - client END_STREAM -> `upstream.end()` (TCP write shutdown); reading from the upstream goes on;
  * - upstream EOF -> `stream.end()` (END_STREAM); reading from the client goes on;
@@ -86,7 +86,7 @@ const CONNECT_ERROR = h2.NGHTTP2_CONNECT_ERROR;
  * tunnel installs is one shared function that finds its tunnel through this key (EventEmitter
  * calls listeners with `this` = the emitter), so an idle tunnel holds no closure, bound function
  * or `once` wrapper of its own: at 10,000 idle tunnels, `pipe()`'s 18 closures and the `once`
- * wrappers per tunnel were ~2.5 KiB of heap each (issue 6, idle RSS target).
+ * wrappers per tunnel were ~2.5 KiB of heap each (bench/README.md, idle RSS per tunnel).
  */
 const kTunnel = Symbol('waygate.tunnel');
 type Carrier = { [kTunnel]?: Tunnel };
@@ -139,7 +139,7 @@ export class Tunnel {
   readonly streamId: number;
   readonly stream: ServerHttp2Stream;
   readonly session: ServerHttp2Session;
-  /** Kept whole: a recheck re-decides the tunnel with it (DESIGN §3). */
+  /** Kept whole: a recheck re-decides the tunnel with it (docs/design.md §3). */
   readonly context: DecisionContext;
   readonly destination: AuditDestination;
   /** The first `forwarded: for=` claim (untrusted, informational); `""` when absent. */
@@ -218,7 +218,7 @@ export class Tunnel {
 
   /**
    * Revokes the tunnel. A pending one is marked and its dial abandoned (the server then answers
-   * it); an open one gets RST_STREAM(CANCEL) (DESIGN §2) and its upstream is destroyed.
+   * it); an open one gets RST_STREAM(CANCEL) (docs/design.md §2) and its upstream is destroyed.
    */
   revoke(revocation: Revocation): void {
     if (this.state === 'closed') return;

@@ -1,5 +1,5 @@
 /**
- * The plain-TCP upstream connector (DESIGN §2 "Upstream": `503` on an unreachable destination or
+ * The plain-TCP upstream connector (docs/design.md §2 "Upstream": `503` on an unreachable destination or
  * a connect timeout, 10 s by default, as ztunnel). The socket is created with `allowHalfOpen` so a
  * FIN from the destination only ends one direction (the client's END_STREAM and the destination's
  * EOF are independent, RFC 9113 §8.5), and with `noDelay` because a tunnel carries interactive

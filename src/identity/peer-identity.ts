@@ -135,8 +135,8 @@ export type TrustDomainCheck =
   | { ok: false; reason: 'no_identity' | 'untrusted_domain'; message: string };
 
 /**
- * Whether the peer's SPIFFE trust domain is one the gateway accepts (DESIGN §2: "its trust domain
- * must be one the gateway accepts"). Comparison is exact; trust domains are lower-case by spec.
+ * Whether the peer's SPIFFE trust domain is one the gateway accepts (docs/design.md §2
+ * "TLS"). Comparison is exact; trust domains are lower-case by spec.
  */
 export function checkTrustDomain(identity: PeerIdentity | null, accepted: readonly string[]): TrustDomainCheck {
   const id = identity?.spiffeId;

@@ -1,6 +1,6 @@
 /**
  * The gateway's own TLS material (certificate chain, private key, trust bundle), loaded and
- * validated as one unit, and reloaded from disk without a restart (DESIGN §2).
+ * validated as one unit, and reloaded from disk without a restart (docs/design.md §2).
  *
  * Validation happens before anything is swapped in: the key must match the leaf, the chain must
  * lead to an anchor of the trust bundle, and OpenSSL must accept the combination. A reload that

@@ -1,5 +1,5 @@
 /**
- * Trust bundles: the CA certificates a peer's chain must verify against (DESIGN §2). A bundle is
+ * Trust bundles: the CA certificates a peer's chain must verify against (docs/design.md §2). A bundle is
  * one or more PEM files, each holding one or more certificates (a mesh CA rotation briefly trusts
  * the old root and the new one). Every certificate must parse and be a CA: a bundle that silently
  * drops an entry would turn into refused handshakes far from the cause.

@@ -1,10 +1,10 @@
 /**
  * IP address and CIDR primitives, shared by the CEL `ip()`/`cidr()` functions and the data plane's
  * destination filter. Pure and allocation-light: an address is parsed once into 32-bit words and a
- * containment test is one masked compare per word (FACTS.md: `node:net` `BlockList.check` costs
+ * containment test is one masked compare per word (docs/design.md §8.1: `node:net` `BlockList.check` costs
  * about 2 µs per call; this costs tens of nanoseconds).
  *
- * Canonical forms (DESIGN §3 "Types"): IPv4 as a dotted quad, IPv6 per RFC 5952, and an
+ * Canonical forms (docs/design.md §3 "Types"): IPv4 as a dotted quad, IPv6 per RFC 5952, and an
  * IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, RFC 4291 §2.5.5.2) is the IPv4 address it maps, so
  * a policy written for `10.0.0.1` matches a dual-stack socket that reports `::ffff:10.0.0.1`.
  */

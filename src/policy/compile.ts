@@ -1,7 +1,7 @@
 /**
  * The policy compiler: typed documents in, one immutable PolicySnapshot out — or every diagnostic
- * found, and no snapshot (all or nothing: DESIGN §3 "A policy set that fails to load is rejected
- * whole"). Every selector, variable and rule is compiled and type-checked here, so nothing is
+ * found, and no snapshot (all or nothing: docs/design.md §3
+ * "Semantics"). Every selector, variable and rule is compiled and type-checked here, so nothing is
  * parsed or checked on the decision path.
  *
  * The work is a generator (`compilePolicySetSteps`) that yields after every rule, policy and index

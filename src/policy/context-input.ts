@@ -3,7 +3,7 @@
  * `policy eval` / `POST /debug/explain`, or an audit decision record being replayed. One builder,
  * so a policy test, an explain request and a replay of a real decision see the same context.
  *
- * DESIGN §3 "Policy tests": fields left out take their no-identity / empty value; `trustDomain`,
+ * docs/design.md §3 "Policy tests": fields left out take their no-identity / empty value; `trustDomain`,
  * `namespace` and `serviceAccount` derive from `principal` (SPIFFE ID spec and Istio's
  * `ns/<ns>/sa/<sa>` convention). Addresses are canonicalised as the transport does (IPv4-mapped
  * IPv6 becomes IPv4, RFC 5952 text for IPv6), `now` defaults to the Unix epoch.
@@ -39,7 +39,7 @@ function bad(path: string, message: string): WaygateError {
 
 /**
  * Builds a context from a PolicyTestInput or equivalent parsed JSON. Unknown fields and values of
- * the wrong type are refused (DESIGN §3: unknown fields are an error) with a WaygateError
+ * the wrong type are refused (docs/design.md §3: unknown fields are an error) with a WaygateError
  * (`WG_USAGE`) naming the field path.
  */
 export function contextFromInput(input: PolicyTestInput | unknown): DecisionContext {
@@ -94,7 +94,7 @@ function parseValue(a: Attribute, v: unknown): unknown {
 
 /**
  * Rebuilds the context an audit decision record was decided with (`audit replay`). The record holds
- * the full evaluation input except headers outside the allow-list (DESIGN §4); `time` is `now`.
+ * the full evaluation input except headers outside the allow-list (docs/design.md §4); `time` is `now`.
  */
 export function contextFromAuditRecord(r: DecisionRecord): DecisionContext {
   return contextFromInput(recordedInput(r));
@@ -150,7 +150,7 @@ function stringMap(v: unknown, path: string, lowerCaseKeys: boolean): Record<str
   return out;
 }
 
-/** RFC 3339 timestamp (DESIGN §3); the epoch when absent so test cases are deterministic. */
+/** RFC 3339 timestamp (docs/design.md §3); the epoch when absent so test cases are deterministic. */
 function time(v: unknown, path: string): Date {
   if (v === undefined || v === null) return new Date(0);
   if (v instanceof Date) return new Date(v.getTime());

@@ -1,11 +1,11 @@
 /**
  * What the engine (and the transport around it) decides. Reasons are a closed union: each maps to
- * exactly one audit `reason`, one metric label value and one CONNECT status (DESIGN §2, §4).
+ * exactly one audit `reason`, one metric label value and one CONNECT status (docs/design.md §2, §4).
  */
 
 export type Verdict = 'allow' | 'deny';
 
-/** Every reason an audit record can carry (DESIGN §4). */
+/** Every reason an audit record can carry (docs/design.md §4). */
 export type Reason =
   | 'allowed'
   | 'default_allow'

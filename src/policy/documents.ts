@@ -1,5 +1,5 @@
 /**
- * The policy YAML front-end (DESIGN §3): text in, frozen typed documents (model.ts) out, plus every
+ * The policy YAML front-end (docs/design.md §3): text in, frozen typed documents (model.ts) out, plus every
  * problem found, each located to `file:line:col` and a field path (`spec.rules[2].when`).
  *
  * "Parse, don't validate": nothing unknown survives. Unknown fields, missing fields, wrong types,

@@ -1,5 +1,5 @@
 /**
- * The decision engine: a pure function from (snapshot, context) to a Decision (DESIGN §3). No I/O,
+ * The decision engine: a pure function from (snapshot, context) to a Decision (docs/design.md §3). No I/O,
  * no clock reads except the optional injected `clock`, used only to fill `evalMicros`. Transport,
  * `policy test`, `policy eval`, admin explain and `audit replay` all call this same function.
  *
@@ -7,7 +7,7 @@
  * else here only answers the questions that function asks ("which DENY rule matches first?"),
  * lazily and through the rule index, so a decision evaluates only the rules that can matter.
  *
- * Fail-closed rules ("an evaluation error fails closed", DESIGN §3), all tested in the table:
+ * Fail-closed rules (docs/design.md §3 "Semantics"), all tested in the table:
  * - a rule that throws or yields a non-bool: in DENY it counts as a match (reason eval_error), in
  *   ALLOW as no match (and, when nothing allows, the deny names it with reason eval_error);
  * - a selector that errors: a DENY policy applies; an ALLOW policy grants nothing but still counts
@@ -15,7 +15,7 @@
  * - a variable that errors: every rule (or selector) of its policy that reads it errors, unless one
  *   of that rule's equality keys already rules the tunnel out (then CEL's `false && error` is
  *   false anyway, and indexed and full-scan decisions stay identical).
- * Missing identity is not an error: the context holds "" (DESIGN §3 "Types").
+ * Missing identity is not an error: the context holds "" (docs/design.md §3 "Types").
  */
 import type { Activation, CompiledExpression } from './cel/compiled.ts';
 import { policyVariablesValue, toActivation } from './cel/environment.ts';
@@ -34,7 +34,7 @@ import type { CompiledPolicy, CompiledRule, PolicySnapshot } from './snapshot.ts
 
 /** Options of one decision. */
 export interface DecideOptions {
-  /** The gateway's `defaultAction` (DESIGN §3 step 3). */
+  /** The gateway's `defaultAction` (docs/design.md §3 step 3). */
   defaultAction: DefaultAction;
   /**
    * Monotonic clock in nanoseconds (pass `process.hrtime.bigint`), used only to fill
@@ -85,7 +85,7 @@ interface Verdictish {
 }
 
 /**
- * Istio's AuthorizationPolicy evaluation order (DESIGN §3 "Semantics"), one step per `if`.
+ * Istio's AuthorizationPolicy evaluation order (docs/design.md §3 "Semantics"), one step per `if`.
  * The questions only ever see policies that apply to the tunnel (step 1) and only the enforced
  * policies — or, for the dry-run outcome, the enforced plus the dry-run ones.
  */
@@ -592,7 +592,7 @@ function earliest(a: Hit | null, b: Hit | null): Hit | null {
 
 /**
  * Runs a boolean expression, wrapping every failure: CEL raises EvaluationError, but custom
- * functions and engine bugs throw plain Error/RangeError (FACTS), and none may escape the engine.
+ * functions and engine bugs throw plain Error/RangeError (docs/design.md §8.1), and none may escape the engine.
  * A non-bool result is an error too (a type-checked bool expression never yields one; a `dyn`
  * map value can).
  */

@@ -4,7 +4,7 @@
  * file:line:col and a field path, like load errors, so `waygate policy check` prints both the same
  * way.
  *
- * The checks follow Istio's evaluation order (DESIGN §3): an enforced DENY match ends the decision,
+ * The checks follow Istio's evaluation order (docs/design.md §3): an enforced DENY match ends the decision,
  * so an unconditional DENY leaves every ALLOW rule without effect; inside one policy the first
  * matching rule is the one reported, so rules after an unconditional one never decide.
  *
@@ -181,7 +181,7 @@ function checkAuditDryRun(p: PolicyView, out: LintDiagnostic[]): void {
 
 /**
  * `matches()` is the CEL engine's JavaScript-RegExp regex: backtracking, and RE2 syntax such as
- * `(?i)` throws (FACTS.md). The loader refuses it; lint reports it too for documents that did not
+ * `(?i)` throws (docs/design.md §8.1). The loader refuses it; lint reports it too for documents that did not
  * compile, pointing at the call itself.
  */
 function checkForbiddenMatches(p: PolicyView, out: LintDiagnostic[]): void {
@@ -266,7 +266,7 @@ function impossibleLiteral(k: IndexKey): string | null {
     if (ok.length === 0) return `${k.attribute} ${showValues(k.values)} is not a TCP port`;
   }
   if (format === 'spiffe-id') {
-    // A verified SPIFFE ID or "" (no identity, DESIGN §3), nothing else.
+    // A verified SPIFFE ID or "" (no identity, docs/design.md §3), nothing else.
     const ok = k.values.filter((v) => v === '' || (typeof v === 'string' && parseSpiffeId(v) !== null));
     if (ok.length === 0) return `${k.attribute} ${showValues(k.values)} is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`;
   }
@@ -489,7 +489,7 @@ function atNode(source: ExpressionSource, node: ASTNode, code: LintCode, severit
 
 /**
  * Where a failed read denies: an enforced DENY rule, selector or variable (an error counts as a
- * match, DESIGN §3), and an enforced ALLOW selector (an error counts as applying, so a tunnel
+ * match, docs/design.md §3), and an enforced ALLOW selector (an error counts as applying, so a tunnel
  * without the header is denied unless another ALLOW rule matches). Elsewhere an error is a no-match.
  */
 function readErrorDenies(p: PolicyView, role: 'selector' | 'rule' | 'variable'): string | null {
@@ -558,7 +558,7 @@ function stringLiteral(node: ASTNode): string | null {
 
 /**
  * Address literals that can never equal an address attribute (which always holds canonical text,
- * DESIGN §3: IPv4-mapped IPv6 as IPv4, IPv6 per RFC 5952), and CIDR literals with host bits set.
+ * docs/design.md §3: IPv4-mapped IPv6 as IPv4, IPv6 per RFC 5952), and CIDR literals with host bits set.
  */
 function checkAddressLiterals(ast: ASTNode, source: ExpressionSource, name: string, out: LintDiagnostic[]): void {
   const ipLiteral = (attr: string, lit: ASTNode): void => {

@@ -1,7 +1,7 @@
 /**
  * Loading a policy set: read every file, parse every document, check names across files, compile
  * every expression — all or nothing. One bad file and nothing loads; the caller keeps the previous
- * snapshot in force (DESIGN §3 "A policy set that fails to load is rejected whole").
+ * snapshot in force (docs/design.md §3 "Semantics").
  */
 import type { Diagnostic } from '../errors.ts';
 import { compilePolicySetSteps } from './compile.ts';

@@ -1,5 +1,5 @@
 /**
- * The typed, validated form of policy documents (DESIGN §3). The YAML front-end
+ * The typed, validated form of policy documents (docs/design.md §3). The YAML front-end
  * (`documents.ts`) produces these frozen objects; the compiler turns them into a snapshot. Every
  * piece of user text carries where it came from, so a CEL error inside an expression can be
  * reported at the exact file:line:col.

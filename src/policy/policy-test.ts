@@ -1,5 +1,5 @@
 /**
- * The PolicyTest runner behind `waygate policy test` (DESIGN §3 "Policy tests"): every case of
+ * The PolicyTest runner behind `waygate policy test` (docs/design.md §3 "Policy tests"): every case of
  * every PolicyTest runs against one snapshot holding every AuthorizationPolicy of the given paths,
  * through the same `decide()` the gateway uses, so a passing test says what the gateway will do.
  *
@@ -174,7 +174,7 @@ function runCase(
 /**
  * The rules a case reached: the deciding rule, and every rule that matched — including those the
  * engine never needed (a DENY rule after the first match, an ALLOW rule that lost to a DENY). A
- * DENY rule that failed to evaluate counts as a match (fail closed, DESIGN §3).
+ * DENY rule that failed to evaluate counts as a match (fail closed, docs/design.md §3).
  */
 function reachedBy(explanation: Explanation): Set<string> {
   const d = explanation.decision;

@@ -1,6 +1,6 @@
 /**
  * Index over rules (and policy selectors) so that decision cost does not grow linearly with keyed
- * rules (FACTS: CEL costs 0.2-1.3 µs per rule; rule count is what grows).
+ * rules (docs/design.md §8.1: CEL costs 0.2-1.3 µs per rule; rule count is what grows).
  *
  * Each entry carries the constraints (`IndexKey`s) that must hold for it to count. One key per
  * entry — the most selective one — files it:

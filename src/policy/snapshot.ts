@@ -1,7 +1,7 @@
 /**
  * The compiled, immutable policy snapshot: what `decide()` evaluates. Built once per load by
  * `compilePolicySet` (compile.ts), swapped by one reference, never mutated afterwards — a tunnel
- * is always decided against exactly one snapshot (DESIGN §1 "immutable snapshot -> atomic swap").
+ * is always decided against exactly one snapshot (docs/design.md §1: immutable, swapped by one reference).
  */
 import type { Environment } from '@marcbachmann/cel-js';
 import type { CompiledExpression, IndexKey } from './cel/compiled.ts';
@@ -82,7 +82,7 @@ export type PolicyIndex = KeyedIndex<CompiledPolicy>;
 
 /**
  * Rule buckets, one per role in Istio's evaluation order. Dry-run policies of every action go to
- * the `dryRun*` buckets and are evaluated on their own path (DESIGN §3 step 1).
+ * the `dryRun*` buckets and are evaluated on their own path (docs/design.md §3 step 1).
  */
 export interface SnapshotIndex {
   readonly deny: RuleIndex;

@@ -1,6 +1,6 @@
 /**
  * Holds the policy snapshot in force. A swap replaces one reference, so a decision reads either
- * the old snapshot or the new one, never a mix (STYLE.md: "swap snapshots by one reference").
+ * the old snapshot or the new one, never a mix (docs/design.md §1).
  * Listeners run synchronously after the swap, in registration order; the gateway registers the
  * live-tunnel re-check there, so every tunnel is re-decided against exactly the snapshot that
  * replaced the one it was allowed under.

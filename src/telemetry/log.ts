@@ -2,7 +2,8 @@
  * The operational log: what an operator reads when something is off (startup, reloads, rotation,
  * drain, errors). Separate from the audit log, which is a data product with its own destination.
  * JSON lines on stderr, written synchronously: volume is low (nothing per tunnel at `info`) and a
- * crash must not lose the line that explains it (STYLE.md, pino).
+ * crash must not lose the line that explains it (pino's docs: asynchronous
+ * destinations lose lines on a crash unless flushed).
  */
 import pino, { type Logger } from 'pino';
 import type { LogLevel } from '../config/schema.ts';

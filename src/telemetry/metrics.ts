@@ -1,10 +1,10 @@
 /**
- * Prometheus metrics (DESIGN §5: `waygate_*` names, base units, `_total` on counters, bounded
+ * Prometheus metrics (docs/design.md §5: `waygate_*` names, base units, `_total` on counters, bounded
  * labels). Every label value comes from a closed set (decision, reason, limit, direction), from the
  * operator-written policy set (policy and rule names), or is capped (namespaces): a peer can never
  * create a series by sending a header or presenting a certificate.
  *
- * Identities stay out of labels (DESIGN §5 "identities belong in the audit log"). Istio's
+ * Identities stay out of labels (docs/design.md §5 "Metrics"). Istio's
  * `istio_tcp_*` series are kept for its dashboards, which group by workload *namespace* and filter
  * on `reporter`; the per-principal / per-workload labels Istio also carries are left out: a
  * principal is an identity, and the workload name would come from untrusted baggage. The source
@@ -142,7 +142,7 @@ export interface DecisionFacts {
   readonly evalMicros: number;
 }
 
-/** Reasons only the engine returns; any other is the transport's (DESIGN §4). */
+/** Reasons only the engine returns; any other is the transport's (docs/design.md §4). */
 const ENGINE_REASONS: ReadonlySet<Reason> = new Set<Reason>(['allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error']);
 
 /** Key separator: NUL cannot occur in a Kubernetes object name, so policy/rule keys never collide. */

@@ -1,7 +1,7 @@
 /**
  * The audit logger's end()/flush()/flushSync() at every point of its life: right after creation
  * (a start-up that fails at once ends the logger a few microseconds after creating it), twice, and
- * after the destination failed a write. Regression tests for issue 12: an end() before SonicBoom
+ * after the destination failed a write. Regression tests: an end() before SonicBoom
  * had opened the file crashed the process with a TypeError from inside sonic-boom (mergeBuf),
  * hiding the start-up error; a flushSync() before the open wrote nothing; a flushSync() (or a
  * process exit) after a failed write retried it forever.
@@ -65,7 +65,7 @@ describe('audit logger lifecycle', () => {
     const sink = createAuditLogger({ destination: f });
     // Fewer bytes than the logger's 16 KiB batch, so no asynchronous write has started: the file
     // holds exactly what flushSync() wrote. (With one in flight, SonicBoom's flushSync writes the
-    // rest before it and the lines land out of order: its contract, not this issue's.)
+    // rest before it and the lines land out of order: its contract, not this test's.)
     const count = 10;
     assert.ok(Array.from({ length: count }, (_, i) => JSON.stringify(sampleRecord(i)).length + 1).reduce((a, b) => a + b) < 16 * 1024);
     for (let i = 0; i < count; i++) write(sink, sampleRecord(i));

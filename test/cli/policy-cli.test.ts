@@ -125,7 +125,7 @@ spec:
     assert.equal(strict.code, 1);
   });
 
-  // Issue 12: a torn file is an error, and in-place editing is pointed out.
+  // A torn file is an error, and in-place editing is pointed out.
   it('exits 2 on an empty policy file; warns about editor swap files (--strict fails on them)', async () => {
     const torn = await fixture('torn', { 'a.yaml': POLICY, 'deny.yaml': '' });
     const r = await waygate('policy', 'check', torn);
@@ -191,7 +191,7 @@ describe('waygate policy test', () => {
     const d = await fixture('coverage', { 'p.yaml': two, 'p.test.yaml': TESTS });
     const pass = await waygate('policy', 'test', d, '--threshold', '50');
     assert.equal(pass.code, 0, pass.stdout);
-    // Unreached rules are always named (DESIGN §3), with or without --coverage.
+    // Unreached rules are always named (docs/design.md §3), with or without --coverage.
     assert.match(pass.stdout, /^rules no case reached:\n  api\/admin \(ALLOW\)/m);
     assert.doesNotMatch(pass.stdout, /cases reaching each rule/);
     const table = await waygate('policy', 'test', d, '--coverage');

@@ -1,5 +1,5 @@
 /**
- * Issue 12, defect 4: `limits.maxPendingDialsPerConnection` above `limits.maxStreamsPerConnection`
+ * `limits.maxPendingDialsPerConnection` above `limits.maxStreamsPerConnection`
  * is clamped to it in the effective config (src/config/schema.ts withEffectiveLimits): a
  * connection never holds more CONNECTs than streams, and lowering only the stream limit must not
  * stop the gateway over the dial cap's default.

@@ -1,5 +1,5 @@
 /**
- * The fuzz/property harness shared by test/fuzz/*.test.ts (issue 12): one seed for every property,
+ * The fuzz/property harness shared by test/fuzz/*.test.ts (test/fuzz/README.md): one seed for every property,
  * a bounded number of runs per property, a per-input hang detector, and string mutators that turn
  * real inputs (ztunnel's headers, the example policies, examples/gateway.yaml) into near misses.
  *

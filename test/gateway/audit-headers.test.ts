@@ -1,6 +1,6 @@
 /**
  * Regression: decision records must carry every header the snapshot in force reads by name, so
- * `waygate audit replay` re-decides exactly (DESIGN §4). Before the fix only the configured
+ * `waygate audit replay` re-decides exactly (docs/design.md §4). Before the fix only the configured
  * allow-list was recorded, and replaying the example policies against their own log "flipped" a
  * decision that depended on `x-tenant`.
  */

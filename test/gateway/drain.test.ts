@@ -1,5 +1,5 @@
 /**
- * Graceful drain of a real `waygate serve` process (DESIGN §5 "Shutdown", issue 5 part 5):
+ * Graceful drain of a real `waygate serve` process (docs/design.md §5 "Shutdown"):
  * SIGTERM -> not ready -> GOAWAY -> tunnels in flight finish within the deadline, the rest are
  * reset with `draining` close records -> the audit log is flushed -> exit 0.
  */

@@ -1,5 +1,5 @@
 /**
- * `npm start` on a fresh clone (issue 3 part 1): `waygate serve` with no config mints the dev PKI
+ * `npm start` on a fresh clone (README.md "Quick start"): `waygate serve` with no config mints the dev PKI
  * into .waygate/pki/, loads ./policies, listens on loopback, forwards only to loopback, and a client
  * certificate from the same CA gets through to an echo backend.
  */

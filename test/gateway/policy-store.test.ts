@@ -113,7 +113,7 @@ describe('policy watcher', () => {
     }
   });
 
-  // Issue 12, defect 2: events of other files in a watched directory must not postpone a reload.
+  // Events of other files in a watched directory must not postpone a reload.
   test('only names the loader reads count as events (table)', () => {
     const dir = join(root, 'table');
     mkdirSync(join(dir, 'sub'), { recursive: true });

@@ -1,5 +1,5 @@
 /**
- * Hot reload under traffic (issue 5 parts 1-2) and readiness transitions, through the real
+ * Hot reload under traffic (docs/operating.md "Policy reload") and readiness transitions, through the real
  * composition root: policy files on disk, the directory watcher, the reloader, the store, the
  * HBONE server's re-check, the audit sink and the admin ports.
  */

@@ -1,5 +1,5 @@
 /**
- * `waygate serve` that cannot start (issue 12): a real child process, the audit log to a file, a
+ * `waygate serve` that cannot start (docs/operating.md "Exit codes"): a real child process, the audit log to a file, a
  * port held by this test process. Every failure prints its real cause as one line on stderr and
  * exits 1 (docs/operating.md, "Exit codes"), in single-process and workers mode.
  *

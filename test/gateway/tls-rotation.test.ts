@@ -1,5 +1,5 @@
 /**
- * Certificate rotation mid-traffic (issue 5 part 3): the files change on disk, new handshakes
+ * Certificate rotation mid-traffic (docs/operating.md "Certificate rotation"): the files change on disk, new handshakes
  * present the new certificate, established connections keep working, and a broken file keeps the
  * old material with an alert metric.
  */

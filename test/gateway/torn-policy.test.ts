@@ -1,5 +1,5 @@
 /**
- * Issue 12, defect 1: a torn policy file must never loosen enforcement. Reproduced on the earlier
+ * A torn policy file must never loosen enforcement. Reproduced on the earlier
  * main: `: > deny.yaml` was applied as "no policies in this file" (reload record `applied`) and the
  * frontend then reached the denied address; a file cut at a `---` boundary dropped the policies
  * after the cut; with `defaultAction: ALLOW`, a torn ALLOW file let everyone in. Each is now a

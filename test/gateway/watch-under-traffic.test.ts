@@ -1,5 +1,5 @@
 /**
- * Issue 12, defect 2: traffic must never starve a policy reload. The audit log lives in the same
+ * Traffic must never starve a policy reload. The audit log lives in the same
  * directory as the policy file (the reported setup), so every batch of audit records raises a
  * directory event; with the debounce restarted by each of them, a revocation written by atomic
  * rename never applied while CONNECTs flowed (50 revoked CONNECTs got 200 over 8 s).

@@ -1,5 +1,5 @@
 /**
- * Workers mode (issue 5 part 6): `waygate serve --workers 2` serves on both workers, every worker
+ * Workers mode (docs/operating.md "Workers"): `waygate serve --workers 2` serves on both workers, every worker
  * reloads on the same change, `/metrics` is aggregated, and the audit log stays one valid
  * JSON-lines stream written by the primary.
  */

@@ -1,5 +1,5 @@
 /**
- * Issue 12, defect 4: the dial cap (limits.maxPendingDialsPerConnection, 100) sat below the stream
+ * Regression (docs/operating.md "Limits"): the dial cap (limits.maxPendingDialsPerConnection, 100) sat below the stream
  * limit the connection advertises (200), so a legitimate burst of 200 CONNECTs on one connection
  * got ~100 answers of 503. CONNECTs beyond the cap now wait for a dial slot in arrival order,
  * within their connect timeout counted from arrival (src/hbone/dial-queue.ts).

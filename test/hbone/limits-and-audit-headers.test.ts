@@ -1,7 +1,7 @@
 /**
  * Regression tests for two gaps found in review: `limits.maxConnections` was accepted by the
  * config but never enforced, and decision records carried only the static header allow-list, so
- * `audit replay` could not re-decide policies that read other headers (DESIGN §4: the record holds
+ * `audit replay` could not re-decide policies that read other headers (docs/design.md §4: the record holds
  * the full evaluation input).
  */
 import { describe, test } from 'node:test';

@@ -232,7 +232,7 @@ describe('PROXY protocol v2', () => {
 });
 
 describe('HTTP/2 settings', () => {
-  test('defaults follow DESIGN §2', () => {
+  test('defaults follow docs/design.md §2', () => {
     const o = resolveH2Options();
     assert.ok(o.streamWindowBytes >= 1024 * 1024);
     assert.equal(o.connectionWindowBytes, 4 * o.streamWindowBytes);

@@ -36,7 +36,7 @@ describe('parseIp / canonicalIp', () => {
     ['::1.2.3.4', '::102:304', 6], // IPv4-compatible (deprecated) stays IPv6
     ['64:ff9b::192.0.2.33', '64:ff9b::c000:221', 6],
     ['1:2:3:4:5:6:1.2.3.4', '1:2:3:4:5:6:102:304', 6],
-    // IPv4-mapped IPv6 is canonicalised to IPv4 (DESIGN §3 "Types").
+    // IPv4-mapped IPv6 is canonicalised to IPv4 (docs/design.md §3 "Types").
     ['::ffff:10.0.0.1', '10.0.0.1', 4],
     ['::FFFF:10.0.0.1', '10.0.0.1', 4],
     ['::ffff:a00:1', '10.0.0.1', 4],

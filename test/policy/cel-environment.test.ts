@@ -31,7 +31,7 @@ function evaluate(text: string, activation = toActivation(ctx()), env = base): u
 }
 
 describe('createBaseEnvironment', () => {
-  it('declares every DESIGN §3 attribute with its type', () => {
+  it('declares every docs/design.md §3 attribute with its type', () => {
     const table: [string, string][] = [
       ['source.principal', 'string'],
       ['source.trustDomain', 'string'],

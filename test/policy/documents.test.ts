@@ -53,7 +53,7 @@ describe('parsePolicyDocuments: valid documents', () => {
     }
   });
 
-  it('builds the typed DESIGN §3 example with locations, defaults and ordinals', () => {
+  it('builds the typed docs/design.md §3 example with locations, defaults and ordinals', () => {
     const text = readFileSync(join(FIXTURES, 'api-from-frontend.yaml'), 'utf8');
     const { documents } = parsePolicyDocuments(text, 'api.yaml', 7);
     assert.equal(documents.length, 2);
@@ -138,7 +138,7 @@ describe('parsePolicyDocuments: valid documents', () => {
     assert.equal((r.documents[0] as AuthorizationPolicy).ordinal, 5);
   });
 
-  // Issue 12: a torn write must never read as "no policies here" (it would drop a DENY).
+  // A torn write must never read as "no policies here" (it would drop a DENY).
   it('refuses a file without documents and a file ending in an empty document after `---` (WG_POLICY_EMPTY)', () => {
     for (const text of ['', '\n', '# only a comment\n', '# only a comment\n---\n---\n# another\n', '---\n']) {
       const r = parsePolicyDocuments(text, 'e.yaml');

@@ -1,5 +1,5 @@
 /**
- * The decision-order table (DESIGN §3 "Semantics ... stated once and tested as a table"), and the
+ * The decision-order table (docs/design.md §3 "Semantics", stated once as a table), and the
  * property test proving the rule index decides exactly like a full scan.
  */
 import { describe, it } from 'node:test';
@@ -272,7 +272,7 @@ const CASES: Case[] = [
   },
 ];
 
-describe('decision order (DESIGN §3, Istio)', () => {
+describe('decision order (docs/design.md §3, Istio)', () => {
   for (const c of CASES) {
     it(c.name, () => {
       const snapshot = snapshotOf(c.policies);
@@ -394,7 +394,7 @@ describe('rule index = full scan (property, seeded)', () => {
     const sourceIp = v6
       ? pick(['fd00::1', 'fd00:0:0:1::5', '2001:db8::1', '::ffff:10.0.1.1'])
       : `10.0.${Math.floor(rand() * 3)}.${1 + Math.floor(rand() * 3)}`;
-    // A host authority has no destination address yet ("", DESIGN §3).
+    // A host authority has no destination address yet ("", docs/design.md §3).
     const host = rand() < 0.25 ? pick(['api.prod.svc', 'db.dev.svc', 'x.local', 'api']) : undefined;
     return {
       source: { ...id, ip: sourceIp, port: 40000 },

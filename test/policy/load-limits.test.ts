@@ -1,5 +1,5 @@
 /**
- * Issue 12: a large policy set must not stall the data path or keep its memory.
+ * A large policy set must not stall the data path or keep its memory.
  *   - limits: a set over POLICY_SET_LIMITS is rejected whole, before parsing, with WG_POLICY_LIMIT
  *     naming the file and the limit; a running gateway keeps its previous snapshot;
  *   - yielding: parsing and compiling give the event loop turns (steps.ts);

@@ -1,5 +1,5 @@
 /**
- * Loading a policy set is all or nothing (DESIGN §3): one bad file, a duplicate name across files or
+ * Loading a policy set is all or nothing (docs/design.md §3): one bad file, a duplicate name across files or
  * an unreadable path, and no snapshot comes out. Diagnostics carry file:line:col.
  */
 import { describe, it } from 'node:test';

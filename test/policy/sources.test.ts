@@ -121,7 +121,7 @@ describe('readPolicySources', () => {
   });
 });
 
-// Issue 12: a file still being written must not be applied as if complete.
+// A file still being written must not be applied as if complete.
 describe('readPolicySources: files being written', () => {
   it('waits for a file younger than settleMs, then reads it', async () => {
     const dir = await tree('settle-young', { 'p.yaml': 'complete' });

@@ -37,7 +37,7 @@ function samples(text: string): Record<string, Record<string, number>> {
 
 /**
  * The same counters counted the uncached way: prom-client `inc(labels)` per event, following the
- * documented semantics (DESIGN §5) rather than GatewayMetrics' code.
+ * documented semantics (docs/design.md §5) rather than GatewayMetrics' code.
  */
 class Reference {
   readonly registry = new Registry();

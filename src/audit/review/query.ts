@@ -62,7 +62,7 @@ const REASONS_BY_EVENT: Record<AuditEvent, readonly string[]> = {
 
 /**
  * Refuses a `--reason` or `--decision` value that no selected event type can carry, with a "did
- * you mean" (closed sets, DESIGN §4): `--reason explict_deny` would otherwise match nothing and
+ * you mean" (closed sets, docs/design.md §4): `--reason explict_deny` would otherwise match nothing and
  * print an empty table, indistinguishable from "no such denies".
  */
 export function validateFilterValues(f: Pick<QueryFilters, 'events' | 'decision' | 'reasons'>): void {

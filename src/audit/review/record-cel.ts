@@ -1,12 +1,12 @@
 /**
  * CEL over audit records for `waygate audit query --where`: a small environment that declares the
- * record's fields (DESIGN §4) so an expression is type-checked before the scan starts (a typo in
+ * record's fields (docs/design.md §4) so an expression is type-checked before the scan starts (a typo in
  * `--where` is a usage error with a caret at the position, not a silent empty result).
  *
  * Separate from the policy environment on purpose: policies see the decision *input*
  * (`source.*`, `request.headers`), queries see the *record* (`decision`, `reason`, `policy`,
  * `dryRun`, `bytesSent`, ...). Integers are CEL `int`: the activation converts record numbers to
- * BigInt because the engine refuses mixed int/double comparisons (FACTS.md).
+ * BigInt because the engine refuses mixed int/double comparisons (docs/design.md §8.1).
  */
 import { Environment } from '@marcbachmann/cel-js';
 import { WaygateError } from '../../errors.ts';
@@ -16,7 +16,7 @@ import { suggest } from '../../policy/cel/compile-expression.ts';
 import type { AuditRecord } from '../record.ts';
 
 /**
- * The record's nested structures as CEL message types (DESIGN §4 field lists, src/audit/record.ts).
+ * The record's nested structures as CEL message types (docs/design.md §4 field lists, src/audit/record.ts).
  * Declared field by field so `source.namespce` is a load error with a caret, not a lookup that
  * quietly finds nothing on every record (a `map<string, dyn>` accepts any key at check time).
  * Each type is a small class because cel-js finds a value's message type by its constructor

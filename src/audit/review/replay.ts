@@ -12,7 +12,7 @@
  * decided before or without policy (bad_request, no_identity, draining, policy_changed) are
  * counted as not replayable, by reason.
  *
- * Exactness: records carry only allow-listed headers, secrets redacted (DESIGN §4). Each replay
+ * Exactness: records carry only allow-listed headers, secrets redacted (docs/design.md §4). Each replay
  * runs with the record's headers and baggage behind a Proxy that notes every key the decision
  * actually looked up (CEL `&&`/`||` short-circuit, so a rule whose other conditions fail never
  * looks): a flip whose decision looked up a header or baggage key the record does not carry (or
@@ -44,7 +44,7 @@ export const AFTER_POLICY_ALLOW_REASONS: ReadonlySet<string> = new Set(['destina
 
 export interface ReplayOptions {
   snapshot: PolicySnapshot;
-  /** The gateway's defaultAction to replay with (DESIGN §3 step 3). */
+  /** The gateway's defaultAction to replay with (docs/design.md §3 step 3). */
   defaultAction: DefaultAction;
   /** Examples kept per group; default 3. */
   examples?: number;
@@ -238,7 +238,7 @@ export class ReplayAccumulator {
   }
 
   /**
-   * Records carry only allow-listed headers (DESIGN §4), redacted where secret. A candidate rule
+   * Records carry only allow-listed headers (docs/design.md §4), redacted where secret. A candidate rule
    * that reads another header sees it absent on replay, exactly as if the client had not sent it:
    * such replays are not exact, so say which headers (and baggage keys) and why. Which flips are
    * affected is decided per record (`inexact` on each flip).

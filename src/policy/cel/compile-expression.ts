@@ -1,8 +1,8 @@
 /**
  * Turns one policy expression (a `when`, `selector` or variable) into a CompiledExpression: bound,
  * parsed, refused constructs reported, type-checked, literals validated, analysed. Every problem
- * becomes a Diagnostic at the expression's own file:line:col (DESIGN §3: "Every error names
- * file:line:col and the field path"; a typo is a load error, never a runtime surprise).
+ * becomes a Diagnostic at the expression's own file:line:col (docs/design.md §3 "Files": every error names
+ * file:line:col and the field path; a typo is a load error, never a runtime surprise).
  */
 import { ParseError, type ASTNode, type Environment } from '@marcbachmann/cel-js';
 import type { Diagnostic, ErrorCode } from '../../errors.ts';

@@ -1,5 +1,5 @@
 /**
- * The CEL environment of DESIGN §3: every attribute a policy may read (the catalogue,
+ * The CEL environment of docs/design.md §3: every attribute a policy may read (the catalogue,
  * ../attributes.ts), with exact types, so that a typo or a type mismatch is a load error, never a
  * runtime surprise.
  *
@@ -74,7 +74,7 @@ export const CelDestination = CEL_MESSAGE_CLASSES.destination as new (g: GroupFi
 export type CelDestination = CelGroup<'destination'>;
 
 /**
- * Every group and its fields, with CEL types (DESIGN §3). Top-level attributes (`now`) are
+ * Every group and its fields, with CEL types (docs/design.md §3). Top-level attributes (`now`) are
  * variables of their own (NOW_TYPE).
  */
 export const ATTRIBUTE_SCHEMA: Readonly<Record<string, { type: string; ctor: new (g: object) => object; fields: Readonly<Record<string, string>>; description: string }>> =
@@ -109,7 +109,7 @@ export function attributeFields(name: string): string[] {
 }
 
 /**
- * Builds the environment every policy expression is checked against: the attributes of DESIGN §3,
+ * Builds the environment every policy expression is checked against: the attributes of docs/design.md §3,
  * the waygate functions, and the parser limits. Build it once; it is frozen by the first clone.
  */
 export function createBaseEnvironment(): Environment {
@@ -143,7 +143,7 @@ const buildActivation = compileObjectBuilder<DecisionContext, undefined, Activat
 ]);
 
 /**
- * The activation for one decision (DESIGN §3 attributes as CEL values, ports as BigInt). Build it
+ * The activation for one decision (docs/design.md §3 attributes as CEL values, ports as BigInt). Build it
  * once per decision and reuse it for every expression; the engine adds `variables` per policy
  * with `policyVariablesValue`.
  */

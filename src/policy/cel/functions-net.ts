@@ -5,9 +5,9 @@
  *
  * Differences from Kubernetes, on purpose:
  * - `containsIP("")` is false, not an error: `destination.ip` is `""` for a `host:port` authority
- *   (DESIGN §3) and an error would make every DENY rule with a CIDR test match such tunnels.
+ *   (docs/design.md §3) and an error would make every DENY rule with a CIDR test match such tunnels.
  *   Any other invalid address is a runtime error (fail closed).
- * - IPv4-mapped IPv6 is IPv4 everywhere (DESIGN §3 "Types").
+ * - IPv4-mapped IPv6 is IPv4 everywhere (docs/design.md §3 "Types").
  */
 import { EvaluationError, type Environment } from '@marcbachmann/cel-js';
 import {

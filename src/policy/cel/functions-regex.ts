@@ -1,7 +1,7 @@
 /**
  * Linear-time regular expressions and Istio-style globs for CEL.
  *
- * CEL's built-in `matches()` is backed by JavaScript's backtracking RegExp in our engine (FACTS.md:
+ * CEL's built-in `matches()` is backed by JavaScript's backtracking RegExp in our engine (docs/design.md §8.1:
  * `^(a+)+$` on 28 characters takes over a second, RE2 syntax such as `(?i)` throws) and cannot be
  * overridden, so the compiler refuses it and policies use `matchesRE2()`: RE2 syntax and semantics
  * (the CEL spec's), run by re2js, whose automata guarantee time linear in the input.

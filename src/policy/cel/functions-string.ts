@@ -4,7 +4,7 @@
  * split, join and size; this adds replace, charAt and reverse with cel-go's semantics.
  *
  * Each helper is linear in its input and refuses to build a string longer than
- * MAX_STRING_RESULT_LENGTH: a policy must never be able to hang the gateway (DESIGN §3), and the
+ * MAX_STRING_RESULT_LENGTH: a policy must never be able to hang the gateway (docs/design.md §3), and the
  * load-time cost model (limits.ts) relies on these bounds.
  */
 import { EvaluationError, type Environment } from '@marcbachmann/cel-js';

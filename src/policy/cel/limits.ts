@@ -1,5 +1,5 @@
 /**
- * Load-time bounds on CEL expressions. CEL has no runtime cost budget in our engine (FACTS.md:
+ * Load-time bounds on CEL expressions. CEL has no runtime cost budget in our engine (docs/design.md §8.1:
  * cel-js offers only parse-time `maxAstNodes`/`maxDepth`), so every bound that keeps a decision
  * fast is proven when the policy loads: a policy must never be able to hang the gateway.
  *
@@ -10,7 +10,7 @@
  * - list literal size: a literal is the one iterable whose size the author chooses freely;
  * - estimated iterations: the product of worst-case iterable sizes along every nesting chain,
  *   using the largest size each input can have on the wire (a CONNECT header list is at most
- *   64 KiB, DESIGN §2), so no expression reaches a million iterations (about 0.3 s, FACTS.md);
+ *   64 KiB, docs/design.md §2), so no expression reaches a million iterations (about 0.3 s, docs/design.md §8.1);
  * - estimated cost (estimateCost): iterations alone miss the work each one does, e.g. a call on a
  *   64 KiB header inside a loop over that header's split (review: 2-115 s per decision). Every
  *   node is charged for the largest input it can see, loop bodies are multiplied by their
@@ -55,7 +55,7 @@ export const CEL_LIMITS = Object.freeze({
   maxEstimatedCost: 100_000_000,
 });
 
-/** The largest a header-derived string can be: the whole CONNECT header list (DESIGN §2: 64 KiB). */
+/** The largest a header-derived string can be: the whole CONNECT header list (docs/design.md §2: 64 KiB). */
 export const MAX_HEADER_BYTES = MAX_HEADER_LIST_BYTES;
 /**
  * The longest string replace() and reverse() build (UTF-16 code units); longer results are an
@@ -271,7 +271,7 @@ export function checkStructuralLimits(ast: ASTNode): LimitViolation[] {
 // (`h.split(",").exists(g, h.contains(g))` is 65,537 scans of 64 KiB, 30 s of CPU). So every
 // node is charged what it costs on the largest input it can see, and comprehensions multiply
 // their body's charge by their receiver's size. The units approximate nanoseconds on the
-// reference machine (FACTS.md: one comprehension iteration of a small body is about 0.2-0.3 µs;
+// reference machine (docs/design.md §8.1: one comprehension iteration of a small body is about 0.2-0.3 µs;
 // native string scans run at about 1 ns per character); the budget is the contract, the
 // correspondence to wall time is only a calibration.
 //
@@ -361,7 +361,7 @@ function attributeBound(a: Attribute): ValueBound {
 }
 
 /**
- * Largest value of each attribute of each group, from the catalogue (DESIGN §3). Identity strings
+ * Largest value of each attribute of each group, from the catalogue (docs/design.md §3). Identity strings
  * are bounded by SPIFFE-ID §2.3 (2,048 bytes, trust domain 255), addresses by their longest text
  * form, the trace id by W3C Trace Context (32 hex digits); :authority and header values only by
  * the 64 KiB header list; header and baggage maps by the header list (HEADER_MAP).
