@@ -73,7 +73,7 @@ describe('audit replay: transport refusals and exactness', () => {
     const records: DecisionRecord[] = [
       decided('web-exact', input(id('prod', 'frontend'), '10.0.1.7', 8080)),
       decided('db-no-tenant', input(id('prod', 'api'), '10.0.2.9', 5432)),
-      // As src/hbone/server.ts writes them after a policy allow: deny without the rule, or an
+      // As src/hbone/connect-handler.ts writes them after a policy allow: deny without the rule, or an
       // allow verdict with the allowing rule and a 503.
       decided('web-refused', input(id('prod', 'frontend'), '10.0.1.7', 8080), (r) => Object.assign(r, { decision: 'deny', reason: 'destination_not_allowed', status: 401, policy: null, rule: null })),
       decided('db-dial-failed', input(id('prod', 'api'), '10.0.2.9', 5432), (r) => Object.assign(r, { reason: 'upstream_failed', status: 503 })),

@@ -7,7 +7,7 @@
  *
  * Only policy verdicts are comparable. Records the engine decided compare their own verdict.
  * `destination_not_allowed` and `upstream_failed` records were ALLOWED by policy and refused later
- * by the transport (src/hbone/server.ts): they replay against that policy allow (a candidate that
+ * by the transport (src/hbone/connect-handler.ts, reasons and statuses in src/hbone/connect-outcome.ts): they replay against that policy allow (a candidate that
  * denies them is a real allow -> deny flip of the policy verdict) and are labelled so. Records
  * decided before or without policy (bad_request, no_identity, draining, policy_changed) are
  * counted as not replayable, by reason.
@@ -37,7 +37,7 @@ export const REPLAYABLE_REASONS: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Transport reasons written after the policy engine ALLOWED (src/hbone/server.ts: the destination
+ * Transport reasons written after the policy engine ALLOWED (src/hbone/connect-handler.ts: the destination
  * is outside the allowed networks, or the dial failed): replayed against that policy allow.
  */
 export const AFTER_POLICY_ALLOW_REASONS: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed']);
@@ -406,7 +406,7 @@ function outcomeText(o: Outcome): string {
 function recordedText(e: FlipExample): string {
   // Label the policy allow that a transport refusal followed, so nobody reads it as a served tunnel.
   if (e.refusedByTransport === null) return outcomeText(e.recorded);
-  // destination_not_allowed records do not keep the allowing rule (src/hbone/server.ts).
+  // destination_not_allowed records do not keep the allowing rule (src/hbone/connect-handler.ts).
   const allow = e.recorded.policy !== null ? outcomeText(e.recorded) : 'allow (rule not recorded)';
   return `${allow}, then refused: ${e.refusedByTransport}`;
 }

@@ -344,7 +344,7 @@ export class SummaryAccumulator {
   }
 }
 
-/** Reasons written by the transport after the policy engine allowed (src/hbone/server.ts). */
+/** Reasons written by the transport after the policy engine allowed (src/hbone/connect-handler.ts). */
 const AFTER_POLICY_ALLOW: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed']);
 const ENGINE_REASONS: ReadonlySet<string> = new Set(['allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error']);
 
