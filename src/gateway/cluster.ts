@@ -36,7 +36,7 @@ import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.t
 import { aggregateMetricsText, countReloadErrors, GatewayMetrics, METRICS_CONTENT_TYPE, PrimaryMetrics } from '../telemetry/metrics.ts';
 import { explainInput } from './explain.ts';
 import { startPolicyWatch } from './policy-watch.ts';
-import { closeAudit, configView, failStartup, sidePorts, type GatewayOptions, type RunningGateway } from './gateway.ts';
+import { closeAudit, configView, failStartup, sidePorts, type GatewayOptions, type RunningGateway } from './process-shape.ts';
 import type { ReloadTrigger } from './reload.ts';
 import { startRuntime } from './runtime.ts';
 import { installSignalHandlers } from './signals.ts';
