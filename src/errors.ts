@@ -63,20 +63,3 @@ export interface Diagnostic {
 export function formatDiagnostic(d: Diagnostic): string {
   return `${d.file}:${d.line}:${d.col}: ${d.severity} ${d.code} at ${d.path || '<document>'}: ${d.message}`;
 }
-
-/**
- * A load that failed as a whole: every diagnostic found, so an author fixes them in one pass.
- * A policy set that raises this is rejected whole; the previous snapshot stays in force.
- */
-export class PolicyLoadError extends WaygateError {
-  readonly diagnostics: readonly Diagnostic[];
-  constructor(diagnostics: readonly Diagnostic[]) {
-    const first = diagnostics[0];
-    super(
-      first?.code ?? 'WG_POLICY_SCHEMA',
-      `${diagnostics.length} policy error(s):\n` + diagnostics.map(formatDiagnostic).join('\n'),
-    );
-    this.name = 'PolicyLoadError';
-    this.diagnostics = diagnostics;
-  }
-}

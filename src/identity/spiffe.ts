@@ -46,8 +46,3 @@ export function parseSpiffeId(uri: string): SpiffeId | null {
   }
   return { id: uri, trustDomain, path, namespace, serviceAccount };
 }
-
-/** Builds an Istio-style workload SPIFFE ID. */
-export function workloadSpiffeId(trustDomain: string, namespace: string, serviceAccount: string): string {
-  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
-}

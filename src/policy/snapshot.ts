@@ -119,21 +119,6 @@ export interface PolicySnapshot {
   readonly createdFrom: readonly string[];
 }
 
-/** The `{version, hash}` pair carried by every decision and audit record. */
-export function snapshotId(s: PolicySnapshot): { version: number; hash: string } {
-  return { version: s.version, hash: s.hash };
-}
-
-/** An empty snapshot (no policies): every decision is the default action. */
-export function isEmptySnapshot(s: PolicySnapshot): boolean {
-  return s.policies.length === 0;
-}
-
-/** Whether `ref` names a policy's selector rather than one of its rules. */
-export function isSelectorRef(ref: { rule: string }): boolean {
-  return ref.rule === SELECTOR_RULE_NAME;
-}
-
 /**
  * Freezes plain objects and arrays recursively. CompiledExpression objects (owned by the CEL
  * layer, frozen by it, holding an AST and an environment the CEL engine may cache into) and

@@ -102,12 +102,6 @@ export function attributeNames(): string[] {
   return [...Object.keys(ATTRIBUTE_SCHEMA), ...TOP_LEVEL.map((a) => a.name), VARIABLES_NAME];
 }
 
-/** Field names of a top-level attribute group (empty for unknown names). */
-export function attributeFields(name: string): string[] {
-  const s = Object.hasOwn(ATTRIBUTE_SCHEMA, name) ? ATTRIBUTE_SCHEMA[name] : undefined;
-  return s ? Object.keys(s.fields) : [];
-}
-
 /**
  * Builds the environment every policy expression is checked against: the attributes of docs/design.md §3,
  * the waygate functions, and the parser limits. Build it once; it is frozen by the first clone.
