@@ -27,7 +27,7 @@ import { createAuditLogger } from '../audit/logger.ts';
 import { type CloseRecord, type DecisionRecord, type ReloadRecord } from '../audit/record.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import type { ReadinessState, NotReadyReason } from '../admin/readiness.ts';
-import { startAdminServers, type AdminHandlers } from '../admin/server.ts';
+import type { AdminHandlers } from '../admin/server.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import { resolveWorkerCount, type LogLevel } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
@@ -36,7 +36,7 @@ import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.t
 import { aggregateMetricsText, countReloadErrors, GatewayMetrics, METRICS_CONTENT_TYPE, PrimaryMetrics } from '../telemetry/metrics.ts';
 import { explainInput } from './explain.ts';
 import { startPolicyWatch } from './policy-watch.ts';
-import { closeAudit, configView, failStartup, sidePorts, type GatewayOptions, type RunningGateway } from './process-shape.ts';
+import { closeAudit, configView, failStartup, sidePorts, startSideListeners, type GatewayOptions, type RunningGateway } from './process-shape.ts';
 import type { ReloadTrigger } from './reload.ts';
 import { startRuntime } from './runtime.ts';
 import { installSignalHandlers } from './signals.ts';
@@ -192,18 +192,7 @@ export async function startPrimary(opts: GatewayOptions & { log: OpsLogger }): P
       else quitDuringStartup = true;
     },
   };
-  let admin: Awaited<ReturnType<typeof startAdminServers>>;
-  try {
-    admin = await startAdminServers({
-      readyAddress: config.admin.readyAddress,
-      metricsAddress: config.admin.metricsAddress,
-      adminAddress: config.admin.adminAddress,
-      handlers,
-      onError: (err, route) => log.error({ route, err: (err as Error)?.message }, 'admin handler failed'),
-    });
-  } catch (err) {
-    return failStartup(err, audit, log);
-  }
+  const admin = await startSideListeners(config, handlers, audit, log);
   const ownPorts = sidePorts(admin.addresses);
 
   cluster.setupPrimary({

@@ -10,7 +10,7 @@
  */
 import cluster from 'node:cluster';
 import { createAuditLogger } from '../audit/logger.ts';
-import { startAdminServers, type AdminHandlers, type AdminServers } from '../admin/server.ts';
+import type { AdminHandlers } from '../admin/server.ts';
 import { resolveWorkerCount, type GatewayConfig, type LogLevel } from '../config/schema.ts';
 import type { ReloadRecord } from '../audit/record.ts';
 import type { PolicyWatcher } from '../policy/watch.ts';
@@ -23,7 +23,7 @@ import { startRuntime, type GatewayRuntime } from './runtime.ts';
 import { installSignalHandlers } from './signals.ts';
 import type { ReloadTrigger } from './reload.ts';
 
-import { closeAudit, configView, failStartup, sidePorts, usesEmbeddedPki, type GatewayOptions, type RunningGateway } from './process-shape.ts';
+import { closeAudit, configView, failStartup, sidePorts, startSideListeners, usesEmbeddedPki, type GatewayOptions, type RunningGateway } from './process-shape.ts';
 
 export type { GatewayAddresses, GatewayOptions, RunningGateway } from './process-shape.ts';
 
@@ -78,18 +78,7 @@ async function startSingle(opts: GatewayOptions, config: Readonly<GatewayConfig>
     },
   };
 
-  let admin: AdminServers;
-  try {
-    admin = await startAdminServers({
-      readyAddress: config.admin.readyAddress,
-      metricsAddress: config.admin.metricsAddress,
-      adminAddress: config.admin.adminAddress,
-      handlers,
-      onError: (err, route) => log.error({ route, err: (err as Error)?.message }, 'admin handler failed'),
-    });
-  } catch (err) {
-    return failStartup(err, audit, log);
-  }
+  const admin = await startSideListeners(config, handlers, audit, log);
   try {
     runtime = await startRuntime({ config, audit, log, metrics, ownPorts: sidePorts(admin.addresses) });
   } catch (err) {

@@ -8,8 +8,10 @@ import path from 'node:path';
 import type { AuditLogger } from '../audit/logger.ts';
 import type { ReloadRecord } from '../audit/record.ts';
 import type { AuditSink } from '../audit/sink.ts';
+import { startAdminServers, type AdminHandlers, type AdminServers } from '../admin/server.ts';
 import { parseHostPort } from '../config/address.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
+import type { GatewayConfig } from '../config/schema.ts';
 import type { OpsLogger } from '../telemetry/log.ts';
 import type { ReloadTrigger } from './reload.ts';
 import type { GatewayRuntime } from './runtime.ts';
@@ -83,4 +85,27 @@ export async function closeAudit(audit: NonNullable<GatewayOptions['audit']>): P
 export async function failStartup(err: unknown, audit: NonNullable<GatewayOptions['audit']>, log: OpsLogger): Promise<never> {
   await closeAudit(audit).catch((e: unknown) => log.error({ err: (e as Error)?.message }, 'audit log close failed after a failed start-up'));
   throw err;
+}
+
+/**
+ * Opens the side listeners (ready, metrics, admin) as `config.admin` says. On failure the audit
+ * log is closed and the listener's error rethrown (`failStartup`), whichever root is starting.
+ */
+export async function startSideListeners(
+  config: Readonly<GatewayConfig>,
+  handlers: AdminHandlers,
+  audit: NonNullable<GatewayOptions['audit']>,
+  log: OpsLogger,
+): Promise<AdminServers> {
+  try {
+    return await startAdminServers({
+      readyAddress: config.admin.readyAddress,
+      metricsAddress: config.admin.metricsAddress,
+      adminAddress: config.admin.adminAddress,
+      handlers,
+      onError: (err, route) => log.error({ route, err: (err as Error)?.message }, 'admin handler failed'),
+    });
+  } catch (err) {
+    return failStartup(err, audit, log);
+  }
 }
