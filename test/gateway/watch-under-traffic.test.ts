@@ -63,6 +63,15 @@ function appliedByWatch(serve: ServeProcess, after: number): Promise<unknown> {
   return serve.waitForLine((l) => l['msg'] === 'policy snapshot applied' && l['trigger'] === 'watch' && serve.lines.indexOf(l) >= after);
 }
 
+/** Waits for `serve` to listen, connects as the `revoked` identity and checks it is allowed. */
+async function revokedSession(serve: ServeProcess): Promise<{ session: HboneClientSession; authority: string }> {
+  const listening = await serve.waitForLine((l) => l['msg'] === 'listening');
+  const session = await connectAs(String(listening['hbone']), 'revoked');
+  const authority = `127.0.0.1:${upstream.port}`;
+  assert.equal(await connectOnce(session, authority), 200);
+  return { session, authority };
+}
+
 async function stop(serve: ServeProcess, dir: string): Promise<void> {
   serve.child.kill('SIGTERM');
   await serve.exited;
@@ -78,10 +87,7 @@ test('a revocation renamed into place applies under steady traffic when the audi
   assert.equal(cfg.auditFile, join(dir, 'audit.jsonl'), 'the audit log is beside the policy file');
   const serve = spawnServe(['--config', cfg.configFile]);
   try {
-    const listening = await serve.waitForLine((l) => l['msg'] === 'listening');
-    const session = await connectAs(String(listening['hbone']), 'revoked');
-    const authority = `127.0.0.1:${upstream.port}`;
-    assert.equal(await connectOnce(session, authority), 200);
+    const { session, authority } = await revokedSession(serve);
 
     const applied = appliedByWatch(serve, serve.lines.length);
     writeFileSync(join(dir, 'p.yaml.tmp'), allowPolicy('clients', 'frontend'));
@@ -100,10 +106,7 @@ test('a policy directory deleted and recreated beside the audit log is reloaded 
   const cfg = writeServeConfig(dir, { 'allow.yaml': allowPolicy('clients', 'frontend', 'revoked') }, '', { debounceMs: 250 });
   const serve = spawnServe(['--config', cfg.configFile]);
   try {
-    const listening = await serve.waitForLine((l) => l['msg'] === 'listening');
-    const session = await connectAs(String(listening['hbone']), 'revoked');
-    const authority = `127.0.0.1:${upstream.port}`;
-    assert.equal(await connectOnce(session, authority), 200);
+    const { session, authority } = await revokedSession(serve);
 
     // Deleting the directory is a rejected load (the path is gone): the last good snapshot stays.
     const rejected = serve.waitForLine((l) => String(l['msg']).startsWith('policy set rejected') && l['trigger'] === 'watch');
