@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'WG_EVAL'
   // configuration and CLI
   | 'WG_CONFIG'
+  | 'WG_MESH'                 // a mesh file (discovery) is invalid: unknown field, bad address, dangling endpoint
   | 'WG_USAGE'
   // identity and TLS
   | 'WG_CERT'
@@ -27,6 +28,7 @@ export type ErrorCode =
   | 'WG_BAD_REQUEST'
   | 'WG_UPSTREAM_CONNECT'
   | 'WG_UPSTREAM_TIMEOUT'
+  | 'WG_UPSTREAM_DENIED'      // the destination answered the gateway's CONNECT 401/403 (its own policy)
   | 'WG_DESTINATION_NOT_ALLOWED'
   | 'WG_AUDIT';
 

@@ -9,7 +9,7 @@
  *   2. authorize  identity (`no_identity`), policy (deny status), the destination: allowed
  *                 networks (deny status: the gateway refused, the destination did not fail), a
  *                 `host:port` without a route (503, as ztunnel's "no upstream"), a self-call (503);
- *   3. connect    the upstream connector prepares the dial (upstream.ts; 503 if it cannot carry
+ *   3. connect    the upstream connector prepares the dial (src/upstream/connector.ts; 503 if it cannot carry
  *                 the tunnel), a dial slot on the connection (waited for in arrival order within
  *                 the connect timeout, dial-queue.ts), the dial (503 on failure). A client reset,
  *                 a recheck, a drain or a shutdown while waiting or dialing abandons the dial at once;
@@ -41,7 +41,7 @@ import type { ResolvedServerOptions } from './server-options.ts';
 import type { HboneConnection } from './session.ts';
 import { Tunnel, type TunnelClosedHook } from './tunnel.ts';
 import type { TunnelRegistry } from './tunnel-registry.ts';
-import { UpstreamDialError, type UpstreamConnection, type UpstreamTarget } from './upstream.ts';
+import { UpstreamDialError, type UpstreamConnection, type UpstreamTarget } from '../upstream/connector.ts';
 
 /**
  * The decision context of one CONNECT: everything a policy may read about it, as the attribute
@@ -287,7 +287,7 @@ export class ConnectHandler {
     let target: UpstreamTarget;
     try {
       // What the connector can refuse without the network, it refuses before any socket exists.
-      target = o.upstream.prepare({ ip: tunnel.destination.ip, port: tunnel.destination.port, context: tunnel.context });
+      target = o.upstream.prepare({ ip: tunnel.destination.ip, port: tunnel.destination.port, context: tunnel.context, endpoint: null });
     } catch (err) {
       o.log?.warn({ connectionId: conn.id, streamId, err: (err as Error)?.message ?? String(err) }, 'the upstream connector cannot carry this tunnel: 503');
       return ConnectOutcome.unreachable(decision);

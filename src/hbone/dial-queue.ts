@@ -2,7 +2,7 @@
  * Admission of upstream dials on one HBONE connection (`limits.maxPendingDialsPerConnection`).
  *
  * At most `maxInFlight` dials run at once per connection: each is a socket (or a stream of the
- * upstream connector's, upstream.ts), and a peer must not make the gateway open hundreds of
+ * upstream connector's, src/upstream/connector.ts), and a peer must not make the gateway open hundreds of
  * connects at once towards destinations. A CONNECT beyond that
  * is not refused: the connection advertised SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §6.5.2), and
  * a burst within it is legitimate (a ztunnel opening its pool's tunnels). It waits for a slot, in
@@ -26,7 +26,7 @@
  * drain or shutdown revoked it: tunnel.ts calls `abort()` of the dial it holds) and frees no slot,
  * since it holds none. A slot is released when its dial settles, and handed to the first waiter.
  */
-import { UpstreamDialError, type PendingDial, type UpstreamConnection, type UpstreamTarget } from './upstream.ts';
+import { UpstreamDialError, type PendingDial, type UpstreamConnection, type UpstreamTarget } from '../upstream/connector.ts';
 
 /** A waiting CONNECT whose connect budget ran out before a dial slot freed; no dial was made. */
 export class DialSlotTimeoutError extends UpstreamDialError {

@@ -5,7 +5,7 @@
  * (a throwing observer is caught and ignored so metrics can never break a tunnel).
  */
 import type { CloseRecord, DecisionRecord } from '../audit/record.ts';
-import type { DialFailureKind } from './upstream.ts';
+import type { DialFailureKind } from '../upstream/connector.ts';
 
 /** Why a TLS/HTTP/2 connection never got to carry a CONNECT; a bounded set for metric labels. */
 export type HandshakeFailureReason =

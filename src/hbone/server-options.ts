@@ -11,10 +11,10 @@ import { WaygateError } from '../errors.ts';
 import { DestinationPolicy, type DestinationOptions } from './destination.ts';
 import { resolveH2Options, type H2Options, type ResolvedH2Options } from './h2-settings.ts';
 import type { HboneObserver } from './observer.ts';
-import { proxyV2Connector } from './proxy-protocol.ts';
+import { proxyV2Connector } from '../upstream/proxy-v2.ts';
 import type { Authorize } from './tunnel-registry.ts';
-import { tcpConnector } from './upstream-tcp.ts';
-import type { UpstreamConnector } from './upstream.ts';
+import { tcpConnector } from '../upstream/tcp.ts';
+import type { UpstreamConnector } from '../upstream/connector.ts';
 
 /** TLS material and versions of the listener. */
 export interface HboneTlsOptions {
@@ -60,10 +60,10 @@ export interface HboneServerOptions {
   headerAuditPolicy?: HeaderAuditPolicy | (() => HeaderAuditPolicy);
   /** Refuse TCP connections beyond this many open ones (0 = no limit); each refusal is observed. */
   maxConnections?: number;
-  /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream (proxy-protocol.ts). */
+  /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream (src/upstream/proxy-v2.ts). */
   proxyProtocol?: boolean;
   /**
-   * How allowed tunnels reach their destination (upstream.ts); default plain TCP, or TCP with a
+   * How allowed tunnels reach their destination (src/upstream/connector.ts); default plain TCP, or TCP with a
    * PROXY v2 header when `proxyProtocol` is set (the two options exclude each other).
    */
   upstream?: UpstreamConnector;

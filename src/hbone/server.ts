@@ -7,8 +7,8 @@
  * - session.ts          the TLS + HTTP/2 connections: identity, preface, PING, graceful GOAWAY, limits;
  * - connect-handler.ts  one CONNECT in phases, each ending in a typed outcome (connect-outcome.ts),
  *                       its decision record written in one place (records.ts);
- * - upstream.ts         how an allowed tunnel reaches its destination (connectors: upstream-tcp.ts,
- *                       proxy-protocol.ts), admitted per connection by dial-queue.ts;
+ * - ../upstream/       how an allowed tunnel reaches its destination (connector.ts; connectors
+ *                       tcp.ts, proxy-v2.ts), admitted per connection by dial-queue.ts;
  * - tunnel.ts           the open tunnel: pipe, half-close, resets; tunnel-registry.ts for recheck and drain.
  *
  * Certificates that do not verify (unknown CA, expired) are refused in the handshake itself

@@ -13,7 +13,7 @@
  *   unread data then withholds WINDOW_UPDATE, so no more than the flow-control windows is ever
  *   buffered; a full HTTP/2 stream pauses the upstream socket, whose kernel buffer fills.
  *
- * The upstream is an {@link UpstreamConnection} (upstream.ts): whatever connector made it (plain
+ * The upstream is an {@link UpstreamConnection} (src/upstream/connector.ts): whatever connector made it (plain
  * TCP, TCP with a PROXY header), the tunnel pipes its duplex `stream` directly and asks the
  * connection for what differs between protocols: the byte counts (from the connection's own
  * counters: no per-chunk listener or allocation on the hot path), the first bytes (`start()`),
@@ -28,7 +28,7 @@ import { AUDIT_SCHEMA_VERSION } from '../audit/record.ts';
 import type { DecisionContext } from '../policy/context.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { ForwardedElement } from './request-headers.ts';
-import type { PendingDial, UpstreamConnection, UpstreamStream } from './upstream.ts';
+import type { PendingDial, UpstreamConnection, UpstreamStream } from '../upstream/connector.ts';
 
 /** `pending`: registered, answer not sent yet; `open`: 200 sent, bytes flowing; `closed`: gone. */
 export type TunnelState = 'pending' | 'open' | 'closed';
@@ -196,15 +196,14 @@ export class Tunnel {
     return this.#upstream;
   }
 
-  /** Bytes sent to the client (destination -> client). */
-  get bytesSent(): number {
-    return this.#upstream ? this.#upstream.bytesRead : 0;
-  }
-
-  /** Bytes received from the client and written to the destination (what the connector sends on its own excluded). */
-  get bytesReceived(): number {
-    return this.#upstream ? this.#upstream.bytesWritten : 0;
-  }
+  /**
+   * Bytes sent to the client (destination -> client) and bytes received from the client and
+   * written to the destination. Counted here, per chunk forwarded, so every connector reports the
+   * tunnel's bytes alike (what a connector sends on its own, a PROXY header or HBONE framing, is
+   * not tunnel data).
+   */
+  bytesSent = 0;
+  bytesReceived = 0;
 
   /** Whether the client side of the stream has closed (reset, or both directions ended). */
   get streamClosed(): boolean {
@@ -438,6 +437,7 @@ export class Tunnel {
         setImmediate(uncorkUpstreams);
       }
     }
+    t.bytesReceived += chunk.length;
     upstream.write(chunk);
     // Past the budget the write returned false, so 'drain' follows once the socket has flushed.
     if (upstream.writableLength >= TUNNEL_WRITE_BUFFER_BYTES) t.#pauseStream();
@@ -451,6 +451,7 @@ export class Tunnel {
   static #upstreamData(this: UpstreamStream, chunk: Buffer): void {
     const t = (this as Carrier)[kTunnel];
     if (!t || t.stream.destroyed) return;
+    t.bytesSent += chunk.length;
     t.stream.write(chunk);
     if (t.stream.writableLength >= TUNNEL_WRITE_BUFFER_BYTES) t.#pauseUpstream();
   }

@@ -5,7 +5,7 @@
  */
 import type { CloseRecord, DecisionRecord } from '../audit/record.ts';
 import type { HandshakeFailureReason, HboneObserver } from '../hbone/observer.ts';
-import type { DialFailureKind } from '../hbone/upstream.ts';
+import type { DialFailureKind } from '../upstream/connector.ts';
 import type { GatewayMetrics, RefusalLimit, TlsFailureReason } from './metrics.ts';
 
 /** Handshake failure reasons of the data plane -> the metric's label values. */

@@ -13,8 +13,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { HboneClientSession } from '../../src/hbone/client.ts';
 import { DialAdmission, DialSlotTimeoutError } from '../../src/hbone/dial-queue.ts';
-import { UpstreamDialError, type DialFailureKind } from '../../src/hbone/upstream.ts';
-import { TcpTarget } from '../../src/hbone/upstream-tcp.ts';
+import { UpstreamDialError, type DialFailureKind } from '../../src/upstream/connector.ts';
+import { TcpTarget } from '../../src/upstream/tcp.ts';
 import {
   frame,
   hpack,

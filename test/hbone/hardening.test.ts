@@ -12,7 +12,7 @@ import pino from 'pino';
 import { DEFAULT_HEADER_AUDIT_POLICY } from '../../src/audit/redact.ts';
 import type { HboneClientSession } from '../../src/hbone/client.ts';
 import { resolveH2Options } from '../../src/hbone/h2-settings.ts';
-import type { DialFailureKind } from '../../src/hbone/upstream.ts';
+import type { DialFailureKind } from '../../src/upstream/connector.ts';
 import {
   closed,
   frame,

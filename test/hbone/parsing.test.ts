@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { parseAuthority, parseConnectRequest } from '../../src/hbone/connect-request.ts';
 import { collectHeaders, parseBaggage, parseForwarded, parseForwardedNetwork, parseTraceparent, MAX_BAGGAGE_MEMBERS } from '../../src/hbone/request-headers.ts';
 import { DestinationPolicy } from '../../src/hbone/destination.ts';
-import { encodeProxyV2, PROXY_V2_SIGNATURE } from '../../src/hbone/proxy-protocol.ts';
+import { encodeProxyV2, PROXY_V2_SIGNATURE } from '../../src/upstream/proxy-v2.ts';
 import { h2Settings, resolveH2Options } from '../../src/hbone/h2-settings.ts';
 import { createHboneServer, type HboneServerOptions } from '../../src/hbone/server.ts';
 import { WaygateError } from '../../src/errors.ts';

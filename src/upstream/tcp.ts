@@ -16,9 +16,10 @@ import {
   type PendingDial,
   type UpstreamConnection,
   type UpstreamConnector,
+  type UpstreamInfo,
   type UpstreamRequest,
   type UpstreamTarget,
-} from './upstream.ts';
+} from './connector.ts';
 
 function classify(err: NodeJS.ErrnoException): DialFailureKind {
   switch (err.code) {
@@ -55,6 +56,7 @@ export const tcpConnector: UpstreamConnector = {
 };
 
 const kDial = Symbol('waygate.tcpDial');
+const TCP_INFO: UpstreamInfo = Object.freeze({ protocol: 'tcp', principal: '', reused: false });
 type Carrier = Socket & { [kDial]?: TcpUpstream };
 
 /**
@@ -65,6 +67,7 @@ type Carrier = Socket & { [kDial]?: TcpUpstream };
 export class TcpUpstream implements PendingDial, UpstreamConnection {
   readonly promise: Promise<UpstreamConnection>;
   readonly stream: Socket;
+  readonly info = TCP_INFO;
   readonly #target: TcpTarget;
   /** The dial's timer and promise settlers, dropped once settled (an open tunnel keeps this object). */
   #timer: NodeJS.Timeout | null;
@@ -89,15 +92,6 @@ export class TcpUpstream implements PendingDial, UpstreamConnection {
   abort(): void {
     const t = this.#target;
     this.#settle(new UpstreamDialError('aborted', `connect to ${t.ip}:${t.port} abandoned`));
-  }
-
-  get bytesRead(): number {
-    return this.stream.bytesRead;
-  }
-
-  get bytesWritten(): number {
-    const preamble = this.#target.preamble;
-    return preamble === null ? this.stream.bytesWritten : Math.max(0, this.stream.bytesWritten - preamble.length);
   }
 
   start(): void {

@@ -11,25 +11,63 @@
  *   target.connect(timeoutMs)   -> PendingDial        (abortable; rejects with UpstreamDialError)
  *   await dial.promise          -> UpstreamConnection (a duplex, byte counts, half-close, reset)
  *
- * Connectors in this repository: plain TCP (upstream-tcp.ts) and TCP with a PROXY v2 header
- * (proxy-protocol.ts). docs/architecture.md "Adding an upstream connector" says what a new one
+ * Connectors in this repository: plain TCP (tcp.ts) and TCP with a PROXY v2 header
+ * (proxy-v2.ts). docs/architecture.md "Adding an upstream connector" says what a new one
  * must guarantee.
  */
 import type { Duplex } from 'node:stream';
 import { WaygateError } from '../errors.ts';
 import type { DecisionContext } from '../policy/context.ts';
 
-/** Why a dial failed, a bounded set for metric labels. */
-export type DialFailureKind = 'refused' | 'timeout' | 'unreachable' | 'aborted' | 'other';
+/**
+ * Why a dial failed, a bounded set for metric labels:
+ * - `refused`, `timeout`, `unreachable`, `other`: the transport (TCP connect, or the TLS connection
+ *   of an HBONE upstream) could not be established;
+ * - `tls`: the TLS handshake with the destination failed (its chain does not verify, no ALPN `h2`);
+ * - `identity`: the destination's certificate verified but does not carry exactly the expected
+ *   SPIFFE ID (nothing was sent to it);
+ * - `denied`: the destination answered the CONNECT 401 or 403 (its own policy refused the
+ *   gateway's identity): the client is answered 503 with reason `upstream_denied`;
+ * - `rejected`: any other non-200 answer, or the stream reset before an answer;
+ * - `aborted`: the tunnel went away first (not a failure of the destination).
+ */
+export type DialFailureKind = 'refused' | 'timeout' | 'unreachable' | 'tls' | 'identity' | 'denied' | 'rejected' | 'aborted' | 'other';
 
-/** A failed dial: `WG_UPSTREAM_TIMEOUT` for the connect timeout, `WG_UPSTREAM_CONNECT` otherwise. */
+/**
+ * A failed dial: `WG_UPSTREAM_TIMEOUT` for the connect timeout, `WG_UPSTREAM_DENIED` for a
+ * destination that refused the gateway (401/403), `WG_UPSTREAM_CONNECT` otherwise. `message` is
+ * what the decision record's `detail` says: written for the operator who reads it (what was
+ * expected, what happened, e.g. `destination 10.0.0.7:15008 answered 403`).
+ */
 export class UpstreamDialError extends WaygateError {
   readonly kind: DialFailureKind;
   constructor(kind: DialFailureKind, message: string, cause?: unknown) {
-    super(kind === 'timeout' ? 'WG_UPSTREAM_TIMEOUT' : 'WG_UPSTREAM_CONNECT', message, { cause });
+    super(kind === 'timeout' ? 'WG_UPSTREAM_TIMEOUT' : kind === 'denied' ? 'WG_UPSTREAM_DENIED' : 'WG_UPSTREAM_CONNECT', message, { cause });
     this.name = 'UpstreamDialError';
     this.kind = kind;
   }
+}
+
+/** How an upstream carries a tunnel: HBONE to the destination's ztunnel, or plain TCP. */
+export type UpstreamProtocol = 'hbone' | 'tcp';
+
+/**
+ * The endpoint discovery chose for a tunnel (src/discovery/): who the destination is, so an HBONE
+ * connector knows where the pod's ztunnel listens and which identity it must present. Null when no
+ * discovery source is configured, or for a direct dial to a destination discovery does not know.
+ */
+export interface UpstreamEndpoint {
+  /** Workload name and namespace (for logs and records). */
+  readonly workload: string;
+  readonly namespace: string;
+  /** The SPIFFE ID the destination must present: `spiffe://<td>/ns/<ns>/sa/<sa>`. */
+  readonly principal: string;
+  /** `HBONE`: the pod is in the ambient mesh (its ztunnel listens on `tunnelPort`); `TCP`: plain. */
+  readonly protocol: 'HBONE' | 'TCP';
+  /** Where the pod's ztunnel accepts HBONE (15008 in Istio). */
+  readonly tunnelPort: number;
+  /** The service hostname the client addressed (`forwarded: ...;host=`), `""` for a workload address. */
+  readonly service: string;
 }
 
 /** What a connector is asked to reach for one allowed tunnel. */
@@ -42,6 +80,8 @@ export interface UpstreamRequest {
    * the destination as the client named it, and its request headers (a trace id to propagate).
    */
   readonly context: DecisionContext;
+  /** The endpoint chosen by discovery, null without one (dial `ip:port` as it is). */
+  readonly endpoint: UpstreamEndpoint | null;
 }
 
 /**
@@ -91,10 +131,8 @@ export type UpstreamStream = Duplex & { setTimeout(timeoutMs: number): unknown }
 export interface UpstreamConnection {
   /** Read for destination -> client, written for client -> destination; the tunnel pipes it directly (no wrapper per chunk). */
   readonly stream: UpstreamStream;
-  /** Bytes received from the destination so far (what the tunnel sends the client). */
-  readonly bytesRead: number;
-  /** Tunnel bytes written to the destination so far; what the connector sends on its own (a PROXY header) is not counted. */
-  readonly bytesWritten: number;
+  /** How it was reached (the decision record's `upstream` fields, the metrics' labels). */
+  readonly info: UpstreamInfo;
   /** Called once, right after the client was answered 200 and before any client byte: sends what the protocol sends first. */
   start(): void;
   /** The client went away after its EOF: flush what is queued, half-close, then close. */
@@ -103,4 +141,13 @@ export interface UpstreamConnection {
   reset(): void;
   /** Closes at once, without flushing. */
   destroy(): void;
+}
+
+/** What a connected upstream says about itself. */
+export interface UpstreamInfo {
+  readonly protocol: UpstreamProtocol;
+  /** The SPIFFE ID the destination presented and the gateway verified; `""` for plain TCP. */
+  readonly principal: string;
+  /** Whether the tunnel rode an HTTP/2 connection the pool already had open (always false for TCP). */
+  readonly reused: boolean;
 }

@@ -4,13 +4,13 @@
  * port, the destination, and the client's SPIFFE ID in TLV type 0xD0 (the type ztunnel uses for
  * the peer identity, in the PP2_TYPE_MIN_CUSTOM..MAX_CUSTOM range of §2.2.8).
  *
- * {@link proxyV2Connector} is the upstream connector (upstream.ts) that sends it: plain TCP whose
+ * {@link proxyV2Connector} is the upstream connector (connector.ts) that sends it: plain TCP whose
  * connection starts with the header.
  */
 import { parseIp, type ParsedIp } from '../net/address.ts';
 import { WaygateError } from '../errors.ts';
-import { TcpTarget } from './upstream-tcp.ts';
-import type { UpstreamConnector, UpstreamRequest, UpstreamTarget } from './upstream.ts';
+import { TcpTarget } from './tcp.ts';
+import type { UpstreamConnector, UpstreamRequest, UpstreamTarget } from './connector.ts';
 
 /** §2.2: the 12-byte signature that starts every v2 header. */
 export const PROXY_V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
