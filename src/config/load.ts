@@ -9,12 +9,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { isMap, isScalar, isSeq, parseAllDocuments, type Node as YamlNode } from 'yaml';
+import { isMap } from 'yaml';
 import { WaygateError, formatDiagnostic, type Diagnostic } from '../errors.ts';
-import { TextLines } from '../util/text-lines.ts';
 import {
   parseAllowDestinations, parseCidr, parseHostPort, parsePort, parseRouteKey, parseRouteTarget, isLoopbackHost,
 } from './address.ts';
+import {
+  describe, report, scalarValue, singleDocument, walkContext, yamlWalker, type V as WalkV, type WalkContext, type YamlNode,
+} from './yaml-walk.ts';
 import { CONFIG_API_VERSION, CONFIG_KIND, LOG_LEVELS, type DestinationAllow, type GatewayConfig } from './schema.ts';
 
 /** A deep partial of the config: what one source (file or flags) sets. */
@@ -36,112 +38,19 @@ export class ConfigError extends WaygateError {
   }
 }
 
-interface Cx {
-  file: string;
-  lines: TextLines;
-  diags: Diagnostic[];
+/** The config's walk context: relative paths resolve against `baseDir` (the file's directory). */
+interface Cx extends WalkContext {
   baseDir: string;
 }
 
-function report(cx: Cx, node: YamlNode | null | undefined, at: string, message: string): undefined {
-  const offset = node?.range?.[0] ?? 0;
-  const pos = cx.lines.linePos(offset);
-  cx.diags.push({
-    code: 'WG_CONFIG', message, file: cx.file, line: Math.max(pos.line, 1), col: pos.col, path: at, severity: 'error',
-  });
-  return undefined;
-}
+type V<T> = WalkV<T, Cx>;
 
-type V<T> = (node: YamlNode | null, at: string, cx: Cx) => T | undefined;
-
-function scalarValue(node: YamlNode | null): unknown {
-  return isScalar(node) ? node.value : undefined;
-}
-
-const str = (check?: (s: string) => string | null): V<string> => (node, at, cx) => {
-  const v = scalarValue(node);
-  if (typeof v !== 'string') return report(cx, node, at, `expected a string, got ${describe(node)}`);
-  const problem = check?.(v);
-  if (problem) return report(cx, node, at, problem);
-  return v;
-};
+const { str, int, bool, oneOf, list, object } = yamlWalker<Cx>();
 
 const filePath: V<string> = (node, at, cx) => {
   const v = str((s) => (s === '' ? 'must not be empty' : null))(node, at, cx);
   return v === undefined ? undefined : path.resolve(cx.baseDir, v);
 };
-
-const int = (min: number, max: number): V<number> => (node, at, cx) => {
-  const v = scalarValue(node);
-  if (typeof v !== 'number' || !Number.isInteger(v)) return report(cx, node, at, `expected an integer, got ${describe(node)}`);
-  if (v < min || v > max) return report(cx, node, at, `${v} is out of range ${min}-${max}`);
-  return v;
-};
-
-const bool: V<boolean> = (node, at, cx) => {
-  const v = scalarValue(node);
-  if (typeof v !== 'boolean') return report(cx, node, at, `expected true or false, got ${describe(node)}`);
-  return v;
-};
-
-function oneOf<T extends string | number>(values: readonly T[]): V<T> {
-  return (node, at, cx) => {
-    const v = scalarValue(node);
-    if (!values.includes(v as T)) return report(cx, node, at, `must be one of ${values.join(', ')}; got ${describe(node)}`);
-    return v as T;
-  };
-}
-
-function list<T>(item: V<T>): V<T[]> {
-  return (node, at, cx) => {
-    if (!isSeq(node)) return report(cx, node, at, `expected a list, got ${describe(node)}`);
-    const out: T[] = [];
-    node.items.forEach((child, i) => {
-      const v = item(child as YamlNode, `${at}[${i}]`, cx);
-      if (v !== undefined) out.push(v);
-    });
-    return out;
-  };
-}
-
-/** A strict mapping: every key must be declared; returns only the keys present. */
-function object<T extends object>(fields: { [K in keyof T]-?: V<T[K]> }): V<Partial<T>> {
-  return (node, at, cx) => {
-    if (!isMap(node)) return report(cx, node, at, `expected a mapping, got ${describe(node)}`);
-    const out: Partial<T> = {};
-    const seen = new Set<string>();
-    for (const pair of node.items) {
-      const keyNode = pair.key as YamlNode | null;
-      const key = scalarValue(keyNode);
-      const keyPath = at ? `${at}.${String(key)}` : String(key);
-      if (typeof key !== 'string') {
-        report(cx, keyNode, at, `keys must be strings, got ${describe(keyNode)}`);
-        continue;
-      }
-      if (seen.has(key)) {
-        report(cx, keyNode, keyPath, `duplicate field "${key}"`);
-        continue;
-      }
-      seen.add(key);
-      if (!Object.prototype.hasOwnProperty.call(fields, key)) {
-        const known = Object.keys(fields).join(', ');
-        report(cx, keyNode, keyPath, `unknown field "${key}" (known: ${known})`);
-        continue;
-      }
-      const v = (fields as Record<string, V<unknown>>)[key]!(pair.value as YamlNode | null, keyPath, cx);
-      if (v !== undefined) (out as Record<string, unknown>)[key] = v;
-    }
-    return out;
-  };
-}
-
-function describe(node: YamlNode | null | undefined): string {
-  if (node === null || node === undefined) return 'nothing';
-  if (isMap(node)) return 'a mapping';
-  if (isSeq(node)) return 'a list';
-  if (isScalar(node)) return node.value === null ? 'null' : `${typeof node.value} ${JSON.stringify(node.value)}`;
-  return 'an unsupported node';
-}
 
 const hostPort = (opts: { loopbackOnly?: boolean } = {}): V<string> =>
   str((s) => {
@@ -269,24 +178,9 @@ const documentSchema = object<{ apiVersion: string; kind: string; metadata: { na
  * `baseDir` (the file's directory). Throws ConfigError with every problem found.
  */
 export function parseConfigText(text: string, file: string, baseDir: string = path.dirname(path.resolve(file))): ConfigLayer {
-  const lines = new TextLines(text);
-  const cx: Cx = { file, lines, diags: [], baseDir };
-  const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: false });
-  const list = Array.isArray(docs) ? docs : [];
-  for (const doc of list) {
-    for (const e of doc.errors) {
-      const pos = lines.linePos(e.pos[0]);
-      cx.diags.push({ code: 'WG_CONFIG', message: e.message.split('\n')[0]!, file, line: Math.max(pos.line, 1), col: pos.col, path: '', severity: 'error' });
-    }
-  }
-  if (cx.diags.length) throw new ConfigError(cx.diags);
-  const nonEmpty = list.filter((d) => d.contents !== null);
-  if (nonEmpty.length !== 1) {
-    const second = nonEmpty[1]?.contents as YamlNode | undefined;
-    report(cx, second ?? null, '', nonEmpty.length === 0 ? 'the file holds no document' : 'a config file holds exactly one GatewayConfig document');
-    throw new ConfigError(cx.diags);
-  }
-  const root = nonEmpty[0]!.contents as YamlNode;
+  const cx: Cx = { ...walkContext('WG_CONFIG', file, text), baseDir };
+  const root = singleDocument(text, cx, 'a config file holds exactly one GatewayConfig document');
+  if (root === undefined) throw new ConfigError(cx.diags);
   const doc = documentSchema(root, '', cx);
   if (doc && cx.diags.length === 0) {
     for (const field of ['apiVersion', 'kind', 'spec'] as const) {
