@@ -32,7 +32,7 @@ import { decisionContext, streamAttributes, type DecisionContext } from '../poli
 import type { Decision } from '../policy/decision.ts';
 import { ConnectOutcome, statusFor } from './connect-outcome.ts';
 import { parseConnectRequest } from './connect-request.ts';
-import type { ResolvedDestination } from './destination.ts';
+import { OUTSIDE_MESH, type ResolvedDestination } from './destination.ts';
 import { DialSlotTimeoutError, type AdmittedDial } from './dial-queue.ts';
 import { notify } from './observer.ts';
 import type { ConnectRecorder, RecordBase, RecordedOutcome } from './records.ts';
@@ -63,7 +63,7 @@ export function buildDecisionContext(
 function ignoreStreamError(): void {}
 
 /** Where a CONNECT leads before its `:authority` was read or when it does not parse. */
-const NO_TARGET: ResolvedDestination = Object.freeze({ ip: '', host: '', port: 0 });
+const NO_TARGET: ResolvedDestination = Object.freeze({ ip: '', host: '', port: 0, ...OUTSIDE_MESH });
 /** The request of a CONNECT whose headers could not be read (the failure path's context). */
 const NO_REQUEST: ParsedRequestHeaders = Object.freeze({ headers: {}, baggage: {}, traceId: '', forwarded: [], forwardedNetwork: '' });
 

@@ -46,12 +46,20 @@ export interface DestinationOptions {
 
 /** A resolved destination: what the decision context's `destination` carries. */
 export interface ResolvedDestination {
-  /** Canonical address to dial; `""` when a `host:port` authority has no route. */
+  /** Canonical address the authority names (or its route's); `""` when a `host:port` authority has no route. */
   ip: string;
   /** Host of a `host:port` authority, `""` for an IP authority. */
   host: string;
   port: number;
+  /** What discovery knows of it (src/hbone/route.ts), `""` without discovery or outside the mesh. */
+  service: string;
+  namespace: string;
+  workload: string;
+  principal: string;
 }
+
+/** The discovery fields of a destination outside the mesh. */
+export const OUTSIDE_MESH = Object.freeze({ service: '', namespace: '', workload: '', principal: '' });
 
 /**
  * Outcome of {@link DestinationPolicy.check} / {@link DestinationPolicy.checkResolved}:
@@ -156,9 +164,9 @@ export class DestinationPolicy {
 
   /** Resolves an authority to the address to dial (routes for `host:port`; no DNS). */
   resolve(target: Authority): ResolvedDestination {
-    if (target.kind === 'ip') return { ip: target.ip, host: '', port: target.port };
+    if (target.kind === 'ip') return { ip: target.ip, host: '', port: target.port, ...OUTSIDE_MESH };
     const route = this.#routes.get(`${target.host}:${target.port}`);
-    return route ? { ip: route.ip, host: target.host, port: route.port } : { ip: '', host: target.host, port: target.port };
+    return route ? { ip: route.ip, host: target.host, port: route.port, ...OUTSIDE_MESH } : { ip: '', host: target.host, port: target.port, ...OUTSIDE_MESH };
   }
 
   /** Whether a resolved destination may be dialed: `no_route` for a host without a route, else {@link check}. */

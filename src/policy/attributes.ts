@@ -95,8 +95,21 @@ export interface ConnectionFacts {
 export interface StreamFacts {
   /** The CONNECT `:authority` exactly as received. */
   readonly authority: string;
-  /** Where the authority leads: the address to dial (`""` for a host without a route), its host name, its port. */
-  readonly target: { readonly ip: string; readonly host: string; readonly port: number };
+  /**
+   * Where the authority leads: the address it names or its route's (`""` for a host without a
+   * route), its host name, its port; and what discovery knows of it (src/discovery/), `""`
+   * outside the mesh: the service and its namespace (service-level, known before an endpoint is
+   * picked), the workload and its SPIFFE ID (only when the authority names a workload's address).
+   */
+  readonly target: {
+    readonly ip: string;
+    readonly host: string;
+    readonly port: number;
+    readonly service: string;
+    readonly namespace: string;
+    readonly workload: string;
+    readonly principal: string;
+  };
   /** The CONNECT's informational headers, parsed (hbone/request-headers.ts). */
   readonly request: {
     readonly headers: Readonly<Record<string, string>>;
@@ -237,7 +250,7 @@ export const ATTRIBUTE_GROUPS = {
   }),
   destination: group({
     celType: 'waygate.Destination',
-    description: 'Where the tunnel goes: the CONNECT :authority and its parts.',
+    description: 'Where the tunnel goes: the CONNECT :authority, its parts, and what discovery knows of it.',
     scope: 'stream',
     record: 'nested',
     attributes: {
@@ -271,6 +284,37 @@ export const ATTRIBUTE_GROUPS = {
         cache: true,
         index: { kinds: ['equals', 'prefix', 'suffix'], rank: 8 },
         read: (s: StreamFacts) => s.authority,
+      },
+      service: {
+        format: 'lowercase',
+        doc: 'With discovery: the hostname of the service the authority names (its VIP or its hostname), e.g. `echo.shop.svc.cluster.local`; `""` otherwise. Known before an endpoint is picked.',
+        maxLength: 253, // a DNS name (RFC 1035 §2.3.4)
+        cache: true,
+        index: { kinds: ['equals', 'prefix', 'suffix'], rank: 9 },
+        read: (s: StreamFacts) => s.target.service,
+      },
+      namespace: {
+        format: 'string',
+        doc: 'With discovery: the namespace of that service, or of the workload a workload address names; `""` otherwise.',
+        maxLength: 63, // a Kubernetes namespace is a DNS label
+        cache: true,
+        index: { kinds: ['equals', 'prefix', 'suffix'], rank: 10 },
+        read: (s: StreamFacts) => s.target.namespace,
+      },
+      workload: {
+        format: 'string',
+        doc: 'With discovery, for an authority naming a workload\'s own address: its name. `""` for service traffic (the verdict never depends on the endpoint the balancer picks) and outside the mesh.',
+        maxLength: 253,
+        cache: true,
+        index: { kinds: ['equals', 'prefix', 'suffix'], rank: 11 },
+        read: (s: StreamFacts) => s.target.workload,
+      },
+      principal: {
+        format: 'spiffe-id',
+        doc: 'The SPIFFE ID of that workload (what its ztunnel must present); `""` like `workload`.',
+        cache: true,
+        index: { kinds: ['equals', 'prefix', 'suffix'], rank: 12 },
+        read: (s: StreamFacts) => s.target.principal,
       },
     },
   }),

@@ -182,7 +182,7 @@ export function* generateAuditLines(options: GenerateOptions, truth: GroundTruth
         ip: `10.1.${Math.floor(rand() * 4)}.${1 + Math.floor(rand() * 250)}`,
         port: 30000 + Math.floor(rand() * 30000),
       },
-      destination: { authority: `${dst.ip}:${dst.port}`, ip: dst.ip, port: dst.port, host: '' },
+      destination: { authority: `${dst.ip}:${dst.port}`, ip: dst.ip, port: dst.port, host: '', service: '', namespace: '', workload: '', principal: '' },
       traceId,
       headers: traceId ? { traceparent: `00-${traceId}-00f067aa0ba902b7-01`, baggage: `k8s.namespace.name=${ns}` } : {},
       baggage: noId ? {} : { 'k8s.namespace.name': ns, 'service.name': sa },

@@ -5,7 +5,7 @@ import { AUDIT_SCHEMA_VERSION, type AuditRecord } from '../../src/audit/record.t
 export function sampleRecord(i: number): AuditRecord {
   const time = new Date(Date.parse('2026-11-26T08:00:00Z') + i * 10).toISOString();
   const source = { principal: `spiffe://cluster.local/ns/prod/sa/app-${i % 7}`, trustDomain: 'cluster.local', namespace: 'prod', serviceAccount: `app-${i % 7}`, ip: '10.1.0.9', port: 40000 + (i % 1000) };
-  const destination = { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '' };
+  const destination = { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '', service: '', namespace: '', workload: '', principal: '' };
   if (i % 100 === 99) {
     return { schema: AUDIT_SCHEMA_VERSION, event: 'reload', time, result: 'applied', snapshot: { version: i, hash: `h${i}` }, policies: 3, rules: 5, errors: [], trigger: 'watch' };
   }

@@ -139,7 +139,7 @@ describe('attribute catalogue', () => {
     };
     const stream: StreamFacts = {
       authority: 'db.svc:5432',
-      target: { ip: '10.9.0.1', host: 'db.svc', port: 5432 },
+      target: { ip: '10.9.0.1', host: 'db.svc', port: 5432, service: '', namespace: '', workload: '', principal: '' },
       request: { headers: { 'x-a': '1' }, baggage: { k: 'v' }, traceId: 'ab'.repeat(16) },
       now: new Date('2026-01-02T03:04:05Z'),
     };

@@ -17,7 +17,7 @@ function ctx(): DecisionContext {
   return {
     ...c,
     source: { ...c.source, principal: 'spiffe://td/ns/a/sa/b', ip: '10.0.0.1', port: 40000 },
-    destination: { ip: '10.0.0.2', host: '', port: 443, authority: '10.0.0.2:443' },
+    destination: { ip: '10.0.0.2', host: '', port: 443, authority: '10.0.0.2:443', service: '', namespace: '', workload: '', principal: '' },
     request: { headers: { 'x-tenant': 'acme', constructor: 'c' }, baggage: { 'service.name': 'web' }, traceId: '0af7651916cd43dd8448eb211c80319c' },
     connection: { id: 'c-1', tlsVersion: 'TLSv1.3' },
   };

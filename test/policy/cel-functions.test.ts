@@ -22,7 +22,7 @@ function context(): DecisionContext {
       ip: '10.0.0.5',
       port: 43122,
     },
-    destination: { ip: 'fd00::7', host: '', port: 8080, authority: '[fd00::7]:8080' },
+    destination: { ip: 'fd00::7', host: '', port: 8080, authority: '[fd00::7]:8080', service: '', namespace: '', workload: '', principal: '' },
     request: { headers: { 'x-tenant': 'acme', 'x-bad-ip': '10.0.0.999' }, baggage: { 'k8s.namespace.name': 'prod' }, traceId: '' },
   };
 }

@@ -103,7 +103,7 @@ describe('contextFromInput', () => {
     const c = contextFromInput({});
     assert.deepEqual(c, {
       source: { principal: '', trustDomain: '', namespace: '', serviceAccount: '', ip: '', port: 0 },
-      destination: { ip: '', host: '', port: 0, authority: '' },
+      destination: { ip: '', host: '', port: 0, authority: '', service: '', namespace: '', workload: '', principal: '' },
       request: { headers: {}, baggage: {}, traceId: '' },
       connection: { id: '', tlsVersion: '' },
       now: new Date(0),
@@ -148,7 +148,7 @@ describe('contextFromInput', () => {
       decision: 'allow', reason: 'allowed', status: 200, policy: 'api', rule: 'frontend', dryRun: null, audit: [], evalErrors: [],
       snapshot: { version: 1, hash: 'h' },
       source: { principal: 'spiffe://cluster.local/ns/prod/sa/frontend', trustDomain: 'cluster.local', namespace: 'prod', serviceAccount: 'frontend', ip: '10.0.0.5', port: 41000 },
-      destination: { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '' },
+      destination: { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '', service: '', namespace: '', workload: '', principal: '' },
       traceId: '', headers: { 'x-tenant': 'acme' }, baggage: {}, connection: { id: 'c9', tlsVersion: 'TLSv1.3' }, evalMicros: 3,
     } satisfies DecisionRecord;
     const c = contextFromAuditRecord(record);

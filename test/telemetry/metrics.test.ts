@@ -27,7 +27,7 @@ function value(fams: Map<string, Family>, name: string, labels: Record<string, s
 }
 
 const source = { principal: 'spiffe://cluster.local/ns/prod/sa/frontend', trustDomain: 'cluster.local', namespace: 'prod', serviceAccount: 'frontend', ip: '10.0.0.5', port: 40000 };
-const destination = { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '' };
+const destination = { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '', service: '', namespace: '', workload: '', principal: '' };
 
 function decisionRecord(over: Partial<DecisionRecord>): DecisionRecord {
   return {

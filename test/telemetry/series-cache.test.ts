@@ -111,7 +111,7 @@ function decisionRecord(i: number, names: string): DecisionRecord {
     evalErrors: reason === 'eval_error' ? [{ policy: `${names}-p1`, rule: 'broken', message: 'no such key' }] : [],
     snapshot: { version: 1, hash: 'h' },
     source: { principal: 'spiffe://cluster.local/ns/x/sa/y', trustDomain: 'cluster.local', namespace: NAMESPACES[i % NAMESPACES.length]!, serviceAccount: 'y', ip: '10.0.0.5', port: 40000 },
-    destination: { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '' },
+    destination: { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '', service: '', namespace: '', workload: '', principal: '' },
     traceId: '', headers: {}, baggage: {}, connection: { id: 'c1', tlsVersion: 'TLSv1.3' },
     evalMicros: i % 3 === 0 ? 0 : 5 + (i % 11),
   };
@@ -121,7 +121,7 @@ function closeRecord(i: number): CloseRecord {
   return {
     schema: AUDIT_SCHEMA_VERSION, event: 'close', time: new Date(0).toISOString(), decisionId: `d${i}`, connectionId: 'c1', streamId: i * 2 + 1,
     source: { principal: 'spiffe://cluster.local/ns/x/sa/y', trustDomain: 'cluster.local', namespace: 'other-ns', serviceAccount: 'y', ip: '10.0.0.5', port: 40000 },
-    destination: { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '' },
+    destination: { authority: '10.0.1.7:8080', ip: '10.0.1.7', port: 8080, host: '', service: '', namespace: '', workload: '', principal: '' },
     bytesSent: i % 6 === 0 ? 0 : 100 + i, bytesReceived: 10 + (i % 13), durationMs: 5, closeReason: CLOSE_REASONS[i % CLOSE_REASONS.length]!,
   };
 }
