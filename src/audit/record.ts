@@ -53,9 +53,37 @@ export interface DecisionRecordHead {
   snapshot: { version: number; hash: string };
 }
 
+/**
+ * Where an allowed tunnel was sent (docs/design.md §6), with discovery: the endpoint picked and
+ * how it was reached. On a refused upstream, what was tried (`principal` then `""`).
+ */
+export interface UpstreamRecord {
+  /** The service the client addressed (`""` for a workload address or a direct dial). */
+  service: string;
+  /** The workload picked (`namespace/name`), `""` for a direct dial. */
+  workload: string;
+  /** `ip:port` the tunnel reaches (for HBONE: the CONNECT authority sent to the pod's ztunnel). */
+  address: string;
+  protocol: 'hbone' | 'tcp';
+  /** The SPIFFE ID the destination presented and the gateway verified; `""` for TCP or a failed dial. */
+  principal: string;
+  /** Whether an HBONE tunnel rode a pooled connection that was already open. */
+  reused: boolean;
+  /** From the start of the dial to the destination's 200 (HBONE) or TCP connect; 0 when it failed. */
+  connectMs: number;
+}
+
 /** The fields of a decision record after its evaluation input. */
 export interface DecisionRecordTail {
   evalMicros: number;
+  /** With discovery, or a failed dial: where the tunnel went or was to go. */
+  upstream?: UpstreamRecord;
+  /**
+   * Why the transport refused after the policy allowed, in words an operator can act on: no
+   * endpoint, identity mismatch, the status the destination answered (`upstream_failed`,
+   * `upstream_denied`).
+   */
+  detail?: string;
 }
 
 export type DecisionRecord = DecisionRecordHead & RecordInput & DecisionRecordTail;
@@ -63,7 +91,8 @@ export type DecisionRecord = DecisionRecordHead & RecordInput & DecisionRecordTa
 const HEAD_FIELDS: readonly (keyof DecisionRecordHead)[] = [
   'schema', 'event', 'time', 'decisionId', 'connectionId', 'streamId', 'decision', 'reason', 'status', 'policy', 'rule', 'dryRun', 'audit', 'evalErrors', 'snapshot',
 ];
-const TAIL_FIELDS: readonly (keyof DecisionRecordTail)[] = ['evalMicros'];
+// `upstream` and `detail` are undefined when absent, which JSON leaves out of the line.
+const TAIL_FIELDS: readonly (keyof DecisionRecordTail)[] = ['evalMicros', 'upstream', 'detail'];
 
 type Fields = DecisionRecordHead & DecisionRecordTail;
 
@@ -152,6 +181,8 @@ export interface CloseRecord {
   bytesReceived: number;
   durationMs: number;
   closeReason: CloseReason;
+  /** How the tunnel reached its destination (absent for records written before discovery existed). */
+  protocol?: 'hbone' | 'tcp';
   /** For policy_changed: the snapshot and rule that closed it. */
   policy?: string | null;
   rule?: string | null;

@@ -35,6 +35,8 @@ import { parseConnectRequest } from './connect-request.ts';
 import { OUTSIDE_MESH, type ResolvedDestination } from './destination.ts';
 import { DialSlotTimeoutError, type AdmittedDial } from './dial-queue.ts';
 import { notify } from './observer.ts';
+import type { Choice, Routed } from './route.ts';
+import type { UpstreamRecord } from '../audit/record.ts';
 import type { ConnectRecorder, RecordBase, RecordedOutcome } from './records.ts';
 import { parseRequestHeaders, type ParsedRequestHeaders } from './request-headers.ts';
 import type { ResolvedServerOptions } from './server-options.ts';
@@ -67,6 +69,9 @@ const NO_TARGET: ResolvedDestination = Object.freeze({ ip: '', host: '', port: 0
 /** The request of a CONNECT whose headers could not be read (the failure path's context). */
 const NO_REQUEST: ParsedRequestHeaders = Object.freeze({ headers: {}, baggage: {}, traceId: '', forwarded: [], forwardedNetwork: '' });
 
+/** Phase 2's pick: where an allowed tunnel is dialed. */
+type DialChoice = Extract<Choice, { kind: 'dial' }>;
+
 /** What every attempt of one server shares (one object per server). */
 interface AttemptEnv {
   readonly recorder: ConnectRecorder;
@@ -90,8 +95,13 @@ class ConnectAttempt implements RecordBase {
   #context: DecisionContext | null = null;
   tunnel: Tunnel | null = null;
   decision: Decision | null = null;
+  /** Phase 1's route (null until the CONNECT parsed). */
+  routed: Routed | null = null;
   /** The connected upstream from the dial until `open()` hands it to the tunnel: the failure path closes it. */
-  upstream: UpstreamConnection | null = null;
+  held: UpstreamConnection | null = null;
+  /** The record's `upstream` (where the tunnel went or was to go) and `detail` (why the transport refused). */
+  upstream: UpstreamRecord | undefined = undefined;
+  detail: string | undefined = undefined;
   #recorded = false;
 
   constructor(
@@ -127,7 +137,7 @@ class ConnectAttempt implements RecordBase {
   open(decision: Decision, upstream: UpstreamConnection): void {
     const allowed: RecordedOutcome = { verdict: 'allow', reason: decision.reason, decision, withRule: true };
     this.#record(allowed, statusFor(decision.reason, this.env.denyStatus));
-    this.upstream = null; // handed over: the tunnel owns it from its first statement on
+    this.held = null; // handed over: the tunnel owns it from its first statement on
     this.tunnel!.open(upstream, this.env.idleTimeoutMs);
   }
 
@@ -142,9 +152,9 @@ class ConnectAttempt implements RecordBase {
     log?.error({ err: (err as Error)?.message ?? String(err), connectionId: this.conn.id, streamId: this.streamId }, 'CONNECT handling failed');
     const t = this.tunnel;
     try {
-      if (this.upstream) {
-        this.upstream.destroy();
-        this.upstream = null;
+      if (this.held) {
+        this.held.destroy();
+        this.held = null;
       }
       if (!this.#recorded) {
         const o = ConnectOutcome.internalError(this.decision, t?.authorized ?? false);
@@ -204,6 +214,7 @@ export class ConnectHandler {
     this.#env = { recorder, denyStatus: o.denyStatus, idleTimeoutMs: o.idleTimeoutMs, log: o.log };
     this.#onTunnelClosed = (t, record) => {
       registry.remove(t);
+      t.releaseEndpoint();
       if (record) recorder.close(record);
     };
   }
@@ -218,11 +229,11 @@ export class ConnectHandler {
     try {
       const tunnel = this.#request(a, headers, rawHeaders);
       if (tunnel instanceof ConnectOutcome) return a.conclude(tunnel);
-      const decision = this.#authorize(a, tunnel);
-      if (decision instanceof ConnectOutcome) return a.conclude(decision);
-      const upstream = await this.#connect(a, tunnel, decision);
+      const allowed = this.#authorize(a, tunnel);
+      if (allowed instanceof ConnectOutcome) return a.conclude(allowed);
+      const upstream = await this.#connect(a, tunnel, allowed.decision, allowed.choice);
       if (upstream instanceof ConnectOutcome) return a.conclude(upstream);
-      a.open(decision, upstream);
+      a.open(allowed.decision, upstream);
     } catch (err) {
       a.fail(err);
     }
@@ -238,8 +249,9 @@ export class ConnectHandler {
       a.context = buildDecisionContext(conn, req.error.authority, NO_TARGET, parsed, a.now);
       return ConnectOutcome.badRequest();
     }
-    const resolved = this.#o.destinations.resolve(req.request.target);
-    const context = buildDecisionContext(conn, req.request.authority, resolved, parsed, a.now);
+    const routed = this.#o.router.resolve(req.request.target);
+    a.routed = routed;
+    const context = buildDecisionContext(conn, req.request.authority, routed.destination, parsed, a.now);
     const destination = context.destination;
     a.context = context;
     // Only a stream that slipped in past the final GOAWAY gets here (nghttp2 ignores later ones).
@@ -254,17 +266,26 @@ export class ConnectHandler {
     return tunnel;
   }
 
-  /** Phase 2: identity, policy, and whether the destination may be dialed. */
-  #authorize(a: ConnectAttempt, tunnel: Tunnel): Decision | ConnectOutcome {
+  /** Phase 2: identity, policy, and where the tunnel may be sent (route.ts), or why not. */
+  #authorize(a: ConnectAttempt, tunnel: Tunnel): { decision: Decision; choice: DialChoice } | ConnectOutcome {
     if (!a.conn.identity) return ConnectOutcome.noIdentity();
     const decision = this.#safeAuthorize(tunnel.context);
     a.decision = decision;
     if (decision.decision !== 'allow') return ConnectOutcome.policyDenied(decision);
+    const choice = this.#o.router.choose(a.routed!);
+    if (choice.kind === 'dial') {
+      // The balancer's slot is given back when the tunnel ends, whichever way (#onTunnelClosed).
+      tunnel.releaseEndpoint = choice.release;
+      if (choice.record) a.upstream = choice.record;
+      return { decision, choice };
+    }
+    if (choice.record) a.upstream = choice.record;
+    a.detail = choice.detail;
     const log = this.#o.log;
     const destination = tunnel.destination;
-    switch (this.#o.destinations.checkResolved(destination)) {
-      case 'ok':
-        return decision;
+    switch (choice.check) {
+      case 'not_allowed':
+        return ConnectOutcome.destinationNotAllowed(decision);
       case 'no_route':
         // ztunnel answers a hostname it cannot resolve with 503 ("no upstream", NoHostname): the
         // destination is unknown, not refused by the gateway (docs/ztunnel-interop.md D5).
@@ -275,21 +296,28 @@ export class ConnectHandler {
         // unreachable destination).
         log?.info({ connectionId: a.conn.id, destination }, 'CONNECT to the gateway itself refused');
         return ConnectOutcome.unreachable(decision);
-      case 'not_allowed':
-        return ConnectOutcome.destinationNotAllowed(decision);
+      case 'unavailable':
+        // Discovery knows no such destination, or no endpoint can take it (docs/waypoint.md).
+        log?.info({ connectionId: a.conn.id, streamId: a.streamId, destination, detail: choice.detail }, 'no endpoint for this CONNECT: 503');
+        return ConnectOutcome.unreachable(decision);
     }
   }
 
   /** Phase 3: the upstream connection, or why there is none. */
-  async #connect(a: ConnectAttempt, tunnel: Tunnel, decision: Decision): Promise<UpstreamConnection | ConnectOutcome> {
+  async #connect(a: ConnectAttempt, tunnel: Tunnel, decision: Decision, choice: DialChoice): Promise<UpstreamConnection | ConnectOutcome> {
     const { conn, streamId } = a;
     const o = this.#o;
     let target: UpstreamTarget;
     try {
+      // HBONE to a mesh endpoint's ztunnel, otherwise the configured (TCP) connector.
+      const connector = choice.endpoint?.protocol === 'HBONE' ? o.hboneUpstream : o.upstream;
+      if (connector === null) throw new Error('no HBONE connector is configured');
       // What the connector can refuse without the network, it refuses before any socket exists.
-      target = o.upstream.prepare({ ip: tunnel.destination.ip, port: tunnel.destination.port, context: tunnel.context, endpoint: null });
+      target = connector.prepare({ ip: choice.ip, port: choice.port, context: tunnel.context, endpoint: choice.endpoint });
     } catch (err) {
-      o.log?.warn({ connectionId: conn.id, streamId, err: (err as Error)?.message ?? String(err) }, 'the upstream connector cannot carry this tunnel: 503');
+      const message = (err as Error)?.message ?? String(err);
+      a.detail = `the upstream connector cannot carry this tunnel: ${message}`;
+      o.log?.warn({ connectionId: conn.id, streamId, err: message }, 'the upstream connector cannot carry this tunnel: 503');
       return ConnectOutcome.unreachable(decision);
     }
     // Authorized from here on, whether it dials now or waits for a dial slot: a recheck, a drain
@@ -316,12 +344,14 @@ export class ConnectHandler {
       return this.#dialFailed(a, tunnel, decision, dial, err);
     }
     // From here until open() the connection is the handler's: the failure path closes it.
-    a.upstream = upstream;
+    a.held = upstream;
     tunnel.setDial(null);
-    notify(o.observer, 'upstreamConnected', Math.round(performance.now() - (dial.dialStartedAt ?? a.startedAt)));
+    const connectMs = Math.round(performance.now() - (dial.dialStartedAt ?? a.startedAt));
+    if (a.upstream) a.upstream = { ...a.upstream, principal: upstream.info.principal, reused: upstream.info.reused, connectMs };
+    notify(o.observer, 'upstreamConnected', connectMs, upstream.info);
     if (tunnel.revoked || tunnel.streamClosed) {
       // Revoked, or the client gave up, as the dial completed: no answer can be sent (status 0).
-      a.upstream = null;
+      a.held = null;
       upstream.destroy();
       return tunnel.revoked ? ConnectOutcome.revoked(tunnel.revoked, decision) : ConnectOutcome.clientGone(decision);
     }
@@ -343,9 +373,14 @@ export class ConnectHandler {
       // Waited its whole connect budget for a slot: the dial cap refused it, no destination failed.
       o.log?.warn({ connectionId: a.conn.id, streamId: a.streamId, destination: tunnel.destination, limit: o.maxPendingDials, connectTimeoutMs: o.connectTimeoutMs }, 'no upstream dial slot freed on this connection within the connect timeout: 503');
       notify(o.observer, 'refused', 'max_pending_dials');
+      a.detail = `no upstream dial slot freed on this connection within the connect timeout (${o.connectTimeoutMs} ms)`;
     } else {
-      notify(o.observer, 'upstreamFailed', e.kind, Math.round(performance.now() - (dial.dialStartedAt ?? a.startedAt)));
-      o.log?.info({ connectionId: a.conn.id, streamId: a.streamId, err: e.message }, 'upstream connect failed');
+      notify(o.observer, 'upstreamFailed', e.kind, Math.round(performance.now() - (dial.dialStartedAt ?? a.startedAt)), a.upstream?.protocol ?? 'tcp');
+      o.log?.info({ connectionId: a.conn.id, streamId: a.streamId, err: e.message, kind: e.kind }, 'upstream connect failed');
+      a.detail = e.message;
+      // The destination's own policy refused the gateway's identity (401/403): the first thing
+      // an operator asks about, told apart from a destination that failed (docs/waypoint.md).
+      if (e.kind === 'denied') return ConnectOutcome.upstreamDenied(decision);
     }
     return ConnectOutcome.unreachable(decision);
   }

@@ -25,6 +25,9 @@ const STATUS_BY_REASON: Readonly<Record<Reason, number | 'deny'>> = {
   bad_request: 400,
   // No route (ztunnel's "no upstream"), a self-call, no dial slot, a failed dial: 503.
   upstream_failed: 503,
+  // The destination's own policy refused the gateway's identity (it answered 401/403): the
+  // gateway did not refuse the client, so not the deny status (docs/design.md §6).
+  upstream_denied: 503,
   draining: 503,
 };
 
@@ -89,6 +92,14 @@ export class ConnectOutcome {
    */
   static unreachable(decision: Decision): ConnectOutcome {
     return new ConnectOutcome('allow', 'upstream_failed', decision, true, 'status', true, 'upstream_failed');
+  }
+
+  /**
+   * Allowed, but the destination's own policy refused the gateway (it answered 401/403): 503 with
+   * reason `upstream_denied`, recorded like a failed dial.
+   */
+  static upstreamDenied(decision: Decision): ConnectOutcome {
+    return new ConnectOutcome('allow', 'upstream_denied', decision, true, 'status', true, 'upstream_failed');
   }
 
   /** Allowed, but the client reset the stream before its answer: the record keeps what the policy said, with status 0. */

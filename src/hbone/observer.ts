@@ -5,7 +5,7 @@
  * (a throwing observer is caught and ignored so metrics can never break a tunnel).
  */
 import type { CloseRecord, DecisionRecord } from '../audit/record.ts';
-import type { DialFailureKind } from '../upstream/connector.ts';
+import type { DialFailureKind, UpstreamInfo, UpstreamProtocol } from '../upstream/connector.ts';
 
 /** Why a TLS/HTTP/2 connection never got to carry a CONNECT; a bounded set for metric labels. */
 export type HandshakeFailureReason =
@@ -26,9 +26,9 @@ export interface HboneObserver {
   decision?(record: DecisionRecord): void;
   /** Exactly once per tunnel that was allowed, with its close record (bytes, duration, reason). */
   tunnelClosed?(record: CloseRecord): void;
-  /** Upstream connect latency of a successful dial. */
-  upstreamConnected?(ms: number): void;
-  upstreamFailed?(kind: DialFailureKind, ms: number): void;
+  /** Upstream connect latency of a successful dial, and how it was reached (protocol, pooled connection reused). */
+  upstreamConnected?(ms: number, info: UpstreamInfo): void;
+  upstreamFailed?(kind: DialFailureKind, ms: number, protocol: UpstreamProtocol): void;
   /** A session was closed because PINGs went unanswered. */
   pingTimeout?(connectionId: string): void;
   /**

@@ -6,7 +6,7 @@
  * passed authorization (built by the tunnel, tunnel.ts, when it ends).
  */
 import type { Logger } from 'pino';
-import { AUDIT_SCHEMA_VERSION, decisionRecord, type CloseRecord, type DecisionRecordHead, type DecisionRecordTail } from '../audit/record.ts';
+import { AUDIT_SCHEMA_VERSION, decisionRecord, type CloseRecord, type DecisionRecordHead, type DecisionRecordTail, type UpstreamRecord } from '../audit/record.ts';
 import type { HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import type { DecisionContext } from '../policy/context.ts';
@@ -23,6 +23,10 @@ export interface RecordBase {
    * malformed CONNECT, a failure), what was known of it.
    */
   readonly context: DecisionContext;
+  /** Where the tunnel went or was to go (with discovery, or a failed dial); undefined otherwise. */
+  readonly upstream?: UpstreamRecord | undefined;
+  /** Why the transport refused after the policy allowed (record field `detail`). */
+  readonly detail?: string | undefined;
 }
 
 /** What the record says happened (a ConnectOutcome, or the allow of an opened tunnel). */
@@ -77,6 +81,8 @@ export class ConnectRecorder {
       evalErrors: d ? d.evalErrors.map((e) => ({ policy: e.policy, rule: e.rule, message: e.message })) : [],
       snapshot: d ? d.snapshot : this.#o.snapshotInfo(),
       evalMicros: d ? d.evalMicros : 0,
+      upstream: b.upstream,
+      detail: b.detail,
     };
     // The evaluation input, allow-listed and redacted headers included, as the catalogue lays it out.
     const record = decisionRecord(fields, ctx, this.#o.headerAuditPolicy());

@@ -11,6 +11,7 @@ import { WaygateError } from '../errors.ts';
 import { DestinationPolicy, type DestinationOptions } from './destination.ts';
 import { resolveH2Options, type H2Options, type ResolvedH2Options } from './h2-settings.ts';
 import type { HboneObserver } from './observer.ts';
+import { Router, type DiscoveryRouting } from './route.ts';
 import { proxyV2Connector } from '../upstream/proxy-v2.ts';
 import type { Authorize } from './tunnel-registry.ts';
 import { tcpConnector } from '../upstream/tcp.ts';
@@ -68,6 +69,16 @@ export interface HboneServerOptions {
    */
   upstream?: UpstreamConnector;
   /**
+   * A discovery source (src/discovery/): CONNECTs resolve to services and workloads, and allowed
+   * tunnels go to an endpoint the balancer picks (route.ts). Without it, the `:authority` is dialed.
+   */
+  discovery?: DiscoveryRouting;
+  /**
+   * The connector for endpoints that speak HBONE (src/upstream/hbone.ts); required with
+   * `discovery`. Plain-TCP endpoints and direct dials use `upstream`.
+   */
+  hboneUpstream?: UpstreamConnector;
+  /**
    * Upstream dials in flight per HTTP/2 connection. A CONNECT beyond it waits for a slot, in
    * arrival order, within its connect timeout counted from its arrival (dial-queue.ts); one whose
    * budget runs out first is answered 503 (`upstream_failed`, no dial, counted as a
@@ -91,6 +102,9 @@ export interface ResolvedServerOptions {
   audit: AuditSink;
   observer: HboneObserver | undefined;
   destinations: DestinationPolicy;
+  /** Where each CONNECT leads: the destination policy plus discovery, if any. */
+  router: Router;
+  hboneUpstream: UpstreamConnector | null;
   denyStatus: number;
   connectTimeoutMs: number;
   handshakeTimeoutMs: number;
@@ -171,6 +185,10 @@ export function resolveServerOptions(opts: HboneServerOptions): ResolvedServerOp
   const headerAuditPolicyOpt = opts.headerAuditPolicy ?? DEFAULT_HEADER_AUDIT_POLICY;
   const maxConnections = positiveInt('maxConnections', opts.maxConnections, 0, 0);
   const upstream = upstreamConnector(opts);
+  if (opts.discovery !== undefined && (!opts.hboneUpstream || typeof opts.hboneUpstream.prepare !== 'function')) {
+    throw new WaygateError('WG_CONFIG', 'hboneUpstream: required with discovery (endpoints in the mesh are reached over HBONE)');
+  }
+  const router = new Router(destinations, opts.discovery ?? null);
   // Clamped to the stream limit: dials beyond it could never be in flight anyway.
   const maxPendingDials = Math.min(
     positiveInt('maxPendingDialsPerConnection', opts.maxPendingDialsPerConnection, DEFAULT_MAX_PENDING_DIALS),
@@ -185,6 +203,8 @@ export function resolveServerOptions(opts: HboneServerOptions): ResolvedServerOp
     audit: opts.audit,
     observer: opts.observer,
     destinations,
+    router,
+    hboneUpstream: opts.hboneUpstream ?? null,
     denyStatus,
     connectTimeoutMs,
     handshakeTimeoutMs,

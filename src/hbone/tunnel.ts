@@ -125,6 +125,8 @@ function uncorkUpstreams(): void {
  */
 export const TUNNEL_WRITE_BUFFER_BYTES = 256 * 1024;
 
+function noop(): void {}
+
 function swallow(): void {
   // errors are handled through 'close' and the fixed close reason
 }
@@ -148,6 +150,8 @@ export class Tunnel {
   /** Monotonic start time (performance.now()). */
   readonly startedAt: number;
 
+  /** Gives back the endpoint slot the balancer counted for this tunnel (route.ts); called once, when it ends. */
+  releaseEndpoint: () => void = noop;
   /** Whether the initial authorization allowed it (decides whether a close record is due). */
   authorized = false;
   state: TunnelState = 'pending';
@@ -529,6 +533,7 @@ export class Tunnel {
       durationMs: Math.max(0, Math.round(performance.now() - this.startedAt)),
       closeReason: this.#closeReason ?? 'completed',
     };
+    if (this.#upstream) record.protocol = this.#upstream.info.protocol;
     if (d) {
       record.policy = d.policy;
       record.rule = d.rule;

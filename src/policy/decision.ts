@@ -17,6 +17,7 @@ export type Reason =
   | 'eval_error'
   | 'destination_not_allowed'
   | 'upstream_failed'
+  | 'upstream_denied'
   | 'policy_changed'
   | 'draining';
 
@@ -31,8 +32,15 @@ export type EngineReason =
 
 export const ALL_REASONS: readonly Reason[] = [
   'allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'no_identity',
-  'bad_request', 'eval_error', 'destination_not_allowed', 'upstream_failed', 'policy_changed', 'draining',
+  'bad_request', 'eval_error', 'destination_not_allowed', 'upstream_failed', 'upstream_denied', 'policy_changed', 'draining',
 ];
+
+/**
+ * Transport reasons written after the policy engine ALLOWED (src/hbone/connect-handler.ts): the
+ * destination is outside the allowed networks, it could not be reached, or it refused the
+ * gateway. Review tools count them as policy allows, and replay re-decides them as such.
+ */
+export const AFTER_POLICY_ALLOW_REASONS: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed', 'upstream_denied']);
 
 export type PolicyAction = 'ALLOW' | 'DENY' | 'AUDIT';
 export type PolicyMode = 'Enforce' | 'DryRun';

@@ -53,6 +53,21 @@ export interface MetricsOptions {
   /** The gateway's own workload, for Istio's destination_* labels (Downward API env by default). */
   workload?: { name: string; namespace: string };
   namespaceCap?: number;
+  /**
+   * Istio's `reporter` label: `destination` when the gateway is where tunnels end (it dials the
+   * `:authority`), `waypoint` when it sends them on to mesh endpoints (discovery configured), as
+   * Istio's waypoints report: a destination ztunnel then reports the same traffic as `destination`
+   * and dashboards (Kiali) do not count it twice. In `waypoint` mode `destination_workload` and
+   * `destination_workload_namespace` name the endpoint the tunnel went to (from discovery, never
+   * from a header), capped like the source namespace.
+   */
+  reporter?: 'destination' | 'waypoint';
+}
+
+/** Where a tunnel went, for Istio's destination_* labels in `waypoint` mode. */
+export interface IstioDestination {
+  readonly namespace: string;
+  readonly workload: string;
 }
 
 /** Bounded label value: the first `cap` distinct values pass through, the rest become `other`. */
@@ -171,8 +186,14 @@ export class GatewayMetrics {
   readonly dryRunWouldDeny = new Counter({ name: 'waygate_dry_run_would_deny_total', help: 'Allowed tunnels that enforcing the dry-run policies would have denied, by the dry-run policy that denied.', labelNames: ['policy'], registers: [this.registry], collect: (): void => this.dryRunSeries.flush() });
   readonly evalErrors = new Counter({ name: 'waygate_rule_eval_errors_total', help: 'Rule evaluations that raised an error (fail-closed applied), by policy and rule.', labelNames: ['policy', 'rule'], registers: [this.registry], collect: (): void => this.evalErrorSeries.flush() });
   readonly decisionDuration = new Histogram({ name: 'waygate_decision_duration_seconds', help: 'Policy evaluation time per CONNECT.', buckets: DECISION_BUCKETS_S, registers: [this.registry] });
-  readonly upstreamConnectDuration = new Histogram({ name: 'waygate_upstream_connect_duration_seconds', help: 'Time to connect to the destination, by result.', labelNames: ['result'], buckets: CONNECT_BUCKETS_S, registers: [this.registry] });
-  readonly tunnelBytes = new Counter({ name: 'waygate_tunnel_bytes_total', help: 'Tunnel payload bytes; received = from the client toward the destination, sent = back to the client.', labelNames: ['direction'], registers: [this.registry], collect: (): void => this.byteSeries.flush() });
+  readonly upstreamConnectDuration = new Histogram({ name: 'waygate_upstream_connect_duration_seconds', help: 'Time to reach the destination (TCP connect; for HBONE until its 200, a pooled connection reused or not), by result (ok or the failure kind), protocol and reuse.', labelNames: ['result', 'protocol', 'reused'], buckets: CONNECT_BUCKETS_S, registers: [this.registry] });
+  readonly tunnelBytes = new Counter({ name: 'waygate_tunnel_bytes_total', help: 'Tunnel payload bytes; received = from the client toward the destination, sent = back to the client; by the protocol of the upstream (hbone, tcp).', labelNames: ['direction', 'protocol'], registers: [this.registry], collect: (): void => this.byteSeries.flush() });
+  // The HBONE upstream pool (src/upstream/hbone-pool.ts).
+  readonly upstreamPoolConnections = new Gauge({ name: 'waygate_upstream_pool_connections', help: 'Pooled HTTP/2 connections to destination ztunnels (HBONE upstream).', registers: [this.registry] });
+  readonly upstreamPoolStreams = new Gauge({ name: 'waygate_upstream_pool_streams', help: 'Open CONNECT streams on pooled HBONE upstream connections.', registers: [this.registry] });
+  readonly upstreamPoolClosed = new Counter({ name: 'waygate_upstream_pool_connections_closed_total', help: 'Pooled HBONE upstream connections closed, by reason (idle, goaway, error, ping_timeout, drain, closed).', labelNames: ['reason'], registers: [this.registry] });
+  readonly upstreamHandshakeFailures = new Counter({ name: 'waygate_upstream_handshake_failures_total', help: 'HBONE upstream connections that failed before carrying a stream, by kind (identity = the destination presented another SPIFFE ID).', labelNames: ['kind'], registers: [this.registry] });
+  readonly upstreamConnectFailures = new Counter({ name: 'waygate_upstream_connect_failures_total', help: 'CONNECTs the destination ztunnel refused on an open HBONE connection, by kind (denied = 401/403 from its own policy).', labelNames: ['kind'], registers: [this.registry] });
   readonly reloads = new Counter({ name: 'waygate_policy_reloads_total', help: 'Policy loads, by result and trigger.', labelNames: ['result', 'trigger'], registers: [this.registry] });
   readonly reloadErrors = reloadErrorsCounter(this.registry);
   readonly reloadClosedTunnels = new Counter({ name: 'waygate_policy_recheck_closed_tunnels_total', help: 'Live tunnels closed because a new snapshot denied them.', registers: [this.registry] });
@@ -208,11 +229,20 @@ export class GatewayMetrics {
   private readonly istioCaches: Record<IstioCounter, SeriesCache> = {
     opened: this.istioOpenedSeries, closed: this.istioClosedSeries, received: this.istioReceivedSeries, sent: this.istioSentSeries,
   };
-  /** Capped source namespace -> its Istio series (at most the cap plus `other` and `unknown`). */
+  /**
+   * Capped label values -> their Istio series: per source namespace (at most the cap plus `other`
+   * and `unknown`), and in `waypoint` mode per destination namespace and workload too (each capped).
+   */
   private readonly istioByNamespace = new Map<string, IstioSeries>();
+  private readonly reporter: 'destination' | 'waypoint';
+  private readonly destNamespaces: CappedLabel;
+  private readonly destWorkloads: CappedLabel;
 
   constructor(opts: MetricsOptions = {}) {
     this.namespaces = new CappedLabel(opts.namespaceCap ?? NAMESPACE_LABEL_CAP);
+    this.destNamespaces = new CappedLabel(opts.namespaceCap ?? NAMESPACE_LABEL_CAP);
+    this.destWorkloads = new CappedLabel(opts.namespaceCap ?? NAMESPACE_LABEL_CAP);
+    this.reporter = opts.reporter ?? 'destination';
     this.workload = opts.workload ?? {
       name: process.env['WAYGATE_WORKLOAD_NAME'] || 'waygate',
       namespace: process.env['POD_NAMESPACE'] || 'unknown',
@@ -220,30 +250,38 @@ export class GatewayMetrics {
     this.ready.set(0);
   }
 
-  /** Istio label set for a tunnel whose verified source namespace is `sourceNamespace`. */
-  istioLabels(sourceNamespace: string): Record<(typeof ISTIO_LABELS)[number], string> {
-    return this.istioLabelsOf(this.namespaces.value(sourceNamespace));
+  /** Istio label set for a tunnel whose verified source namespace is `sourceNamespace` (and, as a waypoint, its destination). */
+  istioLabels(sourceNamespace: string, destination?: IstioDestination): Record<(typeof ISTIO_LABELS)[number], string> {
+    const [ns, dns, dwl] = this.istioValues(sourceNamespace, destination);
+    return this.istioLabelsOf(ns, dns, dwl);
   }
 
-  private istioLabelsOf(cappedNamespace: string): Record<(typeof ISTIO_LABELS)[number], string> {
+  private istioValues(sourceNamespace: string, destination: IstioDestination | undefined): [string, string, string] {
+    const ns = this.namespaces.value(sourceNamespace);
+    if (this.reporter === 'destination') return [ns, this.workload.namespace, this.workload.name];
+    return [ns, this.destNamespaces.value(destination?.namespace ?? ''), this.destWorkloads.value(destination?.workload ?? '')];
+  }
+
+  private istioLabelsOf(sourceNs: string, destNs: string, destWorkload: string): Record<(typeof ISTIO_LABELS)[number], string> {
     return {
-      reporter: 'destination',
+      reporter: this.reporter,
       connection_security_policy: 'mutual_tls',
-      source_workload_namespace: cappedNamespace,
-      destination_workload: this.workload.name,
-      destination_workload_namespace: this.workload.namespace,
+      source_workload_namespace: sourceNs,
+      destination_workload: destWorkload,
+      destination_workload_namespace: destNs,
     };
   }
 
-  /** Adds `n` to one Istio counter's series of a source namespace (label object built once per capped value). */
-  private istioAdd(sourceNamespace: string, counter: IstioCounter, n: number): void {
-    const ns = this.namespaces.value(sourceNamespace);
-    let entry = this.istioByNamespace.get(ns);
+  /** Adds `n` to one Istio counter's series (label object built once per combination of capped values). */
+  private istioAdd(sourceNamespace: string, destination: IstioDestination | undefined, counter: IstioCounter, n: number): void {
+    const [ns, dns, dwl] = this.istioValues(sourceNamespace, destination);
+    const key = this.reporter === 'destination' ? ns : ns + SEP + dns + SEP + dwl;
+    let entry = this.istioByNamespace.get(key);
     if (entry === undefined) {
-      entry = { labels: this.istioLabelsOf(ns), opened: null, closed: null, received: null, sent: null };
-      this.istioByNamespace.set(ns, entry);
+      entry = { labels: this.istioLabelsOf(ns, dns, dwl), opened: null, closed: null, received: null, sent: null };
+      this.istioByNamespace.set(key, entry);
     }
-    const series = entry[counter] ?? (entry[counter] = this.istioCaches[counter].add(ns, entry.labels));
+    const series = entry[counter] ?? (entry[counter] = this.istioCaches[counter].add(key, entry.labels));
     series.pending += n;
   }
 
@@ -286,24 +324,25 @@ export class GatewayMetrics {
     }
   }
 
-  tunnelOpened(sourceNamespace: string): void {
+  tunnelOpened(sourceNamespace: string, destination?: IstioDestination): void {
     this.tunnelsActive.inc();
-    this.istioAdd(sourceNamespace, 'opened', 1);
+    this.istioAdd(sourceNamespace, destination, 'opened', 1);
   }
 
   /** Adds payload bytes as they flow, so long-lived tunnels show progress between scrapes. */
-  tunnelBytesAdded(sourceNamespace: string, direction: ByteDirection, bytes: number): void {
+  tunnelBytesAdded(sourceNamespace: string, direction: ByteDirection, bytes: number, protocol: 'hbone' | 'tcp' = 'tcp', destination?: IstioDestination): void {
     if (bytes <= 0) return;
-    (this.byteSeries.find(direction) ?? this.byteSeries.add(direction, { direction })).pending += bytes;
-    this.istioAdd(sourceNamespace, direction === 'received' ? 'received' : 'sent', bytes);
+    const key = direction + SEP + protocol;
+    (this.byteSeries.find(key) ?? this.byteSeries.add(key, { direction, protocol })).pending += bytes;
+    this.istioAdd(sourceNamespace, destination, direction === 'received' ? 'received' : 'sent', bytes);
   }
 
   /** A tunnel closed; `opened` false for one that never answered 200 (only the close reason counts). */
-  tunnelClosed(sourceNamespace: string, reason: CloseReason, opened = true): void {
+  tunnelClosed(sourceNamespace: string, reason: CloseReason, opened = true, destination?: IstioDestination): void {
     (this.closeSeries.find(reason) ?? this.closeSeries.add(reason, { reason })).pending++;
     if (!opened) return;
     this.tunnelsActive.dec();
-    this.istioAdd(sourceNamespace, 'closed', 1);
+    this.istioAdd(sourceNamespace, destination, 'closed', 1);
   }
 
   /** Cached series per counter, for tests asserting the caches stay bounded. */

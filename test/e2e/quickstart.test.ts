@@ -133,7 +133,7 @@ describe('quick start: npm start, certs issue, connect', () => {
 
     // The allowed CONNECT: policy, rule, the dry-run trial (traced, so it would allow too), identity
     // from the certificate, address from the socket, ztunnel's headers as sent by `--ztunnel-headers`.
-    const destination = { authority: `${backends.host}:${API_PORT}`, ip: backends.host, port: API_PORT, host: '' };
+    const destination = { authority: `${backends.host}:${API_PORT}`, ip: backends.host, port: API_PORT, host: '', service: '', namespace: '', workload: '', principal: '' };
     assert.equal(allowed.schema, 1);
     assert.match(allowed.decisionId, /^[0-9a-f-]{36}$/);
     assert.ok(!Number.isNaN(Date.parse(allowed.time)));

@@ -429,7 +429,7 @@ describe('HBONE hardening: destinations', () => {
       const du = await gw.sink.decisionFor(u.stream.id!);
       assert.deepEqual(
         { decision: du.decision, reason: du.reason, status: du.status, policy: du.policy, rule: du.rule, destination: du.destination },
-        { decision: 'allow', reason: 'upstream_failed', status: 503, policy: 'allow-sa', rule: 'sa-frontend', destination: { authority: 'unknown.svc:80', ip: '', port: 80, host: 'unknown.svc' } },
+        { decision: 'allow', reason: 'upstream_failed', status: 503, policy: 'allow-sa', rule: 'sa-frontend', destination: { authority: 'unknown.svc:80', ip: '', port: 80, host: 'unknown.svc', service: '', namespace: '', workload: '', principal: '' } },
       );
       assert.ok(lines.some((l) => l['msg'] === 'CONNECT to a host:port without a configured route: 503'));
       assert.equal(echo.connections, 0);

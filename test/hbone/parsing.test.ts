@@ -182,10 +182,10 @@ describe('DestinationPolicy', () => {
   }
 
   test('routes resolve host:port authorities; IP authorities dial themselves; no DNS', () => {
-    assert.deepEqual(policy.resolve({ kind: 'host', host: 'api.prod.svc', port: 80 }), { ip: '10.0.1.7', host: 'api.prod.svc', port: 8080 });
-    assert.deepEqual(policy.resolve({ kind: 'host', host: 'v6.svc', port: 443 }), { ip: 'fd00::7', host: 'v6.svc', port: 443 });
-    assert.deepEqual(policy.resolve({ kind: 'host', host: 'unknown.svc', port: 80 }), { ip: '', host: 'unknown.svc', port: 80 });
-    assert.deepEqual(policy.resolve({ kind: 'ip', ip: '10.0.0.1', port: 9, family: 4 }), { ip: '10.0.0.1', host: '', port: 9 });
+    assert.deepEqual(policy.resolve({ kind: 'host', host: 'api.prod.svc', port: 80 }), { ip: '10.0.1.7', host: 'api.prod.svc', port: 8080, service: '', namespace: '', workload: '', principal: '' });
+    assert.deepEqual(policy.resolve({ kind: 'host', host: 'v6.svc', port: 443 }), { ip: 'fd00::7', host: 'v6.svc', port: 443, service: '', namespace: '', workload: '', principal: '' });
+    assert.deepEqual(policy.resolve({ kind: 'host', host: 'unknown.svc', port: 80 }), { ip: '', host: 'unknown.svc', port: 80, service: '', namespace: '', workload: '', principal: '' });
+    assert.deepEqual(policy.resolve({ kind: 'ip', ip: '10.0.0.1', port: 9, family: 4 }), { ip: '10.0.0.1', host: '', port: 9, service: '', namespace: '', workload: '', principal: '' });
   });
 
   const bad: [unknown, RegExp][] = [

@@ -48,7 +48,7 @@ describe('HBONE server: allowed tunnels', () => {
     assert.equal(d.evalMicros, 3);
     assert.deepEqual(d.source, { principal: spiffe('frontend', 'prod'), trustDomain: 'cluster.local', namespace: 'prod', serviceAccount: 'frontend', ip: '127.0.0.1', port: d.source.port });
     assert.ok(d.source.port > 0, 'source port comes from the socket');
-    assert.deepEqual(d.destination, { authority: `127.0.0.1:${echo.port}`, ip: '127.0.0.1', port: echo.port, host: '' });
+    assert.deepEqual(d.destination, { authority: `127.0.0.1:${echo.port}`, ip: '127.0.0.1', port: echo.port, host: '', service: '', namespace: '', workload: '', principal: '' });
     assert.equal(d.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
     assert.deepEqual(d.baggage, { 'k8s.cluster.name': 'Kubernetes', 'k8s.namespace.name': 'prod', 'k8s.deployment.name': 'web', 'service.name': 'web' });
     assert.equal(d.headers['forwarded'], 'for="10.0.0.5:43122";host=api.prod.svc.cluster.local');
@@ -143,7 +143,7 @@ describe('HBONE server: allowed tunnels', () => {
       t.stream.end('routed');
       assert.equal((await readAll(t.stream)).toString(), 'routed');
       const d = await routed.sink.decisionFor(t.stream.id!);
-      assert.deepEqual(d.destination, { authority: 'api.prod.svc.cluster.local:80', ip: '127.0.0.1', port: echo.port, host: 'api.prod.svc.cluster.local' });
+      assert.deepEqual(d.destination, { authority: 'api.prod.svc.cluster.local:80', ip: '127.0.0.1', port: echo.port, host: 'api.prod.svc.cluster.local', service: '', namespace: '', workload: '', principal: '' });
       // An unrouted host has no destination: 503 as ztunnel's "no upstream", nothing dialed; the
       // policy allowed it, so the record keeps the rule.
       const before = echo.connections;

@@ -58,11 +58,11 @@ describe('metrics', () => {
       audit: [{ policy: 'db-audit', rule: 'all', action: 'AUDIT', mode: 'Enforce' }],
       dryRun: { decision: 'deny', reason: 'explicit_deny', policy: 'lockdown', rule: 'r', wouldChange: true, matches: [{ policy: 'lockdown', rule: 'r', action: 'DENY', mode: 'DryRun' }] },
     }));
-    obs.upstreamConnected!(2);
+    obs.upstreamConnected!(2, { protocol: 'tcp', principal: '', reused: false });
     obs.decision!(decisionRecord({ decisionId: 'd2', decision: 'deny', reason: 'explicit_deny', status: 401, policy: 'deny-dev', rule: 'dev' }));
     obs.decision!(decisionRecord({ decisionId: 'd3', decision: 'deny', reason: 'destination_not_allowed', status: 401, policy: null, rule: null, evalMicros: 0 }));
     obs.decision!(decisionRecord({ decisionId: 'd4', decision: 'deny', reason: 'upstream_failed', status: 503 }));
-    obs.upstreamFailed!('refused', 1);
+    obs.upstreamFailed!('refused', 1, 'tcp');
     obs.tunnelClosed!(closeRecord({ decisionId: 'd4', closeReason: 'upstream_failed', bytesSent: 0, bytesReceived: 0 }));
     obs.refused('max_streams_per_connection');
     let fams = families(await metrics.text());
@@ -80,8 +80,8 @@ describe('metrics', () => {
     assert.equal(value(fams, 'waygate_decision_duration_seconds'), 3, 'decisions the engine took part in (d3 was refused before policy)');
     // parse-prometheus-text-format drops the labels of labelled histograms; read those lines directly.
     const text = await metrics.text();
-    assert.match(text, /^waygate_upstream_connect_duration_seconds_count\{result="ok"\} 1$/m);
-    assert.match(text, /^waygate_upstream_connect_duration_seconds_count\{result="refused"\} 1$/m);
+    assert.match(text, /^waygate_upstream_connect_duration_seconds_count\{result="ok",protocol="tcp",reused="false"\} 1$/m);
+    assert.match(text, /^waygate_upstream_connect_duration_seconds_count\{result="refused",protocol="tcp",reused="false"\} 1$/m);
     assert.equal(value(fams, 'waygate_tls_handshake_failures_total', { reason: 'untrusted_certificate' }), 1);
     assert.equal(value(fams, 'waygate_tls_handshake_failures_total', { reason: 'expired_certificate' }), 1);
     assert.equal(value(fams, 'waygate_refusals_total', { limit: 'handshake_timeout' }), 1);
@@ -93,8 +93,8 @@ describe('metrics', () => {
     fams = families(await metrics.text());
     assert.equal(value(fams, 'waygate_tunnels_active'), 0);
     assert.equal(value(fams, 'waygate_connections_active'), 0);
-    assert.equal(value(fams, 'waygate_tunnel_bytes_total', { direction: 'received' }), 100);
-    assert.equal(value(fams, 'waygate_tunnel_bytes_total', { direction: 'sent' }), 300);
+    assert.equal(value(fams, 'waygate_tunnel_bytes_total', { direction: 'received', protocol: 'tcp' }), 100);
+    assert.equal(value(fams, 'waygate_tunnel_bytes_total', { direction: 'sent', protocol: 'tcp' }), 300);
     const istio = { reporter: 'destination', source_workload_namespace: 'prod', destination_workload: 'waygate', destination_workload_namespace: 'mesh', connection_security_policy: 'mutual_tls' };
     assert.equal(value(fams, 'istio_tcp_connections_opened_total', istio), 1);
     assert.equal(value(fams, 'istio_tcp_connections_closed_total', istio), 1);

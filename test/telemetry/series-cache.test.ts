@@ -48,7 +48,7 @@ class Reference {
   readonly evalErrors = this.c('waygate_rule_eval_errors_total', ['policy', 'rule']);
   readonly dryRun = this.c('waygate_dry_run_would_deny_total', ['policy']);
   readonly closed = this.c('waygate_tunnels_closed_total', ['reason']);
-  readonly bytes = this.c('waygate_tunnel_bytes_total', ['direction']);
+  readonly bytes = this.c('waygate_tunnel_bytes_total', ['direction', 'protocol']);
   readonly istioOpened = this.c('istio_tcp_connections_opened_total', this.istioNames);
   readonly istioClosed = this.c('istio_tcp_connections_closed_total', this.istioNames);
   readonly istioReceived = this.c('istio_tcp_received_bytes_total', this.istioNames);
@@ -81,11 +81,11 @@ class Reference {
   close(r: CloseRecord): void {
     const ns = this.open.get(r.decisionId) ?? r.source.namespace;
     if (r.bytesReceived > 0) {
-      this.bytes.inc({ direction: 'received' }, r.bytesReceived);
+      this.bytes.inc({ direction: 'received', protocol: 'tcp' }, r.bytesReceived);
       this.istioReceived.inc(this.istio(ns), r.bytesReceived);
     }
     if (r.bytesSent > 0) {
-      this.bytes.inc({ direction: 'sent' }, r.bytesSent);
+      this.bytes.inc({ direction: 'sent', protocol: 'tcp' }, r.bytesSent);
       this.istioSent.inc(this.istio(ns), r.bytesSent);
     }
     this.closed.inc({ reason: r.closeReason });

@@ -22,7 +22,7 @@
  * apart).
  */
 import { contextFromAuditRecord } from '../../policy/context-input.ts';
-import type { DefaultAction, Verdict } from '../../policy/decision.ts';
+import { AFTER_POLICY_ALLOW_REASONS, type DefaultAction, type Verdict } from '../../policy/decision.ts';
 import { decide } from '../../policy/engine.ts';
 import type { PolicySnapshot } from '../../policy/snapshot.ts';
 import type { DecisionContext } from '../../policy/context.ts';
@@ -36,11 +36,8 @@ export const REPLAYABLE_REASONS: ReadonlySet<string> = new Set([
   'allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error',
 ]);
 
-/**
- * Transport reasons written after the policy engine ALLOWED (src/hbone/connect-handler.ts: the destination
- * is outside the allowed networks, or the dial failed): replayed against that policy allow.
- */
-export const AFTER_POLICY_ALLOW_REASONS: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed']);
+/** Transport reasons written after the policy engine allowed: replayed against that policy allow. */
+export { AFTER_POLICY_ALLOW_REASONS };
 
 export interface ReplayOptions {
   snapshot: PolicySnapshot;

@@ -5,7 +5,7 @@
  * of closed tunnels, and decisions over time. Every aggregate is bounded (TopCounter,
  * QuantileSketch, TimeHistogram) so a multi-GB log summarises in constant memory.
  */
-import { ALL_REASONS, type PolicyAction, type PolicyMode, type Reason } from '../../policy/decision.ts';
+import { AFTER_POLICY_ALLOW_REASONS, ALL_REASONS, type PolicyAction, type PolicyMode, type Reason } from '../../policy/decision.ts';
 import type { PolicySnapshot } from '../../policy/snapshot.ts';
 import { SELECTOR_RULE_NAME } from '../../policy/snapshot.ts';
 import type { AuditRecord, CloseRecord, DecisionRecord } from '../record.ts';
@@ -344,8 +344,6 @@ export class SummaryAccumulator {
   }
 }
 
-/** Reasons written by the transport after the policy engine allowed (src/hbone/connect-handler.ts). */
-const AFTER_POLICY_ALLOW: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed']);
 const ENGINE_REASONS: ReadonlySet<string> = new Set(['allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'eval_error']);
 
 /**
@@ -354,7 +352,7 @@ const ENGINE_REASONS: ReadonlySet<string> = new Set(['allowed', 'default_allow',
  */
 export function policyVerdictOf(rec: Pick<DecisionRecord, 'decision' | 'reason'>): 'allow' | 'deny' | null {
   if (ENGINE_REASONS.has(rec.reason)) return rec.decision;
-  if (AFTER_POLICY_ALLOW.has(rec.reason)) return 'allow';
+  if (AFTER_POLICY_ALLOW_REASONS.has(rec.reason)) return 'allow';
   return null;
 }
 
