@@ -38,6 +38,7 @@ export interface ServeFlagValues {
   maxPendingDialsPerConnection?: number;
   proxyProtocol?: boolean;
   allowTls12?: boolean;
+  mesh?: string;
 }
 
 function collect<T>(parse: (s: string) => T) {
@@ -116,7 +117,8 @@ export function addServeFlags(cmd: Command): Command {
     .option('--max-streams-per-connection <n>', 'HTTP/2 max concurrent streams', integer(1, 2 ** 31 - 1))
     .option('--max-pending-dials-per-connection <n>', 'upstream dials in flight per connection; further CONNECTs wait for a slot (default 100, at most --max-streams-per-connection)', integer(1, 2 ** 31 - 1))
     .option('--proxy-protocol', 'send PROXY protocol v2 (with the SPIFFE ID) to upstreams')
-    .option('--allow-tls12', 'accept TLS 1.2 clients');
+    .option('--allow-tls12', 'accept TLS 1.2 clients')
+    .option('--mesh <file>', 'discovery: a kind: Mesh file of services and workloads (hot-reloaded; docs/design.md §6)', nonEmpty);
 }
 
 /** Turns parsed flag values into a config layer; relative paths resolve against `cwd`. */
@@ -161,5 +163,6 @@ export function flagsToLayer(f: ServeFlagValues, cwd: string = process.cwd()): C
   if (Object.keys(admin).length) layer.admin = admin;
   if (f.workers !== undefined) layer.workers = f.workers;
   if (f.proxyProtocol) layer.proxyProtocol = true;
+  if (f.mesh !== undefined) layer.discovery = { meshFile: abs(f.mesh) };
   return layer;
 }

@@ -164,7 +164,30 @@ const specSchema = object<GatewayConfig>({
   }) as V<GatewayConfig['admin']>,
   workers,
   proxyProtocol: bool,
+  discovery: object<GatewayConfig['discovery']>({
+    // null (what --print-config shows by default) is "no mesh file", so the printed config loads.
+    meshFile: ((node, at, cx) => (scalarValue(node) === null && node !== null ? null : filePath(node, at, cx))) as V<string | null>,
+    allowDirect: bool,
+  }) as V<GatewayConfig['discovery']>,
+  upstream: object<GatewayConfig['upstream']>({
+    allowPlaintext: bool,
+    // RFC 9113 §6.5.2 SETTINGS_MAX_CONCURRENT_STREAMS; the destination's own setting still applies.
+    maxStreamsPerConnection: int(1, 2 ** 31 - 1),
+    poolIdleTimeoutMs: int(1, 30 * day),
+  }) as V<GatewayConfig['upstream']>,
 });
+
+/**
+ * Rules across fields of one file, checked once every field is valid. Direct dials are plain TCP:
+ * `discovery.allowDirect` without `upstream.allowPlaintext` would be a setting that does nothing
+ * but refuse, so it is an error at the field that asks for it.
+ */
+function checkAcrossFields(spec: ConfigLayer, root: YamlNode, cx: Cx): void {
+  if (spec.discovery?.allowDirect === true && spec.upstream?.allowPlaintext !== true) {
+    const node = isMap(root) ? (root.getIn(['spec', 'discovery', 'allowDirect'], true) as YamlNode) : null;
+    report(cx, node, 'spec.discovery.allowDirect', 'direct dials are plain TCP: set upstream.allowPlaintext too');
+  }
+}
 
 const documentSchema = object<{ apiVersion: string; kind: string; metadata: { name: string }; spec: ConfigLayer }>({
   apiVersion: oneOf([CONFIG_API_VERSION] as const),
@@ -186,6 +209,7 @@ export function parseConfigText(text: string, file: string, baseDir: string = pa
     for (const field of ['apiVersion', 'kind', 'spec'] as const) {
       if (doc[field] === undefined) report(cx, root, field, `missing required field "${field}"`);
     }
+    if (doc.spec) checkAcrossFields(doc.spec, root, cx);
   }
   if (cx.diags.length) throw new ConfigError(cx.diags);
   return doc!.spec!;

@@ -60,8 +60,8 @@ export function resolveConfig(opts: ResolveOptions = {}): EffectiveConfig {
 }
 
 const FIELD_ORDER: readonly (keyof GatewayConfig)[] = [
-  'listen', 'tls', 'trustDomains', 'policies', 'defaultAction', 'denyStatus', 'destinations', 'timeouts', 'limits',
-  'audit', 'log', 'admin', 'workers', 'proxyProtocol',
+  'listen', 'tls', 'trustDomains', 'policies', 'defaultAction', 'denyStatus', 'destinations', 'discovery', 'upstream',
+  'timeouts', 'limits', 'audit', 'log', 'admin', 'workers', 'proxyProtocol',
 ];
 
 function inSchemaOrder(c: Readonly<GatewayConfig>): Record<string, unknown> {

@@ -105,6 +105,25 @@ export interface GatewayConfig {
   workers: number | 'auto';
   /** Send a PROXY protocol v2 header (client address + SPIFFE ID TLV 0xD0) to the upstream. */
   proxyProtocol: boolean;
+  /** Where the gateway learns the mesh's services and workloads (docs/design.md §6). */
+  discovery: {
+    /** A `kind: Mesh` file (hot-reloaded), resolved against the config file's directory; null: no discovery. */
+    meshFile: string | null;
+    /**
+     * Dial a destination discovery does not know as its `:authority`, over plain TCP. Off: such a
+     * CONNECT is refused (503), so a lagging discovery source never lets a tunnel bypass the rules
+     * on `destination.namespace` or leave the mesh's mTLS. Needs `upstream.allowPlaintext`.
+     */
+    allowDirect: boolean;
+  };
+  upstream: {
+    /** Plain TCP upstreams: workloads with `protocol: TCP`, and direct dials. */
+    allowPlaintext: boolean;
+    /** HBONE streams per pooled connection to a destination's ztunnel (ztunnel's own limit: 100). */
+    maxStreamsPerConnection: number;
+    /** Close a pooled HBONE connection idle (no stream) this long. */
+    poolIdleTimeoutMs: number;
+  };
 }
 
 /** Which default set a config was built from. */
@@ -150,6 +169,8 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
     log: { level: 'info' },
     workers: 1,
     proxyProtocol: false,
+    discovery: { meshFile: null, allowDirect: false },
+    upstream: { allowPlaintext: false, maxStreamsPerConnection: 100, poolIdleTimeoutMs: 300_000 },
   };
 }
 
