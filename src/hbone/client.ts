@@ -16,6 +16,7 @@ import { isIPv6 } from 'node:net';
 import tls, { type PeerCertificate, type TLSSocket } from 'node:tls';
 import { WaygateError } from '../errors.ts';
 import { identityFromCertificate, type PeerIdentity } from '../identity/peer-identity.ts';
+import { forwardedFor } from '../upstream/hbone-headers.ts';
 
 const MiB = 1024 * 1024;
 /** ztunnel's HTTP/2 stream window. */
@@ -78,9 +79,10 @@ export interface HboneClientSession {
 /**
  * ztunnel's server identity check: the URI SANs of the server certificate must include the expected
  * SPIFFE ID exactly (ztunnel `tls/workload.rs` verifies the chain, then compares identities).
- * Returns an Error to fail the handshake, undefined to accept.
+ * Returns an Error to fail the handshake, undefined to accept. Also the check of the HBONE
+ * upstream connector (src/upstream/hbone.ts).
  */
-function checkSpiffeIdentity(expected: string, cert: PeerCertificate): Error | undefined {
+export function checkSpiffeIdentity(expected: string, cert: PeerCertificate): Error | undefined {
   if (!cert?.raw) return new WaygateError('WG_IDENTITY', 'the server presented no certificate');
   let uris: string[];
   try {
@@ -292,9 +294,7 @@ export function ztunnelHeaders(input: ZtunnelHeaderInput): Record<string, string
   add('service.name', input.service);
   add('service.version', input.serviceVersion);
   // RFC 7239 §6: an IPv6 node is bracketed, and a node with a port must be quoted.
-  const node = isIPv6(input.srcIp) ? `[${input.srcIp}]:${input.srcPort}` : `${input.srcIp}:${input.srcPort}`;
-  let forwarded = `for="${node}"`;
-  if (input.host) forwarded += `;host=${input.host}`;
+  const forwarded = forwardedFor(input.srcIp, input.srcPort, input.host);
   const traceId = input.traceId ?? randomNonZeroHex(16);
   const spanId = input.spanId ?? randomNonZeroHex(8);
   const headers: Record<string, string> = { forwarded, traceparent: `00-${traceId}-${spanId}-00` };

@@ -21,7 +21,8 @@ import {
   type UpstreamTarget,
 } from './connector.ts';
 
-function classify(err: NodeJS.ErrnoException): DialFailureKind {
+/** The failure kind of a TCP connect error (also used for the TCP part of an HBONE handshake, hbone.ts). */
+export function classify(err: NodeJS.ErrnoException): DialFailureKind {
   switch (err.code) {
     case 'ECONNREFUSED':
       return 'refused';

@@ -102,7 +102,7 @@ export interface Upstream {
   close(): Promise<void>;
 }
 
-export async function startUpstream(mode: 'echo' | 'hold' = 'echo'): Promise<Upstream> {
+export async function startUpstream(mode: 'echo' | 'hold' = 'echo', host = '127.0.0.1'): Promise<Upstream> {
   const pending: ((s: Socket) => void)[] = [];
   const queue: Socket[] = [];
   const up: Upstream = {
@@ -129,7 +129,7 @@ export async function startUpstream(mode: 'echo' | 'hold' = 'echo'): Promise<Ups
       await new Promise<void>((resolve) => up.server.close(() => resolve()));
     },
   };
-  up.server.listen(0, '127.0.0.1');
+  up.server.listen(0, host);
   await once(up.server, 'listening');
   up.port = (up.server.address() as AddressInfo).port;
   return up;
