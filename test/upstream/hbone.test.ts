@@ -422,9 +422,12 @@ describe('HBONE upstream connector', () => {
     });
 
     it("the dial's own timeout covers waiting for the answer; abort cancels the stream, not the connection", async () => {
-      const z = await fake({ answer: () => 'hold' });
+      let n = 0;
+      const z = await fake({ answer: () => (n++ === 0 ? 200 : 'hold') });
       const obs = recordingObserver();
       const connector = track(makeConnector({ observer: obs }));
+      // A first tunnel brings the connection up, so the short timeout below is spent on the answer only.
+      const first = await dial(connector, requestFor(z.port, echo.port));
       const err = await dialError(dial(connector, requestFor(z.port, echo.port), 100));
       assert.equal(err.kind, 'timeout');
       assert.equal(err.message, `HBONE connect to ${POD_IP}:${z.port} (CONNECT ${POD_IP}:${echo.port}) timed out after 100 ms waiting for the answer`);
@@ -439,7 +442,8 @@ describe('HBONE upstream connector', () => {
       assert.equal(((await streamClosed) as [{ closeCode?: number }])[0].closeCode, h2.NGHTTP2_CANCEL);
       assert.equal(connector.stats().connections, 1, 'the shared connection stays');
       assert.equal(z.secureConnections, 1);
-      assert.deepEqual(obs.calls.filter(([n]) => n === 'connectFailed').map(([, k]) => k), ['timeout']);
+      assert.deepEqual(obs.calls.filter(([name]) => name === 'connectFailed').map(([, k]) => k), ['timeout']);
+      await finish(first);
     });
   });
 
