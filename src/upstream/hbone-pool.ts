@@ -216,7 +216,8 @@ export class HbonePool {
 
   /**
    * Asks for one stream slot to `dest`: granted now from a connection with a free slot, or once a
-   * handshake completes. `avoid`: a connection not to use (a retry after it refused the stream).
+   * handshake completes. `avoid`: the connection that refused the stream (a retry): only a fresh
+   * connection (a handshake under way or a new one) is used then.
    * May call the waiter back before returning.
    */
   acquire(dest: PoolDestination, waiter: PoolWaiter, avoid: PooledConnection | null = null): void {
@@ -229,8 +230,11 @@ export class HbonePool {
       state = { dest, conns: [], pending: [] };
       this.#keys.set(dest.key, state);
     }
-    for (const conn of state.conns) {
-      if (conn.usable && conn !== avoid && conn.streams < conn.capacity) {
+    // A retry after a refused stream goes to a fresh connection: a peer that sent GOAWAY on one
+    // connection (a ztunnel shutting down) has usually sent it on all of them, and the frames may
+    // not have been read yet when the retry is made.
+    for (const conn of avoid === null ? state.conns : []) {
+      if (conn.usable && conn.streams < conn.capacity) {
         this.#reserve(conn);
         waiter.granted(conn, true);
         return;
