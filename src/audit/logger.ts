@@ -18,7 +18,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { WaygateError } from '../errors.ts';
-import type { CloseRecord, DecisionRecord, ReloadRecord } from './record.ts';
+import type { AuditRecord, CloseRecord, DecisionRecord, ReloadRecord } from './record.ts';
 import type { AuditSink } from './sink.ts';
 
 export interface AuditLoggerOptions {
@@ -139,7 +139,7 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
       // destroyed by a failed close: nothing left to write to
     }
   };
-  const write = (record: DecisionRecord | CloseRecord | ReloadRecord): void => {
+  const write = (record: AuditRecord): void => {
     writeLine(Buffer.from(JSON.stringify(record) + '\n'));
     if (maxDelayMs > 0 && delayTimer === null) {
       delayTimer = setTimeout(flushBuffered, maxDelayMs);

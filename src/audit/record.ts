@@ -205,4 +205,26 @@ export interface ReloadRecord {
   closedTunnels?: number;
 }
 
-export type AuditRecord = DecisionRecord | CloseRecord | ReloadRecord;
+/**
+ * A load of the discovery source (docs/design.md §6: the mesh file), written like a policy load
+ * (`event: reload`) and told apart by `source: mesh`. A rejected load keeps the previous snapshot
+ * (`previous`); its errors are at file:line:col.
+ */
+export interface MeshReloadRecord {
+  schema: typeof AUDIT_SCHEMA_VERSION;
+  event: 'reload';
+  source: 'mesh';
+  time: string;
+  result: 'applied' | 'rejected' | 'unchanged';
+  snapshot: { version: number; hash: string };
+  previous?: { version: number; hash: string };
+  /** The file loaded. */
+  file: string;
+  /** Of the snapshot in force. */
+  services: number;
+  workloads: number;
+  errors: { file: string; line: number; col: number; path: string; code: string; message: string }[];
+  trigger: 'startup' | 'watch' | 'signal' | 'admin';
+}
+
+export type AuditRecord = DecisionRecord | CloseRecord | ReloadRecord | MeshReloadRecord;

@@ -4,12 +4,13 @@
  * awaited on shutdown so no record is lost (pino's docs: asynchronous destinations lose lines on a
  * crash unless flushed).
  */
-import type { CloseRecord, DecisionRecord, ReloadRecord } from './record.ts';
+import type { CloseRecord, DecisionRecord, MeshReloadRecord, ReloadRecord } from './record.ts';
 
 export interface AuditSink {
   decision(record: DecisionRecord): void;
   close(record: CloseRecord): void;
-  reload(record: ReloadRecord): void;
+  /** A policy load, or a load of the discovery source (`source: mesh`). */
+  reload(record: ReloadRecord | MeshReloadRecord): void;
   /** Resolves once every record written so far has reached its destination. */
   flush(): Promise<void>;
 }

@@ -24,7 +24,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { createAuditLogger } from '../audit/logger.ts';
-import { type CloseRecord, type DecisionRecord, type ReloadRecord } from '../audit/record.ts';
+import { type AuditRecord, type CloseRecord, type DecisionRecord, type ReloadRecord } from '../audit/record.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import type { ReadinessState, NotReadyReason } from '../admin/readiness.ts';
 import type { AdminHandlers } from '../admin/server.ts';
@@ -353,7 +353,7 @@ function ipcAuditSink(): AuditSink {
       for (const f of w) f();
     }
   };
-  const send = (kind: 'decision' | 'close' | 'reload', record: DecisionRecord | CloseRecord | ReloadRecord): void => {
+  const send = (kind: 'decision' | 'close' | 'reload', record: AuditRecord): void => {
     if (!process.connected) return;
     inFlight++;
     process.send!({ t: 'audit', kind, record }, undefined, undefined, settle);

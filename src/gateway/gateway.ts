@@ -10,6 +10,7 @@
  */
 import cluster from 'node:cluster';
 import { createAuditLogger } from '../audit/logger.ts';
+import { WaygateError } from '../errors.ts';
 import type { AdminHandlers } from '../admin/server.ts';
 import { resolveWorkerCount, type GatewayConfig, type LogLevel } from '../config/schema.ts';
 import type { ReloadRecord } from '../audit/record.ts';
@@ -36,6 +37,11 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     const pki = ensureDevPki(pkiDir);
     if (pki.minted !== 'none') log.info({ dir: pkiDir, minted: pki.minted }, 'development PKI minted (embedded profile)');
   }
+  if (resolveWorkerCount(config.workers) > 1 && config.discovery.meshFile !== null) {
+    // One discovery source per process would mean one watch, one version sequence and one
+    // `reload` record per worker for each edit; the primary does not coordinate mesh loads yet.
+    throw new WaygateError('WG_CONFIG', 'discovery.meshFile (--mesh) runs with one process for now: drop --workers (or set workers: 1) and scale with replicas');
+  }
   if (resolveWorkerCount(config.workers) > 1 && cluster.isPrimary) {
     const { startPrimary } = await import('./cluster.ts');
     return startPrimary({ ...opts, log });
@@ -45,7 +51,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
 
 async function startSingle(opts: GatewayOptions, config: Readonly<GatewayConfig>, log: OpsLogger): Promise<RunningGateway> {
   const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination });
-  const metrics = new GatewayMetrics();
+  // As a waypoint (discovery configured) Istio's series report `reporter="waypoint"` (metrics.ts).
+  const metrics = new GatewayMetrics({ reporter: config.discovery.meshFile !== null ? 'waypoint' : 'destination' });
   let runtime: GatewayRuntime | undefined;
   let watcher: PolicyWatcher | undefined;
   let shutdownPromise: Promise<void> | undefined;
@@ -66,11 +73,16 @@ async function startSingle(opts: GatewayOptions, config: Readonly<GatewayConfig>
     readiness: () => runtime?.readiness.state() ?? notStarted,
     metrics: () => metrics.text(),
     metricsContentType: METRICS_CONTENT_TYPE,
-    config: () => configView(opts.effective, { tls: runtime?.tlsInfo() ?? null, workers: 1 }),
+    config: () => configView(opts.effective, { tls: runtime?.tlsInfo() ?? null, workers: 1, discovery: runtime?.discoveryInfo() ?? null }),
     policy: () => runtime?.policyInfo() ?? { loaded: false },
     connections: () => ({ tunnels: runtime?.connections() ?? [] }),
     explain: (input) => explainInput(runtime?.store.current(), config.defaultAction, input),
-    reload: () => reload('admin'),
+    reload: async () => {
+      // POST /debug/reload reloads the mesh file too (as SIGHUP does): one command after an edit.
+      const record = await reload('admin');
+      const mesh = await runtime?.reloadMesh('admin');
+      return mesh ? { ...record, mesh } : record;
+    },
     setLogLevel: (level: LogLevel) => ({ previous: setLogLevel(log, level), level }),
     quit: () => {
       if (shutdown) void shutdown('POST /quitquitquit');
@@ -119,7 +131,10 @@ async function startSingle(opts: GatewayOptions, config: Readonly<GatewayConfig>
     removeSignals = installSignalHandlers({
       log,
       onDrain: (signal) => void drainAndClose(signal),
-      onReload: () => void reload('signal').catch((err) => log.error({ err: (err as Error).message }, 'reload failed')),
+      onReload: () => {
+        void reload('signal').catch((err) => log.error({ err: (err as Error).message }, 'reload failed'));
+        void rt.reloadMesh('signal').catch((err) => log.error({ err: (err as Error).message }, 'mesh reload failed'));
+      },
       onForcedExit: () => audit.flushSync?.(),
     });
   }

@@ -9,7 +9,7 @@
  * a snapshot. Readiness turns true only after all three.
  */
 import { EventEmitter } from 'node:events';
-import type { ReloadRecord } from '../audit/record.ts';
+import type { MeshReloadRecord, ReloadRecord } from '../audit/record.ts';
 import type { HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import { parseHostPort } from '../config/address.ts';
@@ -27,6 +27,7 @@ import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { createMetricsObserver } from '../telemetry/observer.ts';
 import { Readiness } from '../admin/readiness.ts';
 import { PolicyReloader, type ReloadTrigger } from './reload.ts';
+import { startWaypoint, type Waypoint } from './waypoint.ts';
 
 /** Attribute-path prefix of a constant-key header read (`request.headers["x-tenant"]`). */
 const HEADER_READ_PREFIX = 'request.headers.';
@@ -45,6 +46,8 @@ export interface RuntimeOptions {
   onReloadRecord?: (record: ReloadRecord) => void;
   /** Version of the startup load (workers mode: the primary numbers every worker's loads alike). */
   initialVersion?: number;
+  /** Where mesh reload records go; default the audit sink. */
+  onMeshReload?: (record: MeshReloadRecord) => void;
 }
 
 /**
@@ -71,6 +74,10 @@ export interface GatewayRuntime {
   connections(): TunnelInfo[];
   /** `/debug/config`-style view of the TLS material in use (fingerprint and dates, never key bytes). */
   tlsInfo(): unknown;
+  /** `/debug/discovery`: the discovery snapshot in force and the upstream pool. */
+  discoveryInfo(): unknown;
+  /** Reloads the mesh file now (SIGHUP, POST /debug/reload); null without one. */
+  reloadMesh(trigger: 'signal' | 'admin'): Promise<MeshReloadRecord | null>;
   /** Not ready -> GOAWAY -> wait up to the deadline -> reset the rest (`draining` records). */
   drain(deadlineMs: number): Promise<{ remaining: number }>;
   close(): Promise<void>;
@@ -154,7 +161,21 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     return policy;
   };
 
-  // 3. The listener.
+  // 3. Discovery (docs/waypoint.md): its first load completes before the listener opens, as the
+  // policy's does, so no CONNECT is resolved against half a mesh; a mesh file that does not load
+  // stops the start. HBONE to mesh endpoints presents the gateway's own certificate, the one the
+  // listener serves (rotated with it).
+  let waypoint: Waypoint | null = null;
+  if (config.discovery.meshFile !== null) {
+    try {
+      waypoint = await startWaypoint(config, () => tls.current, log, metrics, audit, opts.onMeshReload);
+    } catch (err) {
+      tls.close();
+      throw err;
+    }
+  }
+
+  // 4. The listener.
   const listen = parseHostPort(config.listen);
   if (!listen.ok) throw new Error(listen.message); // validated by the config loader already
   server = createHboneServer({
@@ -175,6 +196,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     maxConnections: config.limits.maxConnections,
     maxPendingDialsPerConnection: config.limits.maxPendingDialsPerConnection,
     proxyProtocol: config.proxyProtocol,
+    ...(waypoint ? { discovery: waypoint.routing, hboneUpstream: waypoint.connector } : {}),
     log,
     snapshotInfo: () => {
       const s = store.current();
@@ -186,6 +208,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     address = await server.listen();
   } catch (err) {
     tls.close();
+    waypoint?.close();
     throw err;
   }
   const hboneAddress = address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
@@ -242,13 +265,21 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     async drain(deadlineMs) {
       readiness.setDraining();
       tls.close();
-      return srv.drain(deadlineMs);
+      waypoint?.stopWatching();
+      const startedAt = performance.now();
+      const result = await srv.drain(deadlineMs);
+      // The client side is done (or reset): pooled upstream connections close after their streams.
+      await waypoint?.connector.drain(Math.max(0, deadlineMs - (performance.now() - startedAt)));
+      return result;
     },
     async close() {
       if (closed) return;
       closed = true;
       tls.close();
       await srv.close();
+      waypoint?.close();
     },
+    discoveryInfo: () => waypoint?.info() ?? { configured: false },
+    reloadMesh: (trigger) => (waypoint ? waypoint.reload(trigger) : Promise.resolve(null)),
   };
 }

@@ -23,7 +23,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, type LabelValues } from 'prom-client';
 import type { DryRunOutcome, Reason, RuleRef, Verdict } from '../policy/decision.ts';
-import type { CloseReason, ReloadRecord } from '../audit/record.ts';
+import type { CloseReason, MeshReloadRecord, ReloadRecord } from '../audit/record.ts';
 
 /** Distinct source namespaces labelled before further ones become `other`. */
 export const NAMESPACE_LABEL_CAP = 128;
@@ -188,6 +188,11 @@ export class GatewayMetrics {
   readonly decisionDuration = new Histogram({ name: 'waygate_decision_duration_seconds', help: 'Policy evaluation time per CONNECT.', buckets: DECISION_BUCKETS_S, registers: [this.registry] });
   readonly upstreamConnectDuration = new Histogram({ name: 'waygate_upstream_connect_duration_seconds', help: 'Time to reach the destination (TCP connect; for HBONE until its 200, a pooled connection reused or not), by result (ok or the failure kind), protocol and reuse.', labelNames: ['result', 'protocol', 'reused'], buckets: CONNECT_BUCKETS_S, registers: [this.registry] });
   readonly tunnelBytes = new Counter({ name: 'waygate_tunnel_bytes_total', help: 'Tunnel payload bytes; received = from the client toward the destination, sent = back to the client; by the protocol of the upstream (hbone, tcp).', labelNames: ['direction', 'protocol'], registers: [this.registry], collect: (): void => this.byteSeries.flush() });
+  // Discovery (src/discovery/): the mesh file's loads and the snapshot in force.
+  readonly meshReloads = new Counter({ name: 'waygate_discovery_reloads_total', help: 'Discovery (mesh file) loads, by result and trigger. Alert on rejected: the last good snapshot stays in force.', labelNames: ['result', 'trigger'], registers: [this.registry] });
+  readonly meshSnapshotInfo = new Gauge({ name: 'waygate_discovery_snapshot_info', help: 'The discovery snapshot in force (value 1).', labelNames: ['version', 'hash'], aggregator: 'max', registers: [this.registry] });
+  readonly meshServices = new Gauge({ name: 'waygate_discovery_services', help: 'Services in the discovery snapshot in force.', aggregator: 'max', registers: [this.registry] });
+  readonly meshWorkloads = new Gauge({ name: 'waygate_discovery_workloads', help: 'Workloads in the discovery snapshot in force.', aggregator: 'max', registers: [this.registry] });
   // The HBONE upstream pool (src/upstream/hbone-pool.ts).
   readonly upstreamPoolConnections = new Gauge({ name: 'waygate_upstream_pool_connections', help: 'Pooled HTTP/2 connections to destination ztunnels (HBONE upstream).', registers: [this.registry] });
   readonly upstreamPoolStreams = new Gauge({ name: 'waygate_upstream_pool_streams', help: 'Open CONNECT streams on pooled HBONE upstream connections.', registers: [this.registry] });
@@ -376,6 +381,16 @@ export class GatewayMetrics {
     this.snapshotRules.set(record.rules);
     this.snapshotTimestamp.set((opts.nowMs ?? Date.now()) / 1000);
     if (record.closedTunnels) this.reloadClosedTunnels.inc(record.closedTunnels);
+  }
+
+  /** Records a discovery load and, when applied, the snapshot now in force. */
+  recordMeshReload(record: Pick<MeshReloadRecord, 'result' | 'trigger' | 'snapshot' | 'services' | 'workloads'>): void {
+    this.meshReloads.inc({ result: record.result, trigger: record.trigger });
+    if (record.result !== 'applied') return;
+    this.meshSnapshotInfo.reset();
+    this.meshSnapshotInfo.set({ version: String(record.snapshot.version), hash: record.snapshot.hash }, 1);
+    this.meshServices.set(record.services);
+    this.meshWorkloads.set(record.workloads);
   }
 
   /** Text exposition of this process's metrics. */

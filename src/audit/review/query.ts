@@ -209,8 +209,13 @@ export function recordRow(rec: AuditRecord): Record<(typeof COLUMNS)[number], st
   row.event = rec.event;
   if (rec.event === 'reload') {
     row.reason = rec.result;
-    row.policy = `${rec.policies} policies`;
-    row.rule = `${rec.rules} rules`;
+    if ('source' in rec && rec.source === 'mesh') {
+      row.policy = `mesh: ${rec.services} services`;
+      row.rule = `${rec.workloads} workloads`;
+    } else {
+      row.policy = `${rec.policies} policies`;
+      row.rule = `${rec.rules} rules`;
+    }
     return row;
   }
   row.principal = rec.source.principal || '(no identity)';
