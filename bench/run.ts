@@ -5,10 +5,13 @@
  * Runs the benchmark suites, prints their tables on stdout and writes one JSON file with the
  * machine it ran on into bench/results/. Progress goes to stderr.
  *   hbone     the data plane against direct TCP, haproxy, stunnel and a node:tls forwarder
+ *   waypoint  the double hop (waygate -> HBONE -> a destination ztunnel stand-in) against a
+ *             re-encrypting haproxy (bench/waypoint.bench.ts)
  *   decision  decision time vs number of rules (bench/decision.bench.ts, policy engine)
  *   audit     audit review throughput (bench/audit-summary.bench.ts)
  * `--profile` instead runs the bulk and CONNECT workloads against a gateway started with
- * `node --cpu-prof` and prints the top self-time functions.
+ * `node --cpu-prof` and prints the top self-time functions (the one-hop gateway; with
+ * `--only waypoint` or `--only hbone,waypoint`, the waypoint's gateway under test too).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,8 +23,9 @@ import {
 } from './hbone.bench.ts';
 import { mintPki } from './lib/pki.ts';
 import { hasTaskset, machineInfo } from './lib/proc.ts';
+import { profileWaypoint, renderWaypointBench, runWaypointBench, WAYPOINT_PATHS, WAYPOINT_SCENARIOS } from './waypoint.bench.ts';
 
-const SUITES = ['hbone', 'decision', 'audit'] as const;
+const SUITES = ['hbone', 'waypoint', 'decision', 'audit'] as const;
 
 const { values } = parseArgs({
   options: {
@@ -39,7 +43,7 @@ const { values } = parseArgs({
 
 if (values.help) {
   process.stdout.write([
-    'usage: npm run bench -- [--quick] [--only hbone,decision,audit] [--paths direct,haproxy,stunnel,node-tls,waygate]',
+    'usage: npm run bench -- [--quick] [--only hbone,waypoint,decision,audit] [--paths direct,haproxy,stunnel,node-tls,waygate]',
     `                        [--scenarios ${ALL_SCENARIOS.join(',')}] [--rounds N] [--profile] [--keep]`,
     '  --quick     smaller transfers, 3 rounds (< 2 min)        --rounds   rounds (default 5; quick 3)',
     '  --profile   CPU-profile the gateway under bulk and CONNECT load instead of benchmarking',
@@ -62,8 +66,8 @@ function list(flag: string | undefined, allowed: readonly string[], name: string
 
 const quick = values.quick;
 const only = list(values.only, SUITES, 'suite') ?? [...SUITES];
-const paths = list(values.paths, ALL_PATHS, 'path');
-const scenarios = list(values.scenarios, ALL_SCENARIOS, 'scenario');
+const paths = list(values.paths, [...new Set([...ALL_PATHS, ...WAYPOINT_PATHS])], 'path');
+const scenarios = list(values.scenarios, [...new Set([...ALL_SCENARIOS, ...WAYPOINT_SCENARIOS])], 'scenario');
 const rounds = values.rounds ? Number(values.rounds) : quick ? 3 : 5;
 if (!Number.isInteger(rounds) || rounds < 1) {
   process.stderr.write('bench: --rounds must be a positive integer\n');
@@ -112,8 +116,14 @@ try {
   const pki = mintPki(dir);
   const hboneOpts = { quick, rounds, dir, pki, gatewayCpu: pin ? 0 : null, log, ...(paths ? { paths } : {}), ...(scenarios ? { scenarios } : {}) };
 
+  // The waypoint's process under test on the gateway CPU; its stand-in and terminator beside this process.
+  const waypointOpts = { ...hboneOpts, otherCpu: pin ? 1 : null };
   if (values.profile) {
-    const profiles = await profileHbone(hboneOpts);
+    // Without --only: the one-hop gateway, as before; --only picks hbone and/or waypoint.
+    const profiles = [
+      ...(values.only === undefined || only.includes('hbone') ? await profileHbone(hboneOpts) : []),
+      ...(values.only !== undefined && only.includes('waypoint') ? await profileWaypoint(waypointOpts) : []),
+    ];
     process.stdout.write(renderProfiles(profiles) + '\n');
     output['profiles'] = profiles;
     if (!values.keep) log(`profiles are deleted with ${dir}; pass --keep to keep them`);
@@ -124,6 +134,10 @@ try {
         const result = await runHboneBench(hboneOpts);
         process.stdout.write(`\n== hbone (data plane), ${rounds} rounds${quick ? ', quick' : ''} ==\n${renderHboneBench(result)}\n`);
         output['hbone'] = result;
+      } else if (suite === 'waypoint') {
+        const result = await runWaypointBench(waypointOpts);
+        process.stdout.write(`\n== waypoint (double hop), ${rounds} rounds${quick ? ', quick' : ''} ==\n${renderWaypointBench(result)}\n`);
+        output['waypoint'] = result;
       } else {
         output[suite] = await runExternalSuite(suite as 'decision' | 'audit', { quick, rounds, log, write: false });
       }

@@ -50,21 +50,21 @@ export function which(command: string): string | null {
   return r.status === 0 ? r.stdout.toString().trim() : null;
 }
 
-/** A port that was free a moment ago (the child binds it; the race is harmless on a bench machine). */
-export async function freePort(): Promise<number> {
+/** A port that was free a moment ago on `host` (the child binds it; the race is harmless on a bench machine). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
   const s = net.createServer();
-  s.listen(0, '127.0.0.1');
+  s.listen(0, host);
   await once(s, 'listening');
   const { port } = s.address() as net.AddressInfo;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
 
-async function waitForPort(port: number, child: ChildProcess, name: string): Promise<void> {
+export async function waitForPort(port: number, child: ChildProcess, name: string, host = '127.0.0.1'): Promise<void> {
   for (let attempt = 0; attempt < 200; attempt++) {
     if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode} before listening`);
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
+      const s = net.connect(port, host);
       s.once('connect', () => { s.destroy(); resolve(true); });
       s.once('error', () => resolve(false));
     });
@@ -74,7 +74,7 @@ async function waitForPort(port: number, child: ChildProcess, name: string): Pro
   throw new Error(`${name} did not listen on ${port}`);
 }
 
-function stopper(child: ChildProcess): () => Promise<void> {
+export function stopper(child: ChildProcess): () => Promise<void> {
   return async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');

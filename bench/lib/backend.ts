@@ -76,10 +76,15 @@ function handle(socket: net.Socket): void {
 
 export interface Backend {
   port: number;
+  /** The address it listens on (127.0.0.1 unless given). */
+  host: string;
+  /** Its process id when it runs as its own process (startBackendProcess), else null. */
+  pid: number | null;
   close(): Promise<void>;
 }
 
-export async function startBackend(): Promise<Backend> {
+/** `host`: the loopback address to listen on (the waypoint scenario's pod address is 127.0.0.2). */
+export async function startBackend(host = '127.0.0.1'): Promise<Backend> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     sockets.add(s);
@@ -87,10 +92,12 @@ export async function startBackend(): Promise<Backend> {
     handle(s);
   });
   server.maxConnections = 100_000;
-  server.listen(0, '127.0.0.1', 4096);
+  server.listen(0, host, 4096);
   await once(server, 'listening');
   return {
     port: (server.address() as net.AddressInfo).port,
+    host,
+    pid: null,
     close: () =>
       new Promise<void>((r) => {
         server.close(() => r());
@@ -103,9 +110,9 @@ export async function startBackend(): Promise<Backend> {
  * Starts the backend as a child process (bench/lib/backend-main.ts). It inherits this process's
  * CPU affinity: the load generator's CPU.
  */
-export async function startBackendProcess(): Promise<Backend> {
+export async function startBackendProcess(host = '127.0.0.1'): Promise<Backend> {
   const main = new URL('./backend-main.ts', import.meta.url).pathname;
-  const child = spawn(process.execPath, ['--import', 'tsx', main], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', main, host], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   trackChild(child);
   const lines = createInterface({ input: child.stdout! });
   const exited = once(child, 'exit').then(([code]) => {
@@ -116,6 +123,8 @@ export async function startBackendProcess(): Promise<Backend> {
   if (!Number.isInteger(port)) throw new Error(`bench backend: unexpected first line ${JSON.stringify(line)}`);
   return {
     port,
+    host,
+    pid: child.pid!,
     close: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const done = once(child, 'exit');

@@ -40,6 +40,20 @@ export interface GatewayProcessOptions {
    * a full GC, read over HTTP on `probePort`.
    */
   probe?: boolean;
+  /** Address the HBONE listener binds (default 127.0.0.1); the side ports stay on 127.0.0.1. */
+  listenHost?: string;
+  /** CIDRs of `destinations.allow` (default 127.0.0.1/32). */
+  destinations?: string[];
+  /** More lines under `spec:` (indented two spaces), e.g. `discovery:` for the waypoint scenario. */
+  extraSpec?: string[];
+}
+
+/** The parts of the config that vary between the benchmark's gateways. */
+export interface GatewayConfigShape {
+  watch?: boolean;
+  listenHost?: string;
+  destinations?: string[];
+  extraSpec?: string[];
 }
 
 export interface RunningGateway extends RunningForwarder {
@@ -52,13 +66,14 @@ export interface RunningGateway extends RunningForwarder {
 }
 
 /** The gateway config of the benchmark: loopback only, one worker, audit to a file, no file watch unless `watch`. */
-export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; admin: number; ready: number; metrics: number }, watch = false): string {
+export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; admin: number; ready: number; metrics: number }, shape: GatewayConfigShape = {}): string {
+  const watch = shape.watch ?? false;
   return [
     'apiVersion: waygate.dev/v1alpha1',
     'kind: GatewayConfig',
     'metadata: { name: bench }',
     'spec:',
-    `  listen: 127.0.0.1:${ports.hbone}`,
+    `  listen: ${shape.listenHost ?? '127.0.0.1'}:${ports.hbone}`,
     '  tls:',
     `    certFile: ${files.certFile}`,
     `    keyFile: ${files.keyFile}`,
@@ -72,7 +87,7 @@ export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; a
     '  defaultAction: DENY',
     '  destinations:',
     '    allow:',
-    '      - cidr: 127.0.0.1/32',
+    ...(shape.destinations ?? ['127.0.0.1/32']).map((cidr) => `      - cidr: ${cidr}`),
     '  limits:',
     // The idle scenario holds 10,000 tunnels over 50+ connections; the default cap is 10,000 connections.
     '    maxConnections: 0',
@@ -85,6 +100,7 @@ export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; a
     `    readyAddress: 127.0.0.1:${ports.ready}`,
     `    metricsAddress: 127.0.0.1:${ports.metrics}`,
     '  workers: 1',
+    ...(shape.extraSpec ?? []).map((l) => `  ${l}`),
     '',
   ].join('\n');
 }
@@ -100,9 +116,14 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 export async function startGateway(files: GatewayFiles, opts: GatewayProcessOptions): Promise<RunningGateway> {
-  const ports = { hbone: await freePort(), admin: await freePort(), ready: await freePort(), metrics: await freePort() };
+  const ports = { hbone: await freePort(opts.listenHost), admin: await freePort(), ready: await freePort(), metrics: await freePort() };
   const configFile = path.join(files.dir, opts.configName ?? 'gateway.yaml');
-  writeFileSync(configFile, gatewayConfigYaml(files, ports, opts.watchPolicies ?? false));
+  writeFileSync(configFile, gatewayConfigYaml(files, ports, {
+    watch: opts.watchPolicies ?? false,
+    ...(opts.listenHost ? { listenHost: opts.listenHost } : {}),
+    ...(opts.destinations ? { destinations: opts.destinations } : {}),
+    ...(opts.extraSpec ? { extraSpec: opts.extraSpec } : {}),
+  }));
   const bin = new URL('../../bin/waygate.js', import.meta.url).pathname;
   const nodeFlags: string[] = [...(opts.nodeFlags ?? [])];
   const probePort = opts.probe ? await freePort() : 0;

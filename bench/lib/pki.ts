@@ -11,17 +11,26 @@ import type { ClientTls } from './traffic.ts';
 
 export const GATEWAY_SPIFFE_ID = 'spiffe://cluster.local/ns/waygate/sa/gateway';
 export const LOADGEN_SPIFFE_ID = 'spiffe://cluster.local/ns/bench/sa/loadgen';
+/**
+ * The destination workload of the waypoint scenario (waypoint.bench.ts): what its ztunnel
+ * stand-in (a second waygate) and the baseline's TLS terminator present, and what the gateway
+ * under test expects from it (the mesh file's workload `bench/backend`).
+ */
+export const DESTINATION_SPIFFE_ID = 'spiffe://cluster.local/ns/bench/sa/backend';
 
 export interface BenchPki {
   files: ForwarderFiles;
   client: ClientTls;
+  /** The destination workload's leaf ({@link DESTINATION_SPIFFE_ID}), as PEM files beside the others. */
+  destination: { certFile: string; keyFile: string };
 }
 
-/** Mints the CA and both leaves into `dir` (server cert, key and CA as PEM files). */
+/** Mints the CA and the leaves into `dir` (server and destination cert, key and CA as PEM files). */
 export function mintPki(dir: string): BenchPki {
   const ca = createCa({ trustDomain: 'cluster.local' });
   const server = issueLeaf({ ca, spiffeId: GATEWAY_SPIFFE_ID, dnsNames: ['localhost'], ips: ['127.0.0.1'] });
   const client = issueLeaf({ ca, spiffeId: LOADGEN_SPIFFE_ID });
+  const destination = issueLeaf({ ca, spiffeId: DESTINATION_SPIFFE_ID });
   const files: ForwarderFiles = {
     dir,
     certFile: path.join(dir, 'server.pem'),
@@ -31,5 +40,8 @@ export function mintPki(dir: string): BenchPki {
   writeFileSync(files.certFile, server.chainPem);
   writeFileSync(files.keyFile, server.keyPem, { mode: 0o600 });
   writeFileSync(files.caFile, ca.certPem);
-  return { files, client: { cert: client.chainPem, key: client.keyPem, ca: ca.certPem } };
+  const dest = { certFile: path.join(dir, 'destination.pem'), keyFile: path.join(dir, 'destination-key.pem') };
+  writeFileSync(dest.certFile, destination.chainPem);
+  writeFileSync(dest.keyFile, destination.keyPem, { mode: 0o600 });
+  return { files, client: { cert: client.chainPem, key: client.keyPem, ca: ca.certPem }, destination: dest };
 }

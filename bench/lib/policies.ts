@@ -22,6 +22,11 @@ export interface BenchPolicyOptions {
   files?: number;
   /** Per-file salt overrides (file index -> salt), to change one file and leave the others byte-identical. */
   fileSalts?: ReadonlyMap<number, string>;
+  /**
+   * The load generator's rule (CEL); default: namespace bench to 127.0.0.1 (on `allowPorts`). The
+   * waypoint scenario allows its service instead: with discovery the `:authority` is a VIP.
+   */
+  loadgenWhen?: string;
 }
 
 /** Writes the set into `dir` (`bench.yaml`, or `files` files), replacing any policy file there; returns the first file. */
@@ -87,7 +92,7 @@ export function renderBenchPolicies(opts: BenchPolicyOptions): { name: string; t
   }
   const ports = opts.allowPorts;
   const portCheck = ports ? ` && destination.port in [${ports.join(', ')}]` : '';
-  lines.push('    - name: loadgen', `      when: source.namespace == "bench" && destination.ip == "127.0.0.1"${portCheck}`);
+  lines.push('    - name: loadgen', `      when: ${opts.loadgenWhen ?? `source.namespace == "bench" && destination.ip == "127.0.0.1"${portCheck}`}`);
   docs.push(lines.join('\n'));
   if (opts.files === undefined) return [{ name: 'bench.yaml', text: docs.join('\n---\n') + '\n' }];
   const byFile: string[][] = Array.from({ length: fileCount }, () => []);
