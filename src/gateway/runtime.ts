@@ -14,6 +14,7 @@ import type { HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import { parseHostPort } from '../config/address.ts';
 import type { GatewayConfig } from '../config/schema.ts';
+import { withMeshFacts } from '../hbone/route.ts';
 import { createHboneServer, type HboneServer, type HboneTlsOptions } from '../hbone/server.ts';
 import type { TunnelInfo } from '../hbone/tunnel.ts';
 import { TlsMaterialWatcher, type TlsMaterial } from '../identity/tls-material.ts';
@@ -215,6 +216,12 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
 
   // Certificate rotation: new handshakes get the new material, live connections keep theirs.
   const srv = server;
+  // A discovery swap re-decides live tunnels whose destination's mesh facts changed (route.ts
+  // withMeshFacts); a tunnel now denied is closed on both hops, as after a policy swap.
+  waypoint?.onSwap((snapshot) => {
+    const closed = srv.recheck((ctx) => authorize(withMeshFacts(ctx, snapshot)));
+    if (closed > 0) log.info({ closed, discoveryVersion: snapshot.version }, 'tunnels closed: the new discovery snapshot changed their destination and the policy no longer allows them');
+  });
   tls.on('update', (m: TlsMaterial) => {
     srv.setSecureContext(tlsOptions(m, config.tls.allowTls12));
     metrics.tlsMaterialReloads.inc();

@@ -10,6 +10,7 @@ import { AUDIT_SCHEMA_VERSION, type MeshReloadRecord } from '../audit/record.ts'
 import type { AuditSink } from '../audit/sink.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import { EndpointBalancer } from '../discovery/balancer.ts';
+import type { DiscoverySnapshot } from '../discovery/model.ts';
 import { meshFileProvider, type DiscoveryProvider, type DiscoveryReload, type DiscoveryTrigger } from '../discovery/provider.ts';
 import { WaygateError, formatDiagnostic } from '../errors.ts';
 import type { DiscoveryRouting } from '../hbone/route.ts';
@@ -25,6 +26,8 @@ export interface Waypoint {
   reload(trigger: DiscoveryTrigger): Promise<MeshReloadRecord>;
   /** `/debug/discovery`. */
   info(): unknown;
+  /** Called after every discovery swap with the snapshot now in force. */
+  onSwap(listener: (snapshot: DiscoverySnapshot) => void): void;
   /** Stops the hot reload (drain: the snapshot in force stays). */
   stopWatching(): void;
   /** Closes the watch and every pooled upstream connection now. */
@@ -137,6 +140,7 @@ export async function startWaypoint(
     routing,
     connector,
     reload: async (trigger) => note(await provider.reload(trigger)),
+    onSwap: (listener) => provider.onSwap((next) => listener(next)),
     info() {
       const s = provider.current();
       return {

@@ -21,8 +21,9 @@
 import type { UpstreamRecord } from '../audit/record.ts';
 import type { EndpointBalancer } from '../discovery/balancer.ts';
 import type { DiscoverySnapshot, MeshService, MeshServicePort, MeshWorkload } from '../discovery/model.ts';
-import { describeUnavailable, endpointAddress, formatTarget, resolveDestination } from '../discovery/resolve.ts';
+import { describeUnavailable, endpointAddress, formatTarget, resolveDestination, type Resolution } from '../discovery/resolve.ts';
 import { WaygateError } from '../errors.ts';
+import type { DecisionContext } from '../policy/context.ts';
 import type { UpstreamEndpoint } from '../upstream/connector.ts';
 import type { Authority } from './connect-request.ts';
 import { OUTSIDE_MESH, type DestinationCheck, type DestinationPolicy, type ResolvedDestination } from './destination.ts';
@@ -103,20 +104,17 @@ export class Router {
     const r = snapshot ? resolveDestination(snapshot, destination) : ({ kind: 'unknown' } as const);
     switch (r.kind) {
       case 'service': {
-        const s = r.service;
         const family = destination.ip === '' ? 0 : destination.ip.includes(':') ? 6 : 4;
         return {
-          destination: { ...destination, service: s.hostname, namespace: s.namespace, workload: '', principal: '' },
-          route: { kind: 'service', service: s, port: r.port, endpoints: r.endpoints, family },
+          destination: { ...destination, ...meshFacts(r) },
+          route: { kind: 'service', service: r.service, port: r.port, endpoints: r.endpoints, family },
         };
       }
-      case 'workload': {
-        const w = r.workload;
+      case 'workload':
         return {
-          destination: { ...destination, service: '', namespace: w.namespace, workload: w.name, principal: w.principal },
-          route: { kind: 'workload', workload: w, ip: destination.ip },
+          destination: { ...destination, ...meshFacts(r) },
+          route: { kind: 'workload', workload: r.workload, ip: destination.ip },
         };
-      }
       default: {
         if (d.allowDirect) return { destination, route: DIRECT_UNKNOWN };
         const detail = describeUnavailable(r, destination, snapshot) ?? `${formatTarget(destination)} is unknown to discovery`;
@@ -192,6 +190,34 @@ export class Router {
     };
     return { kind: 'dial', ip, port, endpoint, record, release };
   }
+}
+
+/** What discovery contributes to `destination.*`: service-level for a service, workload-level for a workload address. */
+export function meshFacts(r: Resolution): MeshFacts {
+  switch (r.kind) {
+    case 'service':
+      return { service: r.service.hostname, namespace: r.service.namespace, workload: '', principal: '' };
+    case 'workload':
+      return { service: '', namespace: r.workload.namespace, workload: r.workload.name, principal: r.workload.principal };
+    default:
+      return OUTSIDE_MESH;
+  }
+}
+
+export type MeshFacts = Pick<ResolvedDestination, 'service' | 'namespace' | 'workload' | 'principal'>;
+
+/**
+ * A live tunnel's decision context as the discovery snapshot `snapshot` now sees its destination:
+ * the same object when its mesh facts did not change (the re-check then decides as before, a
+ * decision-cache hit), else a copy with the new facts. After a discovery swap every live tunnel is
+ * re-decided with it (src/gateway/runtime.ts): a VIP that moved to another namespace, or a workload
+ * address now owned by another service account, must not keep a tunnel the policy no longer allows.
+ */
+export function withMeshFacts(ctx: DecisionContext, snapshot: DiscoverySnapshot): DecisionContext {
+  const d = ctx.destination;
+  const f = meshFacts(resolveDestination(snapshot, d));
+  if (f.service === d.service && f.namespace === d.namespace && f.workload === d.workload && f.principal === d.principal) return ctx;
+  return { ...ctx, destination: { ...d, ...f } };
 }
 
 const DIRECT: Route = Object.freeze({ kind: 'direct', viaDiscovery: false });

@@ -12,7 +12,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -55,19 +55,19 @@ async function echoOnEvery(hosts: readonly string[]): Promise<{ port: number; se
   }
 }
 
-function meshYaml(targetPort: number, zt: Record<string, FakeZtunnel>): string {
+function meshYaml(targetPort: number, zt: Record<string, FakeZtunnel>, echoNamespace = 'shop'): string {
   const wl = (name: string, ns: string, ip: string, sa: string, tunnelPort: number): string =>
     `  - { name: ${name}, namespace: ${ns}, ips: ["${ip}"], serviceAccount: ${sa}, protocol: HBONE, tunnelPort: ${tunnelPort} }\n`;
   return (
     'apiVersion: waygate.dev/v1alpha1\nkind: Mesh\nservices:\n' +
-    `  - { hostname: echo.shop.svc.cluster.local, namespace: shop, vips: ["10.96.0.10"], ports: [{ port: 80, targetPort: ${targetPort} }], endpoints: [echo-1, echo-2, echo-3] }\n` +
+    `  - { hostname: echo.shop.svc.cluster.local, namespace: ${echoNamespace}, vips: ["10.96.0.10"], ports: [{ port: 80, targetPort: ${targetPort} }], endpoints: [echo-1, echo-2, echo-3] }\n` +
     `  - { hostname: impostor.shop.svc.cluster.local, namespace: shop, vips: ["10.96.0.11"], ports: [{ port: 80, targetPort: ${targetPort} }], endpoints: [impostor] }\n` +
     `  - { hostname: strict.shop.svc.cluster.local, namespace: shop, vips: ["10.96.0.12"], ports: [{ port: 80, targetPort: ${targetPort} }], endpoints: [strict] }\n` +
     `  - { hostname: ledger.finance.svc.cluster.local, namespace: finance, vips: ["10.96.0.13"], ports: [{ port: 80, targetPort: ${targetPort} }], endpoints: [ledger] }\n` +
     'workloads:\n' +
-    wl('echo-1', 'shop', ECHO_PODS[0]!, 'echo', zt[ECHO_PODS[0]!]!.port) +
-    wl('echo-2', 'shop', ECHO_PODS[1]!, 'echo', zt[ECHO_PODS[1]!]!.port) +
-    wl('echo-3', 'shop', ECHO_PODS[2]!, 'echo', zt[ECHO_PODS[2]!]!.port) +
+    wl('echo-1', echoNamespace, ECHO_PODS[0]!, 'echo', zt[ECHO_PODS[0]!]!.port) +
+    wl('echo-2', echoNamespace, ECHO_PODS[1]!, 'echo', zt[ECHO_PODS[1]!]!.port) +
+    wl('echo-3', echoNamespace, ECHO_PODS[2]!, 'echo', zt[ECHO_PODS[2]!]!.port) +
     // Its ztunnel presents shop/echo's certificate: not the identity discovery expects.
     wl('impostor', 'shop', IMPOSTOR_POD, 'impostor', zt[IMPOSTOR_POD]!.port) +
     wl('strict', 'shop', STRICT_POD, 'strict', zt[STRICT_POD]!.port) +
@@ -95,6 +95,7 @@ describe('waygate as a waypoint: two HBONE hops', () => {
   const zt: Record<string, FakeZtunnel> = {};
   let frontend: HboneClientSession;
   let meshDir = '';
+  let meshFile = '';
 
   before(async () => {
     const pki = testPki();
@@ -108,7 +109,7 @@ describe('waygate as a waypoint: two HBONE hops', () => {
       podIp: STRICT_POD, cert: pki.clientFor('spiffe://cluster.local/ns/shop/sa/strict'), trustBundlePem: pki.trustBundlePem, answer: () => 401,
     });
     meshDir = mkdtempSync(join(tmpdir(), 'waygate-mesh-'));
-    const meshFile = join(meshDir, 'mesh.yaml');
+    meshFile = join(meshDir, 'mesh.yaml');
     writeFileSync(meshFile, meshYaml(echo.port, zt));
     gw = await startTestGateway({ policies: { 'frontend.yaml': POLICY }, spec: `  discovery: { meshFile: ${meshFile} }` });
     frontend = await gw.connect('frontend');
@@ -277,5 +278,30 @@ describe('waygate as a waypoint: two HBONE hops', () => {
     assert.equal(gw.sink.closes.find((c) => c.closeReason === 'policy_changed')!.protocol, 'hbone');
     gw.writePolicy('frontend.yaml', POLICY);
     await gw.nextReload(reloads + 1);
+  });
+
+  it('a discovery change that moves a live tunnel\'s service to a namespace the policy does not allow closes it on both hops', async () => {
+    const known = new Set(allConnects());
+    const t = await frontend.openTunnel('10.96.0.10:80');
+    assert.equal(t.status, 200);
+    const seen = newConnect(known);
+    const pod = zt[seen.authority.slice(0, seen.authority.lastIndexOf(':'))]!;
+    const upstreamClosed = once(pod, 'streamClose');
+    const meshReloads = (): number => gw.sink.reloads.filter((r) => (r as { source?: string }).source === 'mesh').length;
+    const before = meshReloads();
+    // Rename into place, as a ConfigMap update or an editor would.
+    writeFileSync(`${meshFile}.tmp`, meshYaml(echo.port, zt, 'finance'));
+    renameSync(`${meshFile}.tmp`, meshFile);
+    await gw.sink.until(() => meshReloads() > before);
+    const rec = gw.sink.reloads.filter((r) => (r as { source?: string }).source === 'mesh').at(-1)!;
+    assert.equal(rec.result, 'applied');
+    await upstreamClosed;
+    await gw.sink.until(() => gw.sink.closes.some((c) => c.decisionId === gw.sink.decisions.at(-1)!.decisionId));
+    assert.equal(gw.sink.closes.at(-1)!.closeReason, 'policy_changed');
+    // The next CONNECT is decided with the new namespace.
+    assert.equal((await frontend.openTunnel('10.96.0.10:80')).status, 401);
+    writeFileSync(`${meshFile}.tmp`, meshYaml(echo.port, zt));
+    renameSync(`${meshFile}.tmp`, meshFile);
+    await gw.sink.until(() => meshReloads() > before + 1);
   });
 });

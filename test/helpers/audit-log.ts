@@ -75,6 +75,7 @@ const REASONS: { reason: Reason; weight: number; decision: 'allow' | 'deny'; sta
   { reason: 'eval_error', weight: 1, decision: 'deny', status: 401, policy: 'database', rule: 'tenant-header' },
   { reason: 'destination_not_allowed', weight: 1, decision: 'deny', status: 503, policy: null, rule: null },
   { reason: 'upstream_failed', weight: 1, decision: 'deny', status: 503, policy: 'api-from-frontend', rule: 'frontend' },
+  { reason: 'upstream_denied', weight: 0.5, decision: 'allow', status: 503, policy: 'api-from-frontend', rule: 'frontend' },
   { reason: 'policy_changed', weight: 0.5, decision: 'deny', status: 200, policy: 'deny-dev', rule: 'dev-namespace' },
   { reason: 'draining', weight: 0.5, decision: 'deny', status: 503, policy: null, rule: null },
 ];

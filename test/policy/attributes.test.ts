@@ -238,7 +238,9 @@ describe('attribute catalogue', () => {
     const written = record as unknown as Record<string, unknown>;
     // The record's fields in order: the head, the input as the catalogue lays it out, the tail.
     const input = GROUPS.flatMap((g) => (g.def.record === 'nested' ? [g.name] : g.attributes.map((a) => a.name)));
-    assert.deepEqual(Object.keys(written), [...Object.keys(fields).filter((k) => k !== 'evalMicros'), ...input, 'evalMicros']);
+    // `upstream` and `detail` are undefined here (no discovery, not refused): JSON leaves them out.
+    assert.deepEqual(Object.keys(written), [...Object.keys(fields).filter((k) => k !== 'evalMicros'), ...input, 'evalMicros', 'upstream', 'detail']);
+    assert.ok(!('upstream' in JSON.parse(JSON.stringify(record))) && !('detail' in JSON.parse(JSON.stringify(record))));
     for (const g of GROUPS) {
       if (g.def.record === 'nested') {
         assert.equal(written[g.name], (ctx as unknown as Record<string, unknown>)[g.name], `${g.name}: the context's object, no copy`);
