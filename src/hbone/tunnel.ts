@@ -127,6 +127,8 @@ export const TUNNEL_WRITE_BUFFER_BYTES = 256 * 1024;
 
 function noop(): void {}
 
+const EMPTY = Buffer.alloc(0);
+
 function swallow(): void {
   // errors are handled through 'close' and the fixed close reason
 }
@@ -291,7 +293,15 @@ export class Tunnel {
       this.#stopUpstreamToStream();
       upstream.destroy();
     }
-    if (!this.#streamClosed && !this.stream.closed) this.stream.close(rstCode);
+    const stream = this.stream;
+    if (this.#streamClosed || stream.closed) return;
+    // Node's close() ends the writable side first, and on an idle stream end() sends END_STREAM
+    // at once, ahead of the RST_STREAM: the client would read an orderly EOF, then the reset (a
+    // ztunnel client shuts its TCP write side: the application sees a FIN before the reset).
+    // With a write in flight end() waits for it, so an empty write first lets the RST_STREAM go
+    // out alone (RFC 9113 §8.5: CONNECT_ERROR is the TCP reset). CANCEL is read as EOF anyway.
+    if (rstCode !== CANCEL && !stream.writableEnded && this.state === 'open') stream.write(EMPTY);
+    stream.close(rstCode);
   }
 
   /** Ends a tunnel that never opened (denied, failed dial): the caller has already answered. */

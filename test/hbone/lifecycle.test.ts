@@ -254,12 +254,18 @@ describe('HBONE server lifecycle', () => {
       const client = await gw.connect(spiffe('frontend'));
       const t = await client.openTunnel(`127.0.0.1:${hold.port}`);
       t.stream.on('error', () => {});
+      // A reset must not look like an orderly end first: no END_STREAM before the RST_STREAM
+      // (a ztunnel client would shut its TCP write side, then reset: the application sees a FIN).
+      let ended = false;
+      t.stream.on('end', () => (ended = true));
+      t.stream.resume();
       const up = await hold.nextSocket();
       t.stream.write('hello');
       await once(up, 'data');
       up.resetAndDestroy();
       await closed(t.stream);
       assert.equal(t.stream.rstCode, h2c.NGHTTP2_CONNECT_ERROR);
+      assert.equal(ended, false, 'END_STREAM arrived before the reset');
       const d = await gw.sink.decisionFor(t.stream.id!);
       const c = await gw.sink.closeFor(d.decisionId);
       assert.equal(c.closeReason, 'upstream_reset');
