@@ -304,4 +304,21 @@ describe('waygate as a waypoint: two HBONE hops', () => {
     renameSync(`${meshFile}.tmp`, meshFile);
     await gw.sink.until(() => meshReloads() > before + 1);
   });
+
+  it('metrics report as a waypoint: istio_tcp_* reporter="waypoint" with the endpoint, pool and failure series', async () => {
+    const text = await (await gw.http('metrics', '/metrics')).text();
+    const value = (re: RegExp): number => {
+      const m = text.match(re);
+      assert.ok(m, `no series matching ${re}`);
+      return Number(m[1]);
+    };
+    assert.ok(value(/^istio_tcp_connections_opened_total\{reporter="waypoint",connection_security_policy="mutual_tls",source_workload_namespace="prod",destination_workload="echo-1",destination_workload_namespace="shop"\} (\d+)$/m) > 0);
+    assert.doesNotMatch(text, /reporter="destination"/);
+    assert.ok(value(/^waygate_tunnel_bytes_total\{direction="received",protocol="hbone"\} (\d+)$/m) >= 1024 * 1024);
+    assert.ok(value(/^waygate_upstream_pool_connections (\d+)$/m) >= 1);
+    assert.equal(value(/^waygate_upstream_handshake_failures_total\{kind="identity"\} (\d+)$/m), 1);
+    assert.equal(value(/^waygate_upstream_connect_failures_total\{kind="denied"\} (\d+)$/m), 1);
+    assert.equal(value(/^waygate_discovery_reloads_total\{result="applied",trigger="startup"\} (\d+)$/m), 1);
+    assert.ok(value(/^waygate_upstream_connect_duration_seconds_count\{result="ok",protocol="hbone",reused="true"\} (\d+)$/m) > 0, 'warm pool reuse is visible');
+  });
 });
