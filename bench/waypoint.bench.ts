@@ -36,7 +36,7 @@ import { summariseCpuProfile } from './lib/cpuprofile.ts';
 import { startGateway, type RunningGateway } from './lib/gateway-process.ts';
 import { GATEWAY_SPIFFE_ID, type BenchPki } from './lib/pki.ts';
 import { writeBenchPolicies } from './lib/policies.ts';
-import { cpuSeconds } from './lib/proc.ts';
+import { cpuSeconds, cpuTimes } from './lib/proc.ts';
 import { fmt, quantile, spread, table, type Spread } from './lib/stats.ts';
 import { download, echoLatency, echoOnce, runConcurrent, tlsOpener, upload, type Opener } from './lib/traffic.ts';
 import type { ProfileResult } from './hbone.bench.ts';
@@ -44,7 +44,8 @@ import type { ProfileResult } from './hbone.bench.ts';
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
-export const WAYPOINT_PATHS = ['waygate', 'haproxy'] as const;
+/** `waygate-1hop`: the same gateway, no discovery, dialing the backend over TCP (what the second hop adds). */
+export const WAYPOINT_PATHS = ['waygate', 'haproxy', 'waygate-1hop'] as const;
 export const WAYPOINT_SCENARIOS = ['bulk', 'connect', 'echo'] as const;
 
 /** The destination pod's address: its ztunnel stand-in (or terminator) and the backend listen there. */
@@ -82,6 +83,8 @@ export interface WaypointComparison extends Spread {
   scenario: string;
   process: string;
   metric: string;
+  /** `haproxy` (the baseline) or `waygate-1hop` (the reference). */
+  baseline: string;
 }
 
 export interface WaypointTarget extends Spread {
@@ -92,7 +95,7 @@ export interface WaypointTarget extends Spread {
 
 export interface WaypointBenchResult {
   rows: WaypointRow[];
-  /** waygate / haproxy, same round. */
+  /** waygate / haproxy and waygate / waygate-1hop, same round. */
   comparisons: WaypointComparison[];
   targets: WaypointTarget[];
   notes: string[];
@@ -102,7 +105,8 @@ export interface WaypointBenchResult {
 interface PathUnderTest {
   name: string;
   proxyPid: number;
-  terminatorPid: number;
+  /** null: no second hop (waygate-1hop). */
+  terminatorPid: number | null;
   /** One end-to-end stream through both hops. */
   open: Opener;
   /** waygate only: counts of upstream connects (pooled connection reused or not), from /metrics. */
@@ -114,17 +118,20 @@ type Role = (typeof ROLES)[number];
 const ROLE_NAMES: Record<string, Record<Role, string>> = {
   waygate: { proxy: 'waygate (under test)', terminator: 'waygate stand-in for ztunnel', backend: 'backend', client: 'load generator (HBONE client)' },
   haproxy: { proxy: 'haproxy re-encrypting (under test)', terminator: 'haproxy terminator', backend: 'backend', client: 'load generator (TLS client)' },
+  'waygate-1hop': { proxy: 'waygate, one hop, TCP upstream', terminator: '-', backend: 'backend', client: 'load generator (HBONE client)' },
 };
 
 interface Measurement {
   wallSeconds: number;
   cpu: Record<Role, number>;
+  /** The process under test's system (kernel) CPU seconds, part of cpu.proxy. */
+  proxySystem: number;
 }
 
 async function measure(p: PathUnderTest, backendPid: number | null, fn: () => Promise<void>): Promise<Measurement> {
   const read = () => ({
-    proxy: cpuSeconds(p.proxyPid),
-    terminator: cpuSeconds(p.terminatorPid),
+    proxy: cpuTimes(p.proxyPid),
+    terminator: p.terminatorPid === null ? Number.NaN : cpuSeconds(p.terminatorPid),
     backend: backendPid === null ? Number.NaN : cpuSeconds(backendPid),
   });
   const c0 = read();
@@ -137,11 +144,12 @@ async function measure(p: PathUnderTest, backendPid: number | null, fn: () => Pr
   return {
     wallSeconds,
     cpu: {
-      proxy: c1.proxy - c0.proxy,
+      proxy: c1.proxy.user + c1.proxy.system - (c0.proxy.user + c0.proxy.system),
       terminator: c1.terminator - c0.terminator,
       backend: c1.backend - c0.backend,
       client: (self.user + self.system) / 1e6,
     },
+    proxySystem: c1.proxy.system - c0.proxy.system,
   };
 }
 
@@ -271,32 +279,40 @@ async function startWaygatePair(opts: WaypointBenchOptions, backend: Backend, ta
   }
 }
 
+/** The load generator's HBONE connection to a gateway, as ztunnel's (hbone.bench.ts). */
+function loadgenSession(opts: WaypointBenchOptions, port: number): Promise<HboneClientSession> {
+  return connectHbone({
+    address: { host: '127.0.0.1', port },
+    cert: opts.pki.client.cert,
+    key: opts.pki.client.key,
+    ca: opts.pki.client.ca,
+    expectedServerSpiffeId: GATEWAY_SPIFFE_ID,
+  });
+}
+
+function tunnelOpener(session: HboneClientSession, authority: string): Opener {
+  return async (): Promise<Duplex> => {
+    const t = await session.openTunnel(authority, meshHeaders());
+    if (t.status !== 200) throw new Error(`CONNECT ${authority} answered ${t.status}`);
+    return t.stream;
+  };
+}
+
 async function waygatePath(opts: WaypointBenchOptions, backend: Backend): Promise<Started> {
   const pair = await startWaygatePair(opts, backend, 'main');
   let shared: HboneClientSession;
   try {
-    shared = await connectHbone({
-      address: { host: '127.0.0.1', port: pair.gw.port },
-      cert: opts.pki.client.cert,
-      key: opts.pki.client.key,
-      ca: opts.pki.client.ca,
-      expectedServerSpiffeId: GATEWAY_SPIFFE_ID,
-    });
+    shared = await loadgenSession(opts, pair.gw.port);
   } catch (err) {
     await pair.close();
     throw err;
   }
-  const authority = `${SERVICE_VIP}:${SERVICE_PORT}`;
   return {
     path: {
       name: 'waygate',
       proxyPid: pair.gw.pid,
       terminatorPid: pair.standIn.pid,
-      open: async (): Promise<Duplex> => {
-        const t = await shared.openTunnel(authority, meshHeaders());
-        if (t.status !== 200) throw new Error(`CONNECT ${authority} answered ${t.status}`);
-        return t.stream;
-      },
+      open: tunnelOpener(shared, `${SERVICE_VIP}:${SERVICE_PORT}`),
       upstreamConnects: async () => {
         const res = await fetch(`http://127.0.0.1:${pair.gw.metricsPort}/metrics`);
         return parseUpstreamConnects(await res.text());
@@ -305,6 +321,31 @@ async function waygatePath(opts: WaypointBenchOptions, backend: Backend): Promis
     close: async () => {
       await shared.close();
       await pair.close();
+    },
+  };
+}
+
+/** The reference: the same gateway and policy shape, no discovery, the backend dialed over TCP. */
+async function oneHopPath(opts: WaypointBenchOptions, backend: Backend): Promise<Started> {
+  const { dir, pki } = opts;
+  const policiesDir = path.join(dir, 'policies-waypoint-1hop');
+  writeBenchPolicies(policiesDir, { rules: 100, loadgenWhen: `source.namespace == "bench" && destination.ip == "${POD_IP}"` });
+  const gw = await startGateway(
+    { ...pki.files, policiesDir, auditFile: path.join(dir, 'audit-waypoint-1hop.jsonl') },
+    { cpu: opts.gatewayCpu, configName: 'gateway-waypoint-1hop.yaml', destinations: [`${POD_IP}/32`] },
+  );
+  let shared: HboneClientSession;
+  try {
+    shared = await loadgenSession(opts, gw.port);
+  } catch (err) {
+    await gw.stop();
+    throw err;
+  }
+  return {
+    path: { name: 'waygate-1hop', proxyPid: gw.pid, terminatorPid: null, open: tunnelOpener(shared, `${POD_IP}:${backend.port}`) },
+    close: async () => {
+      await shared.close();
+      await gw.stop();
     },
   };
 }
@@ -356,9 +397,12 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
   /** CPU of every role per unit of work, and each role's share of a CPU while it ran. */
   const recordCpu = (scn: string, p: PathUnderTest, m: Measurement, perUnit: number, unit: string, scale: number, round: number) => {
     for (const role of ROLES) {
+      if (role === 'terminator' && p.terminatorPid === null) continue;
       record(scn, p.name, role, 'cpu', unit, round, (m.cpu[role] * scale) / perUnit);
       record(scn, p.name, role, 'busy', '% of a CPU', round, (m.cpu[role] / m.wallSeconds) * 100);
     }
+    // Kernel work (loopback TCP, syscalls) is the same kind for every forwarder; the rest is its own code.
+    record(scn, p.name, 'proxy', 'cpu in the kernel', '% of its cpu', round, (m.proxySystem / m.cpu.proxy) * 100);
   };
 
   const backend = await startBackendProcess(POD_IP);
@@ -377,14 +421,19 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
         cleanups.push(() => h.close());
         paths.push(h.path);
       } else {
-        notes.push('haproxy is not installed (npm run bench:setup): the baseline and every ratio are skipped');
+        notes.push('haproxy is not installed (npm run bench:setup): the baseline and every ratio to it are skipped');
       }
+    }
+    if (want('waygate-1hop')) {
+      const r = await oneHopPath(opts, backend);
+      cleanups.push(() => r.close());
+      paths.push(r.path);
     }
 
     const bulkBytes = opts.quick ? 64 * MiB : 1 * GiB;
     const echoMessages = opts.quick ? 1_000 : 5_000;
     const connectOps = (p: PathUnderTest, inFlight: number) =>
-      p.name === 'waygate' ? (opts.quick ? 500 : inFlight === 1 ? 1_000 : 4_000) : opts.quick ? 50 : 150;
+      p.name !== 'haproxy' ? (opts.quick ? 500 : inFlight === 1 ? 1_000 : 4_000) : opts.quick ? 50 : 150;
 
     if (paths.length > 0) {
       log('waypoint: warm-up');
@@ -413,6 +462,7 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
           const both: Measurement = {
             wallSeconds: up.wallSeconds + down.wallSeconds,
             cpu: Object.fromEntries(ROLES.map((r) => [r, up.cpu[r] + down.cpu[r]])) as Record<Role, number>,
+            proxySystem: up.proxySystem + down.proxySystem,
           };
           record(scn, p.name, '', 'throughput', 'MiB/s', round, (2 * bulkBytes) / MiB / both.wallSeconds);
           record(scn, p.name, '', 'throughput up', 'MiB/s', round, bulkBytes / MiB / up.wallSeconds);
@@ -467,13 +517,15 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
 
   const rowList = [...rows.values()];
   const comparisons: WaypointComparison[] = [];
-  for (const w of rowList.filter((r) => r.path === 'waygate')) {
-    const b = rowList.find((r) => r.path === 'haproxy' && r.scenario === w.scenario && r.process === w.process && r.metric === w.metric);
-    if (!b || w.metric === 'busy') continue;
-    comparisons.push({ scenario: w.scenario, process: w.process, metric: w.metric, ...spread(w.values.map((v, i) => v / (b.values[i] ?? Number.NaN))) });
+  for (const w of rowList.filter((r) => r.path === 'waygate' && r.metric !== 'busy' && !['%', '% of its cpu', 'count'].includes(r.unit))) {
+    for (const baseline of ['haproxy', 'waygate-1hop']) {
+      const b = rowList.find((r) => r.path === baseline && r.scenario === w.scenario && r.process === w.process && r.metric === w.metric);
+      if (!b) continue;
+      comparisons.push({ scenario: w.scenario, process: w.process, metric: w.metric, baseline, ...spread(w.values.map((v, i) => v / (b.values[i] ?? Number.NaN))) });
+    }
   }
   const ratio = (scn: string, proc: string, metric: string): Spread =>
-    comparisons.find((c) => c.scenario === scn && c.process === proc && c.metric === metric) ?? spread([]);
+    comparisons.find((c) => c.scenario === scn && c.process === proc && c.metric === metric && c.baseline === 'haproxy') ?? spread([]);
   const values = (scn: string, proc: string, metric: string): number[] =>
     rowList.find((r) => r.scenario === scn && r.path === 'waygate' && r.process === proc && r.metric === metric)?.values ?? [];
   const targets: WaypointTarget[] = [];
@@ -497,7 +549,7 @@ export function renderWaypointBench(result: WaypointBenchResult): string {
   const out: string[] = [];
   out.push(table(
     ['scenario', 'path', 'process', 'metric', 'median', 'min-max', 'unit'],
-    result.rows.filter((r) => r.metric !== 'busy').map((r) => {
+    result.rows.filter((r) => r.metric !== 'busy' && r.metric !== 'cpu in the kernel').map((r) => {
       const s = spread(r.values);
       return [r.scenario, r.path, roleName(r.path, r.process), r.metric, fmt(s.median), range(s), r.unit];
     }),
@@ -507,20 +559,29 @@ export function renderWaypointBench(result: WaypointBenchResult): string {
   if (busy.length) {
     out.push('', 'CPU share of each process during each scenario (% of one CPU, median over rounds; the process under test has CPU 0 to itself, the others share CPU 1)');
     const keys = [...new Set(busy.map((r) => `${r.scenario}|${r.path}`))];
-    out.push(table(['scenario', 'path', ...ROLES], keys.map((k) => {
+    out.push(table(['scenario', 'path', ...ROLES, 'proxy: kernel share of its cpu'], keys.map((k) => {
       const [scn, p] = k.split('|') as [string, string];
       return [scn, p, ...ROLES.map((role) => {
         const r = busy.find((x) => x.scenario === scn && x.path === p && x.process === role);
-        return r ? fmt(spread(r.values).median) : '';
-      })];
+        return r ? fmt(spread(r.values).median) : '-';
+      }), (() => {
+        const r = result.rows.find((x) => x.scenario === scn && x.path === p && x.metric === 'cpu in the kernel');
+        return r ? `${fmt(spread(r.values).median)}%` : '';
+      })()];
     })));
     out.push(`roles: proxy = the process under test (waygate / re-encrypting haproxy), terminator = ${ROLE_NAMES['waygate']!.terminator} / ${ROLE_NAMES['haproxy']!.terminator}, client = the load generator`);
   }
   if (result.comparisons.length) {
-    out.push('', 'waygate / haproxy, same-round ratios: median (min-max)');
-    out.push(table(['scenario', 'process', 'metric', 'ratio'], result.comparisons.map((c) => [
-      c.scenario, c.process === '' ? '' : c.process, c.metric, `${fmt(c.median)} (${range(c)})`,
-    ])));
+    out.push('', 'waygate (two hops) / baseline, same-round ratios: median (min-max); vs waygate-1hop = what the HBONE hop adds');
+    const baselines = [...new Set(result.comparisons.map((c) => c.baseline))];
+    const keys = [...new Set(result.comparisons.map((c) => `${c.scenario}|${c.process}|${c.metric}`))];
+    out.push(table(['scenario', 'process', 'metric', ...baselines.map((b) => `vs ${b}`)], keys.map((k) => {
+      const [scn, proc, metric] = k.split('|') as [string, string, string];
+      return [scn, proc, metric, ...baselines.map((b) => {
+        const c = result.comparisons.find((x) => x.scenario === scn && x.process === proc && x.metric === metric && x.baseline === b);
+        return c ? `${fmt(c.median)} (${range(c)})` : '';
+      })];
+    })));
   }
   out.push('', 'targets');
   out.push(table(
@@ -557,22 +618,9 @@ export async function profileWaypoint(opts: WaypointBenchOptions): Promise<Profi
       const pair = await startWaygatePair(opts, backend, tag, profileDir);
       let session: HboneClientSession | null = null;
       try {
-        session = await connectHbone({
-          address: { host: '127.0.0.1', port: pair.gw.port },
-          cert: opts.pki.client.cert,
-          key: opts.pki.client.key,
-          ca: opts.pki.client.ca,
-          expectedServerSpiffeId: GATEWAY_SPIFFE_ID,
-        });
-        const s = session;
-        const authority = `${SERVICE_VIP}:${SERVICE_PORT}`;
-        const open: Opener = async () => {
-          const t = await s.openTunnel(authority, meshHeaders());
-          if (t.status !== 200) throw new Error(`CONNECT ${authority} answered ${t.status}`);
-          return t.stream;
-        };
+        session = await loadgenSession(opts, pair.gw.port);
         log(`profiling ${name}`);
-        await run(open);
+        await run(tunnelOpener(session, `${SERVICE_VIP}:${SERVICE_PORT}`));
       } finally {
         await session?.close();
         await pair.close();
