@@ -76,7 +76,7 @@ export interface UpstreamRecord {
 /** The fields of a decision record after its evaluation input. */
 export interface DecisionRecordTail {
   evalMicros: number;
-  /** With discovery, or a failed dial: where the tunnel went or was to go. */
+  /** With discovery (or a direct dial it allowed): where the tunnel went or was to go. Absent otherwise. */
   upstream?: UpstreamRecord;
   /**
    * Why the transport refused after the policy allowed, in words an operator can act on: no

@@ -75,7 +75,7 @@ export interface GatewayRuntime {
   connections(): TunnelInfo[];
   /** `/debug/config`-style view of the TLS material in use (fingerprint and dates, never key bytes). */
   tlsInfo(): unknown;
-  /** `/debug/discovery`: the discovery snapshot in force and the upstream pool. */
+  /** The `discovery` section of `GET /debug/config`: the snapshot in force and the upstream pool. */
   discoveryInfo(): unknown;
   /** Reloads the mesh file now (SIGHUP, POST /debug/reload); null without one. */
   reloadMesh(trigger: 'signal' | 'admin'): Promise<MeshReloadRecord | null>;

@@ -24,7 +24,7 @@ export interface Waypoint {
   readonly routing: DiscoveryRouting;
   readonly connector: HboneConnector;
   reload(trigger: DiscoveryTrigger): Promise<MeshReloadRecord>;
-  /** `/debug/discovery`. */
+  /** The `discovery` section of `GET /debug/config`: the snapshot in force and the upstream pool. */
   info(): unknown;
   /** Called after every discovery swap with the snapshot now in force. */
   onSwap(listener: (snapshot: DiscoverySnapshot) => void): void;

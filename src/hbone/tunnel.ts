@@ -14,10 +14,11 @@
  *   buffered; a full HTTP/2 stream pauses the upstream socket, whose kernel buffer fills.
  *
  * The upstream is an {@link UpstreamConnection} (src/upstream/connector.ts): whatever connector made it (plain
- * TCP, TCP with a PROXY header), the tunnel pipes its duplex `stream` directly and asks the
- * connection for what differs between protocols: the byte counts (from the connection's own
- * counters: no per-chunk listener or allocation on the hot path), the first bytes (`start()`),
- * a flush-then-close (`closeSoon()`) and a reset (`reset()`). The tunnel's owner is its registry
+ * TCP, TCP with a PROXY header, HBONE to the destination's ztunnel), the tunnel pipes its duplex
+ * `stream` directly, counts the bytes it forwards itself (an HTTP/2 stream has no byte counters;
+ * two additions per chunk, in the listeners it already has), and asks the connection for what
+ * differs between protocols: the first bytes (`start()`), a flush-then-close (`closeSoon()`) and
+ * a reset (`reset()`). The tunnel's owner is its registry
  * entry; the stream belongs to the HTTP/2 session, the upstream connection to the tunnel once
  * handed over.
  */

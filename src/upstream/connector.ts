@@ -9,10 +9,11 @@
  *
  *   connector.prepare(request)  -> UpstreamTarget     (synchronous; throws to refuse: 503, no dial)
  *   target.connect(timeoutMs)   -> PendingDial        (abortable; rejects with UpstreamDialError)
- *   await dial.promise          -> UpstreamConnection (a duplex, byte counts, half-close, reset)
+ *   await dial.promise          -> UpstreamConnection (a duplex, half-close, reset, how it was reached)
  *
- * Connectors in this repository: plain TCP (tcp.ts) and TCP with a PROXY v2 header
- * (proxy-v2.ts). docs/architecture.md "Adding an upstream connector" says what a new one
+ * Connectors in this repository: plain TCP (tcp.ts), TCP with a PROXY v2 header (proxy-v2.ts),
+ * and HBONE to the destination pod's ztunnel with the gateway's own identity, pooled (hbone.ts,
+ * hbone-pool.ts). docs/architecture.md "Adding an upstream connector" says what a new one
  * must guarantee.
  */
 import type { Duplex } from 'node:stream';

@@ -134,4 +134,38 @@ describe('waygate serve: start-up failures', () => {
       });
     });
   }
+
+  describe('a mesh file (--mesh, docs/waypoint.md)', () => {
+    it('that does not load stops the start: exit 1, every problem at file:line:col, a rejected mesh reload record', async () => {
+      const cfg = config();
+      const mesh = join(cfg.policyDir, '..', 'mesh.yaml');
+      writeFileSync(mesh, [
+        'apiVersion: waygate.dev/v1alpha1',
+        'kind: Mesh',
+        'services:',
+        '  - { hostname: a.shop.svc, namespace: shop, vips: [10.96.0.1], ports: [{ port: 80 }], endpoints: [nope], bogus: 1 }',
+        'workloads: []',
+        '',
+      ].join('\n'));
+      const f = await failedStart(spawnServe(['--config', cfg.configFile, '--mesh', mesh]));
+      const log = f.all.join('\n');
+      assert.equal(f.code, 1, log);
+      assert.match(f.plain[0] ?? '', /^waygate serve: cannot start: WG_MESH: the mesh file .*mesh\.yaml did not load:$/);
+      assert.ok(f.plain.some((l) => l.includes(`${mesh}:4:`) && l.includes('no workload "nope" in namespace shop')), log);
+      assert.ok(f.plain.some((l) => l.includes(`${mesh}:4:`) && l.includes('unknown field "bogus"')), log);
+      const records = auditRecords(cfg.auditFile);
+      const meshRecord = records.find((r) => r['source'] === 'mesh');
+      assert.ok(meshRecord, 'the rejected load is recorded');
+      assert.equal(meshRecord['result'], 'rejected');
+      assert.equal((meshRecord['errors'] as unknown[]).length, 2);
+    });
+
+    it('with several workers is refused (WG_CONFIG) rather than run one discovery source per worker', async () => {
+      const cfg = config();
+      const mesh = join(cfg.policyDir, '..', 'mesh.yaml');
+      writeFileSync(mesh, 'apiVersion: waygate.dev/v1alpha1\nkind: Mesh\nservices: []\nworkloads: []\n');
+      const f = await failedStart(spawnServe(['--config', cfg.configFile, '--mesh', mesh, '--workers', '2']));
+      assertOneLine(f, /WG_CONFIG: discovery\.meshFile \(--mesh\) runs with one process/);
+    });
+  });
 });
