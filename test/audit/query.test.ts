@@ -240,3 +240,25 @@ describe('audit query', () => {
     for (const bad of ['10.0.0.0/99', 'not a host', '1.2.3.4:99999']) assert.throws(() => compileDestination(bad), /--destination/);
   });
 });
+
+describe('--where over what a waypoint records (upstream, detail, protocol)', () => {
+  it('selects by the upstream picked, the refusal detail and the close protocol; records without them read as empty', async () => {
+    const { compileRecordPredicate } = await import('../../src/audit/review/record-cel.ts');
+    const { text } = generateAuditLog({ decisions: 40, seed: 7, anomalies: false });
+    const plain = text.trim().split('\n').map((l) => JSON.parse(l) as AuditRecord).find((r): r is DecisionRecord => r.event === 'decision')!;
+    const viaHbone = { ...plain, upstream: { service: 'echo.shop.svc.cluster.local', workload: 'shop/echo-2', address: '10.244.1.8:8080', protocol: 'hbone' as const, principal: 'spiffe://cluster.local/ns/shop/sa/echo', reused: true, connectMs: 2 } };
+    const refused = { ...plain, reason: 'upstream_failed' as const, status: 503, detail: 'identity mismatch: 10.244.1.9:15008 presented spiffe://cluster.local/ns/shop/sa/other, expected spiffe://cluster.local/ns/shop/sa/echo' };
+    const close = { schema: 1, event: 'close', time: plain.time, decisionId: 'd', connectionId: 'c', streamId: 1, source: plain.source, destination: plain.destination, bytesSent: 1, bytesReceived: 1, durationMs: 1, closeReason: 'completed', protocol: 'hbone' } as AuditRecord;
+    const table: [string, AuditRecord, boolean][] = [
+      ['upstream.protocol == "hbone" && upstream.reused', viaHbone, true],
+      ['upstream.workload.startsWith("shop/")', viaHbone, true],
+      ['upstream.protocol == ""', plain, true],
+      ['detail.contains("identity mismatch")', refused, true],
+      ['detail.contains("identity mismatch")', plain, false],
+      ['protocol == "hbone"', close, true],
+      ['protocol == "hbone"', plain, false],
+    ];
+    for (const [where, record, want] of table) assert.equal(compileRecordPredicate(where).test(record), want, where);
+    assert.throws(() => compileRecordPredicate('upstream.protocl == "hbone"'), /did you mean "protocol"/);
+  });
+});

@@ -31,6 +31,7 @@ class AuditSnapshotValue extends CelMessage {}
 class AuditRuleRefValue extends CelMessage {}
 class AuditEvalErrorValue extends CelMessage {}
 class AuditDryRunValue extends CelMessage {}
+class AuditUpstreamValue extends CelMessage {}
 
 /** The `dryRun` of a record without one: a DryRun with no fields, equal to `null` (see below). */
 const NO_DRY_RUN = new AuditDryRunValue({});
@@ -79,6 +80,12 @@ const RECORD_TYPES: readonly RecordType[] = [
   { name: RULE_REF_TYPE, ctor: AuditRuleRefValue, fields: { policy: 'string', rule: 'string', action: 'string', mode: 'string' } },
   { name: 'waygate.audit.EvalError', ctor: AuditEvalErrorValue, fields: { policy: 'string', rule: 'string', message: 'string' } },
   {
+    // A record without one (no discovery) has every field empty: `upstream.protocol == ""`.
+    name: 'waygate.audit.Upstream',
+    ctor: AuditUpstreamValue,
+    fields: { service: 'string', workload: 'string', address: 'string', protocol: 'string', principal: 'string', reused: 'bool', connectMs: 'int' },
+  },
+  {
     // `policy` and `rule` are null for default verdicts, hence dyn (like the top-level ones).
     name: 'waygate.audit.DryRun',
     ctor: AuditDryRunValue,
@@ -107,15 +114,18 @@ export const RECORD_CEL_VARIABLES: readonly [string, string][] = [
   ['snapshot', 'waygate.audit.Snapshot'],
   ...INPUT_VARIABLES,
   ['evalMicros', 'int'],
+  ['upstream', 'waygate.audit.Upstream'],
+  ['detail', 'string'],
   ['bytesSent', 'int'],
   ['bytesReceived', 'int'],
   ['durationMs', 'int'],
   ['closeReason', 'string'],
+  ['protocol', 'string'],
   ['result', 'string'],
 ];
 
 const INT_FIELDS = ['schema', 'streamId', 'status', 'evalMicros', 'bytesSent', 'bytesReceived', 'durationMs'] as const;
-const STRING_FIELDS = ['event', 'time', 'decisionId', 'connectionId', 'decision', 'reason', 'closeReason', 'result'] as const;
+const STRING_FIELDS = ['event', 'time', 'decisionId', 'connectionId', 'decision', 'reason', 'detail', 'closeReason', 'protocol', 'result'] as const;
 
 /** A type-checked `--where` predicate. */
 export interface RecordPredicate {
@@ -200,6 +210,7 @@ export function recordActivation(record: AuditRecord): Record<string, unknown> {
   a.audit = messageList(RULE_REF_TYPE, r.audit);
   a.evalErrors = messageList('waygate.audit.EvalError', r.evalErrors);
   a.snapshot = message('waygate.audit.Snapshot', r.snapshot);
+  a.upstream = message('waygate.audit.Upstream', r.upstream);
   for (const [name, type] of INPUT_VARIABLES) a[name] = TYPE_BY_NAME.has(type) ? message(type, r[name]) : fieldValue(type as FieldKind, r[name]);
   return a;
 }
