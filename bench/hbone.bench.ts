@@ -1308,6 +1308,10 @@ export function renderProfiles(results: readonly ProfileResult[]): string {
     const s = r.summary;
     out.push(`profile ${r.scenario}: ${r.profileFile} (${fmt(s.totalMs)} ms sampled, idle ${fmt(s.idlePercent)}%, GC ${fmt(s.gcPercent)}% of busy)`);
     out.push(table(['self ms', '% busy', 'function', 'location'], s.top.map((e) => [fmt(e.selfMs), fmt(e.selfPercent), e.functionName, e.location])));
+    if (s.inclusive.length) {
+      out.push('', `profile ${r.scenario}: inclusive time of the gateway's functions and its dependencies (a function and all it called)`);
+      out.push(table(['total ms', '% busy', 'function', 'location'], s.inclusive.map((e) => [fmt(e.selfMs), fmt(e.selfPercent), e.functionName, e.location])));
+    }
     out.push('');
   }
   return out.join('\n');

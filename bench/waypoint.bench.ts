@@ -36,7 +36,7 @@ import { summariseCpuProfile } from './lib/cpuprofile.ts';
 import { startGateway, type RunningGateway } from './lib/gateway-process.ts';
 import { GATEWAY_SPIFFE_ID, type BenchPki } from './lib/pki.ts';
 import { writeBenchPolicies } from './lib/policies.ts';
-import { cpuSeconds, cpuTimes } from './lib/proc.ts';
+import { cpuSeconds, cpuTimes, threadCpuSeconds } from './lib/proc.ts';
 import { fmt, quantile, spread, table, type Spread } from './lib/stats.ts';
 import { download, echoLatency, echoOnce, runConcurrent, tlsOpener, upload, type Opener } from './lib/traffic.ts';
 import type { ProfileResult } from './hbone.bench.ts';
@@ -126,6 +126,16 @@ interface Measurement {
   cpu: Record<Role, number>;
   /** The process under test's system (kernel) CPU seconds, part of cpu.proxy. */
   proxySystem: number;
+  /** The process under test's CPU seconds by thread group (THREAD_GROUPS). */
+  proxyThreads: Record<ThreadGroup, number>;
+}
+
+const THREAD_GROUPS = ['main thread', 'other threads (V8 GC and compiler workers, libuv pool)'] as const;
+type ThreadGroup = (typeof THREAD_GROUPS)[number];
+
+function threadGroups(pid: number): Record<ThreadGroup, number> {
+  const t = threadCpuSeconds(pid);
+  return { 'main thread': t.main, 'other threads (V8 GC and compiler workers, libuv pool)': t.others };
 }
 
 async function measure(p: PathUnderTest, backendPid: number | null, fn: () => Promise<void>): Promise<Measurement> {
@@ -134,6 +144,7 @@ async function measure(p: PathUnderTest, backendPid: number | null, fn: () => Pr
     terminator: p.terminatorPid === null ? Number.NaN : cpuSeconds(p.terminatorPid),
     backend: backendPid === null ? Number.NaN : cpuSeconds(backendPid),
   });
+  const t0Threads = threadGroups(p.proxyPid);
   const c0 = read();
   const self0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
@@ -141,6 +152,7 @@ async function measure(p: PathUnderTest, backendPid: number | null, fn: () => Pr
   const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const self = process.cpuUsage(self0);
   const c1 = read();
+  const t1Threads = threadGroups(p.proxyPid);
   return {
     wallSeconds,
     cpu: {
@@ -150,6 +162,7 @@ async function measure(p: PathUnderTest, backendPid: number | null, fn: () => Pr
       client: (self.user + self.system) / 1e6,
     },
     proxySystem: c1.proxy.system - c0.proxy.system,
+    proxyThreads: Object.fromEntries(THREAD_GROUPS.map((g) => [g, t1Threads[g] - t0Threads[g]])) as Record<ThreadGroup, number>,
   };
 }
 
@@ -403,6 +416,10 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
     }
     // Kernel work (loopback TCP, syscalls) is the same kind for every forwarder; the rest is its own code.
     record(scn, p.name, 'proxy', 'cpu in the kernel', '% of its cpu', round, (m.proxySystem / m.cpu.proxy) * 100);
+    // A Node process's CPU is not all its event loop: V8's workers mark and sweep concurrently.
+    if (p.name !== 'haproxy') {
+      for (const g of THREAD_GROUPS) record(scn, p.name, 'proxy', `cpu, ${g}`, '% of its cpu', round, (m.proxyThreads[g] / m.cpu.proxy) * 100);
+    }
   };
 
   const backend = await startBackendProcess(POD_IP);
@@ -463,6 +480,7 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
             wallSeconds: up.wallSeconds + down.wallSeconds,
             cpu: Object.fromEntries(ROLES.map((r) => [r, up.cpu[r] + down.cpu[r]])) as Record<Role, number>,
             proxySystem: up.proxySystem + down.proxySystem,
+            proxyThreads: Object.fromEntries(THREAD_GROUPS.map((g) => [g, up.proxyThreads[g] + down.proxyThreads[g]])) as Record<ThreadGroup, number>,
           };
           record(scn, p.name, '', 'throughput', 'MiB/s', round, (2 * bulkBytes) / MiB / both.wallSeconds);
           record(scn, p.name, '', 'throughput up', 'MiB/s', round, bulkBytes / MiB / up.wallSeconds);
@@ -549,7 +567,7 @@ export function renderWaypointBench(result: WaypointBenchResult): string {
   const out: string[] = [];
   out.push(table(
     ['scenario', 'path', 'process', 'metric', 'median', 'min-max', 'unit'],
-    result.rows.filter((r) => r.metric !== 'busy' && r.metric !== 'cpu in the kernel').map((r) => {
+    result.rows.filter((r) => r.metric !== 'busy' && r.unit !== '% of its cpu').map((r) => {
       const s = spread(r.values);
       return [r.scenario, r.path, roleName(r.path, r.process), r.metric, fmt(s.median), range(s), r.unit];
     }),
@@ -569,6 +587,17 @@ export function renderWaypointBench(result: WaypointBenchResult): string {
         return r ? `${fmt(spread(r.values).median)}%` : '';
       })()];
     })));
+    const threadKeys = keys.filter((k) => !k.endsWith('|haproxy'));
+    if (threadKeys.length) {
+      out.push('', 'waygate under test, its CPU by thread (% of its CPU, median)');
+      out.push(table(['scenario', 'path', ...THREAD_GROUPS], threadKeys.map((k) => {
+        const [scn, p] = k.split('|') as [string, string];
+        return [scn, p, ...THREAD_GROUPS.map((g) => {
+          const r = result.rows.find((x) => x.scenario === scn && x.path === p && x.metric === `cpu, ${g}`);
+          return r ? `${fmt(spread(r.values).median)}%` : '';
+        })];
+      })));
+    }
     out.push(`roles: proxy = the process under test (waygate / re-encrypting haproxy), terminator = ${ROLE_NAMES['waygate']!.terminator} / ${ROLE_NAMES['haproxy']!.terminator}, client = the load generator`);
   }
   if (result.comparisons.length) {

@@ -34,6 +34,13 @@ export interface ProfileSummary {
   idlePercent: number;
   gcPercent: number;
   top: SelfTimeEntry[];
+  /**
+   * Inclusive time (the function and everything it called) of the project's functions
+   * (`src/`) and its dependencies (`node_modules/`): which part of the gateway a cost belongs to,
+   * where self time shows only the native leaf (a write, a GC). `selfMs`/`selfPercent` hold the
+   * inclusive figures here.
+   */
+  inclusive: SelfTimeEntry[];
 }
 
 function shorten(url: string): string {
@@ -46,7 +53,7 @@ function shorten(url: string): string {
   return noScheme;
 }
 
-export function summariseCpuProfile(file: string, topN = 25): ProfileSummary {
+export function summariseCpuProfile(file: string, topN = 25, inclusiveN = 20): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const counts = new Map<number, number>();
   for (let i = 0; i < profile.samples.length; i++) {
@@ -83,5 +90,34 @@ export function summariseCpuProfile(file: string, topN = 25): ProfileSummary {
     idlePercent: totalUs > 0 ? (idleUs * 100) / totalUs : 0,
     gcPercent: busyUs > 0 ? (gcUs * 100) / busyUs : 0,
     top,
+    inclusive: inclusiveTimes(profile, busyUs, inclusiveN),
   };
+}
+
+/** Each sample counts once for every distinct function on its stack (recursion counted once). */
+function inclusiveTimes(profile: CpuProfile, busyUs: number, topN: number): SelfTimeEntry[] {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const entries = new Map<string, SelfTimeEntry>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const us = profile.timeDeltas[i] ?? 0;
+    const seen = new Set<string>();
+    for (let id: number | undefined = profile.samples[i]; id !== undefined; id = parent.get(id)) {
+      const { functionName, url, lineNumber } = byId.get(id)!.callFrame;
+      if (!/\/(src|node_modules)\//.test(url)) continue;
+      const name = functionName || '(anonymous)';
+      const location = `${shorten(url)}:${lineNumber + 1}`;
+      const key = `${name}@${location}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const entry = entries.get(key) ?? { functionName: name, location, selfMs: 0, selfPercent: 0 };
+      entry.selfMs += us / 1000;
+      entries.set(key, entry);
+    }
+  }
+  return [...entries.values()]
+    .sort((a, b) => b.selfMs - a.selfMs)
+    .slice(0, topN)
+    .map((e) => ({ ...e, selfPercent: busyUs > 0 ? (e.selfMs * 1000 * 100) / busyUs : 0 }));
 }
