@@ -11,7 +11,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { parseAuthority } from '../net/authority.ts';
 import type { ClientHttp2Stream } from 'node:http2';
 import { InvalidArgumentError, type Command } from 'commander';
 import { WaygateError } from '../errors.ts';
@@ -33,16 +33,11 @@ interface ConnectOptions {
   connectTimeoutMs?: number;
 }
 
-/** `host:port`, `[v6]:port` or `v4:port`. */
+/** `host:port`, `[v6]:port` or `v4:port` (src/net/authority.ts). */
 export function parseAddress(value: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:[\]]+):(\d+)$/.exec(value);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new InvalidArgumentError(`expected host:port or [ipv6]:port, got "${value}"`);
-  }
-  const host = m[1]!;
-  if (value.startsWith('[') && isIP(host) !== 6) throw new InvalidArgumentError(`"${host}" is not an IPv6 address`);
-  return { host, port };
+  const a = parseAuthority(value);
+  if (a === null) throw new InvalidArgumentError(`expected host:port or [ipv6]:port with a port 1-65535, got "${value}"`);
+  return { host: a.kind === 'ip' ? a.ip : a.host, port: a.port };
 }
 
 // RFC 9110 §5.1 field-name token; RFC 9113 §8.2.2 forbids connection-specific fields in HTTP/2.

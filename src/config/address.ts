@@ -4,6 +4,7 @@
  * the flag parser can print usage.
  */
 import net from 'node:net';
+import { parseAuthority, parsePortText } from '../net/authority.ts';
 
 /** A listen address: host (IP or `localhost`) and port (0 = any free port, used by tests). */
 export interface HostPort {
@@ -13,17 +14,14 @@ export interface HostPort {
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
 
-/** Parses `ip:port`, `[v6]:port` or `localhost:port`. */
+/** Parses a listen address `ip:port`, `[v6]:port` or `localhost:port` (src/net/authority.ts). */
 export function parseHostPort(text: string): Parsed<HostPort> {
-  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
-  if (!m) return { ok: false, message: `"${text}" is not host:port ([v6]:port for IPv6)` };
-  const host = m[1]!;
-  const port = Number(m[2]);
-  if (host !== 'localhost' && net.isIP(host) === 0) {
-    return { ok: false, message: `"${host}" is not an IP address (listen addresses are IPs or localhost)` };
+  const a = parseAuthority(text, { allowPortZero: true });
+  if (a === null) return { ok: false, message: `"${text}" is not host:port with a port 0-65535 ([v6]:port for IPv6)` };
+  if (a.kind === 'host' && a.host !== 'localhost') {
+    return { ok: false, message: `"${a.host}" is not an IP address (listen addresses are IPs or localhost)` };
   }
-  if (port > 65535) return { ok: false, message: `port ${port} is out of range 0-65535` };
-  return { ok: true, value: { host, port } };
+  return { ok: true, value: { host: a.kind === 'ip' ? a.ip : a.host, port: a.port } };
 }
 
 /** Formats a host and port back into `host:port`, bracketing IPv6. */
@@ -55,8 +53,8 @@ export function parseCidr(text: string): Parsed<{ ip: string; prefix: number; fa
 /** Validates a port number (1-65535). */
 export function parsePort(text: string | number): Parsed<number> {
   const s = String(text);
-  if (!/^\d{1,5}$/.test(s) || Number(s) < 1 || Number(s) > 65535) return { ok: false, message: `"${s}" is not a port 1-65535` };
-  return { ok: true, value: Number(s) };
+  const port = parsePortText(s);
+  return port === null ? { ok: false, message: `"${s}" is not a port 1-65535` } : { ok: true, value: port };
 }
 
 /**
@@ -92,17 +90,14 @@ export function parseAllowDestinations(text: string): Parsed<{ cidr: string; por
 
 /** Validates a route target `ip:port` (IPv6 bracketed). */
 export function parseRouteTarget(text: string): Parsed<HostPort> {
-  const hp = parseHostPort(text);
-  if (!hp.ok || net.isIP(hp.value.host) === 0) return { ok: false, message: `route target "${text}" must be ip:port ([v6]:port for IPv6)` };
-  if (hp.value.port === 0) return { ok: false, message: `route target "${text}" needs a port 1-65535` };
-  return hp;
+  const a = parseAuthority(text);
+  if (a === null || a.kind !== 'ip') return { ok: false, message: `route target "${text}" must be ip:port with a port 1-65535 ([v6]:port for IPv6)` };
+  return { ok: true, value: { host: a.ip, port: a.port } };
 }
 
-/** Validates a route key `host:port` (a DNS name, as CONNECT authorities carry). */
+/** Validates a route key `host:port` (a DNS name, as CONNECT authorities carry; parsed as they are). */
 export function parseRouteKey(text: string): Parsed<{ host: string; port: number }> {
-  const m = /^([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$/.exec(text);
-  if (!m || net.isIP(m[1]!) !== 0) return { ok: false, message: `route key "${text}" must be host:port with a DNS name` };
-  const port = Number(m[2]);
-  if (port < 1 || port > 65535) return { ok: false, message: `route key "${text}" needs a port 1-65535` };
-  return { ok: true, value: { host: m[1]!.toLowerCase(), port } };
+  const a = parseAuthority(text);
+  if (a === null || a.kind !== 'host') return { ok: false, message: `route key "${text}" must be host:port with a DNS name and a port 1-65535` };
+  return { ok: true, value: { host: a.host, port: a.port } };
 }

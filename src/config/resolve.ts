@@ -8,6 +8,7 @@ import { loadConfigFile, type ConfigLayer } from './load.ts';
 import {
   CONFIG_API_VERSION, CONFIG_KIND, embeddedDefaults, productionDefaults, withEffectiveLimits, type ConfigProfile, type GatewayConfig,
 } from './schema.ts';
+import { deepFreeze } from '../util/deep-freeze.ts';
 
 export interface EffectiveConfig {
   config: Readonly<GatewayConfig>;
@@ -38,14 +39,6 @@ export function mergeLayer<T>(base: T, layer: unknown): T {
     out[k] = isPlainObject(out[k]) && isPlainObject(v) ? mergeLayer(out[k], v) : v;
   }
   return out as T;
-}
-
-function deepFreeze<T>(v: T): T {
-  if (typeof v === 'object' && v !== null) {
-    for (const child of Object.values(v)) deepFreeze(child);
-    Object.freeze(v);
-  }
-  return v;
 }
 
 /** Builds the effective config. Throws ConfigError (WG_CONFIG) for an invalid file. */

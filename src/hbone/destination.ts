@@ -28,7 +28,7 @@ import {
   type ParsedCidr,
   type ParsedIp,
 } from '../net/address.ts';
-import { parseAuthority, type Authority } from './connect-request.ts';
+import { parseAuthority, type Authority } from '../net/authority.ts';
 
 /** One allowed network: a CIDR block and, optionally, the only ports allowed in it. */
 export interface AllowedNetwork {

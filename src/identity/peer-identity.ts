@@ -10,7 +10,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import forge from 'node-forge';
-import { LRUCache } from 'lru-cache';
+import { BoundedCache } from '../util/bounded-cache.ts';
 import { WaygateError } from '../errors.ts';
 import { parseSpiffeId, type SpiffeId } from './spiffe.ts';
 
@@ -101,10 +101,10 @@ export interface PeerIdentityCacheOptions {
  * many times, and decoding DER costs more than a map lookup.
  */
 export class PeerIdentityCache {
-  readonly #cache: LRUCache<string, PeerIdentity>;
+  readonly #cache: BoundedCache<string, PeerIdentity>;
 
   constructor(opts: PeerIdentityCacheOptions = {}) {
-    this.#cache = new LRUCache<string, PeerIdentity>({ max: opts.maxEntries ?? 10_000 });
+    this.#cache = new BoundedCache<string, PeerIdentity>(opts.maxEntries ?? 10_000);
   }
 
   /** The identity of the certificate the peer presented on `socket`, or null when it presented none. */

@@ -26,7 +26,7 @@ import type { PolicyLoadCache } from './load-cache.ts';
 import type { AuthorizationPolicy, ExpressionSource, PolicyDocument } from './model.ts';
 import { buildIndexSteps } from './rule-index.ts';
 import {
-  deepFreeze,
+  freezeCompiled,
   SELECTOR_RULE_NAME,
   type CompiledPolicy,
   type CompiledRule,
@@ -85,8 +85,8 @@ export function* compilePolicySetSteps(documents: readonly (AuthorizationPolicy 
     const p = yield* compilePolicy(base, doc, position, rules.length, diagnostics, meta.cache);
     if (p === null) continue;
     // Frozen now rather than in one walk of the whole snapshot at the end (~25 ms at 10,000
-    // rules): the final deepFreeze stops at every object already frozen.
-    deepFreeze(p);
+    // rules): the final freezeCompiled stops at every object already frozen.
+    freezeCompiled(p);
     compiled.push(p);
     for (const r of p.rules) rules.push(r);
     if (p.selector !== null) for (const r of p.selector.reads) reads.add(r);
@@ -110,7 +110,7 @@ export function* compilePolicySetSteps(documents: readonly (AuthorizationPolicy 
     reads,
     createdFrom: [...files],
   };
-  return { snapshot: deepFreeze(snapshot) };
+  return { snapshot: freezeCompiled(snapshot) };
 }
 
 /** Compiles one policy, yielding after each rule; diagnostics are appended and null returned when any expression fails. */
@@ -272,10 +272,10 @@ function* buildSnapshotIndex(policies: readonly CompiledPolicy[], rules: readonl
   const policyKeys = (p: CompiledPolicy): readonly IndexKey[] => p.selectorKeys;
   const policyEntries = (f: (p: CompiledPolicy) => boolean): CompiledPolicy[] => policies.filter(f);
   const rulesOf = function* (action: string, dryRun: boolean): Steps<RuleIndex> {
-    return deepFreeze(yield* buildIndexSteps(bucket(action, dryRun), ruleKeys));
+    return freezeCompiled(yield* buildIndexSteps(bucket(action, dryRun), ruleKeys));
   };
   const policiesOf = function* (f: (p: CompiledPolicy) => boolean): Steps<PolicyIndex> {
-    return deepFreeze(yield* buildIndexSteps(policyEntries(f), policyKeys));
+    return freezeCompiled(yield* buildIndexSteps(policyEntries(f), policyKeys));
   };
   return {
     deny: yield* rulesOf('DENY', false),

@@ -9,7 +9,7 @@
  * and evict a useful entry. The attribute catalogue (attributes.ts) says which, and why: those are
  * listed in UNCACHEABLE with the reason, the others have an extractor in EXTRACTORS.
  */
-import { LRUCache } from 'lru-cache';
+import { BoundedCache } from '../util/bounded-cache.ts';
 import { ATTRIBUTES, compileReader, isMapFormat, type Attribute } from './attribute-tables.ts';
 import type { DecisionContext } from './context.ts';
 import type { Decision, DefaultAction } from './decision.ts';
@@ -96,7 +96,7 @@ export interface DecisionCacheStats {
  * would (its `evalMicros` is this call's own time, hit or miss).
  */
 export class DecisionCache {
-  private readonly lru: LRUCache<string, Decision>;
+  private readonly lru: BoundedCache<string, Decision>;
   private readonly plans = new WeakMap<PolicySnapshot, CachePlan>();
   private version: number | undefined;
   private hits = 0;
@@ -105,7 +105,7 @@ export class DecisionCache {
   private lastReason: string | null = null;
 
   constructor(options: DecisionCacheOptions) {
-    this.lru = new LRUCache({ max: options.max });
+    this.lru = new BoundedCache(options.max);
   }
 
   /** Decides through the cache. */

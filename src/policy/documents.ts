@@ -22,6 +22,8 @@ import {
 } from 'yaml';
 import type { Diagnostic, ErrorCode } from '../errors.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
+import { deepFreeze } from '../util/deep-freeze.ts';
+import { suggest } from '../util/suggest.ts';
 import { TextLines } from '../util/text-lines.ts';
 import { GROUPS, inputAttributes, TOP_LEVEL, type Attribute } from './attribute-tables.ts';
 import type { GroupName } from './context.ts';
@@ -314,7 +316,8 @@ class Context {
       const fieldPath = join(path, name);
       if (name === '<<') continue; // refused by refuseIndirection
       if (!allowed.includes(name)) {
-        const hint = closest(name, allowed);
+        // Within two edits, whatever the name's length: field names are short.
+        const hint = suggest(name, allowed, 2);
         this.error(key, fieldPath, `unknown field "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed fields: ${allowed.join(', ')}`);
         continue;
       }
@@ -1095,33 +1098,3 @@ function isRfc3339(s: string): boolean {
   return !Number.isNaN(Date.parse(s.replace(' ', 'T')));
 }
 
-/** The allowed name within edit distance 2 of `name`, for "did you mean" hints. */
-function closest(name: string, allowed: readonly string[]): string | null {
-  let best: string | null = null;
-  let bestDistance = 3;
-  for (const a of allowed) {
-    const d = editDistance(name.toLowerCase(), a.toLowerCase());
-    if (d < bestDistance) { best = a; bestDistance = d; }
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length]!;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
-  return value;
-}

@@ -7,10 +7,10 @@ import { createBaseEnvironment, policyVariablesValue, toActivation } from '../..
 import {
   compileExpression,
   compilePolicyVariables,
-  suggest,
   type CompileResult,
 } from '../../src/policy/cel/compile-expression.ts';
 import { CEL_LIMITS } from '../../src/policy/cel/limits.ts';
+import { suggest } from '../../src/util/suggest.ts';
 
 const env = createBaseEnvironment();
 

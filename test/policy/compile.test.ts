@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { compileFromTexts } from '../../src/policy/load.ts';
 import { candidates, describeIndex } from '../../src/policy/rule-index.ts';
 import { contextFromInput } from '../../src/policy/context-input.ts';
-import { deepFreeze, type PolicySnapshot } from '../../src/policy/snapshot.ts';
+import { type PolicySnapshot } from '../../src/policy/snapshot.ts';
+import { deepFreeze } from '../../src/util/deep-freeze.ts';
 
 function doc(name: string, action: string, rules: Record<string, string>, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({

@@ -5,7 +5,7 @@
  */
 import { BlockList, isIP } from 'node:net';
 import { WaygateError } from '../../errors.ts';
-import { suggest } from '../../policy/cel/compile-expression.ts';
+import { suggest } from '../../util/suggest.ts';
 import { ALL_REASONS } from '../../policy/decision.ts';
 import type { AuditRecord, CloseReason, CloseRecord, DecisionRecord, ReloadRecord } from '../record.ts';
 import { wildcardToRegExp } from './glob.ts';

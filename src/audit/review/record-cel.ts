@@ -12,7 +12,7 @@ import { Environment } from '@marcbachmann/cel-js';
 import { WaygateError } from '../../errors.ts';
 import type { AttributeFormat } from '../../policy/attributes.ts';
 import { GROUPS, type Attribute } from '../../policy/attribute-tables.ts';
-import { suggest } from '../../policy/cel/compile-expression.ts';
+import { suggest } from '../../util/suggest.ts';
 import type { AuditRecord } from '../record.ts';
 
 /**

@@ -16,6 +16,7 @@ import {
   type PolicyVariableType,
 } from './environment.ts';
 import { checkExpressionLength, checkStructuralLimits, explainParserLimit } from './limits.ts';
+import { suggest } from '../../util/suggest.ts';
 
 /** A CompiledExpression plus what explain and lint need: the checked AST and its environment. */
 export interface CompiledCelExpression extends CompiledExpression {
@@ -39,35 +40,6 @@ function diagnostic(source: ExpressionSource, code: ErrorCode, offset: number, m
   const off = Math.max(0, Math.min(offset, source.text.length));
   const { line, col } = source.positionAt(off);
   return { code, message, file: source.location.file, line, col, path: source.location.path, severity: 'error' };
-}
-
-/** Edit distance counting a transposition as one edit (optimal string alignment); identifiers only. */
-function distance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
-      d[i]![j] = v;
-    }
-  }
-  return d[a.length]![b.length]!;
-}
-
-/** The closest candidate within a typo's reach, or undefined. */
-export function suggest(name: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = Infinity;
-  const lower = name.toLowerCase();
-  for (const c of candidates) {
-    const d = c.toLowerCase() === lower ? 0 : distance(lower, c.toLowerCase());
-    if (d < bestD) {
-      best = c;
-      bestD = d;
-    }
-  }
-  return best !== undefined && bestD <= Math.max(1, Math.floor(name.length / 3)) ? best : undefined;
 }
 
 const policyVariableNames = new WeakMap<Environment, readonly string[]>();

@@ -25,7 +25,7 @@ import {
   type ParsedCidr,
   type ParsedIp,
 } from '../../net/address.ts';
-import { BoundedCache } from './limits.ts';
+import { BoundedCache } from '../../util/bounded-cache.ts';
 
 /** The CEL `net.IP` value: a parsed address and its canonical text. */
 export class CelIp {

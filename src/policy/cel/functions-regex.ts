@@ -8,7 +8,7 @@
  */
 import { EvaluationError, type Environment } from '@marcbachmann/cel-js';
 import { RE2JS } from 're2js';
-import { BoundedCache } from './limits.ts';
+import { BoundedCache } from '../../util/bounded-cache.ts';
 
 // Literal patterns recur on every decision; bounded because a pattern may come from a variable.
 const regexCache = new BoundedCache<string, RE2JS>(1024);

@@ -761,31 +761,3 @@ function explainCost(cost: number): string {
       'compare with literals, iterate over list literals, or pass split() a limit',
   );
 }
-
-/**
- * A small insertion-ordered cache with a hard size bound (oldest entry evicted first). Used for
- * values parsed from strings (CIDRs, regexes) where the same literal recurs on every decision but
- * a non-literal argument must not grow memory without limit.
- */
-export class BoundedCache<K, V> {
-  readonly #max: number;
-  readonly #map = new Map<K, V>();
-  constructor(max: number) {
-    this.#max = max;
-  }
-  get(key: K): V | undefined {
-    return this.#map.get(key);
-  }
-  /** Stores and returns `value`. */
-  set(key: K, value: V): V {
-    if (this.#map.size >= this.#max) {
-      const oldest = this.#map.keys().next();
-      if (!oldest.done) this.#map.delete(oldest.value);
-    }
-    this.#map.set(key, value);
-    return value;
-  }
-  get size(): number {
-    return this.#map.size;
-  }
-}
