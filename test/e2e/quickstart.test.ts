@@ -18,7 +18,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { CloseRecord, DecisionRecord, ReloadRecord } from '../../src/audit/record.ts';
 import { startEchoBackends, type EchoBackends } from '../../examples/traffic/echo-backend.ts';
-import { httpGet, REPO_ROOT, runWaygate, startServe, type ServeProcess } from '../../examples/traffic/gateway-process.ts';
+import { httpGet, REPO_ROOT, runWaygate } from '../../examples/traffic/gateway-process.ts';
+import { startServe, type StartedServe } from '../helpers/serve.ts';
 
 const SERVER_ID = 'spiffe://cluster.local/ns/waygate/sa/waygate';
 const FRONTEND = 'spiffe://cluster.local/ns/prod/sa/frontend';
@@ -30,7 +31,7 @@ describe('quick start: npm start, certs issue, connect', () => {
   let pki: string;
   let auditFile: string;
   let backends: EchoBackends;
-  let gateway: ServeProcess;
+  let gateway: StartedServe;
   const payload = Buffer.concat([Buffer.from('hello through waygate\n'), randomBytes(64 * 1024)]);
   let allowedSourcePort = 0;
 
@@ -42,17 +43,14 @@ describe('quick start: npm start, certs issue, connect', () => {
     // while the test runs cannot trigger a reload under it).
     cpSync(path.join(REPO_ROOT, 'policies'), path.join(work, 'policies'), { recursive: true });
     backends = await startEchoBackends({ ports: [API_PORT] });
-    gateway = await startServe({
-      cwd: work,
-      args: [
-        '--listen', '127.0.0.1:0',
-        '--ready-address', '127.0.0.1:0',
-        '--metrics-address', '127.0.0.1:0',
-        '--admin-address', '127.0.0.1:0',
-        '--audit-log', auditFile,
-        '--drain-timeout-ms', '2000',
-      ],
-    });
+    gateway = await startServe([
+      '--listen', '127.0.0.1:0',
+      '--ready-address', '127.0.0.1:0',
+      '--metrics-address', '127.0.0.1:0',
+      '--admin-address', '127.0.0.1:0',
+      '--audit-log', auditFile,
+      '--drain-timeout-ms', '2000',
+    ], { cwd: work });
   });
 
   after(async () => {
@@ -73,7 +71,7 @@ describe('quick start: npm start, certs issue, connect', () => {
     assert.match(server.subjectAltName ?? '', new RegExp(`URI:${SERVER_ID}`));
     assert.ok(server.checkIssued(new X509Certificate(readFileSync(path.join(pki, 'root.crt')))));
     for (const address of Object.values(gateway.addresses)) assert.match(address, /^127\.0\.0\.1:\d+$/);
-    const minted = gateway.logLines.find((l) => (l as { msg?: string }).msg === 'development PKI minted (embedded profile)');
+    const minted = gateway.lines.find((l) => l['msg'] === 'development PKI minted (embedded profile)');
     assert.ok(minted, 'the gateway says it minted the dev PKI');
     const ready = await httpGet(gateway.addresses.ready, '/healthz/ready');
     assert.equal(ready.status, 200, ready.body);

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { CloseRecord, DecisionRecord } from '../../src/audit/record.ts';
 import { startEchoBackends, type EchoBackends } from '../../examples/traffic/echo-backend.ts';
-import { REPO_ROOT, splitHostPort, startServe, type ServeProcess } from '../../examples/traffic/gateway-process.ts';
+import { REPO_ROOT, splitHostPort } from '../../examples/traffic/gateway-process.ts';
+import { startServe, type StartedServe } from '../helpers/serve.ts';
 import { runTraffic, type TrafficResult } from '../../examples/traffic/generate.ts';
 import { DEFAULT_TARGETS, planMix, SCENARIOS, seededRandom } from '../../examples/traffic/scenarios.ts';
 
@@ -31,7 +32,7 @@ test('the mix is seeded and lists every scenario at least once', () => {
 describe('traffic generator against the example policies', () => {
   let work: string;
   let backends: EchoBackends;
-  let gateway: ServeProcess;
+  let gateway: StartedServe;
   let result: TrafficResult;
   let decisions: DecisionRecord[];
   let closes: CloseRecord[];
@@ -41,14 +42,11 @@ describe('traffic generator against the example policies', () => {
     work = mkdtempSync(path.join(os.tmpdir(), 'waygate-traffic-'));
     cpSync(path.join(REPO_ROOT, 'policies'), path.join(work, 'policies'), { recursive: true });
     backends = await startEchoBackends({ ports: [DEFAULT_TARGETS.apiPort, DEFAULT_TARGETS.dbPort, DEFAULT_TARGETS.metricsPort] });
-    gateway = await startServe({
-      cwd: work,
-      args: [
-        '--listen', '127.0.0.1:0', '--ready-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0',
-        '--admin-address', '127.0.0.1:0', '--audit-log', path.join(work, 'audit.jsonl'), '--no-watch',
-        '--drain-timeout-ms', '2000',
-      ],
-    });
+    gateway = await startServe([
+      '--listen', '127.0.0.1:0', '--ready-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0',
+      '--admin-address', '127.0.0.1:0', '--audit-log', path.join(work, 'audit.jsonl'), '--no-watch',
+      '--drain-timeout-ms', '2000',
+    ], { cwd: work });
     result = await runTraffic({
       gateway: splitHostPort(gateway.addresses.hbone),
       pkiDir: path.join(work, '.waygate', 'pki'),

@@ -17,9 +17,9 @@ import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { HboneClientSession } from '../../src/hbone/client.ts';
-import { GATEWAY_SPIFFE_ID, testPki } from '../helpers/pki.ts';
+import { GATEWAY_SPIFFE_ID, spiffe, testPki } from '../helpers/pki.ts';
 import { startFakeZtunnel, type ConnectRecord, type FakeZtunnel } from '../helpers/fake-ztunnel.ts';
-import { startTestGateway, spiffeId, type TestGateway } from '../gateway/fixture.ts';
+import { startTestGateway, type TestGateway } from '../gateway/fixture.ts';
 import { readAll } from '../hbone/fixture.ts';
 
 const SHOP_ECHO = 'spiffe://cluster.local/ns/shop/sa/echo';
@@ -84,9 +84,9 @@ spec:
   action: ALLOW
   rules:
     - name: shop
-      when: source.principal == "${spiffeId('frontend')}" && destination.namespace == "shop"
+      when: source.principal == "${spiffe('frontend', 'prod')}" && destination.namespace == "shop"
     - name: operator
-      when: source.principal == "${spiffeId('operator')}"
+      when: source.principal == "${spiffe('operator', 'prod')}"
 `;
 
 describe('waygate as a waypoint: two HBONE hops', () => {

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startUpstream, type Upstream } from '../hbone/fixture.ts';
-import { spiffeId, startTestGateway, type TestGateway } from './fixture.ts';
+import { spiffe } from '../helpers/pki.ts';
+import { startTestGateway, type TestGateway } from './fixture.ts';
 
 let upstream: Upstream;
 let t: TestGateway;
@@ -23,7 +24,7 @@ before(async () => {
         '  action: ALLOW',
         '  rules:',
         '    - name: acme',
-        `      when: source.principal == "${spiffeId('api')}" && "x-tenant" in request.headers && request.headers["x-tenant"] == "acme"`,
+        `      when: source.principal == "${spiffe('api', 'prod')}" && "x-tenant" in request.headers && request.headers["x-tenant"] == "acme"`,
         '',
       ].join('\n'),
     },

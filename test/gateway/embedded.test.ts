@@ -9,12 +9,13 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { spawn } from 'node:child_process';
 import { connectHbone } from '../../src/hbone/client.ts';
 import { issueLeaf, readCaFiles } from '../../src/identity/dev-ca.ts';
 import { ensureDevPki } from '../../src/gateway/dev-pki.ts';
 import { startUpstream, type Upstream } from '../hbone/fixture.ts';
-import { allowPolicy, hostPort, spiffeId } from './fixture.ts';
+import { spiffe } from '../helpers/pki.ts';
+import { spawnServe } from '../helpers/serve.ts';
+import { allowPolicy, hostPort } from './fixture.ts';
 
 let upstream: Upstream;
 let cwd: string;
@@ -42,32 +43,21 @@ test('ensureDevPki mints once, keeps the key private, and re-issues for a replac
 });
 
 test('waygate serve with no config: dev PKI minted, loopback only, an allowed client reaches an echo backend', async () => {
-  const bin = new URL('../../bin/waygate.js', import.meta.url).pathname;
   // Ports 0 so parallel test runs never collide; everything else is the embedded default.
-  const child = spawn(process.execPath, [bin, 'serve', '--listen', '127.0.0.1:0', '--ready-address', '127.0.0.1:0',
-    '--metrics-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0', '--audit-log', join(cwd, 'audit.jsonl')], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+  const serve = spawnServe(['--listen', '127.0.0.1:0', '--ready-address', '127.0.0.1:0',
+    '--metrics-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0', '--audit-log', join(cwd, 'audit.jsonl')], { cwd });
   try {
-    let log = '';
-    child.stderr!.setEncoding('utf8');
-    const listening = await new Promise<Record<string, string>>((resolve, reject) => {
-      child.stderr!.on('data', (c: string) => {
-        log += c;
-        for (const line of log.split('\n')) {
-          if (line.includes('"msg":"listening"')) resolve(JSON.parse(line) as Record<string, string>);
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}: ${log}`)));
-    });
+    const listening = await serve.waitForLine((l) => l['msg'] === 'listening', { what: '"listening" log line' });
     assert.equal(listening['profile'], 'embedded');
-    for (const k of ['hbone', 'ready', 'metrics', 'admin']) assert.match(listening[k]!, /^127\.0\.0\.1:\d+$/);
-    assert.ok(log.includes('"minted":"ca+server"'));
+    for (const k of ['hbone', 'ready', 'metrics', 'admin']) assert.match(String(listening[k]), /^127\.0\.0\.1:\d+$/);
+    assert.ok(serve.lines.some((l) => l['minted'] === 'ca+server'), serve.stderr());
     const pkiDir = join(cwd, '.waygate', 'pki');
     for (const f of ['ca.crt', 'ca.key', 'root.crt', 'server.crt', 'server.key']) assert.ok(existsSync(join(pkiDir, f)), f);
 
     const ca = readCaFiles(pkiDir);
-    const client = issueLeaf({ ca, spiffeId: spiffeId('frontend') });
+    const client = issueLeaf({ ca, spiffeId: spiffe('frontend', 'prod') });
     const session = await connectHbone({
-      address: hostPort(listening['hbone']!), cert: client.chainPem, key: client.keyPem, ca: ca.certPem,
+      address: hostPort(String(listening['hbone'])), cert: client.chainPem, key: client.keyPem, ca: ca.certPem,
       expectedServerSpiffeId: 'spiffe://cluster.local/ns/waygate/sa/waygate',
     });
     const tunnel = await session.openTunnel(`127.0.0.1:${upstream.port}`);
@@ -78,10 +68,8 @@ test('waygate serve with no config: dev PKI minted, loopback only, an allowed cl
     tunnel.stream.close();
     session.destroy();
 
-    child.kill('SIGTERM');
-    const [code] = (await once(child, 'exit')) as [number];
-    assert.equal(code, 0);
+    assert.equal(await serve.stop('SIGTERM'), 0, serve.stderr());
   } finally {
-    child.kill('SIGKILL');
+    await serve.stop('SIGKILL');
   }
 });

@@ -1,41 +1,25 @@
 /**
  * Fixture of the gateway (composition root) tests: a real `startGateway` from a real GatewayConfig
  * file on 127.0.0.1 port 0, TLS files from the test PKI, a policy directory the test edits, and
- * an audit sink whose records a test can await.
+ * an audit sink whose records a test can await (test/helpers/sink.ts). Child processes:
+ * `spawnServe` (test/helpers/serve.ts) with a config from `writeServeConfig`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { CloseRecord, DecisionRecord, ReloadRecord } from '../../src/audit/record.ts';
-import type { AuditSink } from '../../src/audit/sink.ts';
+import type { ReloadRecord } from '../../src/audit/record.ts';
 import { resolveConfig } from '../../src/config/resolve.ts';
 import { startGateway, type RunningGateway } from '../../src/gateway/gateway.ts';
 import { connectHbone, type HboneClientSession } from '../../src/hbone/client.ts';
 import { createOpsLogger } from '../../src/telemetry/log.ts';
-import { GATEWAY_SPIFFE_ID, testPki, writeTlsFiles, type TlsFiles } from '../helpers/pki.ts';
+import { GATEWAY_SPIFFE_ID, spiffe, testPki, writeTlsFiles, type TlsFiles } from '../helpers/pki.ts';
+import { RecordingSink } from '../helpers/sink.ts';
 
-/** Keeps every record; tests await the ones they expect. */
-export class RecordingSink implements AuditSink {
-  readonly decisions: DecisionRecord[] = [];
-  readonly closes: CloseRecord[] = [];
-  readonly reloads: ReloadRecord[] = [];
-  #waiters: { pred: () => boolean; resolve: () => void }[] = [];
-  decision(r: DecisionRecord): void { this.decisions.push(structuredClone(r)); this.#wake(); }
-  close(r: CloseRecord): void { this.closes.push(structuredClone(r)); this.#wake(); }
-  reload(r: ReloadRecord): void { this.reloads.push(structuredClone(r)); this.#wake(); }
-  async flush(): Promise<void> {}
-  #wake(): void {
-    this.#waiters = this.#waiters.filter((w) => (w.pred() ? (w.resolve(), false) : true));
-  }
-  /** Resolves once `pred` holds (checked after every record). */
-  until(pred: () => boolean): Promise<void> {
-    if (pred()) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push({ pred, resolve }));
-  }
-}
+export { RecordingSink } from '../helpers/sink.ts';
+export { spawnServe, type ServeProcess } from '../helpers/serve.ts';
 
-export const spiffeId = (sa: string, ns = 'prod'): string => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+/** `spiffe(sa, ns)` with the gateway tests' namespace, `prod`, as the default. */
+export const spiffeId = (sa: string, ns = 'prod'): string => spiffe(sa, ns);
 
 /** An ALLOW policy admitting the listed service accounts of `prod` to any port. */
 export function allowPolicy(name: string, ...sas: string[]): string {
@@ -91,7 +75,7 @@ export async function startTestGateway(opts: { policies: Record<string, string>;
       writeFileSync(join(policyDir, file), text);
     },
     nextReload(after = sink.reloads.length) {
-      return sink.until(() => sink.reloads.length > after).then(() => sink.reloads[after]!);
+      return sink.nextReload(after);
     },
     http(port, path, init) {
       return fetch(`http://${gw.addresses[port]}${path}`, init);
@@ -100,60 +84,6 @@ export async function startTestGateway(opts: { policies: Record<string, string>;
       for (const s of sessions) s.destroy();
       await gw.shutdown('test');
       rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/** A `waygate serve` child process whose operational log (stderr JSON lines) tests can await. */
-export interface ServeProcess {
-  child: ChildProcess;
-  /** Every parsed stderr line so far. */
-  lines: Record<string, unknown>[];
-  /** Resolves with the first line (already seen or future) matching `pred`. */
-  waitForLine(pred: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
-  /** Resolves with the exit code. */
-  exited: Promise<number | null>;
-}
-
-export function spawnServe(args: string[], env: NodeJS.ProcessEnv = {}): ServeProcess {
-  const bin = new URL('../../bin/waygate.js', import.meta.url).pathname;
-  const child = spawn(process.execPath, [bin, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let buf = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
-    buf += chunk;
-    let nl;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const text = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let line: Record<string, unknown>;
-      try {
-        line = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        line = { raw: text };
-      }
-      lines.push(line);
-      if (process.env['WAYGATE_TEST_LOG']) process.stderr.write(text + '\n');
-      for (let i = waiters.length - 1; i >= 0; i--) {
-        if (waiters[i]!.pred(line)) waiters.splice(i, 1)[0]!.resolve(line);
-      }
-    }
-  });
-  child.stdout!.resume();
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return {
-    child,
-    lines,
-    exited,
-    waitForLine(pred) {
-      const seen = lines.find(pred);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        waiters.push({ pred, resolve });
-        void exited.then((code) => reject(new Error(`waygate serve exited (${code}) before the expected log line; log:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`)));
-      });
     },
   };
 }

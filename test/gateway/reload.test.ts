@@ -9,7 +9,8 @@ import { constants as h2c } from 'node:http2';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { closed, startUpstream, type Upstream } from '../hbone/fixture.ts';
-import { allowPolicy, spiffeId, startTestGateway, type TestGateway } from './fixture.ts';
+import { spiffe } from '../helpers/pki.ts';
+import { allowPolicy, startTestGateway, type TestGateway } from './fixture.ts';
 
 let upstream: Upstream;
 before(async () => {
@@ -69,7 +70,7 @@ describe('policy reload under traffic', () => {
 
     await dropClosed;
     assert.equal(drop.stream.rstCode, h2c.NGHTTP2_CANCEL, 'RST_STREAM(CANCEL), as ztunnel does on a policy change');
-    const dropDecision = t.sink.decisions.find((d) => d.source.principal === spiffeId('drop'))!;
+    const dropDecision = t.sink.decisions.find((d) => d.source.principal === spiffe('drop', 'prod'))!;
     await t.sink.until(() => t.sink.closes.some((c) => c.decisionId === dropDecision.decisionId));
     const dropClose = t.sink.closes.find((c) => c.decisionId === dropDecision.decisionId)!;
     assert.equal(dropClose.closeReason, 'policy_changed');
@@ -82,7 +83,7 @@ describe('policy reload under traffic', () => {
     keep.stream.end();
     keep.stream.resume();
     await keepClosed;
-    const keepDecision = t.sink.decisions.find((d) => d.source.principal === spiffeId('keep'))!;
+    const keepDecision = t.sink.decisions.find((d) => d.source.principal === spiffe('keep', 'prod'))!;
     await t.sink.until(() => t.sink.closes.some((c) => c.decisionId === keepDecision.decisionId));
     const keepClose = t.sink.closes.find((c) => c.decisionId === keepDecision.decisionId)!;
     assert.equal(keepClose.closeReason, 'completed');

@@ -1,68 +1,23 @@
 /**
- * Shared fixture of the HBONE server tests: a gateway on 127.0.0.1:0 with the test PKI, an
- * in-memory audit sink that lets tests await records, deterministic authorize functions, and
- * upstream servers (echo, sink, silent) that count their connections.
+ * Shared fixture of the HBONE server tests: a gateway on 127.0.0.1:0 with the test PKI, the
+ * shared test audit sink (test/helpers/sink.ts: records a test can await, with a timeout),
+ * deterministic authorize functions, and upstream servers (echo, sink, silent) that count their
+ * connections.
  */
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { connect as netConnect, createServer, type Server, type Socket, type AddressInfo } from 'node:net';
-import type { CloseRecord, DecisionRecord, ReloadRecord } from '../../src/audit/record.ts';
-import type { AuditSink } from '../../src/audit/sink.ts';
 import { connectHbone, type HboneClientSession } from '../../src/hbone/client.ts';
 import { createHboneServer, type HboneServer, type HboneServerOptions } from '../../src/hbone/server.ts';
 import type { DecisionContext } from '../../src/policy/context.ts';
 import type { Decision } from '../../src/policy/decision.ts';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { testPki, GATEWAY_SPIFFE_ID } from '../helpers/pki.ts';
+import { RecordingSink } from '../helpers/sink.ts';
 
-/** An AuditSink keeping every record, with promises for the next ones. */
-export class MemorySink implements AuditSink {
-  readonly decisions: DecisionRecord[] = [];
-  readonly closes: CloseRecord[] = [];
-  readonly reloads: ReloadRecord[] = [];
-  #waiters: { pred: () => boolean; resolve: () => void }[] = [];
-
-  decision(r: DecisionRecord): void {
-    this.decisions.push(structuredClone(r));
-    this.#wake();
-  }
-  close(r: CloseRecord): void {
-    this.closes.push(structuredClone(r));
-    this.#wake();
-  }
-  reload(r: ReloadRecord): void {
-    this.reloads.push(r);
-  }
-  async flush(): Promise<void> {}
-
-  #wake(): void {
-    this.#waiters = this.#waiters.filter((w) => {
-      if (!w.pred()) return true;
-      w.resolve();
-      return false;
-    });
-  }
-
-  /** Resolves once `pred` holds (checked after every record). */
-  until(pred: () => boolean): Promise<void> {
-    if (pred()) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push({ pred, resolve }));
-  }
-
-  async decisionFor(streamId: number, connectionId?: string): Promise<DecisionRecord> {
-    // The latest match: stream ids repeat across connections, and a test's own record is written
-    // before its client sees the response.
-    const find = () => this.decisions.findLast((d) => d.streamId === streamId && (connectionId === undefined || d.connectionId === connectionId));
-    await this.until(() => find() !== undefined);
-    return find()!;
-  }
-
-  async closeFor(decisionId: string): Promise<CloseRecord> {
-    const find = () => this.closes.find((c) => c.decisionId === decisionId);
-    await this.until(() => find() !== undefined);
-    return find()!;
-  }
-}
+/** The HBONE tests' name for the shared test sink (test/helpers/sink.ts). */
+export { RecordingSink as MemorySink } from '../helpers/sink.ts';
+export { spiffe } from '../helpers/pki.ts';
 
 export const SNAPSHOT = { version: 7, hash: 'sha256:test' };
 
@@ -88,8 +43,6 @@ export function allowServiceAccounts(...sas: string[]): (ctx: DecisionContext) =
       ? makeDecision(true, 'allow-sa', `sa-${ctx.source.serviceAccount}`)
       : makeDecision(false, null, null, 'no_allow_match');
 }
-
-export const spiffe = (sa: string, ns = 'default', td = 'cluster.local'): string => `spiffe://${td}/ns/${ns}/sa/${sa}`;
 
 /** An upstream TCP server counting connections; `mode` echo (half-close aware), sink or silent. */
 export interface Upstream {
@@ -138,7 +91,7 @@ export async function startUpstream(mode: 'echo' | 'hold' = 'echo', host = '127.
 export interface Gateway {
   server: HboneServer;
   port: number;
-  sink: MemorySink;
+  sink: RecordingSink;
   connect(spiffeId: string, certOverride?: { cert: string; key: string }): Promise<HboneClientSession>;
   close(): Promise<void>;
 }
@@ -146,7 +99,7 @@ export interface Gateway {
 /** Starts a gateway allowing 127.0.0.1/32 destinations unless `overrides.destinations` says otherwise. */
 export async function startGateway(overrides: Partial<HboneServerOptions> = {}): Promise<Gateway> {
   const pki = testPki();
-  const sink = new MemorySink();
+  const sink = new RecordingSink();
   const server = createHboneServer({
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: pki.serverCert.chainPem, key: pki.serverCert.keyPem, ca: pki.trustBundlePem },

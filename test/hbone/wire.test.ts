@@ -10,6 +10,7 @@ import { connect as netConnect } from 'node:net';
 import { once } from 'node:events';
 import type { HandshakeFailureReason } from '../../src/hbone/observer.ts';
 import { testPki } from '../helpers/pki.ts';
+import { within } from '../helpers/wait.ts';
 import { closed, frame, hpack, rawPeer, spiffe, startGateway, startUpstream, PREFACE, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, END_HEADERS, type Gateway, type Upstream } from './fixture.ts';
 
 describe('HBONE server: the wire, frame by frame', () => {
@@ -110,15 +111,26 @@ describe('HBONE server: the wire, frame by frame', () => {
   }
 
   test('a session whose PINGs go unanswered is closed', async () => {
-    const pingGw = await startGateway({ h2: { pingIntervalMs: 50, pingTimeoutMs: 100 } });
+    // Which connections the server gave up on for an unanswered PING (observer.pingTimeout), and
+    // whether each was reported before the peer saw its socket close.
+    const timedOut: string[] = [];
+    const pingGw = await startGateway({
+      h2: { pingIntervalMs: 50, pingTimeoutMs: 100 },
+      observer: { pingTimeout: (connectionId) => timedOut.push(connectionId) },
+    });
     try {
       const peer = await rawPeer(pingGw.port, spiffe('frontend'));
       peer.socket.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0, Buffer.alloc(0))]));
       const ping = await peer.next((f) => f.type === PING && (f.flags & 1) === 0);
       assert.equal(ping.payload.length, 8);
-      // We never ACK it: the server gives up on the connection.
-      await closed(peer.socket);
-      assert.ok(peer.frames.some((f) => f.type === GOAWAY) || peer.socket.destroyed);
+      // We never ACK it: the server gives up on the connection. The close must be that give-up,
+      // not any other end of the connection (a preface timeout, a protocol error, the listener
+      // closing): the ping timeout is reported, once, for this (the only) connection, before
+      // the peer sees the close, and the server sent no GOAWAY with an error code first.
+      await within(closed(peer.socket), 'close of the connection whose PING went unanswered');
+      assert.equal(timedOut.length, 1, 'the server reports exactly one connection closed for an unanswered PING');
+      const goaways = peer.frames.filter((f) => f.type === GOAWAY).map((f) => f.payload.readUInt32BE(4));
+      assert.ok(goaways.every((code) => code === 0), `no GOAWAY with an error code before the close (got ${goaways.join(', ')})`);
     } finally {
       await pingGw.close();
     }

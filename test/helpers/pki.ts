@@ -19,6 +19,12 @@ import { createCa, issueLeaf, type IssuedCert, type IssueLeafOptions } from '../
 /** The gateway's own identity in the test PKI. */
 export const GATEWAY_SPIFFE_ID = 'spiffe://cluster.local/ns/waygate/sa/gateway';
 
+/**
+ * The SPIFFE ID of service account `sa` in namespace `ns` (default `default`) of trust domain `td`
+ * (default `cluster.local`, the test PKI's): `spiffe://td/ns/ns/sa/sa`, the shape Istio issues.
+ */
+export const spiffe = (sa: string, ns = 'default', td = 'cluster.local'): string => `spiffe://${td}/ns/${ns}/sa/${sa}`;
+
 /** Options of {@link TestPki.clientFor}; anything beyond the SPIFFE ID makes a separate cache entry. */
 export interface ClientCertOptions {
   /** Who signs: the trusted intermediate (default), the trusted root directly, or the untrusted foreign root. */
