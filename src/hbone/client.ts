@@ -19,10 +19,13 @@ import { identityFromCertificate, type PeerIdentity } from '../identity/peer-ide
 import { forwardedFor } from '../upstream/hbone-headers.ts';
 
 const MiB = 1024 * 1024;
-/** ztunnel's HTTP/2 stream window. */
-export const DEFAULT_STREAM_WINDOW_BYTES = 4 * MiB;
-/** ztunnel's upper connection window (4x the stream window). */
-export const DEFAULT_CONNECTION_WINDOW_BYTES = 16 * MiB;
+/**
+ * The client's (`waygate connect`, tests) HTTP/2 stream window: ztunnel's, as this client speaks
+ * as ztunnel does. The listener's own default is LISTENER_STREAM_WINDOW_BYTES (h2-settings.ts).
+ */
+export const CLIENT_STREAM_WINDOW_BYTES = 4 * MiB;
+/** The client's connection window: ztunnel's upper one (4x the stream window). */
+export const CLIENT_CONNECTION_WINDOW_BYTES = 16 * MiB;
 const DEFAULT_MAX_FRAME_BYTES = 1 * MiB;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
@@ -125,7 +128,7 @@ export function connectHbone(opts: HboneClientOptions): Promise<HboneClientSessi
 
     const settings: http2.Settings = {
       enablePush: false,
-      initialWindowSize: DEFAULT_STREAM_WINDOW_BYTES,
+      initialWindowSize: CLIENT_STREAM_WINDOW_BYTES,
       maxFrameSize: DEFAULT_MAX_FRAME_BYTES,
       ...opts.settings,
     };
@@ -170,7 +173,7 @@ export function connectHbone(opts: HboneClientOptions): Promise<HboneClientSessi
         fail(err);
         return;
       }
-      s.setLocalWindowSize(opts.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES);
+      s.setLocalWindowSize(opts.connectionWindowBytes ?? CLIENT_CONNECTION_WINDOW_BYTES);
       settled = true;
       clearTimeout(timer);
       session.removeListener('error', fail);

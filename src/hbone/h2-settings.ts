@@ -57,8 +57,11 @@ export type ResolvedH2Options = Required<H2Options>;
 const MiB = 1024 * 1024;
 /** RFC 9113 §6.9.1: windows are at most 2^31-1. */
 const MAX_WINDOW = 2 ** 31 - 1;
-/** Default SETTINGS_INITIAL_WINDOW_SIZE: the memory bound per stream (module comment). */
-export const DEFAULT_STREAM_WINDOW_BYTES = MiB;
+/**
+ * The listener's default SETTINGS_INITIAL_WINDOW_SIZE: the memory bound per stream (module
+ * comment). Smaller than the ztunnel-like client's CLIENT_STREAM_WINDOW_BYTES (client.ts) on purpose.
+ */
+export const LISTENER_STREAM_WINDOW_BYTES = MiB;
 
 function int(path: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -69,7 +72,7 @@ function int(path: string, v: unknown, min: number, max: number): number {
 
 /** Validates H2 options and fills in defaults; throws `WG_CONFIG` naming the field. */
 export function resolveH2Options(o: H2Options = {}): ResolvedH2Options {
-  const stream = int('h2.streamWindowBytes', o.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES, MiB, MAX_WINDOW);
+  const stream = int('h2.streamWindowBytes', o.streamWindowBytes ?? LISTENER_STREAM_WINDOW_BYTES, MiB, MAX_WINDOW);
   const conn = int('h2.connectionWindowBytes', o.connectionWindowBytes ?? Math.min(4 * stream, MAX_WINDOW), 1, MAX_WINDOW);
   if (conn < Math.min(4 * stream, MAX_WINDOW)) {
     throw new WaygateError(
