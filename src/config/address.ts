@@ -4,6 +4,7 @@
  * the flag parser can print usage.
  */
 import net from 'node:net';
+import { parseAllowedNetwork, type ParsedCidr } from '../net/address.ts';
 import { parseAuthority, parsePortText } from '../net/authority.ts';
 
 /** A listen address: host (IP or `localhost`) and port (0 = any free port, used by tests). */
@@ -36,18 +37,13 @@ export function isLoopbackHost(host: string): boolean {
   return net.isIPv4(v4) && v4.startsWith('127.');
 }
 
-/** Validates a CIDR (`10.0.0.0/8`, `fd00::/8`); a bare IP means a single host (/32 or /128). */
-export function parseCidr(text: string): Parsed<{ ip: string; prefix: number; family: 4 | 6 }> {
-  const slash = text.indexOf('/');
-  const ip = slash < 0 ? text : text.slice(0, slash);
-  const family = net.isIP(ip);
-  if (family === 0) return { ok: false, message: `"${text}" is not a CIDR (ip/prefix)` };
-  const max = family === 4 ? 32 : 128;
-  const prefix = slash < 0 ? max : Number(text.slice(slash + 1));
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (slash >= 0 && !/^\d+$/.test(text.slice(slash + 1)))) {
-    return { ok: false, message: `"${text}": prefix must be 0-${max}` };
-  }
-  return { ok: true, value: { ip, prefix, family: family as 4 | 6 } };
+/**
+ * Validates an allowed network (`10.0.0.0/8`, `fd00::/8`; a bare IP means a single host, /32 or
+ * /128) with the grammar the server compiles it with (src/net/address.ts parseAllowedNetwork).
+ */
+export function parseCidr(text: string): Parsed<ParsedCidr> {
+  const r = parseAllowedNetwork(text);
+  return 'cidr' in r ? { ok: true, value: r.cidr } : { ok: false, message: r.error };
 }
 
 /** Validates a port number (1-65535). */

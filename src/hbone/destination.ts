@@ -23,7 +23,7 @@ import {
   isMetadataAddress,
   isMulticast,
   isUnspecified,
-  parseCidrDetailed,
+  parseAllowedNetwork,
   parseIp,
   type ParsedCidr,
   type ParsedIp,
@@ -33,7 +33,7 @@ import { parseAuthority, type Authority } from '../net/authority.ts';
 /** One allowed network: a CIDR block and, optionally, the only ports allowed in it. */
 export interface AllowedNetwork {
   cidr: string;
-  /** Allowed ports (each 1..65535); every port when omitted. */
+  /** Allowed ports (each 1..65535); every port when omitted. `cidr` may be a bare IP: one host. */
   ports?: readonly number[];
 }
 
@@ -84,7 +84,7 @@ function hostBits(c: ParsedCidr): number {
 
 function compileEntry(entry: AllowedNetwork, path: string): CompiledEntry {
   if (!entry || typeof entry !== 'object') throw new WaygateError('WG_CONFIG', `${path}: expected {cidr, ports?}`);
-  const parsed = parseCidrDetailed(entry.cidr);
+  const parsed = parseAllowedNetwork(entry.cidr);
   if ('error' in parsed) throw new WaygateError('WG_CONFIG', `${path}.cidr: ${parsed.error}`);
   const cidr = parsed.cidr;
   let ports: Set<number> | null = null;

@@ -229,6 +229,21 @@ export function parseCidrDetailed(s: string): { cidr: ParsedCidr } | { error: Ci
   return { cidr: makeCidr(address, prefixLength) };
 }
 
+/**
+ * The network of a destination allow-list entry (`destinations.allow[].cidr`, `--allow-destinations`):
+ * `ip/prefix` as {@link parseCidrDetailed}, or a bare IP meaning that one host (/32 or /128). The
+ * config loader and the server's DestinationPolicy both parse entries with it, so a value the
+ * loader accepts is one the server compiles.
+ */
+export function parseAllowedNetwork(s: string): { cidr: ParsedCidr } | { error: CidrError } {
+  if (typeof s === 'string' && s.indexOf('/') === -1) {
+    const ip = parseIp(s);
+    if (ip === null) return { error: `"${s}" is not a CIDR (ip/prefix) or an IP address` };
+    return { cidr: makeCidr(ip, ip.family === 4 ? 32 : 128) };
+  }
+  return parseCidrDetailed(s);
+}
+
 /** Parses a CIDR block (see parseCidrDetailed), or null when invalid. */
 export function parseCidr(s: string): ParsedCidr | null {
   const r = parseCidrDetailed(s);

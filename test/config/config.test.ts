@@ -10,6 +10,7 @@ import { parseAllowDestinations, parseHostPort } from '../../src/config/address.
 import { addServeFlags, flagsToLayer, type ServeFlagValues } from '../../src/config/flags.ts';
 import { ConfigError, parseConfigText } from '../../src/config/load.ts';
 import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
+import { DestinationPolicy } from '../../src/hbone/destination.ts';
 import { defaultDrainTimeoutMs, embeddedDefaults, productionDefaults } from '../../src/config/schema.ts';
 
 const run = promisify(execFile);
@@ -61,7 +62,7 @@ describe('strict config loading', () => {
     ['YAML syntax', `${HEADER}  listen: [\n`, /./],
     ['admin not loopback', `${HEADER}  admin:\n    adminAddress: 0.0.0.0:15000\n`, /not a loopback address/],
     ['deny status', `${HEADER}  denyStatus: 404\n`, /must be one of 401, 403/],
-    ['bad CIDR', `${HEADER}  destinations:\n    allow:\n      - cidr: 10.0.0.0/33\n`, /prefix must be 0-32/],
+    ['bad CIDR', `${HEADER}  destinations:\n    allow:\n      - cidr: 10.0.0.0/33\n`, /prefix length 33 exceeds 32/],
     ['empty port list', `${HEADER}  destinations:\n    allow:\n      - { cidr: 10.0.0.0/8, ports: [] }\n`, /omit "ports"/],
     ['route to a name', `${HEADER}  destinations:\n    routes:\n      "db.local:5432": "db:5432"\n`, /must be ip:port/],
     ['duplicate key', `${HEADER}  workers: 1\n  workers: 2\n`, /duplicate field "workers"/],
@@ -169,6 +170,24 @@ describe('address syntax', () => {
     ];
     for (const [text, expected] of ok) assert.deepEqual(parseAllowDestinations(text), { ok: true, value: expected }, text);
     for (const bad of ['', '10.0.0.0/8:0', '10.0.0.0/8:http', 'example.com', '10.0.0.0/40']) assert.equal(parseAllowDestinations(bad).ok, false, bad);
+  });
+
+  // The loader and the server parse allow entries with one grammar (src/net/address.ts
+  // parseAllowedNetwork): a bare IP, as `--allow-destinations 127.0.0.1:8080` writes it, used to pass
+  // the loader and then stop the server at start ("has no /<prefix length>").
+  test('what the loader accepts, the server compiles: bare IPs are single hosts', () => {
+    for (const text of ['127.0.0.1:8080', '::1', '10.1.2.3:80+443, fd00::/8:443']) {
+      const parsed = parseAllowDestinations(text);
+      assert.ok(parsed.ok, text);
+      const policy = new DestinationPolicy({ allow: parsed.value });
+      assert.ok(policy instanceof DestinationPolicy, text);
+    }
+    const one = new DestinationPolicy({ allow: [{ cidr: '127.0.0.1', ports: [8080] }] });
+    assert.equal(one.check('127.0.0.1', 8080), 'ok');
+    assert.equal(one.check('127.0.0.2', 8080), 'not_allowed');
+    assert.equal(new DestinationPolicy({ allow: [{ cidr: 'fd00::1' }] }).check('fd00::2', 443), 'not_allowed');
+    const layer = parseConfigText(`${HEADER}  destinations:\n    allow:\n      - cidr: 10.1.2.3\n        ports: [443]\n`, 'c.yaml');
+    assert.equal(new DestinationPolicy({ allow: layer.destinations!.allow! }).check('10.1.2.3', 443), 'ok');
   });
 });
 

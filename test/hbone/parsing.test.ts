@@ -190,7 +190,7 @@ describe('DestinationPolicy', () => {
 
   const bad: [unknown, RegExp][] = [
     [{}, /destinations\.allow: expected a list/],
-    [{ allow: [{ cidr: '10.0.0.0' }] }, /destinations\.allow\[0\]\.cidr/],
+    [{ allow: [{ cidr: '10.0.0' }] }, /destinations\.allow\[0\]\.cidr/],
     [{ allow: [{ cidr: '10.0.0.0/8', ports: [] }] }, /destinations\.allow\[0\]\.ports: expected a non-empty list/],
     [{ allow: [{ cidr: '10.0.0.0/8', ports: [0] }] }, /destinations\.allow\[0\]\.ports\[0\]/],
     [{ allow: [], routes: { '10.0.0.1:80': '10.0.0.2:80' } }, /must be a host:port authority/],
