@@ -3,6 +3,10 @@
  * listener (the primary accepts and hands connections round-robin); each worker runs its own
  * runtime and holds its own policy snapshot.
  *
+ * The primary is the composition root of gateway.ts with a `WorkerPool` as its data plane
+ * (data-plane.ts); a worker serves its own `LocalDataPlane` over IPC (`runWorker`). The messages
+ * and their types are in worker-ipc.ts.
+ *
  * Who owns what, and why:
  * - The **primary** owns the side ports (readiness, metrics, admin), the policy watcher, the
  *   signals and the audit log. One watcher means one debounce and one decision "the files
@@ -23,52 +27,21 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
-import { createAuditLogger } from '../audit/logger.ts';
-import { type AuditRecord, type CloseRecord, type DecisionRecord, type ReloadRecord } from '../audit/record.ts';
-import type { AuditSink } from '../audit/sink.ts';
 import type { ReadinessState, NotReadyReason } from '../admin/readiness.ts';
-import type { AdminHandlers } from '../admin/server.ts';
+import type { ReloadRecord } from '../audit/record.ts';
+import type { AuditSink } from '../audit/sink.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import { resolveWorkerCount, type LogLevel } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
-import type { PolicyWatcher } from '../policy/watch.ts';
+import type { Explanation } from '../policy/explain.ts';
 import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
-import { aggregateMetricsText, countReloadErrors, GatewayMetrics, METRICS_CONTENT_TYPE, PrimaryMetrics } from '../telemetry/metrics.ts';
-import { explainInput } from './explain.ts';
-import { startPolicyWatch } from './policy-watch.ts';
-import { closeAudit, configView, failStartup, sidePorts, startSideListeners, type GatewayOptions, type RunningGateway } from './process-shape.ts';
+import { aggregateMetricsText, countReloadErrors, PrimaryMetrics } from '../telemetry/metrics.ts';
+import { LocalDataPlane, type ConnectionView, type DataPlane, type DataPlaneStarted, type PolicyView } from './data-plane.ts';
 import type { ReloadTrigger } from './reload.ts';
-import { startRuntime } from './runtime.ts';
-import { installSignalHandlers } from './signals.ts';
-
-/** Environment variable carrying a worker's start parameters. */
-export const WORKER_ENV = 'WAYGATE_WORKER_CONFIG';
-
-interface WorkerStart {
-  effective: EffectiveConfig;
-  ownPorts: number[];
-  initialVersion: number;
-}
-
-type Op = 'reload' | 'metrics' | 'policy' | 'connections' | 'explain' | 'logLevel' | 'drain';
-
-type ToWorker = { t: 'req'; id: number; op: Op; arg?: unknown };
-/** Why a worker could not start: its error, and the operating-system error under it if any. */
-interface StartupFailure {
-  message: string;
-  code?: string;
-  system?: { message: string; code: string; syscall: string; address?: string; port?: number; path?: string };
-}
-
-type FromWorker =
-  | { t: 'up'; hbone: string; startup: ReloadRecord; readiness: ReadinessState }
-  | { t: 'failed'; failure: StartupFailure }
-  | { t: 'readiness'; state: ReadinessState }
-  | { t: 'audit'; kind: 'decision'; record: DecisionRecord }
-  | { t: 'audit'; kind: 'close'; record: CloseRecord }
-  | { t: 'audit'; kind: 'reload'; record: ReloadRecord }
-  | { t: 'res'; id: number; ok: true; value: unknown }
-  | { t: 'res'; id: number; ok: false; error: string; code?: string };
+import {
+  describeStartupFailure, workerStartupError, WORKER_ENV,
+  type FromWorker, type ToWorker, type WorkerFailure, type WorkerOp, type WorkerOps, type WorkerRequestOf, type WorkerResultOf, type WorkerStart,
+} from './worker-ipc.ts';
 
 /**
  * One record for a reload every worker performed: the result they agree on (any rejection wins
@@ -99,243 +72,255 @@ interface WorkerState {
   exited: Promise<void>;
 }
 
-export async function startPrimary(opts: GatewayOptions & { log: OpsLogger }): Promise<RunningGateway> {
-  const { effective, log } = opts;
-  const config = effective.config;
-  const count = resolveWorkerCount(config.workers);
-  const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination });
-  const primaryMetrics = new PrimaryMetrics();
-  const workers = new Map<number, WorkerState>();
-  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; workerId: number }>();
-  let nextReq = 1;
-  let version = 1;
-  let draining = false;
-  let watcher: PolicyWatcher | undefined;
-  let shutdownPromise: Promise<void> | undefined;
-  // Assigned once every worker is up; a quit that arrives during startup is acted on right after.
-  let shutdown: ((reason: string) => Promise<void>) | undefined;
-  let quitDuringStartup = false;
-  let resolveDone!: (code: number) => void;
-  const done = new Promise<number>((r) => (resolveDone = r));
+interface PendingRequest {
+  /** Takes the answer's value: the result of the operation asked (see `request`). */
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+  workerId: number;
+}
 
-  const live = (): WorkerState[] => [...workers.values()].filter((w) => w.up && w.worker.isConnected());
+export interface WorkerPoolOptions {
+  effective: EffectiveConfig;
+  /** The primary's sink: every worker's records arrive here, the primary is their only writer. */
+  audit: AuditSink;
+  log: OpsLogger;
+}
 
-  const request = (ws: WorkerState, op: Op, arg?: unknown, timeoutMs = 30_000): Promise<unknown> =>
-    new Promise((resolve, reject) => {
-      const id = nextReq++;
+/** The workers of a `--workers N` primary behind the {@link DataPlane} interface. */
+export class WorkerPool implements DataPlane {
+  readonly #effective: EffectiveConfig;
+  readonly #audit: AuditSink;
+  readonly #log: OpsLogger;
+  readonly #count: number;
+  readonly #metrics = new PrimaryMetrics();
+  readonly #workers = new Map<number, WorkerState>();
+  readonly #pending = new Map<number, PendingRequest>();
+  readonly #reloadListeners: ((record: ReloadRecord) => void)[] = [];
+  #nextReq = 1;
+  #version = 1;
+  #draining = false;
+
+  constructor(opts: WorkerPoolOptions) {
+    this.#effective = opts.effective;
+    this.#audit = opts.audit;
+    this.#log = opts.log;
+    this.#count = resolveWorkerCount(opts.effective.config.workers);
+  }
+
+  #live(): WorkerState[] {
+    return [...this.#workers.values()].filter((w) => w.up && w.worker.isConnected());
+  }
+
+  /** Asks worker `ws` for operation `op`; rejects when it answers an error, exits, or times out. */
+  #request<K extends WorkerOp>(ws: WorkerState, op: K, arg: WorkerOps[K]['arg'], timeoutMs = 30_000): Promise<WorkerOps[K]['result']> {
+    return new Promise((resolve, reject) => {
+      const id = this.#nextReq++;
       const timer = setTimeout(() => {
-        pending.delete(id);
+        this.#pending.delete(id);
         reject(new WaygateError('WG_CONFIG', `worker ${ws.worker.id} did not answer ${op} within ${timeoutMs} ms`));
       }, timeoutMs);
       timer.unref();
-      pending.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v); },
+      this.#pending.set(id, {
+        // The answer carries this request's id, and the worker answers each request with the
+        // result of the operation asked (`handleRequest`): the value is this operation's result.
+        resolve: (v) => { clearTimeout(timer); resolve(v as WorkerOps[K]['result']); },
         reject: (e) => { clearTimeout(timer); reject(e); },
         workerId: ws.worker.id,
       });
-      const msg: ToWorker = { t: 'req', id, op, arg };
+      const msg: WorkerRequestOf<K> = { t: 'req', id, op, arg };
       ws.worker.send(msg);
     });
+  }
 
-  const readiness = (): ReadinessState => {
-    if (draining) return { ready: false, reasons: ['draining'] };
-    const up = live();
+  /** Asks every live worker; the answers in the order of `live()`, paired with their worker. */
+  #askAll<K extends WorkerOp>(op: K, arg: WorkerOps[K]['arg'], timeoutMs?: number): Promise<{ worker: number; value: WorkerOps[K]['result'] }[]> {
+    return Promise.all(this.#live().map(async (w) => ({ worker: w.worker.id, value: await this.#request(w, op, arg, timeoutMs) })));
+  }
+
+  readiness(): ReadinessState {
+    if (this.#draining) return { ready: false, reasons: ['draining'] };
+    const up = this.#live();
     const reasons = new Set<NotReadyReason>();
-    if (up.length < count) reasons.add('workers_not_ready');
+    if (up.length < this.#count) reasons.add('workers_not_ready');
     for (const w of up) for (const r of w.readiness.reasons) reasons.add(r);
     return { ready: reasons.size === 0, reasons: [...reasons] };
-  };
+  }
 
-  const writeReload = (record: ReloadRecord): void => {
-    primaryMetrics.reloads.inc({ result: record.result, trigger: record.trigger });
-    countReloadErrors(primaryMetrics.reloadErrors, record);
-    audit.reload(record);
-    if (record.result !== 'rejected' && record.snapshot.hash) watcher?.setBaseline(record.snapshot.hash);
-  };
+  #writeReload(record: ReloadRecord): void {
+    this.#metrics.reloads.inc({ result: record.result, trigger: record.trigger });
+    countReloadErrors(this.#metrics.reloadErrors, record);
+    this.#audit.reload(record);
+    for (const l of this.#reloadListeners) l(record);
+  }
 
-  const reloadAll = async (trigger: ReloadTrigger): Promise<ReloadRecord> => {
-    const v = ++version;
-    const targets = live();
-    const records = (await Promise.all(targets.map((w) => request(w, 'reload', { trigger, version: v })))) as ReloadRecord[];
-    const merged = mergeReloadRecords(records, log);
-    writeReload(merged);
+  onReload(listener: (record: ReloadRecord) => void): void {
+    this.#reloadListeners.push(listener);
+  }
+
+  async reload(trigger: ReloadTrigger): Promise<ReloadRecord> {
+    const version = ++this.#version;
+    const answers = await this.#askAll('reload', { trigger, version });
+    const merged = mergeReloadRecords(answers.map((a) => a.value), this.#log);
+    this.#writeReload(merged);
     return merged;
-  };
+  }
 
-  const handlers: AdminHandlers = {
-    readiness,
-    metrics: async () => {
-      const parts = await Promise.all(live().map((w) => request(w, 'metrics', undefined, 10_000)));
-      return aggregateMetricsText([await primaryMetrics.registry.getMetricsAsJSON(), ...(parts as never[])]);
-    },
-    metricsContentType: METRICS_CONTENT_TYPE,
-    config: () => configView(effective, { workers: count }),
-    policy: async () => ({
-      workers: await Promise.all(live().map(async (w) => ({ worker: w.worker.id, ...(await request(w, 'policy')) as object }))),
-    }),
-    connections: async () => ({
-      tunnels: (await Promise.all(live().map(async (w) => ((await request(w, 'connections')) as object[]).map((t) => ({ worker: w.worker.id, ...t }))))).flat(),
-    }),
-    explain: async (input) => {
-      const w = live()[0];
-      if (!w) throw new WaygateError('WG_USAGE', 'no worker is running');
-      return request(w, 'explain', input);
-    },
-    reload: () => reloadAll('admin'),
-    setLogLevel: (level: LogLevel) => {
-      const previous = setLogLevel(log, level);
-      for (const w of live()) void request(w, 'logLevel', level).catch(() => undefined);
-      return { previous, level };
-    },
-    quit: () => {
-      if (shutdown) void shutdown('POST /quitquitquit');
-      else quitDuringStartup = true;
-    },
-  };
-  const admin = await startSideListeners(config, handlers, audit, log);
-  const ownPorts = sidePorts(admin.addresses);
+  async reloadMesh(): Promise<null> {
+    // A mesh file runs with one process (gateway.ts refuses it with workers).
+    return null;
+  }
 
-  cluster.setupPrimary({
-    exec: fileURLToPath(new URL('../../bin/waygate.js', import.meta.url)),
-    args: ['serve'],
-  });
+  async metricsText(): Promise<string> {
+    const parts = await this.#askAll('metrics', null, 10_000);
+    return aggregateMetricsText([await this.#metrics.registry.getMetricsAsJSON(), ...parts.map((p) => p.value)]);
+  }
 
-  let firstUp: ((hbone: string) => void) | undefined;
-  let firstFail: ((err: Error) => void) | undefined;
-  const initial = { remaining: count, records: [] as ReloadRecord[], hbone: '' };
+  async policyInfo(): Promise<PolicyView> {
+    return { workers: (await this.#askAll('policy', null)).map((a) => ({ worker: a.worker, ...a.value })) };
+  }
 
-  const fork = (initialVersion: number, isInitial: boolean): void => {
-    const start: WorkerStart = { effective, ownPorts, initialVersion };
+  async connections(): Promise<ConnectionView[]> {
+    return (await this.#askAll('connections', null)).flatMap((a) => a.value.map((t) => ({ worker: a.worker, ...t })));
+  }
+
+  explain(input: unknown): Promise<Explanation> {
+    const w = this.#live()[0];
+    if (!w) return Promise.reject(new WaygateError('WG_USAGE', 'no worker is running'));
+    return this.#request(w, 'explain', input);
+  }
+
+  setLogLevel(level: LogLevel): void {
+    for (const w of this.#live()) void this.#request(w, 'logLevel', level).catch(() => undefined);
+  }
+
+  configInfo(): Record<string, unknown> {
+    return { workers: this.#count };
+  }
+
+  logFields(moment: 'listening' | 'draining'): Record<string, unknown> {
+    return { workers: moment === 'listening' ? this.#count : this.#workers.size };
+  }
+
+  /** Forks the workers; resolves once every one is up, rejects (all of them killed) if one fails. */
+  async start(ownPorts: readonly number[]): Promise<DataPlaneStarted> {
+    cluster.setupPrimary({
+      exec: fileURLToPath(new URL('../../bin/waygate.js', import.meta.url)),
+      args: ['serve'],
+    });
+    const initial = { remaining: this.#count, records: [] as ReloadRecord[], hbone: '' };
+    try {
+      const hbone = await new Promise<string>((resolve, reject) => {
+        for (let i = 0; i < this.#count; i++) this.#fork([...ownPorts], { initial, up: resolve, fail: reject });
+      });
+      const current = initial.records.find((r) => r.result !== 'rejected');
+      return { hbone, policyHash: current?.snapshot.hash ?? '' };
+    } catch (err) {
+      this.#draining = true;
+      for (const w of this.#workers.values()) w.worker.process.kill('SIGKILL');
+      await Promise.all([...this.#workers.values()].map((w) => w.exited));
+      throw err;
+    }
+  }
+
+  /**
+   * Forks one worker. `first`: one of the workers of the start-up (its record is merged with the
+   * others', the start resolves when all are up); without it a replacement.
+   */
+  #fork(
+    ownPorts: number[],
+    first?: { initial: { remaining: number; records: ReloadRecord[]; hbone: string }; up: (hbone: string) => void; fail: (err: Error) => void },
+  ): void {
+    const start: WorkerStart = { effective: this.#effective, ownPorts, initialVersion: this.#version };
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(start) });
     const state: WorkerState = {
       worker, up: false, readiness: { ready: false, reasons: ['workers_not_ready'] },
       exited: new Promise((resolve) => worker.once('exit', () => resolve())),
     };
-    workers.set(worker.id, state);
-    primaryMetrics.workers.set(workers.size);
+    this.#workers.set(worker.id, state);
+    this.#metrics.workers.set(this.#workers.size);
     worker.on('message', (msg: FromWorker) => {
       switch (msg.t) {
         case 'up':
           state.up = true;
           state.readiness = msg.readiness;
-          if (isInitial) {
-            initial.records.push(msg.startup);
-            initial.hbone ||= msg.hbone;
-            if (--initial.remaining === 0) {
-              writeReload(mergeReloadRecords(initial.records, log));
-              firstUp?.(initial.hbone);
+          if (first) {
+            first.initial.records.push(msg.startup);
+            first.initial.hbone ||= msg.hbone;
+            if (--first.initial.remaining === 0) {
+              this.#writeReload(mergeReloadRecords(first.initial.records, this.#log));
+              first.up(first.initial.hbone);
             }
           } else {
-            writeReload(msg.startup);
-            log.info({ worker: worker.id }, 'replacement worker up');
+            this.#writeReload(msg.startup);
+            this.#log.info({ worker: worker.id }, 'replacement worker up');
           }
           break;
         case 'failed':
           // Rejected now rather than on the worker's exit, with the worker's own error: the
           // operator sees "port in use", not "worker 1 exited".
-          if (isInitial) firstFail?.(workerStartupError(worker.id, msg.failure));
-          else log.error({ worker: worker.id, err: msg.failure.message }, 'replacement worker failed to start');
+          if (first) first.fail(workerStartupError(worker.id, msg.failure));
+          else this.#log.error({ worker: worker.id, err: msg.failure.message }, 'replacement worker failed to start');
           break;
         case 'readiness':
           state.readiness = msg.state;
           break;
         case 'audit':
-          if (msg.kind === 'decision') audit.decision(msg.record);
-          else if (msg.kind === 'close') audit.close(msg.record);
-          else audit.reload(msg.record);
+          if (msg.kind === 'decision') this.#audit.decision(msg.record);
+          else if (msg.kind === 'close') this.#audit.close(msg.record);
+          else this.#audit.reload(msg.record);
           break;
         case 'res': {
-          const p = pending.get(msg.id);
+          const p = this.#pending.get(msg.id);
           if (!p) break;
-          pending.delete(msg.id);
+          this.#pending.delete(msg.id);
           if (msg.ok) p.resolve(msg.value);
-          else p.reject(new WaygateError((msg.code as never) ?? 'WG_CONFIG', msg.error));
+          else p.reject(new WaygateError(msg.code ?? 'WG_CONFIG', msg.error));
           break;
         }
       }
     });
     worker.once('exit', (code, signal) => {
-      workers.delete(worker.id);
-      primaryMetrics.workers.set(workers.size);
-      for (const [id, p] of pending) {
+      this.#workers.delete(worker.id);
+      this.#metrics.workers.set(this.#workers.size);
+      for (const [id, p] of this.#pending) {
         if (p.workerId === worker.id) {
-          pending.delete(id);
+          this.#pending.delete(id);
           p.reject(new WaygateError('WG_CONFIG', `worker ${worker.id} exited`));
         }
       }
-      if (!state.up && isInitial) {
-        firstFail?.(new WaygateError('WG_CONFIG', `worker ${worker.id} failed to start (exit ${code ?? signal}); see the log above`));
+      if (!state.up && first) {
+        first.fail(new WaygateError('WG_CONFIG', `worker ${worker.id} failed to start (exit ${code ?? signal}); see the log above`));
         return;
       }
-      if (draining) return;
-      primaryMetrics.workerRestarts.inc();
-      log.error({ worker: worker.id, code, signal }, 'worker exited unexpectedly; starting a replacement');
+      if (this.#draining) return;
+      this.#metrics.workerRestarts.inc();
+      this.#log.error({ worker: worker.id, code, signal }, 'worker exited unexpectedly; starting a replacement');
       // The replacement loads the files as they are now under the version in force, so identical
       // content carries the same version on every worker; a change since is the watcher's to load.
-      const t = setTimeout(() => { if (!draining) fork(version, false); }, 1_000);
+      const t = setTimeout(() => { if (!this.#draining) this.#fork(ownPorts); }, 1_000);
       t.unref();
     });
-  };
-
-  const hbone = await new Promise<string>((resolve, reject) => {
-    firstUp = resolve;
-    firstFail = reject;
-    for (let i = 0; i < count; i++) fork(version, true);
-  }).catch(async (err: Error) => {
-    draining = true;
-    for (const w of workers.values()) w.worker.process.kill('SIGKILL');
-    await Promise.all([...workers.values()].map((w) => w.exited));
-    await admin.close().catch((e: unknown) => log.error({ err: (e as Error)?.message }, 'closing the side listeners failed after a failed start-up'));
-    return failStartup(err, audit, log);
-  });
-
-  if (config.policies.watch) {
-    const current = initial.records.find((r) => r.result !== 'rejected');
-    watcher = startPolicyWatch(config, current?.snapshot.hash ?? '', log, () => reloadAll('watch'));
   }
 
-  let removeSignals: (() => void) | undefined;
-  const drainAll = (reason: string): Promise<void> => {
-    shutdownPromise ??= (async () => {
-      draining = true;
-      const deadlineMs = config.timeouts.drainTimeoutMs;
-      log.info({ reason, deadlineMs, workers: workers.size }, 'draining');
-      watcher?.close();
-      const states = [...workers.values()];
-      await Promise.all(states.map(async (w) => {
-        try {
-          await request(w, 'drain', deadlineMs, deadlineMs + 10_000);
-        } catch (err) {
-          log.error({ worker: w.worker.id, err: (err as Error).message }, 'worker did not drain in time; killing it');
-          w.worker.process.kill('SIGKILL');
-        }
-        await w.exited;
-      }));
-      log.info('workers drained; flushing the audit log');
-      await closeAudit(audit).catch((err) => log.error({ err: (err as Error)?.message }, 'audit flush failed'));
-      await admin.close();
-      removeSignals?.();
-      resolveDone(0);
-    })();
-    return shutdownPromise;
-  };
-  shutdown = drainAll;
-  if (opts.handleSignals) {
-    removeSignals = installSignalHandlers({
-      log,
-      onDrain: (signal) => void drainAll(signal),
-      onReload: () => void reloadAll('signal').catch((err) => log.error({ err: (err as Error).message }, 'reload failed')),
-      onForcedExit: () => {
-        for (const w of workers.values()) w.worker.process.kill('SIGKILL');
-        audit.flushSync?.();
-      },
-    });
+  /** Every worker drains (the records arrive before its exit); one that does not is killed. */
+  async drainAndClose(deadlineMs: number): Promise<number> {
+    this.#draining = true;
+    await Promise.all([...this.#workers.values()].map(async (w) => {
+      try {
+        await this.#request(w, 'drain', { deadlineMs }, deadlineMs + 10_000);
+      } catch (err) {
+        this.#log.error({ worker: w.worker.id, err: (err as Error).message }, 'worker did not drain in time; killing it');
+        w.worker.process.kill('SIGKILL');
+      }
+      await w.exited;
+    }));
+    this.#log.info('workers drained; flushing the audit log');
+    return 0;
   }
 
-  const addresses = { hbone, ...admin.addresses };
-  log.info({ ...addresses, profile: effective.profile, workers: count }, 'listening');
-  if (quitDuringStartup) void drainAll('POST /quitquitquit');
-  return { addresses, reload: reloadAll, shutdown: drainAll, done };
+  kill(): void {
+    for (const w of this.#workers.values()) w.worker.process.kill('SIGKILL');
+  }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -353,50 +338,41 @@ function ipcAuditSink(): AuditSink {
       for (const f of w) f();
     }
   };
-  const send = (kind: 'decision' | 'close' | 'reload', record: AuditRecord): void => {
+  const send = (msg: FromWorker & { t: 'audit' }): void => {
     if (!process.connected) return;
     inFlight++;
-    process.send!({ t: 'audit', kind, record }, undefined, undefined, settle);
+    process.send!(msg, undefined, undefined, settle);
   };
   return {
-    decision: (r) => send('decision', r),
-    close: (r) => send('close', r),
-    reload: (r) => send('reload', r),
+    decision: (record) => send({ t: 'audit', kind: 'decision', record }),
+    close: (record) => send({ t: 'audit', kind: 'close', record }),
+    // A worker writes no mesh reloads (a mesh file runs with one process).
+    reload: (record) => send({ t: 'audit', kind: 'reload', record }),
     flush: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => waiters.push(resolve))),
   };
 }
 
-function reply(msg: FromWorker): Promise<void> {
+function reply(msg: FromWorker | WorkerResultOf<WorkerOp>): Promise<void> {
   return new Promise((resolve) => {
     if (!process.connected) return resolve();
     process.send!(msg, undefined, undefined, () => resolve());
   });
 }
 
-/** A worker's start-up error as plain data, for the primary to rebuild and report. */
-function describeStartupFailure(err: unknown): StartupFailure {
-  const failure: StartupFailure = { message: (err as Error)?.message ?? String(err) };
-  if (err instanceof WaygateError) failure.code = err.code;
-  const seen = new Set<unknown>();
-  for (let e: unknown = err; e instanceof Error && !seen.has(e); e = e.cause) {
-    seen.add(e);
-    const s = e as NodeJS.ErrnoException & { address?: string; port?: number };
-    if (typeof s.code === 'string' && typeof s.syscall === 'string') {
-      failure.system = { message: s.message, code: s.code, syscall: s.syscall, address: s.address, port: s.port, path: s.path };
-      break;
-    }
+/** How a worker answers each operation. */
+type WorkerHandlers = { [K in WorkerOp]: (arg: WorkerOps[K]['arg']) => Promise<WorkerOps[K]['result']> };
+
+/** Runs the handler of `req.op` and shapes its answer (typed per operation, no casts). */
+async function handleRequest<K extends WorkerOp>(req: WorkerRequestOf<K>, handlers: WorkerHandlers): Promise<WorkerResultOf<K> | WorkerFailure> {
+  try {
+    const value = await handlers[req.op](req.arg);
+    return { t: 'res', id: req.id, op: req.op, ok: true, value };
+  } catch (err) {
+    return { t: 'res', id: req.id, op: req.op, ok: false, error: (err as Error)?.message ?? String(err), code: err instanceof WaygateError ? err.code : undefined };
   }
-  return failure;
 }
 
-/** The primary's copy of a worker's start-up error, the OS error (address, port) as its cause. */
-function workerStartupError(workerId: number, f: StartupFailure): WaygateError {
-  const cause = f.system ? Object.assign(new Error(f.system.message), f.system) : undefined;
-  const code = (f.code as WaygateError['code'] | undefined) ?? 'WG_CONFIG';
-  return new WaygateError(code, `worker ${workerId}: ${f.message}`, { cause });
-}
-
-/** True in a worker started by {@link startPrimary}. */
+/** True in a worker started by {@link WorkerPool}. */
 export function isGatewayWorker(): boolean {
   return cluster.isWorker && typeof process.env[WORKER_ENV] === 'string';
 }
@@ -414,14 +390,13 @@ export async function runWorker(): Promise<number> {
   process.on('SIGHUP', () => undefined);
 
   const audit = ipcAuditSink();
-  const metrics = new GatewayMetrics();
-  let runtime: Awaited<ReturnType<typeof startRuntime>>;
+  const plane = new LocalDataPlane({
+    config, audit, log,
+    // Records go back to the primary in the answer to its request (it writes one per reload).
+    runtime: { initialVersion: start.initialVersion, onReloadRecord: () => undefined },
+  });
   try {
-    runtime = await startRuntime({
-      config, audit, log, metrics, ownPorts: start.ownPorts, initialVersion: start.initialVersion,
-      // Records go back to the primary in the answer to its request (it writes one per reload).
-      onReloadRecord: () => undefined,
-    });
+    await plane.start(start.ownPorts);
   } catch (err) {
     // The primary prints the one line that explains the failed start-up and exits 1; a worker
     // without its primary has no one to tell, so it says it itself.
@@ -429,53 +404,41 @@ export async function runWorker(): Promise<number> {
     else log.error({ err: (err as Error)?.message }, 'worker failed to start');
     return 1;
   }
+  const runtime = plane.runtime!;
   runtime.readiness.onChange((state) => void reply({ t: 'readiness', state }));
 
   let resolveExit!: (code: number) => void;
   const exit = new Promise<number>((r) => (resolveExit = r));
   let draining = false;
 
-  const handle = async (req: ToWorker): Promise<unknown> => {
-    switch (req.op) {
-      case 'reload': {
-        const { trigger, version } = req.arg as { trigger: ReloadTrigger; version: number };
-        return runtime.reload(trigger, version);
-      }
-      case 'metrics':
-        return metrics.registry.getMetricsAsJSON();
-      case 'policy':
-        return runtime.policyInfo();
-      case 'connections':
-        return runtime.connections();
-      case 'explain':
-        return explainInput(runtime.store.current(), config.defaultAction, req.arg);
-      case 'logLevel':
-        return { previous: setLogLevel(log, req.arg as LogLevel) };
-      case 'drain': {
-        draining = true;
-        const result = await runtime.drain(req.arg as number);
-        await runtime.close();
-        await audit.flush();
-        return result;
-      }
-    }
+  const handlers: WorkerHandlers = {
+    reload: ({ trigger, version }) => plane.reload(trigger, version),
+    metrics: () => plane.metricsJson(),
+    policy: () => plane.policyInfo(),
+    connections: () => plane.connections(),
+    explain: (input) => plane.explain(input),
+    logLevel: async (level) => ({ previous: setLogLevel(log, level) }),
+    drain: async ({ deadlineMs }) => {
+      draining = true;
+      const result = await plane.drain(deadlineMs);
+      await plane.close();
+      await audit.flush();
+      return result;
+    },
   };
 
   process.on('message', (req: ToWorker) => {
     if (req?.t !== 'req') return;
-    handle(req).then(
-      async (value) => {
-        await reply({ t: 'res', id: req.id, ok: true, value });
-        if (req.op === 'drain') resolveExit(0);
-      },
-      (err: unknown) => void reply({ t: 'res', id: req.id, ok: false, error: (err as Error)?.message ?? String(err), code: (err as WaygateError)?.code }),
-    );
+    void handleRequest(req, handlers).then(async (res) => {
+      await reply(res);
+      if (res.ok && res.op === 'drain') resolveExit(0);
+    });
   });
   process.on('disconnect', () => {
     // The primary is gone: nobody can receive records or route connections any more.
     if (draining) return;
     log.error('primary process went away; worker exiting');
-    void runtime.close().finally(() => resolveExit(1));
+    void plane.close().finally(() => resolveExit(1));
   });
 
   await reply({ t: 'up', hbone: runtime.hboneAddress, startup: runtime.startupRecord, readiness: runtime.readiness.state() });

@@ -1,6 +1,6 @@
 /**
- * The policy watch as both composition roots run it (single process: gateway.ts; workers: the
- * primary in cluster.ts): file changes trigger `reload('watch')`, and what the watcher goes
+ * The policy watch as the composition root (gateway.ts) runs it, in a single process or in the
+ * workers-mode primary: file changes trigger `reload('watch')`, and what the watcher goes
  * through is on the operational log, where an operator looks when a change did not apply.
  */
 import type { GatewayConfig } from '../config/schema.ts';

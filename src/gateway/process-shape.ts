@@ -1,8 +1,8 @@
 /**
- * What both shapes of a gateway process share, so that neither composition root imports the
- * other: the single process (gateway.ts) and the workers primary (cluster.ts). The options and the
- * running handle `startGateway` works with, the admin API's config view, the side ports a tunnel
- * must not reach, and closing the audit log at shutdown or after a failed start.
+ * The pieces of the composition root (gateway.ts) that do not depend on the data plane's shape
+ * (this process's runtime, or the workers-mode primary's pool): the options and the running
+ * handle `startGateway` works with, the admin API's config view, the side ports a tunnel must not
+ * reach, the side listeners, and closing the audit log at shutdown or after a failed start.
  */
 import path from 'node:path';
 import type { AuditLogger } from '../audit/logger.ts';
@@ -41,7 +41,7 @@ export interface RunningGateway {
   shutdown(reason: string): Promise<void>;
   /** Resolves with the process exit code once the gateway has shut down. */
   readonly done: Promise<number>;
-  /** The single-process runtime (undefined in workers mode). */
+  /** The single-process runtime, for tests (undefined in workers mode). */
   readonly runtime?: GatewayRuntime;
 }
 
@@ -89,7 +89,7 @@ export async function failStartup(err: unknown, audit: NonNullable<GatewayOption
 
 /**
  * Opens the side listeners (ready, metrics, admin) as `config.admin` says. On failure the audit
- * log is closed and the listener's error rethrown (`failStartup`), whichever root is starting.
+ * log is closed and the listener's error rethrown (`failStartup`).
  */
 export async function startSideListeners(
   config: Readonly<GatewayConfig>,

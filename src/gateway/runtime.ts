@@ -51,6 +51,15 @@ export interface RuntimeOptions {
   onMeshReload?: (record: MeshReloadRecord) => void;
 }
 
+/** `/debug/policy` of one runtime: whether a snapshot is loaded, and if so its summary and policies (each one, not a count). */
+export type PolicyInfo =
+  | { loaded: false }
+  | ({ loaded: true } & Omit<ReturnType<typeof summarizeSnapshot>, 'policies'> & {
+    defaultAction: GatewayConfig['defaultAction'];
+    decisionCache: ReturnType<DecisionCache['stats']>;
+    policies: { name: string; action: string; mode: string; file: string; rules: string[] }[];
+  });
+
 /**
  * Events of a runtime: `tls-update` (TlsMaterial) after certificate rotation, `tls-error` (Error)
  * when changed files failed to load, `reload` (ReloadRecord) after every policy load.
@@ -70,7 +79,7 @@ export interface GatewayRuntime {
   authorize(ctx: DecisionContext): Decision;
   reload(trigger: ReloadTrigger, version?: number): Promise<ReloadRecord>;
   /** `/debug/policy`: the snapshot in force. */
-  policyInfo(): unknown;
+  policyInfo(): PolicyInfo;
   /** `/debug/connections`: live tunnels. */
   connections(): TunnelInfo[];
   /** `/debug/config`-style view of the TLS material in use (fingerprint and dates, never key bytes). */
