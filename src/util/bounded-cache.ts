@@ -1,46 +1,37 @@
 /**
- * A least-recently-used cache with a hard size bound: the one cache for values computed from
- * strings that recur (a CIDR or regex literal on every decision, a decision for the same context)
- * where the keys come from outside (a non-literal argument, a peer) and must not grow memory
- * without limit.
+ * The one bounded cache: least recently used, with a hard size bound, for values computed from
+ * strings that recur (a CIDR or regex literal on every decision, a decision for the same context,
+ * a peer certificate's identity) where the keys come from outside (a non-literal argument, a peer)
+ * and must not grow memory without limit. A thin face over `lru-cache` (the project's chosen LRU:
+ * well kept and fast on the decision path) whose `set` returns the value, so a miss reads
+ * `return cache.set(key, compute(key))`.
  */
-export class BoundedCache<K, V> {
-  readonly #max: number;
-  // A Map iterates in insertion order: a hit is re-inserted, so the first key is the least recent.
-  readonly #map = new Map<K, V>();
+import { LRUCache } from 'lru-cache';
+
+export class BoundedCache<K extends {}, V extends {}> {
+  readonly #lru: LRUCache<K, V>;
 
   constructor(max: number) {
     if (!Number.isInteger(max) || max < 1) throw new RangeError(`BoundedCache: max must be an integer >= 1, got ${max}`);
-    this.#max = max;
+    this.#lru = new LRUCache<K, V>({ max });
   }
 
   /** The value for `key`, which becomes the most recently used. */
   get(key: K): V | undefined {
-    const map = this.#map;
-    const v = map.get(key);
-    if (v !== undefined) {
-      map.delete(key);
-      map.set(key, v);
-    }
-    return v;
+    return this.#lru.get(key);
   }
 
   /** Stores and returns `value`; at the bound, the least recently used entry goes. */
   set(key: K, value: V): V {
-    const map = this.#map;
-    if (!map.delete(key) && map.size >= this.#max) {
-      const oldest = map.keys().next();
-      if (!oldest.done) map.delete(oldest.value);
-    }
-    map.set(key, value);
+    this.#lru.set(key, value);
     return value;
   }
 
   get size(): number {
-    return this.#map.size;
+    return this.#lru.size;
   }
 
   clear(): void {
-    this.#map.clear();
+    this.#lru.clear();
   }
 }
