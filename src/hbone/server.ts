@@ -120,8 +120,8 @@ export function createHboneServer(opts: HboneServerOptions): HboneServer {
 
     async drain(deadlineMs: number) {
       if (!Number.isFinite(deadlineMs) || deadlineMs < 0) throw new WaygateError('WG_CONFIG', `drain: deadlineMs must be >= 0, got ${deadlineMs}`);
-      // Stop accepting connections (the callback fires only when every connection is gone).
-      if (server.listening) server.close();
+      // Stop accepting connections; the open ones get the graceful GOAWAY (session.ts).
+      sessions.stopListening();
       const finalGoaways = sessions.goawayAll();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

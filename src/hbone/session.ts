@@ -7,7 +7,7 @@
  */
 import { constants as h2c, type Http2SecureServer, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { randomBytes } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { checkTrustDomain, PeerIdentityCache } from '../identity/peer-identity.ts';
 import { canonicalIp } from '../net/address.ts';
@@ -186,10 +186,25 @@ export class HboneConnection {
     const conn = this[kConnection];
     if (!conn) return;
     this[kConnection] = undefined;
+    // A peer that sends more DATA than a stream window allows has broken flow control for the whole
+    // connection. nghttp2 1.61 (Node 20) answers it with RST_STREAM(FLOW_CONTROL_ERROR) alone,
+    // nghttp2 1.70 (Node 24) ends the connection with GOAWAY(FLOW_CONTROL_ERROR); RFC 9113 §5.4.1
+    // and §6.9.1 allow both. Node 20 follows Node 24 here, so a gateway behaves the same on both:
+    // the connection is ended, after this stream's tunnel has seen its own reset (and after Node
+    // has written the RST_STREAM: it flushes in a native immediate, and a destroy before it drops
+    // the frame). A peer's own RST_STREAM(FLOW_CONTROL_ERROR) ends the connection too: it says the
+    // connection's flow control is broken.
+    if (this.rstCode === h2c.NGHTTP2_FLOW_CONTROL_ERROR && !conn.session.destroyed) setImmediate(HboneConnection.#endOnFlowControlError, conn);
     // With no stream left, a draining session stops reading (see gracefulGoaway): finish it, after
     // the stream's other 'close' listeners (its tunnel's), so they see the session as it was when
     // the stream closed (a tunnel reads a destroyed session as the connection lost).
     if (--conn.#liveStreams === 0 && conn.#finishDrain) process.nextTick(HboneConnection.#finishIfIdle, conn);
+  }
+
+  static #endOnFlowControlError(conn: HboneConnection): void {
+    if (conn.session.destroyed) return;
+    // GOAWAY(FLOW_CONTROL_ERROR, last stream id processed), as nghttp2 1.70 sends it.
+    conn.session.destroy(new Error('the peer sent DATA beyond a stream window (RFC 9113 §6.9.1)'), h2c.NGHTTP2_FLOW_CONTROL_ERROR);
   }
 
   static #finishIfIdle(conn: HboneConnection): void {
@@ -203,6 +218,7 @@ export class HboneSessions {
   readonly #onStream: StreamHandler;
   readonly #identities = new PeerIdentityCache();
   readonly #conns = new Set<HboneConnection>();
+  readonly #server: Http2SecureServer;
   readonly #pingTicker: NodeJS.Timeout;
   #seq = 0;
   #draining = false;
@@ -210,11 +226,24 @@ export class HboneSessions {
   constructor(server: Http2SecureServer, opts: SessionOptions, onStream: StreamHandler) {
     this.#o = opts;
     this.#onStream = onStream;
+    this.#server = server;
     watchHandshakes(server, opts);
     server.on('session', (session: ServerHttp2Session) => this.#open(session));
     // One unref'd timer for every session (docs/design.md §2: PING every 10 s, close after 20 s unanswered).
     this.#pingTicker = setInterval(() => this.#pingAll(), opts.h2.pingIntervalMs);
     this.#pingTicker.unref();
+  }
+
+  /**
+   * Stops accepting connections and leaves the open ones alone, for {@link goawayAll} to drain.
+   * Not `server.close()`: on Node 24 (not Node 20), `Http2SecureServer.prototype.close` also calls
+   * `session.close()` on every session it tracks (lib/internal/http2/core.js `closeAllSessions`),
+   * which submits the final GOAWAY (last stream id processed) at once, so the graceful GOAWAY of a
+   * drain would never send its GOAWAY(2^31-1) and PING first. The TLS server's own `close` is the
+   * listener part alone, on every Node version.
+   */
+  stopListening(): void {
+    if (this.#server.listening) TlsServer.prototype.close.call(this.#server);
   }
 
   /** Starts the graceful GOAWAY of every connection (and of any that opens from now on); resolves when every final GOAWAY is submitted. */

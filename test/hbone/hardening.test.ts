@@ -84,7 +84,7 @@ describe('HBONE hardening: memory per connection', () => {
     assert.ok(big.maxSessionMemoryMb * MiB >= 2 * big.connectionWindowBytes);
   });
 
-  test('on the wire: SETTINGS_INITIAL_WINDOW_SIZE 1 MiB, connection window raised to 4 MiB; a pending CONNECT cannot buffer more than one stream window', async () => {
+  test('on the wire: SETTINGS_INITIAL_WINDOW_SIZE 1 MiB, connection window raised to 4 MiB; a pending CONNECT cannot buffer more than one stream window (GOAWAY FLOW_CONTROL_ERROR)', async () => {
     const hole = await startBlackhole();
     const gw = await startGateway({ connectTimeoutMs: 60_000 });
     try {
@@ -96,20 +96,23 @@ describe('HBONE hardening: memory per connection', () => {
       assert.equal(65_535 + update.payload.readUInt32BE(0), 4 * MiB);
       // Acknowledge the SETTINGS so the server's 1 MiB stream window is in force, then send a
       // CONNECT whose dial hangs and 1 MiB + 1 byte of early DATA: the server buffers one stream
-      // window and no more (RST_STREAM FLOW_CONTROL_ERROR), whatever the connection window.
+      // window and no more, whatever the connection window. A peer that breaks flow control loses
+      // the connection, GOAWAY(FLOW_CONTROL_ERROR), on Node 20 as on Node 24 (session.ts).
       peer.socket.write(Buffer.concat([frame(SETTINGS, ACK, 0, Buffer.alloc(0)), connectFrame(1, `127.0.0.1:${hole.port}`)]));
       await tunnelsRegistered(gw, 1);
       const chunks: Buffer[] = [];
       for (let i = 0; i < 64; i++) chunks.push(frame(DATA_FRAME, 0, 1, Buffer.alloc(16_384, 0x61)));
       chunks.push(frame(DATA_FRAME, 0, 1, Buffer.from('!')));
       peer.socket.write(Buffer.concat(chunks));
-      const rst = await peer.next((f) => f.type === RST_STREAM && f.streamId === 1);
-      assert.equal(rst.payload.readUInt32BE(0), h2c.NGHTTP2_FLOW_CONTROL_ERROR);
+      const goaway = await peer.next((f) => f.type === GOAWAY);
+      assert.equal(goaway.payload.readUInt32BE(4), h2c.NGHTTP2_FLOW_CONTROL_ERROR);
+      assert.equal(goaway.payload.readUInt32BE(0) & 0x7fffffff, 1, 'last stream id: the one processed');
+      if (!peer.socket.closed) await closed(peer.socket); // the gateway ended the connection
       // The reset aborted the dial (60 s connect timeout): records arrive now.
       const d = await gw.sink.decisionFor(1);
       assert.equal(d.status, 0);
       assert.equal((await gw.sink.closeFor(d.decisionId)).closeReason, 'client_reset');
-      peer.socket.destroy();
+      assert.equal(gw.server.tunnels.size, 0);
     } finally {
       hole.close();
       await gw.close();
