@@ -39,17 +39,5 @@ export interface HboneObserver {
   refused?(limit: 'max_connections' | 'max_pending_dials'): void;
 }
 
-/** Calls one observer hook, swallowing its errors. */
-export function notify<K extends keyof HboneObserver>(
-  observer: HboneObserver | undefined,
-  hook: K,
-  ...args: Parameters<NonNullable<HboneObserver[K]>>
-): void {
-  const fn = observer?.[hook] as ((...a: unknown[]) => void) | undefined;
-  if (!fn) return;
-  try {
-    fn.apply(observer, args);
-  } catch {
-    // metrics must never break the data path
-  }
-}
+/** Calls one hook, swallowing its errors (src/util/notify.ts). */
+export { notify } from '../util/notify.ts';

@@ -29,6 +29,7 @@
 import { constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
 import type { Logger } from 'pino';
 import { UpstreamDialError } from './connector.ts';
+import { notify } from '../util/notify.ts';
 
 /** Why a pooled connection closed (a bounded set for metric labels). */
 export type PoolCloseReason = 'idle' | 'goaway' | 'error' | 'ping_timeout' | 'drain' | 'closed';
@@ -53,20 +54,6 @@ export interface HboneUpstreamObserver {
   connectionsChanged?(delta: number): void;
 }
 
-/** Calls one observer hook, swallowing its errors. */
-export function notify<K extends keyof HboneUpstreamObserver>(
-  observer: HboneUpstreamObserver | undefined,
-  hook: K,
-  ...args: Parameters<NonNullable<HboneUpstreamObserver[K]>>
-): void {
-  const fn = observer?.[hook] as ((...a: unknown[]) => void) | undefined;
-  if (!fn) return;
-  try {
-    fn.apply(observer, args);
-  } catch {
-    // metrics must never break the data path
-  }
-}
 
 /** Where a pool key's connections go. */
 export interface PoolDestination {

@@ -49,8 +49,9 @@ import {
   type UpstreamTarget,
 } from './connector.ts';
 import { authorityOf, hboneConnectHeaders } from './hbone-headers.ts';
-import { HbonePool, notify, poolKey, type HboneUpstreamObserver, type PooledConnection, type PoolDestination, type PoolWaiter } from './hbone-pool.ts';
+import { HbonePool, poolKey, type HboneUpstreamObserver, type PooledConnection, type PoolDestination, type PoolWaiter } from './hbone-pool.ts';
 import { classify } from './tcp.ts';
+import { notify } from '../util/notify.ts';
 
 export type { HboneUpstreamObserver } from './hbone-pool.ts';
 
