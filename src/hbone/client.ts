@@ -15,7 +15,7 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHt
 import { isIPv6 } from 'node:net';
 import tls, { type PeerCertificate, type TLSSocket } from 'node:tls';
 import { WaygateError } from '../errors.ts';
-import { identityFromCertificate, type PeerIdentity } from '../identity/peer-identity.ts';
+import { checkSpiffeIdentity, identityFromCertificate, type PeerIdentity } from '../identity/peer-identity.ts';
 import { forwardedFor } from '../upstream/hbone-headers.ts';
 
 const MiB = 1024 * 1024;
@@ -77,27 +77,6 @@ export interface HboneClientSession {
   readonly serverIdentity: PeerIdentity;
   /** Negotiated TLS version (`TLSv1.3`). */
   readonly tlsVersion: string | null;
-}
-
-/**
- * ztunnel's server identity check: the URI SANs of the server certificate must include the expected
- * SPIFFE ID exactly (ztunnel `tls/workload.rs` verifies the chain, then compares identities).
- * Returns an Error to fail the handshake, undefined to accept. Also the check of the HBONE
- * upstream connector (src/upstream/hbone.ts).
- */
-export function checkSpiffeIdentity(expected: string, cert: PeerCertificate): Error | undefined {
-  if (!cert?.raw) return new WaygateError('WG_IDENTITY', 'the server presented no certificate');
-  let uris: string[];
-  try {
-    uris = identityFromCertificate(cert.raw).uris;
-  } catch (err) {
-    return err as Error;
-  }
-  if (uris.includes(expected)) return undefined;
-  return new WaygateError(
-    'WG_IDENTITY',
-    `the server certificate does not carry the expected identity ${expected} (URI SANs: ${uris.join(', ') || 'none'})`,
-  );
 }
 
 /** Connects to an HBONE server: TLS 1.3 mTLS, ALPN h2, no SNI, large windows. */

@@ -8,7 +8,7 @@
  * itself contains ", URI:spiffe://...", so it cannot be trusted to delimit names.
  */
 import { X509Certificate } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import forge from 'node-forge';
 import { BoundedCache } from '../util/bounded-cache.ts';
 import { WaygateError } from '../errors.ts';
@@ -149,4 +149,25 @@ export function checkTrustDomain(identity: PeerIdentity | null, accepted: readon
     };
   }
   return { ok: true, trustDomain: id.trustDomain };
+}
+
+/**
+ * ztunnel's server identity check: the URI SANs of the server certificate must include the expected
+ * SPIFFE ID exactly (ztunnel `tls/workload.rs` verifies the chain, then compares identities).
+ * Returns an Error to fail the handshake, undefined to accept. Used by the HBONE client
+ * (src/hbone/client.ts) and the HBONE upstream connector (src/upstream/hbone.ts).
+ */
+export function checkSpiffeIdentity(expected: string, cert: PeerCertificate): Error | undefined {
+  if (!cert?.raw) return new WaygateError('WG_IDENTITY', 'the server presented no certificate');
+  let uris: string[];
+  try {
+    uris = identityFromCertificate(cert.raw).uris;
+  } catch (err) {
+    return err as Error;
+  }
+  if (uris.includes(expected)) return undefined;
+  return new WaygateError(
+    'WG_IDENTITY',
+    `the server certificate does not carry the expected identity ${expected} (URI SANs: ${uris.join(', ') || 'none'})`,
+  );
 }

@@ -7,7 +7,7 @@
  *   gateway's current certificate as client certificate (`opts.tls()` is read for every new
  *   connection, so a rotated certificate is used from the next connection on; open ones keep theirs);
  * - the destination's chain must verify against the trust bundle and its certificate must carry
- *   **exactly** the endpoint's SPIFFE ID as a URI SAN, no hostname check (src/hbone/client.ts
+ *   **exactly** the endpoint's SPIFFE ID as a URI SAN, no hostname check (src/identity/peer-identity.ts
  *   `checkSpiffeIdentity`, ztunnel's rule). Both are checked inside the TLS handshake, before the
  *   HTTP/2 session exists: a destination with the wrong identity receives no HTTP/2 preface and no
  *   CONNECT, only the end of the handshake;
@@ -36,8 +36,7 @@ import http2, { constants as h2, type ClientHttp2Session, type ClientHttp2Stream
 import tls, { type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WaygateError } from '../errors.ts';
-import { checkSpiffeIdentity } from '../hbone/client.ts';
-import { identityFromCertificate } from '../identity/peer-identity.ts';
+import { checkSpiffeIdentity, identityFromCertificate } from '../identity/peer-identity.ts';
 import {
   UpstreamDialError,
   type DialFailureKind,
