@@ -108,7 +108,7 @@ export class HboneConnection {
    * finish. Resolves once the final GOAWAY is submitted (PING ack, PING failure, session gone,
    * no stream left open, or {@link finishDrain} at the drain deadline).
    *
-   * Limits of Node 20:
+   * Limits of Node's http2 (Node 20 and Node 24 alike):
    * - it exposes `nghttp2_submit_goaway` but not `nghttp2_submit_shutdown_notice`, and nghttp2
    *   ignores every new stream once it has sent any GOAWAY of the former kind. So a CONNECT that
    *   raced the first GOAWAY is not served: the final GOAWAY's last stream id tells the client it

@@ -231,7 +231,7 @@ describe('HBONE hardening: drain', () => {
       const ping = await peer.next((f) => f.type === PING && (f.flags & ACK) === 0 && peer.frames.indexOf(f) > firstAt);
       assert.equal(peer.frames.filter((f) => f.type === GOAWAY).length, 1, 'no final GOAWAY before the PING is acked');
 
-      // A CONNECT that races the first GOAWAY. Node 20's nghttp2 ignores it (no shutdown-notice
+      // A CONNECT that races the first GOAWAY. nghttp2 ignores it on Node 20 and 24 (no shutdown-notice
       // API: session.ts gracefulGoaway); the final GOAWAY then tells the client it was never processed.
       peer.socket.write(connectFrame(3, `127.0.0.1:${echo.port}`));
       peer.socket.write(frame(PING, ACK, 0, ping.payload));

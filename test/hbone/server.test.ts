@@ -3,7 +3,7 @@
  * project's own client, real upstream servers on 127.0.0.1. Audit records are asserted field by
  * field.
  */
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -489,11 +489,19 @@ describe('HBONE server: recheck and drain', () => {
       const stuck = await client.openTunnel(`127.0.0.1:${echo.port}`);
       stuck.stream.on('error', () => {});
       const goaway = once(client.session, 'goaway');
+      // The drain's deadline is a mocked timer, so it passes when the test says (after the live
+      // tunnel has finished), not after a wall-clock budget a loaded machine may miss.
+      // Only setTimeout is mocked, and only until the deadline has passed.
+      mock.timers.enable({ apis: ['setTimeout'] });
       const draining = gw.server.drain(500);
       await goaway;
       const reading = readAll(finishing.stream);
       finishing.stream.end('last words');
       assert.equal((await reading).toString(), 'last words');
+      await gw.sink.until(() => gw.sink.closes.length === 1);
+      assert.equal(gw.server.tunnels.size, 1, 'the drain is still waiting for its deadline');
+      mock.timers.tick(500);
+      mock.timers.reset();
       const { remaining } = await draining;
       assert.equal(remaining, 1);
       await closed(stuck.stream);
@@ -501,6 +509,7 @@ describe('HBONE server: recheck and drain', () => {
       await gw.sink.until(() => gw.sink.closes.length === 2);
       assert.deepEqual(gw.sink.closes.map((c) => c.closeReason).sort(), ['completed', 'draining']);
     } finally {
+      mock.timers.reset();
       await gw.close();
     }
   });

@@ -137,7 +137,9 @@ describe('HBONE server: the wire, frame by frame', () => {
   });
 
   test('a peer that answers PINGs stays connected', async () => {
-    const pingGw = await startGateway({ h2: { pingIntervalMs: 30, pingTimeoutMs: 60 } });
+    // A PING every 30 ms; the give-up is far away, so a loaded machine's slow ACK cannot close the
+    // connection: a server that did not record the ACKs would send no further PING (session.ts).
+    const pingGw = await startGateway({ h2: { pingIntervalMs: 30, pingTimeoutMs: 600_000 } });
     try {
       const client = await pingGw.connect(spiffe('frontend'));
       // Node's client ACKs PINGs; wait for several ping rounds to have been acknowledged.
