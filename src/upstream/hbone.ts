@@ -311,10 +311,9 @@ export class HboneDial implements PendingDial, UpstreamConnection, PoolWaiter {
     if (stream.closed || stream.destroyed) return;
     // Node's close() ends the writable side first, and an idle stream's end() sends END_STREAM
     // at once, before the RST_STREAM: the destination would see a clean EOF, then the reset
-    // (its FIN would reach the pod first). While a write is in flight, end() waits for it, so an
-    // empty write first makes the RST_STREAM(CONNECT_ERROR) go out alone (RFC 9113 §8.5: the
-    // destination resets its TCP connection).
-    if (!stream.writableEnded) stream.write(EMPTY);
+    // (its FIN would reach the pod first). The RST_STREAM(CONNECT_ERROR) must go out alone
+    // (RFC 9113 §8.5: the destination resets its TCP connection).
+    holdEndStream(stream);
     stream.close(CONNECT_ERROR);
   }
 
@@ -433,7 +432,6 @@ export class HboneDial implements PendingDial, UpstreamConnection, PoolWaiter {
   }
 }
 
-const EMPTY = Buffer.alloc(0);
 const PENDING_INFO: UpstreamInfo = Object.freeze({ protocol: 'hbone', principal: '', reused: false });
 
 const RST_NAMES = new Map<number, string>(
@@ -590,4 +588,17 @@ function openConnection(dest: PoolDestination, signal: AbortSignal, cfg: Resolve
       });
     });
   });
+}
+
+/**
+ * Keeps the END_STREAM that `Http2Stream.close()` would send ahead of its RST_STREAM from going
+ * out: close() ends the writable side only when it is not already ending (Node's
+ * lib/internal/http2/core.js `closeStream`, Node 20 and 24 alike), so marking the writable side as
+ * ending (the stream state close() reads) leaves only the RST_STREAM; the stream is destroyed right
+ * after, so nothing writes to it again. (Queuing an empty write to hold end() back worked on Node
+ * 20 only: Node 24 puts END_STREAM on that last write.)
+ */
+function holdEndStream(stream: ClientHttp2Stream): void {
+  const state = (stream as unknown as { _writableState?: { ending: boolean } })._writableState;
+  if (state && !state.ending) state.ending = true;
 }
