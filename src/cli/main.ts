@@ -10,6 +10,7 @@ import { registerCerts } from './certs.ts';
 import { registerConnect } from './connect.ts';
 import { registerPolicy } from './policy.ts';
 import { registerServe } from './serve.ts';
+import { packageVersion } from './version.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -21,7 +22,12 @@ export function buildProgram(): Command {
     .description('HBONE authorization gateway: terminate mTLS HTTP/2 CONNECT, decide with CEL policies, forward or refuse')
     .exitOverride()
     .showHelpAfterError()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .version(packageVersion(), '-V, --version', 'print the version (package.json) and exit');
+  program
+    .command('version')
+    .description('print the version (package.json)')
+    .action(() => void process.stdout.write(`${packageVersion()}\n`));
   registerServe(program);
   registerPolicy(program);
   registerAudit(program);
