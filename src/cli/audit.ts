@@ -14,7 +14,7 @@ import { loadPolicySet } from '../policy/load.ts';
 import type { DefaultAction } from '../policy/decision.ts';
 import type { PolicySnapshot } from '../policy/snapshot.ts';
 import { ALL_EVENTS, compileQuery, didYouMean, QueryWriter, type AuditEvent, type QueryFormat } from '../audit/review/query.ts';
-import { describeIssues, newReadStats, readRecordBatches, resolveSources, type ReadOptions } from '../audit/review/reader.ts';
+import { describeIssues, newReadStats, noRecordsHeadline, readRecordBatches, resolveSources, type ReadOptions, type ReadStats } from '../audit/review/reader.ts';
 import { renderReplay, ReplayAccumulator } from '../audit/review/replay.ts';
 import { RECORD_CEL_VARIABLES } from '../audit/review/record-cel.ts';
 import { renderHtmlReport, ReportAccumulator } from '../audit/review/report.ts';
@@ -65,6 +65,15 @@ async function loadPolicies(paths: readonly string[], io: AuditIo): Promise<{ sn
     throw new WaygateError('WG_USAGE', `the policy set in ${paths.join(', ')} does not load (${result.diagnostics.length} problem(s) above)`);
   }
   return { snapshot: result.snapshot, files: result.files };
+}
+
+/**
+ * An input without a single audit record is an input error (exit 2, one headline), not a report
+ * of zeros: the wrong file, an empty one, or only the gateway's operational log.
+ */
+function assertRecords(stats: ReadStats): void {
+  const headline = noRecordsHeadline(stats);
+  if (headline !== null) throw new WaygateError('WG_USAGE', headline);
 }
 
 /** Runs a verb body, mapping WaygateErrors to a message on stderr and exit code 2. */
@@ -136,6 +145,7 @@ export function runAuditSummary(paths: string[], flags: SummaryFlags, io: AuditI
     for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
       for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
     }
+    assertRecords(stats);
     const summary = acc.result(stats);
     if (flags.format === 'json') writeJson(summary, io.stdout);
     else await writeOut(io.stdout, renderSummary(summary, flags.format === 'markdown' ? 'markdown' : 'text'));
@@ -199,6 +209,7 @@ export function runAuditQuery(paths: string[], flags: QueryFlags, io: AuditIo = 
       pending = '';
       if (out.gone) break; // the reader closed the pipe (`| head`): stop reading the input
     }
+    assertRecords(stats);
     writer.end();
     await out.write(pending);
     if (limited) io.stderr.write(`waygate audit: stopped after ${writer.count} matching record(s) (--limit${flags.limit === undefined ? `, default ${TABLE_DEFAULT_LIMIT} for tables` : ''})\n`);
@@ -255,6 +266,7 @@ export function runAuditReplay(paths: string[], flags: ReplayFlags, io: AuditIo 
     for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
       for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
     }
+    assertRecords(stats);
     const result = acc.result(stats, files);
     if (flags.format === 'json') writeJson(result, io.stdout);
     else await writeOut(io.stdout, renderReplay(result, flags.format === 'markdown' ? 'markdown' : 'text'));
@@ -292,6 +304,7 @@ export function runAuditReport(paths: string[], flags: ReportFlags, io: AuditIo 
     for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
       for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
     }
+    assertRecords(stats);
     const data = acc.result(stats, new Date((io.now ?? Date.now)()));
     try {
       await writeFile(flags.html, renderHtmlReport(data));

@@ -180,3 +180,27 @@ describe('audit summary', () => {
     assert.ok(!out.includes('\u001b'), 'no terminal escape sequences');
   });
 });
+
+describe('an input without a single audit record', () => {
+  it('is one headline and exit 2 for every review verb, not a report of zeros; operational log lines are counted, not listed', async () => {
+    const { runAuditSummary, runAuditQuery, runAuditReplay } = await import('../../src/cli/audit.ts');
+    const { captureIo } = await import('../helpers/audit-io.ts');
+    const policies = fileURLToPath(new URL('../../policies', import.meta.url));
+    const opsOnly = ['{"level":30,"time":1,"name":"waygate","msg":"listening"}', '{"level":40,"time":2,"name":"waygate","msg":"TLS handshake failed"}', ''].join('\n');
+    const cases: [string, string, (io: ReturnType<typeof captureIo>) => Promise<number>][] = [
+      ['summary, empty input', '', (io) => runAuditSummary(['-'], {}, io)],
+      ['summary, only operational log lines', opsOnly, (io) => runAuditSummary(['-'], {}, io)],
+      ['query, only operational log lines', opsOnly, (io) => runAuditQuery(['-'], { format: 'csv' }, io)],
+      ['replay, empty input', '', (io) => runAuditReplay(['-'], { policies: [policies] }, io)],
+    ];
+    for (const [name, input, run] of cases) {
+      const io = captureIo(input);
+      assert.equal(await run(io), 2, name);
+      assert.equal(io.stdoutText(), '', `${name}: nothing on stdout`);
+      const err = io.stderrText().trim().split('\n');
+      assert.equal(err.length, 1, `${name}: one line: ${io.stderrText()}`);
+      assert.match(err[0]!, /^waygate audit: no audit records in 1 input\(s\)/, name);
+      if (input === opsOnly) assert.match(err[0]!, /\(2 line\(s\): 2 operational log line\(s\)\)/, name);
+    }
+  });
+});

@@ -32,6 +32,8 @@ export interface GroundTruth {
   byReason: Record<string, number>;
   deniedByPrincipal: Record<string, number>;
   malformedLines: number[];
+  /** waygate's operational log lines mixed in (skipped and counted, not malformed). */
+  opsLogLines: number[];
   unknownSchemaLines: number[];
   dryRunWouldDeny: number;
   auditMatches: Record<string, number>;
@@ -126,7 +128,7 @@ export function* generateAuditLines(options: GenerateOptions, truth: GroundTruth
         truth.unknownSchemaLines.push(lineNo);
       } else {
         yield emit(JSON.stringify({ level: 30, time: t, msg: 'operational log line on the same stream' }));
-        truth.malformedLines.push(lineNo);
+        truth.opsLogLines.push(lineNo);
       }
     }
     let pick = rand() * TOTAL_WEIGHT;
@@ -236,6 +238,7 @@ export function emptyTruth(): GroundTruth {
     byReason: {},
     deniedByPrincipal: {},
     malformedLines: [],
+    opsLogLines: [],
     unknownSchemaLines: [],
     dryRunWouldDeny: 0,
     auditMatches: {},

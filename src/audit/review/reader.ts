@@ -32,12 +32,17 @@ export interface ReadStats {
   records: number;
   malformed: number;
   unknownSchema: number;
+  /**
+   * waygate's own operational log lines (pino JSON: numeric `level`, `msg`, no `schema`), which
+   * `kubectl logs` interleaves with the audit records on stdout: skipped and counted, not issues.
+   */
+  opsLog: number;
   /** The first issues found (at most `maxIssues`), in input order. */
   issues: ReadIssue[];
 }
 
 export function newReadStats(): ReadStats {
-  return { files: 0, bytes: 0, lines: 0, records: 0, malformed: 0, unknownSchema: 0, issues: [] };
+  return { files: 0, bytes: 0, lines: 0, records: 0, malformed: 0, unknownSchema: 0, opsLog: 0, issues: [] };
 }
 
 export interface ReadOptions {
@@ -162,6 +167,9 @@ function accept(value: unknown, stats: ReadStats, file: string, line: number, ma
         kind: 'unknown_schema',
         detail: `schema ${JSON.stringify(v.schema)} (this waygate reads schema ${AUDIT_SCHEMA_VERSION})`,
       });
+    } else if (typeof v.level === 'number' && typeof v.msg === 'string' && v.schema === undefined) {
+      // The gateway's operational log (src/telemetry/log.ts), mixed in by `kubectl logs`.
+      stats.opsLog++;
     } else {
       issue(stats, maxIssues, { file, line, kind: 'malformed', detail: 'JSON object without a `schema` field (not an audit record)' });
     }
@@ -332,4 +340,19 @@ export function describeIssues(stats: ReadStats): string {
   const more = stats.malformed + stats.unknownSchema - stats.issues.length;
   if (more > 0) lines.push(`  ... and ${more} more`);
   return lines.join('\n');
+}
+
+/**
+ * The one line a review verb prints when its input held no audit record at all (an empty file,
+ * the wrong file, only operational log lines), instead of a report of zeros; null when records were read.
+ */
+export function noRecordsHeadline(stats: ReadStats): string | null {
+  if (stats.records > 0) return null;
+  const parts = [
+    stats.opsLog > 0 ? `${stats.opsLog} operational log line(s)` : '',
+    stats.malformed > 0 ? `${stats.malformed} malformed` : '',
+    stats.unknownSchema > 0 ? `${stats.unknownSchema} of another schema version` : '',
+  ].filter(Boolean);
+  const lines = `${stats.lines} line(s)` + (parts.length > 0 ? `: ${parts.join(', ')}` : '');
+  return `no audit records in ${stats.files} input(s) (${lines}); audit records are the JSON lines with "schema" and "event" the gateway writes to its audit destination (audit.destination, --audit-log)`;
 }

@@ -296,6 +296,7 @@ export class SummaryAccumulator {
         records: stats.records,
         malformed: stats.malformed,
         unknownSchema: stats.unknownSchema,
+        opsLog: stats.opsLog,
         issues: stats.issues,
         outsideWindow: this.outside,
       },
@@ -397,7 +398,8 @@ export function renderSummary(s: AuditSummary, format: 'text' | 'markdown'): str
   );
   out.push(
     `events: ${formatCount(s.events.decision)} decision, ${formatCount(s.events.close)} close, ${formatCount(s.events.reload)} reload` +
-      `; skipped: ${formatCount(s.input.malformed)} malformed, ${formatCount(s.input.unknownSchema)} unknown schema`,
+      `; skipped: ${formatCount(s.input.malformed)} malformed, ${formatCount(s.input.unknownSchema)} unknown schema` +
+        (s.input.opsLog > 0 ? `, ${formatCount(s.input.opsLog)} operational log lines` : ''),
   );
   out.push('', h('Decisions'));
   out.push(
