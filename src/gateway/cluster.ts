@@ -26,6 +26,7 @@
  * and exits. A worker that dies outside a drain is replaced.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ReadinessState, NotReadyReason } from '../admin/readiness.ts';
 import type { ReloadRecord } from '../audit/record.ts';
@@ -36,6 +37,7 @@ import { WaygateError } from '../errors.ts';
 import type { Explanation } from '../policy/explain.ts';
 import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
 import { aggregateMetricsText, countReloadErrors, PrimaryMetrics } from '../telemetry/metrics.ts';
+import { findPackage } from '../util/package-root.ts';
 import { LocalDataPlane, type ConnectionView, type DataPlane, type DataPlaneStarted, type PolicyView } from './data-plane.ts';
 import type { ReloadTrigger } from './reload.ts';
 import {
@@ -204,7 +206,9 @@ export class WorkerPool implements DataPlane {
   /** Forks the workers; resolves once every one is up, rejects (all of them killed) if one fails. */
   async start(ownPorts: readonly number[]): Promise<DataPlaneStarted> {
     cluster.setupPrimary({
-      exec: fileURLToPath(new URL('../../bin/waygate.js', import.meta.url)),
+      // The package's own entry point, found from the package root: `../../bin` is right for the
+      // sources but not for the compiled output (dist/src/gateway/), which workers must run too.
+      exec: workerEntry(),
       args: ['serve'],
     });
     const initial = { remaining: this.#count, records: [] as ReloadRecord[], hbone: '' };
@@ -444,4 +448,11 @@ export async function runWorker(): Promise<number> {
   await reply({ t: 'up', hbone: runtime.hboneAddress, startup: runtime.startupRecord, readiness: runtime.readiness.state() });
   log.info({ hbone: runtime.hboneAddress }, 'worker serving');
   return exit;
+}
+
+/** `bin/waygate.js` of the package this module belongs to (the same entry the primary runs). */
+function workerEntry(): string {
+  const pkg = findPackage(dirname(fileURLToPath(import.meta.url)));
+  if (!pkg) throw new WaygateError('WG_CONFIG', 'cannot find the waygate package root to start workers from');
+  return join(pkg.root, 'bin', 'waygate.js');
 }

@@ -25,3 +25,17 @@ describe('waygate --version', () => {
     assert.equal(packageVersion('/'), 'unknown');
   });
 });
+
+describe('the product runs its compiled JavaScript', () => {
+  it('bin/waygate.js loads dist/ (no TypeScript loader at run time) and tsx is a development dependency only', () => {
+    const pkgJson = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    assert.equal(pkgJson.dependencies['tsx'], undefined);
+    assert.ok(pkgJson.devDependencies['tsx']);
+    const binText = readFileSync(bin, 'utf8');
+    assert.match(binText, /dist\/src\/cli\/main\.js/);
+    assert.doesNotMatch(binText, /tsx/);
+    // The child runs without any --import: only the compiled output can answer.
+    const r = spawnSync(process.execPath, [bin, 'policy', 'check', new URL('../../policies', import.meta.url).pathname], { encoding: 'utf8', execArgv: [] });
+    assert.equal(r.status, 0, r.stderr);
+  });
+});
