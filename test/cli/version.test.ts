@@ -35,7 +35,7 @@ describe('the product runs its compiled JavaScript', () => {
     assert.match(binText, /dist\/src\/cli\/main\.js/);
     assert.doesNotMatch(binText, /tsx/);
     // The child runs without any --import: only the compiled output can answer.
-    const r = spawnSync(process.execPath, [bin, 'policy', 'check', new URL('../../policies', import.meta.url).pathname], { encoding: 'utf8', execArgv: [] });
+    const r = spawnSync(process.execPath, [bin, 'policy', 'check', new URL('../../policies', import.meta.url).pathname], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
   });
 });
