@@ -257,14 +257,9 @@ export class GatewayMetrics {
 
   /** Istio label set for a tunnel whose verified source namespace is `sourceNamespace` (and, as a waypoint, its destination). */
   istioLabels(sourceNamespace: string, destination?: IstioDestination): Record<(typeof ISTIO_LABELS)[number], string> {
-    const [ns, dns, dwl] = this.istioValues(sourceNamespace, destination);
-    return this.istioLabelsOf(ns, dns, dwl);
-  }
-
-  private istioValues(sourceNamespace: string, destination: IstioDestination | undefined): [string, string, string] {
     const ns = this.namespaces.value(sourceNamespace);
-    if (this.reporter === 'destination') return [ns, this.workload.namespace, this.workload.name];
-    return [ns, this.destNamespaces.value(destination?.namespace ?? ''), this.destWorkloads.value(destination?.workload ?? '')];
+    if (this.reporter === 'destination') return this.istioLabelsOf(ns, this.workload.namespace, this.workload.name);
+    return this.istioLabelsOf(ns, this.destNamespaces.value(destination?.namespace ?? ''), this.destWorkloads.value(destination?.workload ?? ''));
   }
 
   private istioLabelsOf(sourceNs: string, destNs: string, destWorkload: string): Record<(typeof ISTIO_LABELS)[number], string> {
@@ -277,10 +272,21 @@ export class GatewayMetrics {
     };
   }
 
-  /** Adds `n` to one Istio counter's series (label object built once per combination of capped values). */
+  /**
+   * Adds `n` to one Istio counter's series (label object built once per combination of capped
+   * values). Runs for every tunnel's open, bytes and close: as the `destination` reporter the key
+   * is the capped source namespace alone, no allocation once the series exists.
+   */
   private istioAdd(sourceNamespace: string, destination: IstioDestination | undefined, counter: IstioCounter, n: number): void {
-    const [ns, dns, dwl] = this.istioValues(sourceNamespace, destination);
-    const key = this.reporter === 'destination' ? ns : ns + SEP + dns + SEP + dwl;
+    const ns = this.namespaces.value(sourceNamespace);
+    let dns = this.workload.namespace;
+    let dwl = this.workload.name;
+    let key = ns;
+    if (this.reporter === 'waypoint') {
+      dns = this.destNamespaces.value(destination?.namespace ?? '');
+      dwl = this.destWorkloads.value(destination?.workload ?? '');
+      key = ns + SEP + dns + SEP + dwl;
+    }
     let entry = this.istioByNamespace.get(key);
     if (entry === undefined) {
       entry = { labels: this.istioLabelsOf(ns, dns, dwl), opened: null, closed: null, received: null, sent: null };

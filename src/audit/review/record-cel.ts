@@ -11,7 +11,7 @@
 import { Environment } from '@marcbachmann/cel-js';
 import { WaygateError } from '../../errors.ts';
 import type { AttributeFormat } from '../../policy/attributes.ts';
-import { GROUPS, type Attribute } from '../../policy/attribute-tables.ts';
+import { CEL_TYPE_OF_FORMAT, GROUPS, type Attribute } from '../../policy/attribute-tables.ts';
 import { suggest } from '../../util/suggest.ts';
 import type { AuditRecord } from '../record.ts';
 
@@ -44,17 +44,8 @@ interface RecordType {
   fields: Record<string, FieldKind>;
 }
 
-/** How a record spells an attribute of each format (src/audit/record.ts): timestamps as RFC 3339 text. */
-const KIND_OF_FORMAT: Readonly<Record<AttributeFormat, FieldKind>> = {
-  string: 'string',
-  lowercase: 'string',
-  'spiffe-id': 'string',
-  ip: 'string',
-  port: 'int',
-  'header-map': 'map<string, string>',
-  'string-map': 'map<string, string>',
-  timestamp: 'string',
-};
+/** How a record spells an attribute of each format: its CEL type, except timestamps, which a record holds as RFC 3339 text (src/audit/record.ts). */
+const KIND_OF_FORMAT = { ...CEL_TYPE_OF_FORMAT, timestamp: 'string' } as Readonly<Record<AttributeFormat, FieldKind>>;
 const kindOf = (a: Attribute): FieldKind => KIND_OF_FORMAT[a.format];
 
 /**
