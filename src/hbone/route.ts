@@ -146,8 +146,11 @@ export class Router {
   }
 
   #chooseEndpoint(service: MeshService, port: MeshServicePort | null, endpoints: readonly MeshWorkload[], fam: 4 | 6 | 0, destination: ResolvedDestination): Choice {
-    const unavailable = describeUnavailable({ kind: 'service', service, port, endpoints }, destination, null);
-    if (unavailable !== null || port === null) return { kind: 'refused', check: 'unavailable', detail: unavailable ?? '', record: null };
+    if (port === null || endpoints.length === 0) {
+      // Only a refusal builds its detail: the path of every allowed CONNECT allocates nothing here.
+      const detail = describeUnavailable({ kind: 'service', service, port, endpoints }, destination, null) ?? '';
+      return { kind: 'refused', check: 'unavailable', detail, record: null };
+    }
     const balancer = this.#discovery!.balancer;
     const w = balancer.pick(endpoints);
     const ip = endpointAddress(w, fam === 0 ? undefined : fam);

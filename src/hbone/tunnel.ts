@@ -30,6 +30,7 @@ import type { DecisionContext } from '../policy/context.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { ForwardedElement } from './request-headers.ts';
 import type { PendingDial, UpstreamConnection, UpstreamStream } from '../upstream/connector.ts';
+import { resetAlone } from '../util/h2-reset.ts';
 
 /** `pending`: registered, answer not sent yet; `open`: 200 sent, bytes flowing; `closed`: gone. */
 export type TunnelState = 'pending' | 'open' | 'closed';
@@ -128,7 +129,6 @@ export const TUNNEL_WRITE_BUFFER_BYTES = 256 * 1024;
 
 function noop(): void {}
 
-const EMPTY = Buffer.alloc(0);
 
 function swallow(): void {
   // errors are handled through 'close' and the fixed close reason
@@ -296,13 +296,10 @@ export class Tunnel {
     }
     const stream = this.stream;
     if (this.#streamClosed || stream.closed) return;
-    // Node's close() ends the writable side first, and on an idle stream end() sends END_STREAM
-    // at once, ahead of the RST_STREAM: the client would read an orderly EOF, then the reset (a
-    // ztunnel client shuts its TCP write side: the application sees a FIN before the reset).
-    // With a write in flight end() waits for it, so an empty write first lets the RST_STREAM go
-    // out alone (RFC 9113 §8.5: CONNECT_ERROR is the TCP reset). CANCEL is read as EOF anyway.
-    if (rstCode !== CANCEL && !stream.writableEnded && this.state === 'open') stream.write(EMPTY);
-    stream.close(rstCode);
+    // A reset must not look like an orderly end first (src/util/h2-reset.ts); CANCEL is read as
+    // EOF anyway, and a stream never answered has nothing in flight.
+    if (rstCode !== CANCEL && this.state === 'open') resetAlone(stream, rstCode);
+    else stream.close(rstCode);
   }
 
   /** Ends a tunnel that never opened (denied, failed dial): the caller has already answered. */

@@ -50,6 +50,7 @@ import {
 import { authorityOf, hboneConnectHeaders } from './hbone-headers.ts';
 import { HbonePool, poolKey, type HboneUpstreamObserver, type PooledConnection, type PoolDestination, type PoolWaiter } from './hbone-pool.ts';
 import { classify } from './tcp.ts';
+import { resetAlone } from '../util/h2-reset.ts';
 import { notify } from '../util/notify.ts';
 
 export type { HboneUpstreamObserver } from './hbone-pool.ts';
@@ -309,12 +310,9 @@ export class HboneDial implements PendingDial, UpstreamConnection, PoolWaiter {
   reset(): void {
     const stream = this.#stream!;
     if (stream.closed || stream.destroyed) return;
-    // Node's close() ends the writable side first, and an idle stream's end() sends END_STREAM
-    // at once, before the RST_STREAM: the destination would see a clean EOF, then the reset
-    // (its FIN would reach the pod first). The RST_STREAM(CONNECT_ERROR) must go out alone
-    // (RFC 9113 §8.5: the destination resets its TCP connection).
-    holdEndStream(stream);
-    stream.close(CONNECT_ERROR);
+    // RST_STREAM(CONNECT_ERROR) alone, no END_STREAM before it: the destination resets its TCP
+    // connection (RFC 9113 §8.5) instead of seeing a clean end first (src/util/h2-reset.ts).
+    resetAlone(stream, CONNECT_ERROR);
   }
 
   destroy(): void {
@@ -588,17 +586,4 @@ function openConnection(dest: PoolDestination, signal: AbortSignal, cfg: Resolve
       });
     });
   });
-}
-
-/**
- * Keeps the END_STREAM that `Http2Stream.close()` would send ahead of its RST_STREAM from going
- * out: close() ends the writable side only when it is not already ending (Node's
- * lib/internal/http2/core.js `closeStream`, Node 20 and 24 alike), so marking the writable side as
- * ending (the stream state close() reads) leaves only the RST_STREAM; the stream is destroyed right
- * after, so nothing writes to it again. (Queuing an empty write to hold end() back worked on Node
- * 20 only: Node 24 puts END_STREAM on that last write.)
- */
-function holdEndStream(stream: ClientHttp2Stream): void {
-  const state = (stream as unknown as { _writableState?: { ending: boolean } })._writableState;
-  if (state && !state.ending) state.ending = true;
 }
