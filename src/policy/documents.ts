@@ -25,6 +25,7 @@ import { parseSpiffeId } from '../identity/spiffe.ts';
 import { deepFreeze } from '../util/deep-freeze.ts';
 import { suggest } from '../util/suggest.ts';
 import { TextLines } from '../util/text-lines.ts';
+import { foreignPolicyMessage } from './foreign.ts';
 import { GROUPS, inputAttributes, TOP_LEVEL, type Attribute } from './attribute-tables.ts';
 import type { GroupName } from './context.ts';
 import type { DefaultAction, EngineReason, PolicyAction, PolicyMode } from './decision.ts';
@@ -449,6 +450,17 @@ class Context {
   // ---- documents ---------------------------------------------------------------------------
 
   document(root: Node, ordinal: number): PolicyDocument | null {
+    // Istio's AuthorizationPolicy or a NetworkPolicy: one message saying so, not one per field (foreign.ts).
+    if (isMap(root)) {
+      const field = (key: string) => (root as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === key)?.value;
+      const api = field('apiVersion');
+      const kind = field('kind');
+      const foreign = isScalar(api) && isScalar(kind) ? foreignPolicyMessage(api.value, kind.value) : null;
+      if (foreign !== null) {
+        this.error(api as Node, 'apiVersion', foreign);
+        return null;
+      }
+    }
     const top = this.fields(root, '', DOCUMENT_FIELDS.document, ['apiVersion', 'kind', 'metadata', 'spec']);
     if (top === null) return null;
     const apiVersion = top.get('apiVersion');

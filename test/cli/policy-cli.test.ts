@@ -152,6 +152,70 @@ spec:
   });
 });
 
+describe('waygate policy check on another system\'s policy (issue 19 item 10)', () => {
+  const ISTIO = (apiVersion: string) => `apiVersion: ${apiVersion}
+kind: AuthorizationPolicy
+metadata:
+  name: allow-frontend
+  namespace: prod
+spec:
+  selector:
+    matchLabels: { app: api }
+  action: ALLOW
+  rules:
+    - from:
+        - source:
+            principals: ["cluster.local/ns/prod/sa/frontend"]
+      to:
+        - operation:
+            ports: ["8080"]
+`;
+  const NETWORK_POLICY = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: db
+  namespace: prod
+spec:
+  podSelector: { matchLabels: { app: db } }
+  ingress:
+    - from: [{ ipBlock: { cidr: 10.0.0.0/8 } }]
+      ports: [{ port: 5432 }]
+`;
+
+  for (const apiVersion of ['security.istio.io/v1', 'security.istio.io/v1beta1']) {
+    it(`an Istio AuthorizationPolicy (${apiVersion}) is one error saying what it is and that import is planned`, async () => {
+      const d = await fixture(`istio-${apiVersion.replace(/\W/g, '-')}`, { 'ap.yaml': ISTIO(apiVersion) });
+      const r = await waygate('policy', 'check', '--format', 'json', d);
+      assert.equal(r.code, 2);
+      const out = JSON.parse(r.stdout) as { errors: { line: number; col: number; path: string; message: string }[] };
+      assert.equal(out.errors.length, 1, r.stdout);
+      const [e] = out.errors;
+      assert.deepEqual([e!.line, e!.col, e!.path], [1, 13, 'apiVersion']);
+      assert.match(e!.message, new RegExp(`^this is an Istio AuthorizationPolicy \\(${escape(apiVersion)}\\), not a waygate policy`));
+      assert.match(e!.message, /`waygate policy import istio FILE --out DIR`\) is planned and not yet available/);
+    });
+  }
+
+  it('a Kubernetes NetworkPolicy is one error too; a waygate policy in the same file is still checked', async () => {
+    const d = await fixture('networkpolicy', { 'np.yaml': NETWORK_POLICY + '---\n' + POLICY.replace('name: api', 'name: API') });
+    const r = await waygate('policy', 'check', d);
+    assert.equal(r.code, 2);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 3, r.stdout);
+    assert.match(lines[0]!, /np\.yaml:1:13: error WG_POLICY_SCHEMA at apiVersion: this is a Kubernetes NetworkPolicy \(networking\.k8s\.io\/v1\)/);
+    assert.match(lines[0]!, /is planned and not yet available/);
+    assert.match(lines[1]!, /np\.yaml:15:\d+: error WG_POLICY_SCHEMA at metadata\.name: /);
+    assert.match(lines[2]!, /^failed: the policy set does not load: 2 errors/);
+  });
+
+  it('another kind under security.istio.io is still the ordinary schema error', async () => {
+    const d = await fixture('istio-peerauth', { 'pa.yaml': 'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: p }\nspec: {}\n' });
+    const r = await waygate('policy', 'check', d);
+    assert.equal(r.code, 2);
+    assert.match(r.stdout, /unsupported apiVersion "security\.istio\.io\/v1"/);
+  });
+});
+
 describe('waygate policy test', () => {
   it('passes on the example policies with 100% rule coverage', async () => {
     const r = await waygate('policy', 'test', POLICIES, '--coverage', '--threshold', '100');
