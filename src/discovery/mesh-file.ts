@@ -42,6 +42,7 @@ import {
 import {
   DEFAULT_TUNNEL_PORT, type DiscoverySnapshot, type MeshService, type MeshServicePort, type MeshWorkload, type WorkloadProtocol,
 } from './model.ts';
+import { buildSnapshot } from './snapshot.ts';
 
 export const MESH_API_VERSION = 'waygate.dev/v1alpha1';
 export const MESH_KIND = 'Mesh';
@@ -320,29 +321,10 @@ function inFileOrder(diags: Diagnostic[]): Diagnostic[] {
   return [...diags].sort((a, b) => a.line - b.line || a.col - b.col);
 }
 
-/** The frozen snapshot with its indexes (by canonical address, by lower-case hostname). */
+/** The frozen snapshot with its indexes (snapshot.ts, shared with the Kubernetes mapping). */
 function meshSnapshot(file: string, text: string, version: number, services: MeshService[], workloads: MeshWorkload[]): DiscoverySnapshot {
-  const byHostname = new Map<string, MeshService>();
-  const byVip = new Map<string, MeshService>();
-  for (const s of services) {
-    byHostname.set(s.hostname, s);
-    for (const v of s.vips) byVip.set(v, s);
-  }
-  const byIp = new Map<string, MeshWorkload>();
-  for (const w of workloads) for (const a of w.ips) byIp.set(a, w);
   const absolute = path.resolve(file);
-  return Object.freeze({
-    version,
-    hash: meshHash(absolute, text),
-    source: `mesh-file ${absolute}`,
-    services: Object.freeze(services),
-    workloads: Object.freeze(workloads),
-    // Callers pass canonical text (the CONNECT's address, parsed once); another spelling is
-    // canonicalised on a miss rather than missed.
-    serviceByVip: (addr: string) => byVip.get(addr) ?? byVip.get(canonical(addr)),
-    serviceByHostname: (host: string) => byHostname.get(normalHost(host)),
-    workloadByIp: (addr: string) => byIp.get(addr) ?? byIp.get(canonical(addr)),
-  });
+  return buildSnapshot({ version, hash: meshHash(absolute, text), source: `mesh-file ${absolute}`, services, workloads });
 }
 
 /**
@@ -360,17 +342,6 @@ function declaredWorkloads(root: YamlNode): Set<string> {
     if (typeof name === 'string' && typeof namespace === 'string') out.add(`${namespace}/${name}`);
   }
   return out;
-}
-
-function canonical(addr: string): string {
-  const p = parseIp(addr);
-  return p === null ? '' : formatIp(p);
-}
-
-/** Lower case, without the root label's trailing dot (`echo.shop.svc.cluster.local.`). */
-function normalHost(host: string): string {
-  const lower = host.toLowerCase();
-  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
 }
 
 /** The snapshot hash of mesh file text: `hashSources` (src/policy/sources.ts) over this one file. */

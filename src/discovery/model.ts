@@ -9,8 +9,17 @@
  * `formatIp`) and lower-case hostname.
  */
 
-/** `HBONE`: the workload is in the ambient mesh and its ztunnel takes HBONE on `tunnelPort`; `TCP`: plain. */
-export type WorkloadProtocol = 'HBONE' | 'TCP';
+/**
+ * What the workload accepts, as istiod's workload API names it (`TunnelProtocol`):
+ * - `HBONE`: in the ambient mesh (or a sidecar that takes HBONE natively); its ztunnel takes HBONE
+ *   on `tunnelPort`;
+ * - `TCP`: plain TCP, no identity;
+ * - `LEGACY_ISTIO_MTLS`: an Istio sidecar that takes only Istio's older mTLS (TLS with Istio's ALPN
+ *   values, no HBONE). waygate does not originate it: src/hbone/route.ts refuses such a workload
+ *   unless plaintext upstreams are allowed, and then sends plain TCP (a sidecar in PERMISSIVE mode
+ *   takes it; STRICT PeerAuthentication refuses it).
+ */
+export type WorkloadProtocol = 'HBONE' | 'TCP' | 'LEGACY_ISTIO_MTLS';
 
 /** Where Istio's ztunnel accepts HBONE. */
 export const DEFAULT_TUNNEL_PORT = 15008;
@@ -28,13 +37,30 @@ export interface MeshWorkload {
   readonly tunnelPort: number;
   /** Whether it may be picked as an endpoint (Kubernetes: ready and serving). Default true. */
   readonly ready: boolean;
+  /**
+   * As one service's endpoint: service port -> the port on this endpoint, where it is not that
+   * service port's `targetPort` (Kubernetes resolves a named targetPort per pod). 0: this endpoint
+   * does not serve that port (its pod has no port of that name). Absent: every port's `targetPort`.
+   * Read it through {@link endpointTargetPort}.
+   */
+  readonly targetPorts?: ReadonlyMap<number, number>;
 }
 
 export interface MeshServicePort {
   /** The service port a client dials (the VIP's). */
   readonly port: number;
-  /** The port on the endpoint. */
+  /**
+   * The port on the endpoint; 0 when it is known per endpoint only: a Kubernetes named targetPort,
+   * which each pod resolves by its own container ports (each endpoint's `targetPorts` says), as
+   * istiod's workload API sends it (a Service's named target port is 0; each workload's port list
+   * carries the number, or leaves the port out when the pod has none of that name).
+   */
   readonly targetPort: number;
+}
+
+/** The port a tunnel to `endpoint` for service port `port` goes to; 0 when that endpoint does not serve it. */
+export function endpointTargetPort(port: MeshServicePort, endpoint: MeshWorkload): number {
+  return endpoint.targetPorts?.get(port.port) ?? port.targetPort;
 }
 
 export interface MeshService {
@@ -44,7 +70,12 @@ export interface MeshService {
   /** Canonical VIPs (empty for a headless service). */
   readonly vips: readonly string[];
   readonly ports: readonly MeshServicePort[];
-  /** Its workloads, ready or not, in the order the source lists them. */
+  /**
+   * Its workloads, ready or not, in the order the source lists them. An endpoint may be a view of a
+   * workload of {@link DiscoverySnapshot.workloads} with this service's readiness, addresses and
+   * target ports (Kubernetes: what this service's EndpointSlices say of the pod), or, for an
+   * endpoint with no pod behind it, a workload listed nowhere else.
+   */
   readonly endpoints: readonly MeshWorkload[];
 }
 

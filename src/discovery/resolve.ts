@@ -11,7 +11,7 @@
  *   a waypoint pod IP:port authorities for workload-addressed traffic);
  * - anything else -> unknown.
  */
-import type { DiscoverySnapshot, MeshService, MeshServicePort, MeshWorkload } from './model.ts';
+import { endpointTargetPort, type DiscoverySnapshot, type MeshService, type MeshServicePort, type MeshWorkload } from './model.ts';
 
 /** What a CONNECT names, as the transport parsed it: exactly one of `ip` (canonical) and `host` is usually set. */
 export interface ResolveTarget {
@@ -55,7 +55,7 @@ export function resolveDestination(snapshot: DiscoverySnapshot, target: ResolveT
 
 function serviceResolution(service: MeshService, port: number, family: 0 | 4 | 6): Resolution {
   const p = service.ports.find((x) => x.port === port) ?? null;
-  return Object.freeze({ kind: 'service', service, port: p, endpoints: pickable(service, family) });
+  return Object.freeze({ kind: 'service', service, port: p, endpoints: pickable(service, p, family) });
 }
 
 interface Pickable {
@@ -66,22 +66,31 @@ interface Pickable {
 
 /**
  * The pickable endpoints of each service, per family, computed once per service object: a snapshot
- * is immutable, so a service's lists never change, and a CONNECT costs a lookup, not a filter.
+ * is immutable, so a service's lists never change, and a CONNECT costs a lookup, not a filter. A
+ * port some endpoint does not serve (model.ts `targetPorts`: a Kubernetes named targetPort its pod
+ * lacks) has lists of its own, without those endpoints.
  */
-const PICKABLE = new WeakMap<MeshService, Pickable>();
+const PICKABLE = new WeakMap<MeshService | MeshServicePort, Pickable>();
 
-function pickable(service: MeshService, family: 0 | 4 | 6): readonly MeshWorkload[] {
+function pickable(service: MeshService, port: MeshServicePort | null, family: 0 | 4 | 6): readonly MeshWorkload[] {
   let p = PICKABLE.get(service);
   if (!p) {
-    const all = service.endpoints.filter((w) => w.ready && w.ips.length > 0);
-    const v4 = all.filter((w) => w.ips.some((a) => familyOf(a) === 4));
-    const v6 = all.filter((w) => w.ips.some((a) => familyOf(a) === 6));
-    p = Object.freeze({ all: Object.freeze(all), v4: Object.freeze(v4), v6: Object.freeze(v6) });
+    p = pickableOf(service.endpoints.filter((w) => w.ready && w.ips.length > 0));
     PICKABLE.set(service, p);
+    for (const sp of service.ports) {
+      if (p.all.some((w) => endpointTargetPort(sp, w) === 0)) PICKABLE.set(sp, pickableOf(p.all.filter((w) => endpointTargetPort(sp, w) !== 0)));
+    }
   }
+  if (port !== null) p = PICKABLE.get(port) ?? p;
   if (family === 4 && p.v4.length > 0) return p.v4;
   if (family === 6 && p.v6.length > 0) return p.v6;
   return p.all;
+}
+
+function pickableOf(all: MeshWorkload[]): Pickable {
+  const v4 = all.filter((w) => w.ips.some((a) => familyOf(a) === 4));
+  const v6 = all.filter((w) => w.ips.some((a) => familyOf(a) === 6));
+  return Object.freeze({ all: Object.freeze(all), v4: Object.freeze(v4), v6: Object.freeze(v6) });
 }
 
 function familyOf(ip: string): 4 | 6 {
@@ -112,7 +121,7 @@ export function formatTarget(target: ResolveTarget): string {
  *
  * - `service echo.shop.svc.cluster.local has no port 81 (ports: 80, 9090)`
  * - `service echo.shop.svc.cluster.local has no ready endpoint (2 not ready)` (or `(no endpoints)`,
- *   `(1 without an address)`)
+ *   `(1 without an address)`, `(1 without port 80)`: its pod has no port of the targetPort's name)
  * - `10.96.0.99:80 is not a service or workload known to discovery (mesh-file /x/mesh.yaml, version 3)`
  *
  * `snapshot` names the source and version for the unknown case (null: none loaded yet).
@@ -135,11 +144,17 @@ export function describeUnavailable(
         return `service ${s.hostname} has no port ${target.port} (ports: ${s.ports.map((p) => p.port).join(', ') || 'none'})`;
       }
       if (resolution.endpoints.length > 0) return null;
+      const port = resolution.port;
       const notReady = s.endpoints.filter((w) => !w.ready).length;
       const noAddress = s.endpoints.filter((w) => w.ready && w.ips.length === 0).length;
+      const noPort = s.endpoints.filter((w) => w.ready && w.ips.length > 0 && endpointTargetPort(port, w) === 0).length;
       const why = s.endpoints.length === 0
         ? 'no endpoints'
-        : [notReady ? `${notReady} not ready` : '', noAddress ? `${noAddress} without an address` : ''].filter(Boolean).join(', ');
+        : [
+            notReady ? `${notReady} not ready` : '',
+            noAddress ? `${noAddress} without an address` : '',
+            noPort ? `${noPort} without port ${port.port}` : '',
+          ].filter(Boolean).join(', ');
       return `service ${s.hostname} has no ready endpoint (${why})`;
     }
   }

@@ -9,7 +9,7 @@
  *   resolve()  phase 1, before the policy: a service VIP:port or hostname:port -> the service
  *              (`destination.service`, `.namespace`); a workload's own address -> that workload
  *              (`.workload`, `.principal` too); anything else is unknown to the mesh.
- *   choose()   phase 2, after the policy allowed: one ready endpoint at the port's targetPort
+ *   choose()   phase 2, after the policy allowed: one ready endpoint at its targetPort for the port
  *              (the balancer's pick), the allowed networks checked on the address actually
  *              dialed, and the protocol: HBONE to the pod's ztunnel, or plain TCP only where the
  *              config allows plaintext.
@@ -20,7 +20,7 @@
  */
 import type { UpstreamRecord } from '../audit/record.ts';
 import type { EndpointBalancer } from '../discovery/balancer.ts';
-import type { DiscoverySnapshot, MeshService, MeshServicePort, MeshWorkload } from '../discovery/model.ts';
+import { endpointTargetPort, type DiscoverySnapshot, type MeshService, type MeshServicePort, type MeshWorkload } from '../discovery/model.ts';
 import { describeUnavailable, endpointAddress, formatTarget, resolveDestination, type Resolution } from '../discovery/resolve.ts';
 import { WaygateError } from '../errors.ts';
 import type { DecisionContext } from '../policy/context.ts';
@@ -157,7 +157,8 @@ export class Router {
     if (ip === undefined) {
       return { kind: 'refused', check: 'unavailable', detail: `endpoint ${w.namespace}/${w.name} of ${service.hostname} has no address`, record: null };
     }
-    return this.#dialWorkload(w, ip, port.targetPort, service.hostname, balancer);
+    // resolve.ts offers only endpoints that serve this port, so the target port is never 0 here.
+    return this.#dialWorkload(w, ip, endpointTargetPort(port, w), service.hostname, balancer);
   }
 
   #dialWorkload(w: MeshWorkload, ip: string, port: number, service: string, balancer: EndpointBalancer | null): Choice {
@@ -175,19 +176,19 @@ export class Router {
     const check = this.#destinations.check(ip, port);
     if (check !== 'ok') return { kind: 'refused', check, detail: directDetail(check, { ip, port, host: '' }), record };
     if (protocol === 'tcp' && !this.#discovery!.allowPlaintext) {
-      return {
-        kind: 'refused',
-        check: 'unavailable',
-        detail: `workload ${w.namespace}/${w.name} speaks plain TCP (protocol: TCP) and plaintext upstreams are off (upstream.allowPlaintext)`,
-        record,
-      };
+      // An Istio sidecar that takes only Istio's older mTLS: waygate does not originate it, so the
+      // only way there is plain TCP, which its PERMISSIVE mode takes (STRICT refuses it).
+      const detail = w.protocol === 'LEGACY_ISTIO_MTLS'
+        ? `workload ${w.namespace}/${w.name} is an Istio sidecar that takes only Istio mTLS, not HBONE (security.istio.io/tlsMode: istio without networking.istio.io/tunnel: http); waygate does not originate Istio sidecar mTLS, and plaintext upstreams are off (upstream.allowPlaintext)`
+        : `workload ${w.namespace}/${w.name} speaks plain TCP (protocol: TCP) and plaintext upstreams are off (upstream.allowPlaintext)`;
+      return { kind: 'refused', check: 'unavailable', detail, record };
     }
     const release = balancer ? balancer.acquire(w) : NOOP;
     const endpoint: UpstreamEndpoint = {
       workload: w.name,
       namespace: w.namespace,
       principal: w.principal,
-      protocol: w.protocol,
+      protocol: protocol === 'hbone' ? 'HBONE' : 'TCP',
       tunnelPort: w.tunnelPort,
       service,
     };
