@@ -47,11 +47,13 @@ export interface SpawnServeOptions {
   env?: NodeJS.ProcessEnv;
   /** Working directory: the embedded profile mints its PKI into `<cwd>/.waygate/pki`. */
   cwd?: string;
+  /** The entry point to run instead of this repository's bin/waygate.js (an assembled image's, test/ship). */
+  bin?: string;
 }
 
 /** Starts `waygate serve ARGS`; does not wait for anything (see `listening()`, `startServe`). */
 export function spawnServe(args: string[], opts: SpawnServeOptions = {}): ServeProcess {
-  const child = spawn(process.execPath, [WAYGATE_BIN, 'serve', ...args], {
+  const child = spawn(process.execPath, [opts.bin ?? WAYGATE_BIN, 'serve', ...args], {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,188 @@
+/**
+ * The container image without a Docker engine (issue 19, "a container image recipe"): assembles in
+ * a temporary directory exactly the files the Dockerfile's last stage COPYs, derived from the
+ * Dockerfile itself (test/ship/dockerfile.ts), and runs the product from there with no sources,
+ * no TypeScript and no development dependency present: `waygate --version`, `serve` on the
+ * embedded default (until ready, then SIGTERM and a clean exit), and `policy check`.
+ *
+ * How each stage is reproduced:
+ * - context COPYs: from this repository, filtered by .dockerignore;
+ * - the build stage's `npm ci && npm run build`: its COPYs plus this repository's node_modules
+ *   (the same package-lock.json, development dependencies included), then `npm run build` for real,
+ *   so dist/ is exactly what src/ compiles to, with nothing stale;
+ * - the production stage's `npm ci --omit=dev`: the production tree computed from
+ *   package-lock.json (every `packages` entry not marked `dev`), copied from this repository's
+ *   node_modules. Not `npm ci --omit=dev --offline`: this repository's lock entries carry no
+ *   `resolved` URLs, so npm asks the registry for each package's metadata, which an offline npm
+ *   cache does not necessarily hold (ENOTCACHED for `ws` here); the lockfile is what npm would
+ *   install, without the network.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { httpGet } from '../../examples/traffic/gateway-process.ts';
+import { startServe } from '../helpers/serve.ts';
+import { copyInto, dockerignore, parseDockerfile, type Stage } from './dockerfile.ts';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string; devDependencies: Record<string, string> };
+const lock = JSON.parse(readFileSync(path.join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; link?: boolean }> };
+
+/** The production dependency tree `npm ci --omit=dev` installs: every lock entry not marked dev. */
+function productionPackages(): string[] {
+  return Object.entries(lock.packages)
+    .filter(([key, entry]) => key !== '' && entry.dev !== true)
+    .map(([key, entry]) => {
+      if (entry.link) throw new Error(`package-lock.json: ${key} is a link; not reproduced here`);
+      return key;
+    });
+}
+
+/** Copies one installed package without its nested node_modules (those are lock entries of their own). */
+function copyPackage(key: string, into: string): void {
+  const from = path.join(REPO, key);
+  if (!existsSync(from)) throw new Error(`${key} is in package-lock.json but not installed here: run npm ci`);
+  cpSync(from, path.join(into, key), { recursive: true, filter: (src) => !path.relative(from, src).split(path.sep).includes('node_modules') });
+}
+
+/** Runs one `RUN` line of a stage, for the commands this Dockerfile uses; anything else is an error. */
+function run(stage: Stage, line: string, dir: string): void {
+  for (const command of line.split('&&').map((c) => c.trim())) {
+    const words = command.split(/\s+/);
+    if (words[0] === 'npm' && words[1] === 'ci') {
+      const flags = words.slice(2);
+      for (const f of flags) assert.ok(['--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund'].includes(f), `stage ${stage.name}: npm ci ${f} is not reproduced here`);
+      if (flags.includes('--omit=dev')) {
+        for (const key of productionPackages()) copyPackage(key, dir);
+      } else {
+        // The full install from the same lockfile: this repository's own.
+        symlinkSync(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+      }
+    } else if (words[0] === 'npm' && words[1] === 'run' && words.length === 3) {
+      const r = spawnSync('npm', ['run', '--silent', words[2]!], { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 0, `stage ${stage.name}: npm run ${words[2]}: ${r.stdout}${r.stderr}`);
+    } else {
+      throw new Error(`stage ${stage.name}: RUN ${command} is not reproduced by test/ship/runtime-files.test.ts`);
+    }
+  }
+}
+
+/** Every file under `dir`, relative, `/`-separated (symlinks are not followed). */
+function listFiles(dir: string, rel = ''): string[] {
+  return readdirSync(path.join(dir, rel), { withFileTypes: true }).flatMap((e) => {
+    const r = rel ? `${rel}/${e.name}` : e.name;
+    return e.isDirectory() ? listFiles(dir, r) : [r];
+  });
+}
+
+describe('the container image: the runtime stage\'s files alone run waygate', () => {
+  const stages = parseDockerfile(readFileSync(path.join(REPO, 'Dockerfile'), 'utf8'));
+  const admit = dockerignore(readFileSync(path.join(REPO, '.dockerignore'), 'utf8'));
+  const runtime = stages.at(-1)!;
+  let tmp: string;
+  let app: string;
+  let work: string;
+  let entry: string;
+
+  before(() => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'waygate-image-'));
+    const built = new Map<string, string>();
+    const build = (stage: Stage): string => {
+      const done = built.get(stage.name);
+      if (done) return done;
+      const dir = path.join(tmp, `stage-${stage.name}`);
+      mkdirSync(dir, { recursive: true });
+      for (const c of stage.copies) {
+        assert.equal(c.from, null, `stage ${stage.name}: only the last stage copies from other stages`);
+        for (const s of c.sources) copyInto(REPO, s, dir, c.dest, c.sources.length > 1, admit);
+      }
+      for (const line of stage.runs) run(stage, line, dir);
+      built.set(stage.name, dir);
+      return dir;
+    };
+    app = path.join(tmp, 'image', ...runtime.workdir.split('/'));
+    mkdirSync(app, { recursive: true });
+    for (const c of runtime.copies) {
+      for (const s of c.sources) {
+        if (c.from === null) {
+          copyInto(REPO, s, app, c.dest, c.sources.length > 1, admit);
+          continue;
+        }
+        const from = stages.find((st) => st.name === c.from);
+        assert.ok(from, `COPY --from=${c.from}: no such stage`);
+        assert.ok(s.startsWith(from.workdir + '/'), `COPY --from=${c.from} ${s}: outside the stage's WORKDIR ${from.workdir}`);
+        copyInto(build(from), path.posix.relative(from.workdir, s), app, c.dest, c.sources.length > 1);
+      }
+    }
+    assert.ok(runtime.entrypoint, 'the image has an ENTRYPOINT');
+    entry = path.join(app, runtime.entrypoint[1]!);
+    // A working directory of its own, as a mounted volume would be: the embedded default reads
+    // policies/ from it and mints its development PKI into it.
+    work = path.join(tmp, 'work');
+    cpSync(path.join(REPO, 'policies'), path.join(work, 'policies'), { recursive: true });
+  }, { timeout: 600_000 });
+
+  after(() => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test('the image: distroless Node 24 as uid 65532, running bin/waygate.js with node', () => {
+    assert.match(runtime.base, /^gcr\.io\/distroless\/nodejs24-debian\d+(:nonroot)?$|^node:24-slim$/);
+    assert.equal(runtime.user, '65532:65532');
+    assert.deepEqual(runtime.entrypoint, ['/nodejs/bin/node', 'bin/waygate.js']);
+  });
+
+  test('holds package.json, bin/, dist/ and the production dependencies, and no source or development tool', () => {
+    assert.deepEqual(readdirSync(app).sort(), ['bin', 'dist', 'node_modules', 'package.json']);
+    assert.deepEqual(readdirSync(path.join(app, 'bin')), ['waygate.js']);
+    const files = listFiles(app);
+    const own = files.filter((f) => !f.startsWith('node_modules/'));
+    assert.deepEqual(own.filter((f) => !/^dist\/src\/.+\.js(\.map)?$/.test(f)).sort(), ['bin/waygate.js', 'package.json']);
+    assert.ok(own.includes('dist/src/cli/main.js'));
+    // Every compiled module comes from a source module (nothing stale) and no TypeScript is left.
+    for (const f of own.filter((x) => x.endsWith('.js') && x.startsWith('dist/'))) {
+      assert.ok(existsSync(path.join(REPO, f.replace(/^dist\//, '').replace(/\.js$/, '.ts'))), `${f} has a source`);
+    }
+    const installed = new Set(productionPackages());
+    for (const key of installed) assert.ok(statSync(path.join(app, key)).isDirectory(), key);
+    // A development dependency nothing in production needs (@types/node is also a dependency of
+    // @kubernetes/client-node, so it stays) is absent; the compiler and the loader among them.
+    const devOnly = Object.keys(pkg.devDependencies).filter((d) => lock.packages[`node_modules/${d}`]?.dev === true);
+    assert.ok(devOnly.includes('typescript') && devOnly.includes('tsx'));
+    for (const dev of [...devOnly, 'esbuild']) assert.ok(!existsSync(path.join(app, 'node_modules', dev)), `development dependency ${dev} is absent`);
+  });
+
+  test('waygate --version', () => {
+    const r = spawnSync(process.execPath, [entry, '--version'], { cwd: work, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${pkg.version}\n`);
+  });
+
+  test('waygate policy check', () => {
+    const r = spawnSync(process.execPath, [entry, 'policy', 'check', 'policies'], { cwd: work, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+  });
+
+  test('waygate serve on the embedded default: ready, then SIGTERM drains and exits 0', async () => {
+    const gateway = await startServe([
+      '--listen', '127.0.0.1:0',
+      '--ready-address', '127.0.0.1:0',
+      '--metrics-address', '127.0.0.1:0',
+      '--admin-address', '127.0.0.1:0',
+      '--drain-timeout-ms', '2000',
+    ], { bin: entry, cwd: work });
+    try {
+      const listening = await gateway.waitForLine((l) => l['msg'] === 'listening');
+      assert.equal(listening['profile'], 'embedded');
+      const ready = await httpGet(gateway.addresses.ready, '/healthz/ready');
+      assert.equal(ready.status, 200, ready.body);
+      assert.equal(await gateway.stop('SIGTERM'), 0, gateway.stderr());
+    } finally {
+      await gateway.stop('SIGKILL');
+    }
+  });
+});
