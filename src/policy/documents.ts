@@ -8,23 +8,15 @@
  * let one line silently change rules far away, which defeats review of security policy.
  */
 import { isIP } from 'node:net';
+import { Composer, Parser, isMap, isScalar, type Node, type Scalar, type YAMLMap } from 'yaml';
 import {
-  Composer,
-  Parser,
-  isAlias,
-  isMap,
-  isPair,
-  isScalar,
-  isSeq,
-  type Node,
-  type Scalar,
-  type YAMLMap,
-} from 'yaml';
-import type { Diagnostic, ErrorCode } from '../errors.ts';
+  POLICY_WORDING, mapFields, nodeOffset, refuseIndirection, report, reportAt, seqItems, walkContext, yamlWalker,
+  type FieldNodes, type WalkContext,
+} from '../config/yaml-walk.ts';
+import type { Diagnostic } from '../errors.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
 import { deepFreeze } from '../util/deep-freeze.ts';
-import { suggest } from '../util/suggest.ts';
-import { TextLines } from '../util/text-lines.ts';
+import type { TextLines } from '../util/text-lines.ts';
 import { foreignPolicyMessage } from './foreign.ts';
 import { GROUPS, inputAttributes, TOP_LEVEL, type Attribute } from './attribute-tables.ts';
 import type { GroupName } from './context.ts';
@@ -135,7 +127,7 @@ export function parsePolicyDocuments(text: string, file: string, firstOrdinal = 
  */
 export function* parsePolicyDocumentsSteps(text: string, file: string, firstOrdinal = 0): Generator<void, ParsedPolicyDocuments, undefined> {
   const stream = new Composer({ keepSourceTokens: true, uniqueKeys: false, prettyErrors: false }).compose(new Parser().parse(text));
-  const ctx = new Context(text, file, new TextLines(text));
+  const cx = policyWalk(text, file);
   const documents: PolicyDocument[] = [];
   let nonEmpty = 0;
   // One document of look-ahead: whether a document is the file's last matters below.
@@ -147,39 +139,43 @@ export function* parsePolicyDocumentsSteps(text: string, file: string, firstOrdi
     yield;
     if (doc.errors.length > 0) {
       // A broken YAML tree cannot be validated meaningfully: report where the syntax broke.
-      for (const e of doc.errors) ctx.report('WG_POLICY_YAML', e.pos[0], '', yamlMessage(e.message));
+      for (const e of doc.errors) reportAt(cx, e.pos[0], '', yamlMessage(e.message), 'WG_POLICY_YAML');
       nonEmpty++;
       continue;
     }
     for (const w of doc.warnings) {
       if (w.code === 'TAG_RESOLVE_FAILED') continue; // explicit tags are refused below, as errors
-      ctx.report('WG_POLICY_YAML', w.pos[0], '', yamlMessage(w.message), 'warning');
+      reportAt(cx, w.pos[0], '', yamlMessage(w.message), 'WG_POLICY_YAML', 'warning');
     }
     const root = doc.contents;
     if (root === null || (isScalar(root) && root.value === null)) {
       // An empty document. Between two others it is harmless (`---` twice); as the last one of a
       // file that has documents, after an explicit `---`, it is where a write may have been cut.
       if (last && nonEmpty > 0 && doc.directives?.docStart === true) {
-        ctx.report('WG_POLICY_EMPTY', doc.range?.[0] ?? 0, '',
+        reportAt(cx, doc.range?.[0] ?? 0, '',
           'the file ends with an empty document after `---`: it may have been cut short by a write in progress, ' +
-          'which would drop the policies after the cut. Remove the trailing `---`, and replace policy files atomically (write a temporary file, then rename it)');
+          'which would drop the policies after the cut. Remove the trailing `---`, and replace policy files atomically (write a temporary file, then rename it)',
+          'WG_POLICY_EMPTY');
       }
       continue;
     }
     nonEmpty++;
-    const before = ctx.errorCount;
-    ctx.refuseIndirection(root);
-    const parsed = ctx.document(root, firstOrdinal + documents.length);
-    if (parsed !== null && ctx.errorCount === before) documents.push(deepFreeze(parsed));
+    // Only errors are reported from here on (warnings come with the YAML above): a document that
+    // added a diagnostic is refused.
+    const before = cx.diags.length;
+    refuseIndirection(cx, text, root, 'WG_POLICY_FORBIDDEN', 'they make a policy hard to review; write the value out in full');
+    const parsed = document(root, firstOrdinal + documents.length, cx);
+    if (parsed !== null && cx.diags.length === before) documents.push(deepFreeze(parsed));
   }
   if (nonEmpty === 0) {
-    ctx.report('WG_POLICY_EMPTY', 0, '',
+    reportAt(cx, 0, '',
       'the file holds no document. An empty policy file is refused rather than read as "no policies": ' +
       'it is what a file truncated by a write in progress looks like, and applying it would drop the policies it held. ' +
-      'To remove a file\'s policies, delete the file; replace policy files atomically (write a temporary file, then rename it)');
+      'To remove a file\'s policies, delete the file; replace policy files atomically (write a temporary file, then rename it)',
+      'WG_POLICY_EMPTY');
   }
   // Report in reading order (a stable sort keeps same-position messages in discovery order).
-  const diagnostics = ctx.diagnostics.sort((a, b) => a.line - b.line || a.col - b.col);
+  const diagnostics = cx.diags.sort((a, b) => a.line - b.line || a.col - b.col);
   return { documents, diagnostics };
 }
 
@@ -214,536 +210,412 @@ export function findDuplicateNames(docs: readonly PolicyDocument[]): Diagnostic[
 // Validation
 // ---------------------------------------------------------------------------------------------
 
-type Fields = Map<string, { key: Node; value: Node | null }>;
+/** A policy file's walk: the shared walker's context (src/config/yaml-walk.ts) plus the text, for CEL positions. */
+interface PolicyWalk extends WalkContext {
+  readonly text: string;
+}
 
-class Context {
-  readonly diagnostics: Diagnostic[] = [];
-  errorCount = 0;
+type Fields = Map<string, FieldNodes>;
 
-  constructor(
-    readonly text: string,
-    readonly file: string,
-    readonly lines: TextLines,
-  ) {}
+function policyWalk(text: string, file: string): PolicyWalk {
+  return { ...walkContext('WG_POLICY_SCHEMA', file, text, POLICY_WORDING), text };
+}
 
-  /** 1-based line/col of an absolute offset. */
-  pos(offset: number): { line: number; col: number } {
-    return this.lines.linePos(offset);
-  }
+function location(cx: PolicyWalk, node: Node, path: string): Location {
+  return { file: cx.file, ...cx.lines.linePos(nodeOffset(node)), path };
+}
 
-  report(code: ErrorCode, offset: number, path: string, message: string, severity: 'error' | 'warning' = 'error'): void {
-    const { line, col } = this.pos(offset);
-    if (severity === 'error') this.errorCount++;
-    this.diagnostics.push({ code, message, file: this.file, line, col, path, severity });
-  }
+// ---- readers over the shared walker ------------------------------------------------------
 
-  at(node: Node | null | undefined, fallback: number): number {
-    return node?.range?.[0] ?? fallback;
-  }
+const walk = yamlWalker<PolicyWalk>();
+const anyString = walk.str();
 
-  error(node: Node | null | undefined, path: string, message: string, code: ErrorCode = 'WG_POLICY_SCHEMA'): void {
-    this.report(code, this.at(node, 0), path, message);
-  }
-
-  location(node: Node, path: string): Location {
-    return { file: this.file, ...this.pos(this.at(node, 0)), path };
-  }
-
-  /** Refuses anchors, aliases, merge keys and explicit tags anywhere in the document. */
-  refuseIndirection(root: unknown): void {
-    this.refuseIn(root, []);
-  }
-
-  // This walk visits every node of every document, so it makes no closure per node (tsx compiles
-  // with esbuild's keepNames, which turns each into a defineProperty call: 28 ms of a 10,000-rule
-  // load) and builds a node's path only when reporting it.
-  private refuseIn(node: unknown, segments: (string | number)[]): void {
-    if (isAlias(node)) {
-      this.refuseNode(`YAML alias *${node.source}`, this.at(node, 0), segments);
-      return;
-    }
-    if (!isScalar(node) && !isMap(node) && !isSeq(node)) return;
-    // Anchors and tags precede the node they decorate: point at them, not at the value.
-    if (node.anchor) this.refuseNode(`YAML anchor &${node.anchor}`, this.markerBefore(node, `&${node.anchor}`), segments);
-    if (node.tag) this.refuseNode(`YAML tag ${node.tag}`, this.markerBefore(node, '!'), segments);
-    if (isSeq(node)) {
-      const items = node.items;
-      for (let i = 0; i < items.length; i++) {
-        segments.push(i);
-        this.refuseIn(items[i], segments);
-        segments.pop();
-      }
-    } else if (isMap(node)) {
-      for (const pair of node.items) {
-        const key = pair.key;
-        // YAML 1.1 merge keys (`<<: *base`) splice another mapping in; refuse them even unresolved.
-        if (isScalar(key) && key.value === '<<' && key.type === 'PLAIN') this.refuseNode('YAML merge key <<', this.at(key, 0), segments);
-        this.refuseIn(key, segments);
-        segments.push(isScalar(key) ? String(key.value) : '?');
-        this.refuseIn(pair.value, segments);
-        segments.pop();
-      }
-    }
-  }
-
-  private refuseNode(what: string, offset: number, segments: readonly (string | number)[]): void {
-    const path = segments.reduce<string>((p, s) => (typeof s === 'number' ? `${p}[${s}]` : join(p, s)), '');
-    this.report('WG_POLICY_FORBIDDEN', offset, path, `${what} is not allowed: they make a policy hard to review; write the value out in full`);
-  }
-
-  private markerBefore(node: Node, marker: string): number {
-    const start = this.at(node, 0);
-    const i = this.text.lastIndexOf(marker, start);
-    return i === -1 ? start : i;
-  }
-
-  // ---- generic readers -------------------------------------------------------------------
-
-  /** Reads a mapping, reporting unknown, duplicated, non-string and missing keys. */
-  fields(node: Node | null, path: string, allowed: readonly string[], required: readonly string[]): Fields | null {
-    if (!isMap(node)) {
-      this.error(node, path, `expected a mapping, found ${describe(node)}`);
-      return null;
-    }
-    const out: Fields = new Map();
-    for (const pair of (node as YAMLMap<unknown, unknown>).items) {
-      const key = pair.key as Node | null;
-      const value = (pair.value ?? null) as Node | null;
-      if (!isScalar(key) || typeof key.value !== 'string') {
-        this.error(key, path, `field names must be strings, found ${describe(key)}`);
-        continue;
-      }
-      const name = key.value;
-      const fieldPath = join(path, name);
-      if (name === '<<') continue; // refused by refuseIndirection
-      if (!allowed.includes(name)) {
-        // Within two edits, whatever the name's length: field names are short.
-        const hint = suggest(name, allowed, 2);
-        this.error(key, fieldPath, `unknown field "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed fields: ${allowed.join(', ')}`);
-        continue;
-      }
-      if (out.has(name)) {
-        const first = this.pos(this.at(out.get(name)!.key, 0));
-        this.error(key, fieldPath, `field "${name}" is given twice; first at line ${first.line}:${first.col}`);
-        continue;
-      }
-      out.set(name, { key, value });
-    }
-    for (const name of required) {
-      if (!out.has(name) && !node.items.some((p) => isScalar(p.key) && p.key.value === name)) {
-        this.error(node, join(path, name), `missing required field "${name}"`);
-      }
-    }
-    return out;
-  }
-
-  /** A mapping from string keys to string values (labels, headers, baggage). */
-  stringMap(node: Node | null, path: string, checkKey?: (k: string) => string | null): Record<string, string> | null {
-    if (!isMap(node)) {
-      this.error(node, path, `expected a mapping of strings, found ${describe(node)}`);
-      return null;
-    }
-    const out: Record<string, string> = {};
-    let ok = true;
-    for (const pair of (node as YAMLMap<unknown, unknown>).items) {
-      const key = pair.key as Node | null;
-      if (!isScalar(key) || typeof key.value !== 'string') {
-        this.error(key, path, `keys must be strings, found ${describe(key)}`);
-        ok = false;
-        continue;
-      }
-      const p = join(path, key.value);
-      if (Object.hasOwn(out, key.value)) {
-        this.error(key, p, `key "${key.value}" is given twice`);
-        ok = false;
-        continue;
-      }
-      const keyProblem = checkKey?.(key.value) ?? null;
-      if (keyProblem !== null) {
-        this.error(key, p, keyProblem);
-        ok = false;
-      }
-      const value = this.string(pair.value as Node | null, p);
-      if (value === null) ok = false;
-      else out[key.value] = value;
-    }
-    return ok ? out : null;
-  }
-
-  list(node: Node | null, path: string, nonEmpty: boolean): Node[] | null {
-    if (!isSeq(node)) {
-      this.error(node, path, `expected a list, found ${describe(node)}`);
-      return null;
-    }
-    if (nonEmpty && node.items.length === 0) {
-      this.error(node, path, 'must not be an empty list');
-      return null;
-    }
-    return node.items as Node[];
-  }
-
-  string(node: Node | null, path: string): string | null {
-    if (isScalar(node) && typeof node.value === 'string') return node.value;
-    this.error(node, path, `expected a string, found ${describe(node)}${isScalar(node) && node.value !== null ? ' (quote it)' : ''}`);
+/** A mapping from string keys to string values (labels, headers, baggage). */
+function stringMap(node: Node | null, path: string, cx: PolicyWalk, checkKey?: (k: string) => string | null): Record<string, string> | null {
+  if (!isMap(node)) {
+    report(cx, node, path, `expected a mapping of strings, found ${POLICY_WORDING.describe(node)}`);
     return null;
   }
-
-  /** A string matching `pattern`; `what` explains the rule in the message. */
-  name(node: Node | null, path: string, pattern: RegExp, what: string, maxLength = 253): string | null {
-    const s = this.string(node, path);
-    if (s === null) return null;
-    if (s.length > maxLength || !pattern.test(s)) {
-      this.error(node, path, `invalid name "${s}": ${what}`);
-      return null;
+  const out: Record<string, string> = {};
+  let ok = true;
+  for (const pair of (node as YAMLMap<unknown, unknown>).items) {
+    const key = pair.key as Node | null;
+    if (!isScalar(key) || typeof key.value !== 'string') {
+      report(cx, key, path, `keys must be strings, found ${POLICY_WORDING.describe(key)}`);
+      ok = false;
+      continue;
     }
-    return s;
+    const p = POLICY_WORDING.field(path, key.value);
+    if (Object.hasOwn(out, key.value)) {
+      report(cx, key, p, `key "${key.value}" is given twice`);
+      ok = false;
+      continue;
+    }
+    const keyProblem = checkKey?.(key.value) ?? null;
+    if (keyProblem !== null) {
+      report(cx, key, p, keyProblem);
+      ok = false;
+    }
+    const value = string(pair.value as Node | null, p, cx);
+    if (value === null) ok = false;
+    else out[key.value] = value;
   }
+  return ok ? out : null;
+}
 
-  enumValue<T extends string>(node: Node | null, path: string, allowed: readonly T[]): T | null {
-    const v = isScalar(node) ? node.value : undefined;
-    if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
-    const shown = isScalar(node) && v !== null ? `"${String(v)}"` : describe(node);
-    this.error(node, path, `invalid value ${shown}; allowed values: ${allowed.join(', ')}`);
+function string(node: Node | null, path: string, cx: PolicyWalk): string | null {
+  return anyString(node, path, cx) ?? null;
+}
+
+/** A string matching `pattern`; `what` explains the rule in the message. */
+function name(node: Node | null, path: string, cx: PolicyWalk, pattern: RegExp, what: string, maxLength = 253): string | null {
+  const s = string(node, path, cx);
+  if (s === null) return null;
+  if (s.length > maxLength || !pattern.test(s)) {
+    report(cx, node, path, `invalid name "${s}": ${what}`);
     return null;
   }
+  return s;
+}
 
-  int(node: Node | null, path: string, min: number, max: number): number | null {
-    const v = isScalar(node) ? node.value : undefined;
-    if (typeof v !== 'number' || !Number.isInteger(v)) {
-      this.error(node, path, `expected an integer ${min}..${max}, found ${describe(node)}`);
-      return null;
-    }
-    if (v < min || v > max) {
-      this.error(node, path, `${v} is out of range ${min}..${max}`);
-      return null;
-    }
-    return v;
+function enumValue<T extends string>(node: Node | null, path: string, cx: PolicyWalk, allowed: readonly T[]): T | null {
+  return walk.oneOf(allowed)(node, path, cx) ?? null;
+}
+
+function ip(node: Node | null, path: string, cx: PolicyWalk): string | null {
+  const s = string(node, path, cx);
+  if (s === null) return null;
+  if (isIP(s) === 0) {
+    report(cx, node, path, `"${s}" is not an IPv4 or IPv6 address`);
+    return null;
   }
+  return s;
+}
 
-  ip(node: Node | null, path: string): string | null {
-    const s = this.string(node, path);
-    if (s === null) return null;
-    if (isIP(s) === 0) {
-      this.error(node, path, `"${s}" is not an IPv4 or IPv6 address`);
-      return null;
-    }
-    return s;
+/**
+ * A CEL expression. Plain `true`/`false` are read as the expressions they spell (YAML resolves
+ * them to booleans, but `when: true` is the natural always-matching rule).
+ */
+function expression(node: Node | null, path: string, cx: PolicyWalk): ExpressionSource | null {
+  if (!isScalar(node) || !(typeof node.value === 'string' || (typeof node.value === 'boolean' && node.type === 'PLAIN'))) {
+    report(cx, node, path, `expected a CEL expression (a string), found ${POLICY_WORDING.describe(node)}`);
+    return null;
   }
-
-  /**
-   * A CEL expression. Plain `true`/`false` are read as the expressions they spell (YAML resolves
-   * them to booleans, but `when: true` is the natural always-matching rule).
-   */
-  expression(node: Node | null, path: string): ExpressionSource | null {
-    if (!isScalar(node) || !(typeof node.value === 'string' || (typeof node.value === 'boolean' && node.type === 'PLAIN'))) {
-      this.error(node, path, `expected a CEL expression (a string), found ${describe(node)}`);
-      return null;
-    }
-    const text = String(node.value);
-    if (text.trim() === '') {
-      this.error(node, path, 'a CEL expression must not be empty');
-      return null;
-    }
-    return new YamlExpression(text, this.location(node, path), expressionRuns(this.text, node, text), this);
+  const text = String(node.value);
+  if (text.trim() === '') {
+    report(cx, node, path, 'a CEL expression must not be empty');
+    return null;
   }
+  return new YamlExpression(text, location(cx, node, path), expressionRuns(cx.text, node, text), cx.lines);
+}
 
-  // ---- documents ---------------------------------------------------------------------------
+/** The fields of a mapping of the policy schema; merge keys are refused on their own (refuseIndirection). */
+function fields(node: Node | null, path: string, cx: PolicyWalk, allowed: readonly string[], required: readonly string[]): Fields | null {
+  return mapFields(node, path, cx, allowed, { required, mergeKeysRefused: true }) ?? null;
+}
 
-  document(root: Node, ordinal: number): PolicyDocument | null {
-    // Istio's AuthorizationPolicy or a NetworkPolicy: one message saying so, not one per field (foreign.ts).
-    if (isMap(root)) {
-      const field = (key: string) => (root as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === key)?.value;
-      const api = field('apiVersion');
-      const kind = field('kind');
-      const foreign = isScalar(api) && isScalar(kind) ? foreignPolicyMessage(api.value, kind.value) : null;
-      if (foreign !== null) {
-        this.error(api as Node, 'apiVersion', foreign);
-        return null;
+function list(node: Node | null, path: string, cx: PolicyWalk, nonEmpty: boolean): Node[] | null {
+  return seqItems(node, path, cx, nonEmpty) ?? null;
+}
+
+// ---- documents ---------------------------------------------------------------------------
+
+function document(root: Node, ordinal: number, cx: PolicyWalk): PolicyDocument | null {
+  // Istio's AuthorizationPolicy or a NetworkPolicy: one message saying so, not one per field (foreign.ts).
+  if (isMap(root)) {
+    const field = (key: string) => (root as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === key)?.value;
+    const api = field('apiVersion');
+    const kind = field('kind');
+    const foreign = isScalar(api) && isScalar(kind) ? foreignPolicyMessage(api.value, kind.value) : null;
+    if (foreign !== null) {
+      report(cx, api as Node, 'apiVersion', foreign);
+      return null;
+    }
+  }
+  const top = fields(root, '', cx, DOCUMENT_FIELDS.document, ['apiVersion', 'kind', 'metadata', 'spec']);
+  if (top === null) return null;
+  const apiVersion = top.get('apiVersion');
+  if (apiVersion !== undefined) {
+    const v = isScalar(apiVersion.value) ? apiVersion.value.value : undefined;
+    if (v !== API_VERSION) {
+      report(cx, apiVersion.value, 'apiVersion', `unsupported apiVersion ${isScalar(apiVersion.value) && v !== null ? `"${String(v)}"` : POLICY_WORDING.describe(apiVersion.value)}; accepted: ${API_VERSION}`);
+    }
+  }
+  const kindField = top.get('kind');
+  let kind: (typeof POLICY_KINDS)[number] | null = null;
+  if (kindField !== undefined) {
+    const v = isScalar(kindField.value) ? kindField.value.value : undefined;
+    if (typeof v === 'string' && (POLICY_KINDS as readonly string[]).includes(v)) kind = v as (typeof POLICY_KINDS)[number];
+    else report(cx, kindField.value, 'kind', `unsupported kind ${typeof v === 'string' ? `"${v}"` : POLICY_WORDING.describe(kindField.value)}; accepted: ${POLICY_KINDS.join(', ')}`);
+  }
+  const meta = top.get('metadata');
+  const named = meta === undefined ? null : metadata(meta.value, cx);
+  const spec = top.get('spec');
+  if (kind === null || spec === undefined) return null;
+  // Validate the spec even when metadata is broken, so every problem shows in one pass.
+  const loc = named?.loc ?? location(cx, root, '');
+  const policyName = named?.name ?? '';
+  const doc = kind === 'AuthorizationPolicy'
+    ? authorizationPolicy(spec.value, policyName, loc, ordinal, cx)
+    : policyTest(spec.value, policyName, loc, cx);
+  return named === null ? null : doc;
+}
+
+function metadata(node: Node | null, cx: PolicyWalk): { name: string; loc: Location } | null {
+  const f = fields(node, 'metadata', cx, DOCUMENT_FIELDS.metadata, ['name']);
+  if (f === null) return null;
+  for (const k of ['labels', 'annotations'] as const) {
+    const v = f.get(k);
+    if (v !== undefined) stringMap(v.value, `metadata.${k}`, cx);
+  }
+  const n = f.get('name');
+  if (n === undefined) return null;
+  const policyName = name(n.value, 'metadata.name', cx, POLICY_NAME_PATTERN,
+    'use lower-case letters, digits, "-" and ".", starting and ending with a letter or digit, at most 253 characters (a Kubernetes object name)',
+    POLICY_NAME_MAX_LENGTH);
+  if (policyName === null || n.value === null) return null;
+  return { name: policyName, loc: location(cx, n.value, 'metadata.name') };
+}
+
+function authorizationPolicy(node: Node | null, policyName: string, loc: Location, ordinal: number, cx: PolicyWalk): AuthorizationPolicy | null {
+  const f = fields(node, 'spec', cx, DOCUMENT_FIELDS.authorizationPolicySpec, ['action', 'rules']);
+  if (f === null) return null;
+  const action = f.has('action') ? enumValue(f.get('action')!.value, 'spec.action', cx, POLICY_ACTIONS) : null;
+  const mode = f.has('mode') ? enumValue(f.get('mode')!.value, 'spec.mode', cx, POLICY_MODES) : 'Enforce';
+  const selectorField = f.get('selector');
+  const selector = selectorField === undefined ? undefined : expression(selectorField.value, 'spec.selector', cx);
+
+  const variables: PolicyVariable[] = [];
+  const variablesField = f.get('variables');
+  const seenVariables = new Map<string, Location>();
+  if (variablesField !== undefined) {
+    const items = list(variablesField.value, 'spec.variables', cx, false) ?? [];
+    items.forEach((item, i) => {
+      const path = `spec.variables[${i}]`;
+      const v = fields(item, path, cx, DOCUMENT_FIELDS.variable, ['name', 'expression']);
+      if (v === null) return;
+      const nameNode = v.get('name')?.value ?? null;
+      let vname: string | null = null;
+      if (v.has('name')) {
+        vname = name(nameNode, `${path}.name`, cx, VARIABLE_NAME_PATTERN,
+          'a variable name must be a CEL identifier (letters, digits and "_", not starting with a digit)');
+        if (vname !== null && CEL_RESERVED.has(vname)) {
+          report(cx, nameNode, `${path}.name`, `"${vname}" is a CEL reserved word and cannot name a variable`);
+          vname = null;
+        }
+        if (vname !== null) vname = unique(seenVariables, vname, nameNode, `${path}.name`, 'variable', cx);
       }
-    }
-    const top = this.fields(root, '', DOCUMENT_FIELDS.document, ['apiVersion', 'kind', 'metadata', 'spec']);
-    if (top === null) return null;
-    const apiVersion = top.get('apiVersion');
-    if (apiVersion !== undefined) {
-      const v = isScalar(apiVersion.value) ? apiVersion.value.value : undefined;
-      if (v !== API_VERSION) {
-        this.error(apiVersion.value, 'apiVersion', `unsupported apiVersion ${isScalar(apiVersion.value) && v !== null ? `"${String(v)}"` : describe(apiVersion.value)}; accepted: ${API_VERSION}`);
+      const expr = v.has('expression') ? expression(v.get('expression')!.value, `${path}.expression`, cx) : null;
+      if (vname !== null && expr !== null) variables.push({ name: vname, expression: expr, location: location(cx, item, path) });
+    });
+  }
+
+  const rules: PolicyRule[] = [];
+  const rulesField = f.get('rules');
+  const seenRules = new Map<string, Location>();
+  if (rulesField !== undefined) {
+    const items = list(rulesField.value, 'spec.rules', cx, true) ?? [];
+    items.forEach((item, i) => {
+      const path = `spec.rules[${i}]`;
+      const r = fields(item, path, cx, DOCUMENT_FIELDS.rule, ['name', 'when']);
+      if (r === null) return;
+      const nameNode = r.get('name')?.value ?? null;
+      let rname: string | null = null;
+      if (r.has('name')) {
+        rname = name(nameNode, `${path}.name`, cx, RULE_NAME_PATTERN,
+          'a rule name uses letters, digits, "_" and "-", not starting with a digit or "-"');
+        if (rname !== null) rname = unique(seenRules, rname, nameNode, `${path}.name`, 'rule', cx);
       }
-    }
-    const kindField = top.get('kind');
-    let kind: (typeof POLICY_KINDS)[number] | null = null;
-    if (kindField !== undefined) {
-      const v = isScalar(kindField.value) ? kindField.value.value : undefined;
-      if (typeof v === 'string' && (POLICY_KINDS as readonly string[]).includes(v)) kind = v as (typeof POLICY_KINDS)[number];
-      else this.error(kindField.value, 'kind', `unsupported kind ${typeof v === 'string' ? `"${v}"` : describe(kindField.value)}; accepted: ${POLICY_KINDS.join(', ')}`);
-    }
-    const meta = top.get('metadata');
-    const named = meta === undefined ? null : this.metadata(meta.value);
-    const spec = top.get('spec');
-    if (kind === null || spec === undefined) return null;
-    // Validate the spec even when metadata is broken, so every problem shows in one pass.
-    const loc = named?.loc ?? this.location(root, '');
-    const name = named?.name ?? '';
-    const doc = kind === 'AuthorizationPolicy'
-      ? this.authorizationPolicy(spec.value, name, loc, ordinal)
-      : this.policyTest(spec.value, name, loc);
-    return named === null ? null : doc;
+      const when = r.has('when') ? expression(r.get('when')!.value, `${path}.when`, cx) : null;
+      const messageField = r.get('message');
+      const message = messageField === undefined ? undefined : string(messageField.value, `${path}.message`, cx);
+      if (rname !== null && when !== null && message !== null) {
+        const rule: PolicyRule = { name: rname, when, location: location(cx, item, path) };
+        if (message !== undefined) rule.message = message;
+        rules.push(rule);
+      }
+    });
   }
+  if (action === null || mode === null || selector === null) return null;
+  const policy: AuthorizationPolicy = {
+    kind: 'AuthorizationPolicy', name: policyName, action, mode, variables, rules, location: loc, ordinal,
+  };
+  if (selector !== undefined) policy.selector = selector;
+  return policy;
+}
 
-  metadata(node: Node | null): { name: string; loc: Location } | null {
-    const f = this.fields(node, 'metadata', DOCUMENT_FIELDS.metadata, ['name']);
-    if (f === null) return null;
-    for (const k of ['labels', 'annotations'] as const) {
-      const v = f.get(k);
-      if (v !== undefined) this.stringMap(v.value, `metadata.${k}`);
-    }
-    const n = f.get('name');
-    if (n === undefined) return null;
-    const name = this.name(n.value, 'metadata.name', POLICY_NAME_PATTERN,
-      'use lower-case letters, digits, "-" and ".", starting and ending with a letter or digit, at most 253 characters (a Kubernetes object name)',
-      POLICY_NAME_MAX_LENGTH);
-    if (name === null || n.value === null) return null;
-    return { name, loc: this.location(n.value, 'metadata.name') };
+/** Returns `name` the first time, null (after reporting) when it repeats. */
+function unique(seen: Map<string, Location>, itemName: string, node: Node | null, path: string, what: string, cx: PolicyWalk): string | null {
+  const first = seen.get(itemName);
+  if (first !== undefined) {
+    report(cx, node, path, `duplicate ${what} name "${itemName}"; first defined at line ${first.line}:${first.col} (${first.path})`);
+    return null;
   }
+  if (node !== null) seen.set(itemName, location(cx, node, path));
+  return itemName;
+}
 
-  authorizationPolicy(node: Node | null, name: string, location: Location, ordinal: number): AuthorizationPolicy | null {
-    const f = this.fields(node, 'spec', DOCUMENT_FIELDS.authorizationPolicySpec, ['action', 'rules']);
-    if (f === null) return null;
-    const action = f.has('action') ? this.enumValue(f.get('action')!.value, 'spec.action', POLICY_ACTIONS) : null;
-    const mode = f.has('mode') ? this.enumValue(f.get('mode')!.value, 'spec.mode', POLICY_MODES) : 'Enforce';
-    const selectorField = f.get('selector');
-    const selector = selectorField === undefined ? undefined : this.expression(selectorField.value, 'spec.selector');
+function policyTest(node: Node | null, testName: string, loc: Location, cx: PolicyWalk): PolicyTest | null {
+  const f = fields(node, 'spec', cx, DOCUMENT_FIELDS.policyTestSpec, ['cases']);
+  if (f === null) return null;
+  const da = f.get('defaultAction');
+  const defaultAction = da === undefined ? undefined : enumValue(da.value, 'spec.defaultAction', cx, DEFAULT_ACTIONS);
+  const cases: PolicyTestCase[] = [];
+  const seen = new Map<string, Location>();
+  const casesField = f.get('cases');
+  if (casesField !== undefined) {
+    const items = list(casesField.value, 'spec.cases', cx, true) ?? [];
+    items.forEach((item, i) => {
+      const path = `spec.cases[${i}]`;
+      const c = fields(item, path, cx, DOCUMENT_FIELDS.testCase, ['name', 'input', 'expect']);
+      if (c === null) return;
+      const nameNode = c.get('name')?.value ?? null;
+      let cname: string | null = null;
+      if (c.has('name')) {
+        cname = string(nameNode, `${path}.name`, cx);
+        if (cname !== null && cname.trim() === '') {
+          report(cx, nameNode, `${path}.name`, 'a case name must not be empty');
+          cname = null;
+        }
+        if (cname !== null) cname = unique(seen, cname, nameNode, `${path}.name`, 'case', cx);
+      }
+      const input = c.has('input') ? testInput(c.get('input')!.value, `${path}.input`, cx) : null;
+      const expect = c.has('expect') ? testExpect(c.get('expect')!.value, `${path}.expect`, cx) : null;
+      if (cname !== null && input !== null && expect !== null) {
+        cases.push({ name: cname, input, expect, location: location(cx, item, path) });
+      }
+    });
+  }
+  if (defaultAction === null) return null;
+  const test: PolicyTest = { kind: 'PolicyTest', name: testName, cases, location: loc };
+  if (defaultAction !== undefined) test.defaultAction = defaultAction;
+  return test;
+}
 
-    const variables: PolicyVariable[] = [];
-    const variablesField = f.get('variables');
-    const seenVariables = new Map<string, Location>();
-    if (variablesField !== undefined) {
-      const items = this.list(variablesField.value, 'spec.variables', false) ?? [];
+function testInput(node: Node | null, path: string, cx: PolicyWalk): PolicyTestInput | null {
+  // `input: {}` and `input:` (null) both mean "every field takes its empty value".
+  if (isScalar(node) && node.value === null) return {};
+  const f = fields(node, path, cx, DOCUMENT_FIELDS.input, []);
+  if (f === null) return null;
+  // Everything reported from here on is an error: a count that grew means the input is refused.
+  const before = cx.diags.length;
+  const input: Record<string, unknown> = {};
+  // The catalogue's groups (attributes.ts), each with the attributes an input states.
+  for (const g of GROUPS) {
+    if (!f.has(g.name)) continue;
+    const p = `${path}.${g.name}`;
+    const groupFields = fields(f.get(g.name)!.value, p, cx, INPUT_GROUP_FIELDS.get(g.name)!, []);
+    if (groupFields === null) continue;
+    const o: Record<string, unknown> = {};
+    for (const a of inputAttributes(g)) {
+      if (!groupFields.has(a.name)) continue;
+      const v = inputValue(a, groupFields.get(a.name)!.value, `${p}.${a.name}`, cx);
+      if (v !== null) o[a.name] = v;
+    }
+    input[g.name] = o;
+  }
+  for (const a of TOP_LEVEL) {
+    if (!f.has(a.name)) continue;
+    const v = inputValue(a, f.get(a.name)!.value, `${path}.${a.name}`, cx);
+    if (v !== null) input[a.name] = v;
+  }
+  return cx.diags.length === before ? (input as PolicyTestInput) : null;
+}
+
+/** One attribute of a test input, checked by its format; null (with an error) when it does not fit. */
+function inputValue(a: Attribute, n: Node | null, path: string, cx: PolicyWalk): unknown {
+  switch (a.format) {
+    case 'string':
+    case 'lowercase':
+      return string(n, path, cx);
+    case 'spiffe-id': {
+      const v = string(n, path, cx);
+      if (v === null || v === '' || parseSpiffeId(v) !== null) return v;
+      report(cx, n, path, `"${v}" is not a SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>); use "" for no identity`);
+      return null;
+    }
+    case 'ip':
+      return ip(n, path, cx);
+    case 'port':
+      // A source port of 0 is legal on the wire (RFC 793 leaves it unreserved for senders); the
+      // catalogue raises the floor where 0 cannot occur (a destination port is dialed).
+      return walk.int(a.def.minPort ?? 0, 65535)(n, path, cx) ?? null;
+    case 'header-map':
+      return stringMap(n, path, cx, (k) =>
+        LOWER_CASE_HEADER.test(k) ? null : `header name "${k}" must be lower-case (HTTP/2, RFC 9113 §8.2.1); write "${k.toLowerCase()}"`);
+    case 'string-map':
+      return stringMap(n, path, cx);
+    case 'timestamp': {
+      const v = string(n, path, cx);
+      if (v === null || isRfc3339(v)) return v;
+      report(cx, n, path, `"${v}" is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)`);
+      return null;
+    }
+  }
+}
+
+function testExpect(node: Node | null, path: string, cx: PolicyWalk): PolicyTestExpect | null {
+  const f = fields(node, path, cx, DOCUMENT_FIELDS.expect, ['decision']);
+  if (f === null) return null;
+  // As in testInput: only errors are reported from here on.
+  const before = cx.diags.length;
+  const decision = f.has('decision') ? enumValue(f.get('decision')!.value, `${path}.decision`, cx, ['allow', 'deny'] as const) : null;
+  const expect: PolicyTestExpect = { decision: decision ?? 'deny' };
+  for (const k of ['policy', 'rule'] as const) {
+    if (!f.has(k)) continue;
+    const n = f.get(k)!.value;
+    // null says "decided by no policy/rule" (default_allow, default_deny, no_allow_match).
+    if (n === null || (isScalar(n) && n.value === null)) expect[k] = null;
+    else { const v = string(n, `${path}.${k}`, cx); if (v !== null) expect[k] = v; }
+  }
+  if (f.has('reason')) {
+    const v = enumValue(f.get('reason')!.value, `${path}.reason`, cx, ENGINE_REASONS);
+    if (v !== null) expect.reason = v;
+  }
+  if (f.has('audit')) {
+    const items = list(f.get('audit')!.value, `${path}.audit`, cx, false);
+    if (items !== null) {
+      const audit: string[] = [];
       items.forEach((item, i) => {
-        const path = `spec.variables[${i}]`;
-        const v = this.fields(item, path, DOCUMENT_FIELDS.variable, ['name', 'expression']);
-        if (v === null) return;
-        const nameNode = v.get('name')?.value ?? null;
-        let vname: string | null = null;
-        if (v.has('name')) {
-          vname = this.name(nameNode, `${path}.name`, VARIABLE_NAME_PATTERN,
-            'a variable name must be a CEL identifier (letters, digits and "_", not starting with a digit)');
-          if (vname !== null && CEL_RESERVED.has(vname)) {
-            this.error(nameNode, `${path}.name`, `"${vname}" is a CEL reserved word and cannot name a variable`);
-            vname = null;
-          }
-          if (vname !== null) vname = this.unique(seenVariables, vname, nameNode, `${path}.name`, 'variable');
-        }
-        const expr = v.has('expression') ? this.expression(v.get('expression')!.value, `${path}.expression`) : null;
-        if (vname !== null && expr !== null) variables.push({ name: vname, expression: expr, location: this.location(item, path) });
+        const v = string(item, `${path}.audit[${i}]`, cx);
+        if (v !== null && !/^[^/\s]+\/[^/\s]+$/.test(v)) {
+          report(cx, item, `${path}.audit[${i}]`, `"${v}" must name an AUDIT rule as <policy>/<rule>`);
+        } else if (v !== null) audit.push(v);
       });
-    }
-
-    const rules: PolicyRule[] = [];
-    const rulesField = f.get('rules');
-    const seenRules = new Map<string, Location>();
-    if (rulesField !== undefined) {
-      const items = this.list(rulesField.value, 'spec.rules', true) ?? [];
-      items.forEach((item, i) => {
-        const path = `spec.rules[${i}]`;
-        const r = this.fields(item, path, DOCUMENT_FIELDS.rule, ['name', 'when']);
-        if (r === null) return;
-        const nameNode = r.get('name')?.value ?? null;
-        let rname: string | null = null;
-        if (r.has('name')) {
-          rname = this.name(nameNode, `${path}.name`, RULE_NAME_PATTERN,
-            'a rule name uses letters, digits, "_" and "-", not starting with a digit or "-"');
-          if (rname !== null) rname = this.unique(seenRules, rname, nameNode, `${path}.name`, 'rule');
-        }
-        const when = r.has('when') ? this.expression(r.get('when')!.value, `${path}.when`) : null;
-        const messageField = r.get('message');
-        const message = messageField === undefined ? undefined : this.string(messageField.value, `${path}.message`);
-        if (rname !== null && when !== null && message !== null) {
-          const rule: PolicyRule = { name: rname, when, location: this.location(item, path) };
-          if (message !== undefined) rule.message = message;
-          rules.push(rule);
-        }
-      });
-    }
-    if (action === null || mode === null || selector === null) return null;
-    const policy: AuthorizationPolicy = {
-      kind: 'AuthorizationPolicy', name, action, mode, variables, rules, location, ordinal,
-    };
-    if (selector !== undefined) policy.selector = selector;
-    return policy;
-  }
-
-  /** Returns `name` the first time, null (after reporting) when it repeats. */
-  unique(seen: Map<string, Location>, name: string, node: Node | null, path: string, what: string): string | null {
-    const first = seen.get(name);
-    if (first !== undefined) {
-      this.error(node, path, `duplicate ${what} name "${name}"; first defined at line ${first.line}:${first.col} (${first.path})`);
-      return null;
-    }
-    if (node !== null) seen.set(name, this.location(node, path));
-    return name;
-  }
-
-  policyTest(node: Node | null, name: string, location: Location): PolicyTest | null {
-    const f = this.fields(node, 'spec', DOCUMENT_FIELDS.policyTestSpec, ['cases']);
-    if (f === null) return null;
-    const da = f.get('defaultAction');
-    const defaultAction = da === undefined ? undefined : this.enumValue(da.value, 'spec.defaultAction', DEFAULT_ACTIONS);
-    const cases: PolicyTestCase[] = [];
-    const seen = new Map<string, Location>();
-    const casesField = f.get('cases');
-    if (casesField !== undefined) {
-      const items = this.list(casesField.value, 'spec.cases', true) ?? [];
-      items.forEach((item, i) => {
-        const path = `spec.cases[${i}]`;
-        const c = this.fields(item, path, DOCUMENT_FIELDS.testCase, ['name', 'input', 'expect']);
-        if (c === null) return;
-        const nameNode = c.get('name')?.value ?? null;
-        let cname: string | null = null;
-        if (c.has('name')) {
-          cname = this.string(nameNode, `${path}.name`);
-          if (cname !== null && cname.trim() === '') {
-            this.error(nameNode, `${path}.name`, 'a case name must not be empty');
-            cname = null;
-          }
-          if (cname !== null) cname = this.unique(seen, cname, nameNode, `${path}.name`, 'case');
-        }
-        const input = c.has('input') ? this.testInput(c.get('input')!.value, `${path}.input`) : null;
-        const expect = c.has('expect') ? this.testExpect(c.get('expect')!.value, `${path}.expect`) : null;
-        if (cname !== null && input !== null && expect !== null) {
-          cases.push({ name: cname, input, expect, location: this.location(item, path) });
-        }
-      });
-    }
-    if (defaultAction === null) return null;
-    const test: PolicyTest = { kind: 'PolicyTest', name, cases, location };
-    if (defaultAction !== undefined) test.defaultAction = defaultAction;
-    return test;
-  }
-
-  testInput(node: Node | null, path: string): PolicyTestInput | null {
-    // `input: {}` and `input:` (null) both mean "every field takes its empty value".
-    if (isScalar(node) && node.value === null) return {};
-    const f = this.fields(node, path, DOCUMENT_FIELDS.input, []);
-    if (f === null) return null;
-    const before = this.errorCount;
-    const input: Record<string, unknown> = {};
-    // The catalogue's groups (attributes.ts), each with the attributes an input states.
-    for (const g of GROUPS) {
-      if (!f.has(g.name)) continue;
-      const p = `${path}.${g.name}`;
-      const fields = this.fields(f.get(g.name)!.value, p, INPUT_GROUP_FIELDS.get(g.name)!, []);
-      if (fields === null) continue;
-      const o: Record<string, unknown> = {};
-      for (const a of inputAttributes(g)) {
-        if (!fields.has(a.name)) continue;
-        const v = this.inputValue(a, fields.get(a.name)!.value, `${p}.${a.name}`);
-        if (v !== null) o[a.name] = v;
-      }
-      input[g.name] = o;
-    }
-    for (const a of TOP_LEVEL) {
-      if (!f.has(a.name)) continue;
-      const v = this.inputValue(a, f.get(a.name)!.value, `${path}.${a.name}`);
-      if (v !== null) input[a.name] = v;
-    }
-    return this.errorCount === before ? (input as PolicyTestInput) : null;
-  }
-
-  /** One attribute of a test input, checked by its format; null (with an error) when it does not fit. */
-  inputValue(a: Attribute, n: Node | null, path: string): unknown {
-    switch (a.format) {
-      case 'string':
-      case 'lowercase':
-        return this.string(n, path);
-      case 'spiffe-id': {
-        const v = this.string(n, path);
-        if (v === null || v === '' || parseSpiffeId(v) !== null) return v;
-        this.error(n, path, `"${v}" is not a SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>); use "" for no identity`);
-        return null;
-      }
-      case 'ip':
-        return this.ip(n, path);
-      case 'port':
-        // A source port of 0 is legal on the wire (RFC 793 leaves it unreserved for senders); the
-        // catalogue raises the floor where 0 cannot occur (a destination port is dialed).
-        return this.int(n, path, a.def.minPort ?? 0, 65535);
-      case 'header-map':
-        return this.stringMap(n, path, (k) =>
-          LOWER_CASE_HEADER.test(k) ? null : `header name "${k}" must be lower-case (HTTP/2, RFC 9113 §8.2.1); write "${k.toLowerCase()}"`);
-      case 'string-map':
-        return this.stringMap(n, path);
-      case 'timestamp': {
-        const v = this.string(n, path);
-        if (v === null || isRfc3339(v)) return v;
-        this.error(n, path, `"${v}" is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)`);
-        return null;
-      }
+      expect.audit = audit;
     }
   }
-
-  testExpect(node: Node | null, path: string): PolicyTestExpect | null {
-    const f = this.fields(node, path, DOCUMENT_FIELDS.expect, ['decision']);
-    if (f === null) return null;
-    const before = this.errorCount;
-    const decision = f.has('decision') ? this.enumValue(f.get('decision')!.value, `${path}.decision`, ['allow', 'deny'] as const) : null;
-    const expect: PolicyTestExpect = { decision: decision ?? 'deny' };
-    for (const k of ['policy', 'rule'] as const) {
-      if (!f.has(k)) continue;
-      const n = f.get(k)!.value;
-      // null says "decided by no policy/rule" (default_allow, default_deny, no_allow_match).
-      if (n === null || (isScalar(n) && n.value === null)) expect[k] = null;
-      else { const v = this.string(n, `${path}.${k}`); if (v !== null) expect[k] = v; }
-    }
-    if (f.has('reason')) {
-      const v = this.enumValue(f.get('reason')!.value, `${path}.reason`, ENGINE_REASONS);
-      if (v !== null) expect.reason = v;
-    }
-    if (f.has('audit')) {
-      const items = this.list(f.get('audit')!.value, `${path}.audit`, false);
-      if (items !== null) {
-        const audit: string[] = [];
-        items.forEach((item, i) => {
-          const v = this.string(item, `${path}.audit[${i}]`);
-          if (v !== null && !/^[^/\s]+\/[^/\s]+$/.test(v)) {
-            this.error(item, `${path}.audit[${i}]`, `"${v}" must name an AUDIT rule as <policy>/<rule>`);
-          } else if (v !== null) audit.push(v);
-        });
-        expect.audit = audit;
-      }
-    }
-    if (f.has('dryRun')) {
-      const v = this.enumValue(f.get('dryRun')!.value, `${path}.dryRun`, ['allow', 'deny'] as const);
-      if (v !== null) expect.dryRun = v;
-    }
-    return this.errorCount === before && decision !== null ? expect : null;
+  if (f.has('dryRun')) {
+    const v = enumValue(f.get('dryRun')!.value, `${path}.dryRun`, cx, ['allow', 'deny'] as const);
+    if (v !== null) expect.dryRun = v;
   }
+  return cx.diags.length === before && decision !== null ? expect : null;
 }
 
 /**
  * An expression's text plus what maps its offsets back to the file. Offsets are kept as runs
  * (`compressOffsets`): a one-line expression is one run, where a per-character table cost ~900
  * bytes per rule for the snapshot's lifetime. A class, not an object with closures, so a
- * 10,000-rule load makes no function per expression; the context is a private field, so the
- * documents' deep freeze does not reach it.
+ * 10,000-rule load makes no function per expression; the file's line table is a private field, so
+ * the documents' deep freeze does not reach it.
  */
 class YamlExpression implements ExpressionSource {
   readonly #runs: readonly number[];
-  readonly #context: Context;
+  readonly #lines: TextLines;
 
   constructor(
     readonly text: string,
     readonly location: Location,
     runs: readonly number[],
-    context: Context,
+    lines: TextLines,
   ) {
     this.#runs = runs;
-    this.#context = context;
+    this.#lines = lines;
   }
 
   /** Offsets past either end clamp to the expression's first / last position. */
   positionAt(offset: number): { line: number; col: number } {
-    return this.#context.pos(sourceOffsetAt(this.#runs, Math.max(0, Math.min(Math.trunc(offset), this.text.length))));
+    return this.#lines.linePos(sourceOffsetAt(this.#runs, Math.max(0, Math.min(Math.trunc(offset), this.text.length))));
   }
 }
 
@@ -1072,29 +944,6 @@ function decodeBlock(
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-function describe(node: Node | null | undefined): string {
-  if (node === null || node === undefined) return 'nothing';
-  if (isMap(node)) return 'a mapping';
-  if (isSeq(node)) return 'a list';
-  if (isAlias(node)) return 'an alias';
-  if (isScalar(node)) {
-    const v = node.value;
-    if (v === null) return 'null';
-    if (typeof v === 'string') return `a string "${v.length > 40 ? v.slice(0, 40) + '...' : v}"`;
-    if (typeof v === 'number') return `the number ${v}`;
-    if (typeof v === 'boolean') return `the boolean ${v}`;
-    return `a ${typeof v}`;
-  }
-  if (isPair(node)) return 'a pair';
-  return 'an unsupported value';
-}
-
-/** Appends a field to a path; keys that are not identifier-like are bracketed and quoted. */
-function join(path: string, key: string): string {
-  if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key)) return path === '' ? key : `${path}.${key}`;
-  return `${path}[${JSON.stringify(key)}]`;
-}
 
 /** Strips the snippet `yaml` appends ("at line 3, column 5:\n\n...") since we add file:line:col. */
 function yamlMessage(message: string): string {
