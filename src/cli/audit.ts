@@ -20,7 +20,7 @@ import { RECORD_CEL_VARIABLES } from '../audit/review/record-cel.ts';
 import { renderHtmlReport, ReportAccumulator } from '../audit/review/report.ts';
 import { catalogFromSnapshot, renderSummary, SummaryAccumulator } from '../audit/review/summary.ts';
 import { parseTimeBound } from '../audit/review/time.ts';
-import { formatDiagnosticLine, styleFor, writeJson } from './output.ts';
+import { addOutputOption, formatDiagnosticLine, styleFor, writeData, type OutputFormat } from './output.ts';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -130,7 +130,7 @@ async function writeOut(stream: NodeJS.WritableStream, text: string): Promise<vo
 
 export interface SummaryFlags extends TimeWindowFlags {
   policies?: string[];
-  format?: 'text' | 'json' | 'markdown';
+  format?: ReportOutput;
   top?: number;
 }
 
@@ -147,7 +147,7 @@ export function runAuditSummary(paths: string[], flags: SummaryFlags, io: AuditI
     }
     assertRecords(stats);
     const summary = acc.result(stats);
-    if (flags.format === 'json') writeJson(summary, io.stdout);
+    if (flags.format === 'json' || flags.format === 'yaml') writeData(summary, flags.format, io.stdout);
     else await writeOut(io.stdout, renderSummary(summary, flags.format === 'markdown' ? 'markdown' : 'text'));
     return EXIT_OK;
   });
@@ -250,7 +250,7 @@ export interface ReplayFlags extends TimeWindowFlags {
   policies: string[];
   defaultAction?: DefaultAction;
   failOnNewDenies?: boolean;
-  format?: 'text' | 'json' | 'markdown';
+  format?: ReportOutput;
   examples?: number;
 }
 
@@ -268,7 +268,7 @@ export function runAuditReplay(paths: string[], flags: ReplayFlags, io: AuditIo 
     }
     assertRecords(stats);
     const result = acc.result(stats, files);
-    if (flags.format === 'json') writeJson(result, io.stdout);
+    if (flags.format === 'json' || flags.format === 'yaml') writeData(result, flags.format, io.stdout);
     else await writeOut(io.stdout, renderReplay(result, flags.format === 'markdown' ? 'markdown' : 'text'));
     const issues = describeIssues(stats);
     if (issues) io.stderr.write(`waygate audit: ${issues}\n`);
@@ -338,6 +338,13 @@ function choice<T extends string>(values: readonly T[]) {
   };
 }
 
+/** summary and replay: text, a Markdown report (PR comments, tickets), or the result as one document. */
+const REPORT_OUTPUTS = ['text', 'json', 'yaml', 'markdown'] as const satisfies readonly OutputFormat[];
+type ReportOutput = (typeof REPORT_OUTPUTS)[number];
+/** query streams records in constant memory: one per line, as JSON or CSV; text is a table. */
+const QUERY_OUTPUTS = ['text', 'jsonl', 'csv'] as const satisfies readonly OutputFormat[];
+type QueryOutput = (typeof QUERY_OUTPUTS)[number];
+
 const PATHS_HELP = 'audit logs: files (plain or gzip), globs, or - for stdin (default: stdin when piped)';
 
 /** Registers `waygate audit ...`. */
@@ -347,18 +354,18 @@ export function registerAudit(program: Command): void {
     process.exitCode = code;
   };
 
-  audit
+  const summary = audit
     .command('summary')
     .description('totals by decision and reason, top denied identities, rule hits (and rules that never fired), dry-run impact, tunnel bytes and durations')
     .argument('[paths...]', PATHS_HELP)
     .option('--policies <dir>', 'policy set whose rules should be listed even when they never fired (repeatable)', collect)
-    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'))
     .option('--since <time>', 'only records at or after: a duration before now (2h, 30m, 7d) or RFC 3339')
     .option('--until <time>', 'only records before: a duration before now or RFC 3339')
-    .option('--top <n>', 'entries in each top list', positiveInt, 10)
-    .action(async (paths: string[], opts: SummaryFlags) => finish(await runAuditSummary(paths, opts)));
+    .option('--top <n>', 'entries in each top list', positiveInt, 10);
+  addOutputOption(summary, REPORT_OUTPUTS).action(async (paths: string[], opts: SummaryFlags & { output: ReportOutput }) =>
+    finish(await runAuditSummary(paths, { ...opts, format: opts.output })));
 
-  audit
+  const query = audit
     .command('query')
     .description('list the records that match filters, as a table, JSON lines or CSV')
     .argument('[paths...]', PATHS_HELP)
@@ -373,22 +380,23 @@ export function registerAudit(program: Command): void {
     .option('--until <time>', 'before: a duration before now or RFC 3339')
     .option('--where <cel>', `CEL over the record, type-checked first; variables: ${RECORD_CEL_VARIABLES.map(([n]) => n).join(', ')}`)
     .option('--event <event>', 'decision (default), close, reload or all (repeatable)', collect)
-    .option('--limit <n>', `stop after n matches (table default ${TABLE_DEFAULT_LIMIT})`, positiveInt)
-    .addOption(new Option('--format <format>', 'output format').choices(['table', 'jsonl', 'csv']).default('table'))
-    .action(async (paths: string[], opts: QueryFlags) => finish(await runAuditQuery(paths, opts)));
+    .option('--limit <n>', `stop after n matches (text default ${TABLE_DEFAULT_LIMIT})`, positiveInt);
+  // `table` was this verb's name for the text form before -o: still accepted, never listed.
+  addOutputOption(query, QUERY_OUTPUTS, { aliases: { table: 'text' } }).action(async (paths: string[], opts: QueryFlags & { output: QueryOutput }) =>
+    finish(await runAuditQuery(paths, { ...opts, format: opts.output === 'text' ? 'table' : opts.output })));
 
-  audit
+  const replay = audit
     .command('replay')
     .description('re-decide recorded decisions with a candidate policy set and report what would flip')
     .argument('[paths...]', PATHS_HELP)
     .requiredOption('--policies <dir>', 'candidate policy set (repeatable)', collect)
     .addOption(new Option('--default-action <action>', "the gateway's defaultAction to replay with").choices(['ALLOW', 'DENY']).default('DENY'))
     .option('--fail-on-new-denies', 'exit 1 when any decision would flip from allow to deny (CI gate; inexact flips are reported, not counted)')
-    .addOption(new Option('--format <format>', 'output format').choices(['text', 'json', 'markdown']).default('text'))
     .option('--examples <n>', 'examples per group', positiveInt, 3)
     .option('--since <time>', 'only records at or after: duration before now or RFC 3339')
-    .option('--until <time>', 'only records before: duration before now or RFC 3339')
-    .action(async (paths: string[], opts: ReplayFlags) => finish(await runAuditReplay(paths, opts)));
+    .option('--until <time>', 'only records before: duration before now or RFC 3339');
+  addOutputOption(replay, REPORT_OUTPUTS).action(async (paths: string[], opts: ReplayFlags & { output: ReportOutput }) =>
+    finish(await runAuditReplay(paths, { ...opts, format: opts.output })));
 
   audit
     .command('report')

@@ -23,6 +23,7 @@ import {
   type IssuedCert,
 } from '../identity/dev-ca.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
+import { addOutputOption, writeData, type OutputFormat } from './output.ts';
 
 const DEFAULT_DIR = '.waygate/pki';
 const INTERMEDIATE = 'intermediate';
@@ -68,10 +69,15 @@ function fileStem(path: string, namespace: string, serviceAccount: string): stri
   return namespace && serviceAccount ? `${namespace}-${serviceAccount}` : path.replace(/\//g, '-');
 }
 
+/** What init and issue print: the text lines below, or these fields as one JSON or YAML document. */
+const CERTS_OUTPUTS = ['text', 'json', 'yaml'] as const satisfies readonly OutputFormat[];
+type CertsOutput = (typeof CERTS_OUTPUTS)[number];
+
 interface InitOptions {
   dir: string;
   trustDomain: string;
   force?: boolean;
+  output: CertsOutput;
 }
 
 function runInit(opts: InitOptions): void {
@@ -89,6 +95,10 @@ function runInit(opts: InitOptions): void {
   for (const f of [inter.cert, inter.key, inter.chain]) rmSync(f, { force: true });
   const ca = createCa({ trustDomain });
   writeCaFiles(opts.dir, ca);
+  if (opts.output !== 'text') {
+    writeData({ spiffeId: ca.spiffeId, notAfter: ca.notAfter.toISOString(), certificate: paths.cert, privateKey: paths.key, trustBundle: paths.root }, opts.output, process.stdout);
+    return;
+  }
   process.stdout.write(
     [
       `created root CA ${ca.spiffeId} (valid until ${ca.notAfter.toISOString()})`,
@@ -110,6 +120,7 @@ interface IssueOptions {
   ip?: string[];
   days?: number;
   intermediate?: boolean;
+  output: CertsOutput;
 }
 
 /** The intermediate CA under `dir`, created (signed by the root) on first use. */
@@ -172,6 +183,18 @@ function runIssue(spiffeId: string, opts: IssueOptions): void {
   // The certificate file holds the chain (leaf, then intermediate): what a TLS peer must present.
   writePublic(certFile, leaf.chainPem);
   writePrivate(keyFile, leaf.keyPem);
+  if (opts.output !== 'text') {
+    writeData({
+      spiffeId,
+      notAfter: leaf.notAfter.toISOString(),
+      signedBy: opts.intermediate ? 'intermediate' : 'root',
+      certificate: certFile,
+      privateKey: keyFile,
+      trustBundle: caFilePaths(opts.dir).root,
+      ...(createdIntermediate ? { createdIntermediate: caFilePaths(opts.dir, INTERMEDIATE).cert } : {}),
+    }, opts.output, process.stdout);
+    return;
+  }
   const lines = [
     `issued ${spiffeId} (valid until ${leaf.notAfter.toISOString()}, signed by the ${opts.intermediate ? 'intermediate' : 'root'} CA)`,
   ];
@@ -201,15 +224,15 @@ function guarded(verb: string, fn: () => void): void {
 export function registerCerts(program: Command): void {
   const certs = program.command('certs').description('development PKI: a SPIFFE CA and workload certificates (ECDSA P-256)');
 
-  certs
+  const init = certs
     .command('init')
     .description('create a root CA for a trust domain')
     .option('--dir <dir>', 'where to write the CA', DEFAULT_DIR)
     .option('--trust-domain <td>', 'SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
-    .option('--force', 'replace an existing CA')
-    .action((opts: InitOptions) => guarded('init', () => runInit(opts)));
+    .option('--force', 'replace an existing CA');
+  addOutputOption(init, CERTS_OUTPUTS).action((opts: InitOptions) => guarded('init', () => runInit(opts)));
 
-  certs
+  const issue = certs
     .command('issue')
     .description('issue a workload certificate whose URI SAN is <spiffe-id>')
     .argument('<spiffe-id>', 'e.g. spiffe://cluster.local/ns/default/sa/app')
@@ -220,6 +243,6 @@ export function registerCerts(program: Command): void {
     .option('--dns <name>', 'DNS SAN (repeatable)', collect)
     .option('--ip <addr>', 'IP SAN (repeatable)', collect)
     .option('--days <n>', `validity in days (default ${DEFAULT_LEAF_DAYS})`, positiveDays)
-    .option('--intermediate', 'sign with an intermediate CA (created on first use), as mesh CAs do')
-    .action((spiffeId: string, opts: IssueOptions) => guarded('issue', () => runIssue(spiffeId, opts)));
+    .option('--intermediate', 'sign with an intermediate CA (created on first use), as mesh CAs do');
+  addOutputOption(issue, CERTS_OUTPUTS).action((spiffeId: string, opts: IssueOptions) => guarded('issue', () => runIssue(spiffeId, opts)));
 }

@@ -10,6 +10,7 @@ import { registerCerts } from './certs.ts';
 import { registerConnect } from './connect.ts';
 import { registerPolicy } from './policy.ts';
 import { registerServe } from './serve.ts';
+import { hintAfterErrors } from './output.ts';
 import { packageVersion } from './version.ts';
 
 export const EXIT_OK = 0;
@@ -21,7 +22,6 @@ export function buildProgram(): Command {
   const program = new Command('waygate')
     .description('HBONE authorization gateway: terminate mTLS HTTP/2 CONNECT, decide with CEL policies, forward or refuse')
     .exitOverride()
-    .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
     .version(packageVersion(), '-V, --version', 'print the version (package.json) and exit');
   program
@@ -33,6 +33,8 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerCerts(program);
   registerConnect(program);
+  // One line of error and one of hint on a usage error, not the whole usage (issue 19 item 11).
+  hintAfterErrors(program);
   return program;
 }
 

@@ -1,19 +1,53 @@
 /**
- * Shared CLI output: the `--format text|json` option, colour that appears only on a terminal, and
+ * Shared CLI output: the `-o, --output` option, colour that appears only on a terminal, and
  * compiler-style diagnostic lines. Every verb writes through these so scripts get the same shapes
  * everywhere: JSON is one document on stdout ending in a newline; text goes to stdout, problems
  * about the invocation itself to stderr.
  */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Diagnostic } from '../errors.ts';
+import { stringify as stringifyYaml } from 'yaml';
+import { suggest } from '../util/suggest.ts';
 
-/** Output formats every verb with `--format` accepts. */
-export type OutputFormat = 'text' | 'json';
+/**
+ * The one output-format vocabulary of every verb (`-o, --output <format>`); each verb accepts the
+ * subset that makes sense for what it prints (docs/reviewing-decisions.md, docs/writing-policies.md).
+ */
+export const OUTPUT_FORMATS = ['text', 'json', 'jsonl', 'csv', 'markdown', 'yaml'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
-/** commander argument parser for `--format`: a bad value is a usage error (exit 2). */
-export function parseFormat(value: string): OutputFormat {
-  if (value === 'text' || value === 'json') return value;
-  throw new InvalidArgumentError(`expected "text" or "json", got "${value}"`);
+/**
+ * commander argument parser for one verb's formats. `aliases` are old spellings still accepted
+ * (`table` for `text` in `audit query`) and never listed. A bad value is a usage error (exit 2)
+ * whose message lists what the verb takes, with the nearest one when the value looks like a typo.
+ */
+export function outputParser<F extends OutputFormat>(formats: readonly F[], aliases: Readonly<Record<string, F>> = {}) {
+  return (value: string): F => {
+    if ((formats as readonly string[]).includes(value)) return value as F;
+    const alias = aliases[value];
+    if (alias !== undefined) return alias;
+    const near = suggest(value, formats);
+    throw new InvalidArgumentError(`expected one of ${formats.join(', ')}${near !== undefined ? ` (did you mean "${near}"?)` : ''}`);
+  };
+}
+
+/**
+ * Adds `-o, --output <format>` to a verb, plus the hidden `--format <format>` (the spelling these
+ * verbs had before, kept so scripts do not break) writing the same value: actions read `output`.
+ */
+export function addOutputOption<F extends OutputFormat>(
+  cmd: Command,
+  formats: readonly F[],
+  opts: { default?: F; aliases?: Readonly<Record<string, F>> } = {},
+): Command {
+  const parse = outputParser(formats, opts.aliases);
+  const fallback = opts.default ?? formats[0]!;
+  cmd.addOption(new Option('-o, --output <format>', `output format: ${formats.join(', ')}`).argParser(parse).default(fallback));
+  cmd.addOption(new Option('--format <format>', 'same as --output').argParser(parse).hideHelp());
+  // commander's own listener for --format (registered by addOption above) has parsed and
+  // validated the value by the time this one runs.
+  cmd.on('option:format', () => cmd.setOptionValueWithSource('output', cmd.getOptionValue('format'), 'cli'));
+  return cmd;
 }
 
 /** Anything text can be written to: process.stdout, process.stderr, or a test's capture. */
@@ -107,6 +141,15 @@ export function writeJson(value: unknown, stream: TextSink = stdout()): void {
   stream.write(JSON.stringify(value, null, 2) + '\n');
 }
 
+/**
+ * Writes one structured document: JSON as writeJson does, or YAML (block style, keys in the
+ * object's order; the yaml library's default schema, so strings that look like numbers are quoted).
+ */
+export function writeData(value: unknown, format: 'json' | 'yaml', stream: TextSink = stdout()): void {
+  if (format === 'json') writeJson(value, stream);
+  else stream.write(stringifyYaml(value, { lineWidth: 0 }));
+}
+
 /** Writes lines of text, each terminated by a newline; nothing at all for an empty list. */
 export function writeLines(lines: readonly string[], stream: TextSink = stdout()): void {
   if (lines.length > 0) stream.write(lines.join('\n') + '\n');
@@ -117,4 +160,21 @@ export function sortDiagnostics<T extends DiagnosticLike>(list: readonly T[]): T
   return [...list].sort(
     (a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0) || a.line - b.line || a.col - b.col,
   );
+}
+
+/** `waygate audit query` for a command of the tree: its names from the root down. */
+export function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c !== null; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/**
+ * After a usage error (bad flag value, unknown flag, missing argument) commander prints its
+ * one-line `error: ...`; this sets the line after it to a hint naming the command's own --help,
+ * instead of the whole usage text, on every command of the tree.
+ */
+export function hintAfterErrors(cmd: Command): void {
+  cmd.showHelpAfterError(`hint: \`${commandPath(cmd)} --help\` lists its arguments, flags and the values they take`);
+  for (const sub of cmd.commands) hintAfterErrors(sub);
 }

@@ -24,13 +24,13 @@ import { runPolicyTests, type CaseResult, type RuleCoverage, type TestReport } f
 import { summarizeSnapshot } from '../policy/snapshot.ts';
 import { inspectPolicyUpdates, readPolicySources } from '../policy/sources.ts';
 import {
+  addOutputOption,
   formatDiagnosticLine,
-  parseFormat,
   sortDiagnostics,
   stderr,
   stdout,
   styleFor,
-  writeJson,
+  writeData,
   writeLines,
   type DiagnosticLike,
   type OutputFormat,
@@ -50,28 +50,26 @@ export function registerPolicy(program: Command): void {
     .command('policy')
     .description('check, test, evaluate and format policy files');
 
-  policy
+  const check = policy
     .command('check')
     .description('load, type-check and lint policy files (exit 0 ok, 1 lint errors, 2 load errors)')
     .argument('<paths...>', 'policy files or directories (walked for *.yaml / *.yml)')
-    .addOption(formatOption())
-    .option('--strict', 'treat warnings as errors (exit 1 when any warning is found)', false)
-    .action(async (paths: string[], opts: { format: OutputFormat; strict: boolean }) => {
-      process.exitCode = await runCheck(paths, opts);
-    });
+    .option('--strict', 'treat warnings as errors (exit 1 when any warning is found)', false);
+  addOutputOption(check, POLICY_OUTPUTS).action(async (paths: string[], opts: { output: PolicyOutput; strict: boolean }) => {
+    process.exitCode = await runCheck(paths, opts);
+  });
 
-  policy
+  const test = policy
     .command('test')
     .description('run every PolicyTest against all policies of the paths (exit 1 on a failing case or low coverage)')
     .argument('<paths...>', 'policy and PolicyTest files or directories')
     .option('--coverage', 'also print how many cases reached each rule', false)
-    .option('--threshold <percent>', 'fail when rule coverage is below this percentage (0-100)', parsePercent)
-    .addOption(formatOption())
-    .action(async (paths: string[], opts: { coverage: boolean; threshold?: number; format: OutputFormat }) => {
-      process.exitCode = await runTest(paths, opts);
-    });
+    .option('--threshold <percent>', 'fail when rule coverage is below this percentage (0-100)', parsePercent);
+  addOutputOption(test, POLICY_OUTPUTS).action(async (paths: string[], opts: { coverage: boolean; threshold?: number; output: PolicyOutput }) => {
+    process.exitCode = await runTest(paths, opts);
+  });
 
-  policy
+  const evaluate = policy
     .command('eval')
     .description('decide one input against the policies (exit 0 allow, 3 deny, 2 bad input)')
     .argument('<paths...>', 'policy files or directories')
@@ -81,11 +79,12 @@ export function registerPolicy(program: Command): void {
       new Option('--default-action <action>', 'the gateway defaultAction to decide with')
         .argParser(parseDefaultAction)
         .default('DENY' satisfies DefaultAction),
-    )
-    .addOption(formatOption())
-    .action(async (paths: string[], opts: { input: string; explain: boolean; defaultAction: DefaultAction; format: OutputFormat }) => {
+    );
+  addOutputOption(evaluate, POLICY_OUTPUTS).action(
+    async (paths: string[], opts: { input: string; explain: boolean; defaultAction: DefaultAction; output: PolicyOutput }) => {
       process.exitCode = await runEval(paths, opts);
-    });
+    },
+  );
 
   policy
     .command('fmt')
@@ -98,9 +97,9 @@ export function registerPolicy(program: Command): void {
     });
 }
 
-function formatOption(): Option {
-  return new Option('--format <format>', 'output format: text or json').argParser(parseFormat).default('text');
-}
+/** What the policy verbs print: text for people, the same report as one JSON or YAML document for scripts. */
+const POLICY_OUTPUTS = ['text', 'json', 'yaml'] as const satisfies readonly OutputFormat[];
+type PolicyOutput = (typeof POLICY_OUTPUTS)[number];
 
 function parsePercent(value: string): number {
   const n = Number(value);
@@ -126,7 +125,7 @@ interface CheckJson {
   summary: { files: number; policies: number; rules: number; tests: number } | null;
 }
 
-async function runCheck(paths: string[], opts: { format: OutputFormat; strict: boolean }): Promise<number> {
+async function runCheck(paths: string[], opts: { output: PolicyOutput; strict: boolean }): Promise<number> {
   const style = styleFor(stdout());
   const loaded = await loadPolicySet(paths, { version: 1 });
   let findings: DiagnosticLike[];
@@ -149,8 +148,8 @@ async function runCheck(paths: string[], opts: { format: OutputFormat; strict: b
   const warnings = findings.filter((d) => d.severity === 'warning');
   const code = loadFailed ? EXIT_USAGE : errors.length > 0 || (opts.strict && warnings.length > 0) ? EXIT_FAILURE : EXIT_OK;
 
-  if (opts.format === 'json') {
-    writeJson({ ok: code === EXIT_OK, errors, warnings, summary } satisfies CheckJson);
+  if (opts.output !== 'text') {
+    writeData({ ok: code === EXIT_OK, errors, warnings, summary } satisfies CheckJson, opts.output);
     return code;
   }
   writeLines(findings.map((d) => formatDiagnosticLine(d, style)));
@@ -192,18 +191,18 @@ function dedupe<T extends DiagnosticLike>(list: readonly T[]): T[] {
 // ---------------------------------------------------------------------------------------------
 // test
 
-async function runTest(paths: string[], opts: { coverage: boolean; threshold?: number; format: OutputFormat }): Promise<number> {
+async function runTest(paths: string[], opts: { coverage: boolean; threshold?: number; output: PolicyOutput }): Promise<number> {
   const style = styleFor(stdout());
   const loaded = await loadPolicySet(paths, { version: 1 });
-  if (!loaded.ok) return reportLoadFailure(loaded, opts.format, style);
+  if (!loaded.ok) return reportLoadFailure(loaded, opts.output, style);
   const runOpts = opts.threshold === undefined ? {} : { threshold: opts.threshold };
   const report = runPolicyTests(loaded.snapshot, loaded.tests, runOpts);
   // A run with no case proves nothing; most likely the path missed the *.test.yaml files.
   const empty = report.total === 0;
   const code = report.ok && !empty ? EXIT_OK : EXIT_FAILURE;
 
-  if (opts.format === 'json') {
-    writeJson({ ...report, ok: code === EXIT_OK, files: loaded.files });
+  if (opts.output !== 'text') {
+    writeData({ ...report, ok: code === EXIT_OK, files: loaded.files }, opts.output);
     return code;
   }
   writeLines(renderTestReport(report, { coverage: opts.coverage, style }));
@@ -272,7 +271,7 @@ function show(v: unknown): string {
 
 async function runEval(
   paths: string[],
-  opts: { input: string; explain: boolean; defaultAction: DefaultAction; format: OutputFormat },
+  opts: { input: string; explain: boolean; defaultAction: DefaultAction; output: PolicyOutput },
 ): Promise<number> {
   const style = styleFor(stdout());
   let raw: unknown;
@@ -291,14 +290,14 @@ async function runEval(
     return EXIT_USAGE;
   }
   const loaded = await loadPolicySet(paths, { version: 1 });
-  if (!loaded.ok) return reportLoadFailure(loaded, opts.format, style);
+  if (!loaded.ok) return reportLoadFailure(loaded, opts.output, style);
 
   // explainDecision carries exactly decide()'s Decision, so one call serves both forms.
   const explanation = opts.explain ? explainDecision(loaded.snapshot, ctx, { defaultAction: opts.defaultAction }) : undefined;
   const decision = explanation?.decision ?? decide(loaded.snapshot, ctx, { defaultAction: opts.defaultAction });
   const code = decision.decision === 'allow' ? EXIT_OK : EXIT_DENY;
-  if (opts.format === 'json') {
-    writeJson(explanation === undefined ? { decision } : { decision, explanation });
+  if (opts.output !== 'text') {
+    writeData(explanation === undefined ? { decision } : { decision, explanation }, opts.output);
     return code;
   }
   // The explanation opens with the same verdict, audit and dry-run lines, then every policy.
@@ -394,14 +393,14 @@ async function runFmt(paths: string[], opts: { write: boolean; check: boolean })
 // ---------------------------------------------------------------------------------------------
 // shared
 
-function reportLoadFailure(loaded: Extract<LoadResult, { ok: false }>, format: OutputFormat, style: Style): number {
+function reportLoadFailure(loaded: Extract<LoadResult, { ok: false }>, output: PolicyOutput, style: Style): number {
   const diagnostics = sortDiagnostics(loaded.diagnostics);
-  if (format === 'json') {
-    writeJson({
+  if (output !== 'text') {
+    writeData({
       ok: false,
       errors: diagnostics.filter((d) => d.severity === 'error'),
       warnings: diagnostics.filter((d) => d.severity === 'warning'),
-    });
+    }, output);
   } else {
     writeLines(diagnostics.map((d) => formatDiagnosticLine(d, style)));
     writeLines([`${style.red('failed')}: the policy set does not load (${plural(diagnostics.filter((d) => d.severity === 'error').length, 'error')})`]);
