@@ -164,6 +164,7 @@ export type CloseReason =
   | 'draining'         // the drain deadline passed
   | 'idle_timeout'
   | 'session_closed'   // the HTTP/2 connection went away
+  | 'audit_unavailable' // allowed, but refused: its decision record was not written in time (docs/operating.md)
   | 'error';
 
 export interface CloseRecord {

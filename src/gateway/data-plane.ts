@@ -66,6 +66,25 @@ export interface DataPlane {
   kill(): void;
 }
 
+/**
+ * Resolves once every tunnel has ended, so its close record was handed to the audit sink before
+ * the sink is ended: a tunnel reset by the drain or the close ends on its stream's 'close' event,
+ * a few event-loop turns after the reset. Bounded (the sessions are destroyed already): a stream
+ * that never reports its close costs its record, never the shutdown.
+ */
+const TUNNELS_GONE_BOUND_MS = 2000;
+async function tunnelsGone(rt: GatewayRuntime): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    rt.server.tunnels.whenEmpty(),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, TUNNELS_GONE_BOUND_MS);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
 /** Readiness before the runtime exists. */
 const NOT_STARTED: ReadinessState = { ready: false, reasons: ['tls_material_not_loaded', 'policy_snapshot_not_loaded'] };
 
@@ -169,7 +188,10 @@ export class LocalDataPlane implements DataPlane {
   }
 
   async close(): Promise<void> {
-    await this.#runtime?.close();
+    const rt = this.#runtime;
+    if (!rt) return;
+    await rt.close();
+    await tunnelsGone(rt);
   }
 
   async drainAndClose(deadlineMs: number): Promise<number> {
@@ -178,6 +200,7 @@ export class LocalDataPlane implements DataPlane {
     try {
       const { remaining } = await rt.drain(deadlineMs);
       await rt.close();
+      await tunnelsGone(rt);
       log.info({ reset: remaining }, 'drained; flushing the audit log');
       return 0;
     } catch (err) {

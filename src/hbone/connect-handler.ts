@@ -133,12 +133,41 @@ class ConnectAttempt implements RecordBase {
     t.finishPending(o.closeReason);
   }
 
-  /** The allow: the decision record (200), then the tunnel answers 200 and takes the upstream. */
-  open(decision: Decision, upstream: UpstreamConnection): void {
+  /**
+   * The allow, write-ahead (docs/operating.md, "Audit log guarantees"): the decision record (200)
+   * is handed to the operating system first, then the tunnel answers 200 and takes the upstream
+   * (`a.held` until then). A record that cannot be written within the audit log's bound, or a log
+   * that is failing with `audit.onFailure: deny`, refuses the CONNECT with `audit_unavailable`.
+   */
+  async open(decision: Decision, upstream: UpstreamConnection): Promise<void> {
     const allowed: RecordedOutcome = { verdict: 'allow', reason: decision.reason, decision, withRule: true };
-    this.#record(allowed, statusFor(decision.reason, this.env.denyStatus));
+    if (this.#recorded) throw new Error(`second decision record for CONNECT ${this.decisionId}`);
+    this.#recorded = true;
+    const ahead = this.env.recorder.decisionAhead(this, allowed, statusFor(decision.reason, this.env.denyStatus));
+    const result = typeof ahead === 'string' ? ahead : await ahead;
+    const t = this.tunnel!;
+    if (result === 'withdrawn') {
+      // Never written: the refusal is this CONNECT's one decision record.
+      this.#recorded = false;
+      this.held = null;
+      upstream.destroy();
+      return this.conclude(ConnectOutcome.auditUnavailable(decision));
+    }
+    if (result === 'in_flight' || t.revoked || t.streamClosed) {
+      // The record (200) is written or being written, but no 200 goes out: refused at the log's
+      // bound (503), revoked, or reset by the client while the record was being written. The
+      // close record says which.
+      this.held = null;
+      upstream.destroy();
+      const reason = result === 'in_flight' ? 'audit_unavailable' : t.revoked ? t.revoked.reason : 'client_reset';
+      if (result === 'in_flight' || t.revoked?.reason === 'draining') this.#answer(503, h2c.NGHTTP2_CANCEL);
+      else this.#answer(0, h2c.NGHTTP2_CANCEL);
+      t.setCloseDecision(t.revoked?.decision ?? null);
+      t.finishPending(reason);
+      return;
+    }
     this.held = null; // handed over: the tunnel owns it from its first statement on
-    this.tunnel!.open(upstream, this.env.idleTimeoutMs);
+    t.open(upstream, this.env.idleTimeoutMs);
   }
 
   /**
@@ -233,7 +262,7 @@ export class ConnectHandler {
       if (allowed instanceof ConnectOutcome) return a.conclude(allowed);
       const upstream = await this.#connect(a, tunnel, allowed.decision, allowed.choice);
       if (upstream instanceof ConnectOutcome) return a.conclude(upstream);
-      a.open(allowed.decision, upstream);
+      await a.open(allowed.decision, upstream);
     } catch (err) {
       a.fail(err);
     }

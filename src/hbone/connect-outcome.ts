@@ -29,6 +29,8 @@ const STATUS_BY_REASON: Readonly<Record<Reason, number | 'deny'>> = {
   // gateway did not refuse the client, so not the deny status (docs/design.md §6).
   upstream_denied: 503,
   draining: 503,
+  // No audit, no access: the decision record could not be written (src/audit/logger.ts).
+  audit_unavailable: 503,
 };
 
 /** The HTTP status a CONNECT refused (or allowed) with `reason` is answered with. */
@@ -105,6 +107,15 @@ export class ConnectOutcome {
   /** Allowed, but the client reset the stream before its answer: the record keeps what the policy said, with status 0. */
   static clientGone(decision: Decision): ConnectOutcome {
     return new ConnectOutcome('allow', decision.reason, decision, true, 'none', true, 'client_reset');
+  }
+
+  /**
+   * Allowed, but its decision record could not be written within the bound, or the audit log is
+   * failing and `audit.onFailure` is `deny` (src/audit/logger.ts): 503, reason `audit_unavailable`,
+   * the policy's outcome (dry run, audit rules) kept; its close record says `audit_unavailable`.
+   */
+  static auditUnavailable(decision: Decision): ConnectOutcome {
+    return new ConnectOutcome('deny', 'audit_unavailable', decision, false, 'status', true, 'audit_unavailable');
   }
 
   /** A recheck, a drain or a shutdown revoked the tunnel while it was dialing. */

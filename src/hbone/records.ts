@@ -6,9 +6,9 @@
  * passed authorization (built by the tunnel, tunnel.ts, when it ends).
  */
 import type { Logger } from 'pino';
-import { AUDIT_SCHEMA_VERSION, decisionRecord, type CloseRecord, type DecisionRecordHead, type DecisionRecordTail, type UpstreamRecord } from '../audit/record.ts';
+import { AUDIT_SCHEMA_VERSION, decisionRecord, type CloseRecord, type DecisionRecord, type DecisionRecordHead, type DecisionRecordTail, type UpstreamRecord } from '../audit/record.ts';
 import type { HeaderAuditPolicy } from '../audit/redact.ts';
-import type { AuditSink } from '../audit/sink.ts';
+import type { AheadResult, AuditSink } from '../audit/sink.ts';
 import type { DecisionContext } from '../policy/context.ts';
 import type { Decision, Reason, Verdict } from '../policy/decision.ts';
 import { notify, type HboneObserver } from './observer.ts';
@@ -61,6 +61,36 @@ export class ConnectRecorder {
    * logged, an observer that throws is ignored.
    */
   decision(b: RecordBase, outcome: RecordedOutcome, status: number): void {
+    const record = this.#build(b, outcome, status);
+    try {
+      this.#o.audit.decision(record);
+    } catch (err) {
+      this.#o.log?.error({ err: (err as Error).message }, 'audit sink failed to take a decision record');
+    }
+    notify(this.#o.observer, 'decision', record);
+  }
+
+  /**
+   * Writes the record of an allow ahead of its answer (docs/operating.md, "Audit log
+   * guarantees"): what became of it, synchronously when the sink has no write-ahead (test
+   * doubles). A `withdrawn` record was never written and is not reported to the observer: the
+   * refusal's own record is.
+   */
+  decisionAhead(b: RecordBase, outcome: RecordedOutcome, status: number): AheadResult | Promise<AheadResult> {
+    const record = this.#build(b, outcome, status);
+    const audit = this.#o.audit;
+    if (!audit.decisionAhead) {
+      audit.decision(record);
+      notify(this.#o.observer, 'decision', record);
+      return 'written';
+    }
+    return audit.decisionAhead(record).then((r) => {
+      if (r !== 'withdrawn') notify(this.#o.observer, 'decision', record);
+      return r;
+    });
+  }
+
+  #build(b: RecordBase, outcome: RecordedOutcome, status: number): DecisionRecord {
     const d = outcome.decision;
     const withRule = outcome.withRule && d !== null;
     const ctx = b.context;
@@ -85,13 +115,7 @@ export class ConnectRecorder {
       detail: b.detail,
     };
     // The evaluation input, allow-listed and redacted headers included, as the catalogue lays it out.
-    const record = decisionRecord(fields, ctx, this.#o.headerAuditPolicy());
-    try {
-      this.#o.audit.decision(record);
-    } catch (err) {
-      this.#o.log?.error({ err: (err as Error).message }, 'audit sink failed to take a decision record');
-    }
-    notify(this.#o.observer, 'decision', record);
+    return decisionRecord(fields, ctx, this.#o.headerAuditPolicy());
   }
 
   /** A tunnel ended: its close record. */

@@ -19,7 +19,9 @@ export type Reason =
   | 'upstream_failed'
   | 'upstream_denied'
   | 'policy_changed'
-  | 'draining';
+  | 'draining'
+  // The decision record could not be written (docs/operating.md, "Audit log guarantees").
+  | 'audit_unavailable';
 
 /** The reasons the pure engine itself can return; the others are the transport's. */
 export type EngineReason =
@@ -33,6 +35,7 @@ export type EngineReason =
 export const ALL_REASONS: readonly Reason[] = [
   'allowed', 'default_allow', 'explicit_deny', 'no_allow_match', 'default_deny', 'no_identity',
   'bad_request', 'eval_error', 'destination_not_allowed', 'upstream_failed', 'upstream_denied', 'policy_changed', 'draining',
+  'audit_unavailable',
 ];
 
 /**

@@ -43,6 +43,7 @@ export interface CompiledQuery {
 /** Every close reason (src/audit/record.ts `CloseReason`; the check below keeps the two in step). */
 export const ALL_CLOSE_REASONS = [
   'completed', 'client_reset', 'upstream_reset', 'upstream_failed', 'policy_changed', 'draining', 'idle_timeout', 'session_closed', 'error',
+  'audit_unavailable',
 ] as const satisfies readonly CloseReason[];
 /** Every reload result (`ReloadRecord.result`). */
 export const ALL_RELOAD_RESULTS = ['applied', 'rejected', 'unchanged'] as const satisfies readonly ReloadRecord['result'][];
