@@ -35,7 +35,10 @@ export interface MeshWorkload {
   readonly protocol: WorkloadProtocol;
   /** Where its ztunnel accepts HBONE; default {@link DEFAULT_TUNNEL_PORT}. */
   readonly tunnelPort: number;
-  /** Whether it may be picked as an endpoint (Kubernetes: ready and serving). Default true. */
+  /**
+   * Whether it may be picked as an endpoint. Default true. Kubernetes (kubernetes/map.ts): the
+   * EndpointSlice says ready, or, in a service with no ready endpoint, serving while terminating.
+   */
   readonly ready: boolean;
   /**
    * As one service's endpoint: service port -> the port on this endpoint, where it is not that
