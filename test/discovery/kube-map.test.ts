@@ -1,11 +1,14 @@
 /**
- * Kubernetes objects -> discovery snapshot (src/discovery/kubernetes/map.ts), on objects exactly as
- * an API server returns them: test/fixtures/kube/shop.json is `kubectl get services,endpointslices,pods
- * -n shop -o json --show-managed-fields` of a kind cluster shaped for every case (dual-stack, a
- * rollout that moved a named port, terminating pods, a headless StatefulSet with sidecars, a
- * selector-less service, a UDP port, an ExternalName alias, a finished Job). Each case below
- * starts from those objects, changes what it is about, and asserts the snapshot; then the same
- * snapshots through the router (src/hbone/route.ts) for what the mapping decides about dialing.
+ * Kubernetes objects -> discovery snapshot (src/discovery/kubernetes/map.ts), on objects shaped
+ * exactly as an API server returns them: test/fixtures/kube/shop.json is written as
+ * `kubectl get services,endpointslices,pods -n shop -o json --show-managed-fields` prints a `List`
+ * (every field the API server fills in: managedFields, defaulted spec fields, status, the
+ * EndpointSlice controller's labels and owner references). It was written for these cases, not
+ * captured from a cluster: a dual-stack service behind a rollout that moved a named port, a
+ * terminating pod, a headless StatefulSet with sidecars, a selector-less service, a UDP port, an
+ * ExternalName alias, a finished Job. Each case below starts from those objects, changes what it is
+ * about, and asserts the snapshot; then the same snapshots go through the router
+ * (src/hbone/route.ts) for what the mapping decides about dialing.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
