@@ -7,6 +7,7 @@
  * Every parser here is total: malformed input yields an empty/partial result, never an exception,
  * and every result is bounded in size so a hostile peer cannot make a record or a context large.
  */
+import { BoundedCache } from '../util/bounded-cache.ts';
 
 /** W3C Baggage §3.3.2 limits: at most 64 list-members and 8192 bytes in total. */
 export const MAX_BAGGAGE_MEMBERS = 64;
@@ -95,15 +96,20 @@ export function parseBaggage(header: string | undefined): Record<string, string>
   return out;
 }
 
+/** Distinct baggage values remembered per connection (a peer varying it per stream just misses). */
+export const MAX_BAGGAGE_CACHE_ENTRIES = 8;
+
 /**
  * Parsed `baggage` values of one HTTP/2 connection, keyed on the raw header value. ztunnel sends
  * the same baggage (the source workload's) on every stream of a connection, so the parse runs
- * once per connection instead of once per CONNECT. Bounded by {@link MAX_BAGGAGE_CACHE_ENTRIES}.
+ * once per connection instead of once per CONNECT. The project's one bounded cache
+ * (src/util/bounded-cache.ts), at most {@link MAX_BAGGAGE_CACHE_ENTRIES} values whatever the peer sends.
  */
-export type BaggageCache = Map<string, Readonly<Record<string, string>>>;
-
-/** Distinct baggage values remembered per connection (a peer varying it per stream just misses). */
-export const MAX_BAGGAGE_CACHE_ENTRIES = 8;
+export class BaggageCache extends BoundedCache<string, Readonly<Record<string, string>>> {
+  constructor() {
+    super(MAX_BAGGAGE_CACHE_ENTRIES);
+  }
+}
 
 /**
  * {@link parseBaggage} through a connection's cache. The cached record is frozen because every
@@ -111,16 +117,7 @@ export const MAX_BAGGAGE_CACHE_ENTRIES = 8;
  */
 export function parseBaggageCached(header: string | undefined, cache: BaggageCache): Readonly<Record<string, string>> {
   if (!header) return parseBaggage(header);
-  const hit = cache.get(header);
-  if (hit !== undefined) return hit;
-  const parsed = Object.freeze(parseBaggage(header));
-  // Oldest first out (Map keeps insertion order): a bounded cache whatever the peer sends.
-  if (cache.size >= MAX_BAGGAGE_CACHE_ENTRIES) {
-    const oldest = cache.keys().next();
-    if (!oldest.done) cache.delete(oldest.value);
-  }
-  cache.set(header, parsed);
-  return parsed;
+  return cache.get(header) ?? cache.set(header, Object.freeze(parseBaggage(header)));
 }
 
 /** One element of an RFC 7239 `forwarded` header, lower-case parameter names. */

@@ -15,7 +15,7 @@ import { connectionAttributes, type ConnectionAttributes } from '../policy/conte
 import { DialAdmission } from './dial-queue.ts';
 import type { ResolvedH2Options } from './h2-settings.ts';
 import { notify, type HandshakeFailureReason, type HboneObserver } from './observer.ts';
-import type { BaggageCache } from './request-headers.ts';
+import { BaggageCache } from './request-headers.ts';
 
 /** Called for every CONNECT stream a connection receives. */
 export type StreamHandler = (conn: HboneConnection, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]) => void;
@@ -65,7 +65,7 @@ export class HboneConnection {
    */
   readonly attributes: ConnectionAttributes;
   /** Parsed `baggage` by raw header value (ztunnel sends the same one for every stream of a workload). */
-  readonly baggageCache: BaggageCache = new Map();
+  readonly baggageCache = new BaggageCache();
   /** Upstream dials in flight on this connection, and the CONNECTs waiting for one (dial-queue.ts). */
   readonly dials: DialAdmission;
   readonly openedAt = performance.now();

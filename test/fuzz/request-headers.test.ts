@@ -19,7 +19,7 @@ import {
   parseForwardedNetwork,
   parseRequestHeaders,
   parseTraceparent,
-  type BaggageCache,
+  BaggageCache,
   type ForwardedElement,
   type TraceParent,
 } from '../../src/hbone/request-headers.ts';
@@ -115,13 +115,17 @@ describe('fuzz: baggage', () => {
       t,
       'parseRequestHeaders with a baggage cache',
       fc.property(fc.array(headerArb(REAL_BAGGAGE), { minLength: 1, maxLength: 30 }), (values) => {
-        const cache: BaggageCache = new Map();
+        const cache = new BaggageCache();
         for (const v of values) {
           const parsed = parseRequestHeaders([':method', 'CONNECT', 'baggage', v], cache);
           assert.ok(Object.isFrozen(parsed.baggage) || v === '', 'a shared baggage record is frozen');
           assert.deepEqual({ ...parsed.baggage }, { ...parseBaggage(v) });
           assert.ok(cache.size <= MAX_BAGGAGE_CACHE_ENTRIES, `${cache.size} cache entries`);
         }
+        // The value just parsed is remembered: the next CONNECT with it shares the record.
+        const last = values[values.length - 1]!;
+        const again = () => parseRequestHeaders([':method', 'CONNECT', 'baggage', last], cache).baggage;
+        if (last !== '') assert.equal(again(), again(), 'a repeated baggage value is a cache hit');
       }),
       200,
     );
