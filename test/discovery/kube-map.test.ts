@@ -261,6 +261,20 @@ const CASES: Case[] = [
     },
   },
   {
+    name: 'a named port of a sidecar container (an init container with restartPolicy Always) counts; of a plain init container not',
+    change: (o) => {
+      const p = pod(o, WEB1);
+      p.spec!.initContainers = [
+        { name: 'setup', image: 'docker.io/library/busybox:1.37', ports: [{ name: 'web', containerPort: 8002, protocol: 'TCP' }] },
+        { name: 'proxy', image: 'docker.io/library/envoy:1.32', restartPolicy: 'Always', ports: [{ name: 'web', containerPort: 8001, protocol: 'TCP' }] },
+      ];
+    },
+    check: (snap) => {
+      const web = service(snap, 'web');
+      assert.equal(endpointTargetPort(web.ports[0]!, web.endpoints.find((w) => w.name === WEB1)!), 8001);
+    },
+  },
+  {
     name: 'a selector-less slice\'s port number is the target, whatever the Service says',
     change: (o) => { slice(o, 'legacy-1').ports = [{ name: 'pg', port: 6432, protocol: 'TCP' }]; },
     check: (snap) => {

@@ -35,9 +35,9 @@
  *   `endpointSlicesBuilder`: no service account, no tunnel, a shared address);
  * - the target port for each service port: the slice's port of the same name (a slice's
  *   `ports[].name` is the Service port's name, `ports[].port` the number on the endpoint); where
- *   the slice has none, the Service's numeric targetPort, or for a named one the pod's
- *   `containerPorts` of that name; a pod without one does not serve that port (istiod leaves the
- *   port out of that workload's port list too);
+ *   the slice has none, the Service's numeric targetPort, or for a named one the pod's container
+ *   port of that name (its containers', then its sidecar containers'); a pod without one does not
+ *   serve that port (istiod leaves the port out of that workload's port list too);
  * - which endpoints may be picked, from `conditions` (nil `ready` and `serving` mean true, nil
  *   `terminating` false: the EndpointSlice API,
  *   https://kubernetes.io/docs/concepts/services-networking/endpoint-slices/#conditions): the
@@ -228,8 +228,11 @@ function projectPod(p: V1Pod): PodFacts {
   const ips = podIPs.length > 0 ? podIPs : status?.podIP ? [status.podIP] : [];
   const readyCondition = list(status?.conditions).some((c) => c.type === 'Ready' && c.status === 'True');
   const deleting = p.metadata?.deletionTimestamp !== undefined && p.metadata?.deletionTimestamp !== null;
+  // Where Kubernetes finds a named port (pkg/api/v1/pod FindPort): the containers, then the
+  // sidecar containers (init containers with restartPolicy Always); the first of that name wins.
   const named = new Map<string, number>();
-  for (const c of [...list(spec?.initContainers), ...list(spec?.containers)]) {
+  const sidecars = list(spec?.initContainers).filter((c) => c.restartPolicy === 'Always');
+  for (const c of [...list(spec?.containers), ...sidecars]) {
     for (const cp of list(c.ports)) {
       if (cp.name && (cp.protocol || 'TCP') === 'TCP' && !named.has(cp.name)) named.set(cp.name, cp.containerPort);
     }
@@ -314,7 +317,11 @@ export function kubeSnapshot(objects: KubeObjects, opts: KubeMapOptions): KubeMa
     });
     podByKey.set(`${p.namespace}/${p.name}`, { facts: p, workload });
     if (p.ended || p.hostNetwork) continue;
-    for (const a of ips) owners.set(a, [...(owners.get(a) ?? []), `${p.namespace}/${p.name}`]);
+    for (const a of ips) {
+      const claimed = owners.get(a);
+      if (claimed) claimed.push(`${p.namespace}/${p.name}`);
+      else owners.set(a, [`${p.namespace}/${p.name}`]);
+    }
   }
   for (const [a, keys] of owners) {
     if (keys.length > 1) skipped.push(`address ${a} is claimed by pods ${keys.join(', ')}; left out of the address index until one is gone`);
@@ -331,7 +338,9 @@ export function kubeSnapshot(objects: KubeObjects, opts: KubeMapOptions): KubeMa
   const slicesByService = new Map<string, SliceFacts[]>();
   for (const s of facts.slices) {
     const key = `${s.namespace}/${s.service}`;
-    slicesByService.set(key, [...(slicesByService.get(key) ?? []), s]);
+    const those = slicesByService.get(key);
+    if (those) those.push(s);
+    else slicesByService.set(key, [s]);
   }
 
   const takenVips = new Map<string, string>();
