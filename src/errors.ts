@@ -20,6 +20,7 @@ export type ErrorCode =
   // configuration and CLI
   | 'WG_CONFIG'
   | 'WG_MESH'                 // a mesh file (discovery) is invalid: unknown field, bad address, dangling endpoint
+  | 'WG_KUBE'                 // the Kubernetes API cannot be reached or refused a call (credentials, RBAC, kubeconfig)
   | 'WG_USAGE'
   // identity and TLS
   | 'WG_CERT'
