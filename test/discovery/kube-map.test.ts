@@ -195,6 +195,23 @@ const CASES: Case[] = [
     },
   },
   {
+    name: 'a hand-made slice naming a pod of another namespace does not lend it to this service',
+    change: (o) => {
+      const ledger = structuredClone(pod(o, WEB0));
+      ledger.metadata!.namespace = 'finance';
+      ledger.metadata!.name = 'ledger-0';
+      ledger.status!.podIP = '10.244.1.77';
+      ledger.status!.podIPs = [{ ip: '10.244.1.77' }];
+      o.pods.push(ledger);
+      slice(o, 'legacy-1').endpoints.push({ addresses: ['10.244.1.77'], conditions: { ready: true }, targetRef: { kind: 'Pod', namespace: 'finance', name: 'ledger-0', uid: ledger.metadata!.uid! } });
+    },
+    check: (snap, skipped) => {
+      assert.deepEqual(service(snap, 'legacy').endpoints.map((w) => w.name), ['192.168.50.5', '192.168.50.6']);
+      assert.ok(skipped.includes('service shop/legacy: endpoint 10.244.1.77 (EndpointSlice legacy-1) names pod finance/ledger-0 of another namespace; skipped'), skipped.join('\n'));
+      assert.equal(snap.workloadByIp('10.244.1.77')?.namespace, 'finance'); // the pod itself is still known
+    },
+  },
+  {
     name: 'an address that is not the pod\'s is left out (a stale slice, or one claiming a pod\'s identity)',
     change: (o) => { slice(o, 'echo-bh7fq').endpoints[0]!.addresses = ['10.244.1.99']; },
     check: (snap, skipped) => {

@@ -22,7 +22,8 @@
  *
  * Endpoints (discovery.k8s.io/v1 EndpointSlice, label `kubernetes.io/service-name`; any number of
  * slices per service, `IPv4` and `IPv6`; `FQDN` slices are skipped, as istiod does):
- * - an endpoint whose `targetRef` is a Pod is that pod, with the addresses this service's slices
+ * - an endpoint whose `targetRef` is a Pod of the service's namespace is that pod (one of another
+ *   namespace is skipped: the policy decided on this service's namespace), with the addresses this service's slices
  *   list for it (a dual-stack service lists the pod in one slice per family: it gets both); an
  *   address that is not the pod's (a stale slice, or a slice claiming a pod's identity for some
  *   other address) is skipped, and so is an endpoint whose pod is unknown (not watched yet) or
@@ -395,6 +396,13 @@ export function kubeSnapshot(objects: KubeObjects, opts: KubeMapOptions): KubeMa
           const podKey = `${e.pod.namespace}/${e.pod.name}`;
           const pod = podByKey.get(podKey);
           const at = `service ${key}: endpoint ${addresses.join(', ')} (EndpointSlice ${slice.name})`;
+          if (e.pod.namespace !== svc.namespace) {
+            // The EndpointSlice controller names pods of the service's namespace only; a hand-made
+            // slice naming another namespace's pod would lend that pod's identity to this service,
+            // whose namespace is what the policy decided on.
+            skipped.push(`${at} names pod ${podKey} of another namespace; skipped`);
+            continue;
+          }
           if (!pod || (e.pod.uid !== '' && pod.facts.uid !== '' && e.pod.uid !== pod.facts.uid)) {
             skipped.push(`${at} names pod ${podKey}, which is not known${pod ? ' (a pod of that name with another uid is)' : ''}; skipped until it is`);
             continue;
