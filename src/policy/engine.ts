@@ -481,9 +481,10 @@ interface BucketHits {
 }
 
 /*
- * The question objects are classes, not object literals of closures: code runs through tsx, whose
- * esbuild `keepNames` wraps every closure created at run time in a defineProperty call, which cost
- * about 2 µs per decision when `questions()` built five arrows each time.
+ * The question objects are classes, not object literals of closures: `questions()` building five
+ * arrows per decision allocated five closures per decision. It was measured when the product still
+ * ran through tsx, whose esbuild `keepNames` adds a defineProperty call to each closure: about
+ * 2 µs per decision. The compiled product (tsc output) has no keepNames, but the allocations stay.
  */
 
 /** Istio's questions for the enforced policies, each answered at most once per decision. */

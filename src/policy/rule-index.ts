@@ -390,8 +390,7 @@ const EMPTY: readonly never[] = Object.freeze([]);
 
 // Hit lists from CIDR and affix tables during one `candidates` call. Module-level and reused:
 // `candidates` is synchronous and not re-entrant, and this keeps those lookups allocation-free. No
-// closures on this path either: tsx's esbuild `keepNames` makes each closure created at run time
-// cost a defineProperty call (see engine.ts).
+// closures on this path either: each would be an allocation per decision (see engine.ts).
 const rangeHits: (readonly IndexEntry[] | undefined)[] = [];
 let rangeCount = 0;
 

@@ -101,9 +101,10 @@ const METHOD_LITERALS: Record<string, LiteralCheck> = {
   globMatch: globLiteralError,
 };
 
-// The walk is module-level functions, not closures made per call: tsx compiles with esbuild's
-// `keepNames`, which turns every closure created at run time into a defineProperty call, and a
-// 10,000-rule reload analyses every expression (see engine.ts for the same rule on the hot path).
+// The walk is module-level functions, not closures made per call: a 10,000-rule reload analyses
+// every expression, and a closure per node is an allocation per node (under tsx, which the
+// development and test runs use, esbuild's `keepNames` adds a defineProperty call to each; see
+// engine.ts for the same rule on the hot path).
 const NO_BOUND: ReadonlySet<string> = new Set();
 
 /** Reports `now.<field>`: timestamps are registered without a field list, so the checker lets it through as dyn. */
