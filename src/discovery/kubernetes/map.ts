@@ -22,12 +22,12 @@
  *
  * Endpoints (discovery.k8s.io/v1 EndpointSlice, label `kubernetes.io/service-name`; any number of
  * slices per service, `IPv4` and `IPv6`; `FQDN` slices are skipped, as istiod does):
- * - an endpoint whose `targetRef` is a Pod of the service's namespace is that pod (one of another
- *   namespace is skipped: the policy decided on this service's namespace), with the addresses this service's slices
- *   list for it (a dual-stack service lists the pod in one slice per family: it gets both); an
- *   address that is not the pod's (a stale slice, or a slice claiming a pod's identity for some
- *   other address) is skipped, and so is an endpoint whose pod is unknown (not watched yet) or
- *   ended (`Succeeded`/`Failed`: its address may already be another pod's);
+ * - an endpoint whose `targetRef` is a Pod of the service's namespace is that pod, with the
+ *   addresses this service's slices list for it (a dual-stack service lists the pod in one slice
+ *   per family: it gets both); an address that is not the pod's (a stale slice, or a slice
+ *   claiming a pod's identity for some other address) is skipped, and so is an endpoint whose pod
+ *   is unknown (not watched yet), ended (`Succeeded`/`Failed`: its address may already be another
+ *   pod's) or of another namespace (the policy decided on this service's namespace);
  * - an endpoint with no Pod behind it (a selector-less service's hand-made slices) has no known
  *   identity: no service account, so no SPIFFE ID to require of it. It becomes a `TCP` endpoint
  *   with an empty principal, reachable only where plaintext upstreams are allowed
