@@ -190,20 +190,17 @@ async function main(): Promise<number> {
     }
     // The gateway appends; a sample is one run.
     rmSync(out, { force: true });
-    gateway = await startServe({
-      cwd: work,
-      args: [
-        '--config', path.join(HERE, 'gateway.yaml'),
-        '--listen', '127.0.0.1:0',
-        '--ready-address', '127.0.0.1:0',
-        '--metrics-address', '127.0.0.1:0',
-        '--admin-address', '127.0.0.1:0',
-        '--cert', path.join(pki, 'waygate-waygate.crt'),
-        '--key', path.join(pki, 'waygate-waygate.key'),
-        '--trust-bundle', path.join(pki, 'root.crt'),
-        '--audit-log', out,
-      ],
-    });
+    gateway = await startServe([
+      '--config', path.join(HERE, 'gateway.yaml'),
+      '--listen', '127.0.0.1:0',
+      '--ready-address', '127.0.0.1:0',
+      '--metrics-address', '127.0.0.1:0',
+      '--admin-address', '127.0.0.1:0',
+      '--cert', path.join(pki, 'waygate-waygate.crt'),
+      '--key', path.join(pki, 'waygate-waygate.key'),
+      '--trust-bundle', path.join(pki, 'root.crt'),
+      '--audit-log', out,
+    ], { cwd: work });
     const ready = await httpGet(gateway.addresses.ready, '/healthz/ready');
     if (ready.status !== 200) throw new Error(`gateway not ready: ${ready.status} ${ready.body}`);
 
