@@ -1,8 +1,13 @@
 /**
  * Validates examples/kubernetes/ without kubectl or a network schema download: renders the
- * kustomization the way kustomize does (resources, namespace, labels, images, configMapGenerator
- * with name-suffix hashes and reference rewriting) and checks each object structurally, then loads
- * the generated gateway config and policies with waygate's own loaders.
+ * kustomization the way kustomize does (resources, labels, images, configMapGenerator with
+ * name-suffix hashes and reference rewriting) and checks each object structurally, then loads the
+ * generated gateway config and policies with waygate's own loaders. Beyond shape, it checks what
+ * istiod needs to accept waygate as the waypoint of the fronted namespace
+ * (pilot/pkg/serviceregistry/ambient/waypoints.go in istio/istio, docs/kubernetes.md): the Gateway in
+ * the namespace of the Service its address names, its HBONE listener and allowedRoutes, the pods'
+ * gateway-name label, the namespace labels; and that the RBAC grants exactly the API calls the
+ * Kubernetes discovery and the registration make, nothing more.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -12,8 +17,10 @@ import { describe, test } from 'node:test';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { parseConfigText } from '../../src/config/load.ts';
 import { loadPolicySet } from '../../src/policy/load.ts';
+import { parseDockerfile } from '../ship/dockerfile.ts';
 
 const ROOT = new URL('../../examples/kubernetes/', import.meta.url).pathname;
+const REPO = new URL('../../', import.meta.url).pathname;
 
 // Manifests are free-form YAML; the checks below are what give them shape.
 type Obj = Record<string, any>;
@@ -22,7 +29,7 @@ interface Kustomization {
   namespace?: string;
   labels?: { pairs: Record<string, string> }[];
   resources: string[];
-  configMapGenerator?: { name: string; files: string[]; options?: { disableNameSuffixHash?: boolean } }[];
+  configMapGenerator?: { name: string; namespace?: string; files: string[]; options?: { disableNameSuffixHash?: boolean } }[];
   images?: { name: string; newName?: string; newTag?: string }[];
 }
 
@@ -38,6 +45,33 @@ const KNOWN: Record<string, { namespaced: boolean }> = {
   'cert-manager.io/v1/Certificate': { namespaced: true },
   'gateway.networking.k8s.io/v1/Gateway': { namespaced: true },
   'gateway.networking.k8s.io/v1/GatewayClass': { namespaced: false },
+  'rbac.authorization.k8s.io/v1/Role': { namespaced: true },
+  'rbac.authorization.k8s.io/v1/RoleBinding': { namespaced: true },
+  'rbac.authorization.k8s.io/v1/ClusterRole': { namespaced: false },
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': { namespaced: false },
+  'security.istio.io/v1/AuthorizationPolicy': { namespaced: true },
+};
+
+/**
+ * The API calls of docs/kubernetes.md ("RBAC"), as `apiGroup/resource:verb` (core group: `core`),
+ * per scope: each fronted namespace (discovery), the gateway's own namespace (registration) and the
+ * cluster (GatewayClasses). The Roles must grant exactly these.
+ */
+const API_CALLS = {
+  fronted: [
+    'core/services:list', 'core/services:watch',
+    'core/pods:list', 'core/pods:watch',
+    'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch',
+  ],
+  gatewayNamespace: [
+    'gateway.networking.k8s.io/gateways:get', 'gateway.networking.k8s.io/gateways:list', 'gateway.networking.k8s.io/gateways:watch',
+    'gateway.networking.k8s.io/gateways/status:update', 'gateway.networking.k8s.io/gateways/status:patch',
+    'core/services:get',
+  ],
+  cluster: [
+    'gateway.networking.k8s.io/gatewayclasses:get', 'gateway.networking.k8s.io/gatewayclasses:list', 'gateway.networking.k8s.io/gatewayclasses:watch',
+    'gateway.networking.k8s.io/gatewayclasses/status:update', 'gateway.networking.k8s.io/gatewayclasses/status:patch',
+  ],
 };
 
 const kindOf = (o: Obj): string => `${o['apiVersion']}/${o['kind']}`;
@@ -50,7 +84,7 @@ function readDocs(file: string): Obj[] {
 }
 
 /** kustomize's rendering, restricted to the features this kustomization uses. */
-function render(): { objects: Obj[]; generated: Map<string, { name: string; data: Record<string, string> }> } {
+function render(): { k: Kustomization; objects: Obj[]; generated: Map<string, { name: string; data: Record<string, string> }> } {
   const k = parseYaml(readFileSync(join(ROOT, 'kustomization.yaml'), 'utf8')) as Kustomization;
   const objects = k.resources.flatMap((r) => readDocs(join(ROOT, r)));
   const generated = new Map<string, { name: string; data: Record<string, string> }>();
@@ -61,7 +95,7 @@ function render(): { objects: Obj[]; generated: Map<string, { name: string; data
     // not kustomize's exact hash function, but it has the same effect on references.
     const suffix = g.options?.disableNameSuffixHash ? '' : '-' + createHash('sha256').update(JSON.stringify(data)).digest('hex').slice(0, 10);
     generated.set(g.name, { name: g.name + suffix, data });
-    objects.push({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: g.name + suffix }, data });
+    objects.push({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: g.name + suffix, ...(g.namespace ? { namespace: g.namespace } : {}) }, data });
   }
   for (const o of objects) {
     o['metadata'] ??= {};
@@ -79,10 +113,10 @@ function render(): { objects: Obj[]; generated: Map<string, { name: string; data
       }
     }
   }
-  return { objects, generated };
+  return { k, objects, generated };
 }
 
-const { objects, generated } = render();
+const { k, objects, generated } = render();
 const find = (kind: string, name?: string): Obj[] => objects.filter((o) => o['kind'] === kind && (name === undefined || o['metadata']['name'] === name));
 const one = (kind: string, name?: string): Obj => {
   const found = find(kind, name);
@@ -90,34 +124,65 @@ const one = (kind: string, name?: string): Obj => {
   return found[0]!;
 };
 const matches = (selector: Record<string, string>, labels: Record<string, string> = {}): boolean =>
-  Object.entries(selector).every(([k, v]) => labels[k] === v);
+  Object.entries(selector).every(([key, v]) => labels[key] === v);
+
+const GATEWAY_NAMESPACE = 'waygate';
+const deployment = (): Obj => one('Deployment', 'waygate');
+const container = (): Obj => deployment()['spec']['template']['spec']['containers'][0];
+const gatewayConfigText = (): string => generated.get('waygate-config')!.data['gateway.yaml']!;
+const gatewayConfigSpec = () => parseConfigText(gatewayConfigText(), 'gateway.yaml', '/');
+/** The fronted namespaces, as the Gateway's allowedRoutes admit them. */
+const frontedByGateway = (): string[] => {
+  const gw = one('Gateway', 'waygate');
+  const exprs = gw['spec']['listeners'][0]['allowedRoutes']['namespaces']['selector']['matchExpressions'] as Obj[];
+  assert.equal(exprs.length, 1);
+  assert.deepEqual([exprs[0]!['key'], exprs[0]!['operator']], ['kubernetes.io/metadata.name', 'In']);
+  return [...(exprs[0]!['values'] as string[])].sort();
+};
 
 describe('examples/kubernetes renders to valid objects', () => {
-  test('every object has a known apiVersion/kind, a DNS-1123 name, and the namespace when namespaced', () => {
-    assert.ok(objects.length >= 9);
+  test('every object has a known apiVersion/kind, a DNS-1123 name, and its own namespace when namespaced', () => {
+    assert.equal(k.namespace, undefined, 'no kustomization-wide namespace: it would move the Roles of the fronted namespaces into waygate');
+    assert.ok(objects.length >= 17);
+    const fronted = frontedByGateway();
     for (const o of objects) {
       const known = KNOWN[kindOf(o)];
       assert.ok(known, `unknown apiVersion/kind ${kindOf(o)}`);
       const name = o['metadata']['name'] as string;
       assert.match(name, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, `${kindOf(o)} name ${name}`);
       assert.ok(name.length <= 63);
-      if (known.namespaced) assert.equal(o['metadata']['namespace'], 'waygate', `${kindOf(o)} ${name}`);
+      if (known.namespaced) {
+        const ns = o['metadata']['namespace'];
+        // Only discovery's Role and RoleBinding live in the fronted namespaces.
+        if (name === 'waygate-discovery') assert.ok(fronted.includes(ns), `${kindOf(o)} ${name} in a fronted namespace (${ns})`);
+        else assert.equal(ns, GATEWAY_NAMESPACE, `${kindOf(o)} ${name}`);
+      } else {
+        assert.equal(o['metadata']['namespace'], undefined, `${kindOf(o)} ${name} is cluster-scoped`);
+      }
       assert.equal(o['metadata']['labels']['app.kubernetes.io/part-of'], 'waygate');
     }
-    for (const kind of ['Namespace', 'ServiceAccount', 'Certificate', 'Deployment', 'Service', 'PodDisruptionBudget', 'HorizontalPodAutoscaler']) one(kind);
+    for (const kind of ['Namespace', 'ServiceAccount', 'Certificate', 'Deployment', 'Service', 'PodDisruptionBudget', 'HorizontalPodAutoscaler', 'GatewayClass', 'Gateway', 'ClusterRole', 'ClusterRoleBinding']) one(kind);
+    assert.equal(one('Namespace')['metadata']['labels']['istio.io/dataplane-mode'], 'none', 'ztunnel does not capture the gateway');
   });
 
-  test('the Deployment: probes, ports, security, resources, anti-affinity, grace period, volumes', () => {
-    const d = one('Deployment', 'waygate');
+  test('the Deployment: image, uid 65532, read-only root, probes, ports, resources, grace period, volumes', () => {
+    const d = deployment();
     const tpl = d['spec']['template'];
     assert.ok(matches(d['spec']['selector']['matchLabels'], tpl['metadata']['labels']), 'selector matches the pod template');
     const pod = tpl['spec'];
     one('ServiceAccount', pod['serviceAccountName']);
+    assert.equal(pod['automountServiceAccountToken'], true, 'the API token for discovery and registration');
     assert.equal(pod['securityContext']['runAsNonRoot'], true);
     assert.ok(pod['affinity']['podAntiAffinity'], 'anti-affinity');
     assert.equal(pod['containers'].length, 1);
-    const c = pod['containers'][0];
-    assert.match(c['image'], /^ghcr\.io\/example\/waygate:0\.1\.0$/, 'images: override applied');
+    const c = container();
+    // The image the Dockerfile builds, tagged with package.json's version, runs as the Dockerfile's user.
+    const { version } = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(c['image'], `ghcr.io/example/waygate:${version}`, 'images: override applied');
+    const imageUser = parseDockerfile(readFileSync(join(REPO, 'Dockerfile'), 'utf8')).at(-1)!.user;
+    assert.equal(imageUser, '65532:65532');
+    assert.equal(pod['securityContext']['runAsUser'], 65532);
+    assert.equal(pod['securityContext']['runAsGroup'], 65532);
     assert.equal(c['securityContext']['readOnlyRootFilesystem'], true);
     assert.equal(c['securityContext']['allowPrivilegeEscalation'], false);
     assert.deepEqual(c['securityContext']['capabilities']['drop'], ['ALL']);
@@ -140,7 +205,12 @@ describe('examples/kubernetes renders to valid objects', () => {
     assert.equal(env.get('POD_NAMESPACE')!['valueFrom']['fieldRef']['fieldPath'], 'metadata.namespace');
 
     const volumes = new Map((pod['volumes'] as Obj[]).map((v) => [v['name'], v]));
-    for (const m of c['volumeMounts']) assert.ok(volumes.has(m['name']), `volumeMount ${m['name']} has a volume`);
+    for (const m of c['volumeMounts']) {
+      assert.ok(volumes.has(m['name']), `volumeMount ${m['name']} has a volume`);
+      assert.equal(m['readOnly'], true, `${m['name']} is mounted read-only: the gateway writes nothing`);
+    }
+    // Nothing writable: the compiled JavaScript needs no transform cache (no /tmp emptyDir).
+    for (const v of volumes.values()) assert.ok(v['configMap'] || v['secret'], `volume ${v['name']} is a ConfigMap or a Secret`);
     const configMaps = new Set(find('ConfigMap').map((o) => o['metadata']['name']));
     const secrets = new Set([...find('Secret').map((o) => o['metadata']['name']), ...find('Certificate').map((o) => o['spec']['secretName'])]);
     for (const v of volumes.values()) {
@@ -152,13 +222,13 @@ describe('examples/kubernetes renders to valid objects', () => {
   });
 
   test('the Service, PDB and HPA point at the Deployment', () => {
-    const d = one('Deployment', 'waygate');
+    const d = deployment();
     const podLabels = d['spec']['template']['metadata']['labels'];
-    const containerPorts = d['spec']['template']['spec']['containers'][0]['ports'] as Obj[];
+    const containerPorts = container()['ports'] as Obj[];
     const svc = one('Service', 'waygate');
     assert.ok(matches(svc['spec']['selector'], podLabels));
-    const byTarget = new Map(svc['spec']['ports'].map((p: Obj) => [p['port'], p]));
-    assert.deepEqual([...byTarget.keys()].sort(), [15008, 15020]);
+    const byPort = new Map(svc['spec']['ports'].map((p: Obj) => [p['port'], p]));
+    assert.deepEqual([...byPort.keys()].sort(), [15008, 15020]);
     for (const p of svc['spec']['ports'] as Obj[]) {
       const target = containerPorts.find((cp) => cp['name'] === p['targetPort'] || cp['containerPort'] === p['targetPort']);
       assert.ok(target, `Service port ${p['name']} targets container port ${p['targetPort']}`);
@@ -174,16 +244,104 @@ describe('examples/kubernetes renders to valid objects', () => {
 
   test('the certificate carries the ServiceAccount\'s SPIFFE ID', () => {
     const cert = one('Certificate');
-    assert.deepEqual(cert['spec']['uris'], ['spiffe://cluster.local/ns/waygate/sa/waygate']);
+    const sa = one('ServiceAccount');
+    assert.deepEqual(cert['spec']['uris'], [`spiffe://cluster.local/ns/${sa['metadata']['namespace']}/sa/${sa['metadata']['name']}`]);
     assert.ok(cert['spec']['issuerRef']['name']);
   });
 
+  test('the Gateway istiod accepts as a waypoint: in the Service\'s namespace, HBONE on 15008, allowedRoutes, class, pod label', () => {
+    const cls = one('GatewayClass', 'waygate');
+    assert.equal(cls['spec']['controllerName'], 'waygate.dev/gateway-controller');
+    const gw = one('Gateway', 'waygate');
+    assert.equal(gw['spec']['gatewayClassName'], cls['metadata']['name']);
+    // A Hostname status address is resolved as a Service of the Gateway's own namespace.
+    const svc = one('Service', 'waygate');
+    assert.equal(gw['metadata']['namespace'], svc['metadata']['namespace']);
+    assert.ok((svc['spec']['ports'] as Obj[]).some((p) => p['port'] === 15008), 'the Service carries HBONE');
+    assert.equal(gw['metadata']['labels']['istio.io/waypoint-for'], 'all');
+    assert.deepEqual(gw['spec']['listeners'].map((l: Obj) => [l['name'], l['port'], l['protocol']]), [['mesh', 15008, 'HBONE']]);
+    assert.equal(gw['spec']['listeners'][0]['allowedRoutes']['namespaces']['from'], 'Selector');
+    assert.deepEqual(frontedByGateway(), ['shop']);
+    // No hand-written status: waygate (config registration) writes it.
+    assert.equal(gw['status'], undefined);
+    const podLabels = deployment()['spec']['template']['metadata']['labels'];
+    assert.equal(podLabels['gateway.networking.k8s.io/gateway-name'], gw['metadata']['name']);
+    assert.equal(podLabels['istio.io/dataplane-mode'], 'none');
+  });
+
+  test('the fronted namespaces are labelled to use the Gateway (fronted-namespace.yaml, applied last)', () => {
+    const gw = one('Gateway', 'waygate');
+    const docs = readDocs(join(ROOT, 'fronted-namespace.yaml'));
+    assert.ok(!k.resources.includes('fronted-namespace.yaml'), 'not in the kustomization: `kubectl delete -k` must never delete a fronted namespace');
+    assert.deepEqual(docs.map((o) => o['metadata']['name']).sort(), frontedByGateway());
+    for (const ns of docs) {
+      assert.equal(kindOf(ns), 'v1/Namespace');
+      assert.deepEqual(ns['metadata']['labels'], {
+        'istio.io/dataplane-mode': 'ambient',
+        'istio.io/use-waypoint': gw['metadata']['name'],
+        'istio.io/use-waypoint-namespace': gw['metadata']['namespace'],
+      });
+    }
+  });
+
+  test('RBAC: the ServiceAccount may make exactly the API calls of discovery and registration', () => {
+    const sa = one('ServiceAccount');
+    const isSa = (s: Obj): boolean => s['kind'] === 'ServiceAccount' && s['name'] === sa['metadata']['name'] && s['namespace'] === sa['metadata']['namespace'];
+    const granted = new Map<string, Set<string>>();
+    const resourceNames: string[] = [];
+    for (const b of [...find('RoleBinding'), ...find('ClusterRoleBinding')]) {
+      assert.ok((b['subjects'] as Obj[]).every(isSa), `${b['kind']} ${b['metadata']['name']} binds only waygate's ServiceAccount`);
+      const ref = b['roleRef'];
+      assert.equal(ref['apiGroup'], 'rbac.authorization.k8s.io');
+      const scope = b['kind'] === 'ClusterRoleBinding' ? 'cluster' : b['metadata']['namespace'];
+      assert.ok(b['kind'] === 'ClusterRoleBinding' || ref['kind'] === 'Role', 'a RoleBinding grants a Role of its own namespace');
+      const role = find(ref['kind'], ref['name']).find((r) => ref['kind'] === 'ClusterRole' || r['metadata']['namespace'] === b['metadata']['namespace']);
+      assert.ok(role, `${b['kind']} ${b['metadata']['name']}: ${ref['kind']} ${ref['name']} exists`);
+      for (const rule of role['rules'] as Obj[]) {
+        for (const list of ['apiGroups', 'resources', 'verbs']) assert.ok(!rule[list].includes('*'), `no wildcard ${list} in ${role['metadata']['name']}`);
+        for (const g of rule['apiGroups']) for (const r of rule['resources']) for (const v of rule['verbs']) {
+          const call = `${g === '' ? 'core' : g}/${r}:${v}`;
+          if (!granted.has(scope)) granted.set(scope, new Set());
+          granted.get(scope)!.add(call);
+          if (rule['resourceNames']) resourceNames.push(`${call}=${[...rule['resourceNames']].sort().join(',')}`);
+        }
+      }
+    }
+    const expected = new Map<string, string[]>([
+      ['cluster', API_CALLS.cluster],
+      [GATEWAY_NAMESPACE, API_CALLS.gatewayNamespace],
+      ...frontedByGateway().map((ns): [string, string[]] => [ns, API_CALLS.fronted]),
+    ]);
+    assert.deepEqual([...granted.keys()].sort(), [...expected.keys()].sort());
+    for (const [scope, calls] of expected) assert.deepEqual([...granted.get(scope)!].sort(), [...calls].sort(), `scope ${scope}`);
+    // Where a call reads or writes one named object, only that one: the Service the Gateway's
+    // address names, the status of waygate's own GatewayClass.
+    assert.deepEqual(resourceNames.sort(), [
+      'core/services:get=waygate',
+      'gateway.networking.k8s.io/gatewayclasses/status:patch=waygate',
+      'gateway.networking.k8s.io/gatewayclasses/status:update=waygate',
+    ]);
+  });
+
+  test('the lockdown (lockdown.yaml, optional): each fronted namespace admits waygate\'s principal only, enforced by ztunnel', () => {
+    assert.ok(!k.resources.includes('lockdown.yaml'), 'optional: not in the kustomization');
+    const sa = one('ServiceAccount');
+    const docs = readDocs(join(ROOT, 'lockdown.yaml'));
+    assert.deepEqual(docs.map((o) => o['metadata']['namespace']).sort(), frontedByGateway());
+    for (const p of docs) {
+      assert.equal(kindOf(p), 'security.istio.io/v1/AuthorizationPolicy');
+      // No selector and no targetRefs: a namespace-wide policy, which istiod sends to ztunnel
+      // (a policy with targetRefs to a waypoint is never sent to ztunnel).
+      assert.deepEqual(Object.keys(p['spec']).sort(), ['action', 'rules']);
+      assert.equal(p['spec']['action'], 'DENY');
+      assert.deepEqual(p['spec']['rules'], [{ from: [{ source: { notPrincipals: [`cluster.local/ns/${sa['metadata']['namespace']}/sa/${sa['metadata']['name']}`] } }] }]);
+    }
+  });
+
   test('the generated gateway config loads and reads the files the Deployment mounts', () => {
-    const d = one('Deployment', 'waygate');
-    const c = d['spec']['template']['spec']['containers'][0];
+    const c = container();
     const mounts = new Map((c['volumeMounts'] as Obj[]).map((m) => [m['name'], m['mountPath'] as string]));
-    const text = generated.get('waygate-config')!.data['gateway.yaml']!;
-    const spec = parseConfigText(text, 'gateway.yaml', '/');
+    const spec = gatewayConfigSpec();
     assert.deepEqual(c['args'], ['serve', '--config', `${mounts.get('config')}/gateway.yaml`]);
     assert.ok(spec.tls!.certFile!.startsWith(mounts.get('tls')! + '/'));
     assert.ok(spec.tls!.keyFile!.startsWith(mounts.get('tls')! + '/'));
@@ -195,20 +353,18 @@ describe('examples/kubernetes renders to valid objects', () => {
     assert.ok(spec.destinations!.allow!.length > 0);
   });
 
-  test('the generated policies load as one snapshot', async () => {
-    const files = Object.keys(generated.get('waygate-policies')!.data).map((f) => join(ROOT, 'policies', f));
-    const result = await loadPolicySet(files, { version: 1 });
+  test('the generated policies load as one snapshot, without their PolicyTest', async () => {
+    const names = Object.keys(generated.get('waygate-policies')!.data);
+    assert.ok(names.every((f) => !f.endsWith('.test.yaml')));
+    const result = await loadPolicySet(names.map((f) => join(ROOT, 'policies', f)), { version: 1 });
     assert.ok(result.ok, result.ok ? '' : JSON.stringify(result.diagnostics));
     assert.equal(result.snapshot.policies.length, 2);
   });
 
-  test('waypoint.yaml (optional) declares an HBONE listener on 15008 for an unmanaged class', () => {
-    const docs = readDocs(join(ROOT, 'waypoint.yaml'));
-    for (const o of docs) assert.ok(KNOWN[kindOf(o)], kindOf(o));
-    const cls = docs.find((o) => o['kind'] === 'GatewayClass')!;
-    const gw = docs.find((o) => o['kind'] === 'Gateway')!;
-    assert.equal(gw['spec']['gatewayClassName'], cls['metadata']['name']);
-    assert.deepEqual(gw['spec']['listeners'].map((l: Obj) => [l['port'], l['protocol']]), [[15008, 'HBONE']]);
+  test('nothing is set by hand: no `kubectl patch` of the Gateway\'s status in the instructions', () => {
+    for (const file of ['examples/kubernetes/README.md', 'docs/kubernetes.md']) {
+      assert.doesNotMatch(readFileSync(join(REPO, file), 'utf8'), /kubectl\b[^\n]*\bpatch\b/, file);
+    }
   });
 });
 
