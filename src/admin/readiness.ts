@@ -1,10 +1,12 @@
 /**
  * Readiness (`/healthz/ready` on 15021): ready only once TLS material and a valid policy snapshot
- * are loaded, and never while draining (docs/design.md §5 "Shutdown"). Kubernetes stops sending new connections
+ * are loaded, never while draining (docs/design.md §5 "Shutdown"), and not while the audit log
+ * refuses CONNECTs (`audit.onFailure: deny` and the log failing: docs/operating.md, "Audit log
+ * guarantees"); readiness comes back by itself when the log does. Kubernetes stops sending new connections
  * to a pod that is not ready, which is the first step of a drain.
  */
 
-export type NotReadyReason = 'tls_material_not_loaded' | 'policy_snapshot_not_loaded' | 'draining' | 'workers_not_ready';
+export type NotReadyReason = 'tls_material_not_loaded' | 'policy_snapshot_not_loaded' | 'draining' | 'workers_not_ready' | 'audit_unavailable';
 
 export interface ReadinessState {
   ready: boolean;
@@ -16,6 +18,7 @@ export class Readiness {
   private tls = false;
   private snapshot = false;
   private draining = false;
+  private auditUnavailable = false;
   private readonly listeners: ((s: ReadinessState) => void)[] = [];
 
   setTlsLoaded(v = true): void {
@@ -25,6 +28,13 @@ export class Readiness {
 
   setSnapshotLoaded(v = true): void {
     this.snapshot = v;
+    this.emit();
+  }
+
+  /** The audit log refuses CONNECTs (reversible: the log recovers by itself). */
+  setAuditUnavailable(v: boolean): void {
+    if (v === this.auditUnavailable) return;
+    this.auditUnavailable = v;
     this.emit();
   }
 
@@ -43,6 +53,7 @@ export class Readiness {
     if (this.draining) reasons.push('draining');
     if (!this.tls) reasons.push('tls_material_not_loaded');
     if (!this.snapshot) reasons.push('policy_snapshot_not_loaded');
+    if (this.auditUnavailable) reasons.push('audit_unavailable');
     return { ready: reasons.length === 0, reasons };
   }
 

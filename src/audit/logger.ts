@@ -405,6 +405,17 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
     slowTimer = null;
     logFault(`audit log write failed (${err.code ?? err.message}); ${onFailure === 'deny' ? 'new CONNECTs are refused (audit_unavailable)' : 'new CONNECTs are allowed without their records (audit.onFailure: allow)'} until it recovers`, { err: err.message, code: err.code });
     setHealth('failed', backlogFull);
+    // The group's waiters are answered now rather than at the bound: its rest stays with SonicBoom
+    // (a partial write must be completed, or the line would be torn), so it cannot be withdrawn.
+    if (inFlight) {
+      for (const e of inFlight.entries) {
+        const w = e.ahead;
+        if (w && !w.done) {
+          w.done = true;
+          w.resolve(onFailure === 'allow' ? 'bypassed' : 'in_flight');
+        }
+      }
+    }
     settleIdle(new WaygateError('WG_AUDIT', `audit log write failed: ${err.message}`, { cause: err }));
     if (!retryTimer && !ended) {
       retryTimer = setTimeout(retry, retryMs);

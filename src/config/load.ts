@@ -155,6 +155,8 @@ const specSchema = object<GatewayConfig>({
       return v === undefined || v === '-' ? v : path.resolve(cx.baseDir, v);
     }) as V<string>,
     headers: object<GatewayConfig['audit']['headers']>({ allow: list(headerName), redact: list(headerName) }) as V<GatewayConfig['audit']['headers']>,
+    sync: oneOf(['none', 'batch', 'always'] as const),
+    onFailure: oneOf(['deny', 'allow'] as const),
   }) as V<GatewayConfig['audit']>,
   log: object<GatewayConfig['log']>({ level: oneOf(LOG_LEVELS) }) as V<GatewayConfig['log']>,
   admin: object<GatewayConfig['admin']>({

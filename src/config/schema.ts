@@ -91,6 +91,18 @@ export interface GatewayConfig {
     /** `-` for stdout, else a file path (appended). */
     destination: string;
     headers: { allow: string[]; redact: string[] };
+    /**
+     * An allowed CONNECT is answered once its decision record was handed to the operating system;
+     * `batch` also fsyncs once per group of records, `always` once per record (docs/operating.md,
+     * "Audit log guarantees"). Default `none`.
+     */
+    sync: 'none' | 'batch' | 'always';
+    /**
+     * What new CONNECTs get while the audit log cannot be written: `deny` (`audit_unavailable`,
+     * not ready) or `allow` (through, records dropped and counted). null: `deny` for a file,
+     * `allow` for stdout (docs/operating.md explains the blast radius of each).
+     */
+    onFailure: 'deny' | 'allow' | null;
   };
   log: { level: LogLevel };
   admin: {
@@ -165,6 +177,8 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
     audit: {
       destination: '-',
       headers: { allow: [...DEFAULT_HEADER_AUDIT_POLICY.allow], redact: [...DEFAULT_HEADER_AUDIT_POLICY.redact] },
+      sync: 'none',
+      onFailure: null,
     },
     log: { level: 'info' },
     workers: 1,

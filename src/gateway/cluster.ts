@@ -14,7 +14,10 @@
  *   workers never disagree about which snapshot version is which, and one `reload` record is
  *   written per reload (closed tunnels summed over workers).
  * - **Workers** load and compile the set themselves (a compiled snapshot holds closures and cannot
- *   cross a process boundary), decide, and send every audit record to the primary over IPC. The
+ *   cross a process boundary), decide, and send every audit record to the primary over IPC. An
+ *   allowed CONNECT's decision record is write-ahead across the process boundary: the worker
+ *   answers 200 only once the primary acknowledged that its write returned (`auditAck`,
+ *   docs/operating.md "Audit log guarantees"). The
  *   primary is the only writer of the audit destination, so the stream stays valid JSON lines
  *   whatever the record size (concurrent O_APPEND writes are atomic only up to PIPE_BUF on pipes,
  *   and not promised at all for stdout redirected to a file).
@@ -29,20 +32,21 @@ import cluster, { type Worker } from 'node:cluster';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ReadinessState, NotReadyReason } from '../admin/readiness.ts';
-import type { ReloadRecord } from '../audit/record.ts';
-import type { AuditSink } from '../audit/sink.ts';
+import type { DecisionRecord, ReloadRecord } from '../audit/record.ts';
+import { WRITE_AHEAD_BOUND_MS } from '../audit/logger.ts';
+import type { AheadResult, AuditSink } from '../audit/sink.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import { resolveWorkerCount, type LogLevel } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
 import type { Explanation } from '../policy/explain.ts';
 import { createOpsLogger, setLogLevel, type OpsLogger } from '../telemetry/log.ts';
-import { aggregateMetricsText, countReloadErrors, PrimaryMetrics } from '../telemetry/metrics.ts';
+import { aggregateMetricsText, countReloadErrors, PrimaryMetrics, registerAuditMetrics } from '../telemetry/metrics.ts';
 import { findPackage } from '../util/package-root.ts';
 import { LocalDataPlane, type ConnectionView, type DataPlane, type DataPlaneStarted, type PolicyView } from './data-plane.ts';
 import type { ReloadTrigger } from './reload.ts';
 import {
   describeStartupFailure, workerStartupError, WORKER_ENV,
-  type FromWorker, type ToWorker, type WorkerFailure, type WorkerOp, type WorkerOps, type WorkerRequestOf, type WorkerResultOf, type WorkerStart,
+  type AuditAcks, type FromWorker, type ToWorker, type WorkerFailure, type WorkerOp, type WorkerOps, type WorkerRequestOf, type WorkerResultOf, type WorkerStart,
 } from './worker-ipc.ts';
 
 /**
@@ -69,6 +73,8 @@ export function mergeReloadRecords(records: readonly ReloadRecord[], log?: OpsLo
 
 interface WorkerState {
   worker: Worker;
+  /** Write-ahead acknowledgements settled this turn, not yet sent. */
+  acks: [number, AheadResult][];
   up: boolean;
   readiness: ReadinessState;
   exited: Promise<void>;
@@ -107,6 +113,32 @@ export class WorkerPool implements DataPlane {
     this.#audit = opts.audit;
     this.#log = opts.log;
     this.#count = resolveWorkerCount(opts.effective.config.workers);
+    const health = opts.audit.health?.bind(opts.audit);
+    if (health) registerAuditMetrics(this.#metrics.registry, health);
+  }
+
+  /**
+   * A worker's write-ahead record: written here (the only writer), then acknowledged. The acks a
+   * turn settles for one worker leave in one message.
+   */
+  #writeAhead(state: WorkerState, record: DecisionRecord, seq: number): void {
+    const audit = this.#audit;
+    const ack = (result: AheadResult): void => {
+      if (state.acks.length === 0) setImmediate(() => this.#sendAcks(state));
+      state.acks.push([seq, result]);
+    };
+    if (!audit.decisionAhead) {
+      audit.decision(record);
+      ack('written');
+      return;
+    }
+    void audit.decisionAhead(record).then(ack);
+  }
+
+  #sendAcks(state: WorkerState): void {
+    const msg: AuditAcks = { t: 'auditAck', acks: state.acks };
+    state.acks = [];
+    if (state.worker.isConnected()) state.worker.send(msg);
   }
 
   #live(): WorkerState[] {
@@ -144,6 +176,7 @@ export class WorkerPool implements DataPlane {
     const up = this.#live();
     const reasons = new Set<NotReadyReason>();
     if (up.length < this.#count) reasons.add('workers_not_ready');
+    if (this.#audit.health?.().refusing) reasons.add('audit_unavailable');
     for (const w of up) for (const r of w.readiness.reasons) reasons.add(r);
     return { ready: reasons.size === 0, reasons: [...reasons] };
   }
@@ -237,7 +270,7 @@ export class WorkerPool implements DataPlane {
     const start: WorkerStart = { effective: this.#effective, ownPorts, initialVersion: this.#version };
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(start) });
     const state: WorkerState = {
-      worker, up: false, readiness: { ready: false, reasons: ['workers_not_ready'] },
+      worker, acks: [], up: false, readiness: { ready: false, reasons: ['workers_not_ready'] },
       exited: new Promise((resolve) => worker.once('exit', () => resolve())),
     };
     this.#workers.set(worker.id, state);
@@ -269,7 +302,8 @@ export class WorkerPool implements DataPlane {
           state.readiness = msg.state;
           break;
         case 'audit':
-          if (msg.kind === 'decision') this.#audit.decision(msg.record);
+          if (msg.kind === 'decision' && msg.seq !== undefined) this.#writeAhead(state, msg.record, msg.seq);
+          else if (msg.kind === 'decision') this.#audit.decision(msg.record);
           else if (msg.kind === 'close') this.#audit.close(msg.record);
           else this.#audit.reload(msg.record);
           break;
@@ -331,8 +365,38 @@ export class WorkerPool implements DataPlane {
 /* Worker                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/** An AuditSink that hands every record to the primary; flush() waits until IPC took them all. */
-function ipcAuditSink(): AuditSink {
+/**
+ * How long a worker waits for the primary's acknowledgement of a write-ahead record: the
+ * primary's own bound, plus as much again for the two IPC hops. Past it (a primary that stopped
+ * answering) the CONNECT is refused; the primary may still write the record.
+ */
+const ACK_BOUND_MS = 2 * WRITE_AHEAD_BOUND_MS;
+
+/**
+ * An AuditSink that hands every record to the primary; flush() waits until IPC took them all.
+ * Write-ahead records wait for the primary's {@link AuditAcks}; `onAcks` is fed those messages.
+ */
+function ipcAuditSink(): AuditSink & { onAcks(msg: AuditAcks): void } {
+  let seq = 0;
+  // Insertion order is sequence order: the oldest wait first, one timer for it.
+  const waiting = new Map<number, { resolve: (r: AheadResult) => void; deadline: number }>();
+  let ackTimer: NodeJS.Timeout | null = null;
+  const armAckTimer = (): void => {
+    if (ackTimer || waiting.size === 0) return;
+    const first = waiting.values().next().value!;
+    ackTimer = setTimeout(expire, Math.max(0, first.deadline - performance.now()));
+    ackTimer.unref();
+  };
+  function expire(): void {
+    ackTimer = null;
+    const now = performance.now();
+    for (const [s, w] of waiting) {
+      if (w.deadline > now) break;
+      waiting.delete(s);
+      w.resolve('in_flight');
+    }
+    armAckTimer();
+  }
   let inFlight = 0;
   let waiters: (() => void)[] = [];
   const settle = (): void => {
@@ -349,6 +413,27 @@ function ipcAuditSink(): AuditSink {
   };
   return {
     decision: (record) => send({ t: 'audit', kind: 'decision', record }),
+    decisionAhead: (record) => {
+      if (!process.connected) return Promise.resolve('withdrawn');
+      const s = ++seq;
+      return new Promise<AheadResult>((resolve) => {
+        waiting.set(s, { resolve, deadline: performance.now() + ACK_BOUND_MS });
+        armAckTimer();
+        send({ t: 'audit', kind: 'decision', record, seq: s });
+      });
+    },
+    onAcks: (msg) => {
+      for (const [s, result] of msg.acks) {
+        const w = waiting.get(s);
+        if (!w) continue;
+        waiting.delete(s);
+        w.resolve(result);
+      }
+      if (waiting.size === 0 && ackTimer) {
+        clearTimeout(ackTimer);
+        ackTimer = null;
+      }
+    },
     close: (record) => send({ t: 'audit', kind: 'close', record }),
     // A worker writes no mesh reloads (a mesh file runs with one process).
     reload: (record) => send({ t: 'audit', kind: 'reload', record }),
@@ -432,6 +517,7 @@ export async function runWorker(): Promise<number> {
   };
 
   process.on('message', (req: ToWorker) => {
+    if (req?.t === 'auditAck') return audit.onAcks(req);
     if (req?.t !== 'req') return;
     void handleRequest(req, handlers).then(async (res) => {
       await reply(res);

@@ -12,7 +12,7 @@ import type { GatewayConfig, LogLevel } from '../config/schema.ts';
 import type { TunnelInfo } from '../hbone/tunnel.ts';
 import type { Explanation } from '../policy/explain.ts';
 import type { OpsLogger } from '../telemetry/log.ts';
-import { GatewayMetrics } from '../telemetry/metrics.ts';
+import { GatewayMetrics, registerAuditMetrics } from '../telemetry/metrics.ts';
 import { explainInput } from './explain.ts';
 import type { ReloadTrigger } from './reload.ts';
 import { startRuntime, type GatewayRuntime, type PolicyInfo, type RuntimeOptions } from './runtime.ts';
@@ -107,6 +107,9 @@ export class LocalDataPlane implements DataPlane {
     this.#o = opts;
     // As a waypoint (discovery configured) Istio's series report `reporter="waypoint"` (metrics.ts).
     this.metrics = new GatewayMetrics({ reporter: opts.config.discovery.meshFile !== null ? 'waypoint' : 'destination' });
+    // The writer's series, where this process writes the log (not a worker's IPC sink).
+    const health = opts.audit.health?.bind(opts.audit);
+    if (health) registerAuditMetrics(this.metrics.registry, health);
   }
 
   /** The runtime, once started (tests reach into its store and events). */
@@ -123,6 +126,9 @@ export class LocalDataPlane implements DataPlane {
     const { config, audit, log } = this.#o;
     const rt = await startRuntime({ config, audit, log, metrics: this.metrics, ownPorts, ...this.#o.runtime });
     this.#runtime = rt;
+    // Not ready while the audit log refuses CONNECTs; ready again when it recovers.
+    if (audit.health) rt.readiness.setAuditUnavailable(audit.health().refusing);
+    audit.onHealthChange?.((h) => rt.readiness.setAuditUnavailable(h.refusing));
     rt.events.on('reload', (r: ReloadRecord) => {
       for (const l of this.#reloadListeners) l(r);
     });

@@ -44,7 +44,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     // `reload` record per worker for each edit; the primary does not coordinate mesh loads yet.
     throw new WaygateError('WG_CONFIG', 'discovery.meshFile (--mesh) runs with one process for now: drop --workers (or set workers: 1) and scale with replicas');
   }
-  const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination });
+  const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination, sync: config.audit.sync, onFailure: config.audit.onFailure ?? undefined, log });
   const plane: DataPlane = workers > 1 && cluster.isPrimary
     ? new WorkerPool({ effective, audit, log })
     : new LocalDataPlane({ config, audit, log });

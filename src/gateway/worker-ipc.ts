@@ -12,6 +12,7 @@
 import type { Registry } from 'prom-client';
 import type { ReadinessState } from '../admin/readiness.ts';
 import type { CloseRecord, DecisionRecord, MeshReloadRecord, ReloadRecord } from '../audit/record.ts';
+import type { AheadResult } from '../audit/sink.ts';
 import type { EffectiveConfig } from '../config/resolve.ts';
 import type { LogLevel } from '../config/schema.ts';
 import { WaygateError, type ErrorCode } from '../errors.ts';
@@ -94,13 +95,24 @@ export interface StartupFailure {
   system?: { message: string; code: string; syscall: string; address?: string; port?: number; path?: string };
 }
 
-export type ToWorker = WorkerRequest;
+/**
+ * The primary's answer to write-ahead decision records (`seq` of a worker's `audit` message): what
+ * became of each (src/audit/sink.ts AheadResult), sent once per event-loop turn for all the
+ * records of that worker the turn settled.
+ */
+export interface AuditAcks {
+  t: 'auditAck';
+  acks: [seq: number, result: AheadResult][];
+}
+
+export type ToWorker = WorkerRequest | AuditAcks;
 
 export type FromWorker =
   | { t: 'up'; hbone: string; startup: ReloadRecord; readiness: ReadinessState }
   | { t: 'failed'; failure: StartupFailure }
   | { t: 'readiness'; state: ReadinessState }
-  | { t: 'audit'; kind: 'decision'; record: DecisionRecord }
+  /** `seq`: a write-ahead record, answered with an {@link AuditAcks} entry once written (or not). */
+  | { t: 'audit'; kind: 'decision'; record: DecisionRecord; seq?: number }
   | { t: 'audit'; kind: 'close'; record: CloseRecord }
   | { t: 'audit'; kind: 'reload'; record: ReloadRecord | MeshReloadRecord }
   | WorkerResponse;

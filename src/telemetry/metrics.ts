@@ -24,6 +24,7 @@
 import { Counter, Gauge, Histogram, Registry, type LabelValues } from 'prom-client';
 import type { DryRunOutcome, Reason, RuleRef, Verdict } from '../policy/decision.ts';
 import type { CloseReason, MeshReloadRecord, ReloadRecord } from '../audit/record.ts';
+import type { AuditHealth } from '../audit/sink.ts';
 
 /** Distinct source namespaces labelled before further ones become `other`. */
 export const NAMESPACE_LABEL_CAP = 128;
@@ -431,6 +432,37 @@ function reloadErrorsCounter(registry: Registry): Counter<'code'> {
 export function countReloadErrors(counter: Counter<'code'>, record: Partial<Pick<ReloadRecord, 'errors'>> & Pick<ReloadRecord, 'result'>): void {
   if (record.result !== 'rejected' || !record.errors) return;
   for (const code of new Set(record.errors.map((e) => e.code))) counter.inc({ code });
+}
+
+/** `waygate_audit_state` values. */
+const AUDIT_STATE_VALUE = { ok: 0, slow: 1, failed: 2 } as const;
+
+/**
+ * The audit writer's series (src/audit/logger.ts, docs/operating.md "Audit log guarantees"), read
+ * from its health when the registry collects. Registered once, by the process that writes the
+ * audit log (the single process, or the workers-mode primary), so a merge never counts twice.
+ */
+export function registerAuditMetrics(registry: Registry, health: () => AuditHealth): void {
+  new Counter({
+    name: 'waygate_audit_write_errors_total', help: 'Audit log write (or fsync) calls that failed: ENOSPC, EIO, EPIPE. Alert on any increase.', registers: [registry],
+    collect(): void { this.reset(); this.inc(health().writeErrors); },
+  });
+  new Counter({
+    name: 'waygate_audit_dropped_records_total', help: 'Audit records dropped: the bounded buffer was full, or records were still queued when the shutdown deadline passed.', registers: [registry],
+    collect(): void { this.reset(); this.inc(health().droppedRecords); },
+  });
+  new Gauge({
+    name: 'waygate_audit_state', help: 'Audit log writer: 0 ok, 1 slow (a write has not returned: backpressure), 2 failed (writes fail).', registers: [registry],
+    collect(): void { this.set(AUDIT_STATE_VALUE[health().state]); },
+  });
+  new Gauge({
+    name: 'waygate_audit_queued_bytes', help: 'Audit record bytes queued and not yet handed to the operating system.', registers: [registry],
+    collect(): void { this.set(health().queuedBytes); },
+  });
+  new Gauge({
+    name: 'waygate_audit_refusing', help: '1 while new CONNECTs are refused because the audit log cannot be written (audit.onFailure: deny).', registers: [registry],
+    collect(): void { this.set(health().refusing ? 1 : 0); },
+  });
 }
 
 /** Merges metric JSON from several processes (workers mode) into one text exposition. */
