@@ -10,6 +10,7 @@
  * Kubernetes discovery and the registration make, nothing more.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -359,6 +360,17 @@ describe('examples/kubernetes renders to valid objects', () => {
     const result = await loadPolicySet(names.map((f) => join(ROOT, 'policies', f)), { version: 1 });
     assert.ok(result.ok, result.ok ? '' : JSON.stringify(result.diagnostics));
     assert.equal(result.snapshot.policies.length, 2);
+  });
+
+  test('the CI line of the README passes: policy check and policy test of the example policies (with their PolicyTest)', () => {
+    // The compiled product, as `npx waygate` runs it (npm test builds dist/ first).
+    const bin = join(REPO, 'bin', 'waygate.js');
+    const dir = join(ROOT, 'policies');
+    const check = spawnSync(process.execPath, [bin, 'policy', 'check', dir], { encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+    const run = spawnSync(process.execPath, [bin, 'policy', 'test', dir, '--coverage', '--threshold', '100'], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stdout + run.stderr);
+    assert.match(run.stdout, /\b(\d+) cases: \1 passed, 0 failed; rule coverage (\d+)\/\2 \(100%\)/);
   });
 
   test('nothing is set by hand: no `kubectl patch` of the Gateway\'s status in the instructions', () => {
