@@ -9,10 +9,12 @@
  * a snapshot. Readiness turns true only after all three.
  */
 import { EventEmitter } from 'node:events';
+import { statSync } from 'node:fs';
 import type { MeshReloadRecord, ReloadRecord } from '../audit/record.ts';
 import type { HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import { parseHostPort } from '../config/address.ts';
+import { WaygateError } from '../errors.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import { withMeshFacts } from '../hbone/route.ts';
 import { createHboneServer, type HboneServer, type HboneTlsOptions } from '../hbone/server.ts';
@@ -105,6 +107,28 @@ function tlsOptions(m: TlsMaterial, allowTls12: boolean): HboneTlsOptions {
   return { cert: m.cert, key: m.key, ca: m.ca, minVersion: allowTls12 ? 'TLSv1.2' : 'TLSv1.3', allowTls12 };
 }
 
+/**
+ * Throws WG_POLICY_IO naming every policy path that does not exist, with the setting and flag
+ * that chose it.
+ */
+function requirePolicyPaths(paths: readonly string[]): void {
+  const missing: string[] = [];
+  for (const p of paths) {
+    try {
+      statSync(p);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') missing.push(p);
+      // Anything else (EACCES, ...) is the loader's to report, position and all.
+    }
+  }
+  if (missing.length === 0) return;
+  throw new WaygateError(
+    'WG_POLICY_IO',
+    `policy path ${missing.join(', ')} does not exist (policies.paths, --policies): create it, or point --policies at the policy files`,
+  );
+}
+
 export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime> {
   const { config, log, metrics, audit } = opts;
   const events = new EventEmitter();
@@ -118,6 +142,12 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     const snapshot = store.current();
     return snapshot ? cache.decide(snapshot, ctx, decideOptions) : noSnapshotDecision();
   };
+
+  // 0. The policy paths exist. One that is missing at start-up is a mistake (a typo in
+  // --policies, `npm start` run outside the repository), not a gateway to run while it denies
+  // every CONNECT: the start fails naming it (docs/operating.md "Exit codes"). A path that
+  // disappears later is a rejected reload, and the snapshot in force stays.
+  requirePolicyPaths(config.policies.paths);
 
   // 1. TLS material: throws WG_CERT naming the file when it is missing or invalid.
   const tls = new TlsMaterialWatcher({
@@ -133,6 +163,13 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     metrics.recordReload(r);
     audit.reload(r);
   });
+  const deliver = (r: ReloadRecord): void => {
+    onReloadRecord(r);
+    events.emit('reload', r);
+  };
+  // The start-up load's record is held until the listener is up: a start that fails after the
+  // load (the HBONE port in use) leaves no `reload` record of a snapshot that never served.
+  let heldRecords: ReloadRecord[] | null = [];
   const reloader = new PolicyReloader({
     paths: config.policies.paths,
     store,
@@ -141,8 +178,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
       if (r.result === 'applied') readiness.setSnapshotLoaded(true);
       // Workers record the snapshot gauges locally even when the primary writes the record.
       if (opts.onReloadRecord) metrics.recordReload(r, { count: false });
-      onReloadRecord(r);
-      events.emit('reload', r);
+      if (heldRecords) heldRecords.push(r);
+      else deliver(r);
     },
     log,
   });
@@ -221,6 +258,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     waypoint?.close();
     throw err;
   }
+  const held = heldRecords;
+  heldRecords = null;
+  for (const r of held) deliver(r);
   const hboneAddress = address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
 
   // Certificate rotation: new handshakes get the new material, live connections keep theirs.

@@ -34,7 +34,16 @@ interface Failure {
 }
 
 async function failedStart(serve: ServeProcess): Promise<Failure> {
+  // A gateway that starts serving instead is stopped and reported, rather than waited on forever.
+  const served = serve.waitForLine((l) => l['msg'] === 'listening', { what: '"listening" line' }).then(
+    async () => {
+      await serve.stop('SIGKILL');
+      return true;
+    },
+    () => false,
+  );
   const code = await serve.exited;
+  assert.equal(await served, false, `the gateway started serving instead of failing:\n${serve.stderr()}`);
   // 'exit' can come before the last stderr bytes were read; 'close' follows both.
   await new Promise<void>((resolve) => (serve.child.stderr!.readableEnded ? resolve() : serve.child.stderr!.once('close', () => resolve())));
   const plain = serve.lines.filter((l) => typeof l['raw'] === 'string').map((l) => l['raw'] as string).filter((t) => t.trim() !== '');
@@ -101,17 +110,27 @@ describe('waygate serve: start-up failures', () => {
         });
       }
 
-      it('the HBONE port in use: EADDRINUSE naming the address, exit 1, the startup reload record flushed', async () => {
+      it('the HBONE port in use: EADDRINUSE naming the address, exit 1, no reload record', async () => {
         const cfg = config();
         const f = await failedStart(spawnServe(['--config', cfg.configFile, '--workers', workers, '--listen', held.address]));
         const line = assertOneLine(f, /EADDRINUSE/);
         assert.ok(line.includes(held.address), line);
         assert.match(line, /HBONE listener \(listen, --listen\)/);
-        // Single process: the policies loaded before the listener failed, and their record reached
-        // the file. Workers: the primary writes the startup record once every worker is up, so none.
-        const records = auditRecords(cfg.auditFile);
-        const expected = workers === '1' ? [['reload', 'startup', 'applied']] : [];
-        assert.deepEqual(records.map((r) => [r['event'], r['trigger'], r['result']]), expected);
+        assert.match(line, /another waygate may already be running/);
+        // The policies loaded before the listener failed (the log says so), but a snapshot that
+        // never served leaves no `reload` record: the start-up record waits for the listener.
+        assert.ok(f.all.some((l) => l.includes('policy snapshot applied')), f.all.join('\n'));
+        assert.deepEqual(auditRecords(cfg.auditFile), []);
+      });
+
+      it('a --policies path that does not exist: WG_POLICY_IO naming it, exit 1, no reload record', async () => {
+        const cfg = config();
+        const missing = join(cfg.policyDir, '..', 'polcies');
+        const f = await failedStart(spawnServe(['--config', cfg.configFile, '--workers', workers, '--policies', missing]));
+        const line = assertOneLine(f, /WG_POLICY_IO/);
+        assert.ok(line.includes(missing), line);
+        assert.match(line, /does not exist \(policies\.paths, --policies\)/);
+        assert.deepEqual(auditRecords(cfg.auditFile), []);
       });
 
       it('a certificate file that does not exist: WG_CERT naming the file, exit 1', async () => {
@@ -134,6 +153,17 @@ describe('waygate serve: start-up failures', () => {
       });
     });
   }
+
+  it('the embedded profile run outside the repository (no ./policies): WG_POLICY_IO naming it, exit 1', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'waygate-startup-'));
+    dirs.push(cwd);
+    const auditFile = join(cwd, 'audit.jsonl');
+    const f = await failedStart(spawnServe(['--listen', '127.0.0.1:0', '--ready-address', '127.0.0.1:0',
+      '--metrics-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0', '--audit-log', auditFile], { cwd }));
+    const line = assertOneLine(f, /WG_POLICY_IO/);
+    assert.ok(line.includes(join(cwd, 'policies')), line);
+    assert.deepEqual(auditRecords(auditFile), []);
+  });
 
   describe('a mesh file (--mesh, docs/waypoint.md)', () => {
     it('that does not load stops the start: exit 1, every problem at file:line:col, a rejected mesh reload record', async () => {
