@@ -406,6 +406,37 @@ export class GatewayMetrics {
   }
 }
 
+/** What {@link registerKubeDiscoveryMetrics} reads (src/discovery/kubernetes/provider.ts `health()`). */
+export interface KubeDiscoveryHealthView {
+  connected: boolean;
+  staleSeconds: number;
+  errors: readonly { resource: string; reason: string; count: number }[];
+}
+
+/**
+ * The Kubernetes discovery provider's series (docs/waypoint.md, "Kubernetes discovery"), read from
+ * its health when the registry collects: whether every list/watch is open, how stale the view in
+ * force is, and the failures by resource and reason. Registered by the process that runs the
+ * provider.
+ */
+export function registerKubeDiscoveryMetrics(registry: Registry, health: () => KubeDiscoveryHealthView): void {
+  new Gauge({
+    name: 'waygate_discovery_connected', help: '1 while every Kubernetes list/watch of discovery is open; 0 while any is failing (the last good snapshot stays in force).', registers: [registry],
+    collect(): void { this.set(health().connected ? 1 : 0); },
+  });
+  new Gauge({
+    name: 'waygate_discovery_stale_seconds', help: 'Seconds since discovery was last known current (0 while every watch is open). Alert when it grows: endpoints may have moved.', registers: [registry],
+    collect(): void { this.set(health().staleSeconds); },
+  });
+  new Counter({
+    name: 'waygate_discovery_watch_errors_total', help: 'Kubernetes list/watch failures of discovery, by resource and reason (unreachable, unauthorized, forbidden, server, idle, error).', labelNames: ['resource', 'reason'], registers: [registry],
+    collect(): void {
+      this.reset();
+      for (const e of health().errors) this.inc({ resource: e.resource, reason: e.reason }, e.count);
+    },
+  });
+}
+
 /**
  * The primary's own series in workers mode: reloads are counted once per reload there (each worker
  * reloads too, but one file change is one reload), plus the worker count. Only metrics the workers
@@ -463,6 +494,31 @@ export function registerAuditMetrics(registry: Registry, health: () => AuditHeal
     name: 'waygate_audit_refusing', help: '1 while new CONNECTs are refused because the audit log cannot be written (audit.onFailure: deny).', registers: [registry],
     collect(): void { this.set(health().refusing ? 1 : 0); },
   });
+}
+
+/** What the registration controller (src/kube/gateway-status.ts) is in; one is 1, the others 0. */
+export const REGISTRATION_STATES = [
+  'starting', 'ok', 'gateway_missing', 'class_missing', 'class_not_ours', 'service_missing', 'forbidden', 'api_error',
+] as const;
+export type RegistrationState = (typeof REGISTRATION_STATES)[number];
+
+/**
+ * The registration controller's series, on a registry of their own: the controller runs in the
+ * process that serves the admin listeners (single process or workers-mode primary), and the
+ * composition root appends this text to the data plane's exposition.
+ */
+export class RegistrationMetrics {
+  readonly registry = new Registry();
+  readonly status = new Gauge({ name: 'waygate_registration_status', help: 'Registration (Gateway status) controller state: 1 for the current state (ok, gateway_missing, class_missing, class_not_ours, service_missing, forbidden, api_error, starting). Alert on ok != 1.', labelNames: ['state'], registers: [this.registry] });
+  readonly statusWrites = new Counter({ name: 'waygate_registration_status_writes_total', help: 'Gateway and GatewayClass status writes, by result (ok, conflict = 409 then re-read, error).', labelNames: ['result'], registers: [this.registry] });
+
+  setState(state: RegistrationState): void {
+    for (const s of REGISTRATION_STATES) this.status.set({ state: s }, s === state ? 1 : 0);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
 }
 
 /** Merges metric JSON from several processes (workers mode) into one text exposition. */
