@@ -8,7 +8,9 @@
 import { constants as h2c, type Http2SecureServer, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { randomBytes } from 'node:crypto';
 import { Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { LogRateLimiter } from '../telemetry/log.ts';
 import { checkTrustDomain, PeerIdentityCache } from '../identity/peer-identity.ts';
 import { canonicalIp } from '../net/address.ts';
 import { connectionAttributes, type ConnectionAttributes } from '../policy/context.ts';
@@ -358,16 +360,58 @@ function watchHandshakes(server: Http2SecureServer, opts: SessionOptions): void 
     server.maxConnections = opts.maxConnections;
     server.on('drop', () => notify(observer, 'refused', 'max_connections'));
   }
+  // A client that fails its handshake is usually a misconfiguration someone is looking for (wrong
+  // CA, expired certificate), so it is a `warn` line with the peer and the reason; bounded, since
+  // a peer can cause any number of them. The metric counts every one.
+  const limiter = new LogRateLimiter(HANDSHAKE_LOG_BUDGET);
+  const logFailure = (peer: string, reason: HandshakeFailureReason, err: string): void => {
+    if (!log) return;
+    const allowed = limiter.take();
+    if (!allowed.log) return;
+    const fields = { peer, reason, detail: HANDSHAKE_FAILURE_WORDS[reason], err, ...(allowed.suppressed > 0 ? { suppressed: allowed.suppressed } : {}) };
+    log.warn(fields, allowed.last
+      ? `TLS handshake failed; further failures are not logged for a while (at most ${limiter.rate}; waygate_tls_handshake_failures_total counts every one)`
+      : 'TLS handshake failed');
+  };
+  // The peer address is read when the connection arrives: by the time the handshake has failed
+  // the socket may be destroyed, and a destroyed socket no longer knows its peer.
+  const peers = new WeakMap<object, string>();
+  server.on('connection', (raw: Socket) => peers.set(raw, formatPeer(raw.remoteAddress, raw.remotePort)));
+  const peerOf = (socket: TLSSocket | undefined): string => {
+    const raw = (socket as (TLSSocket & { _parent?: object }) | undefined)?._parent;
+    return (raw && peers.get(raw)) ?? formatPeer(socket?.remoteAddress, socket?.remotePort);
+  };
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     const reason = classifyTlsError(err, socket);
     notify(observer, 'handshakeFailed', reason);
-    log?.debug({ err: err.message, reason }, 'TLS handshake failed');
+    const authError = (socket as (TLSSocket & { authorizationError?: string }) | undefined)?.authorizationError;
+    logFailure(peerOf(socket), reason, authError ?? err.code ?? err.message);
   });
   server.on('unknownProtocol', (socket: TLSSocket) => {
     notify(observer, 'handshakeFailed', 'protocol');
+    logFailure(peerOf(socket), 'protocol', `ALPN ${JSON.stringify(socket.alpnProtocol || 'none')}, not h2`);
     socket.destroy();
   });
   server.on('sessionError', (err) => log?.debug({ err: err.message }, 'HTTP/2 session error'));
+}
+
+/** Handshake-failure log lines: at most 10 a minute (docs/operating.md, "Logs"). */
+const HANDSHAKE_LOG_BUDGET = { lines: 10, windowMs: 60_000 };
+
+/** The `detail` of a handshake-failure log line, for a person. */
+const HANDSHAKE_FAILURE_WORDS: Record<HandshakeFailureReason, string> = {
+  timeout: 'the TLS handshake or HTTP/2 preface did not complete in time',
+  no_certificate: 'the client sent no certificate',
+  untrusted: 'the client certificate is not signed by the trust bundle',
+  expired: 'the client certificate is expired or not yet valid',
+  certificate: 'the client certificate did not verify',
+  protocol: 'TLS version, cipher or ALPN (h2) mismatch, or not TLS at all',
+  other: 'the TLS handshake failed',
+};
+
+function formatPeer(address: string | undefined, port: number | undefined): string {
+  if (!address) return 'unknown';
+  return address.includes(':') ? `[${address}]:${port ?? 0}` : `${address}:${port ?? 0}`;
 }
 
 function classifyTlsError(err: NodeJS.ErrnoException, socket: TLSSocket | undefined): HandshakeFailureReason {
