@@ -34,6 +34,7 @@ import { startGateway, type GatewayFiles, type RunningGateway } from './lib/gate
 import { GATEWAY_SPIFFE_ID, type BenchPki } from './lib/pki.ts';
 import { summariseCpuProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { replaceBenchPolicyFile, writeBenchPolicies } from './lib/policies.ts';
+import { runRounds, warmUp, type RoundScenario } from './lib/rounds.ts';
 import { cpuSeconds, rssBytes } from './lib/proc.ts';
 import { fmt, quantile, spread, table, type Spread } from './lib/stats.ts';
 import {
@@ -117,18 +118,6 @@ async function measure(pid: number | null, fn: () => Promise<void>): Promise<Mea
   return { wallSeconds, cpuSeconds: cpu1 - cpu0 };
 }
 
-/** Deterministic shuffle (LCG) so the path order differs per round but runs are reproducible. */
-function shuffle<T>(items: readonly T[], seed: number): T[] {
-  const out = [...items];
-  let x = seed || 1;
-  for (let i = out.length - 1; i > 0; i--) {
-    x = (x * 1103515245 + 12345) & 0x7fffffff;
-    const j = x % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function hboneConnect(pki: BenchPki, port: number): Promise<HboneClientSession> {
@@ -201,7 +190,6 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
     row.values[round] = value;
   };
   let reload: ReloadOutcome | undefined;
-  let currentPath = '';
 
   try {
     if (want('direct')) {
@@ -247,31 +235,12 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
     const handshakeOps = quick ? 40 : 150;
 
     // Warm-up: JIT, TLS session caches and lazy initialisation happen before round 1.
-    if (paths.length > 0) {
-      log('warm-up');
-      for (const p of paths) {
-        try {
-          await upload(p.open, 8 * MiB);
-          await download(p.open, 8 * MiB);
-          await runConcurrent(100, 16, () => echoOnce(p.open, 100));
-          await runConcurrent(20, 4, () => echoOnce(p.openFresh, 100));
-          await echoLatency(p.open, 200);
-        } catch (err) {
-          throw new Error(`warm-up of ${p.name} failed: ${(err as Error).message}`, { cause: err });
-        }
-      }
-    }
+    await warmUp(paths, { connects: { count: 100, inFlight: 16 }, freshConnects: { count: 20, inFlight: 4 } }, log, 'warm-up');
 
-    for (let round = 0; round < opts.rounds && paths.length > 0; round++) {
-      const t0 = Date.now();
-      // Scenario-major: every path runs a scenario back to back before the next scenario, so a
-      // ratio compares measurements seconds apart. These shared machines drift by 50% over
-      // minutes (the same gateway build measured 1.2 and 2.1 s/GiB in consecutive runs), and
-      // path-major rounds put ~35 s between waygate's and haproxy's bulk numbers.
-      const order = shuffle(paths, round + 7);
-      if (scenario('bulk')) {
-        for (const p of order) {
-          currentPath = `${p.name} (bulk, round ${round + 1})`;
+    const scenarios: RoundScenario<PathUnderTest>[] = [
+      {
+        name: 'bulk',
+        run: async (p, round) => {
           const up = await measure(p.pid, () => upload(p.open, bulkBytes));
           const down = await measure(p.pid, () => download(p.open, bulkBytes));
           const wall = up.wallSeconds + down.wallSeconds;
@@ -285,11 +254,11 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
             record('bulk 1 stream', p.name, 'cpu up', 's/GiB', round, up.cpuSeconds / (bulkBytes / GiB));
             record('bulk 1 stream', p.name, 'cpu down', 's/GiB', round, down.cpuSeconds / (bulkBytes / GiB));
           }
-        }
-      }
-      if (scenario('multi')) {
-        for (const p of order) {
-          currentPath = `${p.name} (multi, round ${round + 1})`;
+        },
+      },
+      {
+        name: 'multi',
+        run: async (p, round) => {
           for (const streams of [8, 64]) {
             const per = Math.floor(multiBytes / streams);
             const m = await measure(p.pid, () =>
@@ -298,11 +267,11 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
             record(`bulk ${streams} streams`, p.name, 'throughput', 'MiB/s', round, total / MiB / m.wallSeconds);
             if (p.pid !== null) record(`bulk ${streams} streams`, p.name, 'cpu', 's/GiB', round, m.cpuSeconds / (total / GiB));
           }
-        }
-      }
-      if (scenario('echo')) {
-        for (const p of order) {
-          currentPath = `${p.name} (echo, round ${round + 1})`;
+        },
+      },
+      {
+        name: 'echo',
+        run: async (p, round) => {
           let rtts: number[] = [];
           const client0 = process.cpuUsage();
           const m = await measure(p.pid, async () => {
@@ -316,11 +285,11 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
           // waygate, the HBONE client playing ztunnel) say whose work a latency gap is.
           if (p.pid !== null) record('echo 64 B', p.name, 'cpu', 'µs/msg', round, (m.cpuSeconds * 1e6) / echoMessages);
           record('echo 64 B', p.name, 'client cpu', 'µs/msg', round, (client.user + client.system) / echoMessages);
-        }
-      }
-      if (scenario('connect')) {
-        for (const p of order) {
-          currentPath = `${p.name} (connect, round ${round + 1})`;
+        },
+      },
+      {
+        name: 'connect',
+        run: async (p, round) => {
           for (const inFlight of [1, 64]) {
             const n = connectOps(p, inFlight);
             const m = await measure(p.pid, () => runConcurrent(n, inFlight, () => echoOnce(p.open, 100)));
@@ -328,21 +297,20 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
             record(name, p.name, 'rate', 'ops/s', round, n / m.wallSeconds);
             if (p.pid !== null) record(name, p.name, 'cpu', 'ms/op', round, (m.cpuSeconds * 1000) / n);
           }
-        }
-      }
-      if (scenario('handshake')) {
-        for (const p of order) {
-          currentPath = `${p.name} (handshake, round ${round + 1})`;
+        },
+      },
+      {
+        name: 'handshake',
+        run: async (p, round) => {
           const m = await measure(p.pid, () => runConcurrent(handshakeOps, 8, () => echoOnce(p.openFresh, 100)));
           const name = 'new connection + first exchange, 8 in flight';
           record(name, p.name, 'rate', 'ops/s', round, handshakeOps / m.wallSeconds);
           if (p.pid !== null) record(name, p.name, 'cpu', 'ms/op', round, (m.cpuSeconds * 1000) / handshakeOps);
-        }
-      }
-      log(`round ${round + 1}/${opts.rounds} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    }
+        },
+      },
+    ];
+    await runRounds({ paths, rounds: opts.rounds, seed: 7, scenarios: scenarios.filter((x) => scenario(x.name)), log });
 
-    currentPath = '';
     // The gateway's forwarders must not take CPU from the scenarios that follow.
     while (cleanups.length) await cleanups.pop()!();
 
@@ -406,8 +374,6 @@ export async function runHboneBench(opts: HboneBenchOptions): Promise<HboneBench
         record('reload heap after GC', 'waygate', 'RSS before / 10,000 rules / after', 'MiB', 2, h.rssAfterMiB);
       }
     }
-  } catch (err) {
-    throw currentPath ? new Error(`${currentPath}: ${(err as Error).message}`, { cause: err }) : err;
   } finally {
     while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
     await backend.close();

@@ -36,6 +36,7 @@ import { summariseCpuProfile } from './lib/cpuprofile.ts';
 import { startGateway, type RunningGateway } from './lib/gateway-process.ts';
 import { GATEWAY_SPIFFE_ID, type BenchPki } from './lib/pki.ts';
 import { writeBenchPolicies } from './lib/policies.ts';
+import { runRounds, warmUp, type RoundScenario } from './lib/rounds.ts';
 import { cpuSeconds, cpuTimes, threadCpuSeconds } from './lib/proc.ts';
 import { fmt, quantile, spread, table, type Spread } from './lib/stats.ts';
 import { download, echoLatency, echoOnce, runConcurrent, tlsOpener, upload, type Opener } from './lib/traffic.ts';
@@ -164,17 +165,6 @@ async function measure(p: PathUnderTest, backendPid: number | null, fn: () => Pr
     proxySystem: c1.proxy.system - c0.proxy.system,
     proxyThreads: Object.fromEntries(THREAD_GROUPS.map((g) => [g, t1Threads[g] - t0Threads[g]])) as Record<ThreadGroup, number>,
   };
-}
-
-function shuffle<T>(items: readonly T[], seed: number): T[] {
-  const out = [...items];
-  let x = seed || 1;
-  for (let i = out.length - 1; i > 0; i--) {
-    x = (x * 1103515245 + 12345) & 0x7fffffff;
-    const j = x % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
 }
 
 function meets(target: string, value: number): boolean | null {
@@ -425,7 +415,6 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
   const backend = await startBackendProcess(POD_IP);
   const cleanups: (() => Promise<void>)[] = [];
   const paths: PathUnderTest[] = [];
-  let currentPath = '';
   try {
     if (want('waygate')) {
       const w = await waygatePath(opts, backend);
@@ -452,27 +441,13 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
     const connectOps = (p: PathUnderTest, inFlight: number) =>
       p.name !== 'haproxy' ? (opts.quick ? 500 : inFlight === 1 ? 1_000 : 4_000) : opts.quick ? 50 : 150;
 
-    if (paths.length > 0) {
-      log('waypoint: warm-up');
-      for (const p of paths) {
-        try {
-          await upload(p.open, 8 * MiB);
-          await download(p.open, 8 * MiB);
-          await runConcurrent(200, 64, () => echoOnce(p.open, 100));
-          await echoLatency(p.open, 200);
-        } catch (err) {
-          throw new Error(`warm-up of ${p.name} failed: ${(err as Error).message}`, { cause: err });
-        }
-      }
-    }
+    await warmUp(paths, { connects: { count: 200, inFlight: 64 } }, log, 'waypoint: warm-up');
 
-    for (let round = 0; round < opts.rounds && paths.length > 0; round++) {
-      const t0 = Date.now();
-      // Scenario-major, path order shuffled per round (see hbone.bench.ts: ratios seconds apart).
-      const order = shuffle(paths, round + 11);
-      if (scenario('bulk')) {
-        for (const p of order) {
-          currentPath = `${p.name} (waypoint bulk, round ${round + 1})`;
+    // Scenario-major, path order shuffled per round (bench/lib/rounds.ts: ratios seconds apart).
+    const scenarios: RoundScenario<PathUnderTest>[] = [
+      {
+        name: 'bulk',
+        run: async (p, round) => {
           const up = await measure(p, backend.pid, () => upload(p.open, bulkBytes));
           const down = await measure(p, backend.pid, () => download(p.open, bulkBytes));
           const scn = 'bulk 1 tunnel';
@@ -488,11 +463,11 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
           recordCpu(scn, p, both, (2 * bulkBytes) / GiB, 's/GiB', 1, round);
           record(scn, p.name, 'proxy', 'cpu up', 's/GiB', round, up.cpu.proxy / (bulkBytes / GiB));
           record(scn, p.name, 'proxy', 'cpu down', 's/GiB', round, down.cpu.proxy / (bulkBytes / GiB));
-        }
-      }
-      if (scenario('connect')) {
-        for (const p of order) {
-          currentPath = `${p.name} (waypoint connect, round ${round + 1})`;
+        },
+      },
+      {
+        name: 'connect',
+        run: async (p, round) => {
           for (const inFlight of [1, 64]) {
             const n = connectOps(p, inFlight);
             const before = p.upstreamConnects ? await p.upstreamConnects() : null;
@@ -509,11 +484,11 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
               if (reused + fresh !== n) notes.push(`round ${round + 1}, ${scn}: ${reused + fresh} upstream connects counted for ${n} CONNECTs`);
             }
           }
-        }
-      }
-      if (scenario('echo')) {
-        for (const p of order) {
-          currentPath = `${p.name} (waypoint echo, round ${round + 1})`;
+        },
+      },
+      {
+        name: 'echo',
+        run: async (p, round) => {
           let rtts: number[] = [];
           const m = await measure(p, backend.pid, async () => {
             rtts = await echoLatency(p.open, echoMessages);
@@ -522,12 +497,10 @@ export async function runWaypointBench(opts: WaypointBenchOptions): Promise<Wayp
           record(scn, p.name, '', 'p50', 'µs', round, quantile(rtts, 0.5));
           record(scn, p.name, '', 'p99', 'µs', round, quantile(rtts, 0.99));
           recordCpu(scn, p, m, echoMessages, 'µs/msg', 1e6, round);
-        }
-      }
-      log(`waypoint: round ${round + 1}/${opts.rounds} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    }
-  } catch (err) {
-    throw currentPath ? new Error(`${currentPath}: ${(err as Error).message}`, { cause: err }) : err;
+        },
+      },
+    ];
+    await runRounds({ paths, rounds: opts.rounds, seed: 11, scenarios: scenarios.filter((x) => scenario(x.name)), log, suite: 'waypoint' });
   } finally {
     while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
     await backend.close();
