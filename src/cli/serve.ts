@@ -9,6 +9,7 @@
  * opened: the config is validated whole first, so whatever fails after that is the environment
  * refusing it (1), and the reason is printed as one line on stderr.
  */
+import path from 'node:path';
 import type { Command } from 'commander';
 import { parseHostPort } from '../config/address.ts';
 import { addServeFlags, flagsToLayer, type ServeFlagValues } from '../config/flags.ts';
@@ -16,6 +17,7 @@ import { ConfigError } from '../config/load.ts';
 import { configToYaml, resolveConfig, type EffectiveConfig } from '../config/resolve.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
+import { createOpsLogger } from '../telemetry/log.ts';
 
 /** `waygate serve` exit codes; the table in docs/operating.md lists the same. */
 export const SERVE_EXIT = {
@@ -83,6 +85,17 @@ export function startupFailureMessage(err: unknown, config: Readonly<GatewayConf
   return `waygate serve: cannot start: ${(err as Error)?.stack ?? String(err)}`;
 }
 
+/**
+ * Where the audit records go, in words, for the start-up log: a person who ran `npm start` learns
+ * where to point `waygate audit` (a path relative to the working directory when it is inside it).
+ */
+export function auditLocation(destination: string, cwd: string = process.cwd()): { path: string | null; message: string } {
+  if (destination === '-') return { path: null, message: 'audit records go to stdout' };
+  const rel = path.relative(cwd, destination);
+  const shown = rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : destination;
+  return { path: shown, message: `audit records go to ${shown} (review them with: waygate audit summary ${shown})` };
+}
+
 export function registerServe(program: Command): void {
   const cmd = program
     .command('serve')
@@ -116,14 +129,17 @@ async function serve(flags: ServeFlagValues): Promise<number> {
   }
 
   const { startGateway } = await import('../gateway/gateway.ts');
+  const log = createOpsLogger({ level: effective.config.log.level });
   let gateway;
   try {
-    gateway = await startGateway({ effective, handleSignals: true });
+    gateway = await startGateway({ effective, handleSignals: true, log });
   } catch (err) {
     // startGateway closed what it had opened (listeners, audit log) before rethrowing.
     process.stderr.write(startupFailureMessage(err, effective.config) + '\n');
     return SERVE_EXIT.failed;
   }
+  const audit = auditLocation(effective.config.audit.destination);
+  log.info({ audit: effective.config.audit.destination }, audit.message);
   const code = await gateway.done;
   // Everything is closed and flushed; leave now rather than wait on a stray handle (the kubelet
   // counts the grace period down while we linger).

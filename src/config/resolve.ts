@@ -6,9 +6,12 @@
 import { stringify } from 'yaml';
 import { loadConfigFile, type ConfigLayer } from './load.ts';
 import {
-  CONFIG_API_VERSION, CONFIG_KIND, embeddedDefaults, productionDefaults, withEffectiveLimits, type ConfigProfile, type GatewayConfig,
+  CONFIG_API_VERSION, CONFIG_KIND, DEFAULT_STATE_DIR, embeddedDefaults, productionDefaults, withEffectiveLimits, type ConfigProfile, type GatewayConfig,
 } from './schema.ts';
 import { deepFreeze } from '../util/deep-freeze.ts';
+
+/** The embedded profile's audit log, relative to the working directory. */
+export const EMBEDDED_AUDIT_LOG = `${DEFAULT_STATE_DIR}/audit.jsonl`;
 
 export interface EffectiveConfig {
   config: Readonly<GatewayConfig>;
@@ -45,7 +48,12 @@ export function mergeLayer<T>(base: T, layer: unknown): T {
 export function resolveConfig(opts: ResolveOptions = {}): EffectiveConfig {
   const env = opts.env ?? process.env;
   const profile: ConfigProfile = opts.configFile ? 'production' : 'embedded';
-  let config: GatewayConfig = profile === 'production' ? productionDefaults(env) : embeddedDefaults(opts.cwd ?? process.cwd(), env);
+  const cwd = opts.cwd ?? process.cwd();
+  let config: GatewayConfig = profile === 'production' ? productionDefaults(env) : embeddedDefaults(cwd, env);
+  // The embedded profile (`npm start`) keeps its audit log beside its dev PKI, where `waygate
+  // audit` can read it back, instead of interleaving it with the terminal's stdout. Production
+  // keeps stdout, the container log pipeline's input. docs/operating.md, "Starting it".
+  if (profile === 'embedded') config = mergeLayer(config, { audit: { destination: `${cwd}/${EMBEDDED_AUDIT_LOG}` } });
   if (opts.configFile) config = mergeLayer(config, loadConfigFile(opts.configFile));
   if (opts.flags) config = mergeLayer(config, opts.flags);
   config = withEffectiveLimits(config);
