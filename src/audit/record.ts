@@ -207,9 +207,10 @@ export interface ReloadRecord {
 }
 
 /**
- * A load of the discovery source (docs/design.md §6: the mesh file), written like a policy load
- * (`event: reload`) and told apart by `source: mesh`. A rejected load keeps the previous snapshot
- * (`previous`); its errors are at file:line:col.
+ * A load of the discovery source (docs/design.md §6: the mesh file, or the Kubernetes API),
+ * written like a policy load (`event: reload`) and told apart by `source: mesh`; `file` or
+ * `kubernetes` says which source. A rejected load keeps the previous snapshot (`previous`); a mesh
+ * file's errors are at file:line:col.
  */
 export interface MeshReloadRecord {
   schema: typeof AUDIT_SCHEMA_VERSION;
@@ -219,8 +220,13 @@ export interface MeshReloadRecord {
   result: 'applied' | 'rejected' | 'unchanged';
   snapshot: { version: number; hash: string };
   previous?: { version: number; hash: string };
-  /** The file loaded. */
-  file: string;
+  /** The mesh file loaded (the mesh-file source; absent for Kubernetes). */
+  file?: string;
+  /**
+   * The Kubernetes source (`discovery.kubernetes`; absent for a mesh file): the API server and
+   * namespaces, as the snapshot's `source` says, e.g. `kubernetes https://10.96.0.1:443 namespaces shop`.
+   */
+  kubernetes?: string;
   /** Of the snapshot in force. */
   services: number;
   workloads: number;

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { isLoopbackHost, parseAllowDestinations, parseHostPort, parseRouteKey, parseRouteTarget } from './address.ts';
 import type { ConfigLayer } from './load.ts';
-import { LOG_LEVELS, type DestinationAllow, type LogLevel } from './schema.ts';
+import { LOG_LEVELS, type DestinationAllow, type GatewayConfig, type LogLevel } from './schema.ts';
 
 /** Raw commander values for the serve flags. */
 export interface ServeFlagValues {
@@ -39,6 +39,7 @@ export interface ServeFlagValues {
   proxyProtocol?: boolean;
   allowTls12?: boolean;
   mesh?: string;
+  kubeconfig?: string;
 }
 
 function collect<T>(parse: (s: string) => T) {
@@ -118,7 +119,8 @@ export function addServeFlags(cmd: Command): Command {
     .option('--max-pending-dials-per-connection <n>', 'upstream dials in flight per connection; further CONNECTs wait for a slot (default 100, at most --max-streams-per-connection)', integer(1, 2 ** 31 - 1))
     .option('--proxy-protocol', 'send PROXY protocol v2 (with the SPIFFE ID) to upstreams')
     .option('--allow-tls12', 'accept TLS 1.2 clients')
-    .option('--mesh <file>', 'discovery: a kind: Mesh file of services and workloads (hot-reloaded; docs/design.md §6)', nonEmpty);
+    .option('--mesh <file>', 'discovery: a kind: Mesh file of services and workloads (hot-reloaded; docs/design.md §6)', nonEmpty)
+    .option('--kubeconfig <file>', 'credentials for discovery.kubernetes (default: in-cluster, else KUBECONFIG, else ~/.kube/config)', nonEmpty);
 }
 
 /** Turns parsed flag values into a config layer; relative paths resolve against `cwd`. */
@@ -164,5 +166,7 @@ export function flagsToLayer(f: ServeFlagValues, cwd: string = process.cwd()): C
   if (f.workers !== undefined) layer.workers = f.workers;
   if (f.proxyProtocol) layer.proxyProtocol = true;
   if (f.mesh !== undefined) layer.discovery = { meshFile: abs(f.mesh) };
+  // Merged into the file's discovery.kubernetes (src/config/resolve.ts refuses it without one).
+  if (f.kubeconfig !== undefined) layer.discovery = { ...layer.discovery, kubernetes: { kubeconfig: abs(f.kubeconfig) } as NonNullable<GatewayConfig['discovery']['kubernetes']> };
   return layer;
 }

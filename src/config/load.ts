@@ -17,7 +17,7 @@ import {
 import {
   describe, report, scalarValue, singleDocument, walkContext, yamlWalker, type V as WalkV, type WalkContext, type YamlNode,
 } from './yaml-walk.ts';
-import { CONFIG_API_VERSION, CONFIG_KIND, LOG_LEVELS, type DestinationAllow, type GatewayConfig } from './schema.ts';
+import { CONFIG_API_VERSION, CONFIG_KIND, LOG_LEVELS, type DestinationAllow, type GatewayConfig, type KubernetesDiscoveryConfig } from './schema.ts';
 
 /** A deep partial of the config: what one source (file or flags) sets. */
 export type ConfigLayer = {
@@ -110,6 +110,49 @@ const headerName = str((s) => (/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(s) ? null : `"$
 
 const day = 86_400_000;
 
+/** RFC 1123 label: what a Kubernetes namespace name is. */
+const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** A label key (optional DNS-subdomain prefix) or value, as the selector grammar names them. */
+const SELECTOR_KEY = String.raw`(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?`;
+const SELECTOR_VALUE = String.raw`(?:[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?`;
+const SELECTOR_TERM = new RegExp(
+  String.raw`^\s*(?:!?\s*${SELECTOR_KEY}|${SELECTOR_KEY}\s*(?:==?|!=)\s*${SELECTOR_VALUE}|${SELECTOR_KEY}\s+(?:in|notin)\s*\(\s*${SELECTOR_VALUE}(?:\s*,\s*${SELECTOR_VALUE})*\s*\))\s*$`,
+);
+
+/**
+ * Checks a label selector's syntax (https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors:
+ * `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated) so a typo is a
+ * load error here rather than a 400 from the API server on every retry.
+ */
+function selectorProblem(s: string): string | null {
+  if (s.trim() === '') return null;
+  // Commas inside in/notin parentheses do not separate terms.
+  const terms = s.split(/,(?![^(]*\))/);
+  const bad = terms.find((t) => !SELECTOR_TERM.test(t));
+  return bad === undefined ? null : `"${bad.trim()}" is not a label selector term (k=v, k!=v, k, !k, k in (a,b), k notin (a,b))`;
+}
+
+const kubernetesDiscovery: V<KubernetesDiscoveryConfig | null> = (node, at, cx) => {
+  // null (what --print-config shows by default) is "off", so the printed config loads.
+  if (scalarValue(node) === null && node !== null && !isMap(node)) return null;
+  const o = object<KubernetesDiscoveryConfig>({
+    namespaces: (n, a, c) => {
+      const v = list(str((s) => (NAMESPACE_RE.test(s) ? null : `"${s}" is not a namespace name (RFC 1123 label)`)))(n, a, c);
+      if (v === undefined) return undefined;
+      if (v.length === 0) return report(c, n, a, 'name at least one namespace: discovery watches only the namespaces listed (RBAC is granted per namespace)');
+      const dup = v.find((x, i) => v.indexOf(x) !== i);
+      if (dup !== undefined) return report(c, n, a, `namespace "${dup}" is listed twice`);
+      return v;
+    },
+    labelSelector: str(selectorProblem),
+    clusterDomain: str((s) => (/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(s) ? null : `"${s}" is not a DNS domain`)),
+    kubeconfig: ((n, a, c) => (scalarValue(n) === null && n !== null ? null : filePath(n, a, c))) as V<string | null>,
+  })(node, at, cx);
+  if (o === undefined) return undefined;
+  if (o.namespaces === undefined) return report(cx, node, `${at}.namespaces`, 'missing required field "namespaces"');
+  return { namespaces: o.namespaces, labelSelector: o.labelSelector ?? '', clusterDomain: o.clusterDomain ?? 'cluster.local', kubeconfig: o.kubeconfig ?? null };
+};
+
 /** The schema of `spec`: one validator per field, strict at every level. */
 const specSchema = object<GatewayConfig>({
   listen: hostPort(),
@@ -169,6 +212,7 @@ const specSchema = object<GatewayConfig>({
   discovery: object<GatewayConfig['discovery']>({
     // null (what --print-config shows by default) is "no mesh file", so the printed config loads.
     meshFile: ((node, at, cx) => (scalarValue(node) === null && node !== null ? null : filePath(node, at, cx))) as V<string | null>,
+    kubernetes: kubernetesDiscovery,
     allowDirect: bool,
   }) as V<GatewayConfig['discovery']>,
   upstream: object<GatewayConfig['upstream']>({
@@ -177,6 +221,15 @@ const specSchema = object<GatewayConfig>({
     maxStreamsPerConnection: int(1, 2 ** 31 - 1),
     poolIdleTimeoutMs: int(1, 30 * day),
   }) as V<GatewayConfig['upstream']>,
+  registration: object<GatewayConfig['registration']>({
+    enabled: bool,
+    // Kubernetes object names: a GatewayClass and a Service are DNS labels/subdomains, a
+    // controllerName a domain-prefixed path (Gateway API GatewayController).
+    gatewayClassName: str((s) => (/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(s) ? null : `"${s}" is not a GatewayClass name (lower-case DNS subdomain)`)),
+    controllerName: str((s) => (/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$/.test(s) ? null : `"${s}" is not a controller name (domain/path, e.g. waygate.dev/gateway-controller)`)),
+    namespace: str((s) => (s === '' || /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s) ? null : `"${s}" is not a namespace name (RFC 1123 label; "" for the pod's own)`)),
+    serviceName: str((s) => (/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s) ? null : `"${s}" is not a Service name (RFC 1035 label)`)),
+  }) as V<GatewayConfig['registration']>,
 });
 
 /**
@@ -188,6 +241,26 @@ function checkAcrossFields(spec: ConfigLayer, root: YamlNode, cx: Cx): void {
   if (spec.discovery?.allowDirect === true && spec.upstream?.allowPlaintext !== true) {
     const node = isMap(root) ? (root.getIn(['spec', 'discovery', 'allowDirect'], true) as YamlNode) : null;
     report(cx, node, 'spec.discovery.allowDirect', 'direct dials are plain TCP: set upstream.allowPlaintext too');
+  }
+  if (spec.discovery?.kubernetes && spec.discovery.meshFile) {
+    const node = isMap(root) ? (root.getIn(['spec', 'discovery', 'kubernetes'], true) as YamlNode) : null;
+    report(cx, node, 'spec.discovery.kubernetes', 'discovery has one source: set meshFile or kubernetes, not both');
+  }
+}
+
+/**
+ * Rules across layers, checked on the merged config (src/config/resolve.ts): flags may add to a
+ * file. `--mesh` with a file's `discovery.kubernetes` names two sources; `--kubeconfig` sets the
+ * credentials of `discovery.kubernetes`, which must then be configured. Throws ConfigError.
+ */
+export function checkMergedDiscovery(config: Readonly<GatewayConfig>, file: string | undefined): void {
+  const k = config.discovery.kubernetes as Partial<KubernetesDiscoveryConfig> | null;
+  const at = (path: string, message: string): Diagnostic => ({ code: 'WG_CONFIG', message, file: file ?? '(flags)', line: 1, col: 1, path, severity: 'error' });
+  if (k !== null && k.namespaces === undefined) {
+    throw new ConfigError([at('spec.discovery.kubernetes', '--kubeconfig is the credentials of Kubernetes discovery, which is not configured: set discovery.kubernetes.namespaces in the config file')]);
+  }
+  if (k !== null && config.discovery.meshFile !== null) {
+    throw new ConfigError([at('spec.discovery', 'discovery has one source: --mesh (discovery.meshFile) and discovery.kubernetes are both set')]);
   }
 }
 

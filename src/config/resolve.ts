@@ -4,7 +4,7 @@
  * what `--print-config` and `GET /debug/config` show.
  */
 import { stringify } from 'yaml';
-import { loadConfigFile, type ConfigLayer } from './load.ts';
+import { checkMergedDiscovery, loadConfigFile, type ConfigLayer } from './load.ts';
 import {
   CONFIG_API_VERSION, CONFIG_KIND, DEFAULT_STATE_DIR, embeddedDefaults, productionDefaults, withEffectiveLimits, type ConfigProfile, type GatewayConfig,
 } from './schema.ts';
@@ -56,13 +56,14 @@ export function resolveConfig(opts: ResolveOptions = {}): EffectiveConfig {
   if (profile === 'embedded') config = mergeLayer(config, { audit: { destination: `${cwd}/${EMBEDDED_AUDIT_LOG}` } });
   if (opts.configFile) config = mergeLayer(config, loadConfigFile(opts.configFile));
   if (opts.flags) config = mergeLayer(config, opts.flags);
+  checkMergedDiscovery(config, opts.configFile);
   config = withEffectiveLimits(config);
   return { config: deepFreeze(structuredClone(config)), profile, file: opts.configFile ?? null };
 }
 
 const FIELD_ORDER: readonly (keyof GatewayConfig)[] = [
   'listen', 'tls', 'trustDomains', 'policies', 'defaultAction', 'denyStatus', 'destinations', 'discovery', 'upstream',
-  'timeouts', 'limits', 'audit', 'log', 'admin', 'workers', 'proxyProtocol',
+  'timeouts', 'limits', 'audit', 'log', 'admin', 'workers', 'proxyProtocol', 'registration',
 ];
 
 function inSchemaOrder(c: Readonly<GatewayConfig>): Record<string, unknown> {

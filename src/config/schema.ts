@@ -122,6 +122,12 @@ export interface GatewayConfig {
     /** A `kind: Mesh` file (hot-reloaded), resolved against the config file's directory; null: no discovery. */
     meshFile: string | null;
     /**
+     * The Kubernetes API as the source (docs/waypoint.md, "Kubernetes discovery"): Services,
+     * EndpointSlices and Pods of `namespaces`, listed and watched. null: off. Exclusive with
+     * `meshFile`.
+     */
+    kubernetes: KubernetesDiscoveryConfig | null;
+    /**
      * Dial a destination discovery does not know as its `:authority`, over plain TCP. Off: such a
      * CONNECT is refused (503), so a lagging discovery source never lets a tunnel bypass the rules
      * on `destination.namespace` or leave the mesh's mTLS. Needs `upstream.allowPlaintext`.
@@ -136,6 +142,38 @@ export interface GatewayConfig {
     /** Close a pooled HBONE connection idle (no stream) this long. */
     poolIdleTimeoutMs: number;
   };
+  /**
+   * waygate as the controller of its GatewayClass: keeps the status of the Gateways of the class
+   * in its namespace true (addresses, Accepted/Programmed), so istiod sends the fronted namespaces'
+   * traffic through it (src/kube/gateway-status.ts, docs/kubernetes.md). Off by default.
+   */
+  registration: {
+    enabled: boolean;
+    gatewayClassName: string;
+    /** The GatewayClass's spec.controllerName; a class naming another controller is left alone. */
+    controllerName: string;
+    /** The Gateways' namespace; "": the pod's own (POD_NAMESPACE from the Downward API). */
+    namespace: string;
+    /** The Service in that namespace the Gateway's status address names. */
+    serviceName: string;
+  };
+}
+
+/** `discovery.kubernetes`. */
+export interface KubernetesDiscoveryConfig {
+  /** The fronted namespaces (at least one; RBAC is granted per namespace). */
+  namespaces: string[];
+  /** A label selector applied to Services (`""`: every Service of those namespaces). */
+  labelSelector: string;
+  /** Hostnames are `<service>.<namespace>.svc.<clusterDomain>`. */
+  clusterDomain: string;
+  /** A kubeconfig file; null: in-cluster credentials, else `KUBECONFIG`, else ~/.kube/config (src/kube/client.ts). */
+  kubeconfig: string | null;
+}
+
+/** Whether a discovery source is configured (the gateway then acts as a waypoint: docs/waypoint.md). */
+export function discoveryConfigured(config: Readonly<GatewayConfig>): boolean {
+  return config.discovery.meshFile !== null || config.discovery.kubernetes !== null;
 }
 
 /** Which default set a config was built from. */
@@ -183,8 +221,9 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
     log: { level: 'info' },
     workers: 1,
     proxyProtocol: false,
-    discovery: { meshFile: null, allowDirect: false },
+    discovery: { meshFile: null, kubernetes: null, allowDirect: false },
     upstream: { allowPlaintext: false, maxStreamsPerConnection: 100, poolIdleTimeoutMs: 300_000 },
+    registration: { enabled: false, gatewayClassName: 'waygate', controllerName: 'waygate.dev/gateway-controller', namespace: '', serviceName: 'waygate' },
   };
 }
 

@@ -8,7 +8,7 @@
 import type { ReadinessState } from '../admin/readiness.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import type { MeshReloadRecord, ReloadRecord } from '../audit/record.ts';
-import type { GatewayConfig, LogLevel } from '../config/schema.ts';
+import { discoveryConfigured, type GatewayConfig, type LogLevel } from '../config/schema.ts';
 import type { TunnelInfo } from '../hbone/tunnel.ts';
 import type { Explanation } from '../policy/explain.ts';
 import type { OpsLogger } from '../telemetry/log.ts';
@@ -106,7 +106,7 @@ export class LocalDataPlane implements DataPlane {
   constructor(opts: LocalDataPlaneOptions) {
     this.#o = opts;
     // As a waypoint (discovery configured) Istio's series report `reporter="waypoint"` (metrics.ts).
-    this.metrics = new GatewayMetrics({ reporter: opts.config.discovery.meshFile !== null ? 'waypoint' : 'destination' });
+    this.metrics = new GatewayMetrics({ reporter: discoveryConfigured(opts.config) ? 'waypoint' : 'destination' });
     // The writer's series, where this process writes the log (not a worker's IPC sink).
     const health = opts.audit.health?.bind(opts.audit);
     if (health) registerAuditMetrics(this.metrics.registry, health);

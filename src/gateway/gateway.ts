@@ -14,8 +14,9 @@
 import cluster from 'node:cluster';
 import type { AdminHandlers } from '../admin/server.ts';
 import { createAuditLogger } from '../audit/logger.ts';
-import { resolveWorkerCount, type LogLevel } from '../config/schema.ts';
+import { discoveryConfigured, resolveWorkerCount, type LogLevel } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
+import type { GatewayRegistration } from '../kube/gateway-status.ts';
 import type { PolicyWatcher } from '../policy/watch.ts';
 import { createOpsLogger, setLogLevel } from '../telemetry/log.ts';
 import { METRICS_CONTENT_TYPE } from '../telemetry/metrics.ts';
@@ -39,10 +40,10 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     if (pki.minted !== 'none') log.info({ dir: pkiDir, minted: pki.minted }, 'development PKI minted (embedded profile)');
   }
   const workers = resolveWorkerCount(config.workers);
-  if (workers > 1 && config.discovery.meshFile !== null) {
+  if (workers > 1 && discoveryConfigured(config)) {
     // One discovery source per process would mean one watch, one version sequence and one
     // `reload` record per worker for each edit; the primary does not coordinate mesh loads yet.
-    throw new WaygateError('WG_CONFIG', 'discovery.meshFile (--mesh) runs with one process for now: drop --workers (or set workers: 1) and scale with replicas');
+    throw new WaygateError('WG_CONFIG', 'discovery (--mesh, discovery.meshFile or discovery.kubernetes) runs with one process for now: drop --workers (or set workers: 1) and scale with replicas');
   }
   const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination, sync: config.audit.sync, onFailure: config.audit.onFailure ?? undefined, log });
   const plane: DataPlane = workers > 1 && cluster.isPrimary
@@ -50,6 +51,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     : new LocalDataPlane({ config, audit, log });
 
   let watcher: PolicyWatcher | undefined;
+  let registration: GatewayRegistration | undefined;
   let shutdownPromise: Promise<void> | undefined;
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));
@@ -66,7 +68,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
 
   const handlers: AdminHandlers = {
     readiness: () => plane.readiness(),
-    metrics: () => plane.metricsText(),
+    // The registration controller's series live on its own registry (src/kube/gateway-status.ts).
+    metrics: async () => (await plane.metricsText()) + (registration ? await registration.metrics.text() : ''),
     metricsContentType: METRICS_CONTENT_TYPE,
     config: () => configView(effective, plane.configInfo()),
     policy: () => plane.policyInfo(),
@@ -102,12 +105,27 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     watcher = startPolicyWatch(config, started.policyHash, log, () => reload('watch'));
   }
 
+  // Registration (config `registration`): imported only when enabled, so a gateway without it never
+  // loads client-node. Started once serving: the status it writes sends istiod's traffic here.
+  if (config.registration.enabled) {
+    try {
+      const { startRegistrationFromConfig } = await import('../kube/gateway-status.ts');
+      registration = await startRegistrationFromConfig(config, log);
+    } catch (err) {
+      watcher?.close();
+      await plane.drainAndClose(0).catch((e: unknown) => log.error({ err: (e as Error)?.message }, 'closing the data plane failed after a failed start-up'));
+      await admin.close().catch((e: unknown) => log.error({ err: (e as Error)?.message }, 'closing the side listeners failed after a failed start-up'));
+      return failStartup(err, audit, log);
+    }
+  }
+
   let removeSignals: (() => void) | undefined;
   const drainAndClose = (reason: string): Promise<void> => {
     shutdownPromise ??= (async () => {
       const deadlineMs = config.timeouts.drainTimeoutMs;
       log.info({ reason, deadlineMs, ...plane.logFields('draining') }, 'draining');
       watcher?.close();
+      await registration?.close().catch((err: unknown) => log.error({ err: (err as Error)?.message }, 'registration close failed'));
       const code = await plane.drainAndClose(deadlineMs);
       await closeAudit(audit).catch((err) => log.error({ err: (err as Error)?.message }, 'audit flush failed'));
       await admin.close();

@@ -15,7 +15,7 @@ import type { HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
 import { parseHostPort } from '../config/address.ts';
 import { WaygateError } from '../errors.ts';
-import type { GatewayConfig } from '../config/schema.ts';
+import { discoveryConfigured, type GatewayConfig } from '../config/schema.ts';
 import { withMeshFacts } from '../hbone/route.ts';
 import { createHboneServer, type HboneServer, type HboneTlsOptions } from '../hbone/server.ts';
 import type { TunnelInfo } from '../hbone/tunnel.ts';
@@ -210,10 +210,11 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
 
   // 3. Discovery (docs/waypoint.md): its first load completes before the listener opens, as the
   // policy's does, so no CONNECT is resolved against half a mesh; a mesh file that does not load
-  // stops the start. HBONE to mesh endpoints presents the gateway's own certificate, the one the
+  // stops the start, and the Kubernetes source resolves only after its first full sync (readiness
+  // stays false until then). HBONE to mesh endpoints presents the gateway's own certificate, the one the
   // listener serves (rotated with it).
   let waypoint: Waypoint | null = null;
-  if (config.discovery.meshFile !== null) {
+  if (discoveryConfigured(config)) {
     try {
       waypoint = await startWaypoint(config, () => tls.current, log, metrics, audit, opts.onMeshReload);
     } catch (err) {

@@ -1,6 +1,7 @@
 /**
  * The waypoint side of a runtime (docs/waypoint.md): the discovery source (the mesh file,
- * src/discovery/provider.ts) with its hot reload and `reload` records (`source: mesh`), the
+ * src/discovery/provider.ts, or the Kubernetes API, src/discovery/kubernetes/provider.ts, as the
+ * config says) with its hot reload and `reload` records (`source: mesh`), the
  * endpoint balancer, and the HBONE connector that sends allowed tunnels on to the destination
  * pod's ztunnel with the gateway's own certificate (src/upstream/hbone.ts), its pool reported as
  * metrics. The runtime (runtime.ts) starts it before its listener and hands `routing` and
@@ -54,7 +55,10 @@ export function gatewayBaggage(material: TlsMaterial, env: NodeJS.ProcessEnv = p
   return members.join(',');
 }
 
-function meshRecord(file: string, r: DiscoveryReload): MeshReloadRecord {
+/** Which source a record names: `file` for a mesh file, `kubernetes` for the API. */
+type RecordSource = { file: string } | { kubernetes: string };
+
+function meshRecord(from: RecordSource, r: DiscoveryReload): MeshReloadRecord {
   const record: MeshReloadRecord = {
     schema: AUDIT_SCHEMA_VERSION,
     event: 'reload',
@@ -62,7 +66,7 @@ function meshRecord(file: string, r: DiscoveryReload): MeshReloadRecord {
     time: new Date().toISOString(),
     result: r.result,
     snapshot: { version: r.snapshot.version, hash: r.snapshot.hash },
-    file,
+    ...from,
     services: r.services,
     workloads: r.workloads,
     errors: r.errors.map((d) => ({ file: d.file, line: d.line, col: d.col, path: d.path, code: d.code, message: d.message })),
@@ -80,24 +84,53 @@ export async function startWaypoint(
   audit: AuditSink,
   onRecord?: (record: MeshReloadRecord) => void,
 ): Promise<Waypoint> {
-  const file = config.discovery.meshFile!;
-  const provider: DiscoveryProvider = meshFileProvider(file, {
-    trustDomain: config.trustDomains[0]!,
-    debounceMs: config.policies.debounceMs,
-    onMode: (mode, { dir, reason }) => {
-      if (mode === 'poll') log.warn({ dir, reason }, 'cannot watch the mesh file\'s directory; polling it instead');
-      else log.info({ dir }, 'the mesh file\'s directory is watched again; polling stopped');
-    },
-  });
+  const { meshFile, kubernetes } = config.discovery;
+  let provider: DiscoveryProvider;
+  let from: RecordSource;
+  /** Extra `/debug/config` fields of the source. */
+  let sourceInfo: () => Record<string, unknown>;
+  if (kubernetes !== null) {
+    // Loaded only here: a gateway without Kubernetes never pays for client-node (src/kube/client.ts).
+    const { loadKubeConfig } = await import('../kube/client.ts');
+    const { kubernetesProvider } = await import('../discovery/kubernetes/provider.ts');
+    const { registerKubeDiscoveryMetrics } = await import('../telemetry/metrics.ts');
+    const kube = await loadKubeConfig({ kubeconfig: kubernetes.kubeconfig });
+    const kp = kubernetesProvider({
+      config: kube.config,
+      server: kube.server,
+      namespaces: kubernetes.namespaces,
+      ...(kubernetes.labelSelector ? { labelSelector: kubernetes.labelSelector } : {}),
+      trustDomain: config.trustDomains[0]!,
+      clusterDomain: kubernetes.clusterDomain,
+      log,
+    });
+    registerKubeDiscoveryMetrics(metrics.registry, () => kp.health());
+    provider = kp;
+    from = { kubernetes: kp.source };
+    sourceInfo = () => ({ kubernetes: kp.source, credentials: kube.from, health: kp.health() });
+    log.info({ source: kp.source, credentials: kube.from }, 'discovery: listing Services, EndpointSlices and Pods; not ready until the first full sync');
+  } else {
+    const file = meshFile!;
+    provider = meshFileProvider(file, {
+      trustDomain: config.trustDomains[0]!,
+      debounceMs: config.policies.debounceMs,
+      onMode: (mode, { dir, reason }) => {
+        if (mode === 'poll') log.warn({ dir, reason }, 'cannot watch the mesh file\'s directory; polling it instead');
+        else log.info({ dir }, 'the mesh file\'s directory is watched again; polling stopped');
+      },
+    });
+    from = { file };
+    sourceInfo = () => ({ file });
+  }
   const write = onRecord ?? ((r: MeshReloadRecord) => audit.reload(r));
   const note = (r: DiscoveryReload): MeshReloadRecord => {
-    const record = meshRecord(file, r);
+    const record = meshRecord(from, r);
     metrics.recordMeshReload(record);
     write(record);
     if (r.result === 'rejected') {
-      log.error({ file, errors: r.errors.map(formatDiagnostic), keeps: r.snapshot }, 'mesh file rejected; the last good discovery snapshot stays in force');
+      log.error({ ...from, errors: r.errors.map(formatDiagnostic), keeps: r.snapshot }, 'discovery source rejected; the last good discovery snapshot stays in force');
     } else if (r.result === 'applied') {
-      log.info({ file, version: r.snapshot.version, services: r.services, workloads: r.workloads, trigger: r.trigger }, 'discovery snapshot applied');
+      log.info({ ...from, version: r.snapshot.version, services: r.services, workloads: r.workloads, trigger: r.trigger }, 'discovery snapshot applied');
     }
     return record;
   };
@@ -106,9 +139,10 @@ export async function startWaypoint(
   note(first);
   if (first.result === 'rejected' || provider.current() === null) {
     provider.close();
-    throw new WaygateError('WG_MESH', `the mesh file ${file} did not load:\n` + first.errors.map(formatDiagnostic).join('\n'));
+    const what = 'file' in from ? `the mesh file ${from.file}` : `discovery from ${from.kubernetes}`;
+    throw new WaygateError('file' in from ? 'WG_MESH' : 'WG_KUBE', `${what} did not load:\n` + first.errors.map(formatDiagnostic).join('\n'));
   }
-  provider.watch(note, (err) => log.warn({ file, err: err.message }, 'mesh file watch error'));
+  provider.watch(note, (err) => log.warn({ ...from, err: err.message }, 'discovery watch error'));
 
   const connector = createHboneConnector({
     tls: () => {
@@ -145,7 +179,7 @@ export async function startWaypoint(
       const s = provider.current();
       return {
         configured: true,
-        file,
+        ...sourceInfo(),
         snapshot: s ? { version: s.version, hash: s.hash, source: s.source, services: s.services.length, workloads: s.workloads.length } : null,
         allowDirect: routing.allowDirect,
         allowPlaintext: routing.allowPlaintext,

@@ -30,7 +30,7 @@ function errorsOf(text: string): ConfigError {
 describe('discovery and upstream config', () => {
   test('defaults, the same in both profiles: no mesh file, no direct dials, no plaintext, ztunnel\'s pool', () => {
     for (const config of [productionDefaults({}), embeddedDefaults('/repo', {})]) {
-      assert.deepEqual(config.discovery, { meshFile: null, allowDirect: false });
+      assert.deepEqual(config.discovery, { meshFile: null, kubernetes: null, allowDirect: false });
       assert.deepEqual(config.upstream, { allowPlaintext: false, maxStreamsPerConnection: 100, poolIdleTimeoutMs: 300_000 });
     }
   });
@@ -53,7 +53,7 @@ describe('discovery and upstream config', () => {
       [7, 18, 'spec.discovery.allowDirect', /set upstream\.allowPlaintext too/]],
     ['empty mesh file path', `${HEADER}  discovery:\n    meshFile: ""\n`, [5, 15, 'spec.discovery.meshFile', /must not be empty/]],
     ['mesh file path a number', `${HEADER}  discovery:\n    meshFile: 7\n`, [5, 15, 'spec.discovery.meshFile', /expected a string, got number 7/]],
-    ['unknown discovery field', `${HEADER}  discovery:\n    meshfile: x\n`, [5, 5, 'spec.discovery.meshfile', /unknown field "meshfile" \(known: meshFile, allowDirect\)/]],
+    ['unknown discovery field', `${HEADER}  discovery:\n    meshfile: x\n`, [5, 5, 'spec.discovery.meshfile', /unknown field "meshfile" \(known: meshFile, kubernetes, allowDirect\)/]],
     ['allowPlaintext not a boolean', `${HEADER}  upstream:\n    allowPlaintext: yes\n`, [5, 21, 'spec.upstream.allowPlaintext', /expected true or false, got string "yes"/]],
     ['zero streams per connection', `${HEADER}  upstream:\n    maxStreamsPerConnection: 0\n`, [5, 30, 'spec.upstream.maxStreamsPerConnection', /0 is out of range/]],
     ['zero pool idle timeout', `${HEADER}  upstream:\n    poolIdleTimeoutMs: 0\n`, [5, 24, 'spec.upstream.poolIdleTimeoutMs', /0 is out of range/]],
@@ -79,7 +79,7 @@ describe('discovery and upstream config', () => {
     const cmd = addServeFlags(new Command('serve').exitOverride());
     cmd.parse(['--mesh', 'mesh.yaml'], { from: 'user' });
     const { config } = resolveConfig({ configFile: file, flags: flagsToLayer(cmd.opts<ServeFlagValues>(), '/work'), env: {} });
-    assert.deepEqual(config.discovery, { meshFile: '/work/mesh.yaml', allowDirect: true });
+    assert.deepEqual(config.discovery, { meshFile: '/work/mesh.yaml', kubernetes: null, allowDirect: true });
     assert.equal(config.upstream.allowPlaintext, true);
     assert.match(addServeFlags(new Command('serve')).helpInformation(), /--mesh <file> +discovery: a kind: Mesh file/);
     const empty = addServeFlags(new Command('serve').exitOverride().configureOutput({ writeErr: () => {} }));
@@ -91,7 +91,7 @@ describe('discovery and upstream config', () => {
     writeFileSync(file, `${HEADER}  discovery:\n    meshFile: /etc/waygate/mesh.yaml\n  upstream:\n    poolIdleTimeoutMs: 60000\n`);
     const effective = resolveConfig({ configFile: file, env: {} });
     const printed = configToYaml(effective);
-    assert.match(printed, /\n {2}discovery:\n {4}meshFile: \/etc\/waygate\/mesh\.yaml\n {4}allowDirect: false\n {2}upstream:\n {4}allowPlaintext: false\n {4}maxStreamsPerConnection: 100\n {4}poolIdleTimeoutMs: 60000\n/);
+    assert.match(printed, /\n {2}discovery:\n {4}meshFile: \/etc\/waygate\/mesh\.yaml\n {4}kubernetes: null\n {4}allowDirect: false\n {2}upstream:\n {4}allowPlaintext: false\n {4}maxStreamsPerConnection: 100\n {4}poolIdleTimeoutMs: 60000\n/);
     const again = join(dir, 'printed.yaml');
     writeFileSync(again, printed);
     assert.deepEqual(resolveConfig({ configFile: again, env: {} }).config, effective.config);
