@@ -43,7 +43,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   if (workers > 1 && discoveryConfigured(config)) {
     // One discovery source per process would mean one watch, one version sequence and one
     // `reload` record per worker for each edit; the primary does not coordinate mesh loads yet.
-    throw new WaygateError('WG_CONFIG', 'discovery (--mesh, discovery.meshFile or discovery.kubernetes) runs with one process for now: drop --workers (or set workers: 1) and scale with replicas');
+    const source = config.discovery.meshFile !== null ? 'discovery.meshFile (--mesh)' : 'discovery.kubernetes';
+    throw new WaygateError('WG_CONFIG', `${source} runs with one process for now: drop --workers (or set workers: 1) and scale with replicas`);
   }
   const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination, sync: config.audit.sync, onFailure: config.audit.onFailure ?? undefined, log });
   const plane: DataPlane = workers > 1 && cluster.isPrimary
