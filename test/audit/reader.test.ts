@@ -139,6 +139,24 @@ describe('audit reader', () => {
     ]);
   });
 
+  it('a final partial line (a write cut short by a crash) is skipped and counted as partial, not malformed; a whole last record without its newline is kept', async () => {
+    const whole = [0, 1, 2].map((i) => JSON.stringify(sampleRecord(i)) + '\n').join('');
+    const torn = JSON.stringify(sampleRecord(3)).slice(0, 100);
+    const f = path.join(dir, 'torn.jsonl');
+    await writeFile(f, whole + torn);
+    const cut = await readAll([f]);
+    assert.equal(cut.records.length, 3);
+    assert.equal(cut.stats.partial, 1);
+    assert.equal(cut.stats.malformed, 0);
+    assert.deepEqual(cut.stats.issues, []);
+    assert.equal(cut.stats.lines, 3);
+    const g = path.join(dir, 'no-final-newline.jsonl');
+    await writeFile(g, whole + JSON.stringify(sampleRecord(3)));
+    const kept = await readAll([g]);
+    assert.equal(kept.records.length, 4);
+    assert.equal(kept.stats.partial ?? 0, 0);
+  });
+
   it('a truncated gzip file keeps what was read, reports where it stopped, and the scan goes on', async () => {
     const gz = gzipSync(log.text);
     const cut = path.join(dir, 'cut.jsonl.gz');

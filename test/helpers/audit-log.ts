@@ -80,6 +80,7 @@ const REASONS: { reason: Reason; weight: number; decision: 'allow' | 'deny'; sta
   { reason: 'upstream_denied', weight: 0.5, decision: 'allow', status: 503, policy: 'api-from-frontend', rule: 'frontend' },
   { reason: 'policy_changed', weight: 0.5, decision: 'deny', status: 200, policy: 'deny-dev', rule: 'dev-namespace' },
   { reason: 'draining', weight: 0.5, decision: 'deny', status: 503, policy: null, rule: null },
+  { reason: 'audit_unavailable', weight: 0.5, decision: 'deny', status: 503, policy: 'api-from-frontend', rule: null },
 ];
 const TOTAL_WEIGHT = REASONS.reduce((s, r) => s + r.weight, 0);
 

@@ -37,12 +37,18 @@ export interface ReadStats {
    * `kubectl logs` interleaves with the audit records on stdout: skipped and counted, not issues.
    */
   opsLog: number;
+  /**
+   * Inputs whose last line ends without a newline and is not a whole record: a write the crash of
+   * the gateway cut short (the gateway writes whole lines; src/audit/logger.ts). Skipped and
+   * counted, not an issue. Optional: the summary's copy of the counters leaves it out.
+   */
+  partial?: number;
   /** The first issues found (at most `maxIssues`), in input order. */
   issues: ReadIssue[];
 }
 
 export function newReadStats(): ReadStats {
-  return { files: 0, bytes: 0, lines: 0, records: 0, malformed: 0, unknownSchema: 0, opsLog: 0, issues: [] };
+  return { files: 0, bytes: 0, lines: 0, records: 0, malformed: 0, unknownSchema: 0, opsLog: 0, partial: 0, issues: [] };
 }
 
 export interface ReadOptions {
@@ -312,8 +318,10 @@ export async function* readRecordBatches(
               stats.records++;
               yield [rec];
             }
-          } catch (err) {
-            issue(stats, maxIssues, { file: source.name, line: lineNo, kind: 'malformed', detail: `invalid JSON: ${(err as Error).message.slice(0, 120)}` });
+          } catch {
+            // Not a whole record: the final partial line of a write cut short (see ReadStats.partial).
+            stats.lines--;
+            stats.partial = (stats.partial ?? 0) + 1;
           }
         }
       }
@@ -334,8 +342,10 @@ export async function* readAuditRecords(
 
 /** One-line description of the scan's problems, or '' when there were none. */
 export function describeIssues(stats: ReadStats): string {
-  if (stats.malformed === 0 && stats.unknownSchema === 0) return '';
+  const partial = (stats.partial ?? 0) > 0 ? `${stats.partial} final partial line(s) (a write cut short by a crash) skipped` : '';
+  if (stats.malformed === 0 && stats.unknownSchema === 0) return partial;
   const lines = [`${stats.malformed} malformed line(s), ${stats.unknownSchema} record(s) of an unknown schema version skipped`];
+  if (partial) lines.push(partial);
   for (const i of stats.issues) lines.push(`  ${i.file}:${i.line}: ${i.kind}: ${i.detail}`);
   const more = stats.malformed + stats.unknownSchema - stats.issues.length;
   if (more > 0) lines.push(`  ... and ${more} more`);
