@@ -37,6 +37,7 @@
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
+import type { GatewayConfig } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
 import type { OpsLogger } from '../telemetry/log.ts';
 import { RegistrationMetrics, type RegistrationState } from '../telemetry/metrics.ts';
@@ -603,9 +604,24 @@ export class GatewayRegistration extends EventEmitter {
   }
 }
 
-/** Builds and starts the controller (the serve path's entry point; client-node is loaded lazily). */
+/** Builds and starts the controller. Throws WG_CONFIG (no namespace) or WG_KUBE (no credentials). */
 export async function startGatewayRegistration(opts: RegistrationOptions): Promise<GatewayRegistration> {
   const reg = new GatewayRegistration(opts);
   await reg.start();
   return reg;
+}
+
+/**
+ * The serve path's entry point (src/gateway/gateway.ts imports this module only when
+ * `registration.enabled`): the cluster domain and the credentials are Kubernetes discovery's when
+ * it is configured (one kubeconfig rule for both: src/kube/client.ts).
+ */
+export function startRegistrationFromConfig(config: Readonly<GatewayConfig>, log: OpsLogger): Promise<GatewayRegistration> {
+  const kube = (config.discovery as { kubernetes?: { clusterDomain?: string; kubeconfig?: string | null } | null }).kubernetes;
+  return startGatewayRegistration({
+    registration: config.registration,
+    clusterDomain: kube?.clusterDomain ?? 'cluster.local',
+    kubeconfig: kube?.kubeconfig ?? null,
+    log,
+  });
 }

@@ -6,6 +6,7 @@
  * names the RBAC rule that is missing.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { afterEach, describe, test } from 'node:test';
 import { GatewayRegistration, desiredGatewayStatus, type GatewayObject, type GatewayStatus, type ReconcileResult } from '../../src/kube/gateway-status.ts';
 import { createOpsLogger } from '../../src/telemetry/log.ts';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../helpers/fake-kube-api.ts';
+import { allowPolicy, startTestGateway } from '../gateway/fixture.ts';
 
 const NS = 'waygate';
 const GW_API = 'gateway.networking.k8s.io/v1';
@@ -263,6 +265,53 @@ describe('registration controller', () => {
     await h.until(() => h.reg.state === 'class_not_ours', 'class_not_ours');
     assert.equal(h.statusWrites(), 0);
     assert.match(String(h.logs.find((l) => l['state'] === 'class_not_ours')!['msg']), /names controller istio.io\/gateway-controller/);
+  });
+});
+
+describe('waygate serve with registration enabled (the composition root)', () => {
+  test('the Gateway gets its status, /metrics shows waygate_registration_status, shutdown stops the watches', async () => {
+    const api = await startFakeKubeApi();
+    for (const o of [gatewayClass(), service(), gateway()]) api.apply(o);
+    const saved = process.env['KUBECONFIG'];
+    process.env['KUBECONFIG'] = api.writeKubeconfig(mkdtempSync(join(tmpdir(), 'wg-reg-')));
+    let t: Awaited<ReturnType<typeof startTestGateway>> | undefined;
+    try {
+      const written = new Promise<void>((resolve) => api.on('request', (r: { method: string; path: string }) => {
+        if (r.method === 'PUT' && r.path.endsWith('/gateways/waygate/status')) resolve();
+      }));
+      t = await startTestGateway({ policies: { 'a.yaml': allowPolicy('a', 'web') }, spec: '  registration: { enabled: true, namespace: waygate }' });
+      await written;
+      await api.waitForWatches(2);
+      const metrics = await (await t.http('metrics', '/metrics')).text();
+      assert.match(metrics, /waygate_connections_active/);
+      assert.match(metrics, /waygate_registration_status\{state="(ok|starting)"\} 1/);
+      await t.close();
+      t = undefined;
+      // The watches end with the gateway (the server sees each close).
+      while (api.watchCount() > 0) await once(api, 'watchClosed');
+      assert.equal(condition(api.get(GW_API, 'Gateway', NS, 'waygate')!['status'] as GatewayStatus, 'Programmed')?.status, 'True');
+    } finally {
+      await t?.close();
+      if (saved === undefined) delete process.env['KUBECONFIG'];
+      else process.env['KUBECONFIG'] = saved;
+      await api.close();
+    }
+  });
+
+  test('no credentials: serve fails to start with WG_KUBE, having closed what it opened', async () => {
+    const saved = { k: process.env['KUBECONFIG'], h: process.env['HOME'], s: process.env['KUBERNETES_SERVICE_HOST'] };
+    process.env['KUBECONFIG'] = '';
+    process.env['HOME'] = mkdtempSync(join(tmpdir(), 'wg-home-'));
+    delete process.env['KUBERNETES_SERVICE_HOST'];
+    try {
+      await assert.rejects(startTestGateway({ policies: { 'a.yaml': allowPolicy('a', 'web') }, spec: '  registration: { enabled: true, namespace: waygate }' }),
+        (err: { code?: string; message?: string }) => err.code === 'WG_KUBE' && /--kubeconfig/.test(err.message ?? ''));
+    } finally {
+      for (const [k, v] of [['KUBECONFIG', saved.k], ['HOME', saved.h], ['KUBERNETES_SERVICE_HOST', saved.s]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 });
 
