@@ -52,6 +52,8 @@ export interface FakeZtunnelOptions {
    * down does to a CONNECT that raced its GOAWAY.
    */
   answer?: (req: ConnectRecord) => number | 'hold' | 'goaway';
+  /** The port it listens on (default 0: any). Kubernetes discovery dials every pod's ztunnel on 15008. */
+  port?: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS it sends (default: Node's, unlimited). */
   maxConcurrentStreams?: number;
 }
@@ -131,7 +133,7 @@ export async function startFakeZtunnel(opts: FakeZtunnelOptions): Promise<FakeZt
   });
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(zt, opts, stream, headers));
 
-  server.listen(0, opts.podIp);
+  server.listen(opts.port ?? 0, opts.podIp);
   await once(server, 'listening');
   (zt as { port: number }).port = (server.address() as AddressInfo).port;
   return zt;
