@@ -137,8 +137,9 @@ const kubernetesDiscovery: V<KubernetesDiscoveryConfig | null> = (node, at, cx) 
   if (scalarValue(node) === null && node !== null && !isMap(node)) return null;
   const o = object<KubernetesDiscoveryConfig>({
     namespaces: (n, a, c) => {
+      const before = c.diags.length;
       const v = list(str((s) => (NAMESPACE_RE.test(s) ? null : `"${s}" is not a namespace name (RFC 1123 label)`)))(n, a, c);
-      if (v === undefined) return undefined;
+      if (v === undefined || c.diags.length > before) return undefined; // each bad name is reported already
       if (v.length === 0) return report(c, n, a, 'name at least one namespace: discovery watches only the namespaces listed (RBAC is granted per namespace)');
       const dup = v.find((x, i) => v.indexOf(x) !== i);
       if (dup !== undefined) return report(c, n, a, `namespace "${dup}" is listed twice`);
@@ -149,7 +150,10 @@ const kubernetesDiscovery: V<KubernetesDiscoveryConfig | null> = (node, at, cx) 
     kubeconfig: ((n, a, c) => (scalarValue(n) === null && n !== null ? null : filePath(n, a, c))) as V<string | null>,
   })(node, at, cx);
   if (o === undefined) return undefined;
-  if (o.namespaces === undefined) return report(cx, node, `${at}.namespaces`, 'missing required field "namespaces"');
+  if (o.namespaces === undefined) {
+    // Present but invalid is reported at the field already.
+    return isMap(node) && node.has('namespaces') ? undefined : report(cx, node, `${at}.namespaces`, 'missing required field "namespaces"');
+  }
   return { namespaces: o.namespaces, labelSelector: o.labelSelector ?? '', clusterDomain: o.clusterDomain ?? 'cluster.local', kubeconfig: o.kubeconfig ?? null };
 };
 
@@ -199,7 +203,8 @@ const specSchema = object<GatewayConfig>({
     }) as V<string>,
     headers: object<GatewayConfig['audit']['headers']>({ allow: list(headerName), redact: list(headerName) }) as V<GatewayConfig['audit']['headers']>,
     sync: oneOf(['none', 'batch', 'always'] as const),
-    onFailure: oneOf(['deny', 'allow'] as const),
+    // null (as --print-config shows the default): by destination, deny for a file, allow for stdout.
+    onFailure: ((node, at, cx) => (scalarValue(node) === null && node !== null ? null : oneOf(['deny', 'allow'] as const)(node, at, cx))) as V<'deny' | 'allow' | null>,
   }) as V<GatewayConfig['audit']>,
   log: object<GatewayConfig['log']>({ level: oneOf(LOG_LEVELS) }) as V<GatewayConfig['log']>,
   admin: object<GatewayConfig['admin']>({
