@@ -369,7 +369,7 @@ export function registerAudit(program: Command): void {
     .command('query')
     .description('list the records that match filters, as a table, JSON lines or CSV')
     .argument('[paths...]', PATHS_HELP)
-    .addOption(new Option('--decision <verdict>', 'allow or deny').argParser(choice(['allow', 'deny'] as const)))
+    .addOption(new Option('--decision <verdict>', 'allow or deny').choices(['allow', 'deny']).argParser(choice(['allow', 'deny'] as const)))
     .option('--reason <reason>', 'reason code (repeatable or comma-separated; close records: close reason)', collect)
     .option('--principal <glob>', 'SPIFFE ID glob, * matches across / (spiffe://cluster.local/ns/prod/*)')
     .option('--namespace <ns>', 'source namespace (repeatable or comma-separated)', collect)

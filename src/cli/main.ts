@@ -7,6 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerAudit } from './audit.ts';
 import { registerCerts } from './certs.ts';
+import { registerCompletion } from './completion.ts';
 import { registerConnect } from './connect.ts';
 import { registerPolicy } from './policy.ts';
 import { registerServe } from './serve.ts';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerCerts(program);
   registerConnect(program);
+  registerCompletion(program); // last: its scripts describe every verb registered before it
   // One line of error and one of hint on a usage error, not the whole usage (issue 19 item 11).
   hintAfterErrors(program);
   return program;

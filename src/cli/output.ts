@@ -42,8 +42,10 @@ export function addOutputOption<F extends OutputFormat>(
 ): Command {
   const parse = outputParser(formats, opts.aliases);
   const fallback = opts.default ?? formats[0]!;
-  cmd.addOption(new Option('-o, --output <format>', `output format: ${formats.join(', ')}`).argParser(parse).default(fallback));
-  cmd.addOption(new Option('--format <format>', 'same as --output').argParser(parse).hideHelp());
+  // choices() lists the formats in --help and for completion (src/cli/completion.ts); the parser
+  // set after it replaces commander's check with one that also takes the aliases and suggests.
+  cmd.addOption(new Option('-o, --output <format>', 'output format').choices(formats).argParser(parse).default(fallback));
+  cmd.addOption(new Option('--format <format>', 'same as --output').choices(formats).argParser(parse).hideHelp());
   // commander's own listener for --format (registered by addOption above) has parsed and
   // validated the value by the time this one runs.
   cmd.on('option:format', () => cmd.setOptionValueWithSource('output', cmd.getOptionValue('format'), 'cli'));

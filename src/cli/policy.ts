@@ -23,6 +23,7 @@ import type { PolicyDocument } from '../policy/model.ts';
 import { runPolicyTests, type CaseResult, type RuleCoverage, type TestReport } from '../policy/policy-test.ts';
 import { summarizeSnapshot } from '../policy/snapshot.ts';
 import { inspectPolicyUpdates, readPolicySources } from '../policy/sources.ts';
+import { unifiedDiff } from './diff.ts';
 import {
   addOutputOption,
   formatDiagnosticLine,
@@ -77,6 +78,7 @@ export function registerPolicy(program: Command): void {
     .option('--explain', 'show every policy and rule considered and the value of each sub-expression', false)
     .addOption(
       new Option('--default-action <action>', 'the gateway defaultAction to decide with')
+        .choices(['ALLOW', 'DENY'])
         .argParser(parseDefaultAction)
         .default('DENY' satisfies DefaultAction),
     );
@@ -90,10 +92,11 @@ export function registerPolicy(program: Command): void {
     .command('fmt')
     .description('format policy files canonically (prints the result unless -w or --check)')
     .argument('<paths...>', 'policy files or directories ("-" formats stdin to stdout)')
-    .addOption(new Option('-w, --write', 'rewrite files in place').conflicts('check'))
-    .option('--check', 'list files that are not formatted and exit 1 if any', false)
-    .action(async (paths: string[], opts: { write?: boolean; check: boolean }) => {
-      process.exitCode = await runFmt(paths, { write: opts.write === true, check: opts.check });
+    .addOption(new Option('-w, --write', 'rewrite files in place').conflicts(['check', 'diff']))
+    .addOption(new Option('--check', 'list files that are not formatted and exit 1 if any').conflicts('diff'))
+    .option('--diff', 'print a unified diff of what formatting would change (patch -p0 applies it) and exit 1 if any')
+    .action(async (paths: string[], opts: { write?: boolean; check?: boolean; diff?: boolean }) => {
+      process.exitCode = await runFmt(paths, { write: opts.write === true, check: opts.check === true, diff: opts.diff === true });
     });
 }
 
@@ -332,7 +335,7 @@ async function readStdin(): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // fmt
 
-async function runFmt(paths: string[], opts: { write: boolean; check: boolean }): Promise<number> {
+async function runFmt(paths: string[], opts: { write: boolean; check: boolean; diff: boolean }): Promise<number> {
   const style = styleFor(stdout());
   if (paths.includes('-')) {
     if (paths.length > 1 || opts.write) {
@@ -342,6 +345,10 @@ async function runFmt(paths: string[], opts: { write: boolean; check: boolean })
     const text = await readStdin();
     try {
       const formatted = formatPolicyText(text, '<stdin>');
+      if (opts.diff) {
+        stdout().write(unifiedDiff(text, formatted, '<stdin>'));
+        return formatted === text ? EXIT_OK : EXIT_FAILURE;
+      }
       if (opts.check) {
         if (formatted !== text) writeLines(['<stdin>']);
         return formatted === text ? EXIT_OK : EXIT_FAILURE;
@@ -370,7 +377,10 @@ async function runFmt(paths: string[], opts: { write: boolean; check: boolean })
       code = EXIT_USAGE;
       continue;
     }
-    if (opts.check) {
+    if (opts.diff) {
+      if (formatted !== f.text) changed.push(f.path);
+      stdout().write(unifiedDiff(f.text, formatted, f.path));
+    } else if (opts.check) {
       if (formatted !== f.text) changed.push(f.path);
     } else if (opts.write) {
       if (formatted !== f.text) {
@@ -383,6 +393,8 @@ async function runFmt(paths: string[], opts: { write: boolean; check: boolean })
   }
   if (opts.check) {
     writeLines(changed.map((p) => `${style.yellow('would reformat')} ${p}`));
+  }
+  if (opts.check || opts.diff) {
     if (changed.length > 0 && code === EXIT_OK) code = EXIT_FAILURE;
   } else if (opts.write) {
     writeLines(changed.map((p) => `formatted ${p}`));

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -364,6 +364,32 @@ describe('waygate policy fmt', () => {
     assert.equal(write.code, 0);
     assert.equal(await readFile(file, 'utf8'), POLICY);
     assert.equal((await waygate('policy', 'fmt', '--check', d)).code, 0);
+  });
+
+  it('--diff prints a unified diff that patch -p0 applies, exits 1; nothing and exit 0 once formatted', async () => {
+    const messy = POLICY.replace('  action: ALLOW\n  selector: destination.port == 8080\n', '  selector: destination.port == 8080\n  action:    ALLOW\n')
+      .replace('metadata:\n  name: api\n', 'metadata: {name: api}\n')
+      .replace(/\n$/, ''); // and no newline at the end
+    const d = await fixture('fmt-diff', { 'p.yaml': messy });
+    const file = join(d, 'p.yaml');
+    const r = await waygate('policy', 'fmt', '--diff', file);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, new RegExp(`^--- ${escape(file)}\n\\+\\+\\+ ${escape(file)}\n@@ -1,\\d+ \\+1,\\d+ @@\n`));
+    assert.match(r.stdout, /^-  action: {4}ALLOW$/m);
+    assert.match(r.stdout, /^\+  action: ALLOW$/m);
+    assert.match(r.stdout, /^\\ No newline at end of file$/m);
+    assert.equal(await readFile(file, 'utf8'), messy, '--diff leaves the file alone');
+    // The diff is exactly what fmt would write: applying it gives fmt's output.
+    const formatted = (await waygate('policy', 'fmt', file)).stdout;
+    assert.match(formatted, /^metadata: \{ name: api \}$/m);
+    const patched = spawnSync('patch', ['-p0', '--no-backup-if-mismatch', '-s'], { cwd: '/', input: r.stdout, encoding: 'utf8' });
+    assert.equal(patched.status, 0, patched.stderr + patched.stdout);
+    assert.equal(await readFile(file, 'utf8'), formatted);
+    const clean = await waygate('policy', 'fmt', '--diff', d);
+    assert.deepEqual([clean.code, clean.stdout], [0, '']);
+    assert.equal((await waygate('policy', 'fmt', '--diff', POLICIES)).code, 0);
+    assert.equal((await waygate('policy', 'fmt', '--diff', '-w', d)).code, 2);
+    assert.equal((await waygate('policy', 'fmt', '--diff', '--check', d)).code, 2);
   });
 
   it('exits 2 on a YAML syntax error and when -w and --check are combined', async () => {
