@@ -3,7 +3,7 @@
  * produces immutable snapshots (model.ts) and swaps them atomically, as the policy store swaps
  * policy snapshots: a rejected change keeps the last good snapshot, an unchanged one is not swapped,
  * and versions count applied snapshots. The mesh file is the provider here; the Kubernetes API
- * (Services, EndpointSlices, Pods) implements the same interface.
+ * (Services, EndpointSlices, Pods) implements the same interface in kubernetes/provider.ts.
  */
 import path from 'node:path';
 import type { Diagnostic } from '../errors.ts';
