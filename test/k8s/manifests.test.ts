@@ -354,6 +354,26 @@ describe('examples/kubernetes renders to valid objects', () => {
     assert.ok(spec.destinations!.allow!.length > 0);
   });
 
+  test('the config turns on Kubernetes discovery of the fronted namespaces and the registration of this Gateway', () => {
+    const spec = gatewayConfigSpec();
+    // Discovery: in-cluster credentials, exactly the namespaces the Gateway admits and the RBAC covers.
+    const kube = spec.discovery!.kubernetes!;
+    assert.deepEqual([...kube.namespaces].sort(), frontedByGateway());
+    assert.equal(kube.kubeconfig ?? null, null, 'in-cluster credentials (the pod\'s ServiceAccount token)');
+    assert.equal(spec.discovery!.meshFile ?? null, null, 'one discovery source');
+    // Registration: the class, controller and Service of gateway-api.yaml and service.yaml, in the
+    // pod's own namespace (POD_NAMESPACE from the Downward API).
+    const reg = spec.registration!;
+    const cls = one('GatewayClass', 'waygate');
+    assert.equal(reg.enabled, true);
+    assert.equal(reg.gatewayClassName, cls['metadata']['name']);
+    assert.equal(reg.controllerName, cls['spec']['controllerName']);
+    assert.equal(reg.serviceName, one('Service', 'waygate')['metadata']['name']);
+    assert.ok(!reg.namespace, 'the pod\'s namespace');
+    assert.ok((container()['env'] as Obj[]).some((e) => e['name'] === 'POD_NAMESPACE'));
+    assert.equal(one('Gateway', 'waygate')['metadata']['namespace'], deployment()['metadata']['namespace']);
+  });
+
   test('the generated policies load as one snapshot, without their PolicyTest', async () => {
     const names = Object.keys(generated.get('waygate-policies')!.data);
     assert.ok(names.every((f) => !f.endsWith('.test.yaml')));
