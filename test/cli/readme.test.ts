@@ -93,17 +93,38 @@ function shellEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-/** A command that keeps running, in its own process group so it is stopped with everything it started. */
+/**
+ * A command that keeps running, in its own process group so it is stopped with everything it
+ * started (npm, its shell, node). The group's leader is a bash that starts the command and a reader
+ * of its stdin, a pipe from this process: when the pipe closes (stop(), or this test process dying
+ * for any reason, even SIGKILL) the reader sends SIGTERM to the group. So no gateway outlives the
+ * test holding the default ports.
+ */
 class Background {
   readonly child: ChildProcess;
   output = '';
   readonly exited: Promise<number | null>;
   constructor(readonly command: string, cwd: string) {
-    this.child = spawn('bash', ['-c', command], { cwd, env: shellEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    // fd 3 keeps the pipe for the reader (a background job's own stdin is /dev/null). The trap is
+    // set after both started, so they do not inherit it; the leader outlives its own SIGTERM to
+    // report the command's exit status, also when the command exits by itself (a failed start).
+    const watchdog = [
+      'exec 3<&0',
+      `(${command}) </dev/null &`,
+      'cmd=$!',
+      '(read -r _ <&3; kill -TERM 0) &',
+      'exec 3<&-',
+      "trap '' TERM",
+      'wait "$cmd"',
+      'status=$?',
+      'kill -TERM 0',
+      'exit "$status"',
+    ].join('\n');
+    this.child = spawn('bash', ['-c', watchdog], { cwd, env: shellEnv(), detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout!.setEncoding('utf8').on('data', (s: string) => (this.output += s));
     this.child.stderr!.setEncoding('utf8').on('data', (s: string) => (this.output += s));
     // 'close', not 'exit': it comes once every process holding the pipes is gone, the gateway
-    // itself included, not just the npm or bash in front of it.
+    // itself included, not just the bash in front of it.
     this.exited = new Promise((resolve) => this.child.once('close', (code) => resolve(code)));
   }
 
@@ -131,13 +152,9 @@ class Background {
     });
   }
 
-  /** SIGTERM to the whole group (npm, its shell, node); resolves when all of them have exited. */
-  async stop(): Promise<number | null> {
-    try {
-      process.kill(-this.child.pid!, 'SIGTERM');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // the group has exited already
-    }
+  /** SIGTERM to the whole group (closing the watchdog's stdin); resolves when all of it has exited. */
+  stop(): Promise<number | null> {
+    this.child.stdin!.end();
     return this.exited;
   }
 }
