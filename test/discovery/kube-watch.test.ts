@@ -95,8 +95,17 @@ describe('kube list+watch (watch.ts)', () => {
     assert.equal(watch.query['allowWatchBookmarks'], 'true');
     assert.ok(Number(watch.query['timeoutSeconds']) >= 300, 'the server ends the watch after 5-10 min');
 
-    api.apply(service('c', { ns: 'w1' }));
+    // What the cache keeps: not the managedFields nor kubectl's last-applied copy (the mapping reads neither).
+    const c = service('c', { ns: 'w1' });
+    Object.assign(c.metadata, {
+      managedFields: [{ manager: 'kubectl-client-side-apply', operation: 'Update', fieldsV1: { 'f:spec': {} } }],
+      annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":"copy"}', 'ambient.istio.io/redirection': 'enabled' },
+    });
+    api.apply(c);
     await h.until(() => h.names().includes('c'), 'ADDED c');
+    const cached = h.lw.objects().find((o) => (o as { metadata: { name: string } }).metadata.name === 'c') as { metadata: Record<string, unknown> };
+    assert.equal(cached.metadata['managedFields'], undefined);
+    assert.deepEqual(cached.metadata['annotations'], { 'ambient.istio.io/redirection': 'enabled' });
     api.apply(service('a', { ns: 'w1', vip: '10.96.0.99' }));
     await h.until(() => h.lw.objects().some((o) => (o as { spec: { clusterIP: string } }).spec.clusterIP === '10.96.0.99'), 'MODIFIED a');
     api.remove('v1', 'Service', 'w1', 'b');

@@ -224,6 +224,7 @@ export function kubernetesProvider(opts: KubernetesProviderOptions): KubernetesP
     return r;
   };
 
+  let lastSkipped = '';
   const build = (trigger: DiscoveryTrigger): DiscoveryReload => {
     const held = objects();
     const mapOpts = { trustDomain: opts.trustDomain, clusterDomain: opts.clusterDomain };
@@ -231,10 +232,13 @@ export function kubernetesProvider(opts: KubernetesProviderOptions): KubernetesP
     const mapped = kubeSnapshot(held, { ...mapOpts, version: (current?.version ?? 0) + 1, source });
     const previous = current;
     current = mapped.snapshot;
-    if (mapped.skipped.length > 0) {
+    // Logged when the list changes, not on every snapshot (a pod left out stays left out).
+    const skipped = mapped.skipped.join('\n');
+    if (skipped !== lastSkipped && mapped.skipped.length > 0) {
       log?.info({ source, version: current.version, skipped: mapped.skipped.slice(0, 20), more: Math.max(0, mapped.skipped.length - 20) },
         'Kubernetes objects left out of the discovery snapshot');
     }
+    lastSkipped = skipped;
     for (const listener of swapListeners) listener(current, previous);
     return result(trigger, 'applied', [], previous);
   };

@@ -123,7 +123,21 @@ export function resourcePath(resource: KubeResource, namespace: string): string 
 
 const API_GROUP: Record<KubeResource, string> = { services: '', pods: '', endpointslices: 'discovery.k8s.io' };
 
-type KubeObject = { metadata?: { name?: string; resourceVersion?: string } };
+type KubeObject = { metadata?: { name?: string; resourceVersion?: string; managedFields?: unknown; annotations?: Record<string, string> } };
+
+/**
+ * Drops what the cache would hold for nothing: `managedFields` (server-side apply bookkeeping,
+ * often the larger part of an object) and kubectl's last-applied copy of the whole object. The
+ * mapping reads neither (map.ts reads one annotation, the ambient redirection).
+ */
+function slim(obj: unknown): unknown {
+  const meta = (obj as KubeObject | null)?.metadata;
+  if (meta) {
+    delete meta.managedFields;
+    if (meta.annotations) delete meta.annotations['kubectl.kubernetes.io/last-applied-configuration'];
+  }
+  return obj;
+}
 
 /** The HTTP status of a failed list (client-node's ApiException `code`) or watch (`statusCode`). */
 function statusOf(err: unknown): number | undefined {
@@ -318,7 +332,7 @@ export class ListWatch {
     const objects = new Map<string, unknown>();
     for (const o of items) {
       const name = (o as KubeObject).metadata?.name;
-      if (name) objects.set(name, o);
+      if (name) objects.set(name, slim(o));
     }
     this.#objects = objects;
     this.#resourceVersion = resourceVersion;
@@ -367,7 +381,7 @@ export class ListWatch {
       if (type === 'DELETED') {
         if (this.#objects.delete(name)) this.#o.onChange();
       } else if (type === 'ADDED' || type === 'MODIFIED') {
-        this.#objects.set(name, obj);
+        this.#objects.set(name, slim(obj));
         this.#o.onChange();
       }
     };
