@@ -4,29 +4,44 @@
  *
  *   waygate connect 10.0.1.7:8080 --address gateway:15008 --cert c.crt --key c.key --ca root.crt \
  *     [--header k=v]... [--ztunnel-headers] [--server-id spiffe://...]
+ *   waygate connect 127.0.0.1:8080 --identity prod/frontend     # the embedded gateway (npm start)
+ *
+ * Defaults fit the embedded gateway: `--address 127.0.0.1:15008`, `--ca` the dev PKI's trust
+ * anchor (`.waygate/pki/root.crt`), and `--identity ns/sa` picks (issuing it on first use) the
+ * dev PKI's certificate for `spiffe://<its trust domain>/ns/<ns>/sa/<sa>`.
  *
  * stdin EOF half-closes the tunnel (END_STREAM) and keeps reading; the tunnel's end flushes
- * stdout and exits 0. Exit 1: the gateway answered something other than 200, or reset the tunnel.
- * Exit 2: bad flags, unreadable files, or the connection could not be made.
+ * stdout and exits 0. Exit 1: the gateway answered something other than 200, reset the tunnel,
+ * or rejected the client certificate. Exit 2: bad or missing flags (every missing one in one
+ * message), unreadable files, a key that does not match its certificate, or the connection
+ * could not be made.
  */
-import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseAuthority } from '../net/authority.ts';
 import type { ClientHttp2Stream } from 'node:http2';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { WaygateError } from '../errors.ts';
 import { connectHbone, ztunnelHeaders, type HboneClientSession } from '../hbone/client.ts';
 import { identityFromCertificate } from '../identity/peer-identity.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
+import { DEV_PKI_DIR } from '../config/schema.ts';
+import { ensureDevIdentity } from '../gateway/dev-pki.ts';
+import { caFilePaths } from '../identity/dev-ca.ts';
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
 
+/** The embedded gateway's HBONE listener (`npm start`). */
+const DEFAULT_ADDRESS = '127.0.0.1:15008';
+
 interface ConnectOptions {
   address: { host: string; port: number };
-  cert: string;
-  key: string;
-  ca: string;
+  identity?: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
   header?: Array<[string, string]>;
   ztunnelHeaders?: boolean;
   serverId?: string;
@@ -131,17 +146,153 @@ function pump(stream: ClientHttp2Stream): Promise<number> {
   });
 }
 
-async function runConnect(authority: string, opts: ConnectOptions): Promise<number> {
+/** The files a connection uses, once every flag and default is settled. */
+interface ClientFiles {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+}
+
+/**
+ * The certificate, key and trust bundle from the flags and the dev PKI's defaults, or every
+ * missing or conflicting flag at once (a person fixes them in one go, not one run each).
+ */
+function settleFiles(authority: string | undefined, opts: ConnectOptions): { files: ClientFiles & { identity?: string } } | { problems: string[] } {
+  const missing: [flag: string, what: string][] = [];
+  const problems: string[] = [];
+  const devCa = caFilePaths(DEV_PKI_DIR);
+  const hasDevPki = existsSync(devCa.cert) && existsSync(devCa.key);
+  if (authority === undefined) missing.push(['<authority>', 'the destination to CONNECT to, e.g. 127.0.0.1:8080']);
+  if (opts.identity !== undefined) {
+    if (opts.cert !== undefined || opts.key !== undefined) problems.push('--identity picks the certificate and key from the dev PKI: give --identity or --cert/--key, not both');
+    if (!hasDevPki) problems.push(`--identity needs the dev PKI in ${DEV_PKI_DIR}/ (\`npm start\` creates it, or \`waygate certs init\`)`);
+  } else if (opts.cert === undefined && opts.key === undefined) {
+    missing.push(['--cert and --key', 'the client certificate and its key, or --identity <namespace>/<service-account> for one from the dev PKI']);
+  } else if (opts.key === undefined) {
+    missing.push(['--key', `the private key of ${opts.cert}`]);
+  } else if (opts.cert === undefined) {
+    missing.push(['--cert', `the certificate of ${opts.key}`]);
+  }
+  let caFile = opts.ca;
+  if (caFile === undefined) {
+    if (existsSync(devCa.root)) caFile = devCa.root;
+    else missing.push(['--ca', `the trust bundle for the gateway's certificate (there is no dev PKI at ${devCa.root} to default to)`]);
+  }
+  if (missing.length > 0) problems.unshift(`missing ${missing.map(([f]) => f).join(', ')}`, ...missing.map(([f, what]) => `  ${f}: ${what}`));
+  if (problems.length > 0 || caFile === undefined) return { problems };
+  if (opts.identity !== undefined) return { files: { certFile: '', keyFile: '', caFile, identity: opts.identity } };
+  return { files: { certFile: opts.cert!, keyFile: opts.key!, caFile } };
+}
+
+/** The PEM certificates in `pem`, in order (a chain file: leaf first). */
+function certificatesIn(pem: string): X509Certificate[] {
+  return (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((c) => new X509Certificate(c));
+}
+
+/**
+ * The certificate parses, the key parses, and they belong together: TLS would otherwise fail
+ * with OpenSSL's "key values mismatch", naming neither file.
+ */
+function checkPair(files: ClientFiles, certPem: string, keyPem: string): string | null {
+  let leaf: X509Certificate | undefined;
+  try {
+    leaf = certificatesIn(certPem)[0];
+  } catch (err) {
+    return `--cert ${files.certFile}: not a valid PEM certificate (${(err as Error).message})`;
+  }
+  if (!leaf) return `--cert ${files.certFile}: no PEM certificate in the file`;
+  let publicFromKey: string;
+  try {
+    publicFromKey = createPublicKey(createPrivateKey(keyPem)).export({ type: 'spki', format: 'pem' }) as string;
+  } catch (err) {
+    return `--key ${files.keyFile}: not a valid PEM private key (${(err as Error).message})`;
+  }
+  if (publicFromKey !== leaf.publicKey.export({ type: 'spki', format: 'pem' })) {
+    return `the key in --key ${files.keyFile} does not match the certificate in --cert ${files.certFile} (their public keys differ): pass the key issued with that certificate`;
+  }
+  return null;
+}
+
+/** TLS alerts a server sends about a client certificate (RFC 8446 §6.2), in words. */
+const CERTIFICATE_ALERTS: [RegExp, string][] = [
+  [/UNKNOWN_CA/, 'not signed by its trust bundle'],
+  [/CERTIFICATE_EXPIRED/, 'expired or not yet valid'],
+  [/CERTIFICATE_REQUIRED/, 'no client certificate was sent'],
+  [/CERTIFICATE_REVOKED/, 'revoked'],
+  [/BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|DECRYPT_ERROR/, 'it did not verify'],
+  [/ACCESS_DENIED/, 'access denied'],
+];
+
+/** The certificate alert somewhere in `err`'s cause chain, in words. */
+function alertReason(err: unknown): string | null {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    if (!/ALERT/.test(code)) continue;
+    for (const [re, words] of CERTIFICATE_ALERTS) if (re.test(code)) return `${words} (TLS alert ${code})`;
+  }
+  return null;
+}
+
+/**
+ * Why the gateway most likely refused `certPem`, judged here: a TLS 1.3 server verifies the
+ * client's certificate after the client has finished its handshake, and Node's server then
+ * closes the connection without an alert, so the client learns only that HTTP/2 never started.
+ */
+function localRejectionReason(files: ClientFiles, certPem: string, caPem: string, now = Date.now()): string {
+  let chain: X509Certificate[];
+  let anchors: X509Certificate[];
+  try {
+    chain = certificatesIn(certPem);
+    anchors = certificatesIn(caPem);
+  } catch {
+    return 'its trust bundle or validity check refused it';
+  }
+  const leaf = chain[0]!;
+  if (Date.parse(leaf.validTo) <= now) return `expired on ${new Date(leaf.validTo).toISOString()}`;
+  if (Date.parse(leaf.validFrom) > now) return `not valid before ${new Date(leaf.validFrom).toISOString()}`;
+  // Walk leaf -> intermediates (from the chain file) -> an anchor of --ca.
+  let current = leaf;
+  for (let hops = 0; hops < 5; hops++) {
+    if (anchors.some((a) => current.checkIssued(a) && current.verify(a.publicKey))) {
+      return `not signed by its trust bundle, or not valid for it (it does verify against --ca ${files.caFile}, so the gateway trusts another CA; the gateway's log names the reason in a "TLS handshake failed" line)`;
+    }
+    const next = chain.slice(1).find((c) => current.checkIssued(c) && current.verify(c.publicKey));
+    if (!next || next === current) break;
+    current = next;
+  }
+  return `not signed by its trust bundle (nor by --ca ${files.caFile}, the CA this client trusts)`;
+}
+
+async function runConnect(authority: string | undefined, opts: ConnectOptions): Promise<number> {
+  const settled = settleFiles(authority, opts);
+  if ('problems' in settled) {
+    return problem(`${settled.problems.join('\n')}\nusage: waygate connect <host:port> [--identity <ns>/<sa> | --cert FILE --key FILE] [--ca FILE] [--address ${DEFAULT_ADDRESS}] (see --help)`, EXIT_USAGE);
+  }
+  const files: ClientFiles = settled.files;
+  if (settled.files.identity !== undefined) {
+    try {
+      const id = ensureDevIdentity(DEV_PKI_DIR, settled.files.identity);
+      files.certFile = id.certFile;
+      files.keyFile = id.keyFile;
+      if (id.issued) process.stderr.write(`waygate connect: issued ${id.spiffeId} into ${id.certFile} and ${id.keyFile} (dev CA)\n`);
+    } catch (err) {
+      return problem((err as Error).message, EXIT_USAGE);
+    }
+  }
   let cert: string;
   let key: string;
   let ca: string;
   try {
-    cert = readFile('--cert', opts.cert);
-    key = readFile('--key', opts.key);
-    ca = readFile('--ca', opts.ca);
+    cert = readFile('--cert', files.certFile);
+    key = readFile('--key', files.keyFile);
+    ca = readFile('--ca', files.caFile);
   } catch (err) {
     return problem((err as Error).message, EXIT_USAGE);
   }
+  const pairProblem = checkPair(files, cert, key);
+  if (pairProblem) return problem(pairProblem, EXIT_USAGE);
+  const rejected = (reason: string): number => problem(`the gateway rejected this certificate (${files.certFile}): ${reason}`, EXIT_FAILURE);
+
   let client: HboneClientSession;
   try {
     client = await connectHbone({
@@ -153,15 +304,31 @@ async function runConnect(authority: string, opts: ConnectOptions): Promise<numb
       ...(opts.connectTimeoutMs ? { connectTimeoutMs: opts.connectTimeoutMs } : {}),
     });
   } catch (err) {
-    return problem((err as Error).message, EXIT_USAGE);
+    const alert = alertReason(err);
+    if (alert) return rejected(alert);
+    // WG_CERT here is the other direction: this client does not trust the gateway's certificate.
+    const hint = err instanceof WaygateError && err.code === 'WG_CERT' ? ` (the gateway's certificate does not verify against --ca ${files.caFile})` : '';
+    return problem(`${(err as Error).message}${hint}`, EXIT_USAGE);
   }
+  // The gateway's SETTINGS frame is the sign it accepted the connection: a server that rejects
+  // the client certificate closes it before HTTP/2 starts (see localRejectionReason).
+  let gatewaySpokeHttp2 = false;
+  let sessionError: Error | undefined;
+  client.session.once('remoteSettings', () => (gatewaySpokeHttp2 = true));
+  client.session.on('error', (err: Error) => (sessionError ??= err));
+  const rejection = (): string | null => {
+    if (gatewaySpokeHttp2) return null;
+    return alertReason(sessionError) ?? localRejectionReason(files, cert, ca);
+  };
   try {
     const headers: Record<string, string> = opts.ztunnelHeaders ? ztunnelHeadersFor(client, cert) : {};
     for (const [name, value] of opts.header ?? []) headers[name] = value;
     let tunnel;
     try {
-      tunnel = await client.openTunnel(authority, headers);
+      tunnel = await client.openTunnel(authority!, headers);
     } catch (err) {
+      const reason = rejection();
+      if (reason) return rejected(reason);
       return problem((err as Error).message, EXIT_USAGE);
     }
     if (tunnel.status !== 200) return problem(`CONNECT ${authority} answered ${tunnel.status}`, EXIT_FAILURE);
@@ -176,16 +343,17 @@ export function registerConnect(program: Command): void {
   program
     .command('connect')
     .description('open one HBONE tunnel (HTTP/2 CONNECT over mTLS, like ztunnel) and pipe stdin/stdout through it')
-    .argument('<authority>', 'the CONNECT :authority, e.g. 10.0.1.7:8080')
-    .requiredOption('--address <host:port>', 'the HBONE server (gateway) to connect to', parseAddress)
-    .requiredOption('--cert <file>', 'client certificate chain (PEM)')
-    .requiredOption('--key <file>', 'client private key (PEM)')
-    .requiredOption('--ca <file>', 'trust bundle for the server certificate (PEM)')
+    .argument('[authority]', 'the CONNECT :authority, e.g. 10.0.1.7:8080')
+    .addOption(new Option('--address <host:port>', 'the HBONE server (gateway) to connect to').argParser(parseAddress).default(parseAddress(DEFAULT_ADDRESS), `${DEFAULT_ADDRESS}, the embedded gateway`))
+    .option('--identity <ns/sa>', `a workload certificate from the dev PKI (${DEV_PKI_DIR}/), issued on first use: prod/frontend or a SPIFFE ID`)
+    .option('--cert <file>', 'client certificate chain (PEM)')
+    .option('--key <file>', 'client private key (PEM)')
+    .option('--ca <file>', `trust bundle for the server certificate (PEM; default ${path.join(DEV_PKI_DIR, 'root.crt')} when it exists)`)
     .option('--header <name=value>', 'extra CONNECT header (repeatable)', parseHeader)
     .option('--ztunnel-headers', 'add baggage, forwarded and traceparent as ztunnel does')
     .option('--server-id <spiffe-id>', "require this SPIFFE ID in the server's URI SANs instead of a hostname check", parseServerId)
     .option('--connect-timeout-ms <ms>', 'TCP + TLS + HTTP/2 setup timeout (default 10000)', parseTimeout)
-    .action(async (authority: string, opts: ConnectOptions) => {
+    .action(async (authority: string | undefined, opts: ConnectOptions) => {
       const code = await runConnect(authority, opts);
       if (code !== EXIT_OK) process.exitCode = code;
     });
