@@ -9,6 +9,8 @@
  *             re-encrypting haproxy (bench/waypoint.bench.ts)
  *   decision  decision time vs number of rules (bench/decision.bench.ts, policy engine)
  *   audit     audit review throughput (bench/audit-summary.bench.ts)
+ *   audit-sync  CPU per CONNECT and latency for each audit.sync value against the build from before
+ *             write-ahead audit records, same run (bench/audit-sync.bench.ts; `--audit-before REF`)
  * `--profile` instead runs the bulk and CONNECT workloads against a gateway started with
  * `node --cpu-prof` and prints the top self-time functions (the one-hop gateway; with
  * `--only waypoint` or `--only hbone,waypoint`, the waypoint's gateway under test too).
@@ -23,9 +25,10 @@ import {
 } from './hbone.bench.ts';
 import { mintPki } from './lib/pki.ts';
 import { hasTaskset, machineInfo } from './lib/proc.ts';
+import { renderAuditSyncBench, runAuditSyncBench } from './audit-sync.bench.ts';
 import { profileWaypoint, renderWaypointBench, runWaypointBench, WAYPOINT_PATHS, WAYPOINT_SCENARIOS } from './waypoint.bench.ts';
 
-const SUITES = ['hbone', 'waypoint', 'decision', 'audit'] as const;
+const SUITES = ['hbone', 'waypoint', 'decision', 'audit', 'audit-sync'] as const;
 
 const { values } = parseArgs({
   options: {
@@ -36,6 +39,7 @@ const { values } = parseArgs({
     rounds: { type: 'string' },
     profile: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
+    'audit-before': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   allowPositionals: false,
@@ -138,6 +142,10 @@ try {
         const result = await runWaypointBench(waypointOpts);
         process.stdout.write(`\n== waypoint (double hop), ${rounds} rounds${quick ? ', quick' : ''} ==\n${renderWaypointBench(result)}\n`);
         output['waypoint'] = result;
+      } else if (suite === 'audit-sync') {
+        const result = await runAuditSyncBench({ ...hboneOpts, ...(values['audit-before'] ? { before: values['audit-before'] } : {}) });
+        process.stdout.write(`\n== audit-sync (durability cost per CONNECT), ${rounds} rounds${quick ? ', quick' : ''} ==\n${renderAuditSyncBench(result)}\n`);
+        output['audit-sync'] = result;
       } else {
         output[suite] = await runExternalSuite(suite as 'decision' | 'audit', { quick, rounds, log, write: false });
       }

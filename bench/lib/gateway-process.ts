@@ -46,6 +46,10 @@ export interface GatewayProcessOptions {
   destinations?: string[];
   /** More lines under `spec:` (indented two spaces), e.g. `discovery:` for the waypoint scenario. */
   extraSpec?: string[];
+  /** More lines under `audit:` (indented four spaces), e.g. `sync: batch` (bench/audit-sync.bench.ts). */
+  auditLines?: string[];
+  /** The entry point to run instead of this checkout's bin/waygate.js (another build, for a before/after run). */
+  bin?: string;
 }
 
 /** The parts of the config that vary between the benchmark's gateways. */
@@ -54,6 +58,7 @@ export interface GatewayConfigShape {
   listenHost?: string;
   destinations?: string[];
   extraSpec?: string[];
+  auditLines?: string[];
 }
 
 export interface RunningGateway extends RunningForwarder {
@@ -93,6 +98,7 @@ export function gatewayConfigYaml(files: GatewayFiles, ports: { hbone: number; a
     '    maxConnections: 0',
     '  audit:',
     `    destination: ${files.auditFile}`,
+    ...(shape.auditLines ?? []).map((l) => `    ${l}`),
     '  log:',
     '    level: warn',
     '  admin:',
@@ -123,8 +129,9 @@ export async function startGateway(files: GatewayFiles, opts: GatewayProcessOpti
     ...(opts.listenHost ? { listenHost: opts.listenHost } : {}),
     ...(opts.destinations ? { destinations: opts.destinations } : {}),
     ...(opts.extraSpec ? { extraSpec: opts.extraSpec } : {}),
+    ...(opts.auditLines ? { auditLines: opts.auditLines } : {}),
   }));
-  const bin = new URL('../../bin/waygate.js', import.meta.url).pathname;
+  const bin = opts.bin ?? new URL('../../bin/waygate.js', import.meta.url).pathname;
   const nodeFlags: string[] = [...(opts.nodeFlags ?? [])];
   const probePort = opts.probe ? await freePort() : 0;
   if (opts.probe) nodeFlags.push('--expose-gc', '--import', 'tsx', '--import', new URL('./gateway-probe.ts', import.meta.url).pathname);

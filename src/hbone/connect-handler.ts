@@ -142,8 +142,10 @@ class ConnectAttempt implements RecordBase {
   async open(decision: Decision, upstream: UpstreamConnection): Promise<void> {
     const allowed: RecordedOutcome = { verdict: 'allow', reason: decision.reason, decision, withRule: true };
     if (this.#recorded) throw new Error(`second decision record for CONNECT ${this.decisionId}`);
-    this.#recorded = true;
+    // Building the record may throw (the header policy hook): then nothing was written, and the
+    // failure path writes the one record.
     const ahead = this.env.recorder.decisionAhead(this, allowed, statusFor(decision.reason, this.env.denyStatus));
+    this.#recorded = true;
     const result = typeof ahead === 'string' ? ahead : await ahead;
     const t = this.tunnel!;
     if (result === 'withdrawn') {
