@@ -9,6 +9,7 @@ import { registerAudit } from './audit.ts';
 import { registerCerts } from './certs.ts';
 import { registerCompletion } from './completion.ts';
 import { registerConnect } from './connect.ts';
+import { registerDoctor } from './doctor.ts';
 import { registerPolicy } from './policy.ts';
 import { registerServe } from './serve.ts';
 import { hintAfterErrors } from './output.ts';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerCerts(program);
   registerConnect(program);
+  registerDoctor(program);
   registerCompletion(program); // last: its scripts describe every verb registered before it
   // One line of error and one of hint on a usage error, not the whole usage (issue 19 item 11).
   hintAfterErrors(program);

@@ -1,0 +1,535 @@
+/**
+ * `waygate doctor`: checks a deployment end to end with the operator's own credentials and says
+ * in plain words what is wrong and how to fix it (docs/kubernetes.md). Each check is ok, warn,
+ * fail or skipped (with the reason). Exit 0 when nothing failed, 1 when a check failed, 2 when it
+ * cannot run (no credentials, API server unreachable or refusing the credentials).
+ *
+ * What it checks, and why istiod or ztunnel care:
+ * - the Gateway exists, its class is waygate's (controllerName) and Accepted, it has the HBONE
+ *   listener on 15008 (istiod reads allowedRoutes from it: waypoints.go makeAllowedRoutes);
+ * - its status: addresses (none = istiod does not treat it as a waypoint at all), a Hostname in
+ *   the Gateway's own namespace naming an existing Service (getGatewayAddress resolves it there),
+ *   Accepted and Programmed True with observedGeneration current;
+ * - each fronted namespace: labelled `istio.io/use-waypoint` and `istio.io/use-waypoint-namespace`,
+ *   admitted by the listener's allowedRoutes, and locked down (an AuthorizationPolicy admitting only
+ *   waygate's principal: examples/kubernetes/lockdown.yaml);
+ * - the gateway pods carry `gateway.networking.k8s.io/gateway-name` (istiod takes the waypoint's
+ *   service accounts from the pods with that label);
+ * - the serving certificate (the Secret the Deployment mounts) names the SPIFFE ID of the pods'
+ *   service account and chains to the mesh root (ConfigMap istio-ca-root-cert);
+ * - a pod's readiness (TLS, policies and discovery's first sync), if its IP is reachable from here.
+ */
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import type { X509Certificate } from 'node:crypto';
+import { WaygateError } from '../errors.ts';
+import { chainsToAnchor, parsePemCertificates } from '../identity/trust-bundle.ts';
+import { uriSansFromDer } from '../identity/peer-identity.ts';
+import type { GatewayObject, GatewayClassObject } from '../kube/gateway-status.ts';
+import { kubeClient, loadKubeConfig } from '../kube/client.ts';
+import { addOutputOption, stderr, stdout, styleFor, writeJson, type TextSink } from './output.ts';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skipped';
+
+export interface Check {
+  /** Stable id: `gateway`, `gateway.status.addresses`, `namespace/shop.labels`, ... */
+  id: string;
+  status: CheckStatus;
+  message: string;
+  /** What to do about it (warn/fail). */
+  fix?: string;
+}
+
+export interface DoctorReport {
+  server: string;
+  credentials: string;
+  namespace: string;
+  gateway: string;
+  fronted: string[];
+  checks: Check[];
+  summary: Record<CheckStatus, number>;
+}
+
+export interface DoctorOptions {
+  kubeconfig?: string | undefined;
+  namespace: string;
+  gateway: string;
+  /** The fronted namespaces; empty: read from the Gateway's allowedRoutes and the namespace labels. */
+  fronted?: readonly string[];
+  /** The Deployment whose pods serve the Gateway; default: the Gateway's name. */
+  deployment?: string | undefined;
+  trustDomain: string;
+  clusterDomain: string;
+  controllerName: string;
+  /** How long to wait for a pod's readiness endpoint before saying it was not reachable. */
+  readinessTimeoutMs: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** The deployment could not be checked at all (exit 2). */
+export class DoctorCannotRun extends WaygateError {
+  constructor(message: string, cause?: unknown) {
+    super('WG_KUBE', message, cause === undefined ? undefined : { cause });
+  }
+}
+
+export const GATEWAY_NAME_LABEL = 'gateway.networking.k8s.io/gateway-name';
+export const USE_WAYPOINT_LABEL = 'istio.io/use-waypoint';
+export const USE_WAYPOINT_NS_LABEL = 'istio.io/use-waypoint-namespace';
+const ISTIO_ROOT_CONFIGMAP = 'istio-ca-root-cert';
+
+type Got<T> = { ok: true; value: T } | { ok: false; status: number | undefined; message: string };
+
+const codeOf = (err: unknown): number | undefined => {
+  const e = err as { code?: unknown; statusCode?: unknown } | null;
+  return typeof e?.code === 'number' ? e.code : typeof e?.statusCode === 'number' ? e.statusCode : undefined;
+};
+
+function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown } | null)?.body;
+  let parsed: unknown = body;
+  if (typeof body === 'string') { try { parsed = JSON.parse(body); } catch { parsed = undefined; } }
+  const msg = (parsed as { message?: unknown } | undefined)?.message;
+  if (typeof msg === 'string') return msg;
+  const e = err as { message?: string; cause?: { code?: string } } | null;
+  return e?.cause?.code ?? e?.message ?? String(err);
+}
+
+async function got<T>(fn: () => Promise<T>): Promise<Got<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (err) {
+    return { ok: false, status: codeOf(err), message: apiMessage(err) };
+  }
+}
+
+/** Why a read failed, in words (403: which permission the operator's credentials lack). */
+function unreadable(what: string, g: { status: number | undefined; message: string }): string {
+  if (g.status === 403) return `your credentials cannot read ${what} (403: ${g.message})`;
+  return `cannot read ${what} (${g.status ? `HTTP ${g.status}: ` : ''}${g.message})`;
+}
+
+interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: { key: string; operator: string; values?: string[] }[];
+}
+
+/** Kubernetes label selector semantics (metav1.LabelSelectorAsSelector). */
+export function selectorMatches(sel: LabelSelector | undefined, labels: Record<string, string>): boolean {
+  if (!sel) return true;
+  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of sel.matchExpressions ?? []) {
+    const has = Object.hasOwn(labels, e.key);
+    const inValues = has && (e.values ?? []).includes(labels[e.key]!);
+    const ok = e.operator === 'In' ? inValues : e.operator === 'NotIn' ? !inValues : e.operator === 'Exists' ? has : e.operator === 'DoesNotExist' ? !has : false;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+interface AllowedRoutes { namespaces?: { from?: string; selector?: LabelSelector } }
+
+/** Whether the HBONE listener's allowedRoutes admit namespace `ns` (istiod: AllowsAttachmentFromNamespace). */
+function admits(routes: AllowedRoutes | undefined, gatewayNs: string, ns: string, labels: Record<string, string>): boolean {
+  const from = routes?.namespaces?.from ?? 'Same';
+  if (from === 'All') return true;
+  if (from === 'Selector') return selectorMatches(routes?.namespaces?.selector, labels);
+  return ns === gatewayNs;
+}
+
+interface AuthzPolicy {
+  metadata: { name: string; namespace?: string };
+  spec?: {
+    action?: string;
+    selector?: unknown;
+    targetRef?: unknown;
+    targetRefs?: unknown[];
+    rules?: { from?: { source?: { principals?: string[]; notPrincipals?: string[]; [k: string]: unknown } }[]; to?: unknown; when?: unknown }[];
+  };
+}
+
+/**
+ * Whether `policies` lock namespace `ns` down to `principal`: a namespace-wide (no selector, no
+ * targetRefs: the kind istiod sends to ztunnel) DENY whose only rule denies every source but
+ * `principal` (examples/kubernetes/lockdown.yaml). Returns the check.
+ */
+function lockdownCheck(id: string, ns: string, principal: string, policies: AuthzPolicy[]): Check {
+  const wide = policies.filter((p) => !p.spec?.selector && !p.spec?.targetRef && !(p.spec?.targetRefs?.length));
+  for (const p of wide) {
+    if ((p.spec?.action ?? 'ALLOW') !== 'DENY') continue;
+    const rules = p.spec?.rules ?? [];
+    if (rules.length !== 1) continue;
+    const r = rules[0]!;
+    if (r.to !== undefined || r.when !== undefined || r.from?.length !== 1) continue;
+    const source = r.from[0]!.source ?? {};
+    const keys = Object.keys(source);
+    if (keys.length !== 1 || !source.notPrincipals) continue;
+    if (!source.notPrincipals.includes(principal)) continue;
+    const others = source.notPrincipals.filter((x) => x !== principal);
+    if (others.length > 0) {
+      return { id, status: 'warn', message: `AuthorizationPolicy ${ns}/${p.metadata.name} denies every source but ${principal} and also ${others.join(', ')}: those reach the pods of ${ns} around waygate`,
+        fix: `keep only ${principal} in notPrincipals unless those clients must bypass waygate (examples/kubernetes/lockdown.yaml)` };
+    }
+    return { id, status: 'ok', message: `AuthorizationPolicy ${ns}/${p.metadata.name} denies every source but waygate (${principal})` };
+  }
+  return { id, status: 'fail', message: `no lockdown in ${ns}: nothing stops a client from reaching its pods directly, around waygate's policies (and when the Gateway is gone, ztunnel sends traffic straight to them)`,
+    fix: `apply examples/kubernetes/lockdown.yaml with namespace ${ns}: a DENY with notPrincipals [${principal}], no selector` };
+}
+
+/** Runs every check. Throws DoctorCannotRun when the API server cannot be used at all. */
+export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
+  let loaded;
+  try {
+    loaded = await loadKubeConfig({ kubeconfig: opts.kubeconfig, ...(opts.env ? { env: opts.env } : {}) });
+  } catch (err) {
+    throw new DoctorCannotRun((err as Error).message, err);
+  }
+  const k8s = await kubeClient();
+  // Imported here: the module brings prom-client, which other verbs need not load.
+  const { GATEWAY_API_GROUP, HBONE_PORT, HBONE_PROTOCOL, serviceHostname } = await import('../kube/gateway-status.ts');
+  const core = loaded.config.makeApiClient(k8s.CoreV1Api);
+  const apps = loaded.config.makeApiClient(k8s.AppsV1Api);
+  const custom = loaded.config.makeApiClient(k8s.CustomObjectsApi);
+  const ns = opts.namespace;
+  const checks: Check[] = [];
+  const add = (c: Check): void => void checks.push(c);
+  const gwRef = `Gateway ${ns}/${opts.gateway}`;
+
+  // 1. The Gateway. Its read also tells whether the API server can be used at all.
+  const gw = await got(() => custom.getNamespacedCustomObject({ group: GATEWAY_API_GROUP, version: 'v1', namespace: ns, plural: 'gateways', name: opts.gateway }) as Promise<GatewayObject>);
+  if (!gw.ok && (gw.status === undefined || gw.status === 401)) {
+    const why = gw.status === 401 ? 'refused the credentials (401 Unauthorized)' : `cannot be reached (${gw.message})`;
+    throw new DoctorCannotRun(`the API server ${loaded.server} (${loaded.from}) ${why}`);
+  }
+  const gateway = gw.ok ? gw.value : undefined;
+  if (!gw.ok) {
+    add(gw.status === 404
+      ? { id: 'gateway', status: 'fail', message: `${gwRef} not found: istiod has no waypoint for the fronted namespaces`, fix: 'kubectl apply -f examples/kubernetes/gateway-api.yaml (or pass --namespace/--gateway)' }
+      : { id: 'gateway', status: 'fail', message: unreadable(gwRef, gw) });
+  } else {
+    add({ id: 'gateway', status: 'ok', message: `${gwRef} exists (class ${gateway!.spec.gatewayClassName})` });
+  }
+
+  // 2. Its class.
+  if (gateway) {
+    const className = gateway.spec.gatewayClassName;
+    const gc = await got(() => custom.getClusterCustomObject({ group: GATEWAY_API_GROUP, version: 'v1', plural: 'gatewayclasses', name: className }) as Promise<GatewayClassObject>);
+    if (!gc.ok) {
+      add(gc.status === 404
+        ? { id: 'gateway.class', status: 'fail', message: `GatewayClass ${className} not found: no controller writes the Gateway's status`, fix: 'kubectl apply -f examples/kubernetes/gateway-api.yaml' }
+        : { id: 'gateway.class', status: 'skipped', message: unreadable(`GatewayClass ${className}`, gc) });
+    } else if (gc.value.spec.controllerName !== opts.controllerName) {
+      add({ id: 'gateway.class', status: 'fail', message: `GatewayClass ${className} names controller ${gc.value.spec.controllerName}, not waygate's ${opts.controllerName}: waygate does not write this Gateway's status`,
+        fix: `use gatewayClassName of a class with controllerName ${opts.controllerName} (registration.controllerName)` });
+    } else {
+      const accepted = gc.value.status?.conditions?.find((c) => c.type === 'Accepted');
+      add(accepted?.status === 'True'
+        ? { id: 'gateway.class', status: 'ok', message: `GatewayClass ${className} is waygate's (${opts.controllerName}) and Accepted` }
+        : { id: 'gateway.class', status: 'warn', message: `GatewayClass ${className} is waygate's but not Accepted yet: no waygate with registration.enabled has seen it`,
+            fix: 'enable registration in gateway.yaml and check the pods\' log for "registration:" lines' });
+    }
+  } else {
+    add({ id: 'gateway.class', status: 'skipped', message: 'no Gateway to read the class of' });
+  }
+
+  // 3. The HBONE listener.
+  const hbone = gateway?.spec.listeners?.find((l) => l.port === HBONE_PORT && l.protocol === HBONE_PROTOCOL);
+  if (!gateway) add({ id: 'gateway.listener', status: 'skipped', message: 'no Gateway' });
+  else if (!hbone) {
+    add({ id: 'gateway.listener', status: 'fail', message: `${gwRef} has no listener on port ${HBONE_PORT} with protocol ${HBONE_PROTOCOL}: istiod then admits only the Gateway's own namespace`,
+      fix: `add listeners: [{name: mesh, port: ${HBONE_PORT}, protocol: ${HBONE_PROTOCOL}, allowedRoutes: ...}] (examples/kubernetes/gateway-api.yaml)` });
+  } else add({ id: 'gateway.listener', status: 'ok', message: `listener ${hbone.name}: port ${HBONE_PORT}, protocol ${HBONE_PROTOCOL}` });
+
+  // 4. Status addresses: what makes it a waypoint, and where istiod looks the hostname up.
+  if (!gateway) add({ id: 'gateway.status.addresses', status: 'skipped', message: 'no Gateway' });
+  else {
+    const addresses = gateway.status?.addresses ?? [];
+    const hostname = addresses.find((a) => a.type === 'Hostname');
+    const suffix = `.svc.${opts.clusterDomain}`;
+    if (addresses.length === 0) {
+      add({ id: 'gateway.status.addresses', status: 'fail', message: `${gwRef} has no status addresses: istiod does not treat it as a waypoint, so ztunnel sends the fronted namespaces' traffic straight to the pods`,
+        fix: 'set registration.enabled: true in gateway.yaml (waygate writes the status itself) and check the pods\' log for "registration:" error lines' });
+    } else if (hostname) {
+      const m = hostname.value.endsWith(suffix) ? hostname.value.slice(0, -suffix.length).split('.') : [];
+      if (m.length !== 2) {
+        add({ id: 'gateway.status.addresses', status: 'fail', message: `status address ${hostname.value} is not a Service hostname <svc>.<ns>${suffix}` });
+      } else if (m[1] !== ns) {
+        add({ id: 'gateway.status.addresses', status: 'fail', message: `status address ${hostname.value} names namespace ${m[1]}, but istiod looks a Gateway's hostname up in the Gateway's own namespace (${ns}): the waypoint is unknown and ztunnel drops the traffic`,
+          fix: `the Gateway and the Service it names live in the same namespace: ${serviceHostname('waygate', ns, opts.clusterDomain)}` });
+      } else {
+        const svc = await got(() => core.readNamespacedService({ name: m[0]!, namespace: ns }));
+        if (svc.ok) add({ id: 'gateway.status.addresses', status: 'ok', message: `status address ${hostname.value} (Service ${ns}/${m[0]}${svc.value.spec?.clusterIP ? `, ClusterIP ${svc.value.spec.clusterIP}` : ''})` });
+        else if (svc.status === 404) add({ id: 'gateway.status.addresses', status: 'fail', message: `status address ${hostname.value} names Service ${ns}/${m[0]}, which does not exist`, fix: 'kubectl apply -f examples/kubernetes/service.yaml' });
+        else add({ id: 'gateway.status.addresses', status: 'warn', message: `status address ${hostname.value}; ${unreadable(`Service ${ns}/${m[0]}`, svc)}` });
+      }
+    } else {
+      add({ id: 'gateway.status.addresses', status: 'warn', message: `status addresses ${addresses.map((a) => a.value).join(', ')} are IPs only: istiod prefers a Hostname (an IP can be reallocated)`,
+        fix: 'let waygate write the status (registration.enabled: true): it writes the Service\'s hostname too' });
+    }
+  }
+
+  // 5. Conditions.
+  if (!gateway) add({ id: 'gateway.status.conditions', status: 'skipped', message: 'no Gateway' });
+  else {
+    const generation = gateway.metadata.generation ?? 0;
+    const problems: string[] = [];
+    let stale = false;
+    for (const type of ['Accepted', 'Programmed']) {
+      const c = gateway.status?.conditions?.find((x) => x.type === type);
+      if (!c) problems.push(`${type} is not set`);
+      else if (c.status !== 'True') problems.push(`${type} is ${c.status} (${c.reason}: ${c.message})`);
+      else if (c.observedGeneration !== undefined && c.observedGeneration < generation) { stale = true; problems.push(`${type} was observed at generation ${c.observedGeneration}, the Gateway is at ${generation}`); }
+    }
+    if (problems.length === 0) add({ id: 'gateway.status.conditions', status: 'ok', message: `Accepted and Programmed True at generation ${generation}` });
+    else add({ id: 'gateway.status.conditions', status: stale && problems.length === 1 ? 'warn' : 'fail', message: problems.join('; '),
+      fix: 'waygate writes these (registration.enabled: true); its pods\' log says why not ("registration:" lines, metric waygate_registration_status)' });
+  }
+
+  // 6. The pods and the Deployment: label, service account, certificate.
+  const deployName = opts.deployment ?? opts.gateway;
+  const dep = await got(() => apps.readNamespacedDeployment({ name: deployName, namespace: ns }));
+  const template = dep.ok ? dep.value.spec?.template : undefined;
+  const serviceAccount = template?.spec?.serviceAccountName || (dep.ok ? 'default' : undefined);
+  const principal = `${opts.trustDomain}/ns/${ns}/sa/${serviceAccount ?? opts.gateway}`;
+  if (!dep.ok) {
+    add({ id: 'pods.label', status: dep.status === 404 ? 'fail' : 'skipped',
+      message: dep.status === 404 ? `Deployment ${ns}/${deployName} not found` : unreadable(`Deployment ${ns}/${deployName}`, dep),
+      ...(dep.status === 404 ? { fix: 'pass --deployment NAME, or kubectl apply -k examples/kubernetes/' } : {}) });
+  } else {
+    const selector = dep.value.spec?.selector?.matchLabels ?? {};
+    const labelSelector = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(',');
+    const pods = await got(() => core.listNamespacedPod({ namespace: ns, labelSelector }));
+    const templateLabel = template?.metadata?.labels?.[GATEWAY_NAME_LABEL];
+    if (!pods.ok) {
+      add({ id: 'pods.label', status: 'skipped', message: unreadable(`the pods of Deployment ${ns}/${deployName}`, pods) });
+    } else {
+      const items = pods.value.items;
+      const missing = items.filter((p) => p.metadata?.labels?.[GATEWAY_NAME_LABEL] !== opts.gateway).map((p) => p.metadata?.name ?? '?');
+      const fix = `add ${GATEWAY_NAME_LABEL}: ${opts.gateway} to the Deployment's pod template labels (examples/kubernetes/deployment.yaml)`;
+      if (items.length === 0) add({ id: 'pods.label', status: templateLabel === opts.gateway ? 'warn' : 'fail', message: `no pods of Deployment ${ns}/${deployName} are running${templateLabel === opts.gateway ? '' : `, and its pod template lacks ${GATEWAY_NAME_LABEL}: ${opts.gateway}`}`, ...(templateLabel === opts.gateway ? {} : { fix }) });
+      else if (missing.length > 0) add({ id: 'pods.label', status: 'fail', message: `pod(s) ${missing.join(', ')} lack the label ${GATEWAY_NAME_LABEL}: ${opts.gateway}: istiod takes the waypoint's identities from the pods carrying it`, fix });
+      else add({ id: 'pods.label', status: 'ok', message: `${items.length} pod(s) labelled ${GATEWAY_NAME_LABEL}: ${opts.gateway}, service account ${serviceAccount}` });
+      await readinessCheck(items, opts, add);
+    }
+  }
+  if (!dep.ok) add({ id: 'pods.ready', status: 'skipped', message: 'no Deployment to find the pods of' });
+
+  await certificateChecks({ core, ns, template, serviceAccount, trustDomain: opts.trustDomain, deployName }, add);
+
+  // 7. The fronted namespaces.
+  const fronted = new Set(opts.fronted ?? []);
+  if (fronted.size === 0) {
+    const expr = (hbone?.allowedRoutes as AllowedRoutes | undefined)?.namespaces?.selector?.matchExpressions?.find((e) => e.key === 'kubernetes.io/metadata.name' && e.operator === 'In');
+    for (const v of expr?.values ?? []) fronted.add(v);
+    const labelled = await got(() => core.listNamespace({ labelSelector: `${USE_WAYPOINT_LABEL}=${opts.gateway}` }));
+    if (labelled.ok) {
+      for (const n of labelled.value.items) {
+        const name = n.metadata?.name;
+        const wns = n.metadata?.labels?.[USE_WAYPOINT_NS_LABEL] ?? name;
+        if (name && wns === ns) fronted.add(name);
+      }
+    }
+  }
+  if (fronted.size === 0) {
+    add({ id: 'namespaces', status: 'warn', message: 'no fronted namespace found (none named by the listener\'s allowedRoutes, none labelled to use this waypoint)', fix: 'pass --fronted shop,... to check them' });
+  }
+  for (const name of [...fronted].sort()) {
+    const n = await got(() => core.readNamespace({ name }));
+    if (!n.ok) {
+      const msg = n.status === 404 ? `namespace ${name} does not exist` : unreadable(`namespace ${name}`, n);
+      add({ id: `namespace/${name}.labels`, status: n.status === 404 ? 'fail' : 'skipped', message: msg });
+      add({ id: `namespace/${name}.allowedRoutes`, status: 'skipped', message: msg });
+    } else {
+      const labels: Record<string, string> = { 'kubernetes.io/metadata.name': name, ...(n.value.metadata?.labels ?? {}) };
+      const use = labels[USE_WAYPOINT_LABEL];
+      const useNs = labels[USE_WAYPOINT_NS_LABEL];
+      const wrong: string[] = [];
+      if (use !== opts.gateway) wrong.push(use === undefined ? `${USE_WAYPOINT_LABEL} is not set` : `${USE_WAYPOINT_LABEL} is ${use}, not ${opts.gateway}`);
+      if (useNs !== ns && !(useNs === undefined && name === ns)) wrong.push(useNs === undefined ? `${USE_WAYPOINT_NS_LABEL} is not set (istiod then looks for the Gateway in ${name})` : `${USE_WAYPOINT_NS_LABEL} is ${useNs}, not ${ns}`);
+      if (wrong.length > 0) {
+        add({ id: `namespace/${name}.labels`, status: 'fail', message: `namespace ${name}: ${wrong.join('; ')}: its traffic does not go through waygate`,
+          fix: `kubectl label namespace ${name} ${USE_WAYPOINT_LABEL}=${opts.gateway} ${USE_WAYPOINT_NS_LABEL}=${ns} --overwrite` });
+      } else if (labels['istio.io/dataplane-mode'] !== 'ambient') {
+        add({ id: `namespace/${name}.labels`, status: 'warn', message: `namespace ${name} uses waypoint ${ns}/${opts.gateway} but is not labelled istio.io/dataplane-mode=ambient: its pods may not be in the ambient mesh`,
+          fix: `kubectl label namespace ${name} istio.io/dataplane-mode=ambient` });
+      } else {
+        add({ id: `namespace/${name}.labels`, status: 'ok', message: `namespace ${name} uses waypoint ${ns}/${opts.gateway}` });
+      }
+      if (!hbone) add({ id: `namespace/${name}.allowedRoutes`, status: 'skipped', message: 'no HBONE listener' });
+      else if (admits(hbone.allowedRoutes as AllowedRoutes | undefined, ns, name, labels)) add({ id: `namespace/${name}.allowedRoutes`, status: 'ok', message: `listener ${hbone.name} admits namespace ${name}` });
+      else add({ id: `namespace/${name}.allowedRoutes`, status: 'fail', message: `listener ${hbone.name}'s allowedRoutes do not admit namespace ${name}: istiod does not use this waypoint for it`,
+        fix: `add ${name} to the listener's allowedRoutes.namespaces selector (kubernetes.io/metadata.name In [...]: examples/kubernetes/gateway-api.yaml)` });
+    }
+    const aps = await got(() => custom.listNamespacedCustomObject({ group: 'security.istio.io', version: 'v1', namespace: name, plural: 'authorizationpolicies' }) as Promise<{ items: AuthzPolicy[] }>);
+    if (!aps.ok) add({ id: `namespace/${name}.lockdown`, status: 'skipped', message: unreadable(`AuthorizationPolicies in ${name}`, aps) });
+    else add(lockdownCheck(`namespace/${name}.lockdown`, name, principal, aps.value.items));
+  }
+
+  const summary: Record<CheckStatus, number> = { ok: 0, warn: 0, fail: 0, skipped: 0 };
+  for (const c of checks) summary[c.status]++;
+  return { server: loaded.server, credentials: loaded.from, namespace: ns, gateway: opts.gateway, fronted: [...fronted].sort(), checks, summary };
+}
+
+type Pod = import('@kubernetes/client-node').V1Pod;
+
+/** A pod's readiness endpoint, if its IP can be reached from here (it usually cannot from outside the cluster). */
+async function readinessCheck(pods: Pod[], opts: DoctorOptions, add: (c: Check) => void): Promise<void> {
+  const pod = pods.find((p) => p.status?.podIP && p.status.phase === 'Running') ?? pods.find((p) => p.status?.podIP);
+  if (!pod) { add({ id: 'pods.ready', status: 'skipped', message: 'no pod with an IP to ask' }); return; }
+  const ports = (pod.spec?.containers ?? []).flatMap((c) => c.ports ?? []);
+  const port = ports.find((p) => p.name === 'health')?.containerPort ?? 15021;
+  const host = pod.status!.podIP!.includes(':') ? `[${pod.status!.podIP}]` : pod.status!.podIP!;
+  const url = `http://${host}:${port}/healthz/ready`;
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(opts.readinessTimeoutMs) });
+  } catch (err) {
+    add({ id: 'pods.ready', status: 'skipped', message: `not checked: ${url} (pod ${pod.metadata?.name}) is not reachable from here (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name}); run doctor inside the cluster, or kubectl port-forward and curl /healthz/ready` });
+    return;
+  }
+  const body = await res.text();
+  let reasons: string[] = [];
+  try { reasons = (JSON.parse(body) as { reasons?: string[] }).reasons ?? []; } catch { /* not JSON: the status code says it */ }
+  if (res.status === 200) add({ id: 'pods.ready', status: 'ok', message: `pod ${pod.metadata?.name} is ready: TLS material and policies loaded, discovery's first sync done` });
+  else add({ id: 'pods.ready', status: 'fail', message: `pod ${pod.metadata?.name} is not ready (${res.status}${reasons.length ? `: ${reasons.join(', ')}` : ''}): discovery's first sync, TLS material or policies are not in place`,
+    fix: `kubectl logs -n ${opts.namespace} ${pod.metadata?.name} says why` });
+}
+
+interface CertContext {
+  core: import('@kubernetes/client-node').CoreV1Api;
+  ns: string;
+  template: import('@kubernetes/client-node').V1PodTemplateSpec | undefined;
+  serviceAccount: string | undefined;
+  trustDomain: string;
+  deployName: string;
+}
+
+/** The serving certificate: the Secret the Deployment mounts with a tls.crt. */
+async function certificateChecks(cx: CertContext, add: (c: Check) => void): Promise<void> {
+  if (!cx.template) {
+    add({ id: 'certificate.identity', status: 'skipped', message: `no Deployment ${cx.ns}/${cx.deployName} to find the mounted certificate of` });
+    add({ id: 'certificate.root', status: 'skipped', message: 'no certificate' });
+    return;
+  }
+  const secretNames = (cx.template.spec?.volumes ?? []).map((v) => v.secret?.secretName).filter((s): s is string => !!s);
+  let chain: X509Certificate[] | undefined;
+  let secretName = '';
+  const problems: string[] = [];
+  for (const name of secretNames) {
+    const s = await got(() => cx.core.readNamespacedSecret({ name, namespace: cx.ns }));
+    if (!s.ok) { problems.push(unreadable(`Secret ${cx.ns}/${name}`, s)); continue; }
+    const crt = s.value.data?.['tls.crt'];
+    if (!crt) continue;
+    try {
+      chain = parsePemCertificates(Buffer.from(crt, 'base64').toString('utf8'), `Secret ${cx.ns}/${name} tls.crt`);
+      secretName = name;
+      break;
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  if (!chain) {
+    const msg = secretNames.length === 0 ? `Deployment ${cx.ns}/${cx.deployName} mounts no Secret` : `no Secret mounted by Deployment ${cx.ns}/${cx.deployName} holds a tls.crt${problems.length ? ` (${problems.join('; ')})` : ''}`;
+    add({ id: 'certificate.identity', status: problems.some((p) => p.includes('cannot read')) ? 'skipped' : 'fail', message: msg });
+    add({ id: 'certificate.root', status: 'skipped', message: 'no certificate' });
+    return;
+  }
+  const leaf = chain[0]!;
+  const want = `spiffe://${cx.trustDomain}/ns/${cx.ns}/sa/${cx.serviceAccount}`;
+  const uris = uriSansFromDer(leaf.raw);
+  const notAfter = new Date(leaf.validTo);
+  const where = `Secret ${cx.ns}/${secretName}`;
+  if (!uris.includes(want)) {
+    add({ id: 'certificate.identity', status: 'fail', message: `${where} names ${uris.join(', ') || 'no URI SAN'}, but the pods run as ServiceAccount ${cx.serviceAccount}: ztunnels expect the waypoint to present ${want}`,
+      fix: `re-issue the certificate with URI SAN ${want} (examples/kubernetes/certificate.yaml)` });
+  } else if (notAfter.getTime() < Date.now()) {
+    add({ id: 'certificate.identity', status: 'fail', message: `${where} (${want}) expired at ${notAfter.toISOString()}`, fix: 'renew it (cert-manager: kubectl describe certificate)' });
+  } else {
+    add({ id: 'certificate.identity', status: 'ok', message: `${where} names ${want}, valid until ${notAfter.toISOString()}` });
+  }
+  const cm = await got(() => cx.core.readNamespacedConfigMap({ name: ISTIO_ROOT_CONFIGMAP, namespace: cx.ns }));
+  if (!cm.ok) {
+    add(cm.status === 404
+      ? { id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} not found: istiod publishes the mesh root in every namespace; is Istio installed?` }
+      : { id: 'certificate.root', status: 'skipped', message: unreadable(`ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`, cm) });
+    return;
+  }
+  const rootPem = cm.value.data?.['root-cert.pem'];
+  let anchors: X509Certificate[] = [];
+  try { anchors = rootPem ? parsePemCertificates(rootPem, `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`) : []; } catch { anchors = []; }
+  if (anchors.length === 0) add({ id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} holds no root-cert.pem certificate` });
+  else if (chainsToAnchor(chain, anchors)) add({ id: 'certificate.root', status: 'ok', message: `${where} chains to the mesh root (${ISTIO_ROOT_CONFIGMAP})` });
+  else add({ id: 'certificate.root', status: 'fail', message: `${where} does not chain to the mesh root in ${ISTIO_ROOT_CONFIGMAP}: ztunnels refuse waygate's TLS`,
+    fix: 'issue it from the mesh CA (or put its intermediate in tls.crt after the leaf)' });
+}
+
+/** Exit codes (src/cli/main.ts's, repeated: main imports this module). */
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+const MARK: Record<CheckStatus, string> = { ok: 'ok', warn: 'WARN', fail: 'FAIL', skipped: 'skip' };
+
+/** The report as text: one line per check, its fix under it. */
+export function formatDoctorText(r: DoctorReport, out: TextSink = stdout()): string {
+  const st = styleFor(out);
+  const colour = { ok: st.green, warn: st.yellow, fail: st.red, skipped: st.dim };
+  const lines = [`waygate doctor: Gateway ${r.namespace}/${r.gateway} via ${r.server} (${r.credentials})${r.fronted.length ? `, fronting ${r.fronted.join(', ')}` : ''}`];
+  const width = Math.max(...r.checks.map((c) => c.id.length));
+  for (const c of r.checks) {
+    lines.push(`  ${colour[c.status](MARK[c.status].padEnd(4))}  ${c.id.padEnd(width)}  ${c.message}`);
+    if (c.fix && (c.status === 'fail' || c.status === 'warn')) lines.push(`  ${' '.repeat(4)}  ${' '.repeat(width)}  ${st.cyan('fix:')} ${c.fix}`);
+  }
+  lines.push(`${r.summary.fail} failed, ${r.summary.warn} warning(s), ${r.summary.ok} ok, ${r.summary.skipped} skipped`);
+  return lines.join('\n') + '\n';
+}
+
+interface DoctorFlags {
+  kubeconfig?: string;
+  namespace: string;
+  gateway: string;
+  fronted?: string[];
+  deployment?: string;
+  trustDomain: string;
+  clusterDomain: string;
+  controllerName: string;
+  readinessTimeoutMs: number;
+  output: 'text' | 'json';
+}
+
+const list = (v: string): string[] => v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+const positiveInt = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer (milliseconds)');
+  return n;
+};
+
+export function registerDoctor(program: Command): void {
+  const cmd = program
+    .command('doctor')
+    .description('check a Kubernetes deployment end to end (Gateway status, namespace labels, allowedRoutes, pod label, certificate, lockdown, readiness) with your kubeconfig; exit 0 nothing failed, 1 a check failed, 2 cannot run')
+    .option('--kubeconfig <file>', 'kubeconfig (default: KUBECONFIG, in-cluster, ~/.kube/config)')
+    .option('--namespace <ns>', 'the namespace of the Gateway and the waygate pods', 'waygate')
+    .option('--gateway <name>', 'the Gateway', 'waygate')
+    .option('--fronted <ns,...>', 'the fronted namespaces (default: read from the listener\'s allowedRoutes and the use-waypoint labels)', list)
+    .option('--deployment <name>', 'the Deployment of the waygate pods (default: the Gateway\'s name)')
+    .option('--trust-domain <td>', 'the mesh trust domain (SPIFFE IDs and principals)', 'cluster.local')
+    .option('--cluster-domain <domain>', 'the cluster DNS domain (Service hostnames)', 'cluster.local')
+    .option('--controller-name <name>', 'waygate\'s GatewayClass controller (registration.controllerName)', 'waygate.dev/gateway-controller')
+    .option('--readiness-timeout-ms <ms>', 'how long to wait for a pod\'s readiness endpoint', positiveInt, 2000);
+  addOutputOption(cmd, ['text', 'json'] as const);
+  cmd.action(async (flags: DoctorFlags) => {
+    let report: DoctorReport;
+    try {
+      report = await runDoctor({ ...flags, fronted: flags.fronted ?? [] });
+    } catch (err) {
+      if (!(err instanceof DoctorCannotRun)) throw err;
+      if (flags.output === 'json') writeJson({ error: { code: err.code, message: err.message } });
+      else stderr().write(`waygate doctor: cannot run: ${err.message}\n`);
+      process.exitCode = EXIT_USAGE;
+      return;
+    }
+    if (flags.output === 'json') writeJson(report);
+    else stdout().write(formatDoctorText(report));
+    if (report.summary.fail > 0) process.exitCode = EXIT_FAILURE;
+  });
+}

@@ -1,0 +1,285 @@
+/**
+ * `waygate doctor` (src/cli/doctor.ts) against the fake API server (test/helpers/fake-kube-api.ts)
+ * holding a deployment shaped like examples/kubernetes/: a good one is all ok (exit 0), and each
+ * way of breaking it is reported by the check that names it, with a fix (exit 1); no credentials
+ * or no API server is exit 2. Certificates come from the test PKI; a pod's readiness endpoint is a
+ * real HTTP server on 127.0.0.1 (the pod's IP).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { runDoctor, type Check, type DoctorOptions, type DoctorReport } from '../../src/cli/doctor.ts';
+import { main } from '../../src/cli/main.ts';
+import { captureOutput } from '../../src/cli/output.ts';
+import { desiredGatewayStatus, type GatewayObject, type ServiceObject } from '../../src/kube/gateway-status.ts';
+import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../helpers/fake-kube-api.ts';
+import { spiffe, testPki } from '../helpers/pki.ts';
+
+const GW_API = 'gateway.networking.k8s.io/v1';
+const NS = 'waygate';
+
+let readyServer: http.Server;
+let readyPort: number;
+let readyAnswer = { code: 200, body: { ready: true, reasons: [] as string[] } };
+
+before(async () => {
+  readyServer = http.createServer((req, res) => {
+    res.writeHead(req.url === '/healthz/ready' ? readyAnswer.code : 404, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(readyAnswer.body));
+  });
+  readyServer.listen(0, '127.0.0.1');
+  await new Promise((r) => readyServer.once('listening', r));
+  readyPort = (readyServer.address() as AddressInfo).port;
+});
+after(() => new Promise((r) => readyServer.close(r)));
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+/** A deployment as examples/kubernetes/ lays it out, every piece right. */
+function goodDeployment(opts: { certSa?: string } = {}): KubeObject[] {
+  const pki = testPki();
+  const cert = pki.issue({ spiffeId: spiffe(opts.certSa ?? 'waygate', NS) });
+  const service: KubeObject = {
+    apiVersion: 'v1', kind: 'Service', metadata: { name: 'waygate', namespace: NS },
+    spec: { clusterIP: '10.96.0.50', clusterIPs: ['10.96.0.50'], ports: [{ name: 'hbone', port: 15008, targetPort: 15008 }] },
+  };
+  const gw = {
+    apiVersion: GW_API, kind: 'Gateway', metadata: { name: 'waygate', namespace: NS, generation: 1 },
+    spec: {
+      gatewayClassName: 'waygate',
+      listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE', allowedRoutes: { namespaces: { from: 'Selector', selector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['shop'] }] } } } }],
+    },
+  };
+  const status = desiredGatewayStatus(gw as unknown as GatewayObject, service as unknown as ServiceObject, { serviceName: 'waygate', clusterDomain: 'cluster.local' });
+  const podLabels = { 'app.kubernetes.io/name': 'waygate', 'gateway.networking.k8s.io/gateway-name': 'waygate' };
+  const container = { name: 'waygate', image: 'waygate', ports: [{ name: 'hbone', containerPort: 15008 }, { name: 'health', containerPort: readyPort }] };
+  return [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS, labels: { 'kubernetes.io/metadata.name': NS } } },
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'kubernetes.io/metadata.name': 'shop', 'istio.io/dataplane-mode': 'ambient', 'istio.io/use-waypoint': 'waygate', 'istio.io/use-waypoint-namespace': NS } } },
+    { apiVersion: GW_API, kind: 'GatewayClass', metadata: { name: 'waygate' }, spec: { controllerName: 'waygate.dev/gateway-controller' },
+      status: { conditions: [{ type: 'Accepted', status: 'True', reason: 'Accepted', message: 'Handled by waygate', observedGeneration: 1, lastTransitionTime: '2026-12-07T00:00:00Z' }] } },
+    { ...gw, status } as KubeObject,
+    service,
+    {
+      apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'waygate', namespace: NS },
+      spec: {
+        selector: { matchLabels: { 'app.kubernetes.io/name': 'waygate' } },
+        template: {
+          metadata: { labels: podLabels },
+          spec: { serviceAccountName: 'waygate', containers: [container], volumes: [{ name: 'config', configMap: { name: 'waygate-config' } }, { name: 'tls', secret: { secretName: 'waygate-tls' } }] },
+        },
+      },
+    },
+    {
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'waygate-7d9f-abcde', namespace: NS, labels: podLabels },
+      spec: { serviceAccountName: 'waygate', containers: [container] },
+      status: { phase: 'Running', podIP: '127.0.0.1' },
+    },
+    { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'waygate-tls', namespace: NS }, type: 'kubernetes.io/tls',
+      data: { 'tls.crt': b64(cert.chainPem), 'tls.key': b64(cert.keyPem), 'ca.crt': b64(pki.trustBundlePem) } },
+    { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'istio-ca-root-cert', namespace: NS }, data: { 'root-cert.pem': pki.trustBundlePem } },
+    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'waygate-lockdown', namespace: 'shop' },
+      spec: { action: 'DENY', rules: [{ from: [{ source: { notPrincipals: ['cluster.local/ns/waygate/sa/waygate'] } }] }] } },
+  ];
+}
+
+const options = (api: FakeKubeApi, extra: Partial<DoctorOptions> = {}): DoctorOptions => ({
+  kubeconfig: api.writeKubeconfig(mkdtempSync(join(tmpdir(), 'wg-doctor-'))),
+  namespace: NS, gateway: 'waygate', trustDomain: 'cluster.local', clusterDomain: 'cluster.local',
+  controllerName: 'waygate.dev/gateway-controller', readinessTimeoutMs: 5_000, ...extra,
+});
+
+const byId = (r: DoctorReport, id: string): Check => {
+  const c = r.checks.find((x) => x.id === id);
+  assert.ok(c, `no check ${id} in ${r.checks.map((x) => x.id).join(', ')}`);
+  return c;
+};
+const failed = (r: DoctorReport): string[] => r.checks.filter((c) => c.status === 'fail').map((c) => c.id);
+
+/** Runs the CLI in-process; verbs report through process.exitCode, none is left for the test runner. */
+async function run(args: string[]): Promise<{ value: number; stdout: string; stderr: string }> {
+  process.exitCode = undefined;
+  try {
+    return await captureOutput(() => main(args));
+  } finally {
+    process.exitCode = undefined;
+  }
+}
+
+async function withApi(objects: KubeObject[], fn: (api: FakeKubeApi) => Promise<void>): Promise<void> {
+  const api = await startFakeKubeApi();
+  for (const o of objects) api.apply(o);
+  try { await fn(api); } finally { await api.close(); }
+}
+
+describe('waygate doctor', () => {
+  test('a good deployment: every check ok, fronted namespaces read from the Gateway and the labels, exit 0', async () => {
+    await withApi(goodDeployment(), async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(r.checks.filter((c) => c.status !== 'ok'), []);
+      assert.deepEqual(r.fronted, ['shop']);
+      assert.deepEqual(r.checks.map((c) => c.id), [
+        'gateway', 'gateway.class', 'gateway.listener', 'gateway.status.addresses', 'gateway.status.conditions',
+        'pods.label', 'pods.ready', 'certificate.identity', 'certificate.root',
+        'namespace/shop.labels', 'namespace/shop.allowedRoutes', 'namespace/shop.lockdown',
+      ]);
+      assert.match(byId(r, 'certificate.identity').message, /spiffe:\/\/cluster.local\/ns\/waygate\/sa\/waygate/);
+
+      const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!]);
+      assert.equal(cli.value, 0, cli.stdout + cli.stderr);
+      assert.match(cli.stdout, /^waygate doctor: Gateway waygate\/waygate via https:\/\/127\.0\.0\.1:\d+ .*fronting shop\n/);
+      assert.match(cli.stdout, /0 failed, 0 warning\(s\), 12 ok, 0 skipped\n$/);
+      const json = await run(['doctor', '--kubeconfig', options(api).kubeconfig!, '-o', 'json']);
+      const parsed = JSON.parse(json.stdout) as DoctorReport;
+      assert.deepEqual(parsed.summary, { ok: 12, warn: 0, fail: 0, skipped: 0 });
+    });
+  });
+
+  test('a wrong namespace label: the labels check fails naming the label and the kubectl fix; exit 1', async () => {
+    const objects = goodDeployment();
+    const shop = objects.find((o) => o.kind === 'Namespace' && o.metadata.name === 'shop')!;
+    shop.metadata.labels = { ...shop.metadata.labels, 'istio.io/use-waypoint-namespace': 'shop' };
+    await withApi(objects, async (api) => {
+      const r = await runDoctor(options(api, { fronted: ['shop'] }));
+      assert.deepEqual(failed(r), ['namespace/shop.labels']);
+      const c = byId(r, 'namespace/shop.labels');
+      assert.match(c.message, /istio\.io\/use-waypoint-namespace is shop, not waygate/);
+      assert.equal(c.fix, 'kubectl label namespace shop istio.io/use-waypoint=waygate istio.io/use-waypoint-namespace=waygate --overwrite');
+      const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!, '--fronted', 'shop']);
+      assert.equal(cli.value, 1);
+      assert.match(cli.stdout, /FAIL {2}namespace\/shop\.labels/);
+      assert.match(cli.stdout, /fix: kubectl label namespace shop/);
+    });
+  });
+
+  test('a namespace the listener does not admit', async () => {
+    await withApi(goodDeployment(), async (api) => {
+      api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'payments', labels: { 'istio.io/dataplane-mode': 'ambient', 'istio.io/use-waypoint': 'waygate', 'istio.io/use-waypoint-namespace': NS } } });
+      const r = await runDoctor(options(api));
+      assert.deepEqual(r.fronted, ['payments', 'shop'], 'labelled namespaces are found too');
+      assert.deepEqual(failed(r), ['namespace/payments.allowedRoutes', 'namespace/payments.lockdown']);
+      assert.match(byId(r, 'namespace/payments.allowedRoutes').message, /do not admit namespace payments/);
+    });
+  });
+
+  test('a pod without the gateway-name label', async () => {
+    const objects = goodDeployment();
+    const pod = objects.find((o) => o.kind === 'Pod')!;
+    pod.metadata.labels = { 'app.kubernetes.io/name': 'waygate' };
+    await withApi(objects, async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), ['pods.label']);
+      assert.match(byId(r, 'pods.label').message, /waygate-7d9f-abcde lack the label gateway\.networking\.k8s\.io\/gateway-name: waygate/);
+      assert.match(byId(r, 'pods.label').fix!, /pod template labels/);
+    });
+  });
+
+  test('a Gateway without status addresses (registration off): the addresses and conditions checks fail', async () => {
+    const objects = goodDeployment();
+    const gw = objects.find((o) => o.kind === 'Gateway')!;
+    delete gw['status'];
+    await withApi(objects, async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), ['gateway.status.addresses', 'gateway.status.conditions']);
+      assert.match(byId(r, 'gateway.status.addresses').message, /no status addresses: istiod does not treat it as a waypoint/);
+      assert.match(byId(r, 'gateway.status.addresses').fix!, /registration\.enabled: true/);
+      assert.match(byId(r, 'gateway.status.conditions').message, /Accepted is not set; Programmed is not set/);
+    });
+  });
+
+  test('a status hostname in another namespace is the failure istiod would have', async () => {
+    const objects = goodDeployment();
+    const gw = objects.find((o) => o.kind === 'Gateway')!;
+    gw['status'] = { ...(gw['status'] as object), addresses: [{ type: 'Hostname', value: 'waygate.shop.svc.cluster.local' }] };
+    await withApi(objects, async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), ['gateway.status.addresses']);
+      assert.match(byId(r, 'gateway.status.addresses').message, /names namespace shop, but istiod looks a Gateway's hostname up in the Gateway's own namespace \(waygate\)/);
+    });
+  });
+
+  test('a certificate for the wrong service account', async () => {
+    await withApi(goodDeployment({ certSa: 'gateway' }), async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), ['certificate.identity']);
+      const c = byId(r, 'certificate.identity');
+      assert.match(c.message, /names spiffe:\/\/cluster\.local\/ns\/waygate\/sa\/gateway, but the pods run as ServiceAccount waygate/);
+      assert.match(c.fix!, /URI SAN spiffe:\/\/cluster\.local\/ns\/waygate\/sa\/waygate/);
+      assert.equal(byId(r, 'certificate.root').status, 'ok');
+    });
+  });
+
+  test('a certificate from another CA does not chain to the mesh root', async () => {
+    const objects = goodDeployment();
+    const foreign = testPki().issue({ spiffeId: spiffe('waygate', NS), issuer: 'foreign' });
+    objects.find((o) => o.kind === 'Secret')!['data'] = { 'tls.crt': b64(foreign.chainPem), 'tls.key': b64(foreign.keyPem) };
+    await withApi(objects, async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), ['certificate.root']);
+    });
+  });
+
+  test('a missing lockdown, and one that lets others around waygate', async () => {
+    const objects = goodDeployment().filter((o) => o.kind !== 'AuthorizationPolicy');
+    await withApi(objects, async (api) => {
+      let r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), ['namespace/shop.lockdown']);
+      assert.match(byId(r, 'namespace/shop.lockdown').message, /no lockdown in shop/);
+      assert.match(byId(r, 'namespace/shop.lockdown').fix!, /notPrincipals \[cluster\.local\/ns\/waygate\/sa\/waygate\]/);
+      // A policy with a selector covers only some pods: not a lockdown.
+      api.apply({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'partial', namespace: 'shop' },
+        spec: { action: 'DENY', selector: { matchLabels: { app: 'api' } }, rules: [{ from: [{ source: { notPrincipals: ['cluster.local/ns/waygate/sa/waygate'] } }] }] } });
+      r = await runDoctor(options(api));
+      assert.equal(byId(r, 'namespace/shop.lockdown').status, 'fail');
+      api.apply({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'lockdown', namespace: 'shop' },
+        spec: { action: 'DENY', rules: [{ from: [{ source: { notPrincipals: ['cluster.local/ns/waygate/sa/waygate', 'cluster.local/ns/monitoring/sa/prometheus'] } }] }] } });
+      r = await runDoctor(options(api));
+      assert.equal(byId(r, 'namespace/shop.lockdown').status, 'warn');
+      assert.match(byId(r, 'namespace/shop.lockdown').message, /also cluster\.local\/ns\/monitoring\/sa\/prometheus/);
+    });
+  });
+
+  test('a pod not ready says so; an unreachable pod IP is skipped with the reason; a forbidden read is skipped, not failed', async () => {
+    await withApi(goodDeployment(), async (api) => {
+      readyAnswer = { code: 503, body: { ready: false, reasons: ['policy_snapshot_not_loaded'] } };
+      try {
+        const r = await runDoctor(options(api));
+        assert.deepEqual(failed(r), ['pods.ready']);
+        assert.match(byId(r, 'pods.ready').message, /not ready \(503: policy_snapshot_not_loaded\)/);
+      } finally {
+        readyAnswer = { code: 200, body: { ready: true, reasons: [] } };
+      }
+      // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never routed, so the request times out.
+      const pod = api.get('v1', 'Pod', NS, 'waygate-7d9f-abcde')!;
+      api.apply({ ...pod, status: { phase: 'Running', podIP: '192.0.2.10' } });
+      api.forbid('list', 'authorizationpolicies');
+      const r = await runDoctor(options(api, { readinessTimeoutMs: 50 }));
+      assert.equal(byId(r, 'pods.ready').status, 'skipped');
+      assert.match(byId(r, 'pods.ready').message, /^not checked: http:\/\/192\.0\.2\.10:\d+\/healthz\/ready .* is not reachable from here/);
+      assert.equal(byId(r, 'namespace/shop.lockdown').status, 'skipped');
+      assert.match(byId(r, 'namespace/shop.lockdown').message, /your credentials cannot read AuthorizationPolicies in shop \(403/);
+      assert.deepEqual(failed(r), []);
+    });
+  });
+
+  test('cannot run: the API server down or the credentials refused is exit 2', async () => {
+    await withApi([], async (api) => {
+      const kubeconfig = options(api).kubeconfig!;
+      const bad = api.writeKubeconfig(mkdtempSync(join(tmpdir(), 'wg-doctor-')), { token: 'wrong' });
+      const refused = await run(['doctor', '--kubeconfig', bad]);
+      assert.equal(refused.value, 2);
+      assert.match(refused.stderr, /cannot run: the API server https:\/\/127\.0\.0\.1:\d+ .* refused the credentials \(401 Unauthorized\)/);
+      await api.stop();
+      const down = await run(['doctor', '--kubeconfig', kubeconfig, '-o', 'json']);
+      assert.equal(down.value, 2);
+      const body = JSON.parse(down.stdout) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'WG_KUBE');
+      assert.match(body.error.message, /cannot be reached \(.*ECONNREFUSED/);
+      await api.start();
+    });
+  });
+});
