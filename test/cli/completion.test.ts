@@ -62,7 +62,7 @@ describe('waygate completion', () => {
   it('bash completes verbs, flags and the values of a fixed-set flag', () => {
     const s = scripts.bash;
     assert.equal(spawnSync('bash', ['-n'], { input: s, encoding: 'utf8' }).status, 0, 'bash -n');
-    assert.deepEqual(bashComplete(s, 'waygate '), ['version', 'serve', 'policy', 'audit', 'certs', 'connect', 'completion']);
+    assert.deepEqual(bashComplete(s, 'waygate '), ['version', 'serve', 'policy', 'audit', 'certs', 'connect', 'doctor', 'completion']);
     assert.deepEqual(bashComplete(s, 'waygate pol'), ['policy']);
     assert.deepEqual(bashComplete(s, 'waygate policy '), ['check', 'test', 'eval', 'fmt']);
     assert.deepEqual(bashComplete(s, 'waygate policy check --st'), ['--strict']);
