@@ -222,6 +222,7 @@ export class HboneSessions {
   readonly #conns = new Set<HboneConnection>();
   readonly #server: Http2SecureServer;
   readonly #pingTicker: NodeJS.Timeout;
+  readonly #logHandshakeFailure: HandshakeFailureLog;
   #seq = 0;
   #draining = false;
 
@@ -229,7 +230,7 @@ export class HboneSessions {
     this.#o = opts;
     this.#onStream = onStream;
     this.#server = server;
-    watchHandshakes(server, opts);
+    this.#logHandshakeFailure = watchHandshakes(server, opts);
     server.on('session', (session: ServerHttp2Session) => this.#open(session));
     // One unref'd timer for every session (docs/design.md §2: PING every 10 s, close after 20 s unanswered).
     this.#pingTicker = setInterval(() => this.#pingAll(), opts.h2.pingIntervalMs);
@@ -283,6 +284,8 @@ export class HboneSessions {
     // must not hold the connection (the TLS handshake timeout no longer applies here).
     conn.startPrefaceTimer(this.#o.handshakeTimeoutMs, (c) => {
       notify(observer, 'handshakeFailed', 'timeout');
+      const socket = c.session.socket;
+      this.#logHandshakeFailure(formatPeer(socket?.remoteAddress, socket?.remotePort), 'timeout', `no HTTP/2 preface within ${this.#o.handshakeTimeoutMs} ms`);
       c.session.destroy();
     });
     session.once('remoteSettings', () => {
@@ -351,8 +354,14 @@ export class HboneSessions {
   }
 }
 
-/** The listener's own events: handshake failures (classified for metrics) and the connection limit. */
-function watchHandshakes(server: Http2SecureServer, opts: SessionOptions): void {
+/** Writes the (rate-limited) `warn` line of one failed handshake. */
+type HandshakeFailureLog = (peer: string, reason: HandshakeFailureReason, err: string) => void;
+
+/**
+ * The listener's own events: handshake failures (classified for metrics, logged) and the
+ * connection limit. Returns the handshake-failure log, for the HTTP/2 preface timeout.
+ */
+function watchHandshakes(server: Http2SecureServer, opts: SessionOptions): HandshakeFailureLog {
   const { observer, log } = opts;
   // net.Server drops sockets past maxConnections before TLS starts (cheapest point to refuse);
   // 'drop' reports each one so the refusal is counted, never silent.
@@ -364,7 +373,7 @@ function watchHandshakes(server: Http2SecureServer, opts: SessionOptions): void 
   // CA, expired certificate), so it is a `warn` line with the peer and the reason; bounded, since
   // a peer can cause any number of them. The metric counts every one.
   const limiter = new LogRateLimiter(HANDSHAKE_LOG_BUDGET);
-  const logFailure = (peer: string, reason: HandshakeFailureReason, err: string): void => {
+  const logFailure: HandshakeFailureLog = (peer, reason, err) => {
     if (!log) return;
     const allowed = limiter.take();
     if (!allowed.log) return;
@@ -393,6 +402,7 @@ function watchHandshakes(server: Http2SecureServer, opts: SessionOptions): void 
     socket.destroy();
   });
   server.on('sessionError', (err) => log?.debug({ err: err.message }, 'HTTP/2 session error'));
+  return logFailure;
 }
 
 /** Handshake-failure log lines: at most 10 a minute (docs/operating.md, "Logs"). */

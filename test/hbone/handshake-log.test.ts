@@ -92,3 +92,32 @@ describe('failed TLS handshakes are logged at warn, rate-limited', () => {
     assert.equal(logged[9]!['reason'], 'expired');
   });
 });
+
+describe('a client that finishes TLS but never sends the HTTP/2 preface', () => {
+  test('is logged at warn as a timeout, with its address', async () => {
+    const capture = new Collector<Line>();
+    const failures = new Collector<string>();
+    const gw = await startGateway({
+      handshakeTimeoutMs: 200,
+      log: createOpsLogger({ level: 'info', destination: { write: (s: string) => capture.push(JSON.parse(s) as Line) } }),
+      observer: { handshakeFailed: (r) => failures.push(r) },
+    });
+    const pki = testPki();
+    const client = pki.clientFor(spiffe('frontend'));
+    const socket = tls.connect({ host: '127.0.0.1', port: gw.port, cert: client.chainPem, key: client.keyPem, ca: pki.trustBundlePem, ALPNProtocols: ['h2'], servername: 'localhost' });
+    socket.on('error', () => {});
+    try {
+      await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+      const localPort = socket.localPort;
+      await failures.waitFor((r) => r === 'timeout');
+      const line = capture.items.find((l) => l['msg'] === 'TLS handshake failed' && l['reason'] === 'timeout');
+      assert.ok(line, JSON.stringify(capture.items));
+      assert.equal(line['level'], 'warn');
+      assert.equal(line['peer'], `127.0.0.1:${localPort}`);
+      assert.equal(line['err'], 'no HTTP/2 preface within 200 ms');
+    } finally {
+      socket.destroy();
+      await gw.close();
+    }
+  });
+});
