@@ -12,18 +12,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
-import { parseAllDocuments, parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { parseConfigText } from '../../src/config/load.ts';
 import { loadPolicySet } from '../../src/policy/load.ts';
-import { startFakeKubeApi, type KubeObject } from '../helpers/fake-kube-api.ts';
-import { testPki, writeTlsFiles } from '../helpers/pki.ts';
-import { startServe } from '../helpers/serve.ts';
-import { httpGet } from '../../examples/traffic/gateway-process.ts';
 import { parseDockerfile } from '../ship/dockerfile.ts';
+import { EXAMPLE_CLUSTER_IP, runExampleAgainstFakeApi } from './example-cluster.ts';
 
 const ROOT = new URL('../../examples/kubernetes/', import.meta.url).pathname;
 const REPO = new URL('../../', import.meta.url).pathname;
@@ -437,70 +433,30 @@ function allowedByRbac(scope: string, call: string, name: string | null): boolea
 
 describe('examples/kubernetes against an API server: the gateway with this config and only this RBAC', () => {
   test('the example config syncs discovery and registers the Gateway istiod accepts, calling nothing rbac.yaml does not grant', async () => {
-    const sa = one('ServiceAccount');
-    const svc = structuredClone(one('Service', 'waygate'));
+    const svc = one('Service', 'waygate');
     const gw = one('Gateway', 'waygate');
-    const api = await startFakeKubeApi();
-    const work = mkdtempSync(join(tmpdir(), 'waygate-k8s-example-'));
-    try {
-      // The cluster as the manifests leave it: the GatewayClass and Gateway without status, the
-      // Service with the cluster IP the API server assigns; the fronted namespace's (empty) lists.
-      api.apply(structuredClone(one('GatewayClass', 'waygate')) as KubeObject);
-      api.apply(structuredClone(gw) as KubeObject);
-      svc['spec'] = { ...svc['spec'], clusterIP: '10.96.0.50', clusterIPs: ['10.96.0.50'] };
-      api.apply(svc as KubeObject);
-      // The generated config as the pod reads it, with what differs on this machine: loopback
-      // listeners on port 0, the test PKI's files, the fake API's kubeconfig (in a pod: in-cluster).
-      const tls = writeTlsFiles(join(work, 'tls'), testPki().serverCert, testPki().trustBundlePem);
-      const policies = join(work, 'policies');
-      mkdirSync(policies);
-      for (const [file, text] of Object.entries(generated.get('waygate-policies')!.data)) writeFileSync(join(policies, file), text);
-      const config = parseYaml(gatewayConfigText()) as Obj;
-      Object.assign(config['spec'], {
-        listen: '127.0.0.1:0',
-        tls: { certFile: tls.certFile, keyFile: tls.keyFile, trustBundleFiles: [tls.caFile] },
-        admin: { readyAddress: '127.0.0.1:0', metricsAddress: '127.0.0.1:0', adminAddress: '127.0.0.1:0' },
-      });
-      config['spec']['policies']['paths'] = [policies];
-      config['spec']['discovery']['kubernetes']['kubeconfig'] = api.writeKubeconfig(work);
-      const configFile = join(work, 'gateway.yaml');
-      writeFileSync(configFile, stringifyYaml(config));
-      const env = Object.fromEntries((container()['env'] as Obj[]).filter((e) => 'value' in e).map((e) => [e['name'], e['value']]));
-      const gateway = await startServe(['--config', configFile, '--drain-timeout-ms', '1000'], {
-        cwd: work,
-        env: { ...env, NODE_OPTIONS: '', POD_NAMESPACE: sa['metadata']['namespace'] },
-      });
-      try {
-        await gateway.waitForLine((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('registration:') && l['state'] === 'ok', { what: 'registration ok line' });
-        const ready = await httpGet(gateway.addresses.ready, '/healthz/ready');
-        assert.equal(ready.status, 200, `ready after the first sync of discovery: ${ready.body}`);
-      } finally {
-        assert.equal(await gateway.stop('SIGTERM'), 0, gateway.stderr());
-      }
-      // What istiod reads (waypoints.go getGatewayAddress): a Hostname naming a Service of the
-      // Gateway's own namespace, and the Service's address.
-      const stored = api.get('gateway.networking.k8s.io/v1', 'Gateway', gw['metadata']['namespace'], gw['metadata']['name'])!;
-      const status = stored['status'] as Obj;
-      assert.deepEqual(status['addresses'], [
-        { type: 'IPAddress', value: '10.96.0.50' },
-        { type: 'Hostname', value: `${svc['metadata']['name']}.${gw['metadata']['namespace']}.svc.cluster.local` },
-      ]);
-      const conditions = new Map((status['conditions'] as Obj[]).map((c) => [c['type'], c['status']]));
-      assert.equal(conditions.get('Accepted'), 'True');
-      assert.equal(conditions.get('Programmed'), 'True');
-      // Every call the gateway made is one rbac.yaml grants; discovery listed and watched the
-      // fronted namespace's three resources, and the registration wrote the Gateway's status.
-      const calls = api.requests.map((r) => rbacAttributes(r.method, r.path, r.query));
-      for (const c of calls) assert.ok(allowedByRbac(c.scope, c.call, c.name), `${c.call} ${c.name ?? ''} in ${c.scope} is not granted by rbac.yaml`);
-      const made = new Set(calls.map((c) => `${c.scope} ${c.call}`));
-      for (const ns of frontedByGateway()) {
-        for (const call of API_CALLS.fronted) assert.ok(made.has(`${ns} ${call}`), `discovery made ${call} in ${ns}`);
-      }
-      assert.ok(made.has(`${gw['metadata']['namespace']} gateway.networking.k8s.io/gateways/status:update`));
-    } finally {
-      await api.close();
-      rmSync(work, { recursive: true, force: true });
+    const run = await runExampleAgainstFakeApi();
+    assert.equal(run.readyStatus, 200, `ready after the first sync of discovery; log:\n${run.stderr}`);
+    assert.equal(run.exitCode, 0, run.stderr);
+    // What istiod reads (waypoints.go getGatewayAddress): a Hostname naming a Service of the
+    // Gateway's own namespace (and the Service's address).
+    const status = run.gateway['status'] as Obj;
+    assert.deepEqual(status['addresses'], [
+      { type: 'IPAddress', value: EXAMPLE_CLUSTER_IP },
+      { type: 'Hostname', value: `${svc['metadata']['name']}.${gw['metadata']['namespace']}.svc.cluster.local` },
+    ]);
+    const conditions = new Map((status['conditions'] as Obj[]).map((c) => [c['type'], c['status']]));
+    assert.equal(conditions.get('Accepted'), 'True');
+    assert.equal(conditions.get('Programmed'), 'True');
+    // Every call the gateway made is one rbac.yaml grants; discovery listed and watched the
+    // fronted namespace's three resources, and the registration wrote the Gateway's status.
+    const calls = run.requests.map((r) => rbacAttributes(r.method, r.path, r.query));
+    for (const c of calls) assert.ok(allowedByRbac(c.scope, c.call, c.name), `${c.call} ${c.name ?? ''} in ${c.scope} is not granted by rbac.yaml`);
+    const made = new Set(calls.map((c) => `${c.scope} ${c.call}`));
+    for (const ns of frontedByGateway()) {
+      for (const call of API_CALLS.fronted) assert.ok(made.has(`${ns} ${call}`), `discovery made ${call} in ${ns}`);
     }
+    assert.ok(made.has(`${gw['metadata']['namespace']} gateway.networking.k8s.io/gateways/status:update`));
   });
 });
 

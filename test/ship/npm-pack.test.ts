@@ -19,7 +19,8 @@ const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as
 
 const npm = (args: string[], cwd: string, timeoutMs = 300_000) => spawnSync('npm', args, { cwd, encoding: 'utf8', timeout: timeoutMs });
 
-describe('npm pack -> npm install -g -> waygate', () => {
+// npm install -g fetches the production dependencies: its bound is its own, not the per-test default.
+describe('npm pack -> npm install -g -> waygate', { timeout: 900_000 }, () => {
   let tmp: string;
   let tarball: string;
   let files: string[];

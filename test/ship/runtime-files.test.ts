@@ -3,7 +3,9 @@
  * a temporary directory exactly the files the Dockerfile's last stage COPYs, derived from the
  * Dockerfile itself (test/ship/dockerfile.ts), and runs the product from there with no sources,
  * no TypeScript and no development dependency present: `waygate --version`, `serve` on the
- * embedded default (until ready, then SIGTERM and a clean exit), and `policy check`.
+ * embedded default (until ready, then SIGTERM and a clean exit), `policy check`, and `serve` with
+ * examples/kubernetes/'s config against the fake Kubernetes API (the path that loads
+ * @kubernetes/client-node, which the embedded default never does).
  *
  * How each stage is reproduced:
  * - context COPYs: from this repository, filtered by .dockerignore;
@@ -26,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { httpGet } from '../../examples/traffic/gateway-process.ts';
 import { startServe } from '../helpers/serve.ts';
+import { runExampleAgainstFakeApi } from '../k8s/example-cluster.ts';
 import { copyInto, dockerignore, parseDockerfile, type Stage } from './dockerfile.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -79,7 +82,9 @@ function listFiles(dir: string, rel = ''): string[] {
   });
 }
 
-describe('the container image: the runtime stage\'s files alone run waygate', () => {
+// The assembly compiles src/ and copies the production tree (about 90 MB): minutes on a loaded
+// machine, so the suite's bound is its own, not the per-test default.
+describe('the container image: the runtime stage\'s files alone run waygate', { timeout: 900_000 }, () => {
   const stages = parseDockerfile(readFileSync(path.join(REPO, 'Dockerfile'), 'utf8'));
   const admit = dockerignore(readFileSync(path.join(REPO, '.dockerignore'), 'utf8'));
   const runtime = stages.at(-1)!;
@@ -184,5 +189,13 @@ describe('the container image: the runtime stage\'s files alone run waygate', ()
     } finally {
       await gateway.stop('SIGKILL');
     }
+  });
+
+  test('waygate serve with the Kubernetes example\'s config: discovery syncs and the Gateway is registered', async () => {
+    const run = await runExampleAgainstFakeApi({ bin: entry });
+    assert.equal(run.readyStatus, 200, run.stderr);
+    assert.equal(run.exitCode, 0, run.stderr);
+    const conditions = (run.gateway['status'] as { conditions: { type: string; status: string }[] }).conditions;
+    assert.ok(conditions.some((c) => c.type === 'Programmed' && c.status === 'True'), JSON.stringify(conditions));
   });
 });
