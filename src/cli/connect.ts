@@ -157,7 +157,7 @@ interface ClientFiles {
  * The certificate, key and trust bundle from the flags and the dev PKI's defaults, or every
  * missing or conflicting flag at once (a person fixes them in one go, not one run each).
  */
-function settleFiles(authority: string | undefined, opts: ConnectOptions): { files: ClientFiles & { identity?: string } } | { problems: string[] } {
+function settleFiles(authority: string | undefined, opts: ConnectOptions): { files: ClientFiles } | { identity: string; caFile: string } | { problems: string[] } {
   const missing: [flag: string, what: string][] = [];
   const problems: string[] = [];
   const devCa = caFilePaths(DEV_PKI_DIR);
@@ -180,7 +180,7 @@ function settleFiles(authority: string | undefined, opts: ConnectOptions): { fil
   }
   if (missing.length > 0) problems.unshift(`missing ${missing.map(([f]) => f).join(', ')}`, ...missing.map(([f, what]) => `  ${f}: ${what}`));
   if (problems.length > 0 || caFile === undefined) return { problems };
-  if (opts.identity !== undefined) return { files: { certFile: '', keyFile: '', caFile, identity: opts.identity } };
+  if (opts.identity !== undefined) return { identity: opts.identity, caFile };
   return { files: { certFile: opts.cert!, keyFile: opts.key!, caFile } };
 }
 
@@ -268,12 +268,13 @@ async function runConnect(authority: string | undefined, opts: ConnectOptions): 
   if ('problems' in settled) {
     return problem(`${settled.problems.join('\n')}\nusage: waygate connect <host:port> [--identity <ns>/<sa> | --cert FILE --key FILE] [--ca FILE] [--address ${DEFAULT_ADDRESS}] (see --help)`, EXIT_USAGE);
   }
-  const files: ClientFiles = settled.files;
-  if (settled.files.identity !== undefined) {
+  let files: ClientFiles;
+  if ('files' in settled) {
+    files = settled.files;
+  } else {
     try {
-      const id = ensureDevIdentity(DEV_PKI_DIR, settled.files.identity);
-      files.certFile = id.certFile;
-      files.keyFile = id.keyFile;
+      const id = ensureDevIdentity(DEV_PKI_DIR, settled.identity);
+      files = { certFile: id.certFile, keyFile: id.keyFile, caFile: settled.caFile };
       if (id.issued) process.stderr.write(`waygate connect: issued ${id.spiffeId} into ${id.certFile} and ${id.keyFile} (dev CA)\n`);
     } catch (err) {
       return problem((err as Error).message, EXIT_USAGE);
