@@ -1,8 +1,9 @@
 /**
  * examples/kubernetes/ brought up against the fake Kubernetes API (test/helpers/fake-kube-api.ts):
- * the GatewayClass, Gateway and Service of the manifests as a cluster holds them after `kubectl
- * apply -k` (no status; the Service with the cluster IP the API server assigns), and `waygate
- * serve` with the example's own gateway.yaml and policies ConfigMap. Only what cannot be the same
+ * the objects of the manifests as a cluster holds them after `kubectl apply -k`, `kubectl apply -f
+ * fronted-namespace.yaml lockdown.yaml` and what the cluster adds (the Service's cluster IP, a
+ * running pod of the Deployment, cert-manager's Secret, istiod's istio-ca-root-cert), with no
+ * Gateway status; then `waygate serve` with the example's own gateway.yaml and policies ConfigMap. Only what cannot be the same
  * on this machine changes: loopback listeners on port 0, the test PKI's files, the fake API's
  * kubeconfig (in a pod: the in-cluster credentials). Used by test/k8s/manifests.test.ts (the RBAC
  * against the calls made) and test/ship/runtime-files.test.ts (the image's files on that path).
@@ -12,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { startFakeKubeApi, type KubeObject, type RequestLogEntry } from '../helpers/fake-kube-api.ts';
+import { startFakeKubeApi, type FakeKubeApi, type KubeObject, type RequestLogEntry } from '../helpers/fake-kube-api.ts';
 import { testPki, writeTlsFiles } from '../helpers/pki.ts';
 import { startServe } from '../helpers/serve.ts';
 import { httpGet } from '../../examples/traffic/gateway-process.ts';
@@ -38,21 +39,45 @@ export interface ExampleRun {
   stderr: string;
 }
 
+/** The kinds the fake API serves, of the manifests' objects (RBAC objects are checked statically). */
+const SERVED = new Set(['Namespace', 'ServiceAccount', 'Service', 'Deployment', 'Gateway', 'GatewayClass', 'AuthorizationPolicy']);
+
+function applyExampleCluster(api: FakeKubeApi): KubeObject {
+  const files = ['namespace.yaml', 'serviceaccount.yaml', 'deployment.yaml', 'service.yaml', 'gateway-api.yaml', 'fronted-namespace.yaml', 'lockdown.yaml'];
+  const objects = files.flatMap(docs).filter((o) => SERVED.has(o['kind']));
+  let gateway: Obj | undefined;
+  for (const o of objects) {
+    if (o['kind'] === 'Service') o['spec'] = { ...o['spec'], clusterIP: EXAMPLE_CLUSTER_IP, clusterIPs: [EXAMPLE_CLUSTER_IP] };
+    if (o['kind'] === 'Gateway') gateway = o;
+    api.apply(o as KubeObject);
+    if (o['kind'] !== 'Deployment') continue;
+    // One running pod of it, as the ReplicaSet creates it (no IP this machine could reach).
+    const ns = o['metadata']['namespace'];
+    api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: `${o['metadata']['name']}-0`, namespace: ns, labels: o['spec']['template']['metadata']['labels'] },
+      spec: o['spec']['template']['spec'], status: { phase: 'Running' } });
+    // cert-manager's Secret (certificate.yaml): the ServiceAccount's SPIFFE ID, issued under the mesh root.
+    const sa = o['spec']['template']['spec']['serviceAccountName'];
+    const cert = testPki().clientFor(`spiffe://cluster.local/ns/${ns}/sa/${sa}`);
+    const b64 = (t: string): string => Buffer.from(t).toString('base64');
+    api.apply({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'waygate-tls', namespace: ns }, type: 'kubernetes.io/tls',
+      data: { 'tls.crt': b64(cert.chainPem), 'tls.key': b64(cert.keyPem), 'ca.crt': b64(testPki().trustBundlePem) } });
+    // istiod publishes the mesh root in every namespace.
+    api.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'istio-ca-root-cert', namespace: ns }, data: { 'root-cert.pem': testPki().trustBundlePem } });
+  }
+  return gateway as KubeObject;
+}
+
 /**
- * Starts the fake API with the example's objects and `waygate serve --config <the example's config>`
- * (`bin`: an entry point other than this repository's), waits for the registration's ok line,
- * reads readiness, stops the gateway with SIGTERM and returns what happened.
+ * Starts the fake API with the example's cluster and `waygate serve --config <the example's
+ * config>` (`bin`: an entry point other than this repository's), waits for the registration's ok
+ * line, reads readiness and stops the gateway with SIGTERM; `inspect` then runs while the API
+ * server is still up (its requests are not in the result).
  */
-export async function runExampleAgainstFakeApi(opts: { bin?: string } = {}): Promise<ExampleRun> {
+export async function runExampleAgainstFakeApi(opts: { bin?: string; inspect?: (kubeconfig: string) => Promise<void> } = {}): Promise<ExampleRun> {
   const api = await startFakeKubeApi();
   const work = mkdtempSync(join(tmpdir(), 'waygate-k8s-example-'));
   try {
-    const gatewayApi = docs('gateway-api.yaml');
-    const gw = gatewayApi.find((o) => o['kind'] === 'Gateway')!;
-    for (const o of gatewayApi) api.apply(o as KubeObject);
-    const svc = docs('service.yaml')[0]!;
-    svc['spec'] = { ...svc['spec'], clusterIP: EXAMPLE_CLUSTER_IP, clusterIPs: [EXAMPLE_CLUSTER_IP] };
-    api.apply(svc as KubeObject);
+    const gw = applyExampleCluster(api);
 
     const kustomization = parseYaml(readFileSync(join(EXAMPLE_DIR, 'kustomization.yaml'), 'utf8')) as Obj;
     const generator = (name: string): string[] => (kustomization['configMapGenerator'] as Obj[]).find((g) => g['name'] === name)!['files'];
@@ -67,7 +92,8 @@ export async function runExampleAgainstFakeApi(opts: { bin?: string } = {}): Pro
       admin: { readyAddress: '127.0.0.1:0', metricsAddress: '127.0.0.1:0', adminAddress: '127.0.0.1:0' },
     });
     config['spec']['policies']['paths'] = [policies];
-    config['spec']['discovery']['kubernetes']['kubeconfig'] = api.writeKubeconfig(work);
+    const kubeconfig = api.writeKubeconfig(work);
+    config['spec']['discovery']['kubernetes']['kubeconfig'] = kubeconfig;
     const configFile = join(work, 'gateway.yaml');
     writeFileSync(configFile, stringifyYaml(config));
 
@@ -84,13 +110,15 @@ export async function runExampleAgainstFakeApi(opts: { bin?: string } = {}): Pro
     } finally {
       await gateway.stop('SIGTERM');
     }
-    return {
+    const run: ExampleRun = {
       requests: [...api.requests],
-      gateway: api.get('gateway.networking.k8s.io/v1', 'Gateway', gw['metadata']['namespace'], gw['metadata']['name'])!,
+      gateway: api.get('gateway.networking.k8s.io/v1', 'Gateway', gw.metadata.namespace!, gw.metadata.name)!,
       readyStatus,
       exitCode: await gateway.exited,
       stderr: gateway.stderr(),
     };
+    await opts.inspect?.(kubeconfig);
+    return run;
   } finally {
     await api.close();
     rmSync(work, { recursive: true, force: true });
