@@ -387,7 +387,8 @@ export class GatewayRegistration extends EventEmitter {
       this.#report(failure);
       const timer = setTimeout(() => {
         this.#restartTimers.delete(timer);
-        if (!this.#closed) void informer.start().catch((e: unknown) => this.#report(new CallError(call, codeOf(e), e)));
+        // Once watching again, one pass: nothing may have changed, but the state must say so.
+        if (!this.#closed) void informer.start().then(changed, (e: unknown) => this.#report(new CallError(call, codeOf(e), e)));
       }, this.#nextRetryMs());
       this.#restartTimers.add(timer);
     });

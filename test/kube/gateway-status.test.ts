@@ -248,6 +248,43 @@ describe('registration controller', () => {
     assert.match(String(line['rule']), /^a ClusterRole .* resources: \[gatewayclasses\], verbs: \[list\]/);
   });
 
+  test('the API server goes away and comes back: api_error said once, then ok again with nothing rewritten', async () => {
+    const h = await harness();
+    await h.until(() => h.reg.state === 'ok', 'state ok');
+    const writes = h.statusWrites();
+    await h.api.stop();
+    await h.until(() => h.reg.state === 'api_error', 'api_error');
+    const lines = h.logs.filter((l) => l['state'] === 'api_error');
+    assert.equal(lines[0]!['level'], 'error');
+    assert.match(String(lines[0]!['msg']), /retrying with backoff/);
+    // Nothing changed while it was away: no event will come, yet the state must recover.
+    await h.api.start();
+    await h.until(() => h.reg.state === 'ok', 'ok again');
+    assert.equal(h.statusWrites(), writes, 'the status was still true');
+    assert.match(await h.reg.metrics.text(), /waygate_registration_status\{state="api_error"\} 0/);
+  });
+
+  test('two replicas converge on one status and then write nothing', async () => {
+    const h = await harness();
+    const second = new GatewayRegistration({
+      registration: { enabled: true, gatewayClassName: 'waygate', controllerName: 'waygate.dev/gateway-controller', namespace: NS, serviceName: 'waygate' },
+      clusterDomain: 'cluster.local', kubeconfig: h.api.writeKubeconfig(mkdtempSync(join(tmpdir(), 'wg-reg-'))),
+      log: createOpsLogger({ level: 'silent' }), retryInitialMs: 5, retryMaxMs: 20, resyncMs: 3_600_000,
+    });
+    open.push({ api: h.api, reg: second } as Harness);
+    await second.start();
+    await h.until(() => h.reg.state === 'ok', 'first ok');
+    while (second.state !== 'ok') await new Promise((r) => second.once('reconciled', r));
+    const status = h.status();
+    const writes = h.statusWrites();
+    const both = Promise.all([h.nextPass(), new Promise<ReconcileResult>((r) => second.once('reconciled', r))]);
+    h.api.apply(gateway('other', {}, 'istio-waypoint'));
+    const [a, b] = await both;
+    assert.equal(a.writes + b.writes, 0);
+    assert.equal(h.statusWrites(), writes);
+    assert.deepEqual(h.status(), status);
+  });
+
   test('the Service missing: the hostname is still written (istiod keeps the waypoint: fail closed), Programmed False AddressNotAssigned', async () => {
     const h = await harness([gatewayClass(), gateway()]);
     await h.until(() => h.reg.state === 'service_missing', 'service_missing');
