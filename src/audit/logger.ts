@@ -202,7 +202,9 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
   const writeBuf = dest.write.bind(dest) as unknown as (b: Buffer) => boolean;
 
   // ---- state -------------------------------------------------------------------------------
+  // Entries from `queueHead` on are queued (an index, not shift(): `always` takes one at a time).
   let queue: Entry[] = [];
+  let queueHead = 0;
   let queuedBytes = 0;
   let inFlight: Group | null = null;
   let inFlightSince = 0;
@@ -308,12 +310,12 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
 
   function pump(): void {
     pumpScheduled = false;
-    if (inFlight || destroyed || state === 'failed' || queue.length === 0) return;
+    if (inFlight || destroyed || state === 'failed' || queueHead >= queue.length) return;
     // One record per group with `always` (an fsync each); otherwise the whole queue.
     const entries: Entry[] = [];
     const lines: Buffer[] = [];
     let bytes = 0;
-    let i = 0;
+    let i = queueHead;
     for (; i < queue.length; i++) {
       const e = queue[i]!;
       if (e.line === null) continue;
@@ -326,7 +328,15 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
         break;
       }
     }
-    queue = i >= queue.length ? [] : queue.slice(i);
+    if (i >= queue.length) {
+      queue = [];
+      queueHead = 0;
+    } else if (i > 1024 && i * 2 > queue.length) {
+      queue = queue.slice(i);
+      queueHead = 0;
+    } else {
+      queueHead = i;
+    }
     if (entries.length === 0) {
       queuedBytes = 0;
       settleIdle(null);
@@ -369,7 +379,7 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
     if (state !== 'ok' && queuedBytes <= lowWaterBytes) setHealth('ok', full);
     else if (state === 'failed') setHealth('slow', full);
     else setHealth(state, full);
-    if (queue.length > 0) schedulePump();
+    if (queueHead < queue.length) schedulePump();
     else settleIdle(null);
   };
 
@@ -443,7 +453,8 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
   const flushSyncGuarded = (): void => {
     if (destroyed || state !== 'ok' || (inFlight && performance.now() - inFlightSince > SLOW_AFTER_MS)) return;
     const lines: Buffer[] = [];
-    for (const e of queue) {
+    for (let i = queueHead; i < queue.length; i++) {
+      const e = queue[i]!;
       if (e.line) lines.push(e.line);
       // Handed over synchronously: whoever waits learns it at once.
       if (e.ahead && !e.ahead.done) {
@@ -452,6 +463,7 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
       }
     }
     queue = [];
+    queueHead = 0;
     queuedBytes = 0;
     if (repairTail && lines.length > 0) {
       lines.unshift(NEWLINE);
@@ -577,10 +589,10 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
       try {
         // Until a turn passes with nothing new: the close records of tunnels reset by the drain
         // arrive in the turns after the reset (the streams' 'close' events).
-        for (let turns = 0; ; turns++) {
+        for (;;) {
           await Promise.race([flush(), deadline]);
           await Promise.race([new Promise<void>((r) => setImmediate(r)), deadline]);
-          if (!inFlight && queuedBytes === 0 && (turns > 0 || queue.length === 0)) break;
+          if (!inFlight && queuedBytes === 0) break;
         }
       } catch (err) {
         flushError = err;
@@ -597,11 +609,12 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
     retryTimer = slowTimer = boundTimer = null;
     if (flushError) {
       gaveUp = true;
-      const lost = queue.filter((e) => e.line !== null).length + (inFlight?.entries.length ?? 0);
+      const lost = queue.slice(queueHead).filter((e) => e.line !== null).length + (inFlight?.entries.length ?? 0);
       droppedRecords += lost;
       log?.error({ err: (flushError as Error).message, droppedRecords: lost }, 'audit log could not be written before exit; records dropped');
     }
     queue = [];
+    queueHead = 0;
     queuedBytes = 0;
     // Whoever still waits is refused (the gateway is going away anyway).
     for (let i = waiterHead; i < waiters.length; i++) {
