@@ -205,7 +205,7 @@ describe('README.md runs as written from a fresh clone', () => {
     assert.ok(quickStart.filter((s) => s.command.startsWith('echo hello | npx waygate connect')).length >= 2);
     assert.ok(reviewing.length >= 8, `${reviewing.length} review commands`);
     assert.ok(writing.length >= 4, `${writing.length} policy loop commands`);
-    for (const s of writing) assert.match(s.command, /(^|\| )npx waygate policy /);
+    for (const s of writing) assert.match(s.command, /(^|\|\s+)npx waygate policy /);
     for (const s of reviewing) assert.match(s.command, /^npx waygate audit /, 'the one way to run the CLI');
     // Both sections read the same log, the one npm start writes.
     for (const s of reviewing) assert.match(s.command, /\.waygate\/(audit\.jsonl|\*\.jsonl)/);
