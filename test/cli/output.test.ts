@@ -73,6 +73,7 @@ describe('the -o, --output vocabulary', () => {
       'waygate audit replay': ['text', 'json', 'markdown', 'yaml'],
       'waygate certs init': ['text', 'json', 'yaml'],
       'waygate certs issue': ['text', 'json', 'yaml'],
+      'waygate doctor': ['text', 'json'],
     });
   });
 
