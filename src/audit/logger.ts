@@ -45,8 +45,12 @@ export type AuditOnFailure = 'deny' | 'allow';
 export const SLOW_AFTER_MS = 1000;
 /** Longest an allowed CONNECT waits for its decision record to be written (then `audit_unavailable`). */
 export const WRITE_AHEAD_BOUND_MS = 1000;
-/** Longest `end()` waits for the queue to be written before dropping (and counting) the rest. */
-export const END_TIMEOUT_MS = 5000;
+/**
+ * Longest `end()` waits for the queue to be written before dropping (and counting) the rest. With
+ * the 0.5 s the data plane gives the last close records (src/gateway/data-plane.ts), a shutdown
+ * ends within the drain deadline plus 5 s (docs/operating.md, "Audit log guarantees").
+ */
+export const END_TIMEOUT_MS = 4500;
 /** Default bound of the queue: a stall longer than this many bytes of records drops records. */
 export const DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024;
 /** Retry delays of a failed write: from the first to the last, doubling. */

@@ -72,7 +72,7 @@ export interface DataPlane {
  * a few event-loop turns after the reset. Bounded (the sessions are destroyed already): a stream
  * that never reports its close costs its record, never the shutdown.
  */
-const TUNNELS_GONE_BOUND_MS = 2000;
+const TUNNELS_GONE_BOUND_MS = 500;
 async function tunnelsGone(rt: GatewayRuntime): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([

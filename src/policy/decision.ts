@@ -40,10 +40,10 @@ export const ALL_REASONS: readonly Reason[] = [
 
 /**
  * Transport reasons written after the policy engine ALLOWED (src/hbone/connect-handler.ts): the
- * destination is outside the allowed networks, it could not be reached, or it refused the
- * gateway. Review tools count them as policy allows, and replay re-decides them as such.
+ * destination is outside the allowed networks, it could not be reached, it refused the
+ * gateway, or the decision record could not be written (`audit_unavailable`). Review tools count them as policy allows, and replay re-decides them as such.
  */
-export const AFTER_POLICY_ALLOW_REASONS: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed', 'upstream_denied']);
+export const AFTER_POLICY_ALLOW_REASONS: ReadonlySet<string> = new Set(['destination_not_allowed', 'upstream_failed', 'upstream_denied', 'audit_unavailable']);
 
 export type PolicyAction = 'ALLOW' | 'DENY' | 'AUDIT';
 export type PolicyMode = 'Enforce' | 'DryRun';
