@@ -99,7 +99,7 @@ describe('the operational log on a terminal', () => {
       text += c.toString().replace(/\u001b\[[0-9;]*m/g, '').replace(/\r/g, '');
       onText?.();
     });
-    const waitFor = (re: RegExp): Promise<RegExpMatchArray> => within(new Promise((resolve) => {
+    const waitFor = (re: RegExp): Promise<RegExpMatchArray> => within(new Promise<RegExpMatchArray>((resolve) => {
       const check = (): void => {
         const m = text.match(re);
         if (m) resolve(m);
