@@ -22,6 +22,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { X509Certificate } from 'node:crypto';
+import { parse as parseYaml } from 'yaml';
 import { WaygateError } from '../errors.ts';
 import { chainsToAnchor, parsePemCertificates } from '../identity/trust-bundle.ts';
 import { uriSansFromDer } from '../identity/peer-identity.ts';
@@ -232,6 +233,17 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     add({ id: 'gateway.class', status: 'skipped', message: 'no Gateway to read the class of' });
   }
 
+  // Gateways of the class elsewhere: a waygate deployment serves only its own namespace's (the
+  // Hostname address names a Service there). Reported only when there are some (and listable).
+  if (gateway) {
+    const all = await got(() => custom.listCustomObjectForAllNamespaces({ group: GATEWAY_API_GROUP, version: 'v1', plural: 'gateways' }) as Promise<{ items: GatewayObject[] }>);
+    const elsewhere = all.ok ? all.value.items.filter((g) => g.spec?.gatewayClassName === gateway.spec.gatewayClassName && g.metadata.namespace !== ns) : [];
+    if (elsewhere.length > 0) {
+      add({ id: 'gateway.others', status: 'warn', message: `Gateway(s) ${elsewhere.map((g) => `${g.metadata.namespace}/${g.metadata.name}`).join(', ')} of class ${gateway.spec.gatewayClassName} are not in ${ns}: the waygate in ${ns} does not serve them (no controller writes their status unless a waygate runs in their namespace)`,
+        fix: `delete them, or run waygate in their namespace; a fronted namespace points at ${ns}/${opts.gateway} with ${USE_WAYPOINT_NS_LABEL}` });
+    }
+  }
+
   // 3. The HBONE listener.
   const hbone = gateway?.spec.listeners?.find((l) => l.port === HBONE_PORT && l.protocol === HBONE_PROTOCOL);
   if (!gateway) add({ id: 'gateway.listener', status: 'skipped', message: 'no Gateway' });
@@ -314,6 +326,18 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   }
   if (!dep.ok) add({ id: 'pods.ready', status: 'skipped', message: 'no Deployment to find the pods of' });
 
+  // The gateway's own config (the ConfigMap the Deployment mounts): what it discovers and whether it registers.
+  const gwConfig = template ? await readGatewayConfig(core, ns, template) : undefined;
+  const configNamespaces = gwConfig?.spec.discovery?.kubernetes?.namespaces;
+  if (!template) add({ id: 'config', status: 'skipped', message: 'no Deployment to find the config of' });
+  else if (!gwConfig) add({ id: 'config', status: 'skipped', message: `no GatewayConfig found in the ConfigMaps Deployment ${ns}/${deployName} mounts` });
+  else if (gwConfig.spec.registration?.enabled !== true) {
+    add({ id: 'config', status: 'warn', message: `${gwConfig.source}: registration.enabled is not true: nothing keeps the Gateway's status true, and a recreated Gateway silently drops waygate out of the path`,
+      fix: 'set registration.enabled: true (examples/kubernetes/gateway.yaml) and grant its RBAC (examples/kubernetes/rbac.yaml)' });
+  } else {
+    add({ id: 'config', status: 'ok', message: `${gwConfig.source}: registration enabled${configNamespaces ? `, discovery.kubernetes.namespaces ${configNamespaces.join(', ')}` : ''}` });
+  }
+
   await certificateChecks({ core, ns, template, serviceAccount, trustDomain: opts.trustDomain, deployName }, add);
 
   // 7. The fronted namespaces.
@@ -321,6 +345,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   if (fronted.size === 0) {
     const expr = (hbone?.allowedRoutes as AllowedRoutes | undefined)?.namespaces?.selector?.matchExpressions?.find((e) => e.key === 'kubernetes.io/metadata.name' && e.operator === 'In');
     for (const v of expr?.values ?? []) fronted.add(v);
+    for (const v of configNamespaces ?? []) fronted.add(v);
     const labelled = await got(() => core.listNamespace({ labelSelector: `${USE_WAYPOINT_LABEL}=${opts.gateway}` }));
     if (labelled.ok) {
       for (const n of labelled.value.items) {
@@ -331,7 +356,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     }
   }
   if (fronted.size === 0) {
-    add({ id: 'namespaces', status: 'warn', message: 'no fronted namespace found (none named by the listener\'s allowedRoutes, none labelled to use this waypoint)', fix: 'pass --fronted shop,... to check them' });
+    add({ id: 'namespaces', status: 'warn', message: 'no fronted namespace found (none named by the listener\'s allowedRoutes, the config\'s discovery.kubernetes.namespaces or a use-waypoint label)', fix: 'pass --fronted shop,... to check them' });
   }
   for (const name of [...fronted].sort()) {
     const n = await got(() => core.readNamespace({ name }));
@@ -360,6 +385,12 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
       else add({ id: `namespace/${name}.allowedRoutes`, status: 'fail', message: `listener ${hbone.name}'s allowedRoutes do not admit namespace ${name}: istiod does not use this waypoint for it`,
         fix: `add ${name} to the listener's allowedRoutes.namespaces selector (kubernetes.io/metadata.name In [...]: examples/kubernetes/gateway-api.yaml)` });
     }
+    if (configNamespaces) {
+      add(configNamespaces.includes(name)
+        ? { id: `namespace/${name}.discovery`, status: 'ok', message: `waygate discovers the Services and Pods of ${name}` }
+        : { id: `namespace/${name}.discovery`, status: 'fail', message: `${gwConfig!.source} does not list ${name} in discovery.kubernetes.namespaces: waygate refuses tunnels to its services (503, unknown destination)`,
+            fix: `add ${name} to discovery.kubernetes.namespaces and a Role/RoleBinding for it (examples/kubernetes/rbac.yaml)` });
+    }
     const aps = await got(() => custom.listNamespacedCustomObject({ group: 'security.istio.io', version: 'v1', namespace: name, plural: 'authorizationpolicies' }) as Promise<{ items: AuthzPolicy[] }>);
     if (!aps.ok) add({ id: `namespace/${name}.lockdown`, status: 'skipped', message: unreadable(`AuthorizationPolicies in ${name}`, aps) });
     else add(lockdownCheck(`namespace/${name}.lockdown`, name, principal, aps.value.items));
@@ -368,6 +399,28 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   const summary: Record<CheckStatus, number> = { ok: 0, warn: 0, fail: 0, skipped: 0 };
   for (const c of checks) summary[c.status]++;
   return { server: loaded.server, credentials: loaded.from, namespace: ns, gateway: opts.gateway, fronted: [...fronted].sort(), checks, summary };
+}
+
+interface GatewayConfigView {
+  /** `ConfigMap ns/name key`. */
+  source: string;
+  spec: { discovery?: { kubernetes?: { namespaces?: string[] } | null }; registration?: { enabled?: boolean } };
+}
+
+/** The first `kind: GatewayConfig` document in the ConfigMaps the pod template mounts. */
+async function readGatewayConfig(core: import('@kubernetes/client-node').CoreV1Api, ns: string, template: import('@kubernetes/client-node').V1PodTemplateSpec): Promise<GatewayConfigView | undefined> {
+  for (const name of (template.spec?.volumes ?? []).map((v) => v.configMap?.name).filter((n): n is string => !!n)) {
+    const cm = await got(() => core.readNamespacedConfigMap({ name, namespace: ns }));
+    if (!cm.ok) continue;
+    for (const [key, text] of Object.entries(cm.value.data ?? {})) {
+      if (!/\.ya?ml$/.test(key)) continue;
+      let doc: unknown;
+      try { doc = parseYaml(text); } catch { continue; }
+      const d = doc as { kind?: unknown; spec?: GatewayConfigView['spec'] } | null;
+      if (d?.kind === 'GatewayConfig' && d.spec && typeof d.spec === 'object') return { source: `ConfigMap ${ns}/${name} ${key}`, spec: d.spec };
+    }
+  }
+  return undefined;
 }
 
 type Pod = import('@kubernetes/client-node').V1Pod;

@@ -37,6 +37,11 @@ before(async () => {
 });
 after(() => new Promise((r) => readyServer.close(r)));
 
+const GATEWAY_YAML = [
+  'apiVersion: waygate.dev/v1alpha1', 'kind: GatewayConfig', 'metadata: { name: waygate }', 'spec:',
+  '  discovery:', '    kubernetes:', '      namespaces: [shop]', '  registration:', '    enabled: true', '',
+].join('\n');
+
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
 /** A deployment as examples/kubernetes/ lays it out, every piece right. */
@@ -70,7 +75,7 @@ function goodDeployment(opts: { certSa?: string } = {}): KubeObject[] {
         selector: { matchLabels: { 'app.kubernetes.io/name': 'waygate' } },
         template: {
           metadata: { labels: podLabels },
-          spec: { serviceAccountName: 'waygate', containers: [container], volumes: [{ name: 'config', configMap: { name: 'waygate-config' } }, { name: 'tls', secret: { secretName: 'waygate-tls' } }] },
+          spec: { serviceAccountName: 'waygate', containers: [container], volumes: [{ name: 'config', configMap: { name: 'waygate-config-5h8k2m' } }, { name: 'tls', secret: { secretName: 'waygate-tls' } }] },
         },
       },
     },
@@ -82,6 +87,8 @@ function goodDeployment(opts: { certSa?: string } = {}): KubeObject[] {
     { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'waygate-tls', namespace: NS }, type: 'kubernetes.io/tls',
       data: { 'tls.crt': b64(cert.chainPem), 'tls.key': b64(cert.keyPem), 'ca.crt': b64(pki.trustBundlePem) } },
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'istio-ca-root-cert', namespace: NS }, data: { 'root-cert.pem': pki.trustBundlePem } },
+    // kustomize's configMapGenerator adds a hash suffix: the Deployment names the generated one.
+    { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'waygate-config-5h8k2m', namespace: NS }, data: { 'gateway.yaml': GATEWAY_YAML } },
     { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'waygate-lockdown', namespace: 'shop' },
       spec: { action: 'DENY', rules: [{ from: [{ source: { notPrincipals: ['cluster.local/ns/waygate/sa/waygate'] } }] }] } },
   ];
@@ -117,25 +124,25 @@ async function withApi(objects: KubeObject[], fn: (api: FakeKubeApi) => Promise<
 }
 
 describe('waygate doctor', () => {
-  test('a good deployment: every check ok, fronted namespaces read from the Gateway and the labels, exit 0', async () => {
+  test('a good deployment: every check ok, fronted namespaces read from the Gateway, the config and the labels, exit 0', async () => {
     await withApi(goodDeployment(), async (api) => {
       const r = await runDoctor(options(api));
       assert.deepEqual(r.checks.filter((c) => c.status !== 'ok'), []);
       assert.deepEqual(r.fronted, ['shop']);
       assert.deepEqual(r.checks.map((c) => c.id), [
         'gateway', 'gateway.class', 'gateway.listener', 'gateway.status.addresses', 'gateway.status.conditions',
-        'pods.label', 'pods.ready', 'certificate.identity', 'certificate.root',
-        'namespace/shop.labels', 'namespace/shop.allowedRoutes', 'namespace/shop.lockdown',
+        'pods.label', 'pods.ready', 'config', 'certificate.identity', 'certificate.root',
+        'namespace/shop.labels', 'namespace/shop.allowedRoutes', 'namespace/shop.discovery', 'namespace/shop.lockdown',
       ]);
       assert.match(byId(r, 'certificate.identity').message, /spiffe:\/\/cluster.local\/ns\/waygate\/sa\/waygate/);
 
       const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!]);
       assert.equal(cli.value, 0, cli.stdout + cli.stderr);
       assert.match(cli.stdout, /^waygate doctor: Gateway waygate\/waygate via https:\/\/127\.0\.0\.1:\d+ .*fronting shop\n/);
-      assert.match(cli.stdout, /0 failed, 0 warning\(s\), 12 ok, 0 skipped\n$/);
+      assert.match(cli.stdout, /0 failed, 0 warning\(s\), 14 ok, 0 skipped\n$/);
       const json = await run(['doctor', '--kubeconfig', options(api).kubeconfig!, '-o', 'json']);
       const parsed = JSON.parse(json.stdout) as DoctorReport;
-      assert.deepEqual(parsed.summary, { ok: 12, warn: 0, fail: 0, skipped: 0 });
+      assert.deepEqual(parsed.summary, { ok: 14, warn: 0, fail: 0, skipped: 0 });
     });
   });
 
@@ -161,8 +168,24 @@ describe('waygate doctor', () => {
       api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'payments', labels: { 'istio.io/dataplane-mode': 'ambient', 'istio.io/use-waypoint': 'waygate', 'istio.io/use-waypoint-namespace': NS } } });
       const r = await runDoctor(options(api));
       assert.deepEqual(r.fronted, ['payments', 'shop'], 'labelled namespaces are found too');
-      assert.deepEqual(failed(r), ['namespace/payments.allowedRoutes', 'namespace/payments.lockdown']);
+      assert.deepEqual(failed(r), ['namespace/payments.allowedRoutes', 'namespace/payments.discovery', 'namespace/payments.lockdown']);
+      assert.match(byId(r, 'namespace/payments.discovery').message, /does not list payments in discovery\.kubernetes\.namespaces: waygate refuses tunnels to its services/);
       assert.match(byId(r, 'namespace/payments.allowedRoutes').message, /do not admit namespace payments/);
+    });
+  });
+
+  test('registration off in the mounted config, and a Gateway of the class in another namespace: warnings', async () => {
+    const objects = goodDeployment();
+    objects.find((o) => o.metadata.name === 'waygate-config-5h8k2m')!['data'] = { 'gateway.yaml': GATEWAY_YAML.replace('enabled: true', 'enabled: false') };
+    await withApi(objects, async (api) => {
+      api.apply({ apiVersion: GW_API, kind: 'Gateway', metadata: { name: 'waygate', namespace: 'shop' }, spec: { gatewayClassName: 'waygate', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] } });
+      const r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), []);
+      assert.deepEqual(r.checks.filter((c) => c.status === 'warn').map((c) => c.id), ['gateway.others', 'config']);
+      assert.match(byId(r, 'gateway.others').message, /shop\/waygate of class waygate are not in waygate/);
+      assert.match(byId(r, 'config').message, /ConfigMap waygate\/waygate-config-5h8k2m gateway\.yaml: registration\.enabled is not true/);
+      const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!]);
+      assert.equal(cli.value, 0, 'warnings alone are exit 0');
     });
   });
 
