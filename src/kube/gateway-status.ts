@@ -296,6 +296,9 @@ class CallError extends Error {
 type Informer<T> = import('@kubernetes/client-node').Informer<T & import('@kubernetes/client-node').KubernetesObject>
   & import('@kubernetes/client-node').ObjectCache<T & import('@kubernetes/client-node').KubernetesObject>;
 
+/** How long {@link GatewayRegistration.close} waits for a pass in flight. */
+const CLOSE_WAIT_MS = 2_000;
+
 /** Conflicts answered (re-read, re-compare, re-write) before the pass gives up and retries later. */
 const MAX_CONFLICT_RETRIES = 5;
 
@@ -459,16 +462,25 @@ export class GatewayRegistration extends EventEmitter {
         message: `GatewayClass ${reg.gatewayClassName} names controller ${gc.spec?.controllerName ?? '(none)'}, not ${reg.controllerName} (registration.controllerName): another controller owns it, waygate writes no status; use a class of its own` };
     }
     let writes = 0;
+    // The class's status is for people (kubectl get gatewayclass); the Gateways' is what istiod
+    // reads: a failure to write the first must not keep the second from being written.
+    let classError: unknown;
     const classStatus = desiredClassStatus(gc, reg.controllerName);
     if (!isDeepStrictEqual(classStatus, gc.status ?? {})) {
-      writes += await this.#writeClassStatus(gc);
+      try {
+        writes += await this.#writeClassStatus(gc);
+      } catch (err) {
+        classError = err;
+      }
     }
     if (ours.length === 0) {
+      if (classError) throw classError;
       return { state: 'gateway_missing', writes, gateways: [],
         message: `no Gateway of class ${reg.gatewayClassName} in namespace ${this.namespace}: istiod has no waypoint for the fronted namespaces; create it (examples/kubernetes/gateway-api.yaml). A Gateway of this class in another namespace is not served by this deployment (its Service is here)` };
     }
     const service = await this.#readService();
     for (const gw of ours) writes += await this.#writeGatewayStatus(gw, service);
+    if (classError) throw classError;
     const svcName = `${this.namespace}/${reg.serviceName}`;
     if (!service) {
       return { state: 'service_missing', writes, gateways: names,
@@ -601,7 +613,11 @@ export class GatewayRegistration extends EventEmitter {
     for (const t of this.#restartTimers) clearTimeout(t);
     this.#restartTimers.clear();
     await Promise.all([this.#classes?.stop(), this.#gateways?.stop()]);
-    await this.#idle;
+    // A pass in flight is waited for, within a bound: a call to an API server that stopped
+    // answering must not hold up the drain (the write, if it lands, is conditional anyway).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#idle, new Promise<void>((r) => { timer = setTimeout(r, CLOSE_WAIT_MS); })]);
+    clearTimeout(timer);
   }
 }
 

@@ -229,6 +229,17 @@ describe('registration controller', () => {
     assert.equal(forbiddenLines, 1, 'the same refusal is logged once, not once per retry');
   });
 
+  test('the class status refused (403): the Gateway status is still written, and the state says forbidden naming the ClusterRole rule', async () => {
+    const h = await harness([gatewayClass(), service()]);
+    h.api.forbid('update', 'gatewayclasses/status');
+    await h.until(() => h.reg.state === 'forbidden', 'forbidden');
+    h.api.apply(gateway());
+    await h.until(() => condition(h.status(), 'Programmed')?.status === 'True', 'the Gateway status written');
+    assert.equal(h.reg.state, 'forbidden');
+    const line = h.logs.find((l) => l['state'] === 'forbidden')!;
+    assert.equal(line['rule'], 'a ClusterRole bound to waygate\'s ServiceAccount needs {apiGroups: ["gateway.networking.k8s.io"], resources: [gatewayclasses/status], resourceNames: [waygate], verbs: [update]} (examples/kubernetes/rbac.yaml)');
+  });
+
   test('a watch refused by RBAC names the watch rule (cluster-scoped: a ClusterRole)', async () => {
     const api = await startFakeKubeApi();
     api.forbid('list', 'gatewayclasses');
