@@ -223,6 +223,15 @@ const CERTIFICATE_ALERTS: [RegExp, string][] = [
   [/ACCESS_DENIED/, 'access denied'],
 ];
 
+/** The first system or TLS error code in `err`'s cause chain. */
+function causeCode(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code && !code.startsWith('WG_')) return code;
+  }
+  return undefined;
+}
+
 /** The certificate alert somewhere in `err`'s cause chain, in words. */
 function alertReason(err: unknown): string | null {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
@@ -308,7 +317,10 @@ async function runConnect(authority: string | undefined, opts: ConnectOptions): 
     const alert = alertReason(err);
     if (alert) return rejected(alert);
     // WG_CERT here is the other direction: this client does not trust the gateway's certificate.
-    const hint = err instanceof WaygateError && err.code === 'WG_CERT' ? ` (the gateway's certificate does not verify against --ca ${files.caFile})` : '';
+    const refused = causeCode(err) === 'ECONNREFUSED';
+    const hint = err instanceof WaygateError && err.code === 'WG_CERT'
+      ? ` (the gateway's certificate does not verify against --ca ${files.caFile})`
+      : refused ? `: is a gateway running there? (\`npm start\` listens on ${DEFAULT_ADDRESS}; --address picks another)` : '';
     return problem(`${(err as Error).message}${hint}`, EXIT_USAGE);
   }
   // The gateway's SETTINGS frame is the sign it accepted the connection: a server that rejects

@@ -111,6 +111,13 @@ describe('waygate connect against the embedded gateway', () => {
     assert.match(r.stderr, /the gateway rejected this certificate \(expired\.crt\): expired on \d{4}-/);
   });
 
+  test('nothing listening at --address: the refusal, and a hint that no gateway runs there', async () => {
+    // Port 1 (tcpmux) is privileged and unused on a test machine: the connection is refused.
+    const r = await runWaygate(['connect', `${backends.host}:${API_PORT}`, '--identity', 'prod/frontend', '--address', '127.0.0.1:1'], { cwd: work });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /ECONNREFUSED.*: is a gateway running there\? \(`npm start` listens on 127\.0\.0\.1:15008; --address picks another\)/);
+  });
+
   test('a key that does not match its certificate names both files, exit 2, nothing sent', async () => {
     const other = issueLeaf({ ca: readCaFiles(pki()), spiffeId: 'spiffe://cluster.local/ns/prod/sa/other' });
     writeFileSync(path.join(work, 'other.key'), other.keyPem);
