@@ -63,6 +63,9 @@ function applyExampleCluster(api: FakeKubeApi): KubeObject {
       data: { 'tls.crt': b64(cert.chainPem), 'tls.key': b64(cert.keyPem), 'ca.crt': b64(testPki().trustBundlePem) } });
     // istiod publishes the mesh root in every namespace.
     api.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'istio-ca-root-cert', namespace: ns }, data: { 'root-cert.pem': testPki().trustBundlePem } });
+    // kustomize's configMapGenerator (kustomization.yaml): the gateway config, under the name the Deployment mounts.
+    const configVolume = (o['spec']['template']['spec']['volumes'] as Obj[]).find((v) => v['name'] === 'config')!;
+    api.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: configVolume['configMap']['name'], namespace: ns }, data: { 'gateway.yaml': readFileSync(join(EXAMPLE_DIR, 'gateway.yaml'), 'utf8') } });
   }
   return gateway as KubeObject;
 }
