@@ -200,11 +200,12 @@ describe('waygate serve flags (the CLI)', () => {
     assert.doesNotMatch(stdout, /PRIVATE KEY/);
   });
 
-  test('a bad flag value prints usage and exits 2', async () => {
+  test('a bad flag value prints one error line and a hint (not the whole usage) and exits 2', async () => {
     await assert.rejects(run(process.execPath, [BIN, 'serve', '--listen', 'nowhere']), (err: { code: number; stderr: string }) => {
       assert.equal(err.code, 2);
       assert.match(err.stderr, /nowhere/);
-      assert.match(err.stderr, /Usage: waygate serve/);
+      assert.match(err.stderr, /\nhint: `waygate serve --help` lists its arguments, flags and the values they take\n$/);
+      assert.doesNotMatch(err.stderr, /Usage: waygate serve/);
       return true;
     });
   });
