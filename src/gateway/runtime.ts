@@ -214,10 +214,18 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   // stays false until then). HBONE to mesh endpoints presents the gateway's own certificate, the one the
   // listener serves (rotated with it).
   let waypoint: Waypoint | null = null;
+  // Held like the policy's start-up record: a snapshot that never served is not recorded.
+  const writeMeshRecord = opts.onMeshReload ?? ((r: MeshReloadRecord) => audit.reload(r));
+  let heldMeshRecords: MeshReloadRecord[] | null = [];
   if (discoveryConfigured(config)) {
     try {
-      waypoint = await startWaypoint(config, () => tls.current, log, metrics, audit, opts.onMeshReload);
+      waypoint = await startWaypoint(config, () => tls.current, log, metrics, audit, (r) => {
+        if (heldMeshRecords) heldMeshRecords.push(r);
+        else writeMeshRecord(r);
+      });
     } catch (err) {
+      // A discovery load that stops the start is recorded: it is why the gateway did not start.
+      for (const r of heldMeshRecords ?? []) writeMeshRecord(r);
       tls.close();
       throw err;
     }
@@ -262,6 +270,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   const held = heldRecords;
   heldRecords = null;
   for (const r of held) deliver(r);
+  const heldMesh = heldMeshRecords;
+  heldMeshRecords = null;
+  for (const r of heldMesh) writeMeshRecord(r);
   const hboneAddress = address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
 
   // Certificate rotation: new handshakes get the new material, live connections keep theirs.

@@ -190,6 +190,16 @@ describe('waygate serve: start-up failures', () => {
       assert.equal((meshRecord['errors'] as unknown[]).length, 2);
     });
 
+    it('that loads, with the HBONE port in use: exit 1, no reload record (neither mesh nor policy)', async () => {
+      const cfg = config();
+      const mesh = join(cfg.policyDir, '..', 'mesh.yaml');
+      writeFileSync(mesh, 'apiVersion: waygate.dev/v1alpha1\nkind: Mesh\nservices: []\nworkloads: []\n');
+      const f = await failedStart(spawnServe(['--config', cfg.configFile, '--mesh', mesh, '--listen', held.address]));
+      assertOneLine(f, /EADDRINUSE/);
+      assert.ok(f.all.some((l) => l.includes('discovery snapshot applied')), f.all.join('\n'));
+      assert.deepEqual(auditRecords(cfg.auditFile), []);
+    });
+
     it('with several workers is refused (WG_CONFIG) rather than run one discovery source per worker', async () => {
       const cfg = config();
       const mesh = join(cfg.policyDir, '..', 'mesh.yaml');
