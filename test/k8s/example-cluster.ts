@@ -74,9 +74,10 @@ function applyExampleCluster(api: FakeKubeApi): KubeObject {
  * Starts the fake API with the example's cluster and `waygate serve --config <the example's
  * config>` (`bin`: an entry point other than this repository's), waits for the registration's ok
  * line, reads readiness and stops the gateway with SIGTERM; `inspect` then runs while the API
- * server is still up (its requests are not in the result).
+ * server is still up (its requests are not in the result). `cwd`: the gateway's working directory
+ * (default: a temporary one; every path in its config is absolute).
  */
-export async function runExampleAgainstFakeApi(opts: { bin?: string; inspect?: (kubeconfig: string) => Promise<void> } = {}): Promise<ExampleRun> {
+export async function runExampleAgainstFakeApi(opts: { bin?: string; cwd?: string; inspect?: (kubeconfig: string) => Promise<void> } = {}): Promise<ExampleRun> {
   const api = await startFakeKubeApi();
   const work = mkdtempSync(join(tmpdir(), 'waygate-k8s-example-'));
   try {
@@ -105,7 +106,7 @@ export async function runExampleAgainstFakeApi(opts: { bin?: string; inspect?: (
     const container = deployment['spec']['template']['spec']['containers'][0];
     const env: NodeJS.ProcessEnv = Object.fromEntries((container['env'] as Obj[]).filter((e) => 'value' in e).map((e) => [e['name'], e['value']]));
     env['POD_NAMESPACE'] = deployment['metadata']['namespace'];
-    const gateway = await startServe(['--config', configFile, '--drain-timeout-ms', '1000'], { cwd: work, env, ...(opts.bin ? { bin: opts.bin } : {}) });
+    const gateway = await startServe(['--config', configFile, '--drain-timeout-ms', '1000'], { cwd: opts.cwd ?? work, env, ...(opts.bin ? { bin: opts.bin } : {}) });
     let readyStatus = 0;
     try {
       await gateway.waitForLine((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('registration:') && l['state'] === 'ok', { what: 'registration ok line' });

@@ -92,6 +92,12 @@ describe('the container image: the runtime stage\'s files alone run waygate', { 
   let app: string;
   let work: string;
   let entry: string;
+  /** Every path under the image's files with its size and mtime, before anything ran. */
+  let before0: Map<string, string>;
+  const snapshot = (): Map<string, string> => new Map(listFiles(app).map((f) => {
+    const st = statSync(path.join(app, f));
+    return [f, `${st.size}:${st.mtimeMs}`];
+  }));
 
   before(() => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'waygate-image-'));
@@ -129,6 +135,7 @@ describe('the container image: the runtime stage\'s files alone run waygate', { 
     // policies/ from it and mints its development PKI into it.
     work = path.join(tmp, 'work');
     cpSync(path.join(REPO, 'policies'), path.join(work, 'policies'), { recursive: true });
+    before0 = snapshot();
   }, { timeout: 600_000 });
 
   after(() => {
@@ -162,13 +169,14 @@ describe('the container image: the runtime stage\'s files alone run waygate', { 
   });
 
   test('waygate --version', () => {
-    const r = spawnSync(process.execPath, [entry, '--version'], { cwd: work, encoding: 'utf8' });
+    // From the image's WORKDIR, as the container runs it.
+    const r = spawnSync(process.execPath, [entry, '--version'], { cwd: app, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, `${pkg.version}\n`);
   });
 
   test('waygate policy check', () => {
-    const r = spawnSync(process.execPath, [entry, 'policy', 'check', 'policies'], { cwd: work, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [entry, 'policy', 'check', path.join(work, 'policies')], { cwd: app, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stdout + r.stderr);
   });
 
@@ -192,10 +200,17 @@ describe('the container image: the runtime stage\'s files alone run waygate', { 
   });
 
   test('waygate serve with the Kubernetes example\'s config: discovery syncs and the Gateway is registered', async () => {
-    const run = await runExampleAgainstFakeApi({ bin: entry });
+    const run = await runExampleAgainstFakeApi({ bin: entry, cwd: app });
     assert.equal(run.readyStatus, 200, run.stderr);
     assert.equal(run.exitCode, 0, run.stderr);
     const conditions = (run.gateway['status'] as { conditions: { type: string; status: string }[] }).conditions;
     assert.ok(conditions.some((c) => c.type === 'Programmed' && c.status === 'True'), JSON.stringify(conditions));
+  });
+
+  test('nothing above wrote under the image\'s files (the Deployment mounts the root filesystem read-only)', () => {
+    // --version, policy check and serve with the Kubernetes config ran with the image's WORKDIR as
+    // their working directory (the embedded default mints its PKI into its own, elsewhere). The
+    // tests run as root here, so file modes cannot show a write; what is there afterwards can.
+    assert.deepEqual(snapshot(), before0);
   });
 });
