@@ -440,7 +440,14 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
 
   function retry(): void {
     retryTimer = null;
-    if (destroyed || !inFlight) return;
+    if (destroyed) return;
+    if (!inFlight) {
+      // Nothing of ours was being written (an exit-path write failed): try the queue again; its
+      // write fails again if the destination still does.
+      setHealth(queuedBytes > lowWaterBytes ? 'slow' : 'ok', backlogFull);
+      schedulePump();
+      return;
+    }
     try {
       writeBuf(EMPTY);
     } catch {
