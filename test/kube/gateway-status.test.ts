@@ -15,6 +15,8 @@ import { GatewayRegistration, desiredGatewayStatus, type GatewayObject, type Gat
 import { createOpsLogger } from '../../src/telemetry/log.ts';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../helpers/fake-kube-api.ts';
 import { allowPolicy, startTestGateway } from '../gateway/fixture.ts';
+import { ConfigError, parseConfigText } from '../../src/config/load.ts';
+import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
 
 const NS = 'waygate';
 const GW_API = 'gateway.networking.k8s.io/v1';
@@ -360,6 +362,29 @@ describe('waygate serve with registration enabled (the composition root)', () =>
         else process.env[k] = v;
       }
     }
+  });
+});
+
+describe('config registration', () => {
+  const doc = (body: string): string => `apiVersion: waygate.dev/v1alpha1\nkind: GatewayConfig\nmetadata: { name: x }\nspec:\n  registration:\n${body}`;
+
+  test('off by default; a file sets it; --print-config shows it and the printed config loads back', () => {
+    assert.deepEqual(resolveConfig({ env: {} }).config.registration,
+      { enabled: false, gatewayClassName: 'waygate', controllerName: 'waygate.dev/gateway-controller', namespace: '', serviceName: 'waygate' });
+    const layer = parseConfigText(doc('    enabled: true\n    namespace: gw\n    serviceName: front\n'), 'gateway.yaml');
+    assert.deepEqual(layer.registration, { enabled: true, namespace: 'gw', serviceName: 'front' });
+    const printed = configToYaml(resolveConfig({ env: {} }));
+    assert.match(printed, /\n  registration:\n    enabled: false\n    gatewayClassName: waygate\n/);
+    const back = parseConfigText(printed.replace(/^#.*\n/, ''), 'printed.yaml');
+    assert.equal(back.registration?.controllerName, 'waygate.dev/gateway-controller');
+  });
+
+  test('names that are not Kubernetes names are load errors at their line, with the field path', () => {
+    assert.throws(() => parseConfigText(doc('    namespace: Bad_NS\n    controllerName: nope\n    unknown: 1\n'), 'gateway.yaml'), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.diagnostics.map((d) => `${d.line} ${d.path}`), ['6 spec.registration.namespace', '7 spec.registration.controllerName', '8 spec.registration.unknown']);
+      return true;
+    });
   });
 });
 
