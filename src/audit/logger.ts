@@ -217,6 +217,7 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
   let backlogFull = false;
   let refusing = false;
   let writeErrors = 0;
+  let writes = 0;
   let droppedRecords = 0;
   let lastError: Error | null = null;
   let ended = false;
@@ -234,7 +235,7 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
   let idleWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
 
   const health = (): AuditHealth => ({
-    state, backlogFull, refusing, writeErrors, droppedRecords, queuedBytes, lastError: lastError?.message ?? null,
+    state, backlogFull, refusing, writes, writeErrors, droppedRecords, queuedBytes, lastError: lastError?.message ?? null,
   });
 
   const setHealth = (next: AuditState, full: boolean): void => {
@@ -356,6 +357,7 @@ export function createAuditLogger(options: AuditLoggerOptions): AuditLogger {
     inFlightSince = performance.now();
     slowTimer = setTimeout(onSlow, SLOW_AFTER_MS);
     slowTimer.unref();
+    writes++;
     writeBuf(lines.length === 1 ? lines[0]! : Buffer.concat(lines, bytes));
   }
 

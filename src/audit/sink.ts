@@ -33,6 +33,8 @@ export interface AuditHealth {
   backlogFull: boolean;
   /** New CONNECTs are refused with `audit_unavailable` (onFailure `deny`, and failed or backlog full). */
   refusing: boolean;
+  /** Groups handed to a write call so far (records per write = group commit at work). */
+  writes: number;
   /** Failed write (or fsync) calls so far. */
   writeErrors: number;
   /** Records dropped so far (buffer full, or still queued when the shutdown deadline passed). */

@@ -475,6 +475,10 @@ const AUDIT_STATE_VALUE = { ok: 0, slow: 1, failed: 2 } as const;
  */
 export function registerAuditMetrics(registry: Registry, health: () => AuditHealth): void {
   new Counter({
+    name: 'waygate_audit_writes_total', help: 'Groups of audit records handed to one write call (group commit: the records of one event-loop turn).', registers: [registry],
+    collect(): void { this.reset(); this.inc(health().writes); },
+  });
+  new Counter({
     name: 'waygate_audit_write_errors_total', help: 'Audit log write (or fsync) calls that failed: ENOSPC, EIO, EPIPE. Alert on any increase.', registers: [registry],
     collect(): void { this.reset(); this.inc(health().writeErrors); },
   });

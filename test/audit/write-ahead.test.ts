@@ -45,6 +45,20 @@ describe('audit write-ahead', () => {
     await sink.end();
   });
 
+  it('group commit: the records of one event-loop turn go out in one write; audit.sync always writes one per record', async () => {
+    const f = path.join(dir, 'group.jsonl');
+    const sink = createAuditLogger({ destination: f });
+    const before = sink.health().writes;
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => sink.decisionAhead(decision(`g-${i}`))));
+    assert.ok(results.every((r) => r === 'written'));
+    assert.equal(sink.health().writes - before, 1);
+    await sink.end();
+    const always = createAuditLogger({ destination: path.join(dir, 'always.jsonl'), sync: 'always' });
+    await Promise.all([0, 1, 2].map((i) => always.decisionAhead(decision(`a-${i}`))));
+    assert.equal(always.health().writes, 3);
+    await always.end();
+  });
+
   it('a write that does not return (a FIFO nobody reads): slow, no write error; a queued record is withdrawn at the bound and never written', { skip: process.platform !== 'linux' && 'FIFO semantics of Linux' }, async () => {
     const fifo = path.join(dir, 'stalled.fifo');
     execFileSync('mkfifo', [fifo]);
