@@ -212,9 +212,11 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   }
 
   // 2. Its class.
+  let gatewayClassLabels: Record<string, string> | undefined;
   if (gateway) {
     const className = gateway.spec.gatewayClassName;
     const gc = await got(() => custom.getClusterCustomObject({ group: GATEWAY_API_GROUP, version: 'v1', plural: 'gatewayclasses', name: className }) as Promise<GatewayClassObject>);
+    if (gc.ok) gatewayClassLabels = gc.value.metadata.labels ?? {};
     if (!gc.ok) {
       add(gc.status === 404
         ? { id: 'gateway.class', status: 'fail', message: `GatewayClass ${className} not found: no controller writes the Gateway's status`, fix: 'kubectl apply -f examples/kubernetes/gateway-api.yaml' }
@@ -251,6 +253,16 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     add({ id: 'gateway.listener', status: 'fail', message: `${gwRef} has no listener on port ${HBONE_PORT} with protocol ${HBONE_PROTOCOL}: istiod then admits only the Gateway's own namespace`,
       fix: `add listeners: [{name: mesh, port: ${HBONE_PORT}, protocol: ${HBONE_PROTOCOL}, allowedRoutes: ...}] (examples/kubernetes/gateway-api.yaml)` });
   } else add({ id: 'gateway.listener', status: 'ok', message: `listener ${hbone.name}: port ${HBONE_PORT}, protocol ${HBONE_PROTOCOL}` });
+
+  // Which traffic istiod sends through the waypoint (waypoints.go: the Gateway's label, else its
+  // class's, else `service`).
+  if (gateway) {
+    const gcLabels = gatewayClassLabels ?? {};
+    const forValue = gateway.metadata.labels?.['istio.io/waypoint-for'] ?? gcLabels['istio.io/waypoint-for'];
+    if (forValue === 'all') add({ id: 'gateway.waypointFor', status: 'ok', message: 'istio.io/waypoint-for: all: traffic to the fronted Services and to their pods\' own addresses goes through waygate' });
+    else add({ id: 'gateway.waypointFor', status: 'warn', message: `istio.io/waypoint-for is ${forValue ?? 'not set (istiod: service)'}: traffic addressed to pod IPs (headless Services, StatefulSet pods) goes straight to the pods, around waygate's policies${forValue === 'workload' || forValue === 'none' ? ', and Service traffic too' : ''}`,
+      fix: `kubectl -n ${ns} label gateway ${opts.gateway} istio.io/waypoint-for=all` });
+  }
 
   // 4. Status addresses: what makes it a waypoint, and where istiod looks the hostname up.
   if (!gateway) add({ id: 'gateway.status.addresses', status: 'skipped', message: 'no Gateway' });

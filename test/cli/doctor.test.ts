@@ -53,7 +53,7 @@ function goodDeployment(opts: { certSa?: string } = {}): KubeObject[] {
     spec: { clusterIP: '10.96.0.50', clusterIPs: ['10.96.0.50'], ports: [{ name: 'hbone', port: 15008, targetPort: 15008 }] },
   };
   const gw = {
-    apiVersion: GW_API, kind: 'Gateway', metadata: { name: 'waygate', namespace: NS, generation: 1 },
+    apiVersion: GW_API, kind: 'Gateway', metadata: { name: 'waygate', namespace: NS, generation: 1, labels: { 'istio.io/waypoint-for': 'all' } },
     spec: {
       gatewayClassName: 'waygate',
       listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE', allowedRoutes: { namespaces: { from: 'Selector', selector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['shop'] }] } } } }],
@@ -130,7 +130,7 @@ describe('waygate doctor', () => {
       assert.deepEqual(r.checks.filter((c) => c.status !== 'ok'), []);
       assert.deepEqual(r.fronted, ['shop']);
       assert.deepEqual(r.checks.map((c) => c.id), [
-        'gateway', 'gateway.class', 'gateway.listener', 'gateway.status.addresses', 'gateway.status.conditions',
+        'gateway', 'gateway.class', 'gateway.listener', 'gateway.waypointFor', 'gateway.status.addresses', 'gateway.status.conditions',
         'pods.label', 'pods.ready', 'config', 'certificate.identity', 'certificate.root',
         'namespace/shop.labels', 'namespace/shop.allowedRoutes', 'namespace/shop.discovery', 'namespace/shop.lockdown',
       ]);
@@ -139,10 +139,10 @@ describe('waygate doctor', () => {
       const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!]);
       assert.equal(cli.value, 0, cli.stdout + cli.stderr);
       assert.match(cli.stdout, /^waygate doctor: Gateway waygate\/waygate via https:\/\/127\.0\.0\.1:\d+ .*fronting shop\n/);
-      assert.match(cli.stdout, /0 failed, 0 warning\(s\), 14 ok, 0 skipped\n$/);
+      assert.match(cli.stdout, /0 failed, 0 warning\(s\), 15 ok, 0 skipped\n$/);
       const json = await run(['doctor', '--kubeconfig', options(api).kubeconfig!, '-o', 'json']);
       const parsed = JSON.parse(json.stdout) as DoctorReport;
-      assert.deepEqual(parsed.summary, { ok: 14, warn: 0, fail: 0, skipped: 0 });
+      assert.deepEqual(parsed.summary, { ok: 15, warn: 0, fail: 0, skipped: 0 });
     });
   });
 
@@ -186,6 +186,22 @@ describe('waygate doctor', () => {
       assert.match(byId(r, 'config').message, /ConfigMap waygate\/waygate-config-5h8k2m gateway\.yaml: registration\.enabled is not true/);
       const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!]);
       assert.equal(cli.value, 0, 'warnings alone are exit 0');
+    });
+  });
+
+  test('waypoint-for service (or unset): a warning that pod-addressed traffic bypasses waygate', async () => {
+    const objects = goodDeployment();
+    const gw = objects.find((o) => o.kind === 'Gateway')!;
+    gw.metadata.labels = {};
+    await withApi(objects, async (api) => {
+      let r = await runDoctor(options(api));
+      assert.equal(byId(r, 'gateway.waypointFor').status, 'warn');
+      assert.match(byId(r, 'gateway.waypointFor').message, /not set \(istiod: service\): traffic addressed to pod IPs/);
+      // The class's label counts when the Gateway has none.
+      const gc = api.get(GW_API, 'GatewayClass', null, 'waygate')!;
+      api.apply({ ...gc, metadata: { ...gc.metadata, labels: { 'istio.io/waypoint-for': 'all' } } });
+      r = await runDoctor(options(api));
+      assert.equal(byId(r, 'gateway.waypointFor').status, 'ok');
     });
   });
 
