@@ -325,8 +325,10 @@ export class GatewayRegistration extends EventEmitter {
   #resyncTimer: NodeJS.Timeout | undefined;
   readonly #restartTimers = new Set<NodeJS.Timeout>();
   #idle: Promise<void> = Promise.resolve();
-  /** Per object (uid): the resourceVersion our last status write replaced, and the one it made. */
+  /** Per object (kind/name: bounded by the objects there are): the resourceVersion our last status write replaced, and the one it made. */
   readonly #lastWrites = new Map<string, { from: string; to: string }>();
+  /** The informers whose list has arrived at least once. */
+  readonly #listed = new Set<'gatewayclasses' | 'gateways'>();
 
   constructor(opts: RegistrationOptions) {
     super();
@@ -367,11 +369,13 @@ export class GatewayRegistration extends EventEmitter {
     this.#classes = k8s.makeInformer<GatewayClassObject & import('@kubernetes/client-node').KubernetesObject>(config,
       `/apis/${GATEWAY_API_GROUP}/${GATEWAY_API_VERSION}/gatewayclasses`,
       () => this.#call({ verb: 'list', group: GATEWAY_API_GROUP, resource: 'gatewayclasses', namespace: null },
-        () => custom.listClusterCustomObject({ group: GATEWAY_API_GROUP, version: GATEWAY_API_VERSION, plural: 'gatewayclasses' })));
+        () => custom.listClusterCustomObject({ group: GATEWAY_API_GROUP, version: GATEWAY_API_VERSION, plural: 'gatewayclasses' }))
+        .then((list) => { this.#listed.add('gatewayclasses'); return list; }));
     this.#gateways = k8s.makeInformer<GatewayObject & import('@kubernetes/client-node').KubernetesObject>(config,
       `/apis/${GATEWAY_API_GROUP}/${GATEWAY_API_VERSION}/namespaces/${this.namespace}/gateways`,
       () => this.#call({ verb: 'list', group: GATEWAY_API_GROUP, resource: 'gateways', namespace: this.namespace },
-        () => custom.listNamespacedCustomObject({ group: GATEWAY_API_GROUP, version: GATEWAY_API_VERSION, namespace: this.namespace, plural: 'gateways' })));
+        () => custom.listNamespacedCustomObject({ group: GATEWAY_API_GROUP, version: GATEWAY_API_VERSION, namespace: this.namespace, plural: 'gateways' }))
+        .then((list) => { this.#listed.add('gateways'); return list; }));
     this.#watch(this.#classes, { verb: 'watch', group: GATEWAY_API_GROUP, resource: 'gatewayclasses', namespace: null });
     this.#watch(this.#gateways, { verb: 'watch', group: GATEWAY_API_GROUP, resource: 'gateways', namespace: this.namespace });
     this.#armResync();
@@ -420,7 +424,8 @@ export class GatewayRegistration extends EventEmitter {
 
   /** One pass at a time; events during a pass make one more pass after it. */
   #schedule(): void {
-    if (this.#closed) return;
+    // Until both lists arrived, "no Gateway" or "no class" would only mean "not read yet".
+    if (this.#closed || this.#listed.size < 2) return;
     this.#dirty = true;
     if (this.#running) return;
     this.#running = true;
@@ -507,7 +512,7 @@ export class GatewayRegistration extends EventEmitter {
     const custom = this.#custom!;
     const name = initial.metadata.name;
     const base = { group: GATEWAY_API_GROUP, version: GATEWAY_API_VERSION, namespace: this.namespace, plural: 'gateways', name };
-    if (this.#behindOwnWrite(initial.metadata)) return 0;
+    if (this.#behindOwnWrite('gateway', initial.metadata)) return 0;
     let gw = initial;
     for (let attempt = 0; ; attempt++) {
       const status = desiredGatewayStatus(gw, service, { serviceName: reg.serviceName, clusterDomain: this.#o.clusterDomain });
@@ -515,7 +520,7 @@ export class GatewayRegistration extends EventEmitter {
       try {
         const written = await this.#call({ verb: 'update', group: GATEWAY_API_GROUP, resource: 'gateways/status', namespace: this.namespace },
           () => custom.replaceNamespacedCustomObjectStatus({ ...base, body: { ...gw, status } }) as Promise<GatewayObject>);
-        this.#wrote(gw.metadata, written.metadata);
+        this.#wrote('gateway', gw.metadata, written.metadata);
         this.metrics.statusWrites.inc({ result: 'ok' });
         this.#o.log.info({ gateway: `${this.namespace}/${name}`, generation: gw.metadata.generation, addresses: status.addresses?.map((a) => a.value) }, 'registration: Gateway status written');
         return 1;
@@ -538,7 +543,7 @@ export class GatewayRegistration extends EventEmitter {
   async #writeClassStatus(initial: GatewayClassObject): Promise<number> {
     const custom = this.#custom!;
     const base = { group: GATEWAY_API_GROUP, version: GATEWAY_API_VERSION, plural: 'gatewayclasses', name: initial.metadata.name };
-    if (this.#behindOwnWrite(initial.metadata)) return 0;
+    if (this.#behindOwnWrite('gatewayclass', initial.metadata)) return 0;
     let gc = initial;
     for (let attempt = 0; ; attempt++) {
       const status = desiredClassStatus(gc, this.#o.registration.controllerName);
@@ -546,7 +551,7 @@ export class GatewayRegistration extends EventEmitter {
       try {
         const written = await this.#call({ verb: 'update', group: GATEWAY_API_GROUP, resource: 'gatewayclasses/status', namespace: null, name: gc.metadata.name },
           () => custom.replaceClusterCustomObjectStatus({ ...base, body: { ...gc, status } }) as Promise<GatewayClassObject>);
-        this.#wrote(gc.metadata, written.metadata);
+        this.#wrote('gatewayclass', gc.metadata, written.metadata);
         this.metrics.statusWrites.inc({ result: 'ok' });
         return 1;
       } catch (err) {
@@ -564,13 +569,13 @@ export class GatewayRegistration extends EventEmitter {
    * comparing that with the desired status would write again and meet a 409. resourceVersions are
    * opaque (API concepts, "Resource versions"): only compared for equality.
    */
-  #behindOwnWrite(meta: KubeMeta): boolean {
-    const w = this.#lastWrites.get(meta.uid ?? meta.name);
+  #behindOwnWrite(kind: string, meta: KubeMeta): boolean {
+    const w = this.#lastWrites.get(`${kind}/${meta.name}`);
     return w !== undefined && w.from === meta.resourceVersion;
   }
 
-  #wrote(before: KubeMeta, after: KubeMeta | undefined): void {
-    if (before.resourceVersion && after?.resourceVersion) this.#lastWrites.set(before.uid ?? before.name, { from: before.resourceVersion, to: after.resourceVersion });
+  #wrote(kind: string, before: KubeMeta, after: KubeMeta | undefined): void {
+    if (before.resourceVersion && after?.resourceVersion) this.#lastWrites.set(`${kind}/${before.name}`, { from: before.resourceVersion, to: after.resourceVersion });
   }
 
   /** A failure: the state it means, logged at error once per distinct problem. */

@@ -96,6 +96,8 @@ describe('registration controller', () => {
   test('a Gateway without status gets one istiod accepts: ClusterIP and Hostname addresses, Accepted and Programmed with observedGeneration, the HBONE listener', async () => {
     const h = await harness();
     await h.until(() => h.reg.state === 'ok', 'state ok');
+    // No pass ran before both lists arrived: no passing "no Gateway"/"no class" error at start-up.
+    assert.deepEqual(h.logs.filter((l) => l['level'] === 'error').map((l) => l['msg']), []);
     const s = h.status()!;
     assert.deepEqual(s.addresses, [{ type: 'IPAddress', value: '10.96.0.50' }, { type: 'Hostname', value: HOSTNAME }]);
     const gen = h.api.get(GW_API, 'Gateway', NS, 'waygate')!.metadata['generation'];
