@@ -5,9 +5,11 @@
  * write-ahead ("before": records buffered up to 16 KiB or 1 s, the 200 sent at once), in the same
  * run, interleaved rounds, medians of same-round ratios.
  *
- * "before" is built from git (the parent of the commit that introduced write-ahead, or
- * `--audit-before REF`): `git archive` into the working directory, this checkout's node_modules
- * linked, compiled with tsc. Without git it is skipped (and said so).
+ * "before" is built from git into the working directory (this checkout's node_modules linked,
+ * compiled with tsc): by default this checkout's HEAD with the audit writer of the commit before
+ * write-ahead (src/audit/logger.ts as it was: no write-ahead, so the CONNECT path records and
+ * answers at once, src/hbone/records.ts), so the two differ only in the writer; with
+ * `--audit-before REF`, the whole tree at REF. Without git it is skipped (and said so).
  *
  * Per variant and round, a fresh gateway pinned to the gateway CPU (audit log to a file in the
  * working directory, 100-rule policy):
@@ -17,7 +19,7 @@
  *   echo         64-byte ping-pong over one established tunnel: p50 round trip (no record written)
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { connectHbone, ztunnelHeaders, type HboneClientSession } from '../src/hbone/client.ts';
@@ -61,27 +63,45 @@ export interface AuditSyncBenchResult {
 
 const REPO = new URL('..', import.meta.url).pathname;
 
+/**
+ * The writer of before write-ahead, made to build in today's tree: its `sync` option was a boolean
+ * (today's config passes `sync: 'none'`, which it would take as true: synchronous writes), and the
+ * workers code imports the write-ahead bound from it.
+ */
+function oldWriterInTodaysTree(source: string): string {
+  const patched = source
+    .replace('const sync = options.sync ?? false;', 'const sync = false; // before write-ahead: asynchronous, buffered')
+    .replace('export interface AuditLoggerOptions {', 'export interface AuditLoggerOptions {\n  onFailure?: unknown;\n  log?: unknown;')
+    .replace('  sync?: boolean;', '  sync?: unknown;');
+  if (!patched.includes('const sync = false;') || !patched.includes('sync?: unknown;')) throw new Error('the old src/audit/logger.ts no longer has the lines this bench patches');
+  return `${patched}\nexport const WRITE_AHEAD_BOUND_MS = 1000;\n`;
+}
+
 /** Builds the "before" gateway; returns its bin/waygate.js, or why not. */
 function buildBefore(dir: string, ref: string | undefined, log: (l: string) => void): { bin: string; ref: string; commit: string } | { skipped: string } {
   try {
     const git = (...args: string[]): string => execFileSync('git', ['-C', REPO, ...args], { encoding: 'utf8' }).trim();
+    const out = path.join(dir, 'before');
+    mkdirSync(out, { recursive: true });
     let commit: string;
     if (ref) {
       commit = git('rev-parse', ref);
+      log(`audit-sync: building "before" (${commit.slice(0, 12)}, the whole tree) in ${out}`);
+      execFileSync('sh', ['-c', `git -C "${REPO}" archive ${commit} | tar -x -C "${out}"`]);
     } else {
       const introduced = git('log', '--format=%H', '-1', '--grep=write-ahead decision records with group commit');
       if (!introduced) return { skipped: 'no write-ahead commit in this history (pass --audit-before REF)' };
       commit = git('rev-parse', `${introduced}^`);
-      ref = `${introduced.slice(0, 7)}^`;
+      const head = git('rev-parse', 'HEAD');
+      ref = `HEAD (${head.slice(0, 12)}) with src/audit/logger.ts of ${introduced.slice(0, 7)}^`;
+      log(`audit-sync: building "before" (${ref}) in ${out}`);
+      execFileSync('sh', ['-c', `git -C "${REPO}" archive ${head} | tar -x -C "${out}"`]);
+      writeFileSync(path.join(out, 'src/audit/logger.ts'), oldWriterInTodaysTree(git('show', `${commit}:src/audit/logger.ts`)));
     }
-    const out = path.join(dir, 'before');
-    mkdirSync(out, { recursive: true });
-    log(`audit-sync: building "before" (${commit.slice(0, 12)}) in ${out}`);
-    execFileSync('sh', ['-c', `git -C "${REPO}" archive ${commit} | tar -x -C "${out}"`]);
     symlinkSync(path.join(REPO, 'node_modules'), path.join(out, 'node_modules'));
     execFileSync(process.execPath, [path.join(REPO, 'node_modules/typescript/bin/tsc'), '-p', path.join(out, 'tsconfig.build.json')], { stdio: 'inherit' });
     const bin = path.join(out, 'bin', 'waygate.js');
-    if (!existsSync(bin)) return { skipped: `the build of ${commit.slice(0, 12)} has no bin/waygate.js` };
+    if (!existsSync(bin)) return { skipped: `the build of ${ref} has no bin/waygate.js` };
     return { bin, ref, commit };
   } catch (err) {
     return { skipped: `cannot build the "before" gateway from git: ${(err as Error).message.split('\n')[0]}` };
