@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -43,6 +43,17 @@ describe('audit write-ahead', () => {
     const ids = readFileSync(f, 'utf8').trimEnd().split('\n').map((l) => (JSON.parse(l) as DecisionRecord).decisionId);
     assert.deepEqual(ids, ['ok-0', 'ok-1', 'ok-2']);
     await sink.end();
+  });
+
+  it('a file a crash left mid-line: the next start ends that line first, so its own records are lines of their own', async () => {
+    const f = path.join(dir, 'torn.jsonl');
+    const torn = JSON.stringify(decision('torn')).slice(0, 80);
+    writeFileSync(f, JSON.stringify(decision('whole')) + '\n' + torn);
+    const sink = createAuditLogger({ destination: f });
+    assert.equal(await sink.decisionAhead(decision('next')), 'written');
+    await sink.end();
+    const lines = readFileSync(f, 'utf8').split('\n');
+    assert.deepEqual(lines, [JSON.stringify(decision('whole')), torn, JSON.stringify(decision('next')), '']);
   });
 
   it('group commit: the records of one event-loop turn go out in one write; audit.sync always writes one per record', async () => {
