@@ -26,9 +26,22 @@ before(async () => {
 });
 after(() => upstream.close());
 
-/** One CONNECT to the echo upstream; resolves with its status once the tunnel is closed again. */
+/**
+ * One CONNECT to the echo upstream; resolves with its status once the tunnel is closed again, or
+ * with {@link REVOKED_BEFORE_ANSWER}: a CONNECT allowed by the old policy whose decision record was
+ * being written (write-ahead, docs/operating.md "Audit log guarantees") when the revocation
+ * applied is closed as an open tunnel would be, RST_STREAM(CANCEL) with a `policy_changed` close
+ * record, before its 200 went out. That is the revocation applying too.
+ */
+const REVOKED_BEFORE_ANSWER = -8;
 async function connectOnce(session: HboneClientSession, authority: string): Promise<number> {
-  const t = await session.openTunnel(authority);
+  let t;
+  try {
+    t = await session.openTunnel(authority);
+  } catch (err) {
+    if (/reset before a response \(RST_STREAM code 8\)/.test((err as Error).message)) return REVOKED_BEFORE_ANSWER;
+    throw err;
+  }
   t.stream.end();
   t.stream.resume();
   t.stream.on('error', () => undefined);
