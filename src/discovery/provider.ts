@@ -67,6 +67,29 @@ function info(s: DiscoverySnapshot): DiscoverySnapshotInfo {
 }
 
 /**
+ * A reload's result as every provider reports it: `current` is the snapshot in force after it,
+ * `previous` the one it replaced (`applied`) or that stays (`rejected`).
+ */
+export function reloadResult(
+  current: DiscoverySnapshot | null,
+  trigger: DiscoveryTrigger,
+  kind: DiscoveryReload['result'],
+  errors: Diagnostic[],
+  previous?: DiscoverySnapshot | null,
+): DiscoveryReload {
+  const r: DiscoveryReload = {
+    result: kind,
+    trigger,
+    snapshot: current ? info(current) : NO_SNAPSHOT,
+    services: current?.services.length ?? 0,
+    workloads: current?.workloads.length ?? 0,
+    errors,
+  };
+  if (previous) r.previous = info(previous);
+  return r;
+}
+
+/**
  * The mesh-file provider. The file is read as policy files are (settle, re-read while it changes:
  * mesh-file.ts `readMeshFile`), and watched as a policy file is: through its directory, for its
  * name and a ConfigMap's `..data`, so replacement by rename (editors, the kubelet's `..data` swap)
@@ -87,18 +110,8 @@ export function meshFileProvider(file: string, opts: MeshFileProviderOptions): D
   let queue: Promise<unknown> = Promise.resolve();
   const swapListeners: ((next: DiscoverySnapshot, previous: DiscoverySnapshot | null) => void)[] = [];
 
-  const result = (trigger: DiscoveryTrigger, kind: DiscoveryReload['result'], errors: Diagnostic[], previous?: DiscoverySnapshot | null): DiscoveryReload => {
-    const r: DiscoveryReload = {
-      result: kind,
-      trigger,
-      snapshot: current ? info(current) : NO_SNAPSHOT,
-      services: current?.services.length ?? 0,
-      workloads: current?.workloads.length ?? 0,
-      errors,
-    };
-    if (previous) r.previous = info(previous);
-    return r;
-  };
+  const result = (trigger: DiscoveryTrigger, kind: DiscoveryReload['result'], errors: Diagnostic[], previous?: DiscoverySnapshot | null): DiscoveryReload =>
+    reloadResult(current, trigger, kind, errors, previous);
 
   const load = async (trigger: DiscoveryTrigger): Promise<DiscoveryReload> => {
     const read = await readMeshFile(absolute, { settleMs });

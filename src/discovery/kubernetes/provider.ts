@@ -24,7 +24,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Diagnostic } from '../../errors.ts';
 import type { DiscoveryProvider, DiscoveryReload, DiscoveryTrigger } from '../provider.ts';
-import { NO_SNAPSHOT } from '../provider.ts';
+import { NO_SNAPSHOT, reloadResult } from '../provider.ts';
 import type { DiscoverySnapshot, DiscoverySnapshotInfo } from '../model.ts';
 import { kubeObjectsHash, kubeSnapshot, type KubeObjects } from './map.ts';
 import { KUBE_RESOURCES, ListWatch, type BackoffOptions, type KubeResource, type WatchError, type WatchErrorReason } from './watch.ts';
@@ -211,18 +211,8 @@ export function kubernetesProvider(opts: KubernetesProviderOptions): KubernetesP
     return { services: byResource('services'), endpointSlices: byResource('endpointslices'), pods: byResource('pods') };
   };
 
-  const result = (trigger: DiscoveryTrigger, kind: DiscoveryReload['result'], errors: Diagnostic[], previous?: DiscoverySnapshot | null): DiscoveryReload => {
-    const r: DiscoveryReload = {
-      result: kind,
-      trigger,
-      snapshot: current ? info(current) : NO_SNAPSHOT,
-      services: current?.services.length ?? 0,
-      workloads: current?.workloads.length ?? 0,
-      errors,
-    };
-    if (previous) r.previous = info(previous);
-    return r;
-  };
+  const result = (trigger: DiscoveryTrigger, kind: DiscoveryReload['result'], errors: Diagnostic[], previous?: DiscoverySnapshot | null): DiscoveryReload =>
+    reloadResult(current, trigger, kind, errors, previous);
 
   let lastSkipped = '';
   const build = (trigger: DiscoveryTrigger): DiscoveryReload => {
