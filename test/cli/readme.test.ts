@@ -6,8 +6,12 @@
  * The fresh clone is `git clone` of this repository's HEAD into a temporary directory (so a README
  * edit is tested once committed), with `node_modules` a symlink to this checkout's: `npm install`
  * is the one command not executed (it needs the registry, and through the symlink it would write
- * into the shared node_modules); everything else runs as printed, `npm start` included (it builds
- * dist/ in the clone from scratch, then runs the gateway on its embedded default ports).
+ * into the shared node_modules); everything else runs as printed, `npm start` included (its
+ * prestart `npm run build` runs for real in the clone, then the gateway runs on its embedded default
+ * ports). The clone's dist/ is seeded with this checkout's build (test/helpers/seed-build.ts) when
+ * that was compiled from exactly the sources HEAD holds, so the build finds nothing to do instead of
+ * compiling the tree a second time; otherwise the clone builds from scratch (the test output says
+ * which).
  *
  * Conventions the README follows and this test reads:
  * - a command ending in `&`, and `npm start`, keep running: started in the background, each counts
@@ -26,6 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { buildWasUpToDate, seedBuild, type SeedResult } from '../helpers/seed-build.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -185,6 +190,7 @@ describe('README.md runs as written from a fresh clone', () => {
   const writing = readmeSteps(section(readme, 'Writing policies'));
   const reviewing = readmeSteps(section(readme, 'Reviewing decisions'));
   let clone: string;
+  let seed: SeedResult;
   const running: Background[] = [];
 
   before(async () => {
@@ -192,6 +198,7 @@ describe('README.md runs as written from a fresh clone', () => {
     const r = spawnSync('git', ['clone', '--quiet', ROOT, clone], { encoding: 'utf8' });
     assert.equal(r.status, 0, `git clone: ${r.stderr}`);
     await symlink(join(ROOT, 'node_modules'), join(clone, 'node_modules'), 'dir');
+    seed = seedBuild(ROOT, clone);
   });
 
   after(async () => {
@@ -211,7 +218,8 @@ describe('README.md runs as written from a fresh clone', () => {
     for (const s of reviewing) assert.match(s.command, /\.waygate\/(audit\.jsonl|\*\.jsonl)/);
   });
 
-  it('Quick start: npm start, then a tunnel allowed and one denied', { timeout: 600_000 }, async () => {
+  it('Quick start: npm start, then a tunnel allowed and one denied', { timeout: 600_000 }, async (t) => {
+    t.diagnostic(`clone's dist/: ${seed.reason}`);
     // `npm install` is the node_modules symlink made above (see the file comment).
     for (const step of quickStart.slice(1)) {
       if (step.background) {
@@ -222,6 +230,9 @@ describe('README.md runs as written from a fresh clone', () => {
         await runStep(step, clone);
       }
     }
+    // npm start's build ran for real; seeded, it had nothing to recompile (a rewrite of the build
+    // info by tsc would mean the seed missed, and the clone compiled everything again).
+    if (seed.seeded) assert.ok(buildWasUpToDate(clone, seed), 'npm start recompiled the seeded clone: see test/helpers/seed-build.ts');
     // Stop what keeps running: on SIGTERM the gateway drains and flushes its audit log, then exits.
     for (const b of running.splice(0).reverse()) await b.stop();
     const log = await readFile(join(clone, '.waygate/audit.jsonl'), 'utf8');

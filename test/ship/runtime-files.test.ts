@@ -11,7 +11,12 @@
  * - context COPYs: from this repository, filtered by .dockerignore;
  * - the build stage's `npm ci && npm run build`: its COPYs plus this repository's node_modules
  *   (the same package-lock.json, development dependencies included), then `npm run build` for real,
- *   so dist/ is exactly what src/ compiles to, with nothing stale;
+ *   so dist/ is exactly what src/ compiles to, with nothing stale. Before it, the stage's dist/ is
+ *   seeded with this repository's build (test/helpers/seed-build.ts) when that was compiled from
+ *   exactly these sources, so the incremental tsc finds nothing to do instead of compiling the tree
+ *   a second time (asserted: it leaves the seeded build info as it was); otherwise it compiles from
+ *   scratch (the test output says which). A last test changes a source in the stage and checks the
+ *   build recompiles it, so a seed can never stand in for a source it was not made from;
  * - the production stage's `npm ci --omit=dev`: the production tree computed from
  *   package-lock.json (every `packages` entry not marked `dev`), copied from this repository's
  *   node_modules. Not `npm ci --omit=dev --offline`: this repository's lock entries carry no
@@ -21,7 +26,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +34,7 @@ import { after, before, describe, test } from 'node:test';
 import { httpGet } from '../../examples/traffic/gateway-process.ts';
 import { startServe } from '../helpers/serve.ts';
 import { runExampleAgainstFakeApi } from '../k8s/example-cluster.ts';
+import { buildWasUpToDate, seedBuild, type SeedResult } from '../helpers/seed-build.ts';
 import { copyInto, dockerignore, parseDockerfile, type Stage } from './dockerfile.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -52,6 +58,9 @@ function copyPackage(key: string, into: string): void {
   cpSync(from, path.join(into, key), { recursive: true, filter: (src) => !path.relative(from, src).split(path.sep).includes('node_modules') });
 }
 
+/** The build stage's seeding of dist/ and its directory, for the tests below (set by run()). */
+const seeded: { dir: string; seed: SeedResult }[] = [];
+
 /** Runs one `RUN` line of a stage, for the commands this Dockerfile uses; anything else is an error. */
 function run(stage: Stage, line: string, dir: string): void {
   for (const command of line.split('&&').map((c) => c.trim())) {
@@ -66,6 +75,8 @@ function run(stage: Stage, line: string, dir: string): void {
         symlinkSync(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
       }
     } else if (words[0] === 'npm' && words[1] === 'run' && words.length === 3) {
+      // After `npm ci` (the seed's file names follow where node_modules resolves).
+      if (words[2] === 'build') seeded.push({ dir, seed: seedBuild(REPO, dir) });
       const r = spawnSync('npm', ['run', '--silent', words[2]!], { cwd: dir, encoding: 'utf8' });
       assert.equal(r.status, 0, `stage ${stage.name}: npm run ${words[2]}: ${r.stdout}${r.stderr}`);
     } else {
@@ -205,6 +216,21 @@ describe('the container image: the runtime stage\'s files alone run waygate', { 
     assert.equal(run.exitCode, 0, run.stderr);
     const conditions = (run.gateway['status'] as { conditions: { type: string; status: string }[] }).conditions;
     assert.ok(conditions.some((c) => c.type === 'Programmed' && c.status === 'True'), JSON.stringify(conditions));
+  });
+
+  test('the build stage\'s npm run build: seeded, it had nothing to recompile; a source changed after seeding is recompiled', (t) => {
+    assert.equal(seeded.length, 1, 'one stage runs npm run build');
+    const { dir, seed } = seeded[0]!;
+    t.diagnostic(`build stage's dist/: ${seed.reason}`);
+    if (seed.seeded) assert.ok(buildWasUpToDate(dir, seed), 'npm run build recompiled the seeded stage: see test/helpers/seed-build.ts');
+    // A change nothing imports (the CLI's entry module), so only that module is rechecked; its
+    // output must carry the change, seeded or not.
+    const probe = `// seed probe ${process.pid}`;
+    const main = path.join(dir, 'src/cli/main.ts');
+    writeFileSync(main, `${readFileSync(main, 'utf8')}\n${probe}\n`);
+    const r = spawnSync('npm', ['run', '--silent', 'build'], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, `npm run build after the change: ${r.stdout}${r.stderr}`);
+    assert.ok(readFileSync(path.join(dir, 'dist/src/cli/main.js'), 'utf8').includes(probe), 'dist/src/cli/main.js holds the change');
   });
 
   test('nothing above wrote under the image\'s files (the Deployment mounts the root filesystem read-only)', () => {
