@@ -1,13 +1,14 @@
 /**
- * `waygate audit summary|query|replay|report`: review the decisions in audit logs (docs/design.md §4,
+ * `waygate audit summary|query|replay|report|suggest`: review the decisions in audit logs (docs/design.md §4,
  * §5). Inputs are JSON-lines files (plain or gzip), globs, or stdin. Exit codes: 0 success, 1 the
- * command found what it gates on (`replay --fail-on-new-denies` with an allow -> deny flip), 2 usage
+ * command found what it gates on (`replay`/`suggest --fail-on-new-denies` with an allow -> deny flip), 2 usage
  * or input error (bad flag, unreadable file, policy set that does not load).
  *
  * Each verb is also exported as a `runAuditXxx(args, io)` function returning the exit code, so
  * tests drive them in-process with captured streams.
  */
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { WaygateError } from '../errors.ts';
 import { loadPolicySet } from '../policy/load.ts';
@@ -18,6 +19,7 @@ import { describeIssues, newReadStats, noRecordsHeadline, readRecordBatches, res
 import { renderReplay, ReplayAccumulator } from '../audit/review/replay.ts';
 import { RECORD_CEL_VARIABLES } from '../audit/review/record-cel.ts';
 import { renderHtmlReport, ReportAccumulator } from '../audit/review/report.ts';
+import { renderSuggest, SuggestAccumulator, type SuggestResult } from '../audit/review/suggest.ts';
 import { catalogFromSnapshot, renderSummary, SummaryAccumulator } from '../audit/review/summary.ts';
 import { parseTimeBound } from '../audit/review/time.ts';
 import { addOutputOption, formatDiagnosticLine, styleFor, writeData, type OutputFormat } from './output.ts';
@@ -318,6 +320,63 @@ export function runAuditReport(paths: string[], flags: ReportFlags, io: AuditIo 
   });
 }
 
+export interface SuggestFlags extends TimeWindowFlags {
+  out: string;
+  minCount?: number;
+  failOnNewDenies?: boolean;
+  format?: ReportOutput;
+}
+
+/**
+ * `waygate audit suggest --out DIR [paths...]`: draft ALLOW policies from the allowed traffic
+ * (src/audit/review/suggest.ts), write them with their PolicyTests, then replay the same records
+ * against what was written (the files as loaded from DIR) and report what would flip. Two passes
+ * over the input, so stdin (which cannot be read twice) is refused.
+ */
+export function runAuditSuggest(paths: string[], flags: SuggestFlags, io: AuditIo = defaultIo()): Promise<number> {
+  return guarded(io, async () => {
+    if (!flags.out) throw new WaygateError('WG_USAGE', 'suggest needs --out DIR (where the suggested policies are written)');
+    const win = window(flags, io);
+    const sources = await resolveSources(paths, readOptions(io));
+    if (sources.some((s) => s.kind === 'stdin')) throw new WaygateError('WG_USAGE', 'suggest reads the log twice (suggest, then replay): pass files, not stdin');
+    const stats = newReadStats();
+    const acc = new SuggestAccumulator({ ...win, minCount: flags.minCount ?? 1 });
+    for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
+      for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
+    }
+    assertRecords(stats);
+    const suggestion: SuggestResult = acc.result();
+    if (suggestion.files.length === 0) throw new WaygateError('WG_USAGE', `no allowed traffic${flags.minCount && flags.minCount > 1 ? ` seen at least ${flags.minCount} times` : ''} in ${suggestion.decisions} decision record(s): nothing to suggest`);
+    try {
+      await mkdir(flags.out, { recursive: true });
+      for (const f of suggestion.files) await writeFile(join(flags.out, f.path), f.text);
+    } catch (err) {
+      throw new WaygateError('WG_USAGE', `cannot write to ${flags.out}: ${(err as Error).message}`, { cause: err });
+    }
+    const { snapshot, files } = await loadPolicies([flags.out], io);
+    const replayStats = newReadStats();
+    const replay = new ReplayAccumulator({ snapshot, defaultAction: 'DENY', examples: 3, ...win });
+    for await (const batch of readRecordBatches(sources, replayStats, readOptions(io))) {
+      for (let i = 0; i < batch.length; i++) replay.add(batch[i]!);
+    }
+    const replayed = replay.result(replayStats, files);
+    const { files: _texts, ...summary } = suggestion;
+    if (flags.format === 'json' || flags.format === 'yaml') writeData({ out: flags.out, suggestion: summary, replay: replayed }, flags.format, io.stdout);
+    else {
+      const md = flags.format === 'markdown';
+      await writeOut(io.stdout, renderSuggest(suggestion, flags.out, md ? 'markdown' : 'text') + '\n' + renderReplay(replayed, md ? 'markdown' : 'text'));
+    }
+    const issues = describeIssues(stats);
+    if (issues) io.stderr.write(`waygate audit: ${issues}\n`);
+    const a2d = replayed.allowToDeny;
+    if (flags.failOnNewDenies && a2d.exact > 0) {
+      io.stderr.write(`waygate audit: ${a2d.exact} decision(s) would flip from allow to deny under the suggested policies\n`);
+      return EXIT_FAILURE;
+    }
+    return EXIT_OK;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // commander wiring
 
@@ -349,7 +408,7 @@ const PATHS_HELP = 'audit logs: files (plain or gzip), globs, or - for stdin (de
 
 /** Registers `waygate audit ...`. */
 export function registerAudit(program: Command): void {
-  const audit = program.command('audit').description('review decisions in audit logs: summary, query, replay, report');
+  const audit = program.command('audit').description('review decisions in audit logs: summary, query, replay, report, suggest');
   const finish = (code: number) => {
     process.exitCode = code;
   };
@@ -397,6 +456,18 @@ export function registerAudit(program: Command): void {
     .option('--until <time>', 'only records before: duration before now or RFC 3339');
   addOutputOption(replay, REPORT_OUTPUTS).action(async (paths: string[], opts: ReplayFlags & { output: ReportOutput }) =>
     finish(await runAuditReplay(paths, { ...opts, format: opts.output })));
+
+  const suggest = audit
+    .command('suggest')
+    .description('draft least-privilege ALLOW policies (and PolicyTests) from the allowed traffic, then replay the log against them')
+    .argument('<paths...>', 'audit logs: files (plain or gzip) or globs (read twice: no stdin)')
+    .requiredOption('--out <dir>', 'directory the suggested policies and tests are written to')
+    .option('--min-count <n>', 'leave out callers seen fewer than n times at a destination', positiveInt, 1)
+    .option('--fail-on-new-denies', 'exit 1 when any recorded allow would flip to deny under the suggestion')
+    .option('--since <time>', 'only records at or after: duration before now or RFC 3339')
+    .option('--until <time>', 'only records before: duration before now or RFC 3339');
+  addOutputOption(suggest, REPORT_OUTPUTS).action(async (paths: string[], opts: SuggestFlags & { output: ReportOutput }) =>
+    finish(await runAuditSuggest(paths, { ...opts, format: opts.output })));
 
   audit
     .command('report')
