@@ -1,0 +1,261 @@
+/**
+ * `waygate audit suggest`: the suggested set, replayed against the log it was drawn from, allows
+ * every decision the policy allowed (0 allow -> deny flips) and keeps denied what was denied, except
+ * denies of a caller the log also shows allowed at the same destination (the suggestion's grain is
+ * caller x destination), which it reports. The expected counts are computed here from the raw lines,
+ * not by the suggester. The output passes `policy check`, `policy fmt --check` and `policy test`.
+ */
+import assert from 'node:assert/strict';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { DecisionRecord } from '../../src/audit/record.ts';
+import { REPLAYABLE_REASONS, type ReplayResult } from '../../src/audit/review/replay.ts';
+import { AFTER_POLICY_ALLOW_REASONS } from '../../src/policy/decision.ts';
+import { SuggestAccumulator, type SuggestResult } from '../../src/audit/review/suggest.ts';
+import { runAuditSuggest } from '../../src/cli/audit.ts';
+import { main } from '../../src/cli/main.ts';
+import { captureOutput } from '../../src/cli/output.ts';
+import { captureIo } from '../helpers/audit-io.ts';
+import { transportRecord } from '../helpers/audit-records.ts';
+import { writeAuditLog } from '../helpers/audit-log.ts';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SAMPLE = path.join(ROOT, 'examples/audit/sample.jsonl');
+
+/** Reasons the engine decides, and the transport's refusals after a policy allow (what replay compares). */
+const ENGINE = REPLAYABLE_REASONS;
+const AFTER_ALLOW = AFTER_POLICY_ALLOW_REASONS;
+
+interface Expected {
+  policyAllowed: number;
+  /** Engine denies of a caller also allowed at that destination: allowed by the suggestion. */
+  deniedOfAllowedCallers: number;
+  /** The other engine denies: must stay denied. */
+  deniedOthers: number;
+}
+
+/** Straight from the lines: who the policy allowed where, and which denies share a caller x destination with an allow. */
+async function expectedFrom(file: string): Promise<Expected> {
+  const allowedPairs = new Set<string>();
+  const denies: string[] = [];
+  let policyAllowed = 0;
+  for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
+    let r: DecisionRecord;
+    try {
+      r = JSON.parse(line) as DecisionRecord;
+    } catch {
+      continue;
+    }
+    if (r.schema !== 1 || r.event !== 'decision') continue;
+    const d = r.destination;
+    const pair = `${r.source.principal || r.source.ip} ${d.service || d.ip || d.host}:${d.port}`;
+    if (AFTER_ALLOW.has(r.reason) || (ENGINE.has(r.reason) && r.decision === 'allow')) {
+      policyAllowed++;
+      allowedPairs.add(pair);
+    } else if (ENGINE.has(r.reason)) denies.push(pair);
+  }
+  const mixed = denies.filter((p) => allowedPairs.has(p)).length;
+  return { policyAllowed, deniedOfAllowedCallers: mixed, deniedOthers: denies.length - mixed };
+}
+
+interface SuggestJson {
+  out: string;
+  suggestion: Omit<SuggestResult, 'files'>;
+  replay: ReplayResult;
+}
+
+async function suggestJson(paths: string[], out: string, extra: string[] = []): Promise<{ code: number; json: SuggestJson; stderr: string }> {
+  const io = captureIo();
+  const flags: Parameters<typeof runAuditSuggest>[1] = { out, format: 'json', failOnNewDenies: true };
+  for (let i = 0; i < extra.length; i += 2) {
+    if (extra[i] === '--min-count') flags.minCount = Number(extra[i + 1]);
+    if (extra[i] === '--since') flags.since = extra[i + 1];
+  }
+  const code = await runAuditSuggest(paths, flags, io);
+  return { code, json: JSON.parse(io.stdoutText()) as SuggestJson, stderr: io.stderrText() };
+}
+
+/** `policy check`, `policy fmt --check` and `policy test` on the written directory, as the CLI runs them. */
+async function assertPolicyVerbsPass(dir: string): Promise<void> {
+  for (const args of [['policy', 'check', dir], ['policy', 'fmt', '--check', dir], ['policy', 'test', dir]]) {
+    const r = await captureOutput(() => main(args));
+    assert.equal(r.value, 0, `${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
+  }
+}
+
+function assertReplaysLikeTheLog(replay: ReplayResult, exp: Expected): void {
+  assert.equal(replay.allowToDeny.count, 0, 'no decision the policy allowed may flip to deny');
+  assert.equal(replay.denyToAllow.count, exp.deniedOfAllowedCallers);
+  assert.equal(replay.replayed, exp.policyAllowed + exp.deniedOfAllowedCallers + exp.deniedOthers);
+  assert.equal(replay.invalidInput.count, 0);
+}
+
+describe('audit suggest', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'waygate-suggest-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('on examples/audit/sample.jsonl: 0 new denies, denies stay denied, the output passes check, fmt --check and test', async () => {
+    const out = path.join(dir, 'sample');
+    const exp = await expectedFrom(SAMPLE);
+    const { code, json } = await suggestJson([SAMPLE], out);
+    assert.equal(code, 0);
+    assert.equal(json.suggestion.allowed, exp.policyAllowed);
+    assertReplaysLikeTheLog(json.replay, exp);
+    // The sample's migration job is denied without x-tenant and allowed with it (examples/audit/README.md).
+    assert.ok(exp.deniedOfAllowedCallers > 0 && exp.deniedOthers > 0);
+    assert.deepEqual(json.replay.denyToAllow.byIdentity.map((g) => g.key), ['spiffe://cluster.local/ns/prod/sa/migrate']);
+    await assertPolicyVerbsPass(out);
+    const db = json.suggestion.destinations.find((d) => d.key === '127.191.242.218:5432');
+    assert.ok(db);
+    assert.deepEqual(db.callers.map((c) => c.rule).sort(), ['prod-api', 'prod-migrate']);
+    const text = await readFile(path.join(out, `${db.policy}.yaml`), 'utf8');
+    assert.match(text, /selector: destination\.ip == "127\.191\.242\.218" && destination\.port == 5432\n/);
+    assert.match(text, /# 35 decision\(s\), first seen 2026-11-26T14:27:14Z, last seen 2026-11-26T14:27:19Z\n\s+- name: prod-api\n\s+when: source\.principal == "spiffe:\/\/cluster\.local\/ns\/prod\/sa\/api"/);
+  });
+
+  it('on a generated log of 100,000 decisions: 0 new denies, denies stay denied, output passes the policy verbs', async () => {
+    const log = path.join(dir, 'big.jsonl');
+    const truth = await writeAuditLog(log, { decisions: 100_000, seed: 18 });
+    const exp = await expectedFrom(log);
+    const { code, json, stderr } = await suggestJson([log], path.join(dir, 'big'));
+    assert.equal(code, 0, stderr);
+    assert.equal(json.replay.decisions, truth.decisions);
+    assert.equal(json.suggestion.allowed, exp.policyAllowed);
+    assertReplaysLikeTheLog(json.replay, exp);
+    await assertPolicyVerbsPass(path.join(dir, 'big'));
+  });
+
+  describe('grouping, thresholds, --since, callers without identity', () => {
+    const id = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+    let n = 0;
+    const rec = (o: { principal?: string; ip?: string; service?: string; namespace?: string; dst: string; port: number; verdict: 'allow' | 'deny'; time: string; reason?: string }): DecisionRecord => {
+      const r = transportRecord(
+        {
+          source: { ...(o.principal ? { principal: o.principal } : {}), ip: o.ip ?? '10.1.0.5', port: 40000 + n },
+          destination: { ip: o.dst, port: o.port, ...(o.service ? { service: o.service, namespace: o.namespace ?? '' } : {}) },
+        },
+        'allowed',
+        `r${n++}`,
+        200,
+      );
+      const reason = o.reason ?? (o.verdict === 'allow' ? 'allowed' : 'no_allow_match');
+      return { ...r, time: o.time, decision: o.verdict, reason: reason as DecisionRecord['reason'], status: o.verdict === 'allow' ? 200 : 401 };
+    };
+    const T1 = '2026-11-26T08:00:00.000Z';
+    const T2 = '2026-11-26T10:00:00.000Z';
+    const records: DecisionRecord[] = [
+      // A service discovery recorded: grouped by service/namespace/port, whatever VIP was dialed.
+      rec({ principal: id('checkout', 'cart'), service: 'shop.shop.svc.cluster.local', namespace: 'shop', dst: '10.96.0.10', port: 9090, verdict: 'allow', time: T1 }),
+      rec({ principal: id('checkout', 'cart'), service: 'shop.shop.svc.cluster.local', namespace: 'shop', dst: '10.96.0.10', port: 9090, verdict: 'allow', time: T2 }),
+      rec({ principal: id('checkout', 'pay'), service: 'shop.shop.svc.cluster.local', namespace: 'shop', dst: '10.96.0.10', port: 9090, verdict: 'allow', time: T2 }),
+      rec({ principal: id('dev', 'web'), service: 'shop.shop.svc.cluster.local', namespace: 'shop', dst: '10.96.0.10', port: 9090, verdict: 'deny', reason: 'explicit_deny', time: T2 }),
+      // No discovery: ip:port. One caller without identity (defaultAction ALLOW let it through).
+      rec({ principal: id('prod', 'api'), dst: '10.0.2.9', port: 5432, verdict: 'allow', time: T2 }),
+      rec({ ip: '10.1.7.7', dst: '10.0.2.9', port: 5432, verdict: 'allow', reason: 'default_allow', time: T2 }),
+      rec({ ip: '10.1.7.7', dst: '10.0.2.9', port: 5432, verdict: 'allow', reason: 'default_allow', time: T2 }),
+      // Only seen before --since.
+      rec({ principal: id('batch', 'reporter'), dst: '10.0.2.9', port: 5432, verdict: 'allow', time: T1 }),
+      // A destination nobody was allowed to reach: no policy, stays denied.
+      rec({ principal: id('prod', 'api'), dst: '10.0.9.9', port: 22, verdict: 'deny', reason: 'default_deny', time: T2 }),
+    ];
+    let logPath: string;
+    before(async () => {
+      logPath = path.join(dir, 'small.jsonl');
+      await writeFile(logPath, records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    });
+
+    it('one policy per destination, one rule per caller, named after it; addresses only without identity', () => {
+      const acc = new SuggestAccumulator();
+      for (const r of records) acc.add(r);
+      const res = acc.result();
+      assert.deepEqual(res.destinations.map((d) => [d.key, d.policy]), [
+        ['10.0.2.9:5432', 'suggested-10.0.2.9-5432'],
+        ['shop.shop.svc.cluster.local:9090', 'suggested-shop.shop.svc.cluster.local-9090'],
+      ]);
+      const [db, shop] = res.destinations;
+      assert.deepEqual(db!.callers.map((c) => [c.principal || c.ip, c.count, c.rule]), [
+        ['10.1.7.7', 2, 'addr-10-1-7-7'],
+        [id('batch', 'reporter'), 1, 'batch-reporter'],
+        [id('prod', 'api'), 1, 'prod-api'],
+      ]);
+      assert.deepEqual(shop!.callers.map((c) => [c.rule, c.count, c.firstSeen, c.lastSeen]), [
+        ['checkout-cart', 2, T1, T2],
+        ['checkout-pay', 1, T2, T2],
+      ]);
+      assert.equal(shop!.deniedOthers, 1);
+      assert.equal(res.deniedUnsuggested, 1);
+      const shopText = res.files.find((f) => f.path === `${shop!.policy}.yaml`)!.text;
+      assert.match(shopText, /selector: destination\.namespace == "shop" && destination\.service == "shop\.shop\.svc\.cluster\.local" && destination\.port == 9090\n/);
+      assert.match(shopText, /# service shop.shop.svc.cluster.local \(namespace shop\) port 9090: 3 allowed decision\(s\) from 2 caller\(s\), first seen 2026-11-26T08:00:00Z, last seen 2026-11-26T10:00:00Z\./);
+      const dbText = res.files.find((f) => f.path === `${db!.policy}.yaml`)!.text;
+      // With discovery in the log, the address policy leaves service traffic to the service's policy.
+      assert.match(dbText, /selector: destination\.ip == "10\.0\.2\.9" && destination\.port == 5432 && destination\.service == ""\n/);
+      assert.match(dbText, /- name: addr-10-1-7-7\n\s+when: source\.ip == "10\.1\.7\.7"\n/);
+      const shopTest = res.files.find((f) => f.path === `${shop!.policy}.test.yaml`)!.text;
+      assert.match(shopTest, /spiffe:\/\/cluster\.local\/ns\/dev\/sa\/web is refused shop\.shop\.svc\.cluster\.local:9090 \(observed explicit_deny r3\)/);
+    });
+
+    it('the small log through the CLI: 0 new denies, exit 0, and the policy verbs pass', async () => {
+      const out = path.join(dir, 'small-out');
+      const { code, json } = await suggestJson([logPath], out);
+      assert.equal(code, 0);
+      assertReplaysLikeTheLog(json.replay, await expectedFrom(logPath));
+      await assertPolicyVerbsPass(out);
+      assert.deepEqual((await readdir(out)).sort(), [
+        'suggested-10.0.2.9-5432.test.yaml', 'suggested-10.0.2.9-5432.yaml',
+        'suggested-shop.shop.svc.cluster.local-9090.test.yaml', 'suggested-shop.shop.svc.cluster.local-9090.yaml',
+      ]);
+    });
+
+    it('--min-count leaves rare callers out; their allows replay as new denies and --fail-on-new-denies exits 1', async () => {
+      const { code, json, stderr } = await suggestJson([logPath], path.join(dir, 'min2'), ['--min-count', '2']);
+      assert.equal(code, 1);
+      assert.match(stderr, /3 decision\(s\) would flip from allow to deny under the suggested policies/);
+      assert.deepEqual(json.suggestion.belowThreshold, { callers: 3, decisions: 3 });
+      assert.equal(json.replay.allowToDeny.exact, 3);
+      assert.deepEqual(json.replay.allowToDeny.byIdentity.map((g) => g.key).sort(), [id('batch', 'reporter'), id('checkout', 'pay'), id('prod', 'api')]);
+      const dbText = await readFile(path.join(dir, 'min2', 'suggested-10.0.2.9-5432.yaml'), 'utf8');
+      assert.match(dbText, /# 2 caller\(s\) seen fewer times than --min-count have no rule\./);
+      assert.doesNotMatch(dbText, /prod-api/);
+    });
+
+    it('--since drops older records from both the suggestion and the replay', async () => {
+      const { code, json } = await suggestJson([logPath], path.join(dir, 'since'), ['--since', '2026-11-26T09:00:00Z']);
+      assert.equal(code, 0);
+      const db = json.suggestion.destinations.find((d) => d.key === '10.0.2.9:5432')!;
+      assert.deepEqual(db.callers.map((c) => c.rule), ['addr-10-1-7-7', 'prod-api']);
+      const shop = json.suggestion.destinations.find((d) => d.key.startsWith('shop.'))!;
+      assert.deepEqual(shop.callers.map((c) => [c.rule, c.count, c.firstSeen]), [['checkout-cart', 1, T2], ['checkout-pay', 1, T2]]);
+      assert.equal(json.replay.decisions, records.length - 2);
+      assert.equal(json.replay.allowToDeny.count, 0);
+    });
+
+    it('exit codes: 2 for stdin, a missing --out, or a log without allowed traffic', async () => {
+      const stdinIo = captureIo('');
+      assert.equal(await runAuditSuggest(['-'], { out: path.join(dir, 'x') }, stdinIo), 2);
+      assert.match(stdinIo.stderrText(), /reads the log twice/);
+      const noOut = captureIo();
+      assert.equal(await runAuditSuggest([logPath], { out: '' }, noOut), 2);
+      assert.match(noOut.stderrText(), /needs --out DIR/);
+      const denyOnly = path.join(dir, 'deny-only.jsonl');
+      await writeFile(denyOnly, JSON.stringify(records[3]) + '\n');
+      const none = captureIo();
+      assert.equal(await runAuditSuggest([denyOnly], { out: path.join(dir, 'none') }, none), 2);
+      assert.match(none.stderrText(), /no allowed traffic in 1 decision record\(s\): nothing to suggest/);
+      const text = captureIo();
+      assert.equal(await runAuditSuggest([logPath], { out: path.join(dir, 'text') }, text), 0);
+      assert.match(text.stdoutText(), /^wrote 2 policies \(5 rules\) and their PolicyTests to /);
+      assert.match(text.stdoutText(), /flips: 0 allow -> deny/);
+    });
+  });
+});
