@@ -14,7 +14,11 @@
  * - dist/src/ holds one output per recorded source and nothing else: tsc -p does not re-emit an
  *   output the build info says it emitted, nor delete one whose source is gone.
  * Otherwise nothing is seeded and the copy builds from scratch, as it would without this helper;
- * the returned reason says why, for the test's output.
+ * the returned reason says why, for the test's output. The declaration files the build read
+ * (TypeScript's lib, @types) are not re-hashed: the copies use this repository's node_modules, the
+ * one its build read. Should it have changed since without a rebuild, tsc in the copy still sees
+ * it (the seed only saves work, every input is compared) and recompiles, which the callers'
+ * up-to-date assertion then reports.
  *
  * The build info names files relative to its own directory, after resolving symlinks: the copies'
  * node_modules is a symlink to this repository's, so there tsc sees the compiler's lib files and
