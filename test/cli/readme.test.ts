@@ -232,7 +232,7 @@ describe('README.md runs as written from a fresh clone', () => {
     }
     // npm start's build ran for real; seeded, it had nothing to recompile (a rewrite of the build
     // info by tsc would mean the seed missed, and the clone compiled everything again).
-    if (seed.seeded) assert.ok(buildWasUpToDate(clone, seed), 'npm start recompiled the seeded clone: see test/helpers/seed-build.ts');
+    if (seed.seeded) assert.ok(buildWasUpToDate(clone, seed), 'npm start recompiled the seeded clone: this checkout\'s node_modules changed since its last npm run build, or the seed missed (test/helpers/seed-build.ts)');
     // Stop what keeps running: on SIGTERM the gateway drains and flushes its audit log, then exits.
     for (const b of running.splice(0).reverse()) await b.stop();
     const log = await readFile(join(clone, '.waygate/audit.jsonl'), 'utf8');

@@ -222,7 +222,7 @@ describe('the container image: the runtime stage\'s files alone run waygate', { 
     assert.equal(seeded.length, 1, 'one stage runs npm run build');
     const { dir, seed } = seeded[0]!;
     t.diagnostic(`build stage's dist/: ${seed.reason}`);
-    if (seed.seeded) assert.ok(buildWasUpToDate(dir, seed), 'npm run build recompiled the seeded stage: see test/helpers/seed-build.ts');
+    if (seed.seeded) assert.ok(buildWasUpToDate(dir, seed), 'npm run build recompiled the seeded stage: this checkout\'s node_modules changed since its last npm run build, or the seed missed (test/helpers/seed-build.ts)');
     // A change nothing imports (the CLI's entry module), so only that module is rechecked; its
     // output must carry the change, seeded or not.
     const probe = `// seed probe ${process.pid}`;
