@@ -1,5 +1,5 @@
 /**
- * `waygate policy check|test|eval|fmt`: the policy author's loop (docs/writing-policies.md).
+ * `waygate policy check|test|eval|fmt` (and `import`, src/policy/import/write.ts): the policy author's loop (docs/writing-policies.md).
  *
  * Exit codes (src/cli/main.ts): 0 success; 1 the command ran and found a problem (lint error,
  * failing case, coverage below threshold, file needing formatting); 2 usage or input error (bad
@@ -17,6 +17,7 @@ import { parsePolicyDocuments } from '../policy/documents.ts';
 import { decide } from '../policy/engine.ts';
 import { explainDecision, renderExplanation } from '../policy/explain.ts';
 import { formatPolicyText } from '../policy/fmt.ts';
+import { registerImport } from '../policy/import/write.ts';
 import { lintPolicies, type LintDiagnostic } from '../policy/lint.ts';
 import { loadPolicySet, type LoadResult } from '../policy/load.ts';
 import type { PolicyDocument } from '../policy/model.ts';
@@ -98,6 +99,8 @@ export function registerPolicy(program: Command): void {
     .action(async (paths: string[], opts: { write?: boolean; check?: boolean; diff?: boolean }) => {
       process.exitCode = await runFmt(paths, { write: opts.write === true, check: opts.check === true, diff: opts.diff === true });
     });
+
+  registerImport(policy);
 }
 
 /** What the policy verbs print: text for people, the same report as one JSON or YAML document for scripts. */

@@ -13,16 +13,17 @@ const K8S_NETWORKING = /^networking\.k8s\.io\/v1(beta1)?$/;
 
 /**
  * The one message for a document of another system's policy API, or null when `apiVersion`/`kind`
- * are not one of those (the caller then validates the document as usual). The import verbs are
- * planned, not built: the message says so rather than naming a command that does not exist yet.
+ * are not one of those (the caller then validates the document as usual). Istio policies have a
+ * translator (`waygate policy import istio`, src/policy/import/istio.ts); NetworkPolicies do not
+ * yet, and the message says so rather than naming a command that does not exist.
  */
 export function foreignPolicyMessage(apiVersion: unknown, kind: unknown): string | null {
   if (typeof apiVersion !== 'string' || typeof kind !== 'string') return null;
   if (ISTIO_SECURITY.test(apiVersion) && kind === 'AuthorizationPolicy') {
     return `this is an Istio AuthorizationPolicy (${apiVersion}), not a waygate policy (apiVersion waygate.dev/v1alpha1): ` +
-      'waygate does not load Istio policies as they are. A translator (`waygate policy import istio FILE --out DIR`) ' +
-      'is planned and not yet available; until then, write the equivalent waygate policy with CEL rules ' +
-      '(docs/writing-policies.md; Istio\'s `principals` become `source.principal`, `ports` `destination.port`)';
+      'waygate does not load Istio policies as they are. Translate it with `waygate policy import istio FILE|DIR --out DIR`, ' +
+      'which writes the equivalent waygate policy and a PolicyTest, and refuses with positions what it cannot translate ' +
+      'faithfully (docs/writing-policies.md, "Migrating from Istio")';
   }
   if (K8S_NETWORKING.test(apiVersion) && kind === 'NetworkPolicy') {
     return `this is a Kubernetes NetworkPolicy (${apiVersion}), not a waygate policy (apiVersion waygate.dev/v1alpha1): ` +
