@@ -241,3 +241,208 @@ describe('policy import istio: verdicts equal Istio\'s documented semantics', ()
     });
   }
 });
+
+/** Every refusal the issue lists, in one input; positions are the offending key or value. */
+const REFUSED = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: http
+  namespace: shop
+spec:
+  rules:
+    - from:
+        - source:
+            requestPrincipals: ["issuer/subject"]
+            remoteIpBlocks: ["1.2.3.4"]
+            principals: ["spiffe://cluster.local/ns/a/sa/x", "a*b"]
+      to:
+        - operation:
+            methods: ["GET"]
+            paths: ["/x"]
+            hosts: ["h"]
+            ports: ["http", "70000", "80-90"]
+      when:
+        - key: request.headers[x-user]
+          values: ["u"]
+        - key: connection.sni
+          values: ["s"]
+        - key: source.ip
+          values: ["10.0.0.300"]
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata:
+  name: ext
+  namespace: shop
+spec:
+  action: CUSTOM
+  provider: { name: opa }
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: pods
+  namespace: shop
+spec:
+  selector:
+    matchLabels: { app: api }
+  rules:
+    - from:
+        - source: { serviceAccounts: ["x"] }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: route
+  namespace: shop
+spec:
+  targetRefs:
+    - { kind: HTTPRoute, group: gateway.networking.k8s.io, name: r }
+    - { kind: Service, name: api }
+  rules:
+    - to:
+        - operation: { ports: ["443"] }
+`;
+
+const GOOD = ap('shop', 'good', `targetRefs:\n- { kind: Service, name: api }\nrules:\n- from:\n  - source: { principals: ["${A}"] }`);
+
+describe('policy import istio: refusals name file:line:col', () => {
+  it('refuses every untranslatable field, CUSTOM, selectors, unknown when keys and bad values, and translates nothing of those policies', () => {
+    const r = importIstio([{ file: 'r.yaml', text: REFUSED }]);
+    const got = r.refusals.map((x) => [x.line, x.col, x.path, x.policy]).sort((a, b) => (a[0] as number) - (b[0] as number) || (a[1] as number) - (b[1] as number));
+    assert.deepEqual(got, [
+      [10, 13, 'spec.rules[0].from[0].source.requestPrincipals', 'shop/http'],
+      [11, 13, 'spec.rules[0].from[0].source.remoteIpBlocks', 'shop/http'],
+      [12, 26, 'spec.rules[0].from[0].source.principals[0]', 'shop/http'],
+      [12, 62, 'spec.rules[0].from[0].source.principals[1]', 'shop/http'],
+      [15, 13, 'spec.rules[0].to[0].operation.methods', 'shop/http'],
+      [16, 13, 'spec.rules[0].to[0].operation.paths', 'shop/http'],
+      [17, 13, 'spec.rules[0].to[0].operation.hosts', 'shop/http'],
+      [18, 21, 'spec.rules[0].to[0].operation.ports[0]', 'shop/http'],
+      [18, 29, 'spec.rules[0].to[0].operation.ports[1]', 'shop/http'],
+      [18, 38, 'spec.rules[0].to[0].operation.ports[2]', 'shop/http'],
+      [20, 16, 'spec.rules[0].when[0].key', 'shop/http'],
+      [22, 16, 'spec.rules[0].when[1].key', 'shop/http'],
+      [25, 20, 'spec.rules[0].when[2].values[0]', 'shop/http'],
+      [33, 11, 'spec.action', 'shop/ext'],
+      [43, 3, 'spec.selector', 'shop/pods'],
+      [47, 39, 'spec.rules[0].from[0].source.serviceAccounts[0]', 'shop/pods'],
+      [56, 15, 'spec.targetRefs[0].kind', 'shop/route'],
+    ]);
+    const msg = (path: string) => r.refusals.find((x) => x.path === path)!.message;
+    assert.match(msg('spec.rules[0].to[0].operation.methods'), /HTTP attribute/);
+    assert.match(msg('spec.rules[0].from[0].source.principals[0]'), /without "spiffe:\/\/".*write "cluster\.local\/ns\/a\/sa\/x"/);
+    assert.match(msg('spec.action'), /CUSTOM/);
+    assert.match(msg('spec.selector'), /workload selector.*targetRefs/);
+    assert.match(msg('spec.rules[0].when[1].key'), /"connection\.sni" is not one of the L4 keys/);
+    assert.match(msg('spec.rules[0].to[0].operation.ports[2]'), /"80-90" is not a port/);
+    assert.deepEqual(r.policies, []);
+  });
+
+  it('a YAML syntax error is unreadable input with its position', () => {
+    const r = importIstio([{ file: 'bad.yaml', text: 'apiVersion: security.istio.io/v1\nkind: [AuthorizationPolicy\n' }]);
+    assert.equal(r.unreadable.length, 1);
+    assert.equal(r.unreadable[0]!.file, 'bad.yaml');
+    assert.ok(r.unreadable[0]!.line >= 2, JSON.stringify(r.unreadable));
+  });
+
+  it('other kinds are skipped with a note; a missing namespace is refused', () => {
+    const r = importIstio([{ file: 'x.yaml', text: 'apiVersion: v1\nkind: ConfigMap\nmetadata: { name: c }\n---\n' + GOOD.replace('  namespace: shop\n', '') }]);
+    assert.match(r.notes[0]!.message, /skipped: not an Istio AuthorizationPolicy \(apiVersion v1, kind ConfigMap\)/);
+    // Line 8: the metadata mapping (lines 1-3 ConfigMap, 4 ---, 5-7 apiVersion, kind, metadata:).
+    assert.deepEqual(r.refusals.map((x) => [x.line, x.col, x.path]), [[8, 3, 'metadata.namespace']]);
+  });
+
+  it('a workload-bound ALLOW by identity is reported: the destination ztunnel would deny what waygate forwards', () => {
+    const r = importIstio([{ file: 'n.yaml', text: ap('shop', 'ns', `rules:\n- from:\n  - source: { namespaces: ["a"] }`) + '---\n' + GOOD }]);
+    assert.deepEqual(r.refusals, []);
+    assert.deepEqual(r.notes.map((n) => [n.policy, n.line]), [['shop/ns', 4]]);
+    assert.match(r.notes[0]!.message, /ztunnel enforces it.*would deny every tunnel waygate forwards/);
+  });
+});
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  process.exitCode = undefined;
+  try {
+    const r = await captureOutput(() => main(args));
+    return { code: r.value, stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    process.exitCode = undefined;
+  }
+}
+
+describe('waygate policy import istio (CLI)', () => {
+  it('imports examples/import/istio: exit 0, advice printed, and the set passes check, fmt --check and test --coverage at 100%', async () => {
+    const out = join(await tempDir(), 'out');
+    const r = await cli('policy', 'import', 'istio', 'examples/import/istio', '--out', out);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /advice: Istio allows a tunnel that no ALLOW policy governs/);
+    assert.match(r.stdout, /^ok: imported 5 policies \(6 rules\)/m);
+    assert.deepEqual((await readdir(out)).sort(), [
+      'istio-system.deny-dev.test.yaml', 'istio-system.deny-dev.yaml',
+      'shop.api.test.yaml', 'shop.api.yaml',
+      'shop.database-audit.test.yaml', 'shop.database-audit.yaml',
+      'shop.database.test.yaml', 'shop.database.yaml',
+      'shop.require-identity.test.yaml', 'shop.require-identity.yaml',
+    ]);
+    const api = await readFile(join(out, 'shop.api.yaml'), 'utf8');
+    assert.match(api, /^# Imported from the Istio AuthorizationPolicy shop\/api\n# \(examples\/import\/istio\/shop\.yaml:6:9\)/);
+    assert.match(await readFile(join(out, 'shop.require-identity.yaml'), 'utf8'), /mode: DryRun/);
+
+    const check = await cli('policy', 'check', '--strict', out);
+    assert.equal(check.code, 0, check.stdout);
+    assert.match(check.stdout, /ok: 5 policies \(6 rules\) and 5 tests in 10 files: 0 errors, 0 warnings/);
+    const fmt = await cli('policy', 'fmt', '--check', out);
+    assert.equal(fmt.code, 0, fmt.stdout);
+    const test = await cli('policy', 'test', out, '--coverage', '--threshold', '100');
+    assert.equal(test.code, 0, test.stdout);
+    assert.match(test.stdout, /rule coverage 6\/6 \(100%\)/);
+  });
+
+  it('exit 1 and nothing written when something is refused; positions printed', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'r.yaml'), REFUSED + '---\n' + GOOD);
+    const out = join(dir, 'out');
+    const r = await cli('policy', 'import', 'istio', join(dir, 'r.yaml'), '--out', out);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, new RegExp(`^${join(dir, 'r.yaml').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:33:11: error WG_IMPORT_REFUSED at spec\\.action: CUSTOM`, 'm'));
+    assert.match(r.stdout, /nothing written \(--partial writes the 1 policies that translate\)/);
+    await assert.rejects(readdir(out), { code: 'ENOENT' });
+  });
+
+  it('--partial writes what translates and still exits 1', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'r.yaml'), REFUSED + '---\n' + GOOD);
+    const out = join(dir, 'out');
+    const r = await cli('policy', 'import', 'istio', join(dir, 'r.yaml'), '--out', out, '--partial');
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, /^partial: imported 1 policy \(1 rules\) into .*: 2 files; 4 policies refused and not written/m);
+    assert.deepEqual((await readdir(out)).sort(), ['shop.good.test.yaml', 'shop.good.yaml']);
+    const test = await cli('policy', 'test', out, '--threshold', '100');
+    assert.equal(test.code, 0, test.stdout);
+  });
+
+  it('exit 2 for a missing path or a YAML syntax error, nothing written', async () => {
+    const dir = await tempDir();
+    const out = join(dir, 'out');
+    const missing = await cli('policy', 'import', 'istio', join(dir, 'nope.yaml'), '--out', out);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stdout, /WG_IMPORT_INPUT/);
+    await mkdir(join(dir, 'in'));
+    await writeFile(join(dir, 'in', 'a.yaml'), GOOD);
+    await writeFile(join(dir, 'in', 'b.yaml'), 'kind: [\n');
+    const syntax = await cli('policy', 'import', 'istio', join(dir, 'in'), '--out', out);
+    assert.equal(syntax.code, 2, syntax.stdout);
+    assert.match(syntax.stdout, /b\.yaml:\d+:\d+: error WG_IMPORT_INPUT at <document>: not valid YAML/);
+    await assert.rejects(readdir(out), { code: 'ENOENT' });
+  });
+
+  it('policy check on an Istio policy names the import command', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'ap.yaml'), GOOD);
+    const r = await cli('policy', 'check', dir);
+    assert.equal(r.code, 2);
+    assert.match(r.stdout, /Translate it with `waygate policy import istio FILE\|DIR --out DIR`/);
+  });
+});

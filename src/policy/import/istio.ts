@@ -309,9 +309,12 @@ class PolicyParser {
     if (rules.length === 0 && action !== 'ALLOW') {
       this.note(rulesNode ?? specNode ?? this.root, 'spec.rules', `a ${action} policy without rules matches nothing: it is translated as a rule that is \`false\``);
     }
-    if (scope.kind !== 'all' && action === 'ALLOW' && rules.some((r) => r.clauses.some((c) => c.some((m) => m.principals.length + m.namespaces.length + m.serviceAccounts.length > 0)))) {
+    // Without targetRefs a policy binds to workloads (the whole mesh from the root namespace), so
+    // in ambient mode the destination's ztunnel enforces it, not the waypoint waygate stands in for.
+    const atDestination = scope.kind === 'namespace' || (scope.kind === 'all' && scope.why === 'root-namespace');
+    if (atDestination && action === 'ALLOW' && rules.some((r) => r.clauses.some((c) => c.some((m) => m.principals.length + m.namespaces.length + m.serviceAccounts.length > 0)))) {
       this.note(where, 'metadata.name',
-        `this policy is scoped to the destination (${scope.kind === 'namespace' ? `namespace ${namespace}` : 'a Service'}) and allows by identity; if it stays applied in the mesh, the destination's ztunnel enforces it too, and behind waygate the source it sees is waygate's identity, so it would deny every tunnel: remove it from the mesh once waygate enforces the imported copy`);
+        `this policy binds to workloads (${scope.kind === 'namespace' ? `namespace ${namespace}` : 'the whole mesh'}), so the destination's ztunnel enforces it and allows by identity: while it stays applied in the mesh, the source ztunnel sees behind waygate is waygate's identity, so it would deny every tunnel waygate forwards. Remove it from the mesh (or bind it to the waypoint with targetRefs) once waygate enforces the imported copy`);
     }
     return { namespace, name, action, dryRun, scope, rules, waygateName, origin };
   }
