@@ -387,6 +387,12 @@ describe('waygate policy import istio (CLI)', () => {
       'shop.require-identity.test.yaml', 'shop.require-identity.yaml',
     ]);
     const api = await readFile(join(out, 'shop.api.yaml'), 'utf8');
+    // docs/writing-policies.md "Migrating from Istio" shows this run and this file verbatim.
+    const doc = await readFile('docs/writing-policies.md', 'utf8');
+    const shown = /\$ waygate policy import istio examples\/import\/istio --out imported\/\n([\s\S]*?)\$ cat imported\/shop\.api\.yaml\n([\s\S]*?)\$ waygate policy test imported\/ --coverage\n/.exec(doc);
+    assert.ok(shown, 'the worked example is in docs/writing-policies.md');
+    assert.equal(shown[1], r.stdout.replaceAll(out, 'imported/').replace('imported//', 'imported/'));
+    assert.equal(shown[2], api);
     assert.match(api, /^# Imported from the Istio AuthorizationPolicy shop\/api\n# \(examples\/import\/istio\/shop\.yaml:6:9\)/);
     assert.match(await readFile(join(out, 'shop.require-identity.yaml'), 'utf8'), /mode: DryRun/);
 
