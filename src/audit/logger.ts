@@ -139,20 +139,29 @@ function endsMidLine(fd: number): boolean {
   }
 }
 
+/** An exit path's synchronous write gives up once the reader has taken no byte for this long. */
+export const EXIT_WRITE_STALL_MS = 1000;
+
 /**
  * Writes `buf` with write(2) until it is all written, for exit paths only. A non-blocking stdout
- * pipe that is full (EAGAIN) is retried for at most ~1 s; any other error gives up.
+ * pipe that is full (EAGAIN) is retried while its reader makes progress: the bound is on time
+ * without progress ({@link EXIT_WRITE_STALL_MS}), not on the number of EAGAINs, so a large backlog
+ * into a pipe whose reader is merely slower than this loop is written whole (on Node 24 stdout
+ * pipes are non-blocking here, and a bound of 100 EAGAINs cut a 20,000-record flush mid-line),
+ * while a reader that stopped cannot hold the exit. Any other error gives up at once.
  */
 function writeAllSync(fd: number, buf: Buffer): void {
   let rest = buf;
-  let eagain = 0;
+  let lastProgress = performance.now();
   const pause = new Int32Array(new SharedArrayBuffer(4));
   while (rest.length > 0) {
     try {
-      rest = rest.subarray(writeSync(fd, rest));
+      const n = writeSync(fd, rest);
+      if (n > 0) lastProgress = performance.now();
+      rest = rest.subarray(n);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++eagain > 100) throw err;
-      Atomics.wait(pause, 0, 0, 10);
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || performance.now() - lastProgress > EXIT_WRITE_STALL_MS) throw err;
+      Atomics.wait(pause, 0, 0, 2);
     }
   }
 }
