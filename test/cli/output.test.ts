@@ -71,6 +71,7 @@ describe('the -o, --output vocabulary', () => {
       'waygate audit summary': ['text', 'json', 'markdown', 'yaml'],
       'waygate audit query': ['text', 'jsonl', 'csv'],
       'waygate audit replay': ['text', 'json', 'markdown', 'yaml'],
+      'waygate audit suggest': ['text', 'json', 'markdown', 'yaml'],
       'waygate certs init': ['text', 'json', 'yaml'],
       'waygate certs issue': ['text', 'json', 'yaml'],
       'waygate doctor': ['text', 'json'],
