@@ -7,7 +7,7 @@
  * Each verb is also exported as a `runAuditXxx(args, io)` function returning the exit code, so
  * tests drive them in-process with captured streams.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { WaygateError } from '../errors.ts';
@@ -336,6 +336,15 @@ export interface SuggestFlags extends TimeWindowFlags {
 export function runAuditSuggest(paths: string[], flags: SuggestFlags, io: AuditIo = defaultIo()): Promise<number> {
   return guarded(io, async () => {
     if (!flags.out) throw new WaygateError('WG_USAGE', 'suggest needs --out DIR (where the suggested policies are written)');
+    // The replay loads the whole directory: files left from another run would be replayed too.
+    let existing: string[];
+    try {
+      existing = await readdir(flags.out);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new WaygateError('WG_USAGE', `cannot use --out ${flags.out}: ${(err as Error).message}`, { cause: err });
+      existing = [];
+    }
+    if (existing.length > 0) throw new WaygateError('WG_USAGE', `--out ${flags.out} is not empty: suggest writes a whole policy set and replays it, so give it a new or empty directory`);
     const win = window(flags, io);
     const sources = await resolveSources(paths, readOptions(io));
     if (sources.some((s) => s.kind === 'stdin')) throw new WaygateError('WG_USAGE', 'suggest reads the log twice (suggest, then replay): pass files, not stdin');

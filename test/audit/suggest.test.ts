@@ -240,7 +240,7 @@ describe('audit suggest', () => {
       assert.equal(json.replay.allowToDeny.count, 0);
     });
 
-    it('exit codes: 2 for stdin, a missing --out, or a log without allowed traffic', async () => {
+    it('exit codes: 2 for stdin, a missing or non-empty --out, or a log without allowed traffic', async () => {
       const stdinIo = captureIo('');
       assert.equal(await runAuditSuggest(['-'], { out: path.join(dir, 'x') }, stdinIo), 2);
       assert.match(stdinIo.stderrText(), /reads the log twice/);
@@ -252,6 +252,9 @@ describe('audit suggest', () => {
       const none = captureIo();
       assert.equal(await runAuditSuggest([denyOnly], { out: path.join(dir, 'none') }, none), 2);
       assert.match(none.stderrText(), /no allowed traffic in 1 decision record\(s\): nothing to suggest/);
+      const notEmpty = captureIo();
+      assert.equal(await runAuditSuggest([logPath], { out: path.join(dir, 'small-out') }, notEmpty), 2);
+      assert.match(notEmpty.stderrText(), /--out .*small-out is not empty/);
       const text = captureIo();
       assert.equal(await runAuditSuggest([logPath], { out: path.join(dir, 'text') }, text), 0);
       assert.match(text.stdoutText(), /^wrote 2 policies \(5 rules\) and their PolicyTests to /);
