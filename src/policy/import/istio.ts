@@ -70,6 +70,8 @@ export interface IstioMatch {
   notDestinationIps: string[];
   ports: number[];
   notPorts: number[];
+  /** Inclusive port ranges, ORed with `ports` (NetworkPolicy `endPort`; Istio has none). */
+  portRanges: Array<[number, number]>;
 }
 
 /** A rule: every clause must hold; a clause holds when any of its matches does. */
@@ -95,6 +97,10 @@ export interface IstioPolicy {
   /** The waygate policy name: `<namespace>.<name>`. */
   waygateName: string;
   origin: ImportPosition;
+  /** What the source is, for the generated comments: `Istio AuthorizationPolicy`, `NetworkPolicy`. */
+  sourceKind?: string;
+  /** The source field whose i-th entry becomes `rule-i`: `rules` (Istio), `ingress` (NetworkPolicy). */
+  rulesField?: string;
 }
 
 export interface IstioImportOptions {
@@ -122,10 +128,10 @@ const SOURCE_HTTP = ['requestPrincipals', 'notRequestPrincipals', 'remoteIpBlock
 const OPERATION_HTTP = ['hosts', 'notHosts', 'methods', 'notMethods', 'paths', 'notPaths'];
 const WHEN_KEYS = ['source.ip', 'source.namespace', 'source.principal', 'destination.ip', 'destination.port'];
 
-function emptyMatch(): IstioMatch {
+export function emptyMatch(): IstioMatch {
   return {
     principals: [], notPrincipals: [], namespaces: [], notNamespaces: [], serviceAccounts: [], notServiceAccounts: [],
-    sourceIps: [], notSourceIps: [], destinationIps: [], notDestinationIps: [], ports: [], notPorts: [],
+    sourceIps: [], notSourceIps: [], destinationIps: [], notDestinationIps: [], ports: [], notPorts: [], portRanges: [],
   };
 }
 
@@ -138,47 +144,25 @@ export function importIstio(inputs: readonly ImportInput[], opts: IstioImportOpt
   const rootNamespace = opts.rootNamespace ?? 'istio-system';
   const clusterDomain = opts.clusterDomain ?? 'cluster.local';
   const out: IstioImportResult = { policies: [], refusals: [], notes: [], unreadable: [] };
-  for (const input of inputs) {
-    const lc = new LineCounter();
-    const docs = parseAllDocuments(input.text, { lineCounter: lc, prettyErrors: false });
-    const pos = (node: Node | null | undefined, path: string): ImportPosition => {
-      const offset = node?.range?.[0] ?? 0;
-      const p = lc.linePos(offset);
-      return { file: input.file, line: p.line, col: p.col, path };
-    };
-    const list = Array.isArray(docs) ? docs : [docs];
-    for (const doc of list) {
-      if (doc.errors.length > 0) {
-        const e = doc.errors[0]!;
-        const p = lc.linePos(e.pos[0]);
-        out.unreadable.push({ file: input.file, line: p.line, col: p.col, path: '', policy: null, message: `not valid YAML: ${e.message.split('\n')[0]}` });
-        continue;
-      }
-      const root = doc.contents;
-      if (root === null) continue;
-      if (!isMap(root)) {
-        out.unreadable.push({ ...pos(root as Node, ''), policy: null, message: 'a document must be a mapping (an Istio AuthorizationPolicy)' });
-        continue;
-      }
-      const apiVersion = scalarString(root.get('apiVersion', true) as Node | undefined);
-      const kind = scalarString(root.get('kind', true) as Node | undefined);
-      if (kind === 'List' || kind === 'AuthorizationPolicyList') {
-        out.refusals.push({ ...pos(root, 'kind'), policy: null, message: `a ${kind} is not read: give the AuthorizationPolicies as separate documents (split with ---)` });
-        continue;
-      }
-      if (kind !== 'AuthorizationPolicy' || apiVersion === null || !/^security\.istio\.io\//.test(apiVersion)) {
-        out.notes.push({ ...pos(root, ''), policy: null, message: `skipped: not an Istio AuthorizationPolicy (apiVersion ${apiVersion ?? '?'}, kind ${kind ?? '?'})` });
-        continue;
-      }
-      if (!ISTIO_API.test(apiVersion)) {
-        out.refusals.push({ ...pos(root.get('apiVersion', true) as Node, 'apiVersion'), policy: null, message: `apiVersion ${apiVersion} is not translated: only security.istio.io/v1 and v1beta1` });
-        continue;
-      }
-      const p = new PolicyParser(root, pos, out, rootNamespace, clusterDomain);
-      const policy = p.parse();
-      if (policy !== null) out.policies.push(policy);
+  forEachDocument(inputs, out.unreadable, (root, pos) => {
+    const apiVersion = scalarString(root.get('apiVersion', true) as Node | undefined);
+    const kind = scalarString(root.get('kind', true) as Node | undefined);
+    if (kind === 'List' || kind === 'AuthorizationPolicyList') {
+      out.refusals.push({ ...pos(root, 'kind'), policy: null, message: `a ${kind} is not read: give the AuthorizationPolicies as separate documents (split with ---)` });
+      return;
     }
-  }
+    if (kind !== 'AuthorizationPolicy' || apiVersion === null || !/^security\.istio\.io\//.test(apiVersion)) {
+      out.notes.push({ ...pos(root, ''), policy: null, message: `skipped: not an Istio AuthorizationPolicy (apiVersion ${apiVersion ?? '?'}, kind ${kind ?? '?'})` });
+      return;
+    }
+    if (!ISTIO_API.test(apiVersion)) {
+      out.refusals.push({ ...pos(root.get('apiVersion', true) as Node, 'apiVersion'), policy: null, message: `apiVersion ${apiVersion} is not translated: only security.istio.io/v1 and v1beta1` });
+      return;
+    }
+    const p = new PolicyParser(root, pos, out, rootNamespace, clusterDomain);
+    const policy = p.parse();
+    if (policy !== null) out.policies.push(policy);
+  });
   const seen = new Map<string, IstioPolicy>();
   for (const p of out.policies) {
     const other = seen.get(p.waygateName);
@@ -190,35 +174,63 @@ export function importIstio(inputs: readonly ImportInput[], opts: IstioImportOpt
   return out;
 }
 
-function scalarString(n: Node | null | undefined): string | null {
+/**
+ * Calls `each` with every mapping document of the inputs and a position function for its nodes;
+ * YAML syntax errors and documents that are not mappings go to `unreadable`.
+ */
+export function forEachDocument(inputs: readonly ImportInput[], unreadable: Refusal[], each: (root: import('yaml').YAMLMap, pos: Pos) => void): void {
+  for (const input of inputs) {
+    const lc = new LineCounter();
+    const docs = parseAllDocuments(input.text, { lineCounter: lc, prettyErrors: false });
+    const pos = (node: Node | null | undefined, path: string): ImportPosition => {
+      const p = lc.linePos(node?.range?.[0] ?? 0);
+      return { file: input.file, line: p.line, col: p.col, path };
+    };
+    for (const doc of Array.isArray(docs) ? docs : [docs]) {
+      if (doc.errors.length > 0) {
+        const e = doc.errors[0]!;
+        const p = lc.linePos(e.pos[0]);
+        unreadable.push({ file: input.file, line: p.line, col: p.col, path: '', policy: null, message: `not valid YAML: ${e.message.split('\n')[0]}` });
+        continue;
+      }
+      const root = doc.contents;
+      if (root === null) continue;
+      if (!isMap(root)) {
+        unreadable.push({ ...pos(root as Node, ''), policy: null, message: 'a document must be a mapping (a Kubernetes object)' });
+        continue;
+      }
+      each(root, pos);
+    }
+  }
+}
+
+export function scalarString(n: Node | null | undefined): string | null {
   return n !== undefined && n !== null && isScalar(n) && typeof n.value === 'string' ? n.value : null;
 }
 
-type Pos = (node: Node | null | undefined, path: string) => ImportPosition;
+export type Pos = (node: Node | null | undefined, path: string) => ImportPosition;
 
-class PolicyParser {
-  private policyId: string | null = null;
-  private failed = false;
+/** Reads one document's YAML nodes, collecting refusals and notes with positions. */
+export class DocumentReader {
+  protected policyId: string | null = null;
+  protected failed = false;
 
   constructor(
-    private readonly root: import('yaml').YAMLMap,
-    private readonly pos: Pos,
-    private readonly out: IstioImportResult,
-    private readonly rootNamespace: string,
-    private readonly clusterDomain: string,
+    protected readonly pos: Pos,
+    protected readonly out: Pick<IstioImportResult, 'refusals' | 'notes'>,
   ) {}
 
-  private refuse(node: Node | null | undefined, path: string, message: string): void {
+  protected refuse(node: Node | null | undefined, path: string, message: string): void {
     this.failed = true;
     this.out.refusals.push({ ...this.pos(node, path), policy: this.policyId, message });
   }
 
-  private note(node: Node | null | undefined, path: string, message: string): void {
+  protected note(node: Node | null | undefined, path: string, message: string): void {
     this.out.notes.push({ ...this.pos(node, path), policy: this.policyId, message });
   }
 
   /** The pairs of a mapping node, refusing keys outside `known` (Istio rejects unknown fields too). */
-  private fields(node: Node | null | undefined, path: string, known: readonly string[]): Map<string, { key: Node; value: Node | null }> {
+  protected fields(node: Node | null | undefined, path: string, known: readonly string[]): Map<string, { key: Node; value: Node | null }> {
     const res = new Map<string, { key: Node; value: Node | null }>();
     if (node === null || node === undefined) return res;
     if (!isMap(node)) {
@@ -237,7 +249,7 @@ class PolicyParser {
     return res;
   }
 
-  private strings(node: Node | null, path: string): Array<{ value: string; node: Node; path: string }> {
+  protected strings(node: Node | null, path: string): Array<{ value: string; node: Node; path: string }> {
     if (node === null || !isSeq(node)) {
       this.refuse(node, path, 'expected a list of strings');
       return [];
@@ -249,6 +261,30 @@ class PolicyParser {
       else this.refuse(n, `${path}[${i}]`, 'expected a string');
     });
     return res;
+  }
+
+  /** Addresses or CIDR blocks, as masked blocks; invalid ones refused. */
+  protected ips(node: Node | null | undefined, path: string): string[] {
+    if (node === undefined) return [];
+    const res: string[] = [];
+    for (const s of this.strings(node ?? null, path)) {
+      const block = parseBlock(s.value);
+      if (block === null) this.refuse(s.node, s.path, `"${s.value}" is not an IP address or CIDR block`);
+      else res.push(block);
+    }
+    return res;
+  }
+}
+
+class PolicyParser extends DocumentReader {
+  constructor(
+    private readonly root: import('yaml').YAMLMap,
+    pos: Pos,
+    out: IstioImportResult,
+    private readonly rootNamespace: string,
+    private readonly clusterDomain: string,
+  ) {
+    super(pos, out);
   }
 
   parse(): IstioPolicy | null {
@@ -531,17 +567,6 @@ class PolicyParser {
     return [{ kind: 'exact', value: v }];
   }
 
-  private ips(node: Node | null | undefined, path: string): string[] {
-    if (node === undefined) return [];
-    const res: string[] = [];
-    for (const s of this.strings(node ?? null, path)) {
-      const block = parseBlock(s.value);
-      if (block === null) this.refuse(s.node, s.path, `"${s.value}" is not an IP address or CIDR block`);
-      else res.push(block);
-    }
-    return res;
-  }
-
   private ports(node: Node | null | undefined, path: string): number[] {
     if (node === undefined) return [];
     const res: number[] = [];
@@ -682,6 +707,14 @@ function portList(ports: number[]): string {
   return `destination.port in [${ports.join(', ')}]`;
 }
 
+function portTerms(m: IstioMatch): string[] {
+  const terms = field(m.ports, m.notPorts, (p) => `destination.port == ${p}`, portList);
+  if (m.portRanges.length === 0) return terms;
+  const ranges = m.portRanges.map(([a, b]) => `destination.port >= ${a} && destination.port <= ${b}`);
+  const listed = m.ports.length === 0 ? [] : [terms.shift()!];
+  return [anyOf([...listed, ...ranges]), ...terms];
+}
+
 /** One match as a CEL conjunction; `true` for a match without fields. */
 export function matchCel(m: IstioMatch): string {
   const terms = [
@@ -690,7 +723,7 @@ export function matchCel(m: IstioMatch): string {
     ...field(m.serviceAccounts, m.notServiceAccounts, (x) => `source.namespace == ${lit(x.namespace)} && source.serviceAccount == ${lit(x.serviceAccount)}`),
     ...field(m.sourceIps, m.notSourceIps, (x) => ipCel('source.ip', x)),
     ...field(m.destinationIps, m.notDestinationIps, (x) => ipCel('destination.ip', x)),
-    ...field(m.ports, m.notPorts, (p) => `destination.port == ${p}`, portList),
+    ...portTerms(m),
   ];
   if (terms.length === 0) return 'true';
   return terms.map((t) => (terms.length > 1 && / \|\| /.test(t) && !t.startsWith('!(') ? `(${t})` : t)).join(' && ');
@@ -773,7 +806,8 @@ export function istioMatchHolds(m: IstioMatch, x: IstioInput): boolean {
   const id = spiffeParts(x.principal);
   return fieldHolds(m.destinationIps, m.notDestinationIps, (b) => inBlock(b, x.destinationIp)) &&
     fieldHolds(m.sourceIps, m.notSourceIps, (b) => inBlock(b, x.sourceIp)) &&
-    fieldHolds(m.ports, m.notPorts, (p) => p === x.port) &&
+    (m.ports.length + m.portRanges.length === 0 || m.ports.includes(x.port) || m.portRanges.some(([a, b]) => x.port >= a && x.port <= b)) &&
+    fieldHolds([], m.notPorts, (p) => p === x.port) &&
     fieldHolds(m.serviceAccounts, m.notServiceAccounts, (s) => id.stripped !== null && s.namespace === id.namespace && s.serviceAccount === id.serviceAccount) &&
     fieldHolds(m.principals, m.notPrincipals, (p) => id.stripped !== null && strMatches(p, id.stripped)) &&
     fieldHolds(m.namespaces, m.notNamespaces, (p) => strMatches(p, id.namespace));
@@ -849,22 +883,26 @@ export function generateFiles(policies: readonly IstioPolicy[]): GeneratedFile[]
   return files;
 }
 
+function importCommand(p: IstioPolicy): string {
+  return p.sourceKind === 'NetworkPolicy' ? 'waygate policy import networkpolicy' : 'waygate policy import istio';
+}
+
 function header(p: IstioPolicy): string {
   const scope = p.scope.kind === 'all'
     ? (p.scope.why === 'gateway' ? 'targets the waypoint Gateway: governs every tunnel' : `in the root namespace without selector: governs every tunnel`)
     : p.scope.kind === 'namespace' ? `namespace-wide in ${p.scope.namespace}: governs tunnels to that namespace (destination.namespace)`
     : `targets ${p.scope.hosts.join(', ')} (destination.service)`;
   return [
-    `# Imported from the Istio AuthorizationPolicy ${p.namespace}/${p.name}`,
-    `# (${p.origin.file}:${p.origin.line}:${p.origin.col}) by \`waygate policy import istio\`.`,
-    `# Scope: ${scope}. Istio's rules[i] is rule-i.`,
+    `# Imported from the ${p.sourceKind ?? 'Istio AuthorizationPolicy'} ${p.namespace}/${p.name}`,
+    `# (${p.origin.file}:${p.origin.line}:${p.origin.col}) by \`${importCommand(p)}\`.`,
+    `# Scope: ${scope}. Its ${p.rulesField ?? 'rules'}[i] is rule-i.`,
   ].join('\n') + '\n';
 }
 
 function policyText(p: IstioPolicy): string {
   const selector = scopeCel(p.scope);
   const rules = p.rules.length === 0
-    ? [{ name: 'nothing', when: 'false', message: `Istio: a ${p.action} policy without rules matches nothing` }]
+    ? [{ name: 'nothing', when: 'false', message: p.sourceKind === 'NetworkPolicy' ? 'NetworkPolicy without ingress rules: the selected pods accept no ingress' : `Istio: a ${p.action} policy without rules matches nothing` }]
     : p.rules.map((r, i) => ({ name: ruleName(i), when: ruleCel(r) }));
   const doc = {
     apiVersion: API_VERSION,
@@ -917,9 +955,9 @@ function testText(p: IstioPolicy, all: readonly IstioPolicy[], anyDryRun: boolea
     spec: { defaultAction: 'ALLOW', cases },
   };
   const text = [
-    `# Generated by \`waygate policy import istio\` for ${p.namespace}/${p.name}: one case where each rule`,
-    '# matches and one where it does not. Expected verdicts follow Istio\'s semantics over the whole',
-    '# imported set, with defaultAction ALLOW (Istio allows a tunnel no ALLOW policy governs).',
+    `# Generated by \`${importCommand(p)}\` for ${p.namespace}/${p.name}: one case where each rule`,
+    `# matches and one where it does not. Expected verdicts follow the ${p.sourceKind === undefined ? 'Istio' : p.sourceKind} semantics over the`,
+    '# whole imported set, with defaultAction ALLOW (a tunnel no ALLOW policy governs is allowed).',
   ].join('\n') + '\n\n' + stringify(doc, { lineWidth: 0 });
   return formatPolicyText(text, `${p.waygateName}.test.yaml`);
 }
@@ -968,6 +1006,7 @@ function* inputCandidates(p: IstioPolicy): Generator<IstioInput> {
     for (const b of [...m.sourceIps, ...m.notSourceIps]) srcIps.add(b.split('/')[0]!);
     for (const b of [...m.destinationIps, ...m.notDestinationIps]) dstIps.add(b.split('/')[0]!);
     for (const n of [...m.ports, ...m.notPorts]) ports.add(n);
+    for (const [a, b] of m.portRanges) [a, b, b + 1].filter((n) => n <= 65535).forEach((n) => ports.add(n));
   }
   principals.add(OTHER_PRINCIPAL);
   principals.add('');
