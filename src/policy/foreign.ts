@@ -13,9 +13,8 @@ const K8S_NETWORKING = /^networking\.k8s\.io\/v1(beta1)?$/;
 
 /**
  * The one message for a document of another system's policy API, or null when `apiVersion`/`kind`
- * are not one of those (the caller then validates the document as usual). Istio policies have a
- * translator (`waygate policy import istio`, src/policy/import/istio.ts); NetworkPolicies do not
- * yet, and the message says so rather than naming a command that does not exist.
+ * are not one of those (the caller then validates the document as usual). Both have a translator,
+ * which the message names: `waygate policy import istio|networkpolicy` (src/policy/import/).
  */
 export function foreignPolicyMessage(apiVersion: unknown, kind: unknown): string | null {
   if (typeof apiVersion !== 'string' || typeof kind !== 'string') return null;
@@ -27,10 +26,9 @@ export function foreignPolicyMessage(apiVersion: unknown, kind: unknown): string
   }
   if (K8S_NETWORKING.test(apiVersion) && kind === 'NetworkPolicy') {
     return `this is a Kubernetes NetworkPolicy (${apiVersion}), not a waygate policy (apiVersion waygate.dev/v1alpha1): ` +
-      'waygate does not load NetworkPolicies. A translator of their ingress rules ' +
-      '(`waygate policy import networkpolicy FILE --out DIR`) is planned and not yet available; until then, write ' +
-      'the equivalent waygate ALLOW policy with CEL rules (docs/writing-policies.md; `ipBlock` becomes ' +
-      '`cidr("10.0.0.0/8").containsIP(source.ip)`, `ports` `destination.port`)';
+      'waygate does not load NetworkPolicies. Translate its ingress rules with ' +
+      '`waygate policy import networkpolicy FILE|DIR --out DIR`, which writes ALLOW policies and a PolicyTest, and refuses ' +
+      'with positions what it cannot translate faithfully (docs/writing-policies.md, "Migrating from Istio")';
   }
   return null;
 }

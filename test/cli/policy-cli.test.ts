@@ -203,7 +203,7 @@ spec:
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 3, r.stdout);
     assert.match(lines[0]!, /np\.yaml:1:13: error WG_POLICY_SCHEMA at apiVersion: this is a Kubernetes NetworkPolicy \(networking\.k8s\.io\/v1\)/);
-    assert.match(lines[0]!, /is planned and not yet available/);
+    assert.match(lines[0]!, /Translate its ingress rules with `waygate policy import networkpolicy FILE\|DIR --out DIR`/);
     assert.match(lines[1]!, /np\.yaml:15:\d+: error WG_POLICY_SCHEMA at metadata\.name: /);
     assert.match(lines[2]!, /^failed: the policy set does not load: 2 errors/);
   });

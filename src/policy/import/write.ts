@@ -1,7 +1,8 @@
 /**
- * `waygate policy import istio FILE|DIR... --out DIR [--partial]`: reads Istio
- * AuthorizationPolicies, translates them (istio.ts) and writes one waygate policy and one
- * PolicyTest per source policy (docs/writing-policies.md, "Migrating from Istio").
+ * `waygate policy import istio|networkpolicy FILE|DIR... --out DIR [--partial]`: reads Istio
+ * AuthorizationPolicies (istio.ts) or Kubernetes NetworkPolicies (networkpolicy.ts), translates
+ * them and writes one waygate policy and one PolicyTest per source policy
+ * (docs/writing-policies.md, "Migrating from Istio").
  *
  * Exit codes: 0 everything translated and written; 1 something was refused (nothing is written
  * unless --partial, which writes what did translate); 2 the input cannot be read (a missing path,
@@ -11,7 +12,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { readPolicySources } from '../sources.ts';
-import { generateFiles, importIstio, type ImportNote, type IstioImportResult, type Refusal } from './istio.ts';
+import { generateFiles, importIstio, type ImportInput, type ImportNote, type IstioImportResult, type Refusal } from './istio.ts';
+import { importNetworkPolicies } from './networkpolicy.ts';
 import { formatDiagnosticLine, stdout, styleFor, writeLines, type Style } from '../../cli/output.ts';
 
 const EXIT_OK = 0;
@@ -41,10 +43,30 @@ export function registerImport(policy: Command): void {
     .action(async (paths: string[], opts: ImportIstioOptions) => {
       process.exitCode = await runImportIstio(paths, opts);
     });
+  imp
+    .command('networkpolicy')
+    .description('translate Kubernetes NetworkPolicy ingress rules into ALLOW policies (exit 0 all translated, 1 something refused, 2 unreadable input)')
+    .argument('<paths...>', 'NetworkPolicy files or directories (walked for *.yaml / *.yml)')
+    .requiredOption('--out <dir>', 'directory to write the waygate policies and PolicyTests to')
+    .option('--partial', 'write what translates even when something was refused (still exit 1)', false)
+    .action(async (paths: string[], opts: { out: string; partial: boolean }) => {
+      process.exitCode = await runImport(paths, opts, importNetworkPolicies, 'Kubernetes allows ingress to a pod that no NetworkPolicy selects');
+    });
 }
 
-/** The whole command; returns its exit code. */
+/** `import istio`; returns its exit code. */
 export async function runImportIstio(paths: readonly string[], opts: ImportIstioOptions): Promise<number> {
+  const translate = (inputs: readonly ImportInput[]) => importIstio(inputs, { rootNamespace: opts.rootNamespace, clusterDomain: opts.clusterDomain });
+  return runImport(paths, opts, translate, 'Istio allows a tunnel that no ALLOW policy governs');
+}
+
+/** Read, translate, report, write: the steps every source kind shares. Returns the exit code. */
+async function runImport(
+  paths: readonly string[],
+  opts: { out: string; partial: boolean },
+  translate: (inputs: readonly ImportInput[]) => IstioImportResult,
+  defaultAllows: string,
+): Promise<number> {
   const style = styleFor(stdout());
   const sources = await readPolicySources(paths);
   const ioErrors = sources.diagnostics.filter((d) => d.severity === 'error');
@@ -53,10 +75,7 @@ export async function runImportIstio(paths: readonly string[], opts: ImportIstio
     writeLines([`${style.red('failed')}: input cannot be read; nothing written`]);
     return EXIT_USAGE;
   }
-  const result = importIstio(sources.files.map((f) => ({ file: f.path, text: f.text })), {
-    rootNamespace: opts.rootNamespace,
-    clusterDomain: opts.clusterDomain,
-  });
+  const result = translate(sources.files.map((f) => ({ file: f.path, text: f.text })));
   writeLines(renderFindings(result, style));
   if (result.unreadable.length > 0) {
     writeLines([`${style.red('failed')}: input cannot be read; nothing written`]);
@@ -76,7 +95,7 @@ export async function runImportIstio(paths: readonly string[], opts: ImportIstio
     writeLines([`${style.red('failed')}: cannot write ${opts.out}: ${e instanceof Error ? e.message : String(e)}`]);
     return EXIT_USAGE;
   }
-  writeLines(advice(result, translated.length));
+  writeLines(advice(result, translated.length, defaultAllows));
   const rules = translated.reduce((n, p) => n + Math.max(1, p.rules.length), 0);
   const summary = `imported ${translated.length} ${translated.length === 1 ? 'policy' : 'policies'} (${rules} rules) into ${opts.out}: ${files.length} files`;
   if (result.refusals.length > 0) {
@@ -100,13 +119,13 @@ function renderFindings(result: IstioImportResult, style: Style): string[] {
 }
 
 /**
- * Istio allows a tunnel no ALLOW policy governs; the gateway's `defaultAction` is DENY unless set.
+ * Istio (and Kubernetes) allow a tunnel no ALLOW policy governs; the gateway's `defaultAction` is DENY unless set.
  * The importer never changes the gateway configuration: it says what to set.
  */
-function advice(result: IstioImportResult, count: number): string[] {
+function advice(result: IstioImportResult, count: number, defaultAllows: string): string[] {
   if (count === 0) return [];
   return [
-    'advice: Istio allows a tunnel that no ALLOW policy governs. To keep its verdicts, run the gateway with',
+    `advice: ${defaultAllows}. To keep its verdicts, run the gateway with`,
     '  `spec.defaultAction: ALLOW` in its GatewayConfig (or `waygate serve --default-action ALLOW`); its default is',
     '  DENY, which refuses every tunnel no ALLOW policy governs. The generated PolicyTests state defaultAction: ALLOW;',
     '  check them with',
