@@ -67,7 +67,7 @@ describe('waygate completion', () => {
     assert.ok(['policy', 'audit', 'certs', 'serve', 'connect', 'completion'].every((v) => verbs.includes(v)), verbs.join(' '));
     assert.deepEqual(bashComplete(s, 'waygate '), verbs);
     assert.deepEqual(bashComplete(s, 'waygate pol'), ['policy']);
-    assert.deepEqual(bashComplete(s, 'waygate policy '), ['check', 'test', 'eval', 'fmt']);
+    assert.deepEqual(bashComplete(s, 'waygate policy '), ['check', 'test', 'eval', 'fmt', 'import']);
     assert.deepEqual(bashComplete(s, 'waygate policy check --st'), ['--strict']);
     assert.deepEqual(bashComplete(s, 'waygate policy check policies/ -o '), ['text', 'json', 'yaml']);
     assert.deepEqual(bashComplete(s, 'waygate audit query --output j'), ['jsonl']);
@@ -103,7 +103,7 @@ describe('waygate completion', () => {
       return r.stdout.trim();
     };
     assert.equal(complete('waygate '), program.commands.map((c) => c.name()).join(' '));
-    assert.equal(complete('waygate policy '), 'check test eval fmt');
+    assert.equal(complete('waygate policy '), 'check test eval fmt import');
     assert.match(complete('waygate policy check --st'), /(^| )--strict( |$)/);
     assert.doesNotMatch(complete('waygate policy check -'), /--format/);
     assert.equal(complete('waygate audit query -o '), 'text jsonl csv');
