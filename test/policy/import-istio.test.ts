@@ -452,3 +452,16 @@ describe('waygate policy import istio (CLI)', () => {
     assert.match(r.stdout, /Translate it with `waygate policy import istio FILE\|DIR --out DIR`/);
   });
 });
+
+describe('policy import istio: empty matches', () => {
+  it('a source, operation or condition with only empty lists is refused (ztunnel skips an empty match: it matches nothing)', () => {
+    const yaml = ap('shop', 'empty', 'rules:\n- from:\n  - source: { principals: [] }\n- to:\n  - operation: { ports: [] }\n- when:\n  - { key: source.ip, values: [] }');
+    const r = importIstio([{ file: 'e.yaml', text: yaml }]);
+    assert.deepEqual(r.refusals.map((x) => [x.line, x.col, x.path]), [
+      [9, 15, 'spec.rules[0].from[0].source'],
+      [11, 18, 'spec.rules[1].to[0].operation'],
+      [13, 7, 'spec.rules[2].when[0]'],
+    ]);
+    assert.match(r.refusals[0]!.message, /ztunnel skips an empty match/);
+  });
+});

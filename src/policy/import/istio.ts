@@ -447,6 +447,7 @@ class PolicyParser extends DocumentReader {
   }
 
   private source(node: Node, path: string): IstioMatch | null {
+    const refusedBefore = this.out.refusals.length;
     const f = this.fields(node, path, [...SOURCE_FIELDS, ...SOURCE_HTTP]);
     const m = emptyMatch();
     for (const k of SOURCE_HTTP) {
@@ -475,14 +476,16 @@ class PolicyParser extends DocumentReader {
     }
     m.sourceIps = this.ips(f.get('ipBlocks')?.value, `${path}.ipBlocks`);
     m.notSourceIps = this.ips(f.get('notIpBlocks')?.value, `${path}.notIpBlocks`);
-    if (isEmptyMatch(m) && f.size === 0) {
-      this.refuse(node, path, 'an empty source: ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the fields or remove the entry');
+    // Only lists that are all empty (or absent); a field refused above already says what is wrong.
+    if (isEmptyMatch(m) && this.out.refusals.length === refusedBefore) {
+      this.refuse(node, path, 'an empty source (no field, or only empty lists): ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the entry');
       return null;
     }
     return m;
   }
 
   private operation(node: Node, path: string): IstioMatch | null {
+    const refusedBefore = this.out.refusals.length;
     const f = this.fields(node, path, ['ports', 'notPorts', ...OPERATION_HTTP]);
     for (const k of OPERATION_HTTP) {
       const e = f.get(k);
@@ -491,14 +494,15 @@ class PolicyParser extends DocumentReader {
     const m = emptyMatch();
     m.ports = this.ports(f.get('ports')?.value, `${path}.ports`);
     m.notPorts = this.ports(f.get('notPorts')?.value, `${path}.notPorts`);
-    if (isEmptyMatch(m) && f.size === 0) {
-      this.refuse(node, path, 'an empty operation: ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the fields or remove the entry');
+    if (isEmptyMatch(m) && this.out.refusals.length === refusedBefore) {
+      this.refuse(node, path, 'an empty operation (no field, or only empty lists): ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the entry');
       return null;
     }
     return m;
   }
 
   private condition(node: Node, path: string): IstioMatch | null {
+    const refusedBefore = this.out.refusals.length;
     const f = this.fields(node, path, ['key', 'values', 'notValues']);
     const keyNode = f.get('key')?.value;
     const key = scalarString(keyNode);
@@ -542,6 +546,10 @@ class PolicyParser extends DocumentReader {
     };
     each(values, `${path}.values`, true);
     each(notValues, `${path}.notValues`, false);
+    if (isEmptyMatch(m) && this.out.refusals.length === refusedBefore) {
+      this.refuse(node, path, 'a condition whose values and notValues are empty: ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the condition');
+      return null;
+    }
     return m;
   }
 

@@ -130,5 +130,9 @@ function advice(result: IstioImportResult, count: number, defaultAllows: string)
     '  DENY, which refuses every tunnel no ALLOW policy governs. The generated PolicyTests state defaultAction: ALLOW;',
     '  check them with',
     `  waygate policy test <out> --coverage${result.policies.some((p) => p.rules.length === 0) ? ' (a policy without rules has a `false` rule no case reaches)' : ''}`,
+    ...(result.policies.some((p) => p.scope.kind !== 'all')
+      ? ['advice: policies scoped to a namespace or Service select on destination.namespace / destination.service, which',
+        '  only discovery fills (docs/kubernetes.md): without it they govern no tunnel, and the default action decides.']
+      : []),
   ];
 }
