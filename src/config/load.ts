@@ -226,6 +226,16 @@ const specSchema = object<GatewayConfig>({
     maxStreamsPerConnection: int(1, 2 ** 31 - 1),
     poolIdleTimeoutMs: int(1, 30 * day),
   }) as V<GatewayConfig['upstream']>,
+  sandwich: object<GatewayConfig['sandwich']>({
+    // null (what --print-config shows by default) is off. Loopback only: the PROXY header is
+    // believed because only the pod's own ztunnel can reach a loopback port (docs/waypoint.md).
+    listen: ((node, at, cx) => (scalarValue(node) === null && node !== null ? null : str((s) => {
+      const hp = parseHostPort(s);
+      if (!hp.ok) return hp.message;
+      return isLoopbackHost(hp.value.host) ? null : `"${s}" is not a loopback address: the PROXY header's client identity is trusted only from the pod's own ztunnel, which connects over loopback`;
+    })(node, at, cx))) as V<string | null>,
+    headerTimeoutMs: int(1, 60_000),
+  }) as V<GatewayConfig['sandwich']>,
   registration: object<GatewayConfig['registration']>({
     enabled: bool,
     // Kubernetes object names: a GatewayClass and a Service are DNS labels/subdomains, a

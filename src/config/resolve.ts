@@ -63,7 +63,7 @@ export function resolveConfig(opts: ResolveOptions = {}): EffectiveConfig {
 
 const FIELD_ORDER: readonly (keyof GatewayConfig)[] = [
   'listen', 'tls', 'trustDomains', 'policies', 'defaultAction', 'denyStatus', 'destinations', 'discovery', 'upstream',
-  'timeouts', 'limits', 'audit', 'log', 'admin', 'workers', 'proxyProtocol', 'registration',
+  'timeouts', 'limits', 'audit', 'log', 'admin', 'workers', 'proxyProtocol', 'sandwich', 'registration',
 ];
 
 function inSchemaOrder(c: Readonly<GatewayConfig>): Record<string, unknown> {

@@ -134,6 +134,16 @@ export interface GatewayConfig {
      */
     allowDirect: boolean;
   };
+  /**
+   * Sandwich mode (docs/waypoint.md): a loopback listener taking streams from the pod's own
+   * ztunnel, each starting with a PROXY v2 header (src/sandwich/listener.ts). Needs discovery.
+   */
+  sandwich: {
+    /** Loopback `host:port` (Istio's convention: 127.0.0.1:15088); null: off. */
+    listen: string | null;
+    /** A stream whose PROXY header is not complete this long after accept is closed. */
+    headerTimeoutMs: number;
+  };
   upstream: {
     /** Plain TCP upstreams: workloads with `protocol: TCP`, and direct dials. */
     allowPlaintext: boolean;
@@ -223,6 +233,7 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
     proxyProtocol: false,
     discovery: { meshFile: null, kubernetes: null, allowDirect: false },
     upstream: { allowPlaintext: false, maxStreamsPerConnection: 100, poolIdleTimeoutMs: 300_000 },
+    sandwich: { listen: null, headerTimeoutMs: 5_000 },
     registration: { enabled: false, gatewayClassName: 'waygate', controllerName: 'waygate.dev/gateway-controller', namespace: '', serviceName: 'waygate' },
   };
 }

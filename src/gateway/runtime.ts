@@ -16,7 +16,10 @@ import type { AuditSink } from '../audit/sink.ts';
 import { parseHostPort } from '../config/address.ts';
 import { WaygateError } from '../errors.ts';
 import { discoveryConfigured, type GatewayConfig } from '../config/schema.ts';
-import { withMeshFacts } from '../hbone/route.ts';
+import { DestinationPolicy } from '../hbone/destination.ts';
+import { ConnectRecorder } from '../hbone/records.ts';
+import { Router, withMeshFacts } from '../hbone/route.ts';
+import { createSandwichListener, sandwichRejectedCounter, type SandwichListener } from '../sandwich/listener.ts';
 import { createHboneServer, type HboneServer, type HboneTlsOptions } from '../hbone/server.ts';
 import type { TunnelInfo } from '../hbone/tunnel.ts';
 import { TlsMaterialWatcher, type TlsMaterial } from '../identity/tls-material.ts';
@@ -75,6 +78,8 @@ export interface GatewayRuntime {
   readonly server: HboneServer;
   /** The HBONE listener as `host:port`. */
   readonly hboneAddress: string;
+  /** The sandwich listener (docs/waypoint.md) as `host:port`; null when off. */
+  readonly sandwichAddress: string | null;
   /** The record of the load done at startup. */
   readonly startupRecord: ReloadRecord;
   /** The decision function the server uses (also what a re-check uses). */
@@ -159,6 +164,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   noteMaterial(tls.current);
 
   let server: HboneServer | undefined;
+  let sandwich: SandwichListener | null = null;
   const onReloadRecord = opts.onReloadRecord ?? ((r: ReloadRecord) => {
     metrics.recordReload(r);
     audit.reload(r);
@@ -173,7 +179,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   const reloader = new PolicyReloader({
     paths: config.policies.paths,
     store,
-    recheck: () => (server ? server.recheck(authorize) : 0),
+    recheck: () => (server ? server.recheck(authorize) : 0) + (sandwich?.recheck(authorize) ?? 0),
     onRecord: (r) => {
       if (r.result === 'applied') readiness.setSnapshotLoaded(true);
       // Workers record the snapshot gauges locally even when the primary writes the record.
@@ -234,13 +240,18 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   // 4. The listener.
   const listen = parseHostPort(config.listen);
   if (!listen.ok) throw new Error(listen.message); // validated by the config loader already
+  const observer = createMetricsObserver(metrics);
+  const snapshotInfo = (): { version: number; hash: string } => {
+    const s = store.current();
+    return s ? { version: s.version, hash: s.hash } : { version: 0, hash: '' };
+  };
   server = createHboneServer({
     listen: listen.value,
     tls: tlsOptions(tls.current, config.tls.allowTls12),
     acceptedTrustDomains: config.trustDomains,
     authorize,
     audit,
-    observer: createMetricsObserver(metrics),
+    observer,
     destinations: { allow: config.destinations.allow, routes: config.destinations.routes },
     denyStatus: config.denyStatus,
     connectTimeoutMs: config.timeouts.connectTimeoutMs,
@@ -254,15 +265,35 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     proxyProtocol: config.proxyProtocol,
     ...(waypoint ? { discovery: waypoint.routing, hboneUpstream: waypoint.connector } : {}),
     log,
-    snapshotInfo: () => {
-      const s = store.current();
-      return s ? { version: s.version, hash: s.hash } : { version: 0, hash: '' };
-    },
+    snapshotInfo,
   });
   let address;
+  let sandwichAddress: string | null = null;
   try {
     address = await server.listen();
+    // 5. Sandwich mode (docs/waypoint.md): streams from the pod's own ztunnel, decided alike.
+    if (config.sandwich.listen !== null) {
+      const at = parseHostPort(config.sandwich.listen);
+      if (!at.ok) throw new WaygateError('WG_CONFIG', at.message);
+      if (!waypoint) throw new WaygateError('WG_CONFIG', 'sandwich.listen needs a discovery source (discovery.meshFile, --mesh, or discovery.kubernetes): sandwich mode sends only to endpoints discovery picks');
+      sandwich = createSandwichListener({
+        host: at.value.host,
+        port: at.value.port,
+        headerTimeoutMs: config.sandwich.headerTimeoutMs,
+        connectTimeoutMs: config.timeouts.connectTimeoutMs,
+        acceptedTrustDomains: config.trustDomains,
+        authorize,
+        router: new Router(new DestinationPolicy({ allow: config.destinations.allow, routes: config.destinations.routes }, [...opts.ownPorts, address.port]), waypoint.routing),
+        recorder: new ConnectRecorder({ audit, observer, log, headerAuditPolicy: () => auditHeadersFor(store.current()), snapshotInfo }),
+        log,
+        onRejected: sandwichRejectedCounter(metrics.registry),
+      });
+      const sw = await sandwich.listen();
+      sandwichAddress = sw.family === 'IPv6' ? `[${sw.address}]:${sw.port}` : `${sw.address}:${sw.port}`;
+      log.info({ address: sandwichAddress }, 'sandwich listener open: PROXY v2 streams from the pod\'s ztunnel');
+    }
   } catch (err) {
+    await server.close();
     tls.close();
     waypoint?.close();
     throw err;
@@ -280,7 +311,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   // A discovery swap re-decides live tunnels whose destination's mesh facts changed (route.ts
   // withMeshFacts); a tunnel now denied is closed on both hops, as after a policy swap.
   waypoint?.onSwap((snapshot) => {
-    const closed = srv.recheck((ctx) => authorize(withMeshFacts(ctx, snapshot)));
+    const redecide = (ctx: DecisionContext): Decision => authorize(withMeshFacts(ctx, snapshot));
+    const closed = srv.recheck(redecide) + (sandwich?.recheck(redecide) ?? 0);
     if (closed > 0) log.info({ closed, discoveryVersion: snapshot.version }, 'tunnels closed: the new discovery snapshot changed their destination and the policy no longer allows them');
   });
   tls.on('update', (m: TlsMaterial) => {
@@ -304,6 +336,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     store,
     server,
     hboneAddress,
+    sandwichAddress,
     startupRecord,
     authorize,
     reload: (trigger, version) => reloader.reload(trigger, version),
@@ -335,7 +368,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
       tls.close();
       waypoint?.stopWatching();
       const startedAt = performance.now();
-      const result = await srv.drain(deadlineMs);
+      const [result] = await Promise.all([srv.drain(deadlineMs), sandwich?.drain(deadlineMs)]);
       // The client side is done (or reset): pooled upstream connections close after their streams.
       await waypoint?.connector.drain(Math.max(0, deadlineMs - (performance.now() - startedAt)));
       return result;
@@ -344,7 +377,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
       if (closed) return;
       closed = true;
       tls.close();
-      await srv.close();
+      await Promise.all([srv.close(), sandwich?.close()]);
       waypoint?.close();
     },
     discoveryInfo: () => waypoint?.info() ?? { configured: false },
