@@ -20,6 +20,8 @@ export type ErrorCode =
   // configuration and CLI
   | 'WG_CONFIG'
   | 'WG_MESH'                 // a mesh file (discovery) is invalid: unknown field, bad address, dangling endpoint
+  | 'WG_IMPORT_INPUT'         // `policy import`: an input file cannot be read or is not a policy of the source kind
+  | 'WG_IMPORT_REFUSED'       // `policy import`: a field cannot be translated faithfully (HTTP fields, CUSTOM, ...)
   | 'WG_KUBE'                 // the Kubernetes API cannot be reached or refused a call (credentials, RBAC, kubeconfig)
   | 'WG_USAGE'
   // identity and TLS

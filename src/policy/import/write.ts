@@ -11,6 +11,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import type { ErrorCode } from '../../errors.ts';
 import { readPolicySources } from '../sources.ts';
 import { generateFiles, importIstio, type ImportInput, type ImportNote, type IstioImportResult, type Refusal } from './istio.ts';
 import { importNetworkPolicies } from './networkpolicy.ts';
@@ -107,7 +108,7 @@ async function runImport(
 }
 
 function renderFindings(result: IstioImportResult, style: Style): string[] {
-  const line = (r: Refusal, code: string) => formatDiagnosticLine({ ...r, code, severity: 'error' }, style);
+  const line = (r: Refusal, code: ErrorCode) => formatDiagnosticLine({ ...r, code, severity: 'error' }, style);
   const note = (n: ImportNote) => `${n.file}:${n.line}:${n.col}: ${style.dim('note')} at ${n.path || '<document>'}: ${n.message}`;
   const sorted = <T extends { file: string; line: number; col: number }>(l: T[]) =>
     [...l].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || a.col - b.col));
