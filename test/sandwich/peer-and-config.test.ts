@@ -15,6 +15,7 @@ import { createConnection, type AddressInfo, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { describe, test } from 'node:test';
 import { parseConfigText } from '../../src/config/load.ts';
+import { productionDefaults } from '../../src/config/schema.ts';
 import { EndpointBalancer } from '../../src/discovery/balancer.ts';
 import { parseMeshText } from '../../src/discovery/mesh-file.ts';
 import { DestinationPolicy } from '../../src/hbone/destination.ts';
@@ -112,6 +113,11 @@ describe('sandwich config', () => {
   test('a loopback listen address and a header timeout are accepted', () => {
     const c = parseConfigText(doc('  sandwich: { listen: "127.0.0.1:15088", headerTimeoutMs: 2000 }'), 'gw.yaml', '/');
     assert.deepEqual(c.sandwich, { listen: '127.0.0.1:15088', headerTimeoutMs: 2000 });
+  });
+
+  test('off by default; null (as --print-config prints the default) loads back as off', () => {
+    assert.deepEqual(productionDefaults({}).sandwich, { listen: null, headerTimeoutMs: 5_000 });
+    assert.equal(parseConfigText(doc('  sandwich: { listen: null, headerTimeoutMs: 5000 }'), 'gw.yaml', '/').sandwich?.listen, null);
   });
 
   test('a listen address that is not loopback is refused at its line', () => {
