@@ -18,6 +18,8 @@ import { startTestGateway, spiffeId, type TestGateway } from '../gateway/fixture
 
 const POD = '127.0.0.21';
 const VIP = '10.96.0.10';
+const DOWN_POD = '127.0.0.22';
+const DOWN_VIP = '10.96.0.20';
 const CLIENT = { sourceIp: '10.244.2.9', sourcePort: 41234 };
 
 const POLICY = `apiVersion: waygate.dev/v1alpha1
@@ -80,6 +82,11 @@ describe('sandwich mode: PROXY v2 streams from the pod\'s ztunnel', () => {
     echo.listen(0, POD);
     await once(echo, 'listening');
     echoPort = (echo.address() as AddressInfo).port;
+    // A port nothing listens on (taken, then given back): the endpoint of a service that is down.
+    const probe = createServer().listen(0, DOWN_POD);
+    await once(probe, 'listening');
+    const downPort = (probe.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
     dir = mkdtempSync(join(tmpdir(), 'waygate-sandwich-'));
     const mesh = join(dir, 'mesh.yaml');
     writeFileSync(mesh, [
@@ -87,7 +94,9 @@ describe('sandwich mode: PROXY v2 streams from the pod\'s ztunnel', () => {
       'kind: Mesh',
       'services:',
       `  - { hostname: echo.shop.svc.cluster.local, namespace: shop, vips: ["${VIP}"], ports: [{ port: 80, targetPort: ${echoPort} }], endpoints: [echo-1] }`,
+      `  - { hostname: down.shop.svc.cluster.local, namespace: shop, vips: ["${DOWN_VIP}"], ports: [{ port: 80, targetPort: ${downPort} }], endpoints: [down-1] }`,
       'workloads:',
+      `  - { name: down-1, namespace: shop, ips: ["${DOWN_POD}"], serviceAccount: down }`,
       // An ambient pod (HBONE): in sandwich mode it still gets plaintext, which its ztunnel wraps.
       `  - { name: echo-1, namespace: shop, ips: ["${POD}"], serviceAccount: echo, protocol: HBONE, tunnelPort: 15008 }`,
       '',
@@ -241,5 +250,37 @@ describe('sandwich mode: PROXY v2 streams from the pod\'s ztunnel', () => {
     await reply;
     gw.writePolicy('frontend.yaml', POLICY);
     await gw.nextReload(gw.sink.reloads.length);
+  });
+
+  test('the chosen endpoint refuses the connection: allow/upstream_failed with the dial error, close record upstream_failed', async () => {
+    const sock = await dial(sandwich);
+    const gone = closed(sock);
+    const before = gw.sink.decisions.length;
+    sock.write(header(spiffeId('frontend'), DOWN_VIP, 80));
+    await gone;
+    await gw.sink.until(() => gw.sink.decisions.length > before, { what: 'the decision record' });
+    const d = gw.sink.decisions.at(-1)!;
+    assert.equal(d.decision, 'allow');
+    assert.equal(d.reason, 'upstream_failed');
+    assert.equal(d.status, 0);
+    assert.equal(d.upstream?.workload, 'shop/down-1');
+    assert.match(d.detail ?? '', /refused/);
+    const c = await gw.sink.closeFor(d.decisionId);
+    assert.equal(c.closeReason, 'upstream_failed');
+    assert.equal(c.protocol, undefined); // no upstream connection was made
+  });
+
+  // Last: it drains the gateway.
+  test('drain: a stream still open at the deadline is closed with close record draining', async () => {
+    const sock = await dial(sandwich);
+    const gone = closed(sock);
+    const before = gw.sink.decisions.length;
+    sock.write(Buffer.concat([header(spiffeId('frontend')), Buffer.from('held open')]));
+    await gw.sink.until(() => gw.sink.decisions.length > before, { what: 'the decision record' });
+    const d = gw.sink.decisions.at(-1)!;
+    await gw.gw.runtime!.drain(50);
+    const c = await gw.sink.closeFor(d.decisionId);
+    assert.equal(c.closeReason, 'draining');
+    await gone;
   });
 });
