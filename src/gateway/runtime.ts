@@ -281,6 +281,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
         port: at.value.port,
         headerTimeoutMs: config.sandwich.headerTimeoutMs,
         connectTimeoutMs: config.timeouts.connectTimeoutMs,
+        idleTimeoutMs: config.timeouts.idleTimeoutMs,
         acceptedTrustDomains: config.trustDomains,
         authorize,
         router: new Router(new DestinationPolicy({ allow: config.destinations.allow, routes: config.destinations.routes }, [...opts.ownPorts, address.port]), waypoint.routing),

@@ -21,7 +21,7 @@ import { createServer, connect as netConnect, type AddressInfo, type Server, typ
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import type { UpstreamRecord } from '../audit/record.ts';
+import type { CloseReason, UpstreamRecord } from '../audit/record.ts';
 import { WaygateError } from '../errors.ts';
 import { ConnectOutcome } from '../hbone/connect-outcome.ts';
 import type { ParsedRequestHeaders } from '../hbone/request-headers.ts';
@@ -46,6 +46,8 @@ export interface SandwichOptions {
   headerTimeoutMs: number;
   /** Bounds the TCP dial to the chosen endpoint. */
   connectTimeoutMs: number;
+  /** An open stream with no byte either way this long is reset (`idle_timeout`); 0: never (`timeouts.idleTimeoutMs`). */
+  idleTimeoutMs?: number;
   /** Trust domains whose SPIFFE IDs are identities (as the HBONE listener's `trustDomains`). */
   acceptedTrustDomains: readonly string[];
   authorize: (ctx: DecisionContext) => Decision;
@@ -95,7 +97,7 @@ class SandwichStream implements RecordBase {
   dialed: Socket | null = null;
   opened = false;
   revoked: Revocation | null = null;
-  closeReason: 'completed' | 'client_reset' | 'upstream_reset' | 'upstream_failed' | 'policy_changed' | 'draining' | 'session_closed' | 'audit_unavailable' | 'error' | null = null;
+  closeReason: CloseReason | null = null;
   #finished = false;
 
   constructor(
@@ -352,6 +354,12 @@ export function createSandwichListener(o: SandwichOptions): SandwichListener {
     // A reset on one side resets the other; a FIN is passed on as a FIN (pipe ends the other side).
     client.on('error', () => s.reset('client_reset'));
     upstream.on('error', () => s.reset('upstream_reset'));
+    if (o.idleTimeoutMs) {
+      // Every byte either way is written to or read from the upstream socket, so its own idle
+      // timer sees both directions (as the HBONE tunnel's, src/hbone/tunnel.ts).
+      upstream.setTimeout(o.idleTimeoutMs);
+      upstream.on('timeout', () => s.reset('idle_timeout'));
+    }
     if (rest.length > 0) upstream.write(rest);
     client.pipe(upstream);
     upstream.pipe(client);
