@@ -12,10 +12,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/config/resolve.ts';
 import { startGateway, type RunningGateway } from '../../src/gateway/gateway.ts';
@@ -30,6 +28,7 @@ import { RecordingSink } from '../helpers/sink.ts';
 import { within } from '../helpers/wait.ts';
 import { hostPort, writeServeConfig } from '../gateway/fixture.ts';
 import { readAll } from '../hbone/fixture.ts';
+import { echoOnEvery } from '../helpers/echo-hosts.ts';
 
 const SHOP_ECHO = 'spiffe://cluster.local/ns/shop/sa/echo';
 const PODS = ['127.77.0.1', '127.77.0.2'];
@@ -45,39 +44,12 @@ spec:
       when: source.principal == "${spiffe('frontend', 'prod')}" && destination.namespace == "shop"
 `;
 
-/** Echo servers on one port of every pod address (a Service has one targetPort). */
-async function echoOn(hosts: readonly string[]): Promise<{ port: number; servers: Server[]; sockets: Set<Socket> }> {
-  const sockets = new Set<Socket>();
-  for (let attempt = 0; ; attempt++) {
-    const servers: Server[] = [];
-    try {
-      let port = 0;
-      for (const host of hosts) {
-        const s = createServer({ allowHalfOpen: true }, (sock) => {
-          sockets.add(sock);
-          sock.on('close', () => sockets.delete(sock));
-          sock.on('error', () => undefined);
-          sock.pipe(sock);
-        });
-        servers.push(s);
-        s.listen(port, host);
-        await once(s, 'listening');
-        port = (s.address() as AddressInfo).port;
-      }
-      return { port, servers, sockets };
-    } catch (err) {
-      for (const s of servers) s.close();
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw err;
-    }
-  }
-}
-
 describe('waygate as a waypoint with Kubernetes discovery', () => {
   let api: FakeKubeApi;
   let dir: string;
   let gw: RunningGateway;
   let sink: RecordingSink;
-  let echo: Awaited<ReturnType<typeof echoOn>>;
+  let echo: Awaited<ReturnType<typeof echoOnEvery>>;
   const zt: Record<string, FakeZtunnel> = {};
   let frontend: HboneClientSession;
 
@@ -85,7 +57,7 @@ describe('waygate as a waypoint with Kubernetes discovery', () => {
     const pki = testPki();
     api = await startFakeKubeApi();
     dir = mkdtempSync(join(tmpdir(), 'waygate-kube-e2e-'));
-    echo = await echoOn(PODS);
+    echo = await echoOnEvery(PODS);
     for (const podIp of PODS) zt[podIp] = await startFakeZtunnel({ podIp, port: 15008, cert: pki.clientFor(SHOP_ECHO), trustBundlePem: pki.trustBundlePem });
     api.apply(service('echo', { vip: '10.96.0.10', port: 80, targetPort: echo.port }));
     api.apply(pod('echo-1', { ip: PODS[0]! }));

@@ -14,46 +14,19 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { HboneClientSession } from '../../src/hbone/client.ts';
 import { GATEWAY_SPIFFE_ID, spiffe, testPki } from '../helpers/pki.ts';
 import { startFakeZtunnel, type ConnectRecord, type FakeZtunnel } from '../helpers/fake-ztunnel.ts';
 import { startTestGateway, type TestGateway } from '../gateway/fixture.ts';
 import { readAll } from '../hbone/fixture.ts';
+import { echoOnEvery } from '../helpers/echo-hosts.ts';
 
 const SHOP_ECHO = 'spiffe://cluster.local/ns/shop/sa/echo';
 const ECHO_PODS = ['127.0.0.11', '127.0.0.12', '127.0.0.13'];
 const IMPOSTOR_POD = '127.0.0.14';
 const STRICT_POD = '127.0.0.15';
 const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
-
-/** Echo servers listening on the same port on every address (a service has one targetPort). */
-async function echoOnEvery(hosts: readonly string[]): Promise<{ port: number; servers: Server[]; sockets: Set<Socket> }> {
-  const sockets = new Set<Socket>();
-  for (let attempt = 0; ; attempt++) {
-    const servers: Server[] = [];
-    try {
-      let port = 0;
-      for (const host of hosts) {
-        const s = createServer({ allowHalfOpen: true }, (sock) => {
-          sockets.add(sock);
-          sock.on('close', () => sockets.delete(sock));
-          sock.on('error', () => undefined);
-          sock.pipe(sock);
-        });
-        servers.push(s);
-        s.listen(port, host);
-        await once(s, 'listening');
-        port = (s.address() as AddressInfo).port;
-      }
-      return { port, servers, sockets };
-    } catch (err) {
-      for (const s of servers) s.close();
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw err;
-    }
-  }
-}
 
 function meshYaml(targetPort: number, zt: Record<string, FakeZtunnel>, echoNamespace = 'shop'): string {
   const wl = (name: string, ns: string, ip: string, sa: string, tunnelPort: number): string =>
