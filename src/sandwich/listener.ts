@@ -17,11 +17,12 @@
  * anything that can reach the port could otherwise fill the audit log.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, connect as netConnect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { CloseReason, UpstreamRecord } from '../audit/record.ts';
+import { formatHostPort } from '../config/address.ts';
 import { WaygateError } from '../errors.ts';
 import { ConnectOutcome } from '../hbone/connect-outcome.ts';
 import type { ParsedRequestHeaders } from '../hbone/request-headers.ts';
@@ -33,7 +34,8 @@ import { isLoopback, parseIp, type ParsedIp } from '../net/address.ts';
 import { parseAuthority } from '../net/authority.ts';
 import { connectionAttributes, decisionContext, streamAttributes, type DecisionContext } from '../policy/context.ts';
 import type { Decision } from '../policy/decision.ts';
-import { classify } from '../upstream/tcp.ts';
+import { UpstreamDialError, type PendingDial } from '../upstream/connector.ts';
+import { TcpTarget } from '../upstream/tcp.ts';
 import { MAX_PROXY_V2_HEADER_BYTES, parseProxyV2, type ParsedProxyHeader, type ProxyV2Rejection } from '../upstream/proxy-v2.ts';
 
 /** Why a stream was closed before any decision (the metric's `reason`). */
@@ -81,10 +83,6 @@ const NO_TLS = Object.freeze({}) as unknown as TLSSocket;
 /** A stream has no HTTP request: no headers, baggage or trace. */
 const NO_REQUEST: ParsedRequestHeaders = Object.freeze({ headers: {}, baggage: {}, traceId: '', forwarded: [], forwardedNetwork: '' });
 
-function hostPort(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
 /** One decided stream: its record, its sockets while they live, and how it ended. */
 class SandwichStream implements RecordBase {
   readonly decisionId = randomUUID();
@@ -93,7 +91,8 @@ class SandwichStream implements RecordBase {
   upstream: UpstreamRecord | undefined = undefined;
   detail: string | undefined = undefined;
   decision: Decision | null = null;
-  /** The dialed socket (from the dial on). */
+  /** The dial while it is in progress (aborted by a reset), then the connected socket. */
+  pending: PendingDial | null = null;
   dialed: Socket | null = null;
   opened = false;
   revoked: Revocation | null = null;
@@ -110,6 +109,7 @@ class SandwichStream implements RecordBase {
   /** Closes both sockets with a reset (the peer learns the stream failed, not that it completed). */
   reset(reason: NonNullable<SandwichStream['closeReason']>): void {
     this.closeReason ??= reason;
+    this.pending?.abort(); // a no-op once the dial settled
     this.dialed?.resetAndDestroy();
     if (!this.client.destroyed) this.client.resetAndDestroy();
   }
@@ -173,7 +173,7 @@ export function createSandwichListener(o: SandwichOptions): SandwichListener {
   };
 
   const reject = (socket: Socket, reason: SandwichRejection, detail: string): void => {
-    log?.warn({ peer: hostPort(socket.remoteAddress ?? '', socket.remotePort ?? 0), reason, detail }, 'sandwich stream rejected before any decision');
+    log?.warn({ peer: formatHostPort(socket.remoteAddress ?? '', socket.remotePort ?? 0), reason, detail }, 'sandwich stream rejected before any decision');
     o.onRejected?.(reason);
     socket.destroy();
     undecided.delete(socket);
@@ -254,7 +254,7 @@ export function createSandwichListener(o: SandwichOptions): SandwichListener {
   }
 
   async function serve(client: Socket, header: ParsedProxyHeader, headerLength: number, rest: Buffer): Promise<void> {
-    const authority = hostPort(header.destinationIp, header.destinationPort);
+    const authority = formatHostPort(header.destinationIp, header.destinationPort);
     const target = parseAuthority(authority)!; // two parsed addresses and a non-zero port
     const routed = o.router.resolve(target);
     const s = new SandwichStream(contextOf(header, routed, authority), client, headerLength, onFinished);
@@ -287,45 +287,42 @@ export function createSandwichListener(o: SandwichOptions): SandwichListener {
     s.upstream = choice.record ? { ...choice.record, protocol: 'tcp' } : undefined;
     live.add(s);
     let clientGone = false;
+    // The project's TCP dial (src/upstream/tcp.ts): timeout, failure kinds, abort, one owner.
+    const pending = new TcpTarget(choice.ip, choice.port).connect(o.connectTimeoutMs);
+    s.pending = pending;
     client.once('close', () => {
       clientGone = true;
-      if (!s.opened) s.dialed?.destroy();
+      if (!s.opened) {
+        s.pending?.abort();
+        s.dialed?.destroy();
+      }
     });
     const dialStart = performance.now();
-    const dialed = await new Promise<Socket | Error>((resolve) => {
-      const sock = netConnect({ host: choice.ip, port: choice.port, allowHalfOpen: true });
-      s.dialed = sock;
-      const timer = setTimeout(() => sock.destroy(Object.assign(new Error(`connect to ${hostPort(choice.ip, choice.port)} timed out after ${o.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' })), o.connectTimeoutMs);
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        resolve(sock);
-      });
-      sock.once('close', () => {
-        clearTimeout(timer);
-        resolve(new Error(`connection to ${hostPort(choice.ip, choice.port)} closed before it was established`));
-      });
-      sock.once('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        resolve(new Error(`connect to ${hostPort(choice.ip, choice.port)} failed (${classify(err)}): ${err.message}`));
-      });
-    });
-    if (dialed instanceof Error || s.revoked || clientGone) {
+    const dialed = await pending.promise.then(
+      (c) => c.stream as Socket,
+      (err: unknown) => (err instanceof UpstreamDialError ? err : new UpstreamDialError('other', String(err), err)),
+    );
+    s.pending = null;
+    if (dialed instanceof UpstreamDialError || s.revoked || clientGone) {
       choice.release();
-      s.dialed?.destroy();
+      if (!(dialed instanceof UpstreamDialError)) dialed.destroy();
       if (s.revoked) record(s, ConnectOutcome.revoked(s.revoked, decision), 0);
       else if (clientGone) {
         s.closeReason = 'client_reset';
         record(s, ConnectOutcome.clientGone(decision), 0);
       } else {
-        s.detail = (dialed as Error).message;
+        const e = dialed as UpstreamDialError;
+        s.detail = `${e.message} (${e.kind})`;
         s.closeReason = 'upstream_failed';
-        log?.info({ err: s.detail }, 'sandwich upstream connect failed');
+        log?.info({ err: e.message, kind: e.kind }, 'sandwich upstream connect failed');
         record(s, ConnectOutcome.unreachable(decision), 0);
         client.resetAndDestroy();
       }
-      if (dialed instanceof Error) s.dialed = null; // no upstream connection: no `protocol` in the close record
+      // A dial that connected but is not used still had an upstream connection (`protocol` in the close record).
+      if (!(dialed instanceof UpstreamDialError)) s.dialed = dialed;
       return s.finish(o.recorder);
     }
+    s.dialed = dialed;
     const upstream = dialed;
     upstream.on('error', () => {});
     if (s.upstream) s.upstream = { ...s.upstream, connectMs: Math.round(performance.now() - dialStart) };
@@ -371,7 +368,7 @@ export function createSandwichListener(o: SandwichOptions): SandwichListener {
     },
     listen() {
       return new Promise<AddressInfo>((resolve, reject) => {
-        const onError = (err: Error): void => reject(new WaygateError('WG_CONFIG', `cannot listen on ${hostPort(o.host, o.port)} (sandwich.listen): ${err.message}`, { cause: err }));
+        const onError = (err: Error): void => reject(new WaygateError('WG_CONFIG', `cannot listen on ${formatHostPort(o.host, o.port)} (sandwich.listen): ${err.message}`, { cause: err }));
         server.once('error', onError);
         server.listen(o.port, o.host, () => {
           server.removeListener('error', onError);
