@@ -25,9 +25,13 @@ export function parseHostPort(text: string): Parsed<HostPort> {
   return { ok: true, value: { host: a.kind === 'ip' ? a.ip : a.host, port: a.port } };
 }
 
-/** Formats a host and port back into `host:port`, bracketing IPv6. */
+/**
+ * Formats a host and port back into `host:port`, bracketing IPv6. Only an IPv6 address contains a
+ * colon (a hostname or IPv4 address cannot), so a character test does it: this runs per CONNECT
+ * on the routing path (src/hbone/route.ts), where a full IPv6 parse would be wasted.
+ */
 export function formatHostPort(host: string, port: number): string {
-  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** True for 127.0.0.0/8, ::1, IPv4-mapped loopback and `localhost`. */

@@ -18,6 +18,7 @@
  * discovery source that lags must not let a tunnel bypass every rule on `destination.namespace`
  * and leave the mesh's mTLS (docs/waypoint.md "Unknown destinations").
  */
+import { formatHostPort } from '../config/address.ts';
 import type { UpstreamRecord } from '../audit/record.ts';
 import type { EndpointBalancer } from '../discovery/balancer.ts';
 import { endpointTargetPort, type DiscoverySnapshot, type MeshService, type MeshServicePort, type MeshWorkload } from '../discovery/model.ts';
@@ -73,10 +74,6 @@ export type Choice =
   | { readonly kind: 'refused'; readonly check: Exclude<DestinationCheck, 'ok'> | 'unavailable'; readonly detail: string; readonly record: UpstreamRecord | null };
 
 const NOOP = (): void => {};
-
-function hostPort(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
 
 export class Router {
   readonly #destinations: DestinationPolicy;
@@ -166,7 +163,7 @@ export class Router {
     const record: UpstreamRecord = {
       service,
       workload: `${w.namespace}/${w.name}`,
-      address: hostPort(ip, port),
+      address: formatHostPort(ip, port),
       protocol,
       principal: '',
       reused: false,
@@ -228,11 +225,11 @@ const DIRECT: Route = Object.freeze({ kind: 'direct', viaDiscovery: false });
 const DIRECT_UNKNOWN: Route = Object.freeze({ kind: 'direct', viaDiscovery: true });
 
 function directRecord(d: ResolvedDestination): UpstreamRecord {
-  return { service: '', workload: '', address: d.ip === '' ? `${d.host}:${d.port}` : hostPort(d.ip, d.port), protocol: 'tcp', principal: '', reused: false, connectMs: 0 };
+  return { service: '', workload: '', address: d.ip === '' ? `${d.host}:${d.port}` : formatHostPort(d.ip, d.port), protocol: 'tcp', principal: '', reused: false, connectMs: 0 };
 }
 
 function directDetail(check: DestinationCheck, d: { ip: string; host: string; port: number }): string {
-  const at = d.ip === '' ? `${d.host}:${d.port}` : hostPort(d.ip, d.port);
+  const at = d.ip === '' ? `${d.host}:${d.port}` : formatHostPort(d.ip, d.port);
   switch (check) {
     case 'no_route':
       return `${at}: no route for this host (destinations.routes)`;
