@@ -267,7 +267,23 @@ function project(objects: KubeObjects): Facts {
  * domains.
  */
 export function kubeObjectsHash(objects: KubeObjects, opts: Pick<KubeMapOptions, 'trustDomain' | 'clusterDomain'>): string {
-  return hashFacts(project(objects), opts);
+  return kubeProjection(objects, opts).hash;
+}
+
+/**
+ * The objects reduced to what the mapping reads, with their content hash, computed once: the
+ * provider compares the hash with the snapshot in force and maps only when it moved, from the
+ * same projection (no second reduction of every object).
+ */
+export interface KubeProjection {
+  readonly hash: string;
+  map(opts: Pick<KubeMapOptions, 'version' | 'source'>): KubeMapResult;
+}
+
+export function kubeProjection(objects: KubeObjects, opts: Pick<KubeMapOptions, 'trustDomain' | 'clusterDomain'>): KubeProjection {
+  const facts = project(objects);
+  const hash = hashFacts(facts, opts);
+  return { hash, map: (m) => mapFacts(facts, hash, { ...opts, ...m }) };
 }
 
 function hashFacts(facts: Facts, opts: Pick<KubeMapOptions, 'trustDomain' | 'clusterDomain'>): string {
@@ -292,7 +308,10 @@ interface EndpointAcc {
 }
 
 export function kubeSnapshot(objects: KubeObjects, opts: KubeMapOptions): KubeMapResult {
-  const facts = project(objects);
+  return kubeProjection(objects, opts).map(opts);
+}
+
+function mapFacts(facts: Facts, hash: string, opts: KubeMapOptions): KubeMapResult {
   const skipped: string[] = [];
   const principal = (ns: string, sa: string): string => `spiffe://${opts.trustDomain}/ns/${ns}/sa/${sa}`;
 
@@ -462,7 +481,7 @@ export function kubeSnapshot(objects: KubeObjects, opts: KubeMapOptions): KubeMa
     }));
   }
 
-  const snapshot = buildSnapshot({ version: opts.version, hash: hashFacts(facts, opts), source: opts.source, services, workloads });
+  const snapshot = buildSnapshot({ version: opts.version, hash, source: opts.source, services, workloads });
   return { snapshot, skipped };
 }
 

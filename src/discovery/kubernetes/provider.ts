@@ -26,7 +26,7 @@ import type { Diagnostic } from '../../errors.ts';
 import type { DiscoveryProvider, DiscoveryReload, DiscoveryTrigger } from '../provider.ts';
 import { NO_SNAPSHOT, reloadResult } from '../provider.ts';
 import type { DiscoverySnapshot, DiscoverySnapshotInfo } from '../model.ts';
-import { kubeObjectsHash, kubeSnapshot, type KubeObjects } from './map.ts';
+import { kubeProjection, type KubeObjects } from './map.ts';
 import { KUBE_RESOURCES, ListWatch, type BackoffOptions, type KubeResource, type WatchError, type WatchErrorReason } from './watch.ts';
 
 /** The subset of the operational logger (pino) the provider writes to. */
@@ -218,8 +218,9 @@ export function kubernetesProvider(opts: KubernetesProviderOptions): KubernetesP
   const build = (trigger: DiscoveryTrigger): DiscoveryReload => {
     const held = objects();
     const mapOpts = { trustDomain: opts.trustDomain, clusterDomain: opts.clusterDomain };
-    if (current && current.hash === kubeObjectsHash(held, mapOpts)) return result(trigger, 'unchanged', []);
-    const mapped = kubeSnapshot(held, { ...mapOpts, version: (current?.version ?? 0) + 1, source });
+    const projection = kubeProjection(held, mapOpts);
+    if (current && current.hash === projection.hash) return result(trigger, 'unchanged', []);
+    const mapped = projection.map({ version: (current?.version ?? 0) + 1, source });
     const previous = current;
     current = mapped.snapshot;
     // Logged when the list changes, not on every snapshot (a pod left out stays left out).
