@@ -27,7 +27,7 @@ import { WaygateError } from '../errors.ts';
 import { chainsToAnchor, parsePemCertificates } from '../identity/trust-bundle.ts';
 import { uriSansFromDer } from '../identity/peer-identity.ts';
 import type { GatewayObject, GatewayClassObject } from '../kube/gateway-status.ts';
-import { kubeClient, loadKubeConfig } from '../kube/client.ts';
+import { apiStatus, apiStatusMessage, kubeClient, loadKubeConfig } from '../kube/client.ts';
 import { addOutputOption, stderr, stdout, styleFor, writeJson, type TextSink } from './output.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skipped';
@@ -81,26 +81,17 @@ const ISTIO_ROOT_CONFIGMAP = 'istio-ca-root-cert';
 
 type Got<T> = { ok: true; value: T } | { ok: false; status: number | undefined; message: string };
 
-const codeOf = (err: unknown): number | undefined => {
-  const e = err as { code?: unknown; statusCode?: unknown } | null;
-  return typeof e?.code === 'number' ? e.code : typeof e?.statusCode === 'number' ? e.statusCode : undefined;
-};
-
+/** The API server's words, else the transport's error code (ECONNREFUSED), else the message. */
 function apiMessage(err: unknown): string {
-  const body = (err as { body?: unknown } | null)?.body;
-  let parsed: unknown = body;
-  if (typeof body === 'string') { try { parsed = JSON.parse(body); } catch { parsed = undefined; } }
-  const msg = (parsed as { message?: unknown } | undefined)?.message;
-  if (typeof msg === 'string') return msg;
   const e = err as { message?: string; cause?: { code?: string } } | null;
-  return e?.cause?.code ?? e?.message ?? String(err);
+  return apiStatusMessage(err) ?? e?.cause?.code ?? e?.message ?? String(err);
 }
 
 async function got<T>(fn: () => Promise<T>): Promise<Got<T>> {
   try {
     return { ok: true, value: await fn() };
   } catch (err) {
-    return { ok: false, status: codeOf(err), message: apiMessage(err) };
+    return { ok: false, status: apiStatus(err), message: apiMessage(err) };
   }
 }
 

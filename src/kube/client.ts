@@ -102,3 +102,30 @@ export async function loadKubeConfig(opts: KubeConfigOptions = {}): Promise<Load
   if (!cluster) throw new WaygateError('WG_KUBE', `${from}: no current context or its cluster is missing (kubectl config current-context)`);
   return { config: kc, from, server: cluster.server };
 }
+
+/**
+ * The HTTP status of a failed API call: client-node's ApiException carries it as `code` (typed
+ * list, get, replace), its Watch as `statusCode`; undefined for a transport error (its `code` is a
+ * string such as ECONNREFUSED).
+ */
+export function apiStatus(err: unknown): number | undefined {
+  const e = err as { code?: unknown; statusCode?: unknown } | null;
+  if (typeof e?.code === 'number') return e.code;
+  if (typeof e?.statusCode === 'number') return e.statusCode;
+  return undefined;
+}
+
+/** The API server's own words for a failed call: the `message` of the Status it answered, if any. */
+export function apiStatusMessage(err: unknown): string | undefined {
+  const body = (err as { body?: unknown } | null)?.body;
+  let parsed: unknown = body;
+  if (typeof body === 'string') {
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      parsed = undefined;
+    }
+  }
+  const message = (parsed as { message?: unknown } | undefined)?.message;
+  return typeof message === 'string' && message !== '' ? message : undefined;
+}

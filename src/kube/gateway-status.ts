@@ -41,7 +41,7 @@ import type { GatewayConfig } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
 import type { OpsLogger } from '../telemetry/log.ts';
 import { RegistrationMetrics, type RegistrationState } from '../telemetry/metrics.ts';
-import { kubeClient, loadKubeConfig } from './client.ts';
+import { apiStatus, apiStatusMessage, kubeClient, loadKubeConfig } from './client.ts';
 
 export type { RegistrationState } from '../telemetry/metrics.ts';
 
@@ -270,20 +270,9 @@ export function missingRule(call: ApiCall): string {
   return `${where} bound to waygate's ServiceAccount needs {apiGroups: ["${call.group}"], resources: [${call.resource}]${names}, verbs: [${call.verb}]} (examples/kubernetes/rbac.yaml)`;
 }
 
-const codeOf = (err: unknown): number | undefined => {
-  const e = err as { code?: unknown; statusCode?: unknown } | null;
-  if (typeof e?.code === 'number') return e.code;
-  if (typeof e?.statusCode === 'number') return e.statusCode;
-  return undefined;
-};
-
 /** The API server's own words (a Status body), or the error's message. */
 function apiMessage(err: unknown): string {
-  const body = (err as { body?: unknown } | null)?.body;
-  let parsed: unknown = body;
-  if (typeof body === 'string') { try { parsed = JSON.parse(body); } catch { parsed = undefined; } }
-  const msg = (parsed as { message?: unknown } | undefined)?.message;
-  return typeof msg === 'string' ? msg : (err as Error)?.message ?? String(err);
+  return apiStatusMessage(err) ?? (err as Error)?.message ?? String(err);
 }
 
 /** A call failed in a way that names what to fix. */
@@ -390,16 +379,16 @@ export class GatewayRegistration extends EventEmitter {
     informer.on('error', (err: unknown) => {
       if (this.#closed) return;
       // A list failure arrives as the CallError thrown by #call; a watch failure as client-node's error.
-      const failure = err instanceof CallError ? err : new CallError(call, codeOf(err), err);
+      const failure = err instanceof CallError ? err : new CallError(call, apiStatus(err), err);
       this.#report(failure);
       const timer = setTimeout(() => {
         this.#restartTimers.delete(timer);
         // Once watching again, one pass: nothing may have changed, but the state must say so.
-        if (!this.#closed) void informer.start().then(changed, (e: unknown) => this.#report(new CallError(call, codeOf(e), e)));
+        if (!this.#closed) void informer.start().then(changed, (e: unknown) => this.#report(new CallError(call, apiStatus(e), e)));
       }, this.#nextRetryMs());
       this.#restartTimers.add(timer);
     });
-    void informer.start().then(changed, (e: unknown) => this.#report(new CallError(call, codeOf(e), e)));
+    void informer.start().then(changed, (e: unknown) => this.#report(new CallError(call, apiStatus(e), e)));
   }
 
   #armResync(): void {
@@ -418,7 +407,7 @@ export class GatewayRegistration extends EventEmitter {
     try {
       return await fn();
     } catch (err) {
-      throw new CallError(call, codeOf(err), err);
+      throw new CallError(call, apiStatus(err), err);
     }
   }
 

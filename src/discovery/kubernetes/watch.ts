@@ -26,7 +26,7 @@
  * from the list): the mapping reads both (map.ts).
  */
 import type { CoreV1Api, DiscoveryV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
-import { kubeClient } from '../../kube/client.ts';
+import { apiStatus, apiStatusMessage, kubeClient } from '../../kube/client.ts';
 
 /** The kinds discovery watches, by their resource (plural) name, as RBAC names them. */
 export type KubeResource = 'services' | 'endpointslices' | 'pods';
@@ -139,22 +139,6 @@ function slim(obj: unknown): unknown {
   return obj;
 }
 
-/** The HTTP status of a failed list (client-node's ApiException `code`) or watch (`statusCode`). */
-function statusOf(err: unknown): number | undefined {
-  const e = err as { code?: unknown; statusCode?: unknown } | null;
-  if (typeof e?.statusCode === 'number') return e.statusCode;
-  if (typeof e?.code === 'number') return e.code;
-  return undefined;
-}
-
-/** The server's own words for a failed list: the `message` of the Status it answered. */
-function serverMessage(err: unknown): string | undefined {
-  const body = (err as { body?: unknown } | null)?.body;
-  const parsed = typeof body === 'string' ? (() => { try { return JSON.parse(body) as unknown; } catch { return undefined; } })() : body;
-  const message = (parsed as { message?: unknown } | undefined)?.message;
-  return typeof message === 'string' && message !== '' ? message : undefined;
-}
-
 function classify(status: number | undefined, err: unknown): WatchErrorReason {
   if (status === 401) return 'unauthorized';
   if (status === 403) return 'forbidden';
@@ -255,7 +239,7 @@ export class ListWatch {
     if (this.#closed) return;
     this.#stopWatch();
     this.#connected = false;
-    const status = statusOf(err);
+    const status = apiStatus(err);
     const reason = forced ?? classify(status, err);
     const retryInMs = this.#backoffMs();
     this.#o.onError?.({
@@ -272,7 +256,7 @@ export class ListWatch {
 
   #describe(verb: 'list' | 'watch', reason: WatchErrorReason, status: number | undefined, err: unknown): string {
     const what = `${verb} ${this.resource} in namespace ${this.namespace}`;
-    const said = serverMessage(err);
+    const said = apiStatusMessage(err);
     if (reason === 'forbidden') {
       const group = API_GROUP[this.resource] === '' ? 'core ("")' : `"${API_GROUP[this.resource]}"`;
       return `${what}: forbidden (403)${said ? `: ${said}` : ''}. The gateway's identity needs a Role in namespace ${this.namespace} ` +
@@ -390,7 +374,7 @@ export class ListWatch {
       ended = true;
       this.#stopWatch();
       this.#connected = false;
-      const status = statusOf(err);
+      const status = apiStatus(err);
       if (gone || status === 410) {
         // Too old a resourceVersion: relist now (a 410 is no failure of the server).
         this.#resourceVersion = '';
