@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { WaygateError } from '../errors.ts';
+import type { TlsMaterialSource } from './material-source.ts';
 import { chainsToAnchor, parsePemCertificates, trustBundleFromPem } from './trust-bundle.ts';
 
 /** Which files make up the material. */
@@ -167,7 +168,7 @@ export interface TlsMaterialWatcherOptions extends TlsMaterialFiles {
  * `'error'` event is only emitted when someone listens, so a forgotten listener cannot crash the
  * process; the last failure is also kept in {@link lastError}.
  */
-export class TlsMaterialWatcher extends EventEmitter {
+export class TlsMaterialWatcher extends EventEmitter implements TlsMaterialSource {
   readonly #files: TlsMaterialFiles;
   readonly #debounceMs: number;
   readonly #watchers: FSWatcher[] = [];
