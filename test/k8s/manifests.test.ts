@@ -486,3 +486,146 @@ describe('examples/gateway.yaml', () => {
     assert.equal(spec.listen, '0.0.0.0:15008');
   });
 });
+
+/**
+ * examples/kubernetes-sandwich/: the overlay that puts waygate in sandwich mode (docs/waypoint.md),
+ * rendered as kustomize does from the base's rendering (above) and its own three features: the
+ * config ConfigMap replaced (`behavior: replace`, new hash suffix, references rewritten) and JSON
+ * patches (RFC 6902: add, remove, replace, copy, test) on named targets. Then checked as the base is:
+ * the config loads with waygate's loader, and the names and ports agree across the objects.
+ */
+describe('examples/kubernetes-sandwich: sandwich mode as an overlay of examples/kubernetes', () => {
+  const SANDWICH = new URL('../../examples/kubernetes-sandwich/', import.meta.url).pathname;
+  const overlay = parseYaml(readFileSync(join(SANDWICH, 'kustomization.yaml'), 'utf8')) as Obj;
+
+  /** RFC 6901 pointer -> [parent, key]; `-` appends (RFC 6902 §4.1). */
+  const locate = (doc: Obj, pointer: string): [Obj, string] => {
+    const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+    let parent: any = doc;
+    for (const p of parts.slice(0, -1)) {
+      parent = parent[Array.isArray(parent) ? Number(p) : p];
+      assert.ok(parent !== undefined && parent !== null, `${pointer}: ${p} does not exist`);
+    }
+    return [parent, parts.at(-1)!];
+  };
+  const applyOps = (doc: Obj, ops: Obj[]): void => {
+    for (const op of ops) {
+      const [parent, key] = locate(doc, op['path']);
+      const value = op['op'] === 'copy' ? structuredClone(locate(doc, op['from']).reduce((p: any, k) => p[k])) : structuredClone(op['value']);
+      if (op['op'] === 'test') assert.deepEqual(parent[key], value, `test ${op['path']}: the base no longer looks as the overlay expects`);
+      else if (op['op'] === 'remove') {
+        assert.ok(key in parent, `remove ${op['path']}: absent`);
+        if (Array.isArray(parent)) parent.splice(Number(key), 1);
+        else delete parent[key];
+      } else if (op['op'] === 'replace') {
+        assert.ok(key in parent, `replace ${op['path']}: absent`);
+        parent[key] = value;
+      } else if (op['op'] === 'add' || op['op'] === 'copy') {
+        if (Array.isArray(parent)) parent.splice(key === '-' ? parent.length : Number(key), 0, value);
+        else parent[key] = value;
+      } else assert.fail(`op ${op['op']} is not rendered here`);
+    }
+  };
+
+  function renderOverlay(): Obj[] {
+    assert.deepEqual(Object.keys(overlay).sort(), ['apiVersion', 'configMapGenerator', 'kind', 'patches', 'resources'], 'only the kustomize features rendered here');
+    assert.deepEqual(overlay['resources'], ['../kubernetes']);
+    const base = render();
+    const objs = base.objects;
+    for (const g of overlay['configMapGenerator'] as Obj[]) {
+      assert.equal(g['behavior'], 'replace');
+      const old = base.generated.get(g['name'])!;
+      assert.ok(old, `the base generates ${g['name']}`);
+      const data: Record<string, string> = {};
+      for (const f of g['files'] as string[]) data[basename(f)] = readFileSync(join(SANDWICH, f), 'utf8');
+      const name = g['name'] + '-' + createHash('sha256').update(JSON.stringify(data)).digest('hex').slice(0, 10);
+      const cm = objs.find((o) => o['kind'] === 'ConfigMap' && o['metadata']['name'] === old.name)!;
+      assert.equal(cm['metadata']['namespace'], g['namespace']);
+      Object.assign(cm, { data });
+      cm['metadata']['name'] = name;
+      const d = objs.find((o) => o['kind'] === 'Deployment')!;
+      for (const v of d['spec']['template']['spec']['volumes'] as Obj[]) if (v['configMap']?.['name'] === old.name) v['configMap']['name'] = name;
+    }
+    for (const p of overlay['patches'] as Obj[]) {
+      const t = p['target'];
+      const hits = objs.filter((o) => o['kind'] === t['kind'] && o['metadata']['name'] === t['name'] && (t['namespace'] === undefined || o['metadata']['namespace'] === t['namespace'])
+        && `${t['group'] ? `${t['group']}/` : ''}${t['version']}` === o['apiVersion']);
+      assert.equal(hits.length, 1, `patch target ${t['kind']} ${t['name']} matches one object`);
+      const ops = parseYaml(p['patch']) as Obj[];
+      assert.ok(ops.some((o) => o['op'] === 'test'), `the patch of ${t['kind']} ${t['name']} tests the base before changing it`);
+      applyOps(hits[0]!, ops);
+    }
+    return objs;
+  }
+
+  const sw = renderOverlay();
+  const swOne = (kind: string, name: string): Obj => {
+    const found = sw.filter((o) => o['kind'] === kind && o['metadata']['name'] === name);
+    assert.equal(found.length, 1, `exactly one ${kind} ${name}`);
+    return found[0]!;
+  };
+  const swConfigText = (): string => {
+    const vol = (swOne('Deployment', 'waygate')['spec']['template']['spec']['volumes'] as Obj[]).find((v) => v['name'] === 'config')!;
+    return swOne('ConfigMap', vol['configMap']['name'])['data']['gateway.yaml'];
+  };
+
+  test('the same objects as the base; only the namespace label, the pod label, the Gateway and the config differ', () => {
+    const key = (o: Obj): string => `${kindOf(o)} ${o['metadata']['namespace'] ?? ''}/${o['metadata']['name']}`;
+    const base = render().objects;
+    const strip = (o: Obj): string => key({ ...o, metadata: { ...o['metadata'], name: o['kind'] === 'ConfigMap' ? o['metadata']['name'].replace(/-[0-9a-f]{10}$/, '') : o['metadata']['name'] } });
+    assert.deepEqual(sw.map(strip).sort(), base.map(strip).sort());
+    const changed = sw.filter((o) => JSON.stringify(o) !== JSON.stringify(base.find((b) => strip(b) === strip(o)))).map(strip).sort();
+    assert.deepEqual(changed, ['apps/v1/Deployment waygate/waygate', 'gateway.networking.k8s.io/v1/Gateway waygate/waygate', 'v1/ConfigMap waygate/waygate-config', 'v1/Namespace /waygate']);
+    // The config ConfigMap has a new name, so applying the overlay (and the base again) rolls the pods.
+    assert.match(swConfigText(), /sandwich:/);
+    assert.notEqual(JSON.stringify(sw.find((o) => strip(o) === 'v1/ConfigMap waygate/waygate-config')!['metadata']['name']), JSON.stringify(generated.get('waygate-config')!.name));
+  });
+
+  test('waygate\'s own pods are in the ambient mesh: namespace labelled ambient, no pod-level opt-out, still the waypoint\'s instances', () => {
+    assert.equal(swOne('Namespace', 'waygate')['metadata']['labels']['istio.io/dataplane-mode'], 'ambient');
+    const d = swOne('Deployment', 'waygate');
+    const labels = d['spec']['template']['metadata']['labels'] as Record<string, string>;
+    assert.equal(labels['istio.io/dataplane-mode'], undefined, 'a pod labelled `none` stays out of the mesh whatever its namespace says');
+    assert.equal(labels['gateway.networking.k8s.io/gateway-name'], 'waygate');
+    assert.ok(matches(d['spec']['selector']['matchLabels'], labels));
+  });
+
+  test('the Gateway: the inbound binding PROXY/<sandwich port>, a listener on that port with the HBONE listener\'s allowedRoutes', () => {
+    const gw = swOne('Gateway', 'waygate');
+    const binding = /^PROXY\/(\d+)$/.exec(gw['metadata']['annotations']['ambient.istio.io/waypoint-inbound-binding']);
+    assert.ok(binding, 'ambient.istio.io/waypoint-inbound-binding: PROXY/<port>');
+    const port = Number(binding[1]);
+    const listeners = gw['spec']['listeners'] as Obj[];
+    // istiod (waypoints.go findBoundListener) takes the first listener whose port is the binding's.
+    const bound = listeners.find((l) => l['port'] === port)!;
+    assert.ok(bound, `a listener on ${port}`);
+    assert.equal(bound['protocol'], 'istio.io/PROXY');
+    const hbone = listeners.find((l) => l['port'] === 15008 && l['protocol'] === 'HBONE')!;
+    assert.ok(hbone, 'the HBONE listener stays: waygate\'s registration programs the Gateway on it');
+    assert.deepEqual(bound['allowedRoutes'], hbone['allowedRoutes'], 'one list of fronted namespaces');
+    assert.equal(new Set(listeners.map((l) => l['name'])).size, listeners.length, 'listener names are unique');
+    // The port agrees with the config's sandwich.listen.
+    const spec = parseConfigText(swConfigText(), 'gateway.yaml', '/');
+    assert.equal(Number(spec.sandwich!.listen!.split(':').at(-1)), port);
+  });
+
+  test('the config loads and differs from the base\'s only in `listen` (loopback, off 15008) and `sandwich` (loopback, with discovery)', () => {
+    const spec = parseConfigText(swConfigText(), 'gateway.yaml', '/');
+    const base = gatewayConfigSpec();
+    const { listen, sandwich, ...rest } = spec;
+    const { listen: baseListen, sandwich: baseSandwich, ...baseRest } = base;
+    assert.deepEqual(rest, baseRest, 'everything else as the base (discovery, registration, tls, policies, admin)');
+    assert.equal(baseListen, '0.0.0.0:15008');
+    assert.equal(baseSandwich, undefined, 'the base leaves sandwich mode off');
+    assert.match(sandwich!.listen!, /^127\.0\.0\.1:\d+$/);
+    assert.ok(sandwich!.headerTimeoutMs! > 0);
+    assert.ok(spec.discovery!.kubernetes, 'sandwich mode dials only endpoints discovery picks');
+    // In the pod's network namespace 15008 is the in-pod ztunnel's: waygate's own HBONE listener
+    // moves to loopback on a port no other listener of the pod uses.
+    const hp = /^(.*):(\d+)$/.exec(listen!)!;
+    assert.equal(hp[1], '127.0.0.1');
+    const ports = [15008, 15001, 15006, 15053, Number(sandwich!.listen!.split(':')[1]),
+      ...[spec.admin!.readyAddress!, spec.admin!.metricsAddress!, spec.admin!.adminAddress!].map((a) => Number(a.split(':').at(-1)))];
+    assert.ok(!ports.includes(Number(hp[2])), `listen port ${hp[2]} is free in the pod`);
+  });
+});
