@@ -178,7 +178,10 @@ export class LocalDataPlane implements DataPlane {
   }
 
   configInfo(): Record<string, unknown> {
-    return { tls: this.#runtime?.tlsInfo() ?? null, workers: 1, discovery: this.#runtime?.discoveryInfo() ?? null };
+    // The sandwich listener as bound (port 0 resolved), next to the config's sandwich.listen.
+    const sandwichAddress = this.#runtime?.sandwichAddress ?? null;
+    const sandwich = { on: sandwichAddress !== null, address: sandwichAddress, headerTimeoutMs: this.#o.config.sandwich.headerTimeoutMs };
+    return { tls: this.#runtime?.tlsInfo() ?? null, workers: 1, discovery: this.#runtime?.discoveryInfo() ?? null, sandwich };
   }
 
   logFields(moment: 'listening' | 'draining'): Record<string, unknown> {

@@ -511,7 +511,8 @@ describe('examples/kubernetes-sandwich: sandwich mode as an overlay of examples/
   const applyOps = (doc: Obj, ops: Obj[]): void => {
     for (const op of ops) {
       const [parent, key] = locate(doc, op['path']);
-      const value = op['op'] === 'copy' ? structuredClone(locate(doc, op['from']).reduce((p: any, k) => p[k])) : structuredClone(op['value']);
+      const from = op['op'] === 'copy' ? locate(doc, op['from']) : null;
+      const value = structuredClone(from ? from[0][from[1]] : op['value']);
       if (op['op'] === 'test') assert.deepEqual(parent[key], value, `test ${op['path']}: the base no longer looks as the overlay expects`);
       else if (op['op'] === 'remove') {
         assert.ok(key in parent, `remove ${op['path']}: absent`);
