@@ -6,6 +6,7 @@ import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { isLoopbackHost, parseAllowDestinations, parseHostPort, parseRouteKey, parseRouteTarget } from './address.ts';
 import type { ConfigLayer } from './load.ts';
+import { bounds } from './ranges.ts';
 import { LOG_LEVELS, type DestinationAllow, type GatewayConfig, type LogLevel } from './schema.ts';
 
 /** Raw commander values for the serve flags. */
@@ -71,7 +72,6 @@ function nonEmpty(s: string): string {
 
 /** Declares every serve flag on `cmd`. */
 export function addServeFlags(cmd: Command): Command {
-  const day = 86_400_000;
   return cmd
     .option('-c, --config <file>', 'GatewayConfig YAML (without it: the embedded loopback-only dev profile)')
     .option('--print-config', 'print the effective config as YAML and exit')
@@ -105,18 +105,18 @@ export function addServeFlags(cmd: Command): Command {
     .addOption(new Option('--log-level <level>', 'operational log level').choices(LOG_LEVELS))
     .option('--workers <n|auto>', 'processes sharing the listener', (s: string) => {
       if (s === 'auto') return 'auto' as const;
-      return integer(1, 1024)(s);
+      return integer(...bounds('workers'))(s);
     })
     .option('--ready-address <host:port>', '/healthz/ready listener (default :15021)', address())
     .option('--metrics-address <host:port>', '/metrics listener (default :15020)', address())
     .option('--admin-address <host:port>', 'admin listener, loopback only (default 127.0.0.1:15000)', address(true))
-    .option('--connect-timeout-ms <ms>', 'upstream connect timeout', integer(1, day))
-    .option('--handshake-timeout-ms <ms>', 'TLS handshake + HTTP/2 preface timeout', integer(1, day))
-    .option('--drain-timeout-ms <ms>', 'drain deadline (default from TERMINATION_GRACE_PERIOD_SECONDS, else 5000)', integer(0, day))
-    .option('--idle-timeout-ms <ms>', 'close idle tunnels after this long (0 = off)', integer(0, 30 * day))
-    .option('--max-connections <n>', 'concurrent TLS connections (0 = unlimited)', integer(0, 10_000_000))
-    .option('--max-streams-per-connection <n>', 'HTTP/2 max concurrent streams', integer(1, 2 ** 31 - 1))
-    .option('--max-pending-dials-per-connection <n>', 'upstream dials in flight per connection; further CONNECTs wait for a slot (default 100, at most --max-streams-per-connection)', integer(1, 2 ** 31 - 1))
+    .option('--connect-timeout-ms <ms>', 'upstream connect timeout', integer(...bounds('timeouts.connectTimeoutMs')))
+    .option('--handshake-timeout-ms <ms>', 'TLS handshake + HTTP/2 preface timeout', integer(...bounds('timeouts.handshakeTimeoutMs')))
+    .option('--drain-timeout-ms <ms>', 'drain deadline (default from TERMINATION_GRACE_PERIOD_SECONDS, else 5000)', integer(...bounds('timeouts.drainTimeoutMs')))
+    .option('--idle-timeout-ms <ms>', 'close idle tunnels after this long (0 = off)', integer(...bounds('timeouts.idleTimeoutMs')))
+    .option('--max-connections <n>', 'concurrent TLS connections (0 = unlimited)', integer(...bounds('limits.maxConnections')))
+    .option('--max-streams-per-connection <n>', 'HTTP/2 max concurrent streams', integer(...bounds('limits.maxStreamsPerConnection')))
+    .option('--max-pending-dials-per-connection <n>', 'upstream dials in flight per connection; further CONNECTs wait for a slot (default 100, at most --max-streams-per-connection)', integer(...bounds('limits.maxPendingDialsPerConnection')))
     .option('--proxy-protocol', 'send PROXY protocol v2 (with the SPIFFE ID) to upstreams')
     .option('--allow-tls12', 'accept TLS 1.2 clients')
     .option('--mesh <file>', 'discovery: a kind: Mesh file of services and workloads (hot-reloaded; docs/design.md §6)', nonEmpty)

@@ -17,6 +17,7 @@ import {
 import {
   describe, report, scalarValue, singleDocument, walkContext, yamlWalker, type V as WalkV, type WalkContext, type YamlNode,
 } from './yaml-walk.ts';
+import { RANGES, bounds, formatRange } from './ranges.ts';
 import { CONFIG_API_VERSION, CONFIG_KIND, LOG_LEVELS, type DestinationAllow, type GatewayConfig, type KubernetesDiscoveryConfig } from './schema.ts';
 
 /** A deep partial of the config: what one source (file or flags) sets. */
@@ -102,8 +103,9 @@ const routes: V<Record<string, string>> = (node, at, cx) => {
 const workers: V<number | 'auto'> = (node, at, cx) => {
   const v = scalarValue(node);
   if (v === 'auto') return 'auto';
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 1024) return v;
-  return report(cx, node, at, `expected a worker count 1-1024 or "auto", got ${describe(node)}`);
+  const r = RANGES.workers;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= r.min && v <= r.max) return v;
+  return report(cx, node, at, `expected a worker count ${formatRange(r)} or "auto", got ${describe(node)}`);
 };
 
 const headerName = str((s) => (/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(s) ? null : `"${s}" is not a lower-case header name`));
@@ -170,7 +172,7 @@ const specSchema = object<GatewayConfig>({
   policies: object<GatewayConfig['policies']>({
     paths: list(filePath),
     watch: bool,
-    debounceMs: int(0, 60_000),
+    debounceMs: int(...bounds('policies.debounceMs')),
   }) as V<GatewayConfig['policies']>,
   defaultAction: oneOf(['ALLOW', 'DENY'] as const),
   denyStatus: oneOf([401, 403] as const),
@@ -179,20 +181,18 @@ const specSchema = object<GatewayConfig>({
     routes,
   }) as V<GatewayConfig['destinations']>,
   timeouts: object<GatewayConfig['timeouts']>({
-    connectTimeoutMs: int(1, day),
-    handshakeTimeoutMs: int(1, day),
-    drainTimeoutMs: int(0, day),
-    idleTimeoutMs: int(0, 30 * day),
+    connectTimeoutMs: int(...bounds('timeouts.connectTimeoutMs')),
+    handshakeTimeoutMs: int(...bounds('timeouts.handshakeTimeoutMs')),
+    drainTimeoutMs: int(...bounds('timeouts.drainTimeoutMs')),
+    idleTimeoutMs: int(...bounds('timeouts.idleTimeoutMs')),
   }) as V<GatewayConfig['timeouts']>,
   limits: object<GatewayConfig['limits']>({
-    maxConnections: int(0, 10_000_000),
-    maxStreamsPerConnection: int(1, 2 ** 31 - 1),
-    // RFC 9113 §6.5.2 leaves the value open; below 1 KiB no real CONNECT fits.
-    maxHeaderListBytes: int(1_024, 16 * 1024 * 1024),
-    // 0 would let no CONNECT dial; "unlimited" is not offered: the cap is what bounds a peer's
-    // dials. Above maxStreamsPerConnection it is clamped once the layers are merged (schema.ts
+    maxConnections: int(...bounds('limits.maxConnections')),
+    maxStreamsPerConnection: int(...bounds('limits.maxStreamsPerConnection')),
+    maxHeaderListBytes: int(...bounds('limits.maxHeaderListBytes')),
+    // Above maxStreamsPerConnection it is clamped once the layers are merged (schema.ts
     // withEffectiveLimits): the two may come from different layers (defaults, file, flags).
-    maxPendingDialsPerConnection: int(1, 2 ** 31 - 1),
+    maxPendingDialsPerConnection: int(...bounds('limits.maxPendingDialsPerConnection')),
   }) as V<GatewayConfig['limits']>,
   audit: object<GatewayConfig['audit']>({
     // "-" is stdout; anything else is a file path, resolved against the config file's directory
@@ -223,8 +223,8 @@ const specSchema = object<GatewayConfig>({
   upstream: object<GatewayConfig['upstream']>({
     allowPlaintext: bool,
     // RFC 9113 §6.5.2 SETTINGS_MAX_CONCURRENT_STREAMS; the destination's own setting still applies.
-    maxStreamsPerConnection: int(1, 2 ** 31 - 1),
-    poolIdleTimeoutMs: int(1, 30 * day),
+    maxStreamsPerConnection: int(...bounds('upstream.maxStreamsPerConnection')),
+    poolIdleTimeoutMs: int(...bounds('upstream.poolIdleTimeoutMs')),
   }) as V<GatewayConfig['upstream']>,
   sandwich: object<GatewayConfig['sandwich']>({
     // null (what --print-config shows by default) is off. Loopback only: the PROXY header is
@@ -234,7 +234,7 @@ const specSchema = object<GatewayConfig>({
       if (!hp.ok) return hp.message;
       return isLoopbackHost(hp.value.host) ? null : `"${s}" is not a loopback address: the PROXY header's client identity is trusted only from the pod's own ztunnel, which connects over loopback`;
     })(node, at, cx))) as V<string | null>,
-    headerTimeoutMs: int(1, 60_000),
+    headerTimeoutMs: int(...bounds('sandwich.headerTimeoutMs')),
   }) as V<GatewayConfig['sandwich']>,
   registration: object<GatewayConfig['registration']>({
     enabled: bool,

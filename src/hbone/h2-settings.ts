@@ -30,6 +30,7 @@
  * its default leaves room for two connection windows plus 16 MB of headers and output.
  */
 import type { Settings } from 'node:http2';
+import { optionInRange } from '../config/ranges.ts';
 import { WaygateError } from '../errors.ts';
 
 export interface H2Options {
@@ -40,9 +41,9 @@ export interface H2Options {
   streamWindowBytes?: number;
   /** Connection receive window; default 4x the stream window, at least 4x. */
   connectionWindowBytes?: number;
-  /** SETTINGS_MAX_CONCURRENT_STREAMS; default 200. */
+  /** SETTINGS_MAX_CONCURRENT_STREAMS; default 200 (range and default: `limits.maxStreamsPerConnection`, src/config/ranges.ts). */
   maxConcurrentStreams?: number;
-  /** SETTINGS_MAX_HEADER_LIST_SIZE; default 64 KiB. */
+  /** SETTINGS_MAX_HEADER_LIST_SIZE; default 64 KiB (range and default: `limits.maxHeaderListBytes`, src/config/ranges.ts). */
   maxHeaderListBytes?: number;
   /** nghttp2 memory cap per session in MB; default max(32, 2 x connection window + 16 MB). */
   maxSessionMemoryMb?: number;
@@ -88,8 +89,8 @@ export function resolveH2Options(o: H2Options = {}): ResolvedH2Options {
   return {
     streamWindowBytes: stream,
     connectionWindowBytes: conn,
-    maxConcurrentStreams: int('h2.maxConcurrentStreams', o.maxConcurrentStreams ?? 200, 1, 2 ** 31 - 1),
-    maxHeaderListBytes: int('h2.maxHeaderListBytes', o.maxHeaderListBytes ?? 64 * 1024, 1024, 16 * MiB),
+    maxConcurrentStreams: optionInRange('limits.maxStreamsPerConnection', 'h2.maxConcurrentStreams', o.maxConcurrentStreams),
+    maxHeaderListBytes: optionInRange('limits.maxHeaderListBytes', 'h2.maxHeaderListBytes', o.maxHeaderListBytes),
     maxSessionMemoryMb: int('h2.maxSessionMemoryMb', o.maxSessionMemoryMb ?? defaultMemoryMb, 1, 65_536),
     pingIntervalMs,
     pingTimeoutMs,

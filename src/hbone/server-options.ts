@@ -7,6 +7,7 @@ import type { SecureServerOptions } from 'node:http2';
 import type { Logger } from 'pino';
 import { DEFAULT_HEADER_AUDIT_POLICY, type HeaderAuditPolicy } from '../audit/redact.ts';
 import type { AuditSink } from '../audit/sink.ts';
+import { optionInRange } from '../config/ranges.ts';
 import { WaygateError } from '../errors.ts';
 import { DestinationPolicy, type DestinationOptions } from './destination.ts';
 import { resolveH2Options, type H2Options, type ResolvedH2Options } from './h2-settings.ts';
@@ -45,7 +46,7 @@ export interface HboneServerOptions {
   destinations: DestinationOptions;
   /** Status of a policy deny; default 401 (ztunnel's), e.g. 403. */
   denyStatus?: number;
-  /** Upstream connect timeout; default 10 s. */
+  /** Upstream connect timeout; default 10 s. (src/config/ranges.ts holds the range and default of each numeric option here.) */
   connectTimeoutMs?: number;
   /** TLS handshake and HTTP/2 preface timeout each; default 10 s. */
   handshakeTimeoutMs?: number;
@@ -59,7 +60,7 @@ export interface HboneServerOptions {
    * can widen the allow-list to the headers the snapshot in force reads (replay needs them).
    */
   headerAuditPolicy?: HeaderAuditPolicy | (() => HeaderAuditPolicy);
-  /** Refuse TCP connections beyond this many open ones (0 = no limit); each refusal is observed. */
+  /** Refuse TCP connections beyond this many open ones (0 = no limit); each refusal is observed. Default 10,000, the config's. */
   maxConnections?: number;
   /** Write a PROXY v2 header (client address + SPIFFE ID TLV 0xD0) to every upstream (src/upstream/proxy-v2.ts). */
   proxyProtocol?: boolean;
@@ -119,8 +120,6 @@ export interface ResolvedServerOptions {
 }
 
 const EMPTY_SNAPSHOT = Object.freeze({ version: 0, hash: '' });
-/** ztunnel's per-connection stream ceiling; a burst beyond it waits for a slot (dial-queue.ts). */
-const DEFAULT_MAX_PENDING_DIALS = 100;
 
 function positiveInt(path: string, v: unknown, dflt: number, min = 1): number {
   const value = v ?? dflt;
@@ -177,21 +176,22 @@ export function resolveServerOptions(opts: HboneServerOptions): ResolvedServerOp
   }
   const denyStatus = positiveInt('denyStatus', opts.denyStatus, 401);
   if (denyStatus < 400 || denyStatus > 499) throw new WaygateError('WG_CONFIG', `denyStatus: expected a 4xx status (401 or 403), got ${denyStatus}`);
-  const connectTimeoutMs = positiveInt('connectTimeoutMs', opts.connectTimeoutMs, 10_000);
-  const handshakeTimeoutMs = positiveInt('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000);
-  const idleTimeoutMs = positiveInt('idleTimeoutMs', opts.idleTimeoutMs, 0, 0);
+  const connectTimeoutMs = optionInRange('timeouts.connectTimeoutMs', 'connectTimeoutMs', opts.connectTimeoutMs);
+  const handshakeTimeoutMs = optionInRange('timeouts.handshakeTimeoutMs', 'handshakeTimeoutMs', opts.handshakeTimeoutMs);
+  const idleTimeoutMs = optionInRange('timeouts.idleTimeoutMs', 'idleTimeoutMs', opts.idleTimeoutMs);
   const h2 = resolveH2Options(opts.h2);
   const destinations = new DestinationPolicy(opts.destinations, opts.ownPorts ?? []);
   const headerAuditPolicyOpt = opts.headerAuditPolicy ?? DEFAULT_HEADER_AUDIT_POLICY;
-  const maxConnections = positiveInt('maxConnections', opts.maxConnections, 0, 0);
+  const maxConnections = optionInRange('limits.maxConnections', 'maxConnections', opts.maxConnections);
   const upstream = upstreamConnector(opts);
   if (opts.discovery !== undefined && (!opts.hboneUpstream || typeof opts.hboneUpstream.prepare !== 'function')) {
     throw new WaygateError('WG_CONFIG', 'hboneUpstream: required with discovery (endpoints in the mesh are reached over HBONE)');
   }
   const router = new Router(destinations, opts.discovery ?? null);
-  // Clamped to the stream limit: dials beyond it could never be in flight anyway.
+  // Clamped to the stream limit: dials beyond it could never be in flight anyway. The default
+  // (100) is ztunnel's per-connection stream ceiling; a burst beyond it waits for a slot (dial-queue.ts).
   const maxPendingDials = Math.min(
-    positiveInt('maxPendingDialsPerConnection', opts.maxPendingDialsPerConnection, DEFAULT_MAX_PENDING_DIALS),
+    optionInRange('limits.maxPendingDialsPerConnection', 'maxPendingDialsPerConnection', opts.maxPendingDialsPerConnection),
     h2.maxConcurrentStreams,
   );
   return {

@@ -23,6 +23,7 @@ import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { CloseReason, UpstreamRecord } from '../audit/record.ts';
 import { formatHostPort } from '../config/address.ts';
+import { optionInRange } from '../config/ranges.ts';
 import { WaygateError } from '../errors.ts';
 import { ConnectOutcome } from '../hbone/connect-outcome.ts';
 import type { ParsedRequestHeaders } from '../hbone/request-headers.ts';
@@ -44,10 +45,10 @@ export type SandwichRejection = ProxyV2Rejection | 'peer_not_allowed' | 'header_
 export interface SandwichOptions {
   host: string;
   port: number;
-  /** A stream whose whole PROXY header has not arrived this long after accept is closed. */
-  headerTimeoutMs: number;
-  /** Bounds the TCP dial to the chosen endpoint. */
-  connectTimeoutMs: number;
+  /** A stream whose whole PROXY header has not arrived this long after accept is closed; default 5,000 ms (`sandwich.headerTimeoutMs`). */
+  headerTimeoutMs?: number;
+  /** Bounds the TCP dial to the chosen endpoint; default 10,000 ms (`timeouts.connectTimeoutMs`). */
+  connectTimeoutMs?: number;
   /** An open stream with no byte either way this long is reset (`idle_timeout`); 0: never (`timeouts.idleTimeoutMs`). */
   idleTimeoutMs?: number;
   /** Trust domains whose SPIFFE IDs are identities (as the HBONE listener's `trustDomains`). */
@@ -146,7 +147,14 @@ class SandwichStream implements RecordBase {
 }
 
 /** Creates (does not start) the sandwich listener. */
-export function createSandwichListener(o: SandwichOptions): SandwichListener {
+export function createSandwichListener(options: SandwichOptions): SandwichListener {
+  // Range and default of each duration: the config's (src/config/ranges.ts).
+  const o = {
+    ...options,
+    headerTimeoutMs: optionInRange('sandwich.headerTimeoutMs', 'headerTimeoutMs', options.headerTimeoutMs),
+    connectTimeoutMs: optionInRange('timeouts.connectTimeoutMs', 'connectTimeoutMs', options.connectTimeoutMs),
+    idleTimeoutMs: optionInRange('timeouts.idleTimeoutMs', 'idleTimeoutMs', options.idleTimeoutMs),
+  };
   if (!o.router.discovery) {
     throw new WaygateError('WG_CONFIG', 'sandwich.listen needs a discovery source (discovery.meshFile or discovery.kubernetes): sandwich mode sends only to endpoints discovery picks, never to the original destination');
   }

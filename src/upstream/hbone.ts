@@ -35,6 +35,7 @@
 import http2, { constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import tls, { type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
+import { optionInRange } from '../config/ranges.ts';
 import { WaygateError } from '../errors.ts';
 import { checkSpiffeIdentity, identityFromCertificate } from '../identity/peer-identity.ts';
 import {
@@ -148,13 +149,14 @@ function resolveOptions(o: HboneUpstreamOptions): ResolvedOptions {
   return {
     tls: o.tls,
     baggage: o.baggage,
-    maxStreamsPerConnection: int('maxStreamsPerConnection', o.maxStreamsPerConnection ?? 100, 1, 2 ** 31 - 1),
-    poolIdleTimeoutMs: int('poolIdleTimeoutMs', o.poolIdleTimeoutMs ?? 300_000, 1, 2 ** 31 - 1),
+    // The options the config also sets read their range and default from src/config/ranges.ts.
+    maxStreamsPerConnection: optionInRange('upstream.maxStreamsPerConnection', 'HBONE upstream maxStreamsPerConnection', o.maxStreamsPerConnection),
+    poolIdleTimeoutMs: optionInRange('upstream.poolIdleTimeoutMs', 'HBONE upstream poolIdleTimeoutMs', o.poolIdleTimeoutMs),
     streamWindowBytes: stream,
     connectionWindowBytes: conn,
     pingIntervalMs,
     pingTimeoutMs: int('pingTimeoutMs', o.pingTimeoutMs ?? 2 * pingIntervalMs, 1, 3_600_000),
-    handshakeTimeoutMs: int('handshakeTimeoutMs', o.handshakeTimeoutMs ?? 10_000, 1, 3_600_000),
+    handshakeTimeoutMs: optionInRange('timeouts.handshakeTimeoutMs', 'HBONE upstream handshakeTimeoutMs', o.handshakeTimeoutMs),
     // As the listener (h2-settings.ts): room for two connection windows plus headers and output.
     maxSessionMemoryMb: Math.max(32, Math.ceil((2 * conn) / MiB) + 16),
     observer: o.observer,
