@@ -7,7 +7,7 @@
  * Each verb is also exported as a `runAuditXxx(args, io)` function returning the exit code, so
  * tests drive them in-process with captured streams.
  */
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { WaygateError } from '../errors.ts';
@@ -19,7 +19,7 @@ import { describeIssues, newReadStats, noRecordsHeadline, readRecordBatches, res
 import { renderReplay, ReplayAccumulator } from '../audit/review/replay.ts';
 import { RECORD_CEL_VARIABLES } from '../audit/review/record-cel.ts';
 import { renderHtmlReport, ReportAccumulator } from '../audit/review/report.ts';
-import { renderSuggest, SuggestAccumulator, type SuggestResult } from '../audit/review/suggest.ts';
+import { keptPolicyFiles, renderSuggest, ReplayStore, SuggestAccumulator, type KeptFile, type SuggestResult } from '../audit/review/suggest.ts';
 import { catalogFromSnapshot, renderSummary, SummaryAccumulator } from '../audit/review/summary.ts';
 import { parseTimeBound } from '../audit/review/time.ts';
 import { addOutputOption, formatDiagnosticLine, styleFor, writeData, type OutputFormat } from './output.ts';
@@ -322,16 +322,19 @@ export function runAuditReport(paths: string[], flags: ReportFlags, io: AuditIo 
 
 export interface SuggestFlags extends TimeWindowFlags {
   out: string;
+  /** The policy set in force: its DENY and AUDIT policies are kept beside the suggestion. */
+  policies?: string[];
   minCount?: number;
   failOnNewDenies?: boolean;
   format?: ReportOutput;
 }
 
 /**
- * `waygate audit suggest --out DIR [paths...]`: draft ALLOW policies from the allowed traffic
- * (src/audit/review/suggest.ts), write them with their PolicyTests, then replay the same records
- * against what was written (the files as loaded from DIR) and report what would flip. Two passes
- * over the input, so stdin (which cannot be read twice) is refused.
+ * `waygate audit suggest --out DIR [--policies DIR|FILE...] [paths...]`: draft ALLOW policies from
+ * the allowed traffic (src/audit/review/suggest.ts), write them with their PolicyTests (and, with
+ * --policies, the DENY and AUDIT policies in force, copied), then replay the same records against
+ * what was written (the files as loaded from DIR) and report what would flip. One read of the input
+ * (ReplayStore keeps what the replay needs), so stdin works.
  */
 export function runAuditSuggest(paths: string[], flags: SuggestFlags, io: AuditIo = defaultIo()): Promise<number> {
   return guarded(io, async () => {
@@ -346,35 +349,53 @@ export function runAuditSuggest(paths: string[], flags: SuggestFlags, io: AuditI
     }
     if (existing.length > 0) throw new WaygateError('WG_USAGE', `--out ${flags.out} is not empty: suggest writes a whole policy set and replays it, so give it a new or empty directory`);
     const win = window(flags, io);
+    const inForce = flags.policies?.length ? await loadPolicies(flags.policies, io) : null;
     const sources = await resolveSources(paths, readOptions(io));
-    if (sources.some((s) => s.kind === 'stdin')) throw new WaygateError('WG_USAGE', 'suggest reads the log twice (suggest, then replay): pass files, not stdin');
     const stats = newReadStats();
-    const acc = new SuggestAccumulator({ ...win, minCount: flags.minCount ?? 1 });
+    const acc = new SuggestAccumulator({ ...win, minCount: flags.minCount ?? 1, inForce: inForce?.snapshot ?? null });
+    const store = new ReplayStore(inForce?.snapshot ?? null);
     for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
-      for (let i = 0; i < batch.length; i++) acc.add(batch[i]!);
+      for (let i = 0; i < batch.length; i++) {
+        const rec = batch[i]!;
+        if (!acc.inWindow(rec)) continue;
+        acc.add(rec);
+        store.add(rec);
+      }
     }
     assertRecords(stats);
     const suggestion: SuggestResult = acc.result();
     if (suggestion.files.length === 0) throw new WaygateError('WG_USAGE', `no allowed traffic${flags.minCount && flags.minCount > 1 ? ` seen at least ${flags.minCount} times` : ''} in ${suggestion.decisions} decision record(s): nothing to suggest`);
+    let kept: KeptFile[] = [];
+    if (inForce !== null) {
+      const texts = new Map<string, string>();
+      for (const f of new Set(inForce.snapshot.policies.map((p) => p.location.file))) {
+        try {
+          texts.set(f, await readFile(f, 'utf8'));
+        } catch (err) {
+          throw new WaygateError('WG_USAGE', `cannot read ${f} again to copy its DENY and AUDIT policies: ${(err as Error).message}`, { cause: err });
+        }
+      }
+      kept = keptPolicyFiles(inForce.snapshot, texts, new Set(suggestion.files.map((f) => f.path.replace(/\.yaml$/, ''))));
+    }
     try {
       await mkdir(flags.out, { recursive: true });
-      for (const f of suggestion.files) await writeFile(join(flags.out, f.path), f.text);
+      for (const f of [...kept, ...suggestion.files]) await writeFile(join(flags.out, f.path), f.text);
     } catch (err) {
       throw new WaygateError('WG_USAGE', `cannot write to ${flags.out}: ${(err as Error).message}`, { cause: err });
     }
     const { snapshot, files } = await loadPolicies([flags.out], io);
-    const replayStats = newReadStats();
-    const replay = new ReplayAccumulator({ snapshot, defaultAction: 'DENY', examples: 3, ...win });
-    for await (const batch of readRecordBatches(sources, replayStats, readOptions(io))) {
-      for (let i = 0; i < batch.length; i++) replay.add(batch[i]!);
-    }
-    const replayed = replay.result(replayStats, files);
+    const replay = new ReplayAccumulator({ snapshot, defaultAction: 'DENY', examples: 3 });
+    store.replayInto(replay);
+    const replayed = replay.result(stats, files);
     const { files: _texts, ...summary } = suggestion;
-    if (flags.format === 'json' || flags.format === 'yaml') writeData({ out: flags.out, suggestion: summary, replay: replayed }, flags.format, io.stdout);
+    const keptSummary = kept.map(({ text: _t, ...k }) => k);
+    if (flags.format === 'json' || flags.format === 'yaml') writeData({ out: flags.out, kept: keptSummary, suggestion: summary, replay: replayed }, flags.format, io.stdout);
     else {
       const md = flags.format === 'markdown';
-      await writeOut(io.stdout, renderSuggest(suggestion, flags.out, md ? 'markdown' : 'text') + '\n' + renderReplay(replayed, md ? 'markdown' : 'text'));
+      const keptLines = kept.map((k) => `kept ${k.policies.join(', ')} (DENY/AUDIT in force) from ${k.from} as ${k.path}`);
+      await writeOut(io.stdout, renderSuggest(suggestion, flags.out, md ? 'markdown' : 'text') + (keptLines.length > 0 ? keptLines.join('\n') + '\n' : '') + '\n' + renderReplay(replayed, md ? 'markdown' : 'text'));
     }
+    if (store.perRecord !== null) io.stderr.write(`waygate audit: ${store.perRecord}: the replay keeps every decision record in memory\n`);
     const issues = describeIssues(stats);
     if (issues) io.stderr.write(`waygate audit: ${issues}\n`);
     const a2d = replayed.allowToDeny;
@@ -469,8 +490,9 @@ export function registerAudit(program: Command): void {
   const suggest = audit
     .command('suggest')
     .description('draft least-privilege ALLOW policies (and PolicyTests) from the allowed traffic, then replay the log against them')
-    .argument('<paths...>', 'audit logs: files (plain or gzip) or globs (read twice: no stdin)')
+    .argument('[paths...]', PATHS_HELP)
     .requiredOption('--out <dir>', 'directory the suggested policies and tests are written to')
+    .option('--policies <path>', 'the policy set in force (repeatable): its DENY and AUDIT policies are copied beside the suggestion and replayed with it', collect)
     .option('--min-count <n>', 'leave out callers seen fewer than n times at a destination', positiveInt, 1)
     .option('--fail-on-new-denies', 'exit 1 when any recorded allow would flip to deny under the suggestion')
     .option('--since <time>', 'only records at or after: duration before now or RFC 3339')

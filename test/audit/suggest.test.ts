@@ -4,10 +4,14 @@
  * denies of a caller the log also shows allowed at the same destination (the suggestion's grain is
  * caller x destination), which it reports. The expected counts are computed here from the raw lines,
  * not by the suggester. The output passes `policy check`, `policy fmt --check` and `policy test`.
+ * With the policies in force (`--policies`), their DENY and AUDIT policies are kept beside the
+ * suggestion and a caller both allowed and denied at a destination keeps the allowing rule's
+ * condition: then the denies stay denies too. The replay from the one read of the log equals
+ * `audit replay` of the same log against the written directory.
  */
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,7 +21,7 @@ import type { DecisionRecord } from '../../src/audit/record.ts';
 import { REPLAYABLE_REASONS, type ReplayResult } from '../../src/audit/review/replay.ts';
 import { AFTER_POLICY_ALLOW_REASONS } from '../../src/policy/decision.ts';
 import { SuggestAccumulator, type SuggestResult } from '../../src/audit/review/suggest.ts';
-import { runAuditSuggest } from '../../src/cli/audit.ts';
+import { runAuditReplay, runAuditSuggest } from '../../src/cli/audit.ts';
 import { main } from '../../src/cli/main.ts';
 import { captureOutput } from '../../src/cli/output.ts';
 import { captureIo } from '../helpers/audit-io.ts';
@@ -65,6 +69,7 @@ async function expectedFrom(file: string): Promise<Expected> {
 
 interface SuggestJson {
   out: string;
+  kept: { path: string; from: string; policies: string[] }[];
   suggestion: Omit<SuggestResult, 'files'>;
   replay: ReplayResult;
 }
@@ -75,6 +80,7 @@ async function suggestJson(paths: string[], out: string, extra: string[] = []): 
   for (let i = 0; i < extra.length; i += 2) {
     if (extra[i] === '--min-count') flags.minCount = Number(extra[i + 1]);
     if (extra[i] === '--since') flags.since = extra[i + 1];
+    if (extra[i] === '--policies') (flags.policies ??= []).push(extra[i + 1]!);
   }
   const code = await runAuditSuggest(paths, flags, io);
   return { code, json: JSON.parse(io.stdoutText()) as SuggestJson, stderr: io.stderrText() };
@@ -88,11 +94,33 @@ async function assertPolicyVerbsPass(dir: string): Promise<void> {
   }
 }
 
-function assertReplaysLikeTheLog(replay: ReplayResult, exp: Expected): void {
+function assertReplaysLikeTheLog(replay: ReplayResult, exp: Expected, opts: { inForce?: boolean } = {}): void {
   assert.equal(replay.allowToDeny.count, 0, 'no decision the policy allowed may flip to deny');
-  assert.equal(replay.denyToAllow.count, exp.deniedOfAllowedCallers);
+  // With the policies in force every deny stays a deny; without, the denies of allowed callers flip.
+  assert.equal(replay.denyToAllow.count, opts.inForce ? 0 : exp.deniedOfAllowedCallers);
   assert.equal(replay.replayed, exp.policyAllowed + exp.deniedOfAllowedCallers + exp.deniedOthers);
   assert.equal(replay.invalidInput.count, 0);
+}
+
+/** The counts of two replays of the same records (examples aside: they are chosen, not counted). */
+function replayCounts(r: ReplayResult): unknown {
+  const flips = (f: ReplayResult['allowToDeny']) => ({
+    count: f.count, exact: f.exact, inexact: f.inexact,
+    byIdentity: f.byIdentity.map((g) => [g.key, g.count]), byRule: f.byRule.map((g) => [g.key, g.count]),
+  });
+  return {
+    candidate: r.candidate.hash, input: r.input, decisions: r.decisions, replayed: r.replayed, unchanged: r.unchanged,
+    sameVerdictOtherRule: r.sameVerdictOtherRule, notReplayable: r.notReplayable, afterPolicyAllow: r.afterPolicyAllow,
+    invalidInput: r.invalidInput.count, allowToDeny: flips(r.allowToDeny), denyToAllow: flips(r.denyToAllow), warnings: r.warnings,
+  };
+}
+
+/** `audit replay --policies out log`: a second, independent read of the log against what suggest wrote. */
+async function replayAgain(log: string, out: string): Promise<ReplayResult> {
+  const io = captureIo();
+  const code = await runAuditReplay([log], { policies: [out], format: 'json' }, io);
+  assert.equal(code, 0, io.stderrText());
+  return JSON.parse(io.stdoutText()) as ReplayResult;
 }
 
 describe('audit suggest', () => {
@@ -121,6 +149,47 @@ describe('audit suggest', () => {
     const text = await readFile(path.join(out, `${db.policy}.yaml`), 'utf8');
     assert.match(text, /selector: destination\.ip == "127\.191\.242\.218" && destination\.port == 5432\n/);
     assert.match(text, /# 35 decision\(s\), first seen 2026-11-26T14:27:14Z, last seen 2026-11-26T14:27:19Z\n\s+- name: prod-api\n\s+when: source\.principal == "spiffe:\/\/cluster\.local\/ns\/prod\/sa\/api"/);
+    // Without the policies in force, the warning names what allowed and what denied the pair, and the flag.
+    assert.equal(json.suggestion.warnings.length, 2);
+    assert.match(json.suggestion.warnings[1]!, /spiffe:\/\/cluster\.local\/ns\/prod\/sa\/migrate -> 127\.191\.242\.218:5432: denied by \(no_allow_match\) 4x, allowed by database-clients\/migrations 2x; pass --policies/);
+    assert.deepEqual(replayCounts(json.replay), replayCounts(await replayAgain(SAMPLE, out)));
+  });
+
+  it('on the sample with --policies policies/: DENY and AUDIT kept, the header-dependent denies stay denies, 0 flips either way', async () => {
+    const out = path.join(dir, 'sample-in-force');
+    const exp = await expectedFrom(SAMPLE);
+    const { code, json, stderr } = await suggestJson([SAMPLE], out, ['--policies', path.join(ROOT, 'policies')]);
+    assert.equal(code, 0, stderr);
+    assertReplaysLikeTheLog(json.replay, exp, { inForce: true });
+    assert.equal(json.replay.denyToAllow.count, 0);
+    assert.deepEqual(json.suggestion.warnings, []);
+    assert.deepEqual(json.kept.map((k) => [path.relative(ROOT, k.from), k.policies]).sort(), [
+      ['policies/database.yaml', ['database-audit']],
+      ['policies/deny-dev.yaml', ['deny-dev']],
+      ['policies/deny-link-local.yaml', ['deny-link-local']],
+      ['policies/require-traceparent.yaml', ['require-traceparent']],
+    ]);
+    // No ALLOW policy in force is copied: the suggestion replaces that side.
+    const written = (await readdir(out)).sort();
+    assert.ok(written.every((f) => f.startsWith('suggested-') || f.startsWith('kept-')), written.join(' '));
+    const keptDb = await readFile(path.join(out, 'kept-database.yaml'), 'utf8');
+    assert.match(keptDb, /name: database-audit/);
+    assert.doesNotMatch(keptDb, /database-clients/);
+    const db = json.suggestion.destinations.find((d) => d.key === '127.191.242.218:5432')!;
+    const migrate = db.callers.find((c) => c.principal.endsWith('/sa/migrate'))!;
+    assert.deepEqual(migrate.conditions, [{ rule: 'prod-migrate', from: 'database-clients/migrations' }]);
+    assert.deepEqual(migrate.deniedBy, [{ by: '(no_allow_match)', count: 4 }]);
+    assert.equal(db.deniedKeptCallers, 4);
+    assert.equal(db.deniedAllowedCallers, 0);
+    const text = await readFile(path.join(out, `${db.policy}.yaml`), 'utf8');
+    assert.match(text, /when: source\.principal == "spiffe:\/\/cluster\.local\/ns\/prod\/sa\/migrate" && \(destination\.port == 5432\) && \(variables\.prod && source\.serviceAccount == "migrate" && variables\.tenant != ""\)\n/);
+    assert.match(text, /- name: tenant\n\s+expression: '"x-tenant" in request\.headers \? request\.headers\["x-tenant"\] : ""'/);
+    // The PolicyTest holds the migrate job allowed with x-tenant and refused without it.
+    const tests = await readFile(path.join(out, `${db.policy}.test.yaml`), 'utf8');
+    assert.match(tests, /headers: \{ x-tenant: "acme" \}/);
+    assert.match(tests, /sa\/migrate is refused 127\.191\.242\.218:5432 \(observed no_allow_match/);
+    await assertPolicyVerbsPass(out);
+    assert.deepEqual(replayCounts(json.replay), replayCounts(await replayAgain(SAMPLE, out)));
   });
 
   it('on a generated log of 100,000 decisions: 0 new denies, denies stay denied, output passes the policy verbs', async () => {
@@ -133,6 +202,96 @@ describe('audit suggest', () => {
     assert.equal(json.suggestion.allowed, exp.policyAllowed);
     assertReplaysLikeTheLog(json.replay, exp);
     await assertPolicyVerbsPass(path.join(dir, 'big'));
+    // One read: the replay from what suggest kept equals a second read by `audit replay`.
+    assert.deepEqual(replayCounts(json.replay), replayCounts(await replayAgain(log, path.join(dir, 'big'))));
+  });
+
+  describe('--policies: a DENY policy on a header in force', () => {
+    const id = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+    const POLICIES = [
+      'apiVersion: waygate.dev/v1alpha1',
+      'kind: AuthorizationPolicy',
+      'metadata:',
+      '  name: api-callers',
+      'spec:',
+      '  action: ALLOW',
+      '  selector: destination.port == 8080',
+      '  rules:',
+      '    - name: prod',
+      '      when: source.namespace == "prod"',
+      '---',
+      '# Debug sessions are refused, whoever asks.',
+      'apiVersion: waygate.dev/v1alpha1',
+      'kind: AuthorizationPolicy',
+      'metadata:',
+      '  name: no-debug',
+      'spec:',
+      '  action: DENY',
+      '  rules:',
+      '    - name: debug-header',
+      '      when: \'"x-debug" in request.headers\'',
+      '',
+    ].join('\n');
+    let n = 0;
+    const rec = (principal: string, dst: string, port: number, reason: 'allowed' | 'explicit_deny' | 'no_allow_match' | 'default_deny', headers: Record<string, string> = {}): DecisionRecord => {
+      const r = transportRecord({ source: { principal, ip: '10.1.0.5', port: 40000 + n }, destination: { ip: dst, port } }, reason, `h${n++}`, 200);
+      const by = reason === 'allowed' ? { policy: 'api-callers', rule: 'prod' } : reason === 'explicit_deny' ? { policy: 'no-debug', rule: 'debug-header' } : { policy: null, rule: null };
+      return { ...r, ...by, time: `2026-11-26T10:00:0${n % 10}.000Z`, headers, decision: reason === 'allowed' ? 'allow' : 'deny', status: reason === 'allowed' ? 200 : 401 };
+    };
+    const web = id('prod', 'web');
+    const records = [
+      rec(web, '10.0.0.1', 8080, 'allowed'),
+      rec(web, '10.0.0.1', 8080, 'allowed'),
+      rec(web, '10.0.0.1', 8080, 'explicit_deny', { 'x-debug': '1' }),
+      rec(web, '10.0.0.1', 8080, 'allowed'),
+      rec(web, '10.0.0.1', 8080, 'explicit_deny', { 'x-debug': '1' }),
+      rec(id('dev', 'x'), '10.0.0.1', 8080, 'no_allow_match'),
+      // Denied by default (the record names no policy) where nobody was allowed: stays denied.
+      rec(web, '10.0.0.9', 22, 'default_deny'),
+    ];
+    let logPath: string;
+    let policyDir: string;
+    before(async () => {
+      logPath = path.join(dir, 'header-deny.jsonl');
+      await writeFile(logPath, records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      policyDir = path.join(dir, 'header-deny-policies');
+      await mkdir(policyDir);
+      await writeFile(path.join(policyDir, 'api.yaml'), POLICIES);
+    });
+
+    it('without --policies the 2 header denies flip, and the warning names no-debug/debug-header and the flag', async () => {
+      const out = path.join(dir, 'header-deny-alone');
+      const { code, json } = await suggestJson([logPath], out);
+      assert.equal(code, 0);
+      assert.equal(json.replay.allowToDeny.count, 0);
+      assert.equal(json.replay.denyToAllow.count, 2);
+      assert.match(json.suggestion.warnings.join('\n'), /spiffe:\/\/cluster\.local\/ns\/prod\/sa\/web -> 10\.0\.0\.1:8080: denied by no-debug\/debug-header 2x, allowed by api-callers\/prod 3x; pass --policies/);
+      assert.deepEqual(replayCounts(json.replay), replayCounts(await replayAgain(logPath, out)));
+    });
+
+    it('with --policies the DENY policy is copied beside the suggestion, the denies stay denies, and the replay groups records', async () => {
+      const out = path.join(dir, 'header-deny-in-force');
+      const io = captureIo();
+      const code = await runAuditSuggest([logPath], { out, policies: [policyDir], format: 'json', failOnNewDenies: true }, io);
+      assert.equal(code, 0, io.stderrText());
+      assert.equal(io.stderrText(), '', 'the set in force reads only keyable attributes: records are grouped, not kept one by one');
+      const json = JSON.parse(io.stdoutText()) as SuggestJson;
+      assert.deepEqual(json.kept.map((k) => [k.path, k.policies]), [['kept-api.yaml', ['no-debug']]]);
+      const kept = await readFile(path.join(out, 'kept-api.yaml'), 'utf8');
+      assert.match(kept, /# Debug sessions are refused, whoever asks\.\n/);
+      assert.doesNotMatch(kept, /api-callers/);
+      assert.equal(json.replay.allowToDeny.count, 0);
+      assert.equal(json.replay.denyToAllow.count, 0);
+      assert.equal(json.replay.unchanged, records.length);
+      assert.deepEqual(json.suggestion.warnings, []);
+      const api = json.suggestion.destinations.find((d) => d.key === '10.0.0.1:8080')!;
+      assert.equal(api.deniedKeptCallers, 2);
+      // A DENY policy in force reproduces these denies: the rule stays on identity alone.
+      assert.deepEqual(api.callers.find((c) => c.principal === web)!.conditions, []);
+      assert.equal(json.suggestion.deniedUnsuggested, 1);
+      await assertPolicyVerbsPass(out);
+      assert.deepEqual(replayCounts(json.replay), replayCounts(await replayAgain(logPath, out)));
+    });
   });
 
   describe('grouping, thresholds, --since, callers without identity', () => {
@@ -200,7 +359,8 @@ describe('audit suggest', () => {
       const dbText = res.files.find((f) => f.path === `${db!.policy}.yaml`)!.text;
       // With discovery in the log, the address policy leaves service traffic to the service's policy.
       assert.match(dbText, /selector: destination\.ip == "10\.0\.2\.9" && destination\.port == 5432 && destination\.service == ""\n/);
-      assert.match(dbText, /- name: addr-10-1-7-7\n\s+when: source\.ip == "10\.1\.7\.7"\n/);
+      // A caller without identity: its address, and no identity (the address alone would also allow an identity sharing it).
+      assert.match(dbText, /- name: addr-10-1-7-7\n\s+when: source\.principal == "" && source\.ip == "10\.1\.7\.7"\n/);
       const shopTest = res.files.find((f) => f.path === `${shop!.policy}.test.yaml`)!.text;
       assert.match(shopTest, /spiffe:\/\/cluster\.local\/ns\/dev\/sa\/web is refused shop\.shop\.svc\.cluster\.local:9090 \(observed explicit_deny r3\)/);
     });
@@ -240,10 +400,19 @@ describe('audit suggest', () => {
       assert.equal(json.replay.allowToDeny.count, 0);
     });
 
-    it('exit codes: 2 for stdin, a missing or non-empty --out, or a log without allowed traffic', async () => {
-      const stdinIo = captureIo('');
-      assert.equal(await runAuditSuggest(['-'], { out: path.join(dir, 'x') }, stdinIo), 2);
-      assert.match(stdinIo.stderrText(), /reads the log twice/);
+    it('one read: stdin gives what the file gives', async () => {
+      const fromFile = await suggestJson([logPath], path.join(dir, 'file-read'));
+      const io = captureIo(await readFile(logPath));
+      assert.equal(await runAuditSuggest(['-'], { out: path.join(dir, 'stdin-read'), format: 'json' }, io), 0, io.stderrText());
+      const fromStdin = JSON.parse(io.stdoutText()) as SuggestJson;
+      assert.deepEqual(fromStdin.suggestion, fromFile.json.suggestion);
+      // The candidate's hash covers the file paths, which differ (another --out): the rest is equal.
+      const counts = (r: ReplayResult) => ({ ...(replayCounts(r) as object), candidate: r.candidate.files.map((f) => path.basename(f)) });
+      assert.deepEqual(counts(fromStdin.replay), counts(fromFile.json.replay));
+      assert.equal(fromStdin.replay.decisions, records.length);
+    });
+
+    it('exit codes: 2 for a missing or non-empty --out, or a log without allowed traffic', async () => {
       const noOut = captureIo();
       assert.equal(await runAuditSuggest([logPath], { out: '' }, noOut), 2);
       assert.match(noOut.stderrText(), /needs --out DIR/);

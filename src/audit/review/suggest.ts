@@ -14,14 +14,28 @@
  * Grouping: one policy per destination (the service, its namespace and port when discovery recorded
  * them, else ip:port, else host:port), one rule per caller (its SPIFFE ID; the address only for a
  * caller without one). Memory is bounded by distinct destinations times callers, never by records.
+ *
+ * The suggestion replaces the ALLOW side only. Given the policies in force (`inForce`), their DENY
+ * and AUDIT policies are kept beside it (keptPolicyFiles), and a caller the log shows both allowed
+ * and denied at one destination (its access depended on more than caller and destination, e.g. a
+ * header: policies/database.yaml) gets the condition of the rule in force that allowed it, not a
+ * rule on its identity alone. Without them, such pairs are named in `warnings`.
+ *
+ * One read of the log: ReplayStore keeps what the replay of the same records needs (one group per
+ * distinct replay-relevant input and recorded outcome, a few records each, and a count), so
+ * `audit suggest` replays without reading the input again (and reads stdin).
  */
-import { stringify as stringifyYaml } from 'yaml';
+import { basename } from 'node:path';
+import { isMap, isScalar, parseAllDocuments, stringify as stringifyYaml } from 'yaml';
+import { contextFromAuditRecord } from '../../policy/context-input.ts';
+import { cachePlan } from '../../policy/decision-cache.ts';
 import { AFTER_POLICY_ALLOW_REASONS } from '../../policy/decision.ts';
 import { formatPolicyText } from '../../policy/fmt.ts';
 import { API_VERSION } from '../../policy/model.ts';
 import { POLICY_NAME_MAX_LENGTH, RULE_NAME_PATTERN } from '../../policy/documents.ts';
-import type { AuditRecord, DecisionRecord } from '../record.ts';
-import { REPLAYABLE_REASONS } from './replay.ts';
+import type { CompiledPolicy, PolicySnapshot } from '../../policy/snapshot.ts';
+import { recordedInput, type AuditRecord, type DecisionRecord } from '../record.ts';
+import { REPLAYABLE_REASONS, type ReplayAccumulator } from './replay.ts';
 import { formatCount, renderMarkdownTable, renderTextTable } from './table.ts';
 
 export interface SuggestOptions {
@@ -33,6 +47,18 @@ export interface SuggestOptions {
   prefix?: string;
   /** Deny cases per PolicyTest, from callers denied and never allowed there (default 3). */
   denyCases?: number;
+  /**
+   * The policy set in force (`--policies`). Its DENY and AUDIT policies stay beside the suggestion
+   * (keptPolicyFiles); its ALLOW rules give the condition of a caller whose access depended on more
+   * than caller and destination (allowed and denied at one destination in the log).
+   */
+  inForce?: PolicySnapshot | null;
+}
+
+/** A count by what decided: `policy/rule`, or `(reason)` when the record names no policy. */
+export interface DecidedBy {
+  by: string;
+  count: number;
 }
 
 /** One caller of one destination. */
@@ -44,8 +70,14 @@ export interface SuggestedCaller {
   count: number;
   firstSeen: string;
   lastSeen: string;
-  /** The rule that allows it; `null` when below `--min-count`. */
+  /** The rule that allows it (the first, when several carry conditions in force); `null` when below `--min-count`. */
   rule: string | null;
+  /** What allowed it in the log. */
+  allowedBy: DecidedBy[];
+  /** What denied it at this destination in the log (empty when it never was). */
+  deniedBy: DecidedBy[];
+  /** Its rules that carry the condition of a rule in force (`--policies`), and which. */
+  conditions: { rule: string; from: string }[];
 }
 
 export interface SuggestedDestination {
@@ -59,8 +91,10 @@ export interface SuggestedDestination {
   callers: SuggestedCaller[];
   /** Denied decisions (by the engine) to this destination from callers never allowed there. */
   deniedOthers: number;
-  /** Denied decisions from callers also allowed there: the suggested rule allows them too. */
+  /** Denied decisions from callers also allowed there that the suggested set allows (they replay as deny -> allow). */
   deniedAllowedCallers: number;
+  /** Denied decisions from callers also allowed there that stay denied: by a kept DENY policy, or by the condition kept from the rule in force. */
+  deniedKeptCallers: number;
 }
 
 export interface SuggestResult {
@@ -78,8 +112,17 @@ export interface SuggestResult {
   belowThreshold: { callers: number; decisions: number };
   /** Denied decisions to destinations nobody was allowed to reach (no policy selects them). */
   deniedUnsuggested: number;
+  /** What the suggestion cannot reproduce, and what to do about it. */
+  warnings: string[];
   /** Files to write: `<policy>.yaml` and `<policy>.test.yaml`, formatted as `policy fmt` does. */
   files: { path: string; text: string }[];
+}
+
+interface FirstSeen {
+  count: number;
+  /** The first record's input, for a PolicyTest case. */
+  sample: CaseInput;
+  sampleId: string;
 }
 
 interface CallerAcc {
@@ -91,6 +134,8 @@ interface CallerAcc {
   /** The first observed record's input, for the PolicyTest's allow case. */
   sample: CaseInput;
   sampleId: string;
+  /** By `policy/rule` (or `(reason)`): each allowing rule's count and first record. */
+  allowedBy: Map<string, FirstSeen>;
 }
 
 interface DeniedAcc {
@@ -99,6 +144,10 @@ interface DeniedAcc {
   sample: CaseInput;
   sampleId: string;
   reason: string;
+  /** The first record's deciding policy and rule (null when none). */
+  policy: string | null;
+  rule: string | null;
+  deniedBy: Map<string, number>;
 }
 
 interface DestAcc {
@@ -117,14 +166,29 @@ interface DestAcc {
   deniedOverflow: number;
 }
 
-/** The part of a record's input a suggested policy reads: all a test case needs to state. */
-interface CaseInput {
-  source: { principal?: string; ip: string; port?: number };
-  destination: { ip?: string; port: number; host?: string; authority?: string; service?: string; namespace?: string };
+/** The part of a record's input a suggested policy (and the policies kept with it) read: all a test case needs to state. */
+type CaseInput = Record<string, unknown>;
+
+/** A suggested rule: its name, condition and comment. */
+interface RuleOut {
+  caller: CallerAcc;
+  name: string;
+  when: string;
+  comment: string[];
+  /** The rule in force whose condition it carries, and the first record it allowed. */
+  from: { by: string; seen: FirstSeen } | null;
 }
 
 /** Distinct denied callers kept per destination (beyond: counted only). */
 const MAX_DENIED_CALLERS = 1000;
+/** Caller x destination pairs the warnings list one by one (beyond: counted). */
+const MAX_WARNED_PAIRS = 20;
+
+/** What decided a record: `policy/rule`, or `(reason)`. */
+function decidedBy(rec: DecisionRecord): string {
+  return rec.policy != null ? `${rec.policy}/${rec.rule ?? SELECTOR}` : `(${rec.reason})`;
+}
+const SELECTOR = '(selector)';
 
 /** Streams decision records; call add() per record, then result(). */
 export class SuggestAccumulator {
@@ -136,19 +200,31 @@ export class SuggestAccumulator {
   private readonly since: number;
   private readonly until: number;
   private readonly windowed: boolean;
+  private readonly inForce: PolicySnapshot | null;
+  /** Attribute paths the policies in force read (`request.headers.x-tenant`, `now`): test cases state them too. */
+  private readonly caseReads: string[];
+  /** Names of the DENY and AUDIT policies in force (kept beside the suggestion). */
+  private readonly kept: Map<string, CompiledPolicy>;
 
   constructor(private readonly options: SuggestOptions = {}) {
     this.since = options.sinceMs ?? -Infinity;
     this.until = options.untilMs ?? Infinity;
     this.windowed = options.sinceMs != null || options.untilMs != null;
+    this.inForce = options.inForce ?? null;
+    this.kept = new Map(keptPolicies(this.inForce).map((p) => [p.name, p]));
+    this.caseReads = [...(this.inForce?.reads ?? [])].filter((r) => r !== 'variables' && !r.startsWith('variables.')).sort();
+  }
+
+  /** Whether a record falls in the window (`--since`/`--until`); the replay store takes the same records. */
+  inWindow(rec: AuditRecord): rec is DecisionRecord {
+    if (rec.event !== 'decision') return false;
+    if (!this.windowed) return true;
+    const t = Date.parse(rec.time);
+    return t >= this.since && t < this.until;
   }
 
   add(rec: AuditRecord): void {
-    if (rec.event !== 'decision') return;
-    if (this.windowed) {
-      const t = Date.parse(rec.time);
-      if (!(t >= this.since && t < this.until)) return;
-    }
+    if (!this.inWindow(rec)) return;
     this.decisions++;
     const policyAllowed = AFTER_POLICY_ALLOW_REASONS.has(rec.reason) || (rec.decision === 'allow' && REPLAYABLE_REASONS.has(rec.reason));
     const engineDenied = !policyAllowed && rec.decision === 'deny' && REPLAYABLE_REASONS.has(rec.reason);
@@ -159,26 +235,68 @@ export class SuggestAccumulator {
     const dest = this.destination(rec);
     const principal = rec.source.principal ?? '';
     const callerKey = principal !== '' ? principal : `ip:${rec.source.ip}`;
+    const by = decidedBy(rec);
     if (policyAllowed) {
       this.allowed++;
       dest.allowed++;
       if (dest.first === '' || rec.time < dest.first) dest.first = rec.time;
       if (rec.time > dest.last) dest.last = rec.time;
-      const c = dest.callers.get(callerKey);
+      let c = dest.callers.get(callerKey);
       if (c === undefined) {
-        dest.callers.set(callerKey, { principal, ip: principal === '' ? rec.source.ip : '', count: 1, first: rec.time, last: rec.time, sample: caseInput(rec), sampleId: rec.decisionId });
-      } else {
-        c.count++;
-        if (rec.time < c.first) c.first = rec.time;
-        if (rec.time > c.last) c.last = rec.time;
+        const sample = this.caseInput(rec);
+        c = { principal, ip: principal === '' ? rec.source.ip : '', count: 0, first: rec.time, last: rec.time, sample, sampleId: rec.decisionId, allowedBy: new Map() };
+        dest.callers.set(callerKey, c);
       }
+      c.count++;
+      if (rec.time < c.first) c.first = rec.time;
+      if (rec.time > c.last) c.last = rec.time;
+      const o = c.allowedBy.get(by);
+      if (o !== undefined) o.count++;
+      else c.allowedBy.set(by, { count: 1, sample: c.sampleId === rec.decisionId ? c.sample : this.caseInput(rec), sampleId: rec.decisionId });
       return;
     }
     this.denied++;
     const d = dest.denied.get(callerKey);
-    if (d !== undefined) d.count++;
-    else if (dest.denied.size < MAX_DENIED_CALLERS) dest.denied.set(callerKey, { caller: callerKey, count: 1, sample: caseInput(rec), sampleId: rec.decisionId, reason: rec.reason });
-    else dest.deniedOverflow++;
+    if (d !== undefined) {
+      d.count++;
+      d.deniedBy.set(by, (d.deniedBy.get(by) ?? 0) + 1);
+    } else if (dest.denied.size < MAX_DENIED_CALLERS) {
+      dest.denied.set(callerKey, {
+        caller: callerKey, count: 1, sample: this.caseInput(rec), sampleId: rec.decisionId, reason: rec.reason,
+        policy: rec.policy ?? null, rule: rec.rule ?? null, deniedBy: new Map([[by, 1]]),
+      });
+    } else dest.deniedOverflow++;
+  }
+
+  /**
+   * A test case's input: source and destination as the suggestion reads them; with policies in
+   * force, also the groups they read (headers, baggage, ...) and the time when they read `now`.
+   */
+  private caseInput(rec: DecisionRecord): CaseInput {
+    const base = caseInput(rec);
+    if (this.caseReads.length === 0) return base;
+    const full = recordedInput(rec) as Record<string, unknown>;
+    const out = base as Record<string, Record<string, unknown> | unknown>;
+    for (const read of this.caseReads) {
+      // `group.attribute[.key]`: a constant-key map read states that key only; derived attributes
+      // (`source.namespace`) come from what the base already states (`source.principal`).
+      const [g, attr, ...rest] = read.split('.');
+      const from = full[g!];
+      if (attr === undefined) {
+        if (from !== undefined) out[g!] = from;
+        continue;
+      }
+      if (from === null || typeof from !== 'object') continue;
+      const v = (from as Record<string, unknown>)[attr];
+      if (v === undefined) continue;
+      const into = (out[g!] ??= {}) as Record<string, unknown>;
+      if (rest.length > 0 && v !== null && typeof v === 'object') {
+        const key = rest.join('.');
+        const m = (v as Record<string, unknown>)[key];
+        if (m !== undefined) into[attr] = { ...(into[attr] as object | undefined), [key]: m };
+      } else into[attr] = v;
+    }
+    return prune(out) as CaseInput;
   }
 
   private destination(rec: DecisionRecord): DestAcc {
@@ -197,6 +315,63 @@ export class SuggestAccumulator {
     return acc;
   }
 
+  /** Whether a deny is reproduced by a DENY policy kept from the set in force. */
+  private keptDeny(by: string): boolean {
+    const slash = by.indexOf('/');
+    if (by.startsWith('(') || slash < 0) return false;
+    return this.kept.get(by.slice(0, slash))?.action === 'DENY';
+  }
+
+  /**
+   * The rules for one caller: on its identity (or address) alone; or, when the log also shows it
+   * denied here by something no kept DENY policy reproduces, one rule per rule in force that allowed
+   * it, carrying that rule's condition (and its policy's selector and variables). Returns the rules
+   * and, when the pair cannot be reproduced, why (for the warnings).
+   */
+  private rulesFor(d: DestAcc, c: CallerAcc, callerKey: string, variables: Map<string, string>, taken: Set<string>): { rules: RuleOut[]; problem: string | null } {
+    const base = ruleName(c);
+    const identity = whenOf(c);
+    const plain = (): RuleOut[] => [{ caller: c, name: unique(base, taken), when: identity, comment: [], from: null }];
+    const denied = d.denied.get(callerKey);
+    const unexplained = denied === undefined ? [] : [...denied.deniedBy].filter(([by]) => !this.keptDeny(by));
+    if (unexplained.length === 0) return { rules: plain(), problem: null };
+    if (this.inForce === null) return { rules: plain(), problem: 'pass --policies <the policy set in force> to keep its DENY and AUDIT policies and the condition of the allowing rule' };
+    const origins: { by: string; seen: FirstSeen; policy: CompiledPolicy; rule: CompiledPolicy['rules'][number] }[] = [];
+    for (const [by, seen] of c.allowedBy) {
+      const slash = by.indexOf('/');
+      const policy = by.startsWith('(') || slash < 0 ? undefined : this.inForce.policies.find((p) => p.name === by.slice(0, slash) && p.action === 'ALLOW');
+      const rule = policy?.rules.find((r) => r.name === by.slice(slash + 1));
+      if (policy === undefined || rule === undefined) {
+        const what = by.startsWith('(') ? `allowed by ${by} (no rule in force to take a condition from)` : `allowed by ${by}, which is not an ALLOW rule of the policies given with --policies`;
+        return { rules: plain(), problem: `${what}: review the rule by hand` };
+      }
+      origins.push({ by, seen, policy, rule });
+    }
+    // The origin policies' variables go into the suggested policy under their own names.
+    const adding = new Map<string, string>();
+    for (const o of origins) {
+      for (const v of o.policy.variables) {
+        const have = variables.get(v.name) ?? adding.get(v.name);
+        if (have !== undefined && have !== v.expression.source.text) {
+          return { rules: plain(), problem: `the conditions to keep use two different variables named "${v.name}": review the rule by hand` };
+        }
+        adding.set(v.name, v.expression.source.text);
+      }
+    }
+    for (const [k, v] of adding) variables.set(k, v);
+    const rules = origins.map((o): RuleOut => {
+      const sel = o.policy.selector?.source.text.trim();
+      const parts = [identity, ...(sel !== undefined ? [`(${sel})`] : []), `(${o.rule.when.source.text.trim()})`];
+      const name = unique(origins.length === 1 ? base : `${base}-${o.rule.name}`, taken);
+      const comment = [
+        `    # the condition of ${o.by} in force (${n(o.seen.count)} of its allows here): the log also shows this caller`,
+        `    # denied here (${[...denied!.deniedBy].map(([by, k]) => `${n(k)} ${by}`).join(', ')}), so identity alone would allow those too`,
+      ];
+      return { caller: c, name, when: parts.join(' && '), comment, from: { by: o.by, seen: o.seen } };
+    });
+    return { rules, problem: null };
+  }
+
   result(): SuggestResult {
     const minCount = this.options.minCount ?? 1;
     const prefix = this.options.prefix ?? 'suggested';
@@ -204,15 +379,19 @@ export class SuggestAccumulator {
     const anyService = [...this.dests.values()].some((d) => d.kind === 'service');
     const destinations: SuggestedDestination[] = [];
     const files: { path: string; text: string }[] = [];
-    const policyNames = new Set<string>();
+    // Kept policies keep their names: the suggestion takes others.
+    const policyNames = new Set<string>(this.kept.keys());
+    const warned: string[] = [];
+    let warnedPairs = 0;
+    let warnedDenies = 0;
     let belowCallers = 0;
     let belowDecisions = 0;
     let deniedUnsuggested = 0;
     const sorted = [...this.dests.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const d of sorted) {
-      const callers = [...d.callers.values()].sort((a, b) => b.count - a.count || cmp(callerLabel(a), callerLabel(b)));
-      const kept = callers.filter((c) => c.count >= minCount);
-      for (const c of callers) {
+      const callers = [...d.callers.entries()].sort(([, a], [, b]) => b.count - a.count || cmp(callerLabel(a), callerLabel(b)));
+      const kept = callers.filter(([, c]) => c.count >= minCount);
+      for (const [, c] of callers) {
         if (c.count < minCount) {
           belowCallers++;
           belowDecisions += c.count;
@@ -225,19 +404,44 @@ export class SuggestAccumulator {
       }
       const policy = unique(policyName(prefix, d), policyNames);
       const ruleNames = new Set<string>();
-      const rules = new Map<CallerAcc, string>();
-      for (const c of kept) rules.set(c, unique(ruleName(c), ruleNames));
+      const variables = new Map<string, string>();
+      const rules: RuleOut[] = [];
+      const firstRule = new Map<CallerAcc, string>();
       let deniedAllowedCallers = 0;
+      let deniedKeptCallers = 0;
+      for (const [key, c] of kept) {
+        const { rules: rs, problem } = this.rulesFor(d, c, key, variables, ruleNames);
+        rules.push(...rs);
+        firstRule.set(c, rs[0]!.name);
+        const x = d.denied.get(key);
+        if (x === undefined) continue;
+        if (problem === null) {
+          deniedKeptCallers += x.count;
+          continue;
+        }
+        // Denies a kept DENY policy reproduces stay denied; the others replay as deny -> allow.
+        const flipping = [...x.deniedBy].filter(([by]) => !this.keptDeny(by)).reduce((s, [, k]) => s + k, 0);
+        deniedAllowedCallers += flipping;
+        deniedKeptCallers += x.count - flipping;
+        warnedPairs++;
+        warnedDenies += flipping;
+        if (warned.length < MAX_WARNED_PAIRS) {
+          const list = (m: Iterable<[string, number | FirstSeen]>) => [...m].map(([by, k]) => `${by} ${n(typeof k === 'number' ? k : k.count)}x`).join(', ');
+          warned.push(`${callerLabel(c)} -> ${d.key}: denied by ${list(x.deniedBy)}, allowed by ${list(c.allowedBy)}; ${problem}`);
+        }
+      }
       const others: DeniedAcc[] = [];
-      for (const x of d.denied.values()) {
-        const c = d.callers.get(x.caller);
-        if (c !== undefined && c.count >= minCount) deniedAllowedCallers += x.count;
-        else others.push(x);
+      const callerDenies: DeniedAcc[] = [];
+      for (const [key, x] of d.denied) {
+        const c = d.callers.get(key);
+        if (c === undefined || c.count < minCount) others.push(x);
+        else if (rules.some((r) => r.caller === c && r.from !== null)) callerDenies.push(x);
       }
       const file = `${policy}.yaml`;
-      files.push({ path: file, text: formatPolicyText(renderPolicy(policy, d, kept, rules, anyService, deniedTotal, deniedAllowedCallers), file) });
+      files.push({ path: file, text: formatPolicyText(renderPolicy(policy, d, kept.length, rules, variables, anyService, deniedTotal, deniedAllowedCallers), file) });
       const testFile = `${policy}.test.yaml`;
-      files.push({ path: testFile, text: formatPolicyText(renderTest(policy, d, kept, rules, others.slice(0, denyCases)), testFile) });
+      const denyInputs = [...callerDenies, ...others.slice(0, denyCases)].map((x) => ({ x, expect: this.denyExpect(x) }));
+      files.push({ path: testFile, text: formatPolicyText(renderTest(policy, d, rules, denyInputs), testFile) });
       destinations.push({
         key: d.key,
         policy,
@@ -245,10 +449,24 @@ export class SuggestAccumulator {
         allowed: d.allowed,
         firstSeen: d.first,
         lastSeen: d.last,
-        callers: callers.map((c) => ({ principal: c.principal, ip: c.ip, count: c.count, firstSeen: c.first, lastSeen: c.last, rule: rules.get(c) ?? null })),
-        deniedOthers: deniedTotal - deniedAllowedCallers,
+        callers: callers.map(([key, c]) => ({
+          principal: c.principal, ip: c.ip, count: c.count, firstSeen: c.first, lastSeen: c.last, rule: firstRule.get(c) ?? null,
+          allowedBy: [...c.allowedBy].map(([by, s]) => ({ by, count: s.count })),
+          deniedBy: [...(d.denied.get(key)?.deniedBy ?? [])].map(([by, count]) => ({ by, count })),
+          conditions: rules.filter((r) => r.caller === c && r.from !== null).map((r) => ({ rule: r.name, from: r.from!.by })),
+        })),
+        deniedOthers: deniedTotal - deniedAllowedCallers - deniedKeptCallers,
         deniedAllowedCallers,
+        deniedKeptCallers,
       });
+    }
+    const warnings: string[] = [];
+    if (warnedPairs > 0) {
+      warnings.push(
+        `${n(warnedDenies)} denied decision(s) from ${n(warnedPairs)} caller(s) the suggestion allows at the same destination depended on more than caller and destination; the suggested rules allow them (deny -> allow in the replay):`,
+        ...warned.map((w) => `  ${w}`),
+        ...(warnedPairs > warned.length ? [`  ... and ${n(warnedPairs - warned.length)} more caller x destination pair(s) (-o json lists every caller's allowedBy and deniedBy)`] : []),
+      );
     }
     return {
       decisions: this.decisions,
@@ -259,8 +477,165 @@ export class SuggestAccumulator {
       destinations,
       belowThreshold: { callers: belowCallers, decisions: belowDecisions },
       deniedUnsuggested,
+      warnings,
       files,
     };
+  }
+
+  /** A deny case expects what decided the record when a kept DENY policy did, else no ALLOW rule matching. */
+  private denyExpect(x: DeniedAcc): Record<string, unknown> {
+    if (x.reason === 'explicit_deny' && x.policy !== null && this.kept.get(x.policy)?.action === 'DENY') {
+      return { decision: 'deny', policy: x.policy, rule: x.rule, reason: 'explicit_deny' };
+    }
+    return { decision: 'deny', policy: null, rule: null, reason: 'no_allow_match' };
+  }
+}
+
+/** The DENY and AUDIT policies of a set (any mode): what stays beside a suggested ALLOW side. */
+function keptPolicies(set: PolicySnapshot | null): CompiledPolicy[] {
+  return (set?.policies ?? []).filter((p) => p.action === 'DENY' || p.action === 'AUDIT');
+}
+
+/** A value without its empty strings and empty objects (a test input leaves them out: they are the defaults). */
+function prune(v: unknown): unknown {
+  if (v === '' || v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+    const p = prune(x);
+    if (p !== undefined) out[k] = p;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/** A file of the DENY and AUDIT policies in force, copied unchanged, for the suggestion's directory. */
+export interface KeptFile {
+  path: string;
+  text: string;
+  /** The file they were copied from. */
+  from: string;
+  policies: string[];
+}
+
+/**
+ * The DENY and AUDIT policies of the set in force, copied document by document (comments
+ * included) from their files into `kept-<file>` files: with them, the suggestion's directory is a
+ * whole policy set that `audit replay`, `policy test` and the gateway load as they are, and a
+ * reviewer sees, in one place, every policy that will decide. `texts` holds each file's text.
+ */
+export function keptPolicyFiles(set: PolicySnapshot, texts: ReadonlyMap<string, string>, taken: Set<string> = new Set()): KeptFile[] {
+  const byFile = new Map<string, Set<string>>();
+  for (const p of keptPolicies(set)) {
+    let names = byFile.get(p.location.file);
+    if (names === undefined) byFile.set(p.location.file, (names = new Set()));
+    names.add(p.name);
+  }
+  const out: KeptFile[] = [];
+  for (const [from, names] of byFile) {
+    const text = texts.get(from);
+    if (text === undefined) continue;
+    const docs: string[] = [];
+    for (const doc of parseAllDocuments(text)) {
+      const meta = isMap(doc.contents) ? doc.contents.get('metadata', true) : undefined;
+      const name = isMap(meta) ? meta.get('name', true) : undefined;
+      if (isScalar(name) && typeof name.value === 'string' && names.has(name.value)) docs.push(doc.toString().replace(/^---\n/, ''));
+    }
+    if (docs.length === 0) continue;
+    const path = unique(`kept-${basename(from).replace(/\.ya?ml$/, '')}`, taken) + '.yaml';
+    const header = [
+      `# Kept by \`waygate audit suggest --policies\` from ${from}: the DENY and AUDIT policies in force,`,
+      '# copied unchanged. The suggested ALLOW policies beside them replace the ALLOW side only.',
+      '',
+    ].join('\n');
+    out.push({ path, text: formatPolicyText(header + docs.join('---\n'), path), from, policies: [...names] });
+  }
+  return out;
+}
+
+/** A replay-store key part: one length-prefixed value (no separator can shift the fields). */
+const part = (v: string | number | null | undefined): string => {
+  const s = v == null ? '\u0000' : String(v);
+  return `${s.length}:${s}|`;
+};
+
+type Extractors = Extract<ReturnType<typeof cachePlan>, { enabled: true }>['extract'];
+
+/**
+ * What the replay of the log against the suggestion needs, kept from the one read: decision
+ * records grouped by everything the replay's outcome can depend on, up to `keep` records per group
+ * and a count. The key holds the recorded outcome (decision, reason, policy, rule) and the
+ * attributes the suggested policies read (caller identity, the address only without one,
+ * destination ip, port, host, service, namespace); with policies in force, also the value of every
+ * attribute they read, as the decision cache keys decisions (src/policy/decision-cache.ts). When
+ * they read an attribute unique per request (the trace id, the time, a whole header map) the key
+ * cannot be complete: then each record is its own group (one read still; memory grows with the log).
+ * Records that are not replayable are grouped by reason, the only thing the replay counts of them.
+ */
+export class ReplayStore {
+  private readonly groups = new Map<string, { records: DecisionRecord[]; count: number }>();
+  private readonly extract: Extractors | null;
+  /** Why every record is kept (the policies in force read an attribute no key can hold); null when grouped. */
+  readonly perRecord: string | null;
+  records = 0;
+
+  constructor(inForce: PolicySnapshot | null, private readonly keep = 3) {
+    if (inForce === null) {
+      this.extract = [];
+      this.perRecord = null;
+      return;
+    }
+    const plan = cachePlan(inForce);
+    this.extract = plan.enabled ? plan.extract : null;
+    this.perRecord = plan.enabled ? null : `the policies in force ${plan.reason.replace(/^reads /, 'read ')}`;
+  }
+
+  /** Adds one decision record (already in the window). */
+  add(rec: DecisionRecord): void {
+    this.records++;
+    let key: string;
+    if (!REPLAYABLE_REASONS.has(rec.reason) && !AFTER_POLICY_ALLOW_REASONS.has(rec.reason)) key = `-|${rec.reason}`;
+    else if (this.extract === null) key = `#|${this.records}`;
+    else {
+      const s = rec.source;
+      const d = rec.destination;
+      const principal = s.principal ?? '';
+      key = part(rec.decision) + part(rec.reason) + part(rec.policy) + part(rec.rule) + part(principal) + part(principal === '' ? s.ip : '')
+        + part(d.ip) + part(d.port) + part(d.host) + part(d.service) + part(d.namespace);
+      if (this.extract.length > 0) {
+        // The input is rebuilt as the replay rebuilds it: a record it cannot rebuild is a group of its own.
+        let ctx;
+        try {
+          ctx = contextFromAuditRecord(rec);
+        } catch {
+          ctx = null;
+        }
+        if (ctx === null) key = `!|${this.records}`;
+        else for (const e of this.extract) key += part(e(ctx));
+      }
+    }
+    const g = this.groups.get(key);
+    if (g === undefined) this.groups.set(key, { records: [rec], count: 1 });
+    else {
+      g.count++;
+      if (g.records.length < this.keep) g.records.push(rec);
+    }
+  }
+
+  get size(): { groups: number; records: number } {
+    return { groups: this.groups.size, records: this.records };
+  }
+
+  /**
+   * Replays every stored decision: the kept records of every group first (so the replay's examples
+   * are distinct records), then each group's remaining count as its last kept record, which the
+   * key makes indistinguishable from them for the replay.
+   */
+  replayInto(acc: ReplayAccumulator): void {
+    for (const g of this.groups.values()) for (const r of g.records) acc.add(r);
+    for (const g of this.groups.values()) {
+      const last = g.records[g.records.length - 1]!;
+      for (let i = g.records.length; i < g.count; i++) acc.add(last);
+    }
   }
 }
 
@@ -275,8 +650,8 @@ function callerLabel(c: { principal: string; ip: string }): string {
 function caseInput(rec: DecisionRecord): CaseInput {
   const s = rec.source;
   const d = rec.destination;
-  const source: CaseInput['source'] = { ...(s.principal ? { principal: s.principal } : {}), ip: s.ip, ...(s.port ? { port: s.port } : {}) };
-  const destination: CaseInput['destination'] = { port: d.port };
+  const source: Record<string, unknown> = { ...(s.principal ? { principal: s.principal } : {}), ip: s.ip, ...(s.port ? { port: s.port } : {}) };
+  const destination: Record<string, unknown> = { port: d.port };
   if (d.ip) destination.ip = d.ip;
   if (d.host) destination.host = d.host;
   if (d.authority) destination.authority = d.authority;
@@ -293,7 +668,7 @@ function policyName(prefix: string, d: DestAcc): string {
 }
 
 /** An identifier-like rule name (RULE_NAME_PATTERN) after the caller: `prod-frontend`, `addr-10-1-0-5`. */
-function ruleName(c: CallerAcc): string {
+function ruleName(c: { principal: string; ip: string }): string {
   let raw: string;
   const m = /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(c.principal);
   if (m) raw = `${m[1]}-${m[2]}`;
@@ -335,17 +710,22 @@ function selectorOf(d: DestAcc, anyService: boolean): string {
   return `destination.host == ${q(d.host)} && destination.port == ${d.port}${noService}`;
 }
 
-function whenOf(c: CallerAcc): string {
-  return c.principal !== '' ? `source.principal == ${q(c.principal)}` : `source.ip == ${q(c.ip)}`;
+/**
+ * A caller without identity is matched on its address and on having no identity: the address
+ * alone would also allow a caller with a SPIFFE ID that shares it (a node address, a NAT), which
+ * the log never showed allowed.
+ */
+function whenOf(c: { principal: string; ip: string }): string {
+  return c.principal !== '' ? `source.principal == ${q(c.principal)}` : `source.principal == "" && source.ip == ${q(c.ip)}`;
 }
 
-function renderPolicy(name: string, d: DestAcc, callers: CallerAcc[], rules: Map<CallerAcc, string>, anyService: boolean, deniedTotal: number, deniedAllowed: number): string {
+function renderPolicy(name: string, d: DestAcc, keptCallers: number, rules: RuleOut[], variables: ReadonlyMap<string, string>, anyService: boolean, deniedTotal: number, deniedAllowed: number): string {
   const what = d.kind === 'service' ? `service ${d.service} (namespace ${d.namespace || '""'}) port ${d.port}` : d.kind === 'ip' ? `${d.key}` : `${d.key} (host authority)`;
   const lines = [
     `# Suggested by \`waygate audit suggest\` from the audit log: review before enforcing.`,
     `# ${what}: ${n(d.allowed)} allowed decision(s) from ${n(d.callers.size)} caller(s), first seen ${day(d.first)}, last seen ${day(d.last)}.`,
   ];
-  if (callers.length < d.callers.size) lines.push(`# ${n(d.callers.size - callers.length)} caller(s) seen fewer times than --min-count have no rule.`);
+  if (keptCallers < d.callers.size) lines.push(`# ${n(d.callers.size - keptCallers)} caller(s) seen fewer times than --min-count have no rule.`);
   if (deniedTotal > 0) lines.push(`# ${n(deniedTotal)} denied decision(s) here${deniedAllowed > 0 ? `, ${n(deniedAllowed)} of them from callers this policy allows (check why they were denied)` : ''}.`);
   lines.push(
     '',
@@ -357,23 +737,33 @@ function renderPolicy(name: string, d: DestAcc, callers: CallerAcc[], rules: Map
     '  action: ALLOW',
     '  mode: Enforce',
     `  selector: ${scalar(selectorOf(d, anyService))}`,
-    '  rules:',
   );
-  for (const c of callers) {
+  if (variables.size > 0) {
+    lines.push('  # The variables of the policies in force whose conditions rules below keep.', '  variables:');
+    for (const [v, text] of variables) lines.push(`    - name: ${v}`, `      expression: ${scalar(text.trim())}`);
+  }
+  lines.push('  rules:');
+  const seen = new Set<CallerAcc>();
+  for (const r of rules) {
+    const c = r.caller;
+    if (!seen.has(c)) {
+      seen.add(c);
+      lines.push(`    # ${n(c.count)} decision(s), first seen ${day(c.first)}, last seen ${day(c.last)}`);
+    }
     lines.push(
-      `    # ${n(c.count)} decision(s), first seen ${day(c.first)}, last seen ${day(c.last)}`,
-      `    - name: ${rules.get(c)!}`,
-      `      when: ${scalar(whenOf(c))}`,
-      `      message: ${scalar(`observed: ${callerLabel(c)} -> ${d.key}`)}`,
+      ...r.comment,
+      `    - name: ${r.name}`,
+      `      when: ${scalar(r.when)}`,
+      `      message: ${scalar(`observed: ${callerLabel(c)} -> ${d.key}${r.from !== null ? ` (condition of ${r.from.by})` : ''}`)}`,
     );
   }
   return lines.join('\n') + '\n';
 }
 
-function renderTest(policy: string, d: DestAcc, callers: CallerAcc[], rules: Map<CallerAcc, string>, denied: DeniedAcc[]): string {
+function renderTest(policy: string, d: DestAcc, rules: RuleOut[], denied: { x: DeniedAcc; expect: Record<string, unknown> }[]): string {
   const lines = [
-    `# Cases taken from the audit log: each allowed caller's first observed decision, and decisions`,
-    `# the log shows denied to callers this policy does not allow.`,
+    `# Cases taken from the audit log: each allowed caller's first observed decision (per rule), and`,
+    `# decisions the log shows denied here that this policy does not allow.`,
     '',
     `apiVersion: ${API_VERSION}`,
     'kind: PolicyTest',
@@ -383,18 +773,21 @@ function renderTest(policy: string, d: DestAcc, callers: CallerAcc[], rules: Map
     '  defaultAction: DENY',
     '  cases:',
   ];
-  for (const c of callers) {
+  for (const r of rules) {
+    const c = r.caller;
+    const sample = r.from?.seen.sample ?? c.sample;
+    const sampleId = r.from?.seen.sampleId ?? c.sampleId;
     lines.push(
-      `    - name: ${q(`${callerLabel(c)} reaches ${d.key} (observed ${c.sampleId})`)}`,
-      `      input: ${flow(c.sample)}`,
-      `      expect: ${flow({ decision: 'allow', policy, rule: rules.get(c)!, reason: 'allowed' })}`,
+      `    - name: ${q(`${callerLabel(c)} reaches ${d.key}${r.from !== null ? ` under ${r.from.by}` : ''} (observed ${sampleId})`)}`,
+      `      input: ${flow(sample)}`,
+      `      expect: ${flow({ decision: 'allow', policy, rule: r.name, reason: 'allowed' })}`,
     );
   }
-  for (const x of denied) {
+  for (const { x, expect } of denied) {
     lines.push(
       `    - name: ${q(`${x.caller.replace(/^ip:/, '')} is refused ${d.key} (observed ${x.reason} ${x.sampleId})`)}`,
       `      input: ${flow(x.sample)}`,
-      `      expect: ${flow({ decision: 'deny', policy: null, rule: null, reason: 'no_allow_match' })}`,
+      `      expect: ${flow(expect)}`,
     );
   }
   return lines.join('\n') + '\n';
@@ -406,7 +799,7 @@ export function renderSuggest(r: SuggestResult, outDir: string, format: 'text' |
   const table = md ? renderMarkdownTable : renderTextTable;
   const out: string[] = [];
   if (md) out.push('## waygate audit suggest', '');
-  const rules = r.destinations.reduce((s, d) => s + d.callers.filter((c) => c.rule !== null).length, 0);
+  const rules = r.destinations.reduce((s, d) => s + d.callers.reduce((k, c) => k + (c.rule === null ? 0 : Math.max(1, c.conditions.length)), 0), 0);
   out.push(
     `wrote ${formatCount(r.destinations.length)} policies (${formatCount(rules)} rules) and their PolicyTests to ${outDir}`,
     `${formatCount(r.decisions)} decision records: ${formatCount(r.allowed)} allowed by policy (the suggestion), ${formatCount(r.denied)} denied by policy, ${formatCount(r.skipped)} decided before the policy engine (not used)`,
@@ -415,13 +808,15 @@ export function renderSuggest(r: SuggestResult, outDir: string, format: 'text' |
     out.push(`${formatCount(r.belowThreshold.callers)} caller(s) seen fewer than ${r.minCount} time(s) at a destination have no rule: their ${formatCount(r.belowThreshold.decisions)} decision(s) replay as denies below`);
   }
   if (r.deniedUnsuggested > 0) out.push(`${formatCount(r.deniedUnsuggested)} denied decision(s) went to destinations no suggested policy selects (they stay denied)`);
-  const mixed = r.destinations.reduce((s, d) => s + d.deniedAllowedCallers, 0);
-  if (mixed > 0) out.push(`${formatCount(mixed)} denied decision(s) came from callers the suggestion allows at that destination: they replay as deny -> allow below; check why they were denied`);
+  const keptDenies = r.destinations.reduce((s, d) => s + d.deniedKeptCallers, 0);
+  if (keptDenies > 0) out.push(`${formatCount(keptDenies)} denied decision(s) of callers the suggestion allows at that destination stay denied (a kept DENY policy, or the condition kept from the rule in force)`);
+  for (const w of r.warnings) out.push(w.startsWith('  ') ? w : `warning: ${w}`);
   out.push('');
   const rows: string[][] = [];
   for (const d of r.destinations) {
     for (const c of d.callers) {
-      rows.push([d.policy, c.rule ?? '(below --min-count)', c.principal !== '' ? c.principal : `${c.ip} (no identity)`, formatCount(c.count), c.firstSeen, c.lastSeen]);
+      const rule = c.rule === null ? '(below --min-count)' : c.conditions.length > 0 ? c.conditions.map((x) => `${x.rule} (condition of ${x.from})`).join(', ') : c.rule;
+      rows.push([d.policy, rule, c.principal !== '' ? c.principal : `${c.ip} (no identity)`, formatCount(c.count), c.firstSeen, c.lastSeen]);
     }
   }
   out.push(table(['policy', 'rule', 'caller', 'decisions', 'first seen', 'last seen'], rows, ['left', 'left', 'left', 'right', 'left', 'left']));
