@@ -28,6 +28,7 @@ import { chainsToAnchor, parsePemCertificates } from '../identity/trust-bundle.t
 import { uriSansFromDer } from '../identity/peer-identity.ts';
 import type { GatewayObject, GatewayClassObject } from '../kube/gateway-status.ts';
 import { apiStatus, apiStatusMessage, kubeClient, loadKubeConfig } from '../kube/client.ts';
+import { INBOUND_BINDING_ANNOTATION, sandwichCheck } from './doctor-sandwich.ts';
 import { addOutputOption, stderr, stdout, styleFor, writeJson, type TextSink } from './output.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skipped';
@@ -204,10 +205,12 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
 
   // 2. Its class.
   let gatewayClassLabels: Record<string, string> | undefined;
+  let gatewayClassBinding: string | undefined;
   if (gateway) {
     const className = gateway.spec.gatewayClassName;
     const gc = await got(() => custom.getClusterCustomObject({ group: GATEWAY_API_GROUP, version: 'v1', plural: 'gatewayclasses', name: className }) as Promise<GatewayClassObject>);
     if (gc.ok) gatewayClassLabels = gc.value.metadata.labels ?? {};
+    if (gc.ok) gatewayClassBinding = (gc.value.metadata as { annotations?: Record<string, string> }).annotations?.[INBOUND_BINDING_ANNOTATION];
     if (!gc.ok) {
       add(gc.status === 404
         ? { id: 'gateway.class', status: 'fail', message: `GatewayClass ${className} not found: no controller writes the Gateway's status`, fix: 'kubectl apply -f examples/kubernetes/gateway-api.yaml' }
@@ -338,7 +341,23 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     add({ id: 'config', status: 'warn', message: `${gwConfig.source}: registration.enabled is not true: nothing keeps the Gateway's status true, and a recreated Gateway silently drops waygate out of the path`,
       fix: 'set registration.enabled: true (examples/kubernetes/gateway.yaml) and grant its RBAC (examples/kubernetes/rbac.yaml)' });
   } else {
-    add({ id: 'config', status: 'ok', message: `${gwConfig.source}: registration enabled${configNamespaces ? `, discovery.kubernetes.namespaces ${configNamespaces.join(', ')}` : ''}` });
+    add({ id: 'config', status: 'ok', message: `${gwConfig.source}: registration enabled${configNamespaces ? `, discovery.kubernetes.namespaces ${configNamespaces.join(', ')}` : ''}${gwConfig.spec.sandwich?.listen ? `, sandwich.listen ${gwConfig.spec.sandwich.listen}` : ''}` });
+  }
+
+  // Sandwich mode (src/cli/doctor-sandwich.ts): the binding, sandwich.listen, the bound listener, the namespace label.
+  if (gateway) {
+    const gwBinding = (gateway.metadata as { annotations?: Record<string, string> }).annotations?.[INBOUND_BINDING_ANNOTATION];
+    const own = await got(() => core.readNamespace({ name: ns }));
+    const sandwich = sandwichCheck({
+      gwRef, namespace: ns,
+      binding: gwBinding !== undefined ? { value: gwBinding, on: 'Gateway' } : gatewayClassBinding !== undefined ? { value: gatewayClassBinding, on: 'GatewayClass' } : undefined,
+      listeners: gateway.spec.listeners ?? [],
+      sandwichListen: gwConfig ? gwConfig.spec.sandwich?.listen ?? null : undefined,
+      configSource: gwConfig?.source,
+      namespaceMode: own.ok ? own.value.metadata?.labels?.['istio.io/dataplane-mode'] ?? null : undefined,
+      podMode: template?.metadata?.labels?.['istio.io/dataplane-mode'],
+    });
+    if (sandwich) add(sandwich);
   }
 
   await certificateChecks({ core, ns, template, serviceAccount, trustDomain: opts.trustDomain, deployName }, add);
@@ -407,7 +426,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
 interface GatewayConfigView {
   /** `ConfigMap ns/name key`. */
   source: string;
-  spec: { discovery?: { kubernetes?: { namespaces?: string[] } | null }; registration?: { enabled?: boolean } };
+  spec: { discovery?: { kubernetes?: { namespaces?: string[] } | null }; registration?: { enabled?: boolean }; sandwich?: { listen?: string | null } | null };
 }
 
 /** The first `kind: GatewayConfig` document in the ConfigMaps the pod template mounts. */
