@@ -26,6 +26,16 @@ export function parseHostPort(text: string): Parsed<HostPort> {
 }
 
 /**
+ * Parses an address the gateway dials out to, such as istiod's CA: `name:port`, `ip:port` or
+ * `[v6]:port`, port 1-65535 (src/net/authority.ts); names are resolved when dialed.
+ */
+export function parseDialAddress(text: string): Parsed<HostPort> {
+  const a = parseAuthority(text);
+  if (a === null) return { ok: false, message: `"${text}" is not host:port with a DNS name or IP and a port 1-65535 ([v6]:port for IPv6)` };
+  return { ok: true, value: { host: a.kind === 'ip' ? a.ip : a.host, port: a.port } };
+}
+
+/**
  * Formats a host and port back into `host:port`, bracketing IPv6. Only an IPv6 address contains a
  * colon (a hostname or IPv4 address cannot), so a character test does it: this runs per CONNECT
  * on the routing path (src/hbone/route.ts), where a full IPv6 parse would be wasted.

@@ -12,13 +12,16 @@ import path from 'node:path';
 import { isMap } from 'yaml';
 import { WaygateError, formatDiagnostic, type Diagnostic } from '../errors.ts';
 import {
-  parseAllowDestinations, parseCidr, parseHostPort, parsePort, parseRouteKey, parseRouteTarget, isLoopbackHost,
+  parseAllowDestinations, parseCidr, parseDialAddress, parseHostPort, parsePort, parseRouteKey, parseRouteTarget, isLoopbackHost,
 } from './address.ts';
 import {
   describe, report, scalarValue, singleDocument, walkContext, yamlWalker, type V as WalkV, type WalkContext, type YamlNode,
 } from './yaml-walk.ts';
 import { RANGES, bounds, formatRange } from './ranges.ts';
-import { CONFIG_API_VERSION, CONFIG_KIND, LOG_LEVELS, type DestinationAllow, type GatewayConfig, type KubernetesDiscoveryConfig } from './schema.ts';
+import { parseSpiffeId } from '../identity/spiffe.ts';
+import {
+  CONFIG_API_VERSION, CONFIG_KIND, ISTIO_CA_DEFAULTS, LOG_LEVELS, type DestinationAllow, type GatewayConfig, type IstioCaConfig, type KubernetesDiscoveryConfig,
+} from './schema.ts';
 
 /** A deep partial of the config: what one source (file or flags) sets. */
 export type ConfigLayer = {
@@ -159,6 +162,32 @@ const kubernetesDiscovery: V<KubernetesDiscoveryConfig | null> = (node, at, cx) 
   return { namespaces: o.namespaces, labelSelector: o.labelSelector ?? '', clusterDomain: o.clusterDomain ?? 'cluster.local', kubeconfig: o.kubeconfig ?? null };
 };
 
+/** DNS name (RFC 1123 labels, dot-separated): what istiod's serving certificate names. */
+const DNS_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
+
+const istioCa: V<IstioCaConfig | null> = (node, at, cx) => {
+  // null (what --print-config shows by default) is "off": the certificate comes from files.
+  if (scalarValue(node) === null && node !== null && !isMap(node)) return null;
+  const o = object<IstioCaConfig>({
+    address: str((s) => { const a = parseDialAddress(s); return a.ok ? null : a.message; }),
+    serverName: ((n, a, c) => (scalarValue(n) === null && n !== null ? null
+      : str((s) => (DNS_NAME_RE.test(s) ? null : `"${s}" is not a DNS name (the name in istiod's serving certificate, e.g. istiod.istio-system.svc)`))(n, a, c))) as V<string | null>,
+    tokenFile: filePath,
+    clusterId: str((s) => (s.trim() === '' ? 'must not be empty (Istio\'s default cluster ID is "Kubernetes")' : null)),
+    identity: ((n, a, c) => (scalarValue(n) === null && n !== null ? null : str((s) => {
+      const id = parseSpiffeId(s);
+      if (id === null) return `"${s}" is not a SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>)`;
+      return id.namespace === '' ? `"${s}" is not an Istio workload identity: istiod issues spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>` : null;
+    })(n, a, c))) as V<string | null>,
+    // istiod refuses lifetimes above its MAX_WORKLOAD_CERT_TTL (90 days by default); under a
+    // minute, renewal at half the lifetime would hammer the CA.
+    requestedTtlMs: int(60_000, 90 * day),
+    requestTimeoutMs: int(1, 600_000),
+  })(node, at, cx);
+  if (o === undefined) return undefined;
+  return { ...ISTIO_CA_DEFAULTS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as IstioCaConfig;
+};
+
 /** The schema of `spec`: one validator per field, strict at every level. */
 const specSchema = object<GatewayConfig>({
   listen: hostPort(),
@@ -167,6 +196,7 @@ const specSchema = object<GatewayConfig>({
     keyFile: filePath,
     trustBundleFiles: list(filePath),
     allowTls12: bool,
+    istioCa,
   }) as V<GatewayConfig['tls']>,
   trustDomains: list(str((s) => (/^[a-z0-9._-]+$/.test(s) ? null : `"${s}" is not a SPIFFE trust domain (lower-case letters, digits, . _ -)`))),
   policies: object<GatewayConfig['policies']>({
@@ -257,6 +287,10 @@ function checkAcrossFields(spec: ConfigLayer, root: YamlNode, cx: Cx): void {
     const node = isMap(root) ? (root.getIn(['spec', 'discovery', 'allowDirect'], true) as YamlNode) : null;
     report(cx, node, 'spec.discovery.allowDirect', 'direct dials are plain TCP: set upstream.allowPlaintext too');
   }
+  if (spec.tls?.istioCa && (spec.tls.certFile !== undefined || spec.tls.keyFile !== undefined)) {
+    const node = isMap(root) ? (root.getIn(['spec', 'tls', 'istioCa'], true) as YamlNode) : null;
+    report(cx, node, 'spec.tls.istioCa', 'the certificate has one source: remove tls.certFile and tls.keyFile, or tls.istioCa (trustBundleFiles stays: it is the mesh root)');
+  }
   if (spec.discovery?.kubernetes && spec.discovery.meshFile) {
     const node = isMap(root) ? (root.getIn(['spec', 'discovery', 'kubernetes'], true) as YamlNode) : null;
     report(cx, node, 'spec.discovery.kubernetes', 'discovery has one source: set meshFile or kubernetes, not both');
@@ -277,6 +311,18 @@ export function checkMergedDiscovery(config: Readonly<GatewayConfig>, file: stri
   if (k !== null && config.discovery.meshFile !== null) {
     throw new ConfigError([at('spec.discovery', 'discovery has one source: --mesh (discovery.meshFile) and discovery.kubernetes are both set')]);
   }
+}
+
+/**
+ * `--cert`/`--key` with a file's `tls.istioCa` name two sources of the certificate; the flags
+ * would be ignored without a word. Throws ConfigError.
+ */
+export function checkMergedTls(config: Readonly<GatewayConfig>, flags: ConfigLayer | undefined, file: string | undefined): void {
+  if (config.tls.istioCa === null || (flags?.tls?.certFile === undefined && flags?.tls?.keyFile === undefined)) return;
+  throw new ConfigError([{
+    code: 'WG_CONFIG', file: file ?? '(flags)', line: 1, col: 1, path: 'spec.tls.istioCa', severity: 'error',
+    message: 'the certificate has one source: --cert/--key name files, and tls.istioCa asks the mesh CA; drop the flags or tls.istioCa',
+  }]);
 }
 
 const documentSchema = object<{ apiVersion: string; kind: string; metadata: { name: string }; spec: ConfigLayer }>({

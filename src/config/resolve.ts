@@ -4,7 +4,7 @@
  * what `--print-config` and `GET /debug/config` show.
  */
 import { stringify } from 'yaml';
-import { checkMergedDiscovery, loadConfigFile, type ConfigLayer } from './load.ts';
+import { checkMergedDiscovery, checkMergedTls, loadConfigFile, type ConfigLayer } from './load.ts';
 import {
   CONFIG_API_VERSION, CONFIG_KIND, DEFAULT_STATE_DIR, embeddedDefaults, productionDefaults, withEffectiveLimits, type ConfigProfile, type GatewayConfig,
 } from './schema.ts';
@@ -57,6 +57,7 @@ export function resolveConfig(opts: ResolveOptions = {}): EffectiveConfig {
   if (opts.configFile) config = mergeLayer(config, loadConfigFile(opts.configFile));
   if (opts.flags) config = mergeLayer(config, opts.flags);
   checkMergedDiscovery(config, opts.configFile);
+  checkMergedTls(config, opts.flags, opts.configFile);
   config = withEffectiveLimits(config);
   return { config: deepFreeze(structuredClone(config)), profile, file: opts.configFile ?? null };
 }

@@ -34,12 +34,22 @@ export interface GatewayConfig {
   /** HBONE listener, `host:port` (`[v6]:port` for IPv6). */
   listen: string;
   tls: {
+    /** The certificate chain (leaf first) when the material comes from files; unread with `istioCa`. */
     certFile: string;
     keyFile: string;
-    /** PEM files whose certificates are the trust anchors client chains must verify against. */
+    /**
+     * PEM files whose certificates are the trust anchors client chains must verify against. With
+     * `istioCa`, the mesh root (Istio's `istio-ca-root-cert` ConfigMap), which also verifies istiod
+     * and the certificates it issues.
+     */
     trustBundleFiles: string[];
     /** Accept TLS 1.2 clients too (ztunnel speaks only TLS 1.3). */
     allowTls12: boolean;
+    /**
+     * Ask istiod's CA for the gateway's certificate instead of reading `certFile`/`keyFile`
+     * (docs/kubernetes.md, "Certificates from the mesh CA"); null: files.
+     */
+    istioCa: IstioCaConfig | null;
   };
   /** Trust domains whose SPIFFE IDs are accepted; any other is refused at the handshake. */
   trustDomains: string[];
@@ -170,6 +180,32 @@ export interface GatewayConfig {
 }
 
 /** `discovery.kubernetes`. */
+/**
+ * The gateway's certificate from istiod's CA, as istio-agent and ztunnel ask for it: a CSR over
+ * gRPC (`IstioCertificateService/CreateCertificate`) authenticated with a projected
+ * service-account token of audience `istio-ca`, renewed at half its lifetime.
+ */
+export interface IstioCaConfig {
+  /** istiod's CA endpoint, `host:port` (istio-agent's CA_ADDR; the port is 15012). */
+  address: string;
+  /** The name istiod's serving certificate is verified for; null: the host of `address`. */
+  serverName: string | null;
+  /** The projected token (audience `istio-ca`), re-read for every request: the kubelet rotates it. */
+  tokenFile: string;
+  /** Sent as the `ClusterID` header, as istio-agent sends its CLUSTER_ID (Istio's default: `Kubernetes`). */
+  clusterId: string;
+  /**
+   * The SPIFFE ID asked for; null: `spiffe://<trustDomains[0]>/ns/<POD_NAMESPACE>/sa/<SERVICE_ACCOUNT>`
+   * from the environment (the Deployment sets both from the downward API). istiod issues the
+   * identity of the token's service account, so the two must agree.
+   */
+  identity: string | null;
+  /** The lifetime asked for (istio-agent's SECRET_TTL, 24 h); istiod may cap it. */
+  requestedTtlMs: number;
+  /** Deadline of one CreateCertificate call. */
+  requestTimeoutMs: number;
+}
+
 export interface KubernetesDiscoveryConfig {
   /** The fronted namespaces (at least one; RBAC is granted per namespace). */
   namespaces: string[];
@@ -238,6 +274,17 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
   };
 }
 
+/** The defaults of `tls.istioCa` fields a config leaves out: what istio-agent uses in a default install. */
+export const ISTIO_CA_DEFAULTS: Readonly<IstioCaConfig> = Object.freeze({
+  address: 'istiod.istio-system.svc:15012',
+  serverName: null,
+  tokenFile: '/var/run/secrets/tokens/istio-token',
+  clusterId: 'Kubernetes',
+  identity: null,
+  requestedTtlMs: 86_400_000,
+  requestTimeoutMs: 10_000,
+});
+
 /** Defaults under `--config`: what a Kubernetes Deployment wants (see examples/kubernetes/). */
 export function productionDefaults(env: NodeJS.ProcessEnv = process.env): GatewayConfig {
   return {
@@ -248,6 +295,7 @@ export function productionDefaults(env: NodeJS.ProcessEnv = process.env): Gatewa
       keyFile: '/etc/waygate/tls/tls.key',
       trustBundleFiles: ['/etc/waygate/tls/ca.crt'],
       allowTls12: false,
+      istioCa: null,
     },
     policies: { paths: ['/etc/waygate/policies'], watch: true, debounceMs: 250 },
     destinations: { allow: [], routes: {} },
@@ -269,6 +317,7 @@ export function embeddedDefaults(cwd: string = process.cwd(), env: NodeJS.Proces
       keyFile: `${pki}/server.key`,
       trustBundleFiles: [`${pki}/root.crt`],
       allowTls12: false,
+      istioCa: null,
     },
     policies: { paths: [`${cwd}/policies`], watch: true, debounceMs: 250 },
     destinations: { allow: [{ cidr: '127.0.0.0/8' }, { cidr: '::1/128' }], routes: {} },
