@@ -121,7 +121,7 @@ class Grouper {
     private readonly examples: number,
     private readonly maxGroups = 10_000,
   ) {}
-  add(key: string, ex: FlipExample): void {
+  add(key: string, ex: FlipExample, count = 1): void {
     let g = this.groups.get(key);
     if (g === undefined) {
       // Bounded: past maxGroups distinct keys, further ones share one bucket.
@@ -132,7 +132,7 @@ class Grouper {
         this.groups.set(key, g);
       }
     }
-    g.count++;
+    g.count += count;
     if (g.examples.length < this.examples) g.examples.push(ex);
   }
   top(n: number): FlipGroup[] {
@@ -167,30 +167,35 @@ export class ReplayAccumulator {
     this.until = options.untilMs ?? Infinity;
   }
 
-  add(rec: AuditRecord): void {
+  /**
+   * `count` > 1 stands for that many records the replay cannot tell apart from `rec` (the same
+   * recorded outcome and the same value of every attribute the candidate reads: src/audit/review/suggest.ts
+   * ReplayStore): one decision, counted `count` times.
+   */
+  add(rec: AuditRecord, count = 1): void {
     if (rec.event !== 'decision') return;
     if (this.options.sinceMs != null || this.options.untilMs != null) {
       const t = Date.parse(rec.time);
       if (!(t >= this.since && t < this.until)) return;
     }
-    this.decisions++;
+    this.decisions += count;
     const afterAllow = AFTER_POLICY_ALLOW_REASONS.has(rec.reason);
     if (!REPLAYABLE_REASONS.has(rec.reason) && !afterAllow) {
-      this.notReplayable.set(rec.reason, (this.notReplayable.get(rec.reason) ?? 0) + 1);
+      this.notReplayable.set(rec.reason, (this.notReplayable.get(rec.reason) ?? 0) + count);
       return;
     }
-    if (rec.reason === 'default_allow') this.recordedDefaultAllow++;
+    if (rec.reason === 'default_allow') this.recordedDefaultAllow += count;
     let decision;
     const lookups = new LookupLog();
     try {
       decision = decide(this.options.snapshot, trackedContext(contextFromAuditRecord(rec), lookups), { defaultAction: this.options.defaultAction });
     } catch (err) {
-      this.invalid.count++;
+      this.invalid.count += count;
       if (this.invalid.examples.length < 5) this.invalid.examples.push({ decisionId: rec.decisionId, message: (err as Error).message });
       return;
     }
-    this.replayed++;
-    if (afterAllow) this.afterAllow.set(rec.reason, (this.afterAllow.get(rec.reason) ?? 0) + 1);
+    this.replayed += count;
+    if (afterAllow) this.afterAllow.set(rec.reason, (this.afterAllow.get(rec.reason) ?? 0) + count);
     for (const [name, value] of Object.entries(rec.headers ?? {})) {
       const seen = this.headersSeen.get(name);
       if (seen === undefined) this.headersSeen.set(name, { redacted: value === REDACTED });
@@ -204,15 +209,15 @@ export class ReplayAccumulator {
       : { decision: rec.decision, reason: rec.reason, policy: rec.policy ?? null, rule: rec.rule ?? null };
     const candidate: Outcome = { decision: decision.decision, reason: decision.reason, policy: decision.policy, rule: decision.rule };
     if (recorded.decision === candidate.decision) {
-      this.unchanged++;
+      this.unchanged += count;
       // A destination_not_allowed record does not name the allowing rule: nothing to compare.
       const comparable = !afterAllow || rec.policy != null;
-      if (comparable && (recorded.policy !== candidate.policy || recorded.rule !== candidate.rule || (!afterAllow && recorded.reason !== candidate.reason))) this.otherRule++;
+      if (comparable && (recorded.policy !== candidate.policy || recorded.rule !== candidate.rule || (!afterAllow && recorded.reason !== candidate.reason))) this.otherRule += count;
       return;
     }
     const inexact = lookups.unrecorded(rec);
     const ex = exampleOf(rec, recorded, candidate, afterAllow ? rec.reason : null, inexact);
-    addFlip(candidate.decision === 'deny' ? this.a2d : this.d2a, ex);
+    addFlip(candidate.decision === 'deny' ? this.a2d : this.d2a, ex, count);
   }
 
   result(stats: ReadStats, files: readonly string[]): ReplayResult {
@@ -352,14 +357,14 @@ function newFlipAccumulator(examples: number): FlipAccumulator {
   return { count: 0, inexact: 0, id: new Grouper(examples), rule: new Grouper(examples), dependency: new Grouper(examples) };
 }
 
-function addFlip(set: FlipAccumulator, ex: FlipExample): void {
-  set.count++;
-  set.id.add(ex.principal || '(no identity)', ex);
+function addFlip(set: FlipAccumulator, ex: FlipExample, count: number): void {
+  set.count += count;
+  set.id.add(ex.principal || '(no identity)', ex, count);
   const c = ex.candidate;
-  set.rule.add(c.policy !== null ? `${c.policy}/${c.rule}` : `(${c.reason})`, ex);
+  set.rule.add(c.policy !== null ? `${c.policy}/${c.rule}` : `(${c.reason})`, ex, count);
   if (ex.inexact.length > 0) {
-    set.inexact++;
-    for (const why of ex.inexact) set.dependency.add(why, ex);
+    set.inexact += count;
+    for (const why of ex.inexact) set.dependency.add(why, ex, count);
   }
 }
 

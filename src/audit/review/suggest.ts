@@ -627,14 +627,14 @@ export class ReplayStore {
 
   /**
    * Replays every stored decision: the kept records of every group first (so the replay's examples
-   * are distinct records), then each group's remaining count as its last kept record, which the
-   * key makes indistinguishable from them for the replay.
+   * are distinct records), then each group's remaining count as one decision of its last kept
+   * record counted that many times (the key makes them indistinguishable for the replay).
    */
   replayInto(acc: ReplayAccumulator): void {
     for (const g of this.groups.values()) for (const r of g.records) acc.add(r);
     for (const g of this.groups.values()) {
-      const last = g.records[g.records.length - 1]!;
-      for (let i = g.records.length; i < g.count; i++) acc.add(last);
+      const rest = g.count - g.records.length;
+      if (rest > 0) acc.add(g.records[g.records.length - 1]!, rest);
     }
   }
 }
