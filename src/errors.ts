@@ -27,6 +27,7 @@ export type ErrorCode =
   // identity and TLS
   | 'WG_CERT'
   | 'WG_IDENTITY'
+  | 'WG_CA'                   // the mesh CA (istiod) refused or failed a certificate request, or issued one that fails verification
   // transport
   | 'WG_BAD_REQUEST'
   | 'WG_UPSTREAM_CONNECT'

@@ -86,6 +86,11 @@ export interface IssueLeafOptions {
   /** Extended key usages; both default to true (a mesh workload is client and server). */
   serverAuth?: boolean;
   clientAuth?: boolean;
+  /**
+   * Certify this public key instead of generating a key pair (a CA signing a CSR's key); the
+   * result's `keyPem` is then empty, the private key staying with whoever made the request.
+   */
+  publicKey?: KeyObject;
 }
 
 /** The trust domain used when none is given, Istio's default. */
@@ -364,7 +369,7 @@ export function issueLeaf(opts: IssueLeafOptions): IssuedCert {
   const notBefore = opts.notBefore ?? new Date(Date.now() - CLOCK_SKEW_MS);
   const notAfter = opts.notAfter ?? new Date(notBefore.getTime() + (opts.validityHours ?? 24) * 3_600_000);
   if (notAfter.getTime() <= notBefore.getTime()) throw new WaygateError('WG_CERT', 'notAfter must be later than notBefore');
-  const keys = newKeyPair();
+  const keys = opts.publicKey ? { spkiDer: opts.publicKey.export({ type: 'spki', format: 'der' }), keyPem: '' } : newKeyPair();
   const caSpki = new X509Certificate(ca.certPem).publicKey.export({ type: 'spki', format: 'der' });
   const subjectAttrs: Array<[string, string]> = [[OID.organization, ORGANIZATION]];
   if (opts.commonName !== undefined) subjectAttrs.push([OID.commonName, opts.commonName]);

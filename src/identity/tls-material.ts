@@ -142,6 +142,16 @@ export function loadTlsMaterial(files: TlsMaterialFiles): TlsMaterial {
   return validate(files, readAllSync(files));
 }
 
+/**
+ * Validates TLS material held in memory (a certificate the mesh CA just issued, a key generated in
+ * this process) with the same checks as files; `origin` names it in `WG_CERT` messages.
+ */
+export function tlsMaterialFromPem(pem: { cert: string; key: string; ca: string; origin: string }): TlsMaterial {
+  const files = { certFile: `${pem.origin} (certificate chain)`, keyFile: `${pem.origin} (private key)`, trustBundleFiles: [`${pem.origin} (trust bundle)`] };
+  const raw = { cert: pem.cert, key: pem.key, bundles: [{ file: files.trustBundleFiles[0]!, pem: pem.ca }], contentHash: hashOf([pem.cert, pem.key, pem.ca]) };
+  return validate(files, raw);
+}
+
 /** Options of {@link TlsMaterialWatcher}. */
 export interface TlsMaterialWatcherOptions extends TlsMaterialFiles {
   /** Quiet period after the last file event before reloading; default 200 ms (a Secret update touches several files). */
