@@ -1,0 +1,298 @@
+/**
+ * The gateway's certificate from istiod's CA, kept current: a TlsMaterialSource (material-source.ts)
+ * that asks for a certificate at start, renews it at half its lifetime as istio-agent and ztunnel
+ * do (Istio's SECRET_GRACE_PERIOD_RATIO 0.5, with ±1% jitter so that replicas started together do
+ * not renew together), and retries a failed renewal with exponential backoff while the material in
+ * force keeps serving. Every answer is verified (verify.ts) before it is used.
+ *
+ * One request at a time, one timer at a time; close() cancels both.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { WaygateError } from '../../errors.ts';
+import type { TlsMaterialSource } from '../material-source.ts';
+import { parseSpiffeId } from '../spiffe.ts';
+import type { TlsMaterial } from '../tls-material.ts';
+import { loadTrustBundle } from '../trust-bundle.ts';
+import { caServerName, createCertificate } from './client.ts';
+import { createCsr } from './csr.ts';
+import { verifyIssuedChain } from './verify.ts';
+
+/** Options of {@link startIstioCaSource}. */
+export interface IstioCaSourceOptions {
+  /** istiod's CA endpoint, `host:port`, e.g. `istiod.istio-system.svc:15012`. */
+  address: string;
+  /** The name istiod's serving certificate is verified for; default the host of `address`. */
+  serverName?: string;
+  /** The mesh root PEM file(s) (`istio-ca-root-cert`): they verify istiod and the issued chain, and become the trust bundle. */
+  rootCertFiles: readonly string[];
+  /** The projected service-account token (audience `istio-ca`), re-read for every request. */
+  tokenFile: string;
+  /** Sent as the `ClusterID` metadata entry (istio-agent's CLUSTER_ID). */
+  clusterId: string;
+  /** The SPIFFE ID to ask for, `spiffe://<td>/ns/<ns>/sa/<sa>`; istiod issues the token's, so they must agree. */
+  identity: string;
+  /** Requested lifetime, sent as validity_duration in seconds; default 86,400,000 (istio's 24 h). istiod may shorten it. */
+  requestedTtlMs?: number;
+  /** Deadline of each request; default 10,000. */
+  requestTimeoutMs?: number;
+  /** First retry delay after a failed renewal, doubled per failure; default 1,000. */
+  initialBackoffMs?: number;
+  /** Cap of the retry delay; default 30,000. */
+  maxBackoffMs?: number;
+  log?: Logger;
+}
+
+/** What an operator needs to see (debug endpoints, metrics). */
+export interface IstioCaStatus {
+  identity: string;
+  address: string;
+  /** The certificate in force. */
+  fingerprint: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** When the certificate in force was issued (received and verified). */
+  issuedAt: Date;
+  /** When the next request is due (a renewal, or a retry after a failure); undefined while one runs or after close(). */
+  nextAttemptAt: Date | undefined;
+  /** The most recent failure, cleared by the next success. */
+  lastError: WaygateError | undefined;
+  lastErrorAt: Date | undefined;
+  /** Failed requests since the last success. */
+  consecutiveFailures: number;
+  /** Certificates issued and put in force since start (the first one included). */
+  issuedCount: number;
+  closed: boolean;
+}
+
+/** Istio's SECRET_GRACE_PERIOD_RATIO: renew once half the lifetime has passed. */
+export const RENEW_AT_LIFETIME_FRACTION = 0.5;
+/** Jitter on that fraction (Istio's SECRET_GRACE_PERIOD_RATIO_JITTER). */
+export const RENEW_JITTER_FRACTION = 0.01;
+
+const DEFAULTS = { requestedTtlMs: 86_400_000, requestTimeoutMs: 10_000, initialBackoffMs: 1_000, maxBackoffMs: 30_000 } as const;
+
+type Settings = Required<Omit<IstioCaSourceOptions, 'serverName' | 'log'>> & Pick<IstioCaSourceOptions, 'serverName' | 'log'>;
+
+function positive(name: string, value: number): number {
+  if (!Number.isFinite(value) || value <= 0) throw new WaygateError('WG_CA', `${name} must be a positive number of milliseconds, got ${value}`);
+  return value;
+}
+
+function settingsOf(opts: IstioCaSourceOptions): Settings {
+  if (parseSpiffeId(opts.identity) === null) throw new WaygateError('WG_CA', `"${opts.identity}" is not a SPIFFE ID to ask istiod for`);
+  if (opts.rootCertFiles.length === 0) throw new WaygateError('WG_CA', 'no mesh root file given to verify istiod and its certificates with');
+  caServerName(opts.address, opts.serverName); // the address must parse
+  const s: Settings = {
+    address: opts.address,
+    rootCertFiles: [...opts.rootCertFiles],
+    tokenFile: opts.tokenFile,
+    clusterId: opts.clusterId,
+    identity: opts.identity,
+    requestedTtlMs: positive('requestedTtlMs', opts.requestedTtlMs ?? DEFAULTS.requestedTtlMs),
+    requestTimeoutMs: positive('requestTimeoutMs', opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs),
+    initialBackoffMs: positive('initialBackoffMs', opts.initialBackoffMs ?? DEFAULTS.initialBackoffMs),
+    maxBackoffMs: positive('maxBackoffMs', opts.maxBackoffMs ?? DEFAULTS.maxBackoffMs),
+  };
+  if (opts.serverName !== undefined) s.serverName = opts.serverName;
+  if (opts.log !== undefined) s.log = opts.log;
+  return s;
+}
+
+/** One request: key, CSR, call, verification. Rejects with WG_CA. */
+async function issue(s: Settings, signal: AbortSignal): Promise<TlsMaterial> {
+  const csr = await createCsr(s.identity);
+  signal.throwIfAborted();
+  const certChain = await createCertificate(
+    {
+      address: s.address,
+      ...(s.serverName !== undefined ? { serverName: s.serverName } : {}),
+      rootCertFiles: s.rootCertFiles,
+      tokenFile: s.tokenFile,
+      clusterId: s.clusterId,
+      requestTimeoutMs: s.requestTimeoutMs,
+    },
+    { csr: csr.csrPem, validity_duration: Math.max(1, Math.round(s.requestedTtlMs / 1000)) },
+    signal,
+  );
+  let anchors;
+  try {
+    anchors = loadTrustBundle(s.rootCertFiles).certificates;
+  } catch (err) {
+    throw new WaygateError('WG_CA', `the mesh root to verify istiod's certificate with: ${(err as Error).message}`, { cause: err });
+  }
+  return verifyIssuedChain(certChain, {
+    identity: s.identity,
+    keyPem: csr.keyPem,
+    anchors,
+    rootCertFiles: s.rootCertFiles,
+    tokenFile: s.tokenFile,
+    address: s.address,
+    nowMs: Date.now(),
+  });
+}
+
+function asCaError(err: unknown): WaygateError {
+  if (err instanceof WaygateError) return err.code === 'WG_CA' ? err : new WaygateError('WG_CA', err.message, { cause: err });
+  return new WaygateError('WG_CA', `certificate request failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/**
+ * The certificate from istiod, renewed before it expires. Create it with {@link startIstioCaSource}.
+ *
+ * Events (material-source.ts): `'update'` (material: TlsMaterial) after a renewal put new, verified
+ * material in force; `'error'` (err: WaygateError, code WG_CA) after a failed renewal, the current
+ * material staying in force and a retry scheduled; emitted only when someone listens.
+ */
+export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
+  readonly #s: Settings;
+  #current: TlsMaterial;
+  #issuedAt: Date;
+  #issuedCount = 1;
+  #timer: NodeJS.Timeout | undefined;
+  #nextAttemptAt: Date | undefined;
+  #inFlight: AbortController | undefined;
+  #failures = 0;
+  #lastErrorAt: Date | undefined;
+  #closed = false;
+  lastError: WaygateError | undefined;
+
+  /** @internal Use {@link startIstioCaSource}. */
+  constructor(settings: Settings, first: TlsMaterial) {
+    super();
+    this.#s = settings;
+    this.#current = first;
+    this.#issuedAt = first.loadedAt;
+    this.#scheduleRenewal();
+  }
+
+  get current(): TlsMaterial {
+    return this.#current;
+  }
+
+  status(): IstioCaStatus {
+    return {
+      identity: this.#s.identity,
+      address: this.#s.address,
+      fingerprint: this.#current.fingerprint,
+      notBefore: new Date(this.#current.leaf.validFrom),
+      notAfter: this.#current.notAfter,
+      issuedAt: this.#issuedAt,
+      nextAttemptAt: this.#nextAttemptAt,
+      lastError: this.lastError,
+      lastErrorAt: this.#lastErrorAt,
+      consecutiveFailures: this.#failures,
+      issuedCount: this.#issuedCount,
+      closed: this.#closed,
+    };
+  }
+
+  /** The renewal time of the material in force: notBefore + lifetime × (0.5 ± 0.01). */
+  #renewalTime(): number {
+    const notBefore = new Date(this.#current.leaf.validFrom).getTime();
+    const lifetime = this.#current.notAfter.getTime() - notBefore;
+    const fraction = RENEW_AT_LIFETIME_FRACTION + (Math.random() * 2 - 1) * RENEW_JITTER_FRACTION;
+    return notBefore + lifetime * fraction;
+  }
+
+  #scheduleRenewal(): void {
+    // Never sooner than the first backoff step: a certificate already past its half-life (a CA
+    // backdating notBefore, a clock step) must not turn into back-to-back requests.
+    this.#schedule(Math.max(this.#renewalTime() - Date.now(), this.#s.initialBackoffMs));
+  }
+
+  #scheduleRetry(): void {
+    const exp = this.#s.initialBackoffMs * 2 ** Math.min(this.#failures - 1, 30);
+    // ±10% so that replicas failing together do not retry together.
+    this.#schedule(Math.min(exp, this.#s.maxBackoffMs) * (0.9 + Math.random() * 0.2));
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#closed) return;
+    this.#nextAttemptAt = new Date(Date.now() + delayMs);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#nextAttemptAt = undefined;
+      void this.#renew();
+    }, delayMs);
+    // The listeners keep the process alive; a source nobody closed must not.
+    this.#timer.unref();
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#closed) return;
+    const abort = new AbortController();
+    this.#inFlight = abort;
+    let next: TlsMaterial;
+    try {
+      next = await issue(this.#s, abort.signal);
+    } catch (err) {
+      this.#inFlight = undefined;
+      if (this.#closed) return;
+      this.#fail(asCaError(err));
+      return;
+    }
+    this.#inFlight = undefined;
+    if (this.#closed) return;
+    this.#current = next;
+    this.#issuedAt = next.loadedAt;
+    this.#issuedCount += 1;
+    this.#failures = 0;
+    this.lastError = undefined;
+    this.#scheduleRenewal();
+    this.#s.log?.info(
+      { identity: this.#s.identity, fingerprint: next.fingerprint, notAfter: next.notAfter.toISOString(), nextRenewalAt: this.#nextAttemptAt?.toISOString() },
+      'renewed the gateway certificate from istiod',
+    );
+    this.emit('update', next);
+  }
+
+  #fail(err: WaygateError): void {
+    this.#failures += 1;
+    this.lastError = err;
+    this.#lastErrorAt = new Date();
+    this.#scheduleRetry();
+    const expired = this.#current.notAfter.getTime() <= Date.now();
+    const fields = {
+      err: err.message,
+      consecutiveFailures: this.#failures,
+      notAfter: this.#current.notAfter.toISOString(),
+      nextAttemptAt: this.#nextAttemptAt?.toISOString(),
+    };
+    if (expired) this.#s.log?.error(fields, 'renewing the gateway certificate failed and the one in force has expired: peers refuse new connections until a renewal succeeds');
+    else this.#s.log?.warn(fields, 'renewing the gateway certificate failed; the current one stays in force');
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+
+  /** Stops renewing: the timer is cleared and a request in flight is cancelled. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#nextAttemptAt = undefined;
+    this.#inFlight?.abort();
+    this.#inFlight = undefined;
+  }
+}
+
+/**
+ * Asks istiod for the first certificate and resolves once it is issued and verified; rejects with
+ * WG_CA saying why otherwise (unreachable address, refused token, wrong identity, untrusted chain,
+ * invalid dates). There is no retry at start: a gateway without a certificate cannot serve, and
+ * the failure belongs in front of whoever starts it (the kubelet restarts the pod with backoff).
+ */
+export async function startIstioCaSource(opts: IstioCaSourceOptions): Promise<IstioCaSource> {
+  const s = settingsOf(opts);
+  let first: TlsMaterial;
+  try {
+    first = await issue(s, new AbortController().signal);
+  } catch (err) {
+    throw asCaError(err);
+  }
+  const source = new IstioCaSource(s, first);
+  s.log?.info(
+    { identity: s.identity, address: s.address, fingerprint: first.fingerprint, notAfter: first.notAfter.toISOString(), nextRenewalAt: source.status().nextAttemptAt?.toISOString() },
+    'gateway certificate issued by istiod',
+  );
+  return source;
+}

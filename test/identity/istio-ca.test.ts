@@ -1,0 +1,338 @@
+/**
+ * The certificate source backed by istiod's CA (src/identity/istio-ca/), against a real local gRPC
+ * server over TLS (test/helpers/fake-istio-ca.ts): the first certificate, what is refused and why,
+ * renewal at half the lifetime, retries, close().
+ */
+import { describe, it, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import forge from 'node-forge';
+import { WaygateError } from '../../src/errors.ts';
+import { uriSansFromDer } from '../../src/identity/peer-identity.ts';
+import { startIstioCaSource, type IstioCaSource, type IstioCaSourceOptions } from '../../src/identity/istio-ca/source.ts';
+import type { TlsMaterial } from '../../src/identity/tls-material.ts';
+import { parsePemCertificates } from '../../src/identity/trust-bundle.ts';
+import { GATEWAY_TOKEN, startFakeIstioCa, type FakeIstioCa } from '../helpers/fake-istio-ca.ts';
+import { GATEWAY_SPIFFE_ID, spiffe, testPki } from '../helpers/pki.ts';
+import { within } from '../helpers/wait.ts';
+
+const pki = testPki();
+const dir = mkdtempSync(join(tmpdir(), 'waygate-istio-ca-'));
+const rootFile = join(dir, 'root-cert.pem');
+writeFileSync(rootFile, pki.trustBundlePem);
+let files = 0;
+
+/** A token file of its own per test (tests rewrite theirs). */
+function tokenFile(token: string): string {
+  const f = join(dir, `token-${++files}`);
+  writeFileSync(f, `${token}\n`);
+  return f;
+}
+
+function options(ca: FakeIstioCa, extra: Partial<IstioCaSourceOptions> = {}): IstioCaSourceOptions {
+  return {
+    address: ca.address,
+    serverName: ca.serverName,
+    rootCertFiles: [rootFile],
+    tokenFile: tokenFile(GATEWAY_TOKEN),
+    clusterId: 'Kubernetes',
+    identity: GATEWAY_SPIFFE_ID,
+    initialBackoffMs: 10,
+    maxBackoffMs: 40,
+    ...extra,
+  };
+}
+
+function sanOf(m: TlsMaterial): string | undefined {
+  return uriSansFromDer(m.leaf.raw)[0];
+}
+
+/** Rejection with WG_CA whose message matches every pattern. */
+async function rejectsWithCa(p: Promise<unknown>, ...patterns: RegExp[]): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof WaygateError, `not a WaygateError: ${String(err)}`);
+    assert.equal(err.code, 'WG_CA');
+    for (const re of patterns) assert.match(err.message, re);
+    return true;
+  });
+}
+
+/** Resolves with the next event `name` of `source` (not events.once, which rejects on 'error'). */
+function next<T>(source: IstioCaSource, name: 'update' | 'error'): Promise<T> {
+  return within(new Promise<T>((resolve) => source.once(name, resolve)), `'${name}' event`);
+}
+
+describe('istiod CA source', () => {
+  let ca: FakeIstioCa;
+  const sources: IstioCaSource[] = [];
+  before(async () => {
+    ca = await startFakeIstioCa();
+  });
+  after(async () => {
+    for (const s of sources) s.close();
+    await ca.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const start = async (opts: IstioCaSourceOptions): Promise<IstioCaSource> => {
+    const s = await startIstioCaSource(opts);
+    sources.push(s);
+    return s;
+  };
+
+  it('issues the configured identity, chained to the mesh root, and sends the token and the cluster ID', async () => {
+    const opts = options(ca);
+    const before = ca.calls;
+    const source = await start(opts);
+    const m = source.current;
+    assert.equal(ca.calls, before + 1);
+    assert.equal(sanOf(m), GATEWAY_SPIFFE_ID);
+    // Presented: the leaf and the intermediate, not the root; trusted: the mesh root.
+    const presented = parsePemCertificates(m.cert, 'cert');
+    assert.deepEqual(presented.map((c) => c.fingerprint256), [m.fingerprint, pki.intermediate.fingerprint256]);
+    assert.equal(m.ca, pki.root.certPem);
+    assert.ok(m.leaf.checkPrivateKey((await import('node:crypto')).createPrivateKey(m.key)));
+    // What istiod saw: istio-agent's metadata and request.
+    const seen = ca.last!;
+    assert.equal(seen.metadata['authorization'], `Bearer ${GATEWAY_TOKEN}`);
+    assert.equal(seen.metadata['clusterid'], 'Kubernetes');
+    assert.equal(seen.validitySeconds, 86_400);
+    const csr = forge.pki.certificationRequestFromPem(seen.csr);
+    assert.ok(csr.verify());
+    assert.equal((csr.publicKey as forge.pki.rsa.PublicKey).n.bitLength(), 2048);
+    const ext = (csr.getAttribute({ name: 'extensionRequest' }) as unknown as { extensions: Array<{ name: string; critical: boolean; altNames: Array<{ type: number; value: string }> }> }).extensions;
+    assert.deepEqual(
+      ext.map((e) => [e.name, e.critical, e.altNames]),
+      [['subjectAltName', true, [{ type: 6, value: GATEWAY_SPIFFE_ID }]]],
+    );
+    // Renewal due at half the lifetime (±1%).
+    const st = source.status();
+    assert.equal(st.identity, GATEWAY_SPIFFE_ID);
+    assert.equal(st.notAfter.getTime(), m.notAfter.getTime());
+    assert.equal(st.consecutiveFailures, 0);
+    assert.equal(st.lastError, undefined);
+    assert.equal(st.issuedCount, 1);
+    const life = st.notAfter.getTime() - st.notBefore.getTime();
+    const at = st.nextAttemptAt!.getTime() - st.notBefore.getTime();
+    assert.ok(at >= life * 0.49 && at <= life * 0.51, `renewal at ${at} ms of ${life} ms`);
+  });
+
+  it('serves mutual TLS with the issued material (RSA key under the EC mesh CA)', async () => {
+    const m = (await start(options(ca))).current;
+    const server = tls.createServer({ cert: m.cert, key: m.key, ca: m.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (s) => s.end('ok'));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const client = tls.connect({
+        port: (server.address() as AddressInfo).port,
+        host: '127.0.0.1',
+        cert: m.cert,
+        key: m.key,
+        ca: m.ca,
+        checkServerIdentity: () => undefined, // SPIFFE peers are checked by URI SAN, not host name
+      });
+      const [data] = await within(once(client, 'data'), 'data over mutual TLS');
+      assert.equal(String(data), 'ok');
+      assert.equal(uriSansFromDer(client.getPeerX509Certificate()!.raw)[0], GATEWAY_SPIFFE_ID);
+      client.destroy();
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a refused token: WG_CA naming the token file and UNAUTHENTICATED', async () => {
+    const opts = options(ca, { tokenFile: tokenFile('not-a-token') });
+    await rejectsWithCa(startIstioCaSource(opts), new RegExp(`refused the token in ${opts.tokenFile}`), /UNAUTHENTICATED/, new RegExp(ca.address));
+  });
+
+  it('an unknown cluster ID is refused as istiod does (UNAUTHENTICATED)', async () => {
+    await rejectsWithCa(startIstioCaSource(options(ca, { clusterId: 'other-cluster' })), /UNAUTHENTICATED/, /"other-cluster"/);
+    assert.equal(ca.last!.metadata['clusterid'], 'other-cluster');
+  });
+
+  it('a missing or empty token file: WG_CA naming it, and nothing sent', async () => {
+    const before = ca.calls;
+    const missing = join(dir, 'no-such-token');
+    await rejectsWithCa(startIstioCaSource(options(ca, { tokenFile: missing })), new RegExp(`${missing}: cannot read`), /istio-ca/);
+    await rejectsWithCa(startIstioCaSource(options(ca, { tokenFile: tokenFile('') })), /token for istiod is empty/);
+    assert.equal(ca.calls, before);
+  });
+
+  it('another identity than the configured one is refused, saying which and why', async () => {
+    ca.tokens.set('token-of-other', spiffe('other', 'shop'));
+    const opts = options(ca, { tokenFile: tokenFile('token-of-other') });
+    await rejectsWithCa(
+      startIstioCaSource(opts),
+      /issued spiffe:\/\/cluster\.local\/ns\/shop\/sa\/other, not the configured identity spiffe:\/\/cluster\.local\/ns\/waygate\/sa\/gateway/,
+      new RegExp(`token in ${opts.tokenFile}`),
+      /service account differs/,
+    );
+  });
+
+  const misbehaving: Array<[Parameters<FakeIstioCa['misbehaveNext']>[0], RegExp]> = [
+    ['expired', /expired at .*refused/],
+    ['not-yet-valid', /not valid before .*refused/],
+    ['other-key', /certificate for another key/],
+    ['foreign-root', /does not chain to the mesh root in .*root-cert\.pem/],
+  ];
+  for (const [kind, message] of misbehaving) {
+    it(`a certificate that is ${kind} is refused`, async () => {
+      ca.misbehaveNext(kind);
+      await rejectsWithCa(startIstioCaSource(options(ca)), message);
+      assert.equal(ca.last!.misbehaviour, kind);
+    });
+  }
+
+  it('istiod whose serving certificate does not chain to the mesh root is refused before anything is sent', async () => {
+    const rogue = await startFakeIstioCa({ serving: 'foreign' });
+    try {
+      await rejectsWithCa(startIstioCaSource(options(rogue)), new RegExp(`cannot reach istiod at ${rogue.address}`), /UNAVAILABLE/, /root-cert\.pem/);
+      assert.equal(rogue.calls, 0);
+    } finally {
+      await rogue.close();
+    }
+  });
+
+  it('istiod presenting a certificate for another name is refused', async () => {
+    const before = ca.calls;
+    await rejectsWithCa(startIstioCaSource(options(ca, { serverName: 'istiod.elsewhere.svc' })), /UNAVAILABLE/, /istiod\.elsewhere\.svc/);
+    assert.equal(ca.calls, before);
+  });
+
+  it('an unreachable address: the error names it', async () => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const address = `127.0.0.1:${(probe.address() as AddressInfo).port}`;
+    await new Promise((r) => probe.close(r));
+    await rejectsWithCa(startIstioCaSource(options(ca, { address })), new RegExp(`cannot reach istiod at ${address}`));
+  });
+
+  it('renews at half the lifetime, re-reading the token file for every request', async () => {
+    ca.tokens.set('rotated-token', GATEWAY_SPIFFE_ID);
+    ca.lifetimeMs = 2_000;
+    try {
+      const opts = options(ca);
+      const source = await start(opts);
+      const first = source.current;
+      const updated = next<TlsMaterial>(source, 'update');
+      writeFileSync(opts.tokenFile, 'rotated-token\n'); // the kubelet rotating the projected token
+      const second = await updated;
+      assert.equal(ca.last!.metadata['authorization'], 'Bearer rotated-token');
+      assert.notEqual(second.fingerprint, first.fingerprint);
+      assert.equal(sanOf(second), GATEWAY_SPIFFE_ID);
+      assert.equal(source.current, second);
+      const third = await next<TlsMaterial>(source, 'update');
+      assert.notEqual(third.fingerprint, second.fingerprint);
+      const st = source.status();
+      assert.equal(st.issuedCount, 3);
+      assert.equal(st.fingerprint, third.fingerprint);
+      assert.ok(st.nextAttemptAt!.getTime() < third.notAfter.getTime());
+      source.close();
+    } finally {
+      ca.lifetimeMs = undefined;
+    }
+  });
+
+  it('a failed renewal keeps the material in force, emits error, and retries with backoff until it succeeds', async () => {
+    ca.lifetimeMs = 2_000;
+    try {
+      const source = await start(options(ca));
+      const first = source.current;
+      const base = ca.calls;
+      ca.failNext(3, grpcStatus.UNAVAILABLE, 'istiod restarting');
+      const errors: WaygateError[] = [];
+      source.on('error', (err: WaygateError) => {
+        errors.push(err);
+        // Still serving the certificate in force.
+        assert.equal(source.current, first);
+        assert.equal(source.status().consecutiveFailures, errors.length);
+      });
+      const renewed = await next<TlsMaterial>(source, 'update');
+      assert.equal(errors.length, 3);
+      for (const e of errors) {
+        assert.equal(e.code, 'WG_CA');
+        assert.match(e.message, /UNAVAILABLE: istiod restarting/);
+      }
+      assert.equal(ca.calls, base + 4);
+      assert.notEqual(renewed.fingerprint, first.fingerprint);
+      const st = source.status();
+      assert.equal(st.consecutiveFailures, 0);
+      assert.equal(st.lastError, undefined);
+      assert.equal(source.lastError, undefined);
+      source.close();
+    } finally {
+      ca.lifetimeMs = undefined;
+    }
+  });
+
+  it('a renewal refused for its content (expired) is an error like any other, then retried', async () => {
+    ca.lifetimeMs = 2_000;
+    try {
+      const source = await start(options(ca));
+      ca.misbehaveNext('expired');
+      const err = await next<WaygateError>(source, 'error');
+      assert.equal(err.code, 'WG_CA');
+      assert.match(err.message, /expired at/);
+      assert.equal(source.status().lastError, err);
+      await next<TlsMaterial>(source, 'update');
+      source.close();
+    } finally {
+      ca.lifetimeMs = undefined;
+    }
+  });
+
+  it('close() during a retry stops it: a pending retry and a request in flight', async () => {
+    ca.lifetimeMs = 2_000;
+    try {
+      // A retry pending: closed right after a failure.
+      const pending = await start(options(ca));
+      ca.failNext(1, grpcStatus.UNAVAILABLE);
+      await next<WaygateError>(pending, 'error');
+      assert.ok(pending.status().nextAttemptAt !== undefined);
+      pending.close();
+      assert.equal(pending.status().nextAttemptAt, undefined);
+      assert.equal(pending.status().closed, true);
+
+      // A retry in flight: cancelled at the server.
+      const inFlight = await start(options(ca));
+      ca.failNext(1, grpcStatus.UNAVAILABLE);
+      await next<WaygateError>(inFlight, 'error');
+      ca.holdNext();
+      await within(once(ca, 'call'), 'the retried call');
+      const cancelled = within(once(ca, 'cancelled'), 'the held call cancelled');
+      inFlight.close();
+      await cancelled;
+
+      const late: string[] = [];
+      for (const s of [pending, inFlight]) {
+        s.on('update', () => late.push('update'));
+        s.on('error', () => late.push('error'));
+      }
+      const callsAtClose = ca.calls;
+      // A later event: another source's first certificate and its renewal (about a second later,
+      // far beyond the closed sources' 40 ms backoff).
+      const witness = await start(options(ca));
+      await next<TlsMaterial>(witness, 'update');
+      witness.close();
+      assert.equal(ca.calls, callsAtClose + 2, 'only the witness asked istiod after close()');
+      assert.deepEqual(late, []);
+    } finally {
+      ca.lifetimeMs = undefined;
+    }
+  });
+
+  it('refuses options that cannot work, before asking', async () => {
+    const before = ca.calls;
+    await rejectsWithCa(startIstioCaSource(options(ca, { identity: 'gateway' })), /not a SPIFFE ID/);
+    await rejectsWithCa(startIstioCaSource(options(ca, { rootCertFiles: [] })), /no mesh root file/);
+    await rejectsWithCa(startIstioCaSource(options(ca, { address: 'istiod' })), /not host:port/);
+    await rejectsWithCa(startIstioCaSource(options(ca, { rootCertFiles: [join(dir, 'missing-root.pem')] })), /missing-root\.pem/);
+    assert.equal(ca.calls, before);
+  });
+});
