@@ -31,17 +31,36 @@ export interface ImportPosition {
   path: string;
 }
 
+/**
+ * Why something is refused, as a stable code for scripts (`policy import -o json`); `invalid` is
+ * input Istio or Kubernetes would reject too (wrong shape, missing name).
+ */
+export type RefusalReason =
+  | 'invalid' | 'unknown-field' | 'invalid-value' | 'invalid-address' | 'invalid-port' | 'empty-match'
+  | 'http-attribute' | 'unknown-when-key' | 'custom-action' | 'unknown-action' | 'workload-selector' | 'target-ref'
+  | 'list-document' | 'api-version' | 'duplicate-policy'
+  | 'egress' | 'policy-type' | 'pod-selector' | 'namespace-selector' | 'named-port' | 'protocol';
+
 /** Something the importer will not translate, with where it is and why. */
 export interface Refusal extends ImportPosition {
   /** The Istio policy (`namespace/name`), or null when the document has no usable name. */
   policy: string | null;
   message: string;
+  reason?: RefusalReason;
 }
+
+/**
+ * What a note is about, for scripts: `destination-side` is a policy the destination's ztunnel
+ * enforces by identity (it would deny everything waygate forwards while it stays applied),
+ * `matches-nothing` a policy without rules, `skipped` a document of another kind.
+ */
+export type NoteKind = 'destination-side' | 'matches-nothing' | 'skipped' | 'scope' | 'translation';
 
 /** Something true about the translation a reviewer must know (never a change of verdict). */
 export interface ImportNote extends ImportPosition {
   policy: string | null;
   message: string;
+  kind?: NoteKind;
 }
 
 /** Istio string matching as ztunnel does it (src/rbac.rs StringMatch). */
@@ -148,15 +167,15 @@ export function importIstio(inputs: readonly ImportInput[], opts: IstioImportOpt
     const apiVersion = scalarString(root.get('apiVersion', true) as Node | undefined);
     const kind = scalarString(root.get('kind', true) as Node | undefined);
     if (kind === 'List' || kind === 'AuthorizationPolicyList') {
-      out.refusals.push({ ...pos(root, 'kind'), policy: null, message: `a ${kind} is not read: give the AuthorizationPolicies as separate documents (split with ---)` });
+      out.refusals.push({ ...pos(root, 'kind'), policy: null, message: `a ${kind} is not read: give the AuthorizationPolicies as separate documents (split with ---)`, reason: 'list-document' });
       return;
     }
     if (kind !== 'AuthorizationPolicy' || apiVersion === null || !/^security\.istio\.io\//.test(apiVersion)) {
-      out.notes.push({ ...pos(root, ''), policy: null, message: `skipped: not an Istio AuthorizationPolicy (apiVersion ${apiVersion ?? '?'}, kind ${kind ?? '?'})` });
+      out.notes.push({ ...pos(root, ''), policy: null, message: `skipped: not an Istio AuthorizationPolicy (apiVersion ${apiVersion ?? '?'}, kind ${kind ?? '?'})`, kind: 'skipped' });
       return;
     }
     if (!ISTIO_API.test(apiVersion)) {
-      out.refusals.push({ ...pos(root.get('apiVersion', true) as Node, 'apiVersion'), policy: null, message: `apiVersion ${apiVersion} is not translated: only security.istio.io/v1 and v1beta1` });
+      out.refusals.push({ ...pos(root.get('apiVersion', true) as Node, 'apiVersion'), policy: null, message: `apiVersion ${apiVersion} is not translated: only security.istio.io/v1 and v1beta1`, reason: 'api-version' });
       return;
     }
     const p = new PolicyParser(root, pos, out, rootNamespace, clusterDomain);
@@ -167,7 +186,7 @@ export function importIstio(inputs: readonly ImportInput[], opts: IstioImportOpt
   for (const p of out.policies) {
     const other = seen.get(p.waygateName);
     if (other !== undefined) {
-      out.refusals.push({ ...p.origin, policy: `${p.namespace}/${p.name}`, message: `the policy ${p.namespace}/${p.name} is given twice (also at ${other.origin.file}:${other.origin.line}:${other.origin.col})` });
+      out.refusals.push({ ...p.origin, policy: `${p.namespace}/${p.name}`, message: `the policy ${p.namespace}/${p.name} is given twice (also at ${other.origin.file}:${other.origin.line}:${other.origin.col})`, reason: 'duplicate-policy' });
     }
     seen.set(p.waygateName, p);
   }
@@ -220,13 +239,13 @@ export class DocumentReader {
     protected readonly out: Pick<IstioImportResult, 'refusals' | 'notes'>,
   ) {}
 
-  protected refuse(node: Node | null | undefined, path: string, message: string): void {
+  protected refuse(node: Node | null | undefined, path: string, message: string, reason: RefusalReason = 'invalid'): void {
     this.failed = true;
-    this.out.refusals.push({ ...this.pos(node, path), policy: this.policyId, message });
+    this.out.refusals.push({ ...this.pos(node, path), policy: this.policyId, message, reason });
   }
 
-  protected note(node: Node | null | undefined, path: string, message: string): void {
-    this.out.notes.push({ ...this.pos(node, path), policy: this.policyId, message });
+  protected note(node: Node | null | undefined, path: string, message: string, kind: NoteKind = 'translation'): void {
+    this.out.notes.push({ ...this.pos(node, path), policy: this.policyId, message, kind });
   }
 
   /** The pairs of a mapping node, refusing keys outside `known` (Istio rejects unknown fields too). */
@@ -241,7 +260,7 @@ export class DocumentReader {
       const k = isScalar(pair.key) ? String(pair.key.value) : '?';
       const sub = path === '' ? k : `${path}.${k}`;
       if (!known.includes(k)) {
-        this.refuse(pair.key, sub, `unknown field "${k}"`);
+        this.refuse(pair.key, sub, `unknown field "${k}"`, 'unknown-field');
         continue;
       }
       res.set(k, { key: pair.key, value: pair.value });
@@ -269,7 +288,7 @@ export class DocumentReader {
     const res: string[] = [];
     for (const s of this.strings(node ?? null, path)) {
       const block = parseBlock(s.value);
-      if (block === null) this.refuse(s.node, s.path, `"${s.value}" is not an IP address or CIDR block`);
+      if (block === null) this.refuse(s.node, s.path, `"${s.value}" is not an IP address or CIDR block`, 'invalid-address');
       else res.push(block);
     }
     return res;
@@ -311,7 +330,7 @@ class PolicyParser extends DocumentReader {
       if (dr !== undefined) {
         const v = isScalar(dr) ? String(dr.value).toLowerCase() : '';
         if (v === 'true') dryRun = true;
-        else if (v !== 'false') this.refuse(dr, 'metadata.annotations.istio.io/dry-run', `istio.io/dry-run must be "true" or "false", got ${JSON.stringify(isScalar(dr) ? dr.value : '?')}`);
+        else if (v !== 'false') this.refuse(dr, 'metadata.annotations.istio.io/dry-run', `istio.io/dry-run must be "true" or "false", got ${JSON.stringify(isScalar(dr) ? dr.value : '?')}`, 'invalid-value');
       }
     }
     const specNode = top.get('spec')?.value ?? null;
@@ -321,9 +340,9 @@ class PolicyParser extends DocumentReader {
     let action: PolicyAction = 'ALLOW';
     if (actionText === 'ALLOW' || actionText === 'DENY' || actionText === 'AUDIT') action = actionText;
     else if (actionText === 'CUSTOM') {
-      this.refuse(actionNode, 'spec.action', 'CUSTOM delegates the decision to an external authorizer (spec.provider); waygate has no such call-out, so there is no faithful translation');
-    } else this.refuse(actionNode, 'spec.action', `unknown action ${JSON.stringify(actionText)}: ALLOW, DENY or AUDIT`);
-    if (spec.has('provider') && actionText !== 'CUSTOM') this.refuse(spec.get('provider')!.key, 'spec.provider', 'provider is only for CUSTOM, which is not translated');
+      this.refuse(actionNode, 'spec.action', 'CUSTOM delegates the decision to an external authorizer (spec.provider); waygate has no such call-out, so there is no faithful translation', 'custom-action');
+    } else this.refuse(actionNode, 'spec.action', `unknown action ${JSON.stringify(actionText)}: ALLOW, DENY or AUDIT`, 'unknown-action');
+    if (spec.has('provider') && actionText !== 'CUSTOM') this.refuse(spec.get('provider')!.key, 'spec.provider', 'provider is only for CUSTOM, which is not translated', 'custom-action');
 
     const scope = this.scope(spec, namespace);
     const rules: IstioRule[] = [];
@@ -340,17 +359,17 @@ class PolicyParser extends DocumentReader {
     const waygateName = `${namespace}.${name}`;
     if (rules.length === 0 && action === 'ALLOW') {
       this.note(rulesNode ?? specNode ?? this.root, 'spec.rules',
-        'an ALLOW policy without rules allows nothing: every tunnel it governs is denied unless another ALLOW policy matches; its waygate rule is `false`, which no PolicyTest case can reach (coverage counts it as unreached)');
+        'an ALLOW policy without rules allows nothing: every tunnel it governs is denied unless another ALLOW policy matches; its waygate rule is the constant `false`, which no PolicyTest case can reach (`policy test --coverage` lists it as matching nothing by construction, outside the percentage)', 'matches-nothing');
     }
     if (rules.length === 0 && action !== 'ALLOW') {
-      this.note(rulesNode ?? specNode ?? this.root, 'spec.rules', `a ${action} policy without rules matches nothing: it is translated as a rule that is \`false\``);
+      this.note(rulesNode ?? specNode ?? this.root, 'spec.rules', `a ${action} policy without rules matches nothing: it is translated as a rule that is \`false\``, 'matches-nothing');
     }
     // Without targetRefs a policy binds to workloads (the whole mesh from the root namespace), so
     // in ambient mode the destination's ztunnel enforces it, not the waypoint waygate stands in for.
     const atDestination = scope.kind === 'namespace' || (scope.kind === 'all' && scope.why === 'root-namespace');
     if (atDestination && action === 'ALLOW' && rules.some((r) => r.clauses.some((c) => c.some((m) => m.principals.length + m.namespaces.length + m.serviceAccounts.length > 0)))) {
       this.note(where, 'metadata.name',
-        `this policy binds to workloads (${scope.kind === 'namespace' ? `namespace ${namespace}` : 'the whole mesh'}), so the destination's ztunnel enforces it and allows by identity: while it stays applied in the mesh, the source ztunnel sees behind waygate is waygate's identity, so it would deny every tunnel waygate forwards. Remove it from the mesh (or bind it to the waypoint with targetRefs) once waygate enforces the imported copy`);
+        `this policy binds to workloads (${scope.kind === 'namespace' ? `namespace ${namespace}` : 'the whole mesh'}), so the destination's ztunnel enforces it and allows by identity: while it stays applied in the mesh, the source ztunnel sees behind waygate is waygate's identity, so it would deny every tunnel waygate forwards. Remove it from the mesh (or bind it to the waypoint with targetRefs) once waygate enforces the imported copy`, 'destination-side');
     }
     return { namespace, name, action, dryRun, scope, rules, waygateName, origin };
   }
@@ -359,7 +378,7 @@ class PolicyParser extends DocumentReader {
     const selector = spec.get('selector');
     if (selector !== undefined) {
       this.refuse(selector.key, 'spec.selector',
-        'a workload selector (matchLabels) names pods by label, which the gateway cannot see: the policy is not translated. Use targetRefs to the Service those pods back (a selector on destination.service), or write the waygate policy by hand');
+        'a workload selector (matchLabels) names pods by label, which the gateway cannot see: the policy is not translated. Use targetRefs to the Service those pods back (a selector on destination.service), or write the waygate policy by hand', 'workload-selector');
       return null;
     }
     const refs: Array<{ node: Node; path: string }> = [];
@@ -383,25 +402,25 @@ class PolicyParser extends DocumentReader {
       const name = scalarString(f.get('name')?.value);
       const ns = scalarString(f.get('namespace')?.value);
       if (ns !== null && ns !== namespace) {
-        this.refuse(f.get('namespace')!.value, `${r.path}.namespace`, 'Istio only binds targetRefs in the policy\'s own namespace');
+        this.refuse(f.get('namespace')!.value, `${r.path}.namespace`, 'Istio only binds targetRefs in the policy\'s own namespace', 'target-ref');
         continue;
       }
       if (name === null) {
-        this.refuse(r.node, `${r.path}.name`, 'a targetRef needs a name');
+        this.refuse(r.node, `${r.path}.name`, 'a targetRef needs a name', 'target-ref');
         continue;
       }
       if (kind === 'Gateway' && (group === 'gateway.networking.k8s.io' || group === '')) {
         gateway = true;
-        this.note(r.node, r.path, `targetRefs the Gateway ${namespace}/${name}: taken as the waypoint waygate stands in for, so the policy governs every tunnel`);
+        this.note(r.node, r.path, `targetRefs the Gateway ${namespace}/${name}: taken as the waypoint waygate stands in for, so the policy governs every tunnel`, 'scope');
       } else if (kind === 'Service' && (group === '' || group === 'core')) {
         hosts.push(`${name}.${namespace}.svc.${this.clusterDomain}`);
       } else {
         this.refuse(f.get('kind')?.value ?? r.node, `${r.path}.kind`,
-          `targetRefs to ${group === '' ? '' : group + '/'}${kind ?? '?'} is not translated: only a Service (a selector on destination.service) or the waypoint Gateway`);
+          `targetRefs to ${group === '' ? '' : group + '/'}${kind ?? '?'} is not translated: only a Service (a selector on destination.service) or the waypoint Gateway`, 'target-ref');
       }
     }
     if (gateway && hosts.length > 0) {
-      this.note(refs[0]!.node, 'spec.targetRefs', 'targets both the Gateway and Services: the Gateway already governs every tunnel');
+      this.note(refs[0]!.node, 'spec.targetRefs', 'targets both the Gateway and Services: the Gateway already governs every tunnel', 'scope');
     }
     if (gateway) return { kind: 'all', why: 'gateway' };
     if (hosts.length === 0) return null;
@@ -437,7 +456,7 @@ class PolicyParser extends DocumentReader {
       const f = this.fields(item as Node, p, [key]);
       const inner = f.get(key);
       if (inner === undefined || inner.value === null) {
-        this.refuse(item as Node, `${p}.${key}`, `an entry without ${key} fields: ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the fields or remove the entry`);
+        this.refuse(item as Node, `${p}.${key}`, `an entry without ${key} fields: ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the fields or remove the entry`, 'empty-match');
         return;
       }
       const m = parse(inner.value, `${p}.${key}`);
@@ -452,7 +471,7 @@ class PolicyParser extends DocumentReader {
     const m = emptyMatch();
     for (const k of SOURCE_HTTP) {
       const e = f.get(k);
-      if (e !== undefined) this.refuse(e.key, `${path}.${k}`, `${k} is an HTTP attribute (${k.toLowerCase().includes('request') ? 'a JWT\'s principal' : 'the X-Forwarded-For client address'}): waygate decides tunnels at L4 and never sees it`);
+      if (e !== undefined) this.refuse(e.key, `${path}.${k}`, `${k} is an HTTP attribute (${k.toLowerCase().includes('request') ? 'a JWT\'s principal' : 'the X-Forwarded-For client address'}): waygate decides tunnels at L4 and never sees it`, 'http-attribute');
     }
     const strMatches = (k: string, principal: boolean) => {
       const e = f.get(k);
@@ -468,7 +487,7 @@ class PolicyParser extends DocumentReader {
       for (const s of this.strings(e.value, `${path}.${k}`)) {
         const parts = s.value.split('/');
         if (parts.length !== 2 || parts[0] === '' || parts[1] === '' || s.value.includes('*')) {
-          this.refuse(s.node, s.path, `"${s.value}" is not a service account as ztunnel matches it: <namespace>/<serviceaccount>, exactly (no wildcards)`);
+          this.refuse(s.node, s.path, `"${s.value}" is not a service account as ztunnel matches it: <namespace>/<serviceaccount>, exactly (no wildcards)`, 'invalid-value');
           continue;
         }
         dest.push({ namespace: parts[0]!, serviceAccount: parts[1]! });
@@ -478,7 +497,7 @@ class PolicyParser extends DocumentReader {
     m.notSourceIps = this.ips(f.get('notIpBlocks')?.value, `${path}.notIpBlocks`);
     // Only lists that are all empty (or absent); a field refused above already says what is wrong.
     if (isEmptyMatch(m) && this.out.refusals.length === refusedBefore) {
-      this.refuse(node, path, 'an empty source (no field, or only empty lists): ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the entry');
+      this.refuse(node, path, 'an empty source (no field, or only empty lists): ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the entry', 'empty-match');
       return null;
     }
     return m;
@@ -489,13 +508,13 @@ class PolicyParser extends DocumentReader {
     const f = this.fields(node, path, ['ports', 'notPorts', ...OPERATION_HTTP]);
     for (const k of OPERATION_HTTP) {
       const e = f.get(k);
-      if (e !== undefined) this.refuse(e.key, `${path}.${k}`, `${k} is an HTTP attribute: waygate decides tunnels at L4 and never sees it (Istio enforces it only in a waypoint)`);
+      if (e !== undefined) this.refuse(e.key, `${path}.${k}`, `${k} is an HTTP attribute: waygate decides tunnels at L4 and never sees it (Istio enforces it only in a waypoint)`, 'http-attribute');
     }
     const m = emptyMatch();
     m.ports = this.ports(f.get('ports')?.value, `${path}.ports`);
     m.notPorts = this.ports(f.get('notPorts')?.value, `${path}.notPorts`);
     if (isEmptyMatch(m) && this.out.refusals.length === refusedBefore) {
-      this.refuse(node, path, 'an empty operation (no field, or only empty lists): ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the entry');
+      this.refuse(node, path, 'an empty operation (no field, or only empty lists): ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the entry', 'empty-match');
       return null;
     }
     return m;
@@ -514,7 +533,7 @@ class PolicyParser extends DocumentReader {
       const why = key.startsWith('request.') || key.startsWith('remote.')
         ? 'an HTTP attribute: waygate decides tunnels at L4 and never sees it'
         : `not one of the L4 keys ztunnel enforces (${WHEN_KEYS.join(', ')})`;
-      this.refuse(keyNode, `${path}.key`, `when key "${key}" is ${why}`);
+      this.refuse(keyNode, `${path}.key`, `when key "${key}" is ${why}`, key.startsWith('request.') || key.startsWith('remote.') ? 'http-attribute' : 'unknown-when-key');
       return null;
     }
     const values = f.get('values');
@@ -547,7 +566,7 @@ class PolicyParser extends DocumentReader {
     each(values, `${path}.values`, true);
     each(notValues, `${path}.notValues`, false);
     if (isEmptyMatch(m) && this.out.refusals.length === refusedBefore) {
-      this.refuse(node, path, 'a condition whose values and notValues are empty: ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the condition');
+      this.refuse(node, path, 'a condition whose values and notValues are empty: ztunnel skips an empty match (src/rbac.rs), so it matches nothing; give the values or remove the condition', 'empty-match');
       return null;
     }
     return m;
@@ -557,7 +576,7 @@ class PolicyParser extends DocumentReader {
   private stringMatch(s: { value: string; node: Node; path: string }, principal: boolean): StringMatch[] {
     const v = s.value;
     if (principal && v.startsWith('spiffe://')) {
-      this.refuse(s.node, s.path, `"${v}": Istio principals are written without "spiffe://" (ztunnel strips it before matching, so this value matches nothing); write "${v.slice('spiffe://'.length)}"`);
+      this.refuse(s.node, s.path, `"${v}": Istio principals are written without "spiffe://" (ztunnel strips it before matching, so this value matches nothing); write "${v.slice('spiffe://'.length)}"`, 'invalid-value');
       return [];
     }
     if (v === '*') return [{ kind: 'presence' }];
@@ -565,11 +584,11 @@ class PolicyParser extends DocumentReader {
     if (stars === 1 && v.endsWith('*')) return [{ kind: 'prefix', value: v.slice(0, -1) }];
     if (stars === 1 && v.startsWith('*')) return [{ kind: 'suffix', value: v.slice(1) }];
     if (stars > 0) {
-      this.refuse(s.node, s.path, `"${v}": Istio matches "*" only alone, at the start or at the end; elsewhere it is a literal character, which is almost certainly not meant`);
+      this.refuse(s.node, s.path, `"${v}": Istio matches "*" only alone, at the start or at the end; elsewhere it is a literal character, which is almost certainly not meant`, 'invalid-value');
       return [];
     }
     if (v === '') {
-      this.refuse(s.node, s.path, 'an empty value: write "*" for any value');
+      this.refuse(s.node, s.path, 'an empty value: write "*" for any value', 'invalid-value');
       return [];
     }
     return [{ kind: 'exact', value: v }];
@@ -580,7 +599,7 @@ class PolicyParser extends DocumentReader {
     const res: number[] = [];
     for (const s of this.strings(node ?? null, path)) {
       const n = /^[0-9]{1,5}$/.test(s.value) ? Number(s.value) : NaN;
-      if (!(n >= 1 && n <= 65535)) this.refuse(s.node, s.path, `"${s.value}" is not a port: Istio ports are single numbers 1-65535 (no ranges, no names)`);
+      if (!(n >= 1 && n <= 65535)) this.refuse(s.node, s.path, `"${s.value}" is not a port: Istio ports are single numbers 1-65535 (no ranges, no names)`, 'invalid-port');
       else res.push(n);
     }
     return res;

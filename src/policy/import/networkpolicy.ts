@@ -40,7 +40,7 @@ export function importNetworkPolicies(inputs: readonly ImportInput[]): IstioImpo
     const apiVersion = scalarString(root.get('apiVersion', true) as Node | undefined);
     const kind = scalarString(root.get('kind', true) as Node | undefined);
     if (kind !== 'NetworkPolicy' || apiVersion !== 'networking.k8s.io/v1') {
-      out.notes.push({ ...pos(root, ''), policy: null, message: `skipped: not a Kubernetes NetworkPolicy (apiVersion ${apiVersion ?? '?'}, kind ${kind ?? '?'})` });
+      out.notes.push({ ...pos(root, ''), policy: null, message: `skipped: not a Kubernetes NetworkPolicy (apiVersion ${apiVersion ?? '?'}, kind ${kind ?? '?'})`, kind: 'skipped' });
       return;
     }
     const policy = new NetworkPolicyParser(root, pos, out).parse();
@@ -74,7 +74,7 @@ class NetworkPolicyParser extends DocumentReader {
     const podSelector = spec.get('podSelector');
     if (podSelector !== undefined && !emptySelector(podSelector.value)) {
       this.refuse(podSelector.key, 'spec.podSelector',
-        'a non-empty podSelector names pods by label, which the gateway cannot see: only `podSelector: {}` (every pod of the namespace) is translated');
+        'a non-empty podSelector names pods by label, which the gateway cannot see: only `podSelector: {}` (every pod of the namespace) is translated', 'pod-selector');
     }
     const types = spec.get('policyTypes');
     let ingressType = true;
@@ -82,13 +82,13 @@ class NetworkPolicyParser extends DocumentReader {
       const list = this.strings(types.value, 'spec.policyTypes');
       ingressType = list.some((t) => t.value === 'Ingress');
       for (const t of list) {
-        if (t.value === 'Egress') this.refuse(t.node, t.path, 'egress rules restrict what the pods connect to, not what reaches them through the gateway: not translated (remove Egress, or import the ingress part from a copy without it)');
-        else if (t.value !== 'Ingress') this.refuse(t.node, t.path, `unknown policy type "${t.value}": Ingress or Egress`);
+        if (t.value === 'Egress') this.refuse(t.node, t.path, 'egress rules restrict what the pods connect to, not what reaches them through the gateway: not translated (remove Egress, or import the ingress part from a copy without it)', 'egress');
+        else if (t.value !== 'Ingress') this.refuse(t.node, t.path, `unknown policy type "${t.value}": Ingress or Egress`, 'policy-type');
       }
-      if (!ingressType && list.length > 0) this.refuse(types.key, 'spec.policyTypes', 'the policy has no Ingress type: nothing to translate');
+      if (!ingressType && list.length > 0) this.refuse(types.key, 'spec.policyTypes', 'the policy has no Ingress type: nothing to translate', 'policy-type');
     }
     const egress = spec.get('egress');
-    if (egress !== undefined) this.refuse(egress.key, 'spec.egress', 'egress rules are not translated (they restrict what the pods connect to)');
+    if (egress !== undefined) this.refuse(egress.key, 'spec.egress', 'egress rules are not translated (they restrict what the pods connect to)', 'egress');
     const rules: IstioRule[] = [];
     const ingress = spec.get('ingress');
     if (ingress !== undefined && ingress.value !== null) {
@@ -101,7 +101,7 @@ class NetworkPolicyParser extends DocumentReader {
     if (this.failed) return null;
     const origin = this.pos(meta.get('name')?.value, 'metadata.name');
     if (rules.length === 0) {
-      this.note(ingress?.key ?? specNode ?? this.root, 'spec.ingress', 'no ingress rule: the namespace\'s pods accept no ingress; translated as a rule that is `false`, which no PolicyTest case can reach');
+      this.note(ingress?.key ?? specNode ?? this.root, 'spec.ingress', 'no ingress rule: the namespace\'s pods accept no ingress; translated as a rule that is `false`, which no PolicyTest case can reach', 'matches-nothing');
     }
     return {
       namespace, name, action: 'ALLOW', dryRun: false, scope: { kind: 'namespace', namespace }, rules,
@@ -148,17 +148,17 @@ class NetworkPolicyParser extends DocumentReader {
       const b = this.fields(ip.value, `${path}.ipBlock`, ['cidr', 'except']);
       const cidr = b.get('cidr');
       if (cidr === undefined) {
-        this.refuse(ip.value ?? ip.key, `${path}.ipBlock.cidr`, 'an ipBlock needs a cidr');
+        this.refuse(ip.value ?? ip.key, `${path}.ipBlock.cidr`, 'an ipBlock needs a cidr', 'invalid-address');
         return null;
       }
       const cidrText = scalarString(cidr.value);
       if (cidrText === null || !cidrText.includes('/')) {
-        this.refuse(cidr.value, `${path}.ipBlock.cidr`, `${JSON.stringify(cidrText ?? '?')} is not a CIDR block (a.b.c.d/n)`);
+        this.refuse(cidr.value, `${path}.ipBlock.cidr`, `${JSON.stringify(cidrText ?? '?')} is not a CIDR block (a.b.c.d/n)`, 'invalid-address');
         return null;
       }
       const block = parseBlock(cidrText);
       if (block === null) {
-        this.refuse(cidr.value, `${path}.ipBlock.cidr`, `"${cidrText}" is not a CIDR block`);
+        this.refuse(cidr.value, `${path}.ipBlock.cidr`, `"${cidrText}" is not a CIDR block`, 'invalid-address');
         return null;
       }
       m.sourceIps = [block];
@@ -167,12 +167,12 @@ class NetworkPolicyParser extends DocumentReader {
       return m;
     }
     if (pod !== undefined && !emptySelector(pod.value)) {
-      this.refuse(pod.key, `${path}.podSelector`, 'a non-empty podSelector names pods by label, which the gateway cannot see: not translated');
+      this.refuse(pod.key, `${path}.podSelector`, 'a non-empty podSelector names pods by label, which the gateway cannot see: not translated', 'pod-selector');
       return null;
     }
     if (ns === undefined) {
       if (pod === undefined) {
-        this.refuse(node, path, 'an empty peer: Kubernetes requires ipBlock, namespaceSelector or podSelector');
+        this.refuse(node, path, 'an empty peer: Kubernetes requires ipBlock, namespaceSelector or podSelector', 'empty-match');
         return null;
       }
       // podSelector {} alone: every pod of the policy's own namespace.
@@ -196,32 +196,32 @@ class NetworkPolicyParser extends DocumentReader {
     const exprs = f.get('matchExpressions');
     const why = `only a selection by ${NAMESPACE_LABEL} (the namespace's name) is translated: the gateway knows a caller's namespace from its identity, not the namespace's labels`;
     if (labels !== undefined && exprs !== undefined) {
-      this.refuse(exprs.key, `${path}.matchExpressions`, `matchLabels and matchExpressions together: ${why}`);
+      this.refuse(exprs.key, `${path}.matchExpressions`, `matchLabels and matchExpressions together: ${why}`, 'namespace-selector');
       return null;
     }
     if (labels !== undefined) {
       if (labels.value === null || !isMap(labels.value) || labels.value.items.length !== 1) {
-        this.refuse(labels.value ?? labels.key, `${path}.matchLabels`, why);
+        this.refuse(labels.value ?? labels.key, `${path}.matchLabels`, why, 'namespace-selector');
         return null;
       }
       const pair = labels.value.items[0]!;
       const key = isScalar(pair.key) ? String(pair.key.value) : '';
       const value = scalarString(pair.value as Node);
       if (key !== NAMESPACE_LABEL || value === null) {
-        this.refuse(pair.key as Node, `${path}.matchLabels.${key}`, why);
+        this.refuse(pair.key as Node, `${path}.matchLabels.${key}`, why, 'namespace-selector');
         return null;
       }
       return { positive: [{ kind: 'exact', value }], negative: [] };
     }
     if (exprs === undefined || exprs.value === null || !isSeq(exprs.value) || exprs.value.items.length !== 1) {
-      this.refuse(exprs?.value ?? node, `${path}.matchExpressions`, `exactly one expression: ${why}`);
+      this.refuse(exprs?.value ?? node, `${path}.matchExpressions`, `exactly one expression: ${why}`, 'namespace-selector');
       return null;
     }
     const e = this.fields(exprs.value.items[0] as Node, `${path}.matchExpressions[0]`, ['key', 'operator', 'values']);
     const key = scalarString(e.get('key')?.value);
     const op = scalarString(e.get('operator')?.value);
     if (key !== NAMESPACE_LABEL || (op !== 'In' && op !== 'NotIn') || e.get('values') === undefined) {
-      this.refuse(exprs.value.items[0] as Node, `${path}.matchExpressions[0]`, `${why}, with operator In or NotIn`);
+      this.refuse(exprs.value.items[0] as Node, `${path}.matchExpressions[0]`, `${why}, with operator In or NotIn`, 'namespace-selector');
       return null;
     }
     const values = this.strings(e.get('values')!.value, `${path}.matchExpressions[0].values`).map((v): StringMatch => ({ kind: 'exact', value: v.value }));
@@ -234,13 +234,13 @@ class NetworkPolicyParser extends DocumentReader {
     const proto = f.get('protocol');
     const protoText = proto === undefined ? 'TCP' : scalarString(proto.value);
     if (protoText !== 'TCP') {
-      this.refuse(proto?.value, `${path}.protocol`, `${protoText ?? '?'}: waygate carries TCP tunnels only (HBONE); UDP and SCTP are not translated`);
+      this.refuse(proto?.value, `${path}.protocol`, `${protoText ?? '?'}: waygate carries TCP tunnels only (HBONE); UDP and SCTP are not translated`, 'protocol');
       return null;
     }
     const m = emptyMatch();
     const port = f.get('port');
     if (port === undefined) {
-      if (f.has('endPort')) this.refuse(f.get('endPort')!.key, `${path}.endPort`, 'endPort needs port');
+      if (f.has('endPort')) this.refuse(f.get('endPort')!.key, `${path}.endPort`, 'endPort needs port', 'invalid-port');
       return 'any';
     }
     const p = port.value !== null && isScalar(port.value) && typeof port.value.value === 'number' ? port.value.value : NaN;
@@ -248,14 +248,14 @@ class NetworkPolicyParser extends DocumentReader {
       const named = port.value !== null && isScalar(port.value) && typeof port.value.value === 'string';
       this.refuse(port.value, `${path}.port`, named
         ? `"${String((port.value as import('yaml').Scalar).value)}" is a named port: it resolves per pod from container specs the gateway cannot see; write the number`
-        : 'a port is a number 1-65535');
+        : 'a port is a number 1-65535', named ? 'named-port' : 'invalid-port');
       return null;
     }
     const end = f.get('endPort');
     if (end !== undefined) {
       const e = end.value !== null && isScalar(end.value) && typeof end.value.value === 'number' ? end.value.value : NaN;
       if (!(Number.isInteger(e) && e >= p && e <= 65535)) {
-        this.refuse(end.value, `${path}.endPort`, `endPort must be a number from port (${p}) to 65535`);
+        this.refuse(end.value, `${path}.endPort`, `endPort must be a number from port (${p}) to 65535`, 'invalid-port');
         return null;
       }
       m.portRanges = [[p, e]];
