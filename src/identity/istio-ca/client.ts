@@ -58,8 +58,13 @@ export async function readToken(tokenFile: string): Promise<string> {
 
 function describeStatus(err: ServiceError): string {
   const name = status[err.code] ?? String(err.code);
-  return err.details ? `${name}: ${err.details}` : name;
+  // grpc-js appends an empty "Resolution note: " to connection failures.
+  const details = (err.details ?? '').replace(/\.? ?Resolution note: ?$/, '');
+  return details ? `${name}: ${details}` : name;
 }
+
+/** A TLS verification failure as OpenSSL and Node word it (untrusted issuer, wrong name). */
+const TLS_VERIFY_FAILURE = /certificate|self.signed|altnames|Hostname\/IP/i;
 
 /** The failure of a call, worded for the operator who has to fix it. */
 function callError(opts: IstioCaCallOptions, serverName: string, err: ServiceError): WaygateError {
@@ -77,11 +82,14 @@ function callError(opts: IstioCaCallOptions, serverName: string, err: ServiceErr
     case status.DEADLINE_EXCEEDED:
       return new WaygateError('WG_CA', `${at} did not answer within ${opts.requestTimeoutMs} ms (${what})`, { cause: err });
     case status.UNAVAILABLE:
-      return new WaygateError(
-        'WG_CA',
-        `cannot reach ${at} (${what}): check the address, that istiod is up, and that its serving certificate chains to ${opts.rootCertFiles.join(', ')} and names ${serverName}`,
-        { cause: err },
-      );
+      if (TLS_VERIFY_FAILURE.test(err.details ?? '')) {
+        return new WaygateError(
+          'WG_CA',
+          `cannot reach ${at} (${what}): its serving certificate must chain to the mesh root in ${opts.rootCertFiles.join(', ')} and name ${serverName} (serverName)`,
+          { cause: err },
+        );
+      }
+      return new WaygateError('WG_CA', `cannot reach ${at} (${what}): check the address and that istiod is up`, { cause: err });
     default:
       return new WaygateError('WG_CA', `${at} refused the certificate request (${what})`, { cause: err });
   }
