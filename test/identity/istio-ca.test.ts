@@ -262,6 +262,8 @@ describe('istiod CA source', () => {
       assert.equal(ca.calls, base + 4);
       assert.notEqual(renewed.fingerprint, first.fingerprint);
       const st = source.status();
+      assert.equal(st.failureCount, 3);
+      assert.equal(st.issuedCount, 2);
       assert.equal(st.consecutiveFailures, 0);
       assert.equal(st.lastError, undefined);
       assert.equal(source.lastError, undefined);

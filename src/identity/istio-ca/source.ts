@@ -62,6 +62,8 @@ export interface IstioCaStatus {
   consecutiveFailures: number;
   /** Certificates issued and put in force since start (the first one included). */
   issuedCount: number;
+  /** Failed renewal requests since start (counters for metrics). */
+  failureCount: number;
   closed: boolean;
 }
 
@@ -153,6 +155,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
   #nextAttemptAt: Date | undefined;
   #inFlight: AbortController | undefined;
   #failures = 0;
+  #failureCount = 0;
   #lastErrorAt: Date | undefined;
   #closed = false;
   lastError: WaygateError | undefined;
@@ -183,6 +186,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
       lastErrorAt: this.#lastErrorAt,
       consecutiveFailures: this.#failures,
       issuedCount: this.#issuedCount,
+      failureCount: this.#failureCount,
       closed: this.#closed,
     };
   }
@@ -249,6 +253,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
 
   #fail(err: WaygateError): void {
     this.#failures += 1;
+    this.#failureCount += 1;
     this.lastError = err;
     this.#lastErrorAt = new Date();
     this.#scheduleRetry();
