@@ -46,6 +46,11 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     const source = config.discovery.meshFile !== null ? 'discovery.meshFile (--mesh)' : 'discovery.kubernetes';
     throw new WaygateError('WG_CONFIG', `${source} runs with one process for now: drop --workers (or set workers: 1) and scale with replicas`);
   }
+  if (workers > 1 && config.tls.istioCa !== null) {
+    // Each worker would send its own CSR and hold its own key; the primary does not hand material
+    // to workers yet.
+    throw new WaygateError('WG_CONFIG', 'tls.istioCa runs with one process for now: drop --workers (or set workers: 1) and scale with replicas');
+  }
   const audit = opts.audit ?? createAuditLogger({ destination: config.audit.destination, sync: config.audit.sync, onFailure: config.audit.onFailure ?? undefined, log });
   const plane: DataPlane = workers > 1 && cluster.isPrimary
     ? new WorkerPool({ effective, audit, log })

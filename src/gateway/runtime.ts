@@ -1,6 +1,7 @@
 /**
- * The per-process data plane as the config describes it: TLS material (watched), the policy store
- * and its reloader, the decision path, the HBONE server and its metrics. In single-process mode
+ * The per-process data plane as the config describes it: TLS material (watched files, or the mesh
+ * CA's certificate, renewed), the policy store and its reloader, the decision path, the HBONE
+ * server and its metrics. In single-process mode
  * the gateway runs one; in workers mode every worker runs one (each holds its own snapshot) and
  * the primary owns the side ports.
  *
@@ -22,7 +23,8 @@ import { Router, withMeshFacts } from '../hbone/route.ts';
 import { createSandwichListener, sandwichRejectedCounter, type SandwichListener } from '../sandwich/listener.ts';
 import { createHboneServer, type HboneServer, type HboneTlsOptions } from '../hbone/server.ts';
 import type { TunnelInfo } from '../hbone/tunnel.ts';
-import { TlsMaterialWatcher, type TlsMaterial } from '../identity/tls-material.ts';
+import { IstioCaSource } from '../identity/istio-ca/source.ts';
+import type { TlsMaterial } from '../identity/tls-material.ts';
 import type { DecisionContext } from '../policy/context.ts';
 import { DecisionCache } from '../policy/decision-cache.ts';
 import type { Decision } from '../policy/decision.ts';
@@ -33,6 +35,7 @@ import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { createMetricsObserver } from '../telemetry/observer.ts';
 import { Readiness } from '../admin/readiness.ts';
 import { PolicyReloader, type ReloadTrigger } from './reload.ts';
+import { openTlsSource } from './tls-source.ts';
 import { startWaypoint, type Waypoint } from './waypoint.ts';
 
 /** Attribute-path prefix of a constant-key header read (`request.headers["x-tenant"]`). */
@@ -154,10 +157,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   // disappears later is a rejected reload, and the snapshot in force stays.
   requirePolicyPaths(config.policies.paths);
 
-  // 1. TLS material: throws WG_CERT naming the file when it is missing or invalid.
-  const tls = new TlsMaterialWatcher({
-    certFile: config.tls.certFile, keyFile: config.tls.keyFile, trustBundleFiles: config.tls.trustBundleFiles,
-  });
+  // 1. TLS material, from files or from the mesh CA (tls-source.ts): throws WG_CERT naming the
+  // file, or WG_CA naming the CA and why, when no valid certificate can be had.
+  const tls = await openTlsSource(config, log);
   const noteMaterial = (m: TlsMaterial): void => {
     metrics.certificateExpiry.set(m.notAfter.getTime() / 1000);
   };
@@ -320,12 +322,14 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     srv.setSecureContext(tlsOptions(m, config.tls.allowTls12));
     metrics.tlsMaterialReloads.inc();
     noteMaterial(m);
-    log.info({ fingerprint: m.fingerprint, notAfter: m.notAfter.toISOString() }, 'TLS material reloaded');
+    // The mesh CA source logs its own renewals, with the next renewal time.
+    if (!config.tls.istioCa) log.info({ fingerprint: m.fingerprint, notAfter: m.notAfter.toISOString() }, 'TLS material reloaded');
     events.emit('tls-update', m);
   });
   tls.on('error', (err: Error) => {
     metrics.tlsMaterialErrors.inc();
-    log.error({ err: err.message }, 'TLS material reload failed; the previous certificate stays in use');
+    // The mesh CA source logs its own failures, with the retry time and whether the certificate expired.
+    if (!config.tls.istioCa) log.error({ err: err.message }, 'TLS material reload failed; the previous certificate stays in use');
     events.emit('tls-error', err);
   });
   readiness.setTlsLoaded(true);
@@ -359,9 +363,17 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     connections: () => srv.tunnels.list(),
     tlsInfo() {
       const m = tls.current;
+      const ca = tls instanceof IstioCaSource ? tls.status() : null;
       return {
+        source: ca ? 'istio-ca' : 'files',
         fingerprint: m.fingerprint, notAfter: m.notAfter.toISOString(), loadedAt: m.loadedAt.toISOString(),
         subjectAltName: m.leaf.subjectAltName ?? '', lastError: tls.lastError?.message ?? null,
+        ...(ca ? {
+          istioCa: {
+            address: ca.address, identity: ca.identity, issuedCount: ca.issuedCount, consecutiveFailures: ca.consecutiveFailures,
+            nextAttemptAt: ca.nextAttemptAt?.toISOString() ?? null, lastErrorAt: ca.lastErrorAt?.toISOString() ?? null,
+          },
+        } : {}),
       };
     },
     async drain(deadlineMs) {

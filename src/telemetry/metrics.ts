@@ -207,8 +207,8 @@ export class GatewayMetrics {
   readonly snapshotRules = new Gauge({ name: 'waygate_policy_snapshot_rules', help: 'Rules in the snapshot in force.', aggregator: 'max', registers: [this.registry] });
   readonly snapshotTimestamp = new Gauge({ name: 'waygate_policy_snapshot_timestamp_seconds', help: 'When the snapshot in force was applied (Unix time).', aggregator: 'min', registers: [this.registry] });
   readonly tlsHandshakeFailures = new Counter({ name: 'waygate_tls_handshake_failures_total', help: 'TLS handshakes refused or failed, by reason.', labelNames: ['reason'], registers: [this.registry] });
-  readonly tlsMaterialErrors = new Counter({ name: 'waygate_tls_material_errors_total', help: 'Certificate/key/trust-bundle reloads that failed (the previous material stays in use). Alert on any increase.', registers: [this.registry] });
-  readonly tlsMaterialReloads = new Counter({ name: 'waygate_tls_material_reloads_total', help: 'Certificate/key/trust-bundle reloads applied.', registers: [this.registry] });
+  readonly tlsMaterialErrors = new Counter({ name: 'waygate_tls_material_errors_total', help: 'Certificate/key/trust-bundle reloads, or mesh CA renewals, that failed (the previous material stays in use). Alert on any increase.', registers: [this.registry] });
+  readonly tlsMaterialReloads = new Counter({ name: 'waygate_tls_material_reloads_total', help: 'Certificate/key/trust-bundle reloads, or mesh CA renewals, applied.', registers: [this.registry] });
   readonly certificateExpiry = new Gauge({ name: 'waygate_tls_certificate_expiry_timestamp_seconds', help: 'notAfter of the serving certificate in use (Unix time).', aggregator: 'min', registers: [this.registry] });
   readonly refusals = new Counter({ name: 'waygate_refusals_total', help: 'Connections or streams refused by a limit.', labelNames: ['limit'], registers: [this.registry] });
   readonly pingTimeouts = new Counter({ name: 'waygate_h2_ping_timeouts_total', help: 'HTTP/2 connections closed because PINGs went unanswered.', registers: [this.registry] });

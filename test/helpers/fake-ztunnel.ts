@@ -37,6 +37,8 @@ export interface ConnectRecord {
   closeCode?: number;
   /** Which TLS connection (1-based, in handshake order) carried it. */
   connection: number;
+  /** SHA-256 fingerprint of the client certificate (Node's `AB:CD:...`): which certificate the peer presented. */
+  peerFingerprint: string;
 }
 
 export interface FakeZtunnelOptions {
@@ -147,7 +149,7 @@ function onStream(zt: FakeZtunnel, opts: FakeZtunnelOptions, stream: ServerHttp2
   const plain: Record<string, string> = {};
   for (const [k, v] of Object.entries(headers)) if (!k.startsWith(':') && v !== undefined) plain[k] = Array.isArray(v) ? v.join(', ') : String(v);
   const authority = String(headers[':authority'] ?? '');
-  const record: ConnectRecord = { peer, authority, headers: plain, status: 0, outcome: 'answered', connection: sock?.[kConnection] ?? 0 };
+  const record: ConnectRecord = { peer, authority, headers: plain, status: 0, outcome: 'answered', connection: sock?.[kConnection] ?? 0, peerFingerprint: cert?.fingerprint256 ?? '' };
   stream.once('close', () => {
     record.closeCode = stream.rstCode;
     zt.emit('streamClose', record);
