@@ -24,6 +24,7 @@ import { InvalidArgumentError } from 'commander';
 import type { X509Certificate } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import { WaygateError } from '../errors.ts';
+import { ISTIO_CA_DEFAULTS } from '../config/schema.ts';
 import { chainsToAnchor, parsePemCertificates } from '../identity/trust-bundle.ts';
 import { uriSansFromDer } from '../identity/peer-identity.ts';
 import type { GatewayObject, GatewayClassObject } from '../kube/gateway-status.ts';
@@ -360,7 +361,10 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
     if (sandwich) add(sandwich);
   }
 
-  await certificateChecks({ core, ns, template, serviceAccount, trustDomain: opts.trustDomain, deployName }, add);
+  const certCx: CertContext = { core, ns, template, serviceAccount, trustDomain: opts.trustDomain, deployName };
+  const istioCa = gwConfig?.spec.tls?.istioCa;
+  if (istioCa && typeof istioCa === 'object') await meshCaChecks(certCx, istioCa, gwConfig!.spec.tls?.trustBundleFiles ?? [], add);
+  else await certificateChecks(certCx, add);
 
   // 7. The fronted namespaces.
   const fronted = new Set(opts.fronted ?? []);
@@ -426,7 +430,12 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
 interface GatewayConfigView {
   /** `ConfigMap ns/name key`. */
   source: string;
-  spec: { discovery?: { kubernetes?: { namespaces?: string[] } | null }; registration?: { enabled?: boolean }; sandwich?: { listen?: string | null } | null };
+  spec: {
+    discovery?: { kubernetes?: { namespaces?: string[] } | null };
+    registration?: { enabled?: boolean };
+    sandwich?: { listen?: string | null } | null;
+    tls?: { trustBundleFiles?: string[]; istioCa?: { tokenFile?: string; identity?: string | null } | null };
+  };
 }
 
 /** The first `kind: GatewayConfig` document in the ConfigMaps the pod template mounts. */
@@ -536,6 +545,61 @@ async function certificateChecks(cx: CertContext, add: (c: Check) => void): Prom
   else if (chainsToAnchor(chain, anchors)) add({ id: 'certificate.root', status: 'ok', message: `${where} chains to the mesh root (${ISTIO_ROOT_CONFIGMAP})` });
   else add({ id: 'certificate.root', status: 'fail', message: `${where} does not chain to the mesh root in ${ISTIO_ROOT_CONFIGMAP}: ztunnels refuse waygate's TLS`,
     fix: 'issue it from the mesh CA (or put its intermediate in tls.crt after the leaf)' });
+}
+
+/** The file a container path comes from: the volume mounted at the longest prefix of `file`, and the path inside it. */
+function volumeOf(template: import('@kubernetes/client-node').V1PodTemplateSpec, file: string): { volume: import('@kubernetes/client-node').V1Volume; inner: string } | undefined {
+  const mounts = (template.spec?.containers ?? []).flatMap((c) => c.volumeMounts ?? []);
+  const m = mounts.filter((vm) => file.startsWith(vm.mountPath.replace(/\/?$/, '/'))).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+  const volume = m && (template.spec?.volumes ?? []).find((v) => v.name === m.name);
+  return volume ? { volume, inner: file.slice(m.mountPath.replace(/\/?$/, '/').length) } : undefined;
+}
+
+/**
+ * With `tls.istioCa` the certificate is asked of istiod at start (src/gateway/tls-source.ts), so
+ * there is no Secret to read: check what the request needs instead. certificate.identity: a
+ * projected service-account token of audience `istio-ca` at `tokenFile` (istiod authenticates the
+ * CSR with it and issues that service account's identity), and a configured identity that agrees.
+ * certificate.root: the mesh root mounted where `trustBundleFiles` reads it (it verifies istiod
+ * and every certificate issued), present in the namespace.
+ */
+async function meshCaChecks(cx: CertContext, ca: { tokenFile?: string; identity?: string | null }, trustBundleFiles: string[], add: (c: Check) => void): Promise<void> {
+  const want = `spiffe://${cx.trustDomain}/ns/${cx.ns}/sa/${cx.serviceAccount}`;
+  const tokenFile = ca.tokenFile ?? ISTIO_CA_DEFAULTS.tokenFile;
+  if (!cx.template) {
+    add({ id: 'certificate.identity', status: 'skipped', message: `no Deployment ${cx.ns}/${cx.deployName} to find the token volume of` });
+    add({ id: 'certificate.root', status: 'skipped', message: 'no Deployment' });
+    return;
+  }
+  const token = volumeOf(cx.template, tokenFile);
+  const source = token?.volume.projected?.sources?.find((p) => p.serviceAccountToken?.path === token.inner)?.serviceAccountToken;
+  const fix = 'mount a projected serviceAccountToken with audience istio-ca at tls.istioCa.tokenFile (examples/kubernetes/mesh-ca/)';
+  if (!source) add({ id: 'certificate.identity', status: 'fail', message: `Deployment ${cx.ns}/${cx.deployName} mounts no projected service-account token at ${tokenFile}: istiod cannot authenticate waygate's CSR`, fix });
+  else if (source.audience !== 'istio-ca') add({ id: 'certificate.identity', status: 'fail', message: `the token at ${tokenFile} has audience ${source.audience ?? '(the API server\'s)'}; istiod accepts only audience istio-ca`, fix });
+  else if (ca.identity && ca.identity !== want) {
+    add({ id: 'certificate.identity', status: 'fail', message: `tls.istioCa.identity is ${ca.identity}, but the pods run as ServiceAccount ${cx.serviceAccount}: istiod issues ${want}, and waygate refuses a certificate for another identity`,
+      fix: `set tls.istioCa.identity to ${want}, or remove it (the pod's own is the default)` });
+  } else add({ id: 'certificate.identity', status: 'ok', message: `the mesh CA issues ${want}: token of audience istio-ca at ${tokenFile}` });
+
+  const rootFile = trustBundleFiles[0];
+  const root = rootFile === undefined ? undefined : volumeOf(cx.template, rootFile);
+  if (!root || root.volume.configMap?.name !== ISTIO_ROOT_CONFIGMAP) {
+    add({ id: 'certificate.root', status: 'fail', message: `tls.trustBundleFiles (${trustBundleFiles.join(', ') || 'none'}) is not the ConfigMap ${ISTIO_ROOT_CONFIGMAP} mounted by Deployment ${cx.ns}/${cx.deployName}: waygate verifies istiod and its certificates against the mesh root`,
+      fix: `mount ConfigMap ${ISTIO_ROOT_CONFIGMAP} and point tls.trustBundleFiles at its root-cert.pem (examples/kubernetes/mesh-ca/)` });
+    return;
+  }
+  const cm = await got(() => cx.core.readNamespacedConfigMap({ name: ISTIO_ROOT_CONFIGMAP, namespace: cx.ns }));
+  if (!cm.ok) {
+    add(cm.status === 404
+      ? { id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} not found: istiod publishes the mesh root in every namespace; is Istio installed?` }
+      : { id: 'certificate.root', status: 'skipped', message: unreadable(`ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`, cm) });
+    return;
+  }
+  let anchors: X509Certificate[] = [];
+  const pem = cm.value.data?.[root.inner];
+  try { anchors = pem ? parsePemCertificates(pem, `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`) : []; } catch { anchors = []; }
+  if (anchors.length === 0) add({ id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} holds no certificate under ${root.inner}` });
+  else add({ id: 'certificate.root', status: 'ok', message: `the mesh root (${ISTIO_ROOT_CONFIGMAP} ${root.inner}, ${anchors.length} certificate(s)) is mounted at ${rootFile}` });
 }
 
 /** Exit codes (src/cli/main.ts's, repeated: main imports this module). */

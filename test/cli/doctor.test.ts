@@ -322,3 +322,69 @@ describe('waygate doctor', () => {
     });
   });
 });
+
+/**
+ * With `tls.istioCa` in the mounted config there is no Secret: doctor checks what the CSR needs
+ * (src/cli/doctor.ts meshCaChecks), as examples/kubernetes/ lays it out.
+ */
+describe('waygate doctor with the certificate from the mesh CA', () => {
+  const MESH_CA_YAML = GATEWAY_YAML.replace('spec:\n', 'spec:\n  tls:\n    trustBundleFiles: [/var/run/secrets/istio/root-cert.pem]\n    istioCa:\n      tokenFile: /var/run/secrets/tokens/istio-token\n');
+  /** goodDeployment() with the token and root volumes instead of the Secret; `edit` changes the pod template or the config. */
+  function meshCaDeployment(edit: { audience?: string; identity?: string; rootVolume?: 'none' | 'other-configmap' } = {}): KubeObject[] {
+    const objects = goodDeployment().filter((o) => o.kind !== 'Secret');
+    const dep = objects.find((o) => o.kind === 'Deployment')!;
+    const pod = (dep['spec'] as any)['template']['spec'];
+    pod.volumes = [
+      { name: 'config', configMap: { name: 'waygate-config-5h8k2m' } },
+      { name: 'istio-token', projected: { sources: [{ serviceAccountToken: { audience: edit.audience ?? 'istio-ca', expirationSeconds: 43200, path: 'istio-token' } }] } },
+      ...(edit.rootVolume === 'none' ? [] : [{ name: 'istio-ca-root-cert', configMap: { name: edit.rootVolume === 'other-configmap' ? 'my-roots' : 'istio-ca-root-cert' } }]),
+    ];
+    pod.containers = [{ ...pod.containers[0], volumeMounts: [
+      { name: 'config', mountPath: '/etc/waygate/config', readOnly: true },
+      { name: 'istio-token', mountPath: '/var/run/secrets/tokens', readOnly: true },
+      ...(edit.rootVolume === 'none' ? [] : [{ name: 'istio-ca-root-cert', mountPath: '/var/run/secrets/istio', readOnly: true }]),
+    ] }];
+    const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'waygate-config-5h8k2m')!;
+    cm['data'] = { 'gateway.yaml': edit.identity ? MESH_CA_YAML.replace('      tokenFile:', `      identity: ${edit.identity}\n      tokenFile:`) : MESH_CA_YAML };
+    return objects;
+  }
+
+  test('the example\'s layout: the token of audience istio-ca, the mesh root mounted where trustBundleFiles reads it, every check ok', async () => {
+    await withApi(meshCaDeployment(), async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(r.checks.filter((c) => c.status !== 'ok'), []);
+      assert.match(byId(r, 'certificate.identity').message, /the mesh CA issues spiffe:\/\/cluster\.local\/ns\/waygate\/sa\/waygate: token of audience istio-ca at \/var\/run\/secrets\/tokens\/istio-token/);
+      assert.match(byId(r, 'certificate.root').message, /istio-ca-root-cert root-cert\.pem, 1 certificate\(s\)\) is mounted at \/var\/run\/secrets\/istio\/root-cert\.pem/);
+    });
+  });
+
+  const broken: [string, Parameters<typeof meshCaDeployment>[0], string, RegExp][] = [
+    ['a token of another audience', { audience: 'kubernetes.default.svc' }, 'certificate.identity', /has audience kubernetes\.default\.svc; istiod accepts only audience istio-ca/],
+    ['an identity that is not the pods\' service account', { identity: 'spiffe://cluster.local/ns/waygate/sa/gateway' }, 'certificate.identity',
+      /tls\.istioCa\.identity is spiffe:\/\/cluster\.local\/ns\/waygate\/sa\/gateway, but the pods run as ServiceAccount waygate: istiod issues spiffe:\/\/cluster\.local\/ns\/waygate\/sa\/waygate/],
+    ['no root volume', { rootVolume: 'none' }, 'certificate.root', /is not the ConfigMap istio-ca-root-cert mounted by Deployment waygate\/waygate/],
+    ['a root from another ConfigMap', { rootVolume: 'other-configmap' }, 'certificate.root', /is not the ConfigMap istio-ca-root-cert/],
+  ];
+  for (const [name, edit, id, message] of broken) {
+    test(`fails: ${name}`, async () => {
+      await withApi(meshCaDeployment(edit), async (api) => {
+        const r = await runDoctor(options(api));
+        assert.deepEqual(failed(r), [id]);
+        assert.match(byId(r, id).message, message);
+        assert.ok(byId(r, id).fix, 'a fix is given');
+      });
+    });
+  }
+
+  test('no token mounted at tokenFile', async () => {
+    const objects = meshCaDeployment();
+    const pod = ((objects.find((o) => o.kind === 'Deployment')!['spec']) as any)['template']['spec'];
+    pod.volumes = pod.volumes.filter((v: { name: string }) => v.name !== 'istio-token');
+    pod.containers[0].volumeMounts = pod.containers[0].volumeMounts.filter((m: { name: string }) => m.name !== 'istio-token');
+    await withApi(objects, async (api) => {
+      const r = await runDoctor(options(api));
+      assert.deepEqual(failed(r), ['certificate.identity']);
+      assert.match(byId(r, 'certificate.identity').message, /mounts no projected service-account token at \/var\/run\/secrets\/tokens\/istio-token: istiod cannot authenticate waygate's CSR/);
+    });
+  });
+});

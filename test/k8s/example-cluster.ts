@@ -2,10 +2,11 @@
  * examples/kubernetes/ brought up against the fake Kubernetes API (test/helpers/fake-kube-api.ts):
  * the objects of the manifests as a cluster holds them after `kubectl apply -k`, `kubectl apply -f
  * fronted-namespace.yaml lockdown.yaml` and what the cluster adds (the Service's cluster IP, a
- * running pod of the Deployment, cert-manager's Secret, istiod's istio-ca-root-cert), with no
- * Gateway status; then `waygate serve` with the example's own gateway.yaml and policies ConfigMap. Only what cannot be the same
- * on this machine changes: loopback listeners on port 0, the test PKI's files, the fake API's
- * kubeconfig (in a pod: the in-cluster credentials). Used by test/k8s/manifests.test.ts (the RBAC
+ * running pod of the Deployment, istiod's istio-ca-root-cert), with no Gateway status; then
+ * `waygate serve` with the example's own gateway.yaml and policies ConfigMap, its certificate
+ * asked of a stand-in for istiod's CA (test/helpers/fake-istio-ca.ts) as tls.istioCa says. Only
+ * what cannot be the same on this machine changes: loopback listeners on port 0, the CA's address
+ * and the token and root files, the fake API's kubeconfig (in a pod: the in-cluster credentials). Used by test/k8s/manifests.test.ts (the RBAC
  * against the calls made) and test/ship/runtime-files.test.ts (the image's files on that path).
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,13 +15,17 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject, type RequestLogEntry } from '../helpers/fake-kube-api.ts';
-import { testPki, writeTlsFiles } from '../helpers/pki.ts';
+import assert from 'node:assert/strict';
+import { startFakeIstioCa, type FakeIstioCa } from '../helpers/fake-istio-ca.ts';
+import { testPki } from '../helpers/pki.ts';
 import { startServe } from '../helpers/serve.ts';
 import { httpGet } from '../../examples/traffic/gateway-process.ts';
 
 export const EXAMPLE_DIR = fileURLToPath(new URL('../../examples/kubernetes/', import.meta.url));
 /** The Service's cluster IP in the fake cluster. */
 export const EXAMPLE_CLUSTER_IP = '10.96.0.50';
+/** The projected token (audience istio-ca) the stand-in for istiod accepts for the Deployment's ServiceAccount. */
+const EXAMPLE_TOKEN = 'projected-token-of-waygate-waygate';
 
 type Obj = Record<string, any>;
 
@@ -55,12 +60,6 @@ function applyExampleCluster(api: FakeKubeApi): KubeObject {
     const ns = o['metadata']['namespace'];
     api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: `${o['metadata']['name']}-0`, namespace: ns, labels: o['spec']['template']['metadata']['labels'] },
       spec: o['spec']['template']['spec'], status: { phase: 'Running' } });
-    // cert-manager's Secret (certificate.yaml): the ServiceAccount's SPIFFE ID, issued under the mesh root.
-    const sa = o['spec']['template']['spec']['serviceAccountName'];
-    const cert = testPki().clientFor(`spiffe://cluster.local/ns/${ns}/sa/${sa}`);
-    const b64 = (t: string): string => Buffer.from(t).toString('base64');
-    api.apply({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'waygate-tls', namespace: ns }, type: 'kubernetes.io/tls',
-      data: { 'tls.crt': b64(cert.chainPem), 'tls.key': b64(cert.keyPem), 'ca.crt': b64(testPki().trustBundlePem) } });
     // istiod publishes the mesh root in every namespace.
     api.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'istio-ca-root-cert', namespace: ns }, data: { 'root-cert.pem': testPki().trustBundlePem } });
     // kustomize's configMapGenerator (kustomization.yaml): the gateway config, under the name the Deployment mounts.
@@ -79,20 +78,30 @@ function applyExampleCluster(api: FakeKubeApi): KubeObject {
  */
 export async function runExampleAgainstFakeApi(opts: { bin?: string; cwd?: string; inspect?: (kubeconfig: string) => Promise<void> } = {}): Promise<ExampleRun> {
   const api = await startFakeKubeApi();
+  let ca: FakeIstioCa | undefined;
   const work = mkdtempSync(join(tmpdir(), 'waygate-k8s-example-'));
   try {
     const gw = applyExampleCluster(api);
 
     const kustomization = parseYaml(readFileSync(join(EXAMPLE_DIR, 'kustomization.yaml'), 'utf8')) as Obj;
     const generator = (name: string): string[] => (kustomization['configMapGenerator'] as Obj[]).find((g) => g['name'] === name)!['files'];
-    const tls = writeTlsFiles(join(work, 'tls'), testPki().serverCert, testPki().trustBundlePem);
+    // istiod's CA, as a local gRPC server issuing for the token of the Deployment's ServiceAccount.
+    const deployment = docs('deployment.yaml')[0]!;
+    const podSpec = deployment['spec']['template']['spec'];
+    const identity = `spiffe://cluster.local/ns/${deployment['metadata']['namespace']}/sa/${podSpec['serviceAccountName']}`;
+    ca = await startFakeIstioCa({ tokens: { [EXAMPLE_TOKEN]: identity } });
+    const tokenFile = join(work, 'istio-token');
+    writeFileSync(tokenFile, EXAMPLE_TOKEN);
+    const rootFile = join(work, 'root-cert.pem');
+    writeFileSync(rootFile, ca.rootPem);
     const policies = join(work, 'policies');
     mkdirSync(policies);
     for (const f of generator('waygate-policies')) writeFileSync(join(policies, basename(f)), readFileSync(join(EXAMPLE_DIR, f)));
     const config = parseYaml(readFileSync(join(EXAMPLE_DIR, generator('waygate-config')[0]!), 'utf8')) as Obj;
     Object.assign(config['spec'], {
       listen: '127.0.0.1:0',
-      tls: { certFile: tls.certFile, keyFile: tls.keyFile, trustBundleFiles: [tls.caFile] },
+      // The example's own tls.istioCa, pointed at the stand-in: its address and name, the files here.
+      tls: { trustBundleFiles: [rootFile], istioCa: { ...config['spec']['tls']['istioCa'], address: ca.address, serverName: ca.serverName, tokenFile } },
       admin: { readyAddress: '127.0.0.1:0', metricsAddress: '127.0.0.1:0', adminAddress: '127.0.0.1:0' },
     });
     config['spec']['policies']['paths'] = [policies];
@@ -101,11 +110,14 @@ export async function runExampleAgainstFakeApi(opts: { bin?: string; cwd?: strin
     const configFile = join(work, 'gateway.yaml');
     writeFileSync(configFile, stringifyYaml(config));
 
-    // The Deployment's environment: its literal values, and POD_NAMESPACE as the Downward API gives it.
-    const deployment = docs('deployment.yaml')[0]!;
-    const container = deployment['spec']['template']['spec']['containers'][0];
+    // The Deployment's environment: its literal values, and what the Downward API gives.
+    const container = podSpec['containers'][0];
     const env: NodeJS.ProcessEnv = Object.fromEntries((container['env'] as Obj[]).filter((e) => 'value' in e).map((e) => [e['name'], e['value']]));
-    env['POD_NAMESPACE'] = deployment['metadata']['namespace'];
+    const downward: Record<string, string> = { 'metadata.namespace': deployment['metadata']['namespace'], 'spec.serviceAccountName': podSpec['serviceAccountName'] };
+    for (const e of container['env'] as Obj[]) {
+      const field = e['valueFrom']?.['fieldRef']?.['fieldPath'];
+      if (field !== undefined) env[e['name']] = downward[field] ?? assert.fail(`the Downward API field ${field} is not given here`);
+    }
     const gateway = await startServe(['--config', configFile, '--drain-timeout-ms', '1000'], { cwd: opts.cwd ?? work, env, ...(opts.bin ? { bin: opts.bin } : {}) });
     let readyStatus = 0;
     try {
@@ -125,6 +137,7 @@ export async function runExampleAgainstFakeApi(opts: { bin?: string; cwd?: strin
     return run;
   } finally {
     await api.close();
+    await ca?.close();
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -17,6 +17,8 @@ import { basename, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { parseConfigText } from '../../src/config/load.ts';
+import { ISTIO_CA_DEFAULTS, type IstioCaConfig } from '../../src/config/schema.ts';
+import { istioCaIdentity } from '../../src/gateway/tls-source.ts';
 import { loadPolicySet } from '../../src/policy/load.ts';
 import { parseDockerfile } from '../ship/dockerfile.ts';
 import { runWaygate } from '../../examples/traffic/gateway-process.ts';
@@ -146,7 +148,7 @@ const frontedByGateway = (): string[] => {
 describe('examples/kubernetes renders to valid objects', () => {
   test('every object has a known apiVersion/kind, a DNS-1123 name, and its own namespace when namespaced', () => {
     assert.equal(k.namespace, undefined, 'no kustomization-wide namespace: it would move the Roles of the fronted namespaces into waygate');
-    assert.ok(objects.length >= 17);
+    assert.ok(objects.length >= 16);
     const fronted = frontedByGateway();
     for (const o of objects) {
       const known = KNOWN[kindOf(o)];
@@ -164,7 +166,7 @@ describe('examples/kubernetes renders to valid objects', () => {
       }
       assert.equal(o['metadata']['labels']['app.kubernetes.io/part-of'], 'waygate');
     }
-    for (const kind of ['Namespace', 'ServiceAccount', 'Certificate', 'Deployment', 'Service', 'PodDisruptionBudget', 'HorizontalPodAutoscaler', 'GatewayClass', 'Gateway', 'ClusterRole', 'ClusterRoleBinding']) one(kind);
+    for (const kind of ['Namespace', 'ServiceAccount', 'Deployment', 'Service', 'PodDisruptionBudget', 'HorizontalPodAutoscaler', 'GatewayClass', 'Gateway', 'ClusterRole', 'ClusterRoleBinding']) one(kind);
     assert.equal(one('Namespace')['metadata']['labels']['istio.io/dataplane-mode'], 'none', 'ztunnel does not capture the gateway');
   });
 
@@ -206,6 +208,7 @@ describe('examples/kubernetes renders to valid objects', () => {
     const env = new Map((c['env'] as Obj[]).map((e) => [e['name'], e]));
     assert.equal(Number(env.get('TERMINATION_GRACE_PERIOD_SECONDS')!['value']), pod['terminationGracePeriodSeconds'], 'drain deadline derives from the real grace period');
     assert.equal(env.get('POD_NAMESPACE')!['valueFrom']['fieldRef']['fieldPath'], 'metadata.namespace');
+    assert.equal(env.get('SERVICE_ACCOUNT')!['valueFrom']['fieldRef']['fieldPath'], 'spec.serviceAccountName', 'the identity asked of the mesh CA');
 
     const volumes = new Map((pod['volumes'] as Obj[]).map((v) => [v['name'], v]));
     for (const m of c['volumeMounts']) {
@@ -213,11 +216,15 @@ describe('examples/kubernetes renders to valid objects', () => {
       assert.equal(m['readOnly'], true, `${m['name']} is mounted read-only: the gateway writes nothing`);
     }
     // Nothing writable: the compiled JavaScript needs no transform cache (no /tmp emptyDir).
-    for (const v of volumes.values()) assert.ok(v['configMap'] || v['secret'], `volume ${v['name']} is a ConfigMap or a Secret`);
+    for (const v of volumes.values()) {
+      const token = v['projected']?.['sources']?.length === 1 && v['projected']['sources'][0]['serviceAccountToken'];
+      assert.ok(v['configMap'] || v['secret'] || token, `volume ${v['name']} is a ConfigMap, a Secret or a projected token`);
+    }
     const configMaps = new Set(find('ConfigMap').map((o) => o['metadata']['name']));
     const secrets = new Set([...find('Secret').map((o) => o['metadata']['name']), ...find('Certificate').map((o) => o['spec']['secretName'])]);
     for (const v of volumes.values()) {
-      if (v['configMap']) assert.ok(configMaps.has(v['configMap']['name']), `ConfigMap ${v['configMap']['name']} exists`);
+      // istiod writes istio-ca-root-cert into every namespace (its namespace controller).
+      if (v['configMap'] && v['configMap']['name'] !== 'istio-ca-root-cert') assert.ok(configMaps.has(v['configMap']['name']), `ConfigMap ${v['configMap']['name']} exists`);
       if (v['secret']) assert.ok(secrets.has(v['secret']['secretName']), `Secret ${v['secret']['secretName']} exists or is issued`);
     }
     assert.match(volumes.get('config')!['configMap']['name'], /^waygate-config-[0-9a-f]{10}$/, 'the config ConfigMap is hash-suffixed');
@@ -245,11 +252,31 @@ describe('examples/kubernetes renders to valid objects', () => {
     assert.ok(hpa['spec']['minReplicas'] >= 2 && hpa['spec']['maxReplicas'] >= hpa['spec']['minReplicas']);
   });
 
-  test('the certificate carries the ServiceAccount\'s SPIFFE ID', () => {
-    const cert = one('Certificate');
+  test('the certificate from the mesh CA: a token of audience istio-ca, the mesh root, the ServiceAccount\'s SPIFFE ID', () => {
+    const spec = gatewayConfigSpec();
+    const ca = spec.tls!.istioCa!;
+    assert.ok(ca, 'tls.istioCa');
+    assert.equal(spec.tls!.certFile, undefined);
+    assert.equal(spec.tls!.keyFile, undefined);
+    assert.equal(ca.address, 'istiod.istio-system.svc:15012');
+    const pod = deployment()['spec']['template']['spec'];
+    const mounted = (file: string): { volume: Obj; inner: string } => {
+      const m = (container()['volumeMounts'] as Obj[]).find((vm) => file.startsWith(`${vm['mountPath']}/`))!;
+      assert.ok(m, `${file} is on a mounted volume`);
+      return { volume: (pod['volumes'] as Obj[]).find((v) => v['name'] === m['name'])!, inner: file.slice(m['mountPath'].length + 1) };
+    };
+    const token = mounted(ca.tokenFile);
+    const source = (token.volume['projected']['sources'] as Obj[]).find((x) => x['serviceAccountToken']?.['path'] === token.inner)!['serviceAccountToken'];
+    assert.equal(source['audience'], 'istio-ca', 'istiod authenticates CSRs with tokens of audience istio-ca');
+    assert.ok(source['expirationSeconds'] >= 600, 'the kubelet rotates it; waygate re-reads it for every request');
+    const root = mounted(spec.tls!.trustBundleFiles![0]!);
+    assert.deepEqual([root.volume['configMap']['name'], root.inner], ['istio-ca-root-cert', 'root-cert.pem']);
+    // The identity asked for is built as istio-agent builds it, from the Downward API's values.
     const sa = one('ServiceAccount');
-    assert.deepEqual(cert['spec']['uris'], [`spiffe://cluster.local/ns/${sa['metadata']['namespace']}/sa/${sa['metadata']['name']}`]);
-    assert.ok(cert['spec']['issuerRef']['name']);
+    assert.equal(pod['serviceAccountName'], sa['metadata']['name']);
+    const identity = istioCaIdentity({ ...ISTIO_CA_DEFAULTS, ...ca } as IstioCaConfig, spec.trustDomains!,
+      { POD_NAMESPACE: deployment()['metadata']['namespace'], SERVICE_ACCOUNT: pod['serviceAccountName'] });
+    assert.equal(identity, `spiffe://cluster.local/ns/${sa['metadata']['namespace']}/sa/${sa['metadata']['name']}`);
   });
 
   test('the Gateway istiod accepts as a waypoint: in the Service\'s namespace, HBONE on 15008, allowedRoutes, class, pod label', () => {
@@ -346,8 +373,8 @@ describe('examples/kubernetes renders to valid objects', () => {
     const mounts = new Map((c['volumeMounts'] as Obj[]).map((m) => [m['name'], m['mountPath'] as string]));
     const spec = gatewayConfigSpec();
     assert.deepEqual(c['args'], ['serve', '--config', `${mounts.get('config')}/gateway.yaml`]);
-    assert.ok(spec.tls!.certFile!.startsWith(mounts.get('tls')! + '/'));
-    assert.ok(spec.tls!.keyFile!.startsWith(mounts.get('tls')! + '/'));
+    assert.ok(spec.tls!.istioCa!.tokenFile.startsWith(mounts.get('istio-token')! + '/'));
+    assert.deepEqual(spec.tls!.trustBundleFiles, [`${mounts.get('istio-ca-root-cert')}/root-cert.pem`]);
     assert.deepEqual(spec.policies!.paths, [mounts.get('policies')]);
     assert.equal(spec.listen, '0.0.0.0:15008');
     assert.equal(spec.admin!.readyAddress, '0.0.0.0:15021');
@@ -487,6 +514,77 @@ describe('examples/gateway.yaml', () => {
   });
 });
 
+/** RFC 6901 pointer -> [parent, key]; `-` appends (RFC 6902 §4.1). */
+const locate = (doc: Obj, pointer: string): [Obj, string] => {
+  const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  let parent: any = doc;
+  for (const p of parts.slice(0, -1)) {
+    parent = parent[Array.isArray(parent) ? Number(p) : p];
+    assert.ok(parent !== undefined && parent !== null, `${pointer}: ${p} does not exist`);
+  }
+  return [parent, parts.at(-1)!];
+};
+const applyOps = (doc: Obj, ops: Obj[]): void => {
+  for (const op of ops) {
+    const [parent, key] = locate(doc, op['path']);
+    const from = op['op'] === 'copy' ? locate(doc, op['from']) : null;
+    const value = structuredClone(from ? from[0][from[1]] : op['value']);
+    if (op['op'] === 'test') assert.deepEqual(parent[key], value, `test ${op['path']}: the base no longer looks as the overlay expects`);
+    else if (op['op'] === 'remove') {
+      assert.ok(key in parent, `remove ${op['path']}: absent`);
+      if (Array.isArray(parent)) parent.splice(Number(key), 1);
+      else delete parent[key];
+    } else if (op['op'] === 'replace') {
+      assert.ok(key in parent, `replace ${op['path']}: absent`);
+      parent[key] = value;
+    } else if (op['op'] === 'add' || op['op'] === 'copy') {
+      if (Array.isArray(parent)) parent.splice(key === '-' ? parent.length : Number(key), 0, value);
+      else parent[key] = value;
+    } else assert.fail(`op ${op['op']} is not rendered here`);
+  }
+};
+
+/**
+ * kustomize's rendering of an overlay of examples/kubernetes (a sibling directory), restricted to
+ * the features the overlays use: the base plus resource files of the overlay, configMapGenerator
+ * with `behavior: replace`, and RFC 6902 patches that test the base before changing it.
+ */
+function renderOverlay(dir: string): Obj[] {
+  const overlay = parseYaml(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as Obj;
+  assert.deepEqual(Object.keys(overlay).sort(), ['apiVersion', 'configMapGenerator', 'kind', 'patches', 'resources'], 'only the kustomize features rendered here');
+  assert.equal(overlay['resources'][0], '../kubernetes');
+  const base = render();
+  const objs = base.objects;
+  for (const r of (overlay['resources'] as string[]).slice(1)) {
+    // The base's `labels` apply to the base's objects only; the overlays add none of their own.
+    objs.push(...readDocs(join(dir, r)));
+  }
+  for (const g of overlay['configMapGenerator'] as Obj[]) {
+    assert.equal(g['behavior'], 'replace');
+    const old = base.generated.get(g['name'])!;
+    assert.ok(old, `the base generates ${g['name']}`);
+    const data: Record<string, string> = {};
+    for (const f of g['files'] as string[]) data[basename(f)] = readFileSync(join(dir, f), 'utf8');
+    const name = g['name'] + '-' + createHash('sha256').update(JSON.stringify(data)).digest('hex').slice(0, 10);
+    const cm = objs.find((o) => o['kind'] === 'ConfigMap' && o['metadata']['name'] === old.name)!;
+    assert.equal(cm['metadata']['namespace'], g['namespace']);
+    Object.assign(cm, { data });
+    cm['metadata']['name'] = name;
+    const d = objs.find((o) => o['kind'] === 'Deployment')!;
+    for (const v of d['spec']['template']['spec']['volumes'] as Obj[]) if (v['configMap']?.['name'] === old.name) v['configMap']['name'] = name;
+  }
+  for (const p of overlay['patches'] as Obj[]) {
+    const t = p['target'];
+    const hits = objs.filter((o) => o['kind'] === t['kind'] && o['metadata']['name'] === t['name'] && (t['namespace'] === undefined || o['metadata']['namespace'] === t['namespace'])
+      && `${t['group'] ? `${t['group']}/` : ''}${t['version']}` === o['apiVersion']);
+    assert.equal(hits.length, 1, `patch target ${t['kind']} ${t['name']} matches one object`);
+    const ops = parseYaml(p['patch']) as Obj[];
+    assert.ok(ops.some((o) => o['op'] === 'test'), `the patch of ${t['kind']} ${t['name']} tests the base before changing it`);
+    applyOps(hits[0]!, ops);
+  }
+  return objs;
+}
+
 /**
  * examples/kubernetes-sandwich/: the overlay that puts waygate in sandwich mode (docs/waypoint.md),
  * rendered as kustomize does from the base's rendering (above) and its own three features: the
@@ -496,70 +594,7 @@ describe('examples/gateway.yaml', () => {
  */
 describe('examples/kubernetes-sandwich: sandwich mode as an overlay of examples/kubernetes', () => {
   const SANDWICH = new URL('../../examples/kubernetes-sandwich/', import.meta.url).pathname;
-  const overlay = parseYaml(readFileSync(join(SANDWICH, 'kustomization.yaml'), 'utf8')) as Obj;
-
-  /** RFC 6901 pointer -> [parent, key]; `-` appends (RFC 6902 §4.1). */
-  const locate = (doc: Obj, pointer: string): [Obj, string] => {
-    const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
-    let parent: any = doc;
-    for (const p of parts.slice(0, -1)) {
-      parent = parent[Array.isArray(parent) ? Number(p) : p];
-      assert.ok(parent !== undefined && parent !== null, `${pointer}: ${p} does not exist`);
-    }
-    return [parent, parts.at(-1)!];
-  };
-  const applyOps = (doc: Obj, ops: Obj[]): void => {
-    for (const op of ops) {
-      const [parent, key] = locate(doc, op['path']);
-      const from = op['op'] === 'copy' ? locate(doc, op['from']) : null;
-      const value = structuredClone(from ? from[0][from[1]] : op['value']);
-      if (op['op'] === 'test') assert.deepEqual(parent[key], value, `test ${op['path']}: the base no longer looks as the overlay expects`);
-      else if (op['op'] === 'remove') {
-        assert.ok(key in parent, `remove ${op['path']}: absent`);
-        if (Array.isArray(parent)) parent.splice(Number(key), 1);
-        else delete parent[key];
-      } else if (op['op'] === 'replace') {
-        assert.ok(key in parent, `replace ${op['path']}: absent`);
-        parent[key] = value;
-      } else if (op['op'] === 'add' || op['op'] === 'copy') {
-        if (Array.isArray(parent)) parent.splice(key === '-' ? parent.length : Number(key), 0, value);
-        else parent[key] = value;
-      } else assert.fail(`op ${op['op']} is not rendered here`);
-    }
-  };
-
-  function renderOverlay(): Obj[] {
-    assert.deepEqual(Object.keys(overlay).sort(), ['apiVersion', 'configMapGenerator', 'kind', 'patches', 'resources'], 'only the kustomize features rendered here');
-    assert.deepEqual(overlay['resources'], ['../kubernetes']);
-    const base = render();
-    const objs = base.objects;
-    for (const g of overlay['configMapGenerator'] as Obj[]) {
-      assert.equal(g['behavior'], 'replace');
-      const old = base.generated.get(g['name'])!;
-      assert.ok(old, `the base generates ${g['name']}`);
-      const data: Record<string, string> = {};
-      for (const f of g['files'] as string[]) data[basename(f)] = readFileSync(join(SANDWICH, f), 'utf8');
-      const name = g['name'] + '-' + createHash('sha256').update(JSON.stringify(data)).digest('hex').slice(0, 10);
-      const cm = objs.find((o) => o['kind'] === 'ConfigMap' && o['metadata']['name'] === old.name)!;
-      assert.equal(cm['metadata']['namespace'], g['namespace']);
-      Object.assign(cm, { data });
-      cm['metadata']['name'] = name;
-      const d = objs.find((o) => o['kind'] === 'Deployment')!;
-      for (const v of d['spec']['template']['spec']['volumes'] as Obj[]) if (v['configMap']?.['name'] === old.name) v['configMap']['name'] = name;
-    }
-    for (const p of overlay['patches'] as Obj[]) {
-      const t = p['target'];
-      const hits = objs.filter((o) => o['kind'] === t['kind'] && o['metadata']['name'] === t['name'] && (t['namespace'] === undefined || o['metadata']['namespace'] === t['namespace'])
-        && `${t['group'] ? `${t['group']}/` : ''}${t['version']}` === o['apiVersion']);
-      assert.equal(hits.length, 1, `patch target ${t['kind']} ${t['name']} matches one object`);
-      const ops = parseYaml(p['patch']) as Obj[];
-      assert.ok(ops.some((o) => o['op'] === 'test'), `the patch of ${t['kind']} ${t['name']} tests the base before changing it`);
-      applyOps(hits[0]!, ops);
-    }
-    return objs;
-  }
-
-  const sw = renderOverlay();
+  const sw = renderOverlay(SANDWICH);
   const swOne = (kind: string, name: string): Obj => {
     const found = sw.filter((o) => o['kind'] === kind && o['metadata']['name'] === name);
     assert.equal(found.length, 1, `exactly one ${kind} ${name}`);
@@ -628,5 +663,59 @@ describe('examples/kubernetes-sandwich: sandwich mode as an overlay of examples/
     const ports = [15008, 15001, 15006, 15053, Number(sandwich!.listen!.split(':')[1]),
       ...[spec.admin!.readyAddress!, spec.admin!.metricsAddress!, spec.admin!.adminAddress!].map((a) => Number(a.split(':').at(-1)))];
     assert.ok(!ports.includes(Number(hp[2])), `listen port ${hp[2]} is free in the pod`);
+  });
+});
+
+/**
+ * examples/kubernetes-cert-manager/: the certificate from cert-manager's Secret instead of istiod's
+ * CA. The overlay adds the Certificate, swaps the token and mesh-root volumes for the Secret, and
+ * replaces the config with one reading the files; nothing else changes.
+ */
+describe('examples/kubernetes-cert-manager: the certificate from files, as an overlay of examples/kubernetes', () => {
+  const DIR = new URL('../../examples/kubernetes-cert-manager/', import.meta.url).pathname;
+  const cm = renderOverlay(DIR);
+  const cmOne = (kind: string, name: string): Obj => {
+    const found = cm.filter((o) => o['kind'] === kind && o['metadata']['name'] === name);
+    assert.equal(found.length, 1, `exactly one ${kind} ${name}`);
+    return found[0]!;
+  };
+  const pod = (): Obj => cmOne('Deployment', 'waygate')['spec']['template']['spec'];
+  const configText = (): string => {
+    const vol = (pod()['volumes'] as Obj[]).find((v) => v['name'] === 'config')!;
+    return cmOne('ConfigMap', vol['configMap']['name'])['data']['gateway.yaml'];
+  };
+
+  test('the Certificate carries the ServiceAccount\'s SPIFFE ID and is issued into the Secret the Deployment mounts', () => {
+    const cert = cmOne('Certificate', 'waygate');
+    const sa = cmOne('ServiceAccount', 'waygate');
+    assert.equal(cert['metadata']['namespace'], GATEWAY_NAMESPACE);
+    assert.deepEqual(cert['spec']['uris'], [`spiffe://cluster.local/ns/${sa['metadata']['namespace']}/sa/${sa['metadata']['name']}`]);
+    assert.ok(cert['spec']['issuerRef']['name']);
+    const volumes = new Map((pod()['volumes'] as Obj[]).map((v) => [v['name'], v]));
+    assert.equal(volumes.get('tls')!['secret']['secretName'], cert['spec']['secretName']);
+    assert.ok(!volumes.has('istio-token') && !volumes.has('istio-ca-root-cert'), 'no token or root volume left over');
+    const mounts = pod()['containers'][0]['volumeMounts'] as Obj[];
+    assert.deepEqual(mounts.map((m) => m['name']).sort(), [...volumes.keys()].sort(), 'every volume mounted, every mount has a volume');
+    assert.ok(mounts.every((m) => m['readOnly'] === true));
+  });
+
+  test('the config reads the Secret\'s files and differs from the base\'s only in `tls`', () => {
+    const spec = parseConfigText(configText(), 'gateway.yaml', '/');
+    const mounts = new Map((pod()['containers'][0]['volumeMounts'] as Obj[]).map((m) => [m['name'], m['mountPath'] as string]));
+    assert.deepEqual([spec.tls!.certFile, spec.tls!.keyFile, spec.tls!.trustBundleFiles],
+      [`${mounts.get('tls')}/tls.crt`, `${mounts.get('tls')}/tls.key`, [`${mounts.get('tls')}/ca.crt`]], 'cert-manager\'s Secret layout');
+    assert.equal(spec.tls!.istioCa, undefined);
+    const { tls, ...rest } = spec;
+    const { tls: baseTls, ...baseRest } = gatewayConfigSpec();
+    assert.ok(baseTls!.istioCa, 'the base asks the mesh CA');
+    assert.deepEqual(rest, baseRest, 'everything else as the base');
+  });
+
+  test('only the Deployment and the config change, and the Certificate is added', () => {
+    const key = (o: Obj): string => `${kindOf(o)} ${o['metadata']['namespace'] ?? ''}/${o['kind'] === 'ConfigMap' ? o['metadata']['name'].replace(/-[0-9a-f]{10}$/, '') : o['metadata']['name']}`;
+    const base = render().objects;
+    assert.deepEqual(cm.map(key).sort(), [...base.map(key), 'cert-manager.io/v1/Certificate waygate/waygate'].sort());
+    const changed = cm.filter((o) => JSON.stringify(o) !== JSON.stringify(base.find((b) => key(b) === key(o)))).map(key).sort();
+    assert.deepEqual(changed, ['apps/v1/Deployment waygate/waygate', 'cert-manager.io/v1/Certificate waygate/waygate', 'v1/ConfigMap waygate/waygate-config']);
   });
 });
