@@ -230,7 +230,7 @@ export function renderTestReport(report: TestReport, opts: { coverage: boolean; 
   }
   const cov = report.coverage;
   const summary = `${plural(report.total, 'case')}: ${report.passed} passed, ${report.failed} failed; ` +
-    `rule coverage ${cov.reachedRules}/${cov.totalRules} (${cov.percent}%)`;
+    `rule coverage ${cov.reachedRules}/${cov.countedRules} (${cov.percent}%)`;
   lines.push('', report.failed === 0 ? style.green(summary) : style.red(summary));
   if (report.threshold !== null && !report.coverageOk) {
     lines.push(style.red(`coverage ${cov.percent}% is below the threshold of ${report.threshold}%`));
@@ -243,6 +243,10 @@ export function renderTestReport(report: TestReport, opts: { coverage: boolean; 
     for (const r of cov.unreached) lines.push(`  ${label(r)}  ${where(r)}`);
   } else if (opts.coverage) {
     lines.push('every rule was reached by some case');
+  }
+  if (cov.matchesNothing.length > 0) {
+    lines.push('rules that match nothing by construction (`false`: no case can reach them; not counted):');
+    for (const r of cov.matchesNothing) lines.push(`  ${label(r)}  ${where(r)}`);
   }
   if (opts.coverage && cov.rules.length > 0) {
     const width = String(Math.max(...cov.rules.map((r) => r.hits))).length;

@@ -64,16 +64,26 @@ export interface RuleCoverage {
   location: Location;
   /** Cases in which the rule matched or decided. */
   hits: number;
+  /**
+   * The rule's condition, or its policy's selector, is the literal `false`: it matches nothing by
+   * construction (an imported Istio ALLOW policy without rules, a NetworkPolicy without ingress),
+   * so no case can reach it and none is asked for.
+   */
+  matchesNothing: boolean;
 }
 
 export interface CoverageReport {
   totalRules: number;
+  /** Rules a case can reach: every rule but those that match nothing by construction. */
+  countedRules: number;
   reachedRules: number;
-  /** Reached / total in percent (100 for a snapshot without rules), rounded down to 0.1. */
+  /** Reached / counted in percent (100 when no rule is counted), rounded down to 0.1. */
   percent: number;
   rules: RuleCoverage[];
-  /** The rules no case reached, in policy order. */
+  /** The rules no case reached (those matching nothing by construction aside), in policy order. */
   unreached: RuleCoverage[];
+  /** The rules that match nothing by construction (literal `false`): listed, not counted. */
+  matchesNothing: RuleCoverage[];
 }
 
 export interface TestReport {
@@ -121,10 +131,15 @@ export function runPolicyTests(snapshot: PolicySnapshot, tests: readonly PolicyT
     mode: r.ref.mode,
     location: r.location,
     hits: hits[i]!,
+    matchesNothing: r.when.isConstantFalse || snapshot.policies[r.policyIndex]!.selector?.isConstantFalse === true,
   }));
-  const unreached = rules.filter((r) => r.hits === 0);
-  const reachedRules = rules.length - unreached.length;
-  const percent = rules.length === 0 ? 100 : Math.floor((reachedRules / rules.length) * 1000) / 10;
+  // A rule that is the literal `false` has nothing to cover: counting it would hold coverage under
+  // 100% with no case that could ever raise it. It is reported apart instead.
+  const matchesNothing = rules.filter((r) => r.matchesNothing);
+  const unreached = rules.filter((r) => r.hits === 0 && !r.matchesNothing);
+  const countedRules = rules.length - matchesNothing.length;
+  const reachedRules = countedRules - unreached.length;
+  const percent = countedRules === 0 ? 100 : Math.floor((reachedRules / countedRules) * 1000) / 10;
   const threshold = opts.threshold ?? null;
   const coverageOk = threshold === null || percent >= threshold;
   const failed = cases.filter((c) => !c.passed).length;
@@ -134,7 +149,7 @@ export function runPolicyTests(snapshot: PolicySnapshot, tests: readonly PolicyT
     passed: cases.length - failed,
     failed,
     cases,
-    coverage: { totalRules: rules.length, reachedRules, percent, rules, unreached },
+    coverage: { totalRules: rules.length, countedRules, reachedRules, percent, rules, unreached, matchesNothing },
     threshold,
     coverageOk,
   };

@@ -243,7 +243,7 @@ function advice(result: IstioImportResult, count: number, defaultAllows: string)
     '  `spec.defaultAction: ALLOW` in its GatewayConfig (or `waygate serve --default-action ALLOW`); its default is',
     '  DENY, which refuses every tunnel no ALLOW policy governs. The generated PolicyTests state defaultAction: ALLOW;',
     '  check them with',
-    `  waygate policy test <out> --coverage${result.policies.some((p) => p.rules.length === 0) ? ' (a policy without rules has a `false` rule no case reaches)' : ''}`,
+    `  waygate policy test <out> --coverage${result.policies.some((p) => p.rules.length === 0) ? ' (a policy without rules has a `false` rule: coverage lists it apart, as matching nothing by construction)' : ''}`,
     ...(result.policies.some((p) => p.scope.kind !== 'all')
       ? ['advice: policies scoped to a namespace or Service select on destination.namespace / destination.service, which',
         '  only discovery fills (docs/kubernetes.md): without it they govern no tunnel, and the default action decides.']
