@@ -5,14 +5,17 @@
  * the subject is empty (RFC 5280 §4.2.1.6). istiod certifies the CSR's public key and writes the
  * identity of the caller's token, whatever the CSR asks for; the SAN is what istio-agent sends.
  *
- * node:crypto generates the key (native, off the main thread); node-forge, which only does RSA,
- * builds and signs the CSR (node:crypto cannot).
+ * node:crypto generates the key (native, off the main thread) and signs; node-forge assembles the
+ * PKCS#10 structure around them (node:crypto cannot build a CSR). forge's own pure-JavaScript RSA
+ * signature held the event loop for up to ~100 ms on a busy two-core machine, tunnels included.
  */
-import { generateKeyPair } from 'node:crypto';
+import { generateKeyPair, sign } from 'node:crypto';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
+// Present in node-forge (lib/x509.js), missing from @types/node-forge: the DER to sign.
+const pki = forge.pki as typeof forge.pki & { getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1 };
 
 /** istio-agent's default workload key size. */
 export const RSA_KEY_BITS = 2048;
@@ -44,6 +47,11 @@ export async function createCsr(spiffeId: string): Promise<CertificateSigningReq
       extensions: [{ name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: spiffeId }] }],
     },
   ]);
-  csr.sign(forge.pki.privateKeyFromPem(privateKey) as forge.pki.rsa.PrivateKey, forge.md.sha256.create());
+  // What csr.sign() does, with node:crypto's RSASSA-PKCS1-v1_5 (RFC 8017 §8.2) over the DER of the
+  // CertificationRequestInfo (RFC 2986 §4.2).
+  csr.signatureOid = pki.oids['sha256WithRSAEncryption']!;
+  csr.certificationRequestInfo = pki.getCertificationRequestInfo(csr);
+  const info = Buffer.from(forge.asn1.toDer(csr.certificationRequestInfo).getBytes(), 'binary');
+  csr.signature = sign('sha256', info, privateKey).toString('binary');
   return { csrPem: forge.pki.certificationRequestToPem(csr), keyPem: privateKey, publicKeyPem: publicKey };
 }
