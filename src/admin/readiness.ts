@@ -2,11 +2,12 @@
  * Readiness (`/healthz/ready` on 15021): ready only once TLS material and a valid policy snapshot
  * are loaded, never while draining (docs/design.md §5 "Shutdown"), and not while the audit log
  * refuses CONNECTs (`audit.onFailure: deny` and the log failing: docs/operating.md, "Audit log
- * guarantees"); readiness comes back by itself when the log does. Kubernetes stops sending new connections
+ * guarantees"), nor while the mesh CA's certificate has expired unrenewed; readiness comes back by
+ * itself when the log, or a renewal, does. Kubernetes stops sending new connections
  * to a pod that is not ready, which is the first step of a drain.
  */
 
-export type NotReadyReason = 'tls_material_not_loaded' | 'policy_snapshot_not_loaded' | 'draining' | 'workers_not_ready' | 'audit_unavailable';
+export type NotReadyReason = 'tls_material_not_loaded' | 'tls_certificate_expired' | 'policy_snapshot_not_loaded' | 'draining' | 'workers_not_ready' | 'audit_unavailable';
 
 export interface ReadinessState {
   ready: boolean;
@@ -19,6 +20,7 @@ export class Readiness {
   private snapshot = false;
   private draining = false;
   private auditUnavailable = false;
+  private tlsExpired = false;
   private readonly listeners: ((s: ReadinessState) => void)[] = [];
 
   setTlsLoaded(v = true): void {
@@ -38,6 +40,16 @@ export class Readiness {
     this.emit();
   }
 
+  /**
+   * The certificate in force has expired and no renewal has replaced it yet (the mesh CA source):
+   * peers refuse every new handshake, so the pod takes no new connections until one does.
+   */
+  setTlsExpired(v: boolean): void {
+    if (v === this.tlsExpired) return;
+    this.tlsExpired = v;
+    this.emit();
+  }
+
   /** Irreversible: a draining gateway never becomes ready again. */
   setDraining(): void {
     this.draining = true;
@@ -52,6 +64,7 @@ export class Readiness {
     const reasons: NotReadyReason[] = [];
     if (this.draining) reasons.push('draining');
     if (!this.tls) reasons.push('tls_material_not_loaded');
+    if (this.tlsExpired) reasons.push('tls_certificate_expired');
     if (!this.snapshot) reasons.push('policy_snapshot_not_loaded');
     if (this.auditUnavailable) reasons.push('audit_unavailable');
     return { ready: reasons.length === 0, reasons };

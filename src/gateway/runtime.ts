@@ -320,6 +320,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   });
   tls.on('update', (m: TlsMaterial) => {
     srv.setSecureContext(tlsOptions(m, config.tls.allowTls12));
+    readiness.setTlsExpired(false);
     metrics.tlsMaterialReloads.inc();
     noteMaterial(m);
     // The mesh CA source logs its own renewals, with the next renewal time.
@@ -328,6 +329,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   });
   tls.on('error', (err: Error) => {
     metrics.tlsMaterialErrors.inc();
+    // A renewal failing past notAfter (the CA source retries): peers now refuse the certificate.
+    if (tls.current.notAfter.getTime() <= Date.now()) readiness.setTlsExpired(true);
     // The mesh CA source logs its own failures, with the retry time and whether the certificate expired.
     if (!config.tls.istioCa) log.error({ err: err.message }, 'TLS material reload failed; the previous certificate stays in use');
     events.emit('tls-error', err);

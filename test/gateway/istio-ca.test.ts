@@ -199,3 +199,44 @@ describe('a start without a certificate from the mesh CA', () => {
     }
   });
 });
+
+describe('a certificate from the mesh CA that expires unrenewed', () => {
+  test('not ready with tls_certificate_expired while renewals fail past notAfter; ready again after the next renewal', async () => {
+    const ca = await startFakeIstioCa();
+    ca.lifetimeMs = 1_500;
+    const dir = mkdtempSync(join(tmpdir(), 'waygate-istio-ca-expiry-'));
+    let gw: RunningGateway | undefined;
+    try {
+      mkdirSync(join(dir, 'policies'));
+      writeFileSync(join(dir, 'token'), GATEWAY_TOKEN);
+      const configFile = writeConfig(dir, ca, null, join(dir, 'token'));
+      gw = await startGateway({ effective: resolveConfig({ configFile, env: {} }), log: createOpsLogger({ level: 'silent' }), audit: new RecordingSink() });
+      const ready = async (): Promise<{ status: number; body: string }> => {
+        const res = await fetch(`http://${gw!.addresses.ready}/healthz/ready`);
+        return { status: res.status, body: await res.text() };
+      };
+      assert.equal((await ready()).status, 200);
+      // istiod stops accepting the token: every renewal fails, the certificate runs out.
+      ca.tokens.delete(GATEWAY_TOKEN);
+      const events = gw.runtime!.events;
+      for (;;) {
+        await once(events, 'tls-error');
+        // A failure before notAfter leaves the gateway ready; wait for one after it.
+        if (Date.parse((gw.runtime!.tlsInfo() as { notAfter: string }).notAfter) <= Date.now()) break;
+      }
+      const notReady = await ready();
+      assert.equal(notReady.status, 503);
+      assert.match(notReady.body, /tls_certificate_expired/);
+      // istiod takes the token again: the next retry renews, and the gateway is ready again.
+      ca.tokens.set(GATEWAY_TOKEN, GATEWAY_SPIFFE_ID);
+      await once(events, 'tls-update');
+      assert.equal((await ready()).status, 200);
+      const metrics = await (await fetch(`http://${gw.addresses.metrics}/metrics`)).text();
+      assert.ok(Number(/^waygate_tls_material_errors_total (\d+)$/m.exec(metrics)![1]) >= 1);
+    } finally {
+      await gw?.shutdown('test');
+      await ca.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
