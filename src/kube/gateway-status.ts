@@ -50,6 +50,12 @@ const GATEWAY_API_VERSION = 'v1';
 /** The one listener waygate serves: istiod's waypoint HBONE listener (waypoints.go makeAllowedRoutes). */
 export const HBONE_PORT = 15008;
 export const HBONE_PROTOCOL = 'HBONE';
+/**
+ * The protocol of the listener istiod binds a waypoint's inbound to in sandwich mode (the Gateway
+ * annotation `ambient.istio.io/waypoint-inbound-binding: PROXY/<port>`, waypoints.go
+ * findBoundListener; docs/waypoint.md "Sandwich mode"): served by the sandwich listener.
+ */
+export const PROXY_PROTOCOL = 'istio.io/PROXY';
 
 /** The `registration` config section (kube-contract: config keys). */
 export interface RegistrationConfig {
@@ -65,6 +71,8 @@ export interface RegistrationOptions {
   registration: RegistrationConfig;
   /** Hostnames are `<svc>.<ns>.svc.<clusterDomain>`. */
   clusterDomain: string;
+  /** The port of `sandwich.listen`, whose `istio.io/PROXY` listener waygate then serves; null: off. */
+  sandwichPort?: number | null;
   /** An explicit kubeconfig (else in-cluster / KUBECONFIG: src/kube/client.ts). */
   kubeconfig?: string | null | undefined;
   log: OpsLogger;
@@ -176,20 +184,25 @@ export function serviceHostname(service: string, namespace: string, clusterDomai
 }
 
 /** The status the Gateway must have, given the Service (null: not found) and what is stored. */
-export function desiredGatewayStatus(gw: GatewayObject, service: ServiceObject | null, opts: { serviceName: string; clusterDomain: string }): GatewayStatus {
+export function desiredGatewayStatus(gw: GatewayObject, service: ServiceObject | null, opts: { serviceName: string; clusterDomain: string; sandwichPort?: number | null }): GatewayStatus {
   const ns = gw.metadata.namespace ?? '';
   const generation = gw.metadata.generation ?? 0;
   const existing = gw.status ?? {};
   const hostname = serviceHostname(opts.serviceName, ns, opts.clusterDomain);
   const listeners = gw.spec.listeners ?? [];
   const isHbone = (l: { port: number; protocol: string }): boolean => l.port === HBONE_PORT && l.protocol === HBONE_PROTOCOL;
+  const sandwichPort = opts.sandwichPort ?? null;
+  // In sandwich mode the PROXY listener istiod binds to is served too (by src/sandwich/listener.ts).
+  const served = (l: { port: number; protocol: string }): boolean => isHbone(l) || (l.protocol === PROXY_PROTOCOL && l.port === sandwichPort);
   const valid = listeners.filter(isHbone).length;
+  const servedCount = listeners.filter(served).length;
+  const serves = sandwichPort === null ? `port ${HBONE_PORT} with protocol "${HBONE_PROTOCOL}"` : `port ${HBONE_PORT} with protocol "${HBONE_PROTOCOL}" and port ${sandwichPort} with protocol "${PROXY_PROTOCOL}" (sandwich.listen)`;
 
   let accepted: Condition;
   if (valid === 0) {
     accepted = cond('Accepted', 'False', 'ListenersNotValid', `waygate serves one listener, on port ${HBONE_PORT} with protocol "${HBONE_PROTOCOL}"; this Gateway has none`);
-  } else if (valid < listeners.length) {
-    accepted = cond('Accepted', 'True', 'ListenersNotValid', `One or more of the Gateway's listeners are invalid: waygate serves only port ${HBONE_PORT} with protocol "${HBONE_PROTOCOL}"`);
+  } else if (servedCount < listeners.length) {
+    accepted = cond('Accepted', 'True', 'ListenersNotValid', `One or more of the Gateway's listeners are invalid: waygate serves only ${serves}`);
   } else {
     accepted = cond('Accepted', 'True', 'Accepted', 'Resource accepted');
   }
@@ -218,7 +231,7 @@ export function desiredGatewayStatus(gw: GatewayObject, service: ServiceObject |
 
   const listenerStatus: ListenerStatus[] = listeners.map((l) => {
     const stored = existing.listeners?.find((s) => s.name === l.name);
-    const ok = isHbone(l);
+    const ok = served(l);
     const want = ok
       ? [
           cond('Accepted', 'True', 'Accepted', 'No errors found'),
@@ -227,8 +240,10 @@ export function desiredGatewayStatus(gw: GatewayObject, service: ServiceObject |
           cond('ResolvedRefs', 'True', 'ResolvedRefs', 'No errors found'),
         ]
       : [
-          cond('Accepted', 'False', l.port === HBONE_PORT ? 'UnsupportedProtocol' : 'PortUnavailable',
-            `waygate serves one listener, on port ${HBONE_PORT} with protocol "${HBONE_PROTOCOL}"`),
+          cond('Accepted', 'False', l.port === HBONE_PORT || l.port === sandwichPort ? 'UnsupportedProtocol' : 'PortUnavailable',
+            l.protocol === PROXY_PROTOCOL && sandwichPort === null
+              ? `waygate serves "${PROXY_PROTOCOL}" only in sandwich mode: sandwich.listen is off`
+              : `waygate serves ${serves}`),
           cond('Conflicted', 'False', 'NoConflicts', 'No errors found'),
           cond('Programmed', 'False', 'Invalid', 'Listener is not accepted'),
           cond('ResolvedRefs', 'True', 'ResolvedRefs', 'No errors found'),
@@ -330,6 +345,7 @@ export class GatewayRegistration extends EventEmitter {
     this.#o = {
       registration: opts.registration,
       clusterDomain: opts.clusterDomain,
+      sandwichPort: opts.sandwichPort ?? null,
       kubeconfig: opts.kubeconfig,
       log: opts.log,
       retryInitialMs: opts.retryInitialMs ?? 1_000,
@@ -504,7 +520,7 @@ export class GatewayRegistration extends EventEmitter {
     if (this.#behindOwnWrite('gateway', initial.metadata)) return 0;
     let gw = initial;
     for (let attempt = 0; ; attempt++) {
-      const status = desiredGatewayStatus(gw, service, { serviceName: reg.serviceName, clusterDomain: this.#o.clusterDomain });
+      const status = desiredGatewayStatus(gw, service, { serviceName: reg.serviceName, clusterDomain: this.#o.clusterDomain, sandwichPort: this.#o.sandwichPort });
       if (isDeepStrictEqual(status, gw.status ?? {})) return 0;
       try {
         const written = await this.#call({ verb: 'update', group: GATEWAY_API_GROUP, resource: 'gateways/status', namespace: this.namespace },
@@ -632,6 +648,7 @@ export function startRegistrationFromConfig(config: Readonly<GatewayConfig>, log
   return startGatewayRegistration({
     registration: config.registration,
     clusterDomain: kube?.clusterDomain ?? 'cluster.local',
+    sandwichPort: config.sandwich.listen === null ? null : Number(config.sandwich.listen.slice(config.sandwich.listen.lastIndexOf(':') + 1)),
     kubeconfig: kube?.kubeconfig ?? null,
     log,
   });

@@ -416,6 +416,23 @@ describe('desiredGatewayStatus', () => {
     assert.equal(a.reason, 'ListenersNotValid');
   });
 
+  test('sandwich mode: the istio.io/PROXY listener on sandwich.listen\'s port is served and accepted; off, or on another port, it is not', () => {
+    const sandwichGw: GatewayObject = { ...gw, spec: { gatewayClassName: 'waygate', listeners: [
+      { name: 'mesh', port: 15008, protocol: 'HBONE' }, { name: 'proxy', port: 15088, protocol: 'istio.io/PROXY' },
+    ] } };
+    const svc = { metadata: { name: 'waygate' }, spec: { clusterIPs: ['10.96.0.9'], ports: [{ port: 15008 }] } };
+    const listener = (st: GatewayStatus, name: string) => st.listeners!.find((l) => l.name === name)!.conditions!.find((c) => c.type === 'Accepted')!;
+    const on = desiredGatewayStatus(sandwichGw, svc, { ...opts, sandwichPort: 15088 });
+    assert.deepEqual(on.conditions!.map((c) => `${c.type} ${c.status} ${c.reason}`), ['Accepted True Accepted', 'Programmed True Programmed']);
+    assert.equal(listener(on, 'proxy').status, 'True');
+    const off = desiredGatewayStatus(sandwichGw, svc, opts);
+    assert.equal(off.conditions!.find((c) => c.type === 'Accepted')!.reason, 'ListenersNotValid');
+    assert.deepEqual([listener(off, 'proxy').status, listener(off, 'proxy').reason], ['False', 'PortUnavailable']);
+    assert.match(listener(off, 'proxy').message, /only in sandwich mode: sandwich\.listen is off/);
+    const elsewhere = desiredGatewayStatus(sandwichGw, svc, { ...opts, sandwichPort: 15090 });
+    assert.match(listener(elsewhere, 'proxy').message, /port 15090 with protocol "istio\.io\/PROXY" \(sandwich\.listen\)/);
+  });
+
   test('conditions of other types are kept; an unchanged condition is kept as stored', () => {
     const first = desiredGatewayStatus(gw, null, opts);
     const foreign = { type: 'example.com/Audited', status: 'True' as const, reason: 'Audited', message: 'x', observedGeneration: 3, lastTransitionTime: '2026-01-01T00:00:00Z' };
