@@ -239,6 +239,27 @@ describe('istiod CA source', () => {
     }
   });
 
+  it('reads the mesh root files for every request (a root rotation rewrites them)', async () => {
+    ca.lifetimeMs = 2_000;
+    const roots = join(dir, 'rotating-root.pem');
+    writeFileSync(roots, pki.trustBundlePem);
+    try {
+      const source = await start(options(ca, { rootCertFiles: [roots] }));
+      assert.equal(source.current.ca, pki.root.certPem);
+      // Only a root istiod does not chain to: the next renewal cannot verify istiod.
+      writeFileSync(roots, pki.foreignRoot.certPem);
+      const err = await next<WaygateError>(source, 'error');
+      assert.match(err.message, /must chain to the mesh root in .*rotating-root\.pem/);
+      // Both roots, as during a rotation: renewed, and both served as trust anchors.
+      writeFileSync(roots, pki.trustBundlePem + pki.foreignRoot.certPem);
+      const renewed = await next<TlsMaterial>(source, 'update');
+      assert.equal(renewed.ca, pki.root.certPem + pki.foreignRoot.certPem);
+      source.close();
+    } finally {
+      ca.lifetimeMs = undefined;
+    }
+  });
+
   it('a failed renewal keeps the material in force, emits error, and retries with backoff until it succeeds', async () => {
     ca.lifetimeMs = 2_000;
     try {

@@ -5,16 +5,16 @@
  * and two metadata entries: `authorization: Bearer <projected service-account token>` and
  * `ClusterID: <cluster>` (istiod picks the cluster whose API server validates the token).
  *
- * Every call reads the token file again (the kubelet rotates projected tokens, typically hourly)
- * and the root files again (a mesh root rotation rewrites the `istio-ca-root-cert` ConfigMap), and
- * opens its own channel, closed when the call ends: a call happens twice a day, so nothing is kept
+ * Every call reads the token file again (the kubelet rotates projected tokens, typically hourly),
+ * takes the mesh root as its caller just read it (a root rotation rewrites the
+ * `istio-ca-root-cert` ConfigMap), and opens its own channel, closed when the call ends: a call happens twice a day, so nothing is kept
  * open towards istiod in between, and no stale root or token can outlive a rotation.
  */
 import { Client, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { readFile } from 'node:fs/promises';
 import { WaygateError } from '../../errors.ts';
 import { parseAuthority } from '../../net/authority.ts';
-import { loadTrustBundle } from '../trust-bundle.ts';
+import type { TrustBundle } from '../trust-bundle.ts';
 import { istioCertificateService, type IstioCertificateRequest, type IstioCertificateResponse } from './descriptor.ts';
 
 /** Where and how to ask. */
@@ -23,8 +23,8 @@ export interface IstioCaCallOptions {
   address: string;
   /** The name istiod's serving certificate must carry; default the host of `address`. */
   serverName?: string;
-  /** PEM files of the mesh root(s), which must issue istiod's serving certificate. */
-  rootCertFiles: readonly string[];
+  /** The mesh root(s) (loadTrustBundle of the root files): istiod's serving certificate must chain to them. */
+  roots: TrustBundle;
   /** The projected service-account token (audience `istio-ca`). */
   tokenFile: string;
   /** Sent as the `ClusterID` metadata entry. */
@@ -85,7 +85,7 @@ function callError(opts: IstioCaCallOptions, serverName: string, err: ServiceErr
       if (TLS_VERIFY_FAILURE.test(err.details ?? '')) {
         return new WaygateError(
           'WG_CA',
-          `cannot reach ${at} (${what}): its serving certificate must chain to the mesh root in ${opts.rootCertFiles.join(', ')} and name ${serverName} (serverName)`,
+          `cannot reach ${at} (${what}): its serving certificate must chain to the mesh root in ${opts.roots.files.join(', ')} and name ${serverName} (serverName)`,
           { cause: err },
         );
       }
@@ -102,12 +102,6 @@ function callError(opts: IstioCaCallOptions, serverName: string, err: ServiceErr
  */
 export async function createCertificate(opts: IstioCaCallOptions, request: IstioCertificateRequest, signal?: AbortSignal): Promise<string[]> {
   const serverName = caServerName(opts.address, opts.serverName);
-  let roots: string;
-  try {
-    roots = loadTrustBundle(opts.rootCertFiles).pem;
-  } catch (err) {
-    throw new WaygateError('WG_CA', `the mesh root to verify istiod with: ${(err as Error).message}`, { cause: err });
-  }
   const token = await readToken(opts.tokenFile);
   signal?.throwIfAborted();
   const method = istioCertificateService()['CreateCertificate']!;
@@ -115,7 +109,7 @@ export async function createCertificate(opts: IstioCaCallOptions, request: Istio
   metadata.set('authorization', `Bearer ${token}`);
   // gRPC metadata keys are lower-case on the wire (HTTP/2); istiod reads "ClusterID" case-insensitively.
   metadata.set('ClusterID', opts.clusterId);
-  const client = new Client(opts.address, credentials.createSsl(Buffer.from(roots)), {
+  const client = new Client(opts.address, credentials.createSsl(Buffer.from(opts.roots.pem)), {
     'grpc.ssl_target_name_override': serverName,
     'grpc.default_authority': serverName,
   });

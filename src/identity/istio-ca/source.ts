@@ -103,13 +103,20 @@ function settingsOf(opts: IstioCaSourceOptions): Settings {
 
 /** One request: key, CSR, call, verification. Rejects with WG_CA. */
 async function issue(s: Settings, signal: AbortSignal): Promise<TlsMaterial> {
+  // Read for every request: a mesh root rotation rewrites the files while the gateway runs.
+  let roots;
+  try {
+    roots = loadTrustBundle(s.rootCertFiles);
+  } catch (err) {
+    throw new WaygateError('WG_CA', `the mesh root to verify istiod and its certificates with: ${(err as Error).message}`, { cause: err });
+  }
   const csr = await createCsr(s.identity);
   signal.throwIfAborted();
   const certChain = await createCertificate(
     {
       address: s.address,
       ...(s.serverName !== undefined ? { serverName: s.serverName } : {}),
-      rootCertFiles: s.rootCertFiles,
+      roots,
       tokenFile: s.tokenFile,
       clusterId: s.clusterId,
       requestTimeoutMs: s.requestTimeoutMs,
@@ -117,16 +124,10 @@ async function issue(s: Settings, signal: AbortSignal): Promise<TlsMaterial> {
     { csr: csr.csrPem, validity_duration: Math.max(1, Math.round(s.requestedTtlMs / 1000)) },
     signal,
   );
-  let anchors;
-  try {
-    anchors = loadTrustBundle(s.rootCertFiles).certificates;
-  } catch (err) {
-    throw new WaygateError('WG_CA', `the mesh root to verify istiod's certificate with: ${(err as Error).message}`, { cause: err });
-  }
   return verifyIssuedChain(certChain, {
     identity: s.identity,
     keyPem: csr.keyPem,
-    anchors,
+    anchors: roots.certificates,
     rootCertFiles: s.rootCertFiles,
     tokenFile: s.tokenFile,
     address: s.address,
