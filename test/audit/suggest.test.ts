@@ -160,6 +160,8 @@ describe('audit suggest', () => {
     const exp = await expectedFrom(SAMPLE);
     const { code, json, stderr } = await suggestJson([SAMPLE], out, ['--policies', path.join(ROOT, 'policies')]);
     assert.equal(code, 0, stderr);
+    // require-traceparent reads request.traceId, but in DryRun: it cannot change a replayed verdict, so records are still grouped.
+    assert.doesNotMatch(stderr, /keeps every decision record/);
     assertReplaysLikeTheLog(json.replay, exp, { inForce: true });
     assert.equal(json.replay.denyToAllow.count, 0);
     assert.deepEqual(json.suggestion.warnings, []);
@@ -290,6 +292,19 @@ describe('audit suggest', () => {
       assert.deepEqual(api.callers.find((c) => c.principal === web)!.conditions, []);
       assert.equal(json.suggestion.deniedUnsuggested, 1);
       await assertPolicyVerbsPass(out);
+      assert.deepEqual(replayCounts(json.replay), replayCounts(await replayAgain(logPath, out)));
+    });
+
+    it('an enforced policy in force reading the trace id: every record kept (said on stderr), the same replay', async () => {
+      const dir2 = path.join(dir, 'trace-policies');
+      await mkdir(dir2);
+      await writeFile(path.join(dir2, 'api.yaml'), POLICIES + '---\napiVersion: waygate.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: no-trace-zero\nspec:\n  action: DENY\n  rules:\n    - name: zero\n      when: request.traceId == "00000000000000000000000000000000"\n');
+      const out = path.join(dir, 'trace-in-force');
+      const io = captureIo();
+      assert.equal(await runAuditSuggest([logPath], { out, policies: [dir2], format: 'json' }, io), 0, io.stderrText());
+      assert.match(io.stderrText(), /the policies in force read `request\.traceId`: unique per request: the replay keeps every decision record in memory/);
+      const json = JSON.parse(io.stdoutText()) as SuggestJson;
+      assert.equal(json.replay.denyToAllow.count, 0);
       assert.deepEqual(replayCounts(json.replay), replayCounts(await replayAgain(logPath, out)));
     });
   });

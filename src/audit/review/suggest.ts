@@ -552,6 +552,24 @@ export function keptPolicyFiles(set: PolicySnapshot, texts: ReadonlyMap<string, 
   return out;
 }
 
+/**
+ * The attributes of the policies in force a replay's outcome can depend on. Enforced DENY and ALLOW
+ * policies decide the verdict: all their reads. A DryRun or AUDIT policy never changes a verdict;
+ * it counts only through the header and baggage keys it looks up (replay.ts marks a flip inexact
+ * on those), so one that reads no header or baggage is left out (a dry-run trial of
+ * `request.traceId == ""` would otherwise make every record its own group).
+ */
+function replayReads(set: PolicySnapshot): Set<string> {
+  const reads = new Set<string>();
+  for (const p of set.policies) {
+    const own = new Set<string>([...(p.selector?.reads ?? []), ...p.variables.flatMap((v) => [...v.expression.reads]), ...p.rules.flatMap((r) => [...r.when.reads])]);
+    const verdictOnly = p.mode === 'DryRun' || p.action === 'AUDIT';
+    if (verdictOnly && ![...own].some((r) => r.startsWith('request.headers') || r.startsWith('request.baggage'))) continue;
+    for (const r of own) reads.add(r);
+  }
+  return reads;
+}
+
 /** A replay-store key part: one length-prefixed value (no separator can shift the fields). */
 const part = (v: string | number | null | undefined): string => {
   const s = v == null ? '\u0000' : String(v);
@@ -566,9 +584,10 @@ type Extractors = Extract<ReturnType<typeof cachePlan>, { enabled: true }>['extr
  * and a count. The key holds the recorded outcome (decision, reason, policy, rule) and the
  * attributes the suggested policies read (caller identity, the address only without one,
  * destination ip, port, host, service, namespace); with policies in force, also the value of every
- * attribute they read, as the decision cache keys decisions (src/policy/decision-cache.ts). When
- * they read an attribute unique per request (the trace id, the time, a whole header map) the key
- * cannot be complete: then each record is its own group (one read still; memory grows with the log).
+ * attribute they read that the outcome can depend on (replayReads), as the decision cache keys
+ * decisions (src/policy/decision-cache.ts). When those include an attribute unique per request (the
+ * trace id, the time, a whole header map) the key cannot be complete: then each record is its own
+ * group (one read still; memory grows with the log).
  * Records that are not replayable are grouped by reason, the only thing the replay counts of them.
  */
 export class ReplayStore {
@@ -584,7 +603,7 @@ export class ReplayStore {
       this.perRecord = null;
       return;
     }
-    const plan = cachePlan(inForce);
+    const plan = cachePlan({ ...inForce, reads: replayReads(inForce) });
     this.extract = plan.enabled ? plan.extract : null;
     this.perRecord = plan.enabled ? null : `the policies in force ${plan.reason.replace(/^reads /, 'read ')}`;
   }
