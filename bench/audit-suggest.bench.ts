@@ -1,20 +1,22 @@
 /**
  * `waygate audit suggest` wall time and peak RSS on a generated log (test/helpers/audit-log.ts):
  * the compiled CLI (bin/waygate.js, so `npm run build` first) as a whole process, suggestion and
- * the replay of the log against it included (two passes over the file). The target (issue 18):
- * under 10 s for 100,000 records. Run at N and N/4: peak RSS must not grow with the input.
+ * the replay of the log against it included (one read of the file: src/audit/review/suggest.ts
+ * ReplayStore keeps what the replay needs). The target (issue 18): under 10 s for 100,000 records.
+ * Run at N and N/4: peak RSS must not grow with the input.
  *
  *   npm run build && node --import tsx bench/audit-suggest.bench.ts [--decisions N] [--keep]
  *
  * Results: a table on stdout and JSON in bench/results/audit-suggest-<time>.json.
  *
- * Measured 2026-12-07 (2-core AMD EPYC, Node 20, load average ~15 from other work on the machine, so
- * wall times are inflated; CPU s is the process's user + system time):
- *   100,000 decisions (180,252 lines, 131 MiB): wall 7.4-11.5 s, CPU 6.7 s, peak RSS 115 MiB
- *   55,400 decisions (99,747 lines, 72.5 MiB):  wall 7.8 s, CPU 4.0 s, peak RSS 122 MiB
- *   peak RSS at N vs N/4: 1.05-1.16x (bounded by destinations x callers, not by records)
- * In-process split for the 100,000-decision log: reading and parsing ~1.9 s per pass (two passes),
- * suggestion ~0.05 s on top of its pass, replay decisions ~1.4 s on top of its pass.
+ * Measured 2026-12-07 (2-core AMD EPYC, Node 20, load average 6.9-8.6 from other work on the
+ * machine; CPU s is the process's user + system time, steadier than wall), 100,000 decisions
+ * (180,252 lines, 131 MiB), the builds before and after one read, alternated in one run:
+ *   before (two reads):          CPU 4.4-5.8 s, wall 5.1-7.7 s, peak RSS 115-120 MiB (8 runs)
+ *   after (one read, 428 groups): CPU 2.5-2.7 s, wall 3.9-5.3 s, peak RSS 122-123 MiB (4 runs)
+ *   after, this bench: N/4 118 MiB, N 121 MiB: peak RSS at N vs N/4 1.03x (before: 1.05-1.16x)
+ * In-process split before: reading and parsing ~1.9 s per pass (two passes), suggestion ~0.05 s,
+ * replay decisions ~1.4 s; after: one read, the replay decides each group once.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
