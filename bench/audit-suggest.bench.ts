@@ -12,8 +12,10 @@
  * Measured 2026-12-07 (2-core AMD EPYC, Node 20, load average 6.9-8.6 from other work on the
  * machine; CPU s is the process's user + system time, steadier than wall), 100,000 decisions
  * (180,252 lines, 131 MiB), the builds before and after one read, alternated in one run:
- *   before (two reads):          CPU 4.4-5.8 s, wall 5.1-7.7 s, peak RSS 115-120 MiB (8 runs)
- *   after (one read, 428 groups): CPU 2.5-2.7 s, wall 3.9-5.3 s, peak RSS 122-123 MiB (4 runs)
+ *   before (two reads):          CPU 4.4-5.8 s, wall 5.1-7.7 s, peak RSS 115-120 MiB (10 runs)
+ *   after (one read, 428 groups): CPU 2.5-3.9 s, wall 3.2-5.3 s, peak RSS 122-123 MiB (6 runs)
+ *   after, --policies policies/:  CPU 5.9 s, wall 6.6 s, peak RSS 119 MiB (the key's attributes read
+ *                                 from a context built per record)
  *   after, this bench: N/4 118 MiB, N 121 MiB: peak RSS at N vs N/4 1.03x (before: 1.05-1.16x)
  * In-process split before: reading and parsing ~1.9 s per pass (two passes), suggestion ~0.05 s,
  * replay decisions ~1.4 s; after: one read, the replay decides each group once.
