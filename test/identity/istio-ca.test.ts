@@ -15,10 +15,10 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import forge from 'node-forge';
 import { WaygateError } from '../../src/errors.ts';
 import { uriSansFromDer } from '../../src/identity/peer-identity.ts';
-import { startIstioCaSource, type IstioCaSource, type IstioCaSourceOptions } from '../../src/identity/istio-ca/source.ts';
+import { MAX_TIMER_DELAY_MS, startIstioCaSource, type IstioCaSource, type IstioCaSourceOptions } from '../../src/identity/istio-ca/source.ts';
 import type { TlsMaterial } from '../../src/identity/tls-material.ts';
 import { parsePemCertificates } from '../../src/identity/trust-bundle.ts';
-import { GATEWAY_TOKEN, startFakeIstioCa, type FakeIstioCa } from '../helpers/fake-istio-ca.ts';
+import { GATEWAY_TOKEN, startFakeIstioCa, type CallRecord, type FakeIstioCa } from '../helpers/fake-istio-ca.ts';
 import { GATEWAY_SPIFFE_ID, spiffe, testPki } from '../helpers/pki.ts';
 import { within } from '../helpers/wait.ts';
 
@@ -235,6 +235,32 @@ describe('istiod CA source', () => {
       assert.ok(st.nextAttemptAt!.getTime() < third.notAfter.getTime());
       source.close();
     } finally {
+      ca.lifetimeMs = undefined;
+    }
+  });
+
+  it('a lifetime whose half exceeds setTimeout\'s 2^31-1 ms (80 days) is waited out, not renewed at once', async () => {
+    const DAY_MS = 86_400_000;
+    ca.tokens.set('long-lived-token', GATEWAY_SPIFFE_ID);
+    const seen: string[] = [];
+    const onCall = (r: CallRecord): void => { seen.push(r.metadata['authorization'] ?? ''); };
+    ca.on('call', onCall);
+    try {
+      const long = await start(options(ca, { tokenFile: tokenFile('long-lived-token'), requestedTtlMs: 80 * DAY_MS }));
+      const lifetimeMs = long.current.notAfter.getTime() - new Date(long.current.leaf.validFrom).getTime();
+      assert.ok(lifetimeMs > 2 * MAX_TIMER_DELAY_MS, 'the fake issued what was asked');
+      assert.ok(long.status().nextAttemptAt!.getTime() - Date.now() > 39 * DAY_MS, 'the renewal is due at half the lifetime');
+      // The clock: another source's renewal, at least a second later. A renewal timer that fired
+      // at once (Node does so above 2^31-1 ms) would have asked istiod again long before.
+      ca.lifetimeMs = 2_000;
+      const short = await start(options(ca));
+      await next<TlsMaterial>(short, 'update');
+      assert.equal(seen.filter((a) => a === 'Bearer long-lived-token').length, 1, 'one request: the first');
+      assert.ok(long.status().nextAttemptAt!.getTime() - Date.now() > 39 * DAY_MS);
+      short.close();
+      long.close();
+    } finally {
+      ca.off('call', onCall);
       ca.lifetimeMs = undefined;
     }
   });

@@ -67,6 +67,9 @@ export interface IstioCaStatus {
   closed: boolean;
 }
 
+/** The longest delay setTimeout honours (2^31-1 ms); a longer one fires at once. */
+export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
+
 /** Istio's SECRET_GRACE_PERIOD_RATIO: renew once half the lifetime has passed. */
 export const RENEW_AT_LIFETIME_FRACTION = 0.5;
 /** Jitter on that fraction (Istio's SECRET_GRACE_PERIOD_RATIO_JITTER). */
@@ -214,12 +217,26 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
 
   #schedule(delayMs: number): void {
     if (this.#closed) return;
-    this.#nextAttemptAt = new Date(Date.now() + delayMs);
+    const atMs = Date.now() + delayMs;
+    this.#nextAttemptAt = new Date(atMs);
+    this.#arm(atMs);
+  }
+
+  /**
+   * One timer towards `atMs`, at most MAX_TIMER_DELAY_MS long: Node fires a setTimeout longer than
+   * 2^31-1 ms (24.8 days) at once, so half of a certificate lifetime above 49.7 days (istiod
+   * allows up to 90) is waited out in several timers instead of a renewal loop.
+   */
+  #arm(atMs: number): void {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
+      if (Date.now() < atMs) {
+        this.#arm(atMs);
+        return;
+      }
       this.#nextAttemptAt = undefined;
       void this.#renew();
-    }, delayMs);
+    }, Math.min(Math.max(atMs - Date.now(), 0), MAX_TIMER_DELAY_MS));
     // The listeners keep the process alive; a source nobody closed must not.
     this.#timer.unref();
   }
