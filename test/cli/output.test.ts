@@ -68,6 +68,8 @@ describe('the -o, --output vocabulary', () => {
       'waygate policy check': ['text', 'json', 'yaml'],
       'waygate policy test': ['text', 'json', 'yaml'],
       'waygate policy eval': ['text', 'json', 'yaml'],
+      'waygate policy import istio': ['text', 'json'],
+      'waygate policy import networkpolicy': ['text', 'json'],
       'waygate audit summary': ['text', 'json', 'markdown', 'yaml'],
       'waygate audit query': ['text', 'jsonl', 'csv'],
       'waygate audit replay': ['text', 'json', 'markdown', 'yaml'],
