@@ -538,7 +538,8 @@ export function keptPolicyFiles(set: PolicySnapshot, texts: ReadonlyMap<string, 
     for (const doc of parseAllDocuments(text)) {
       const meta = isMap(doc.contents) ? doc.contents.get('metadata', true) : undefined;
       const name = isMap(meta) ? meta.get('name', true) : undefined;
-      if (isScalar(name) && typeof name.value === 'string' && names.has(name.value)) docs.push(doc.toString().replace(/^---\n/, ''));
+      // An editor's schema modeline points relative to the source file: wrong beside the suggestion.
+      if (isScalar(name) && typeof name.value === 'string' && names.has(name.value)) docs.push(doc.toString().replace(/^---\n/, '').replace(/^# yaml-language-server:.*\n(#\n)?/m, ''));
     }
     if (docs.length === 0) continue;
     const path = unique(`kept-${basename(from).replace(/\.ya?ml$/, '')}`, taken) + '.yaml';
