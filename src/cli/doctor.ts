@@ -488,6 +488,22 @@ interface CertContext {
   deployName: string;
 }
 
+/**
+ * The certificates under `key` of the ConfigMap istiod publishes the mesh root in ([] when none
+ * parse); undefined, with the certificate.root check added, when the ConfigMap cannot be read.
+ */
+async function meshRootAnchors(cx: CertContext, key: string, add: (c: Check) => void): Promise<X509Certificate[] | undefined> {
+  const cm = await got(() => cx.core.readNamespacedConfigMap({ name: ISTIO_ROOT_CONFIGMAP, namespace: cx.ns }));
+  if (!cm.ok) {
+    add(cm.status === 404
+      ? { id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} not found: istiod publishes the mesh root in every namespace; is Istio installed?` }
+      : { id: 'certificate.root', status: 'skipped', message: unreadable(`ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`, cm) });
+    return undefined;
+  }
+  const pem = cm.value.data?.[key];
+  try { return pem ? parsePemCertificates(pem, `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`) : []; } catch { return []; }
+}
+
 /** The serving certificate: the Secret the Deployment mounts with a tls.crt. */
 async function certificateChecks(cx: CertContext, add: (c: Check) => void): Promise<void> {
   if (!cx.template) {
@@ -525,22 +541,14 @@ async function certificateChecks(cx: CertContext, add: (c: Check) => void): Prom
   const where = `Secret ${cx.ns}/${secretName}`;
   if (!uris.includes(want)) {
     add({ id: 'certificate.identity', status: 'fail', message: `${where} names ${uris.join(', ') || 'no URI SAN'}, but the pods run as ServiceAccount ${cx.serviceAccount}: ztunnels expect the waypoint to present ${want}`,
-      fix: `re-issue the certificate with URI SAN ${want} (examples/kubernetes/certificate.yaml)` });
+      fix: `re-issue the certificate with URI SAN ${want} (examples/kubernetes-cert-manager/certificate.yaml)` });
   } else if (notAfter.getTime() < Date.now()) {
     add({ id: 'certificate.identity', status: 'fail', message: `${where} (${want}) expired at ${notAfter.toISOString()}`, fix: 'renew it (cert-manager: kubectl describe certificate)' });
   } else {
     add({ id: 'certificate.identity', status: 'ok', message: `${where} names ${want}, valid until ${notAfter.toISOString()}` });
   }
-  const cm = await got(() => cx.core.readNamespacedConfigMap({ name: ISTIO_ROOT_CONFIGMAP, namespace: cx.ns }));
-  if (!cm.ok) {
-    add(cm.status === 404
-      ? { id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} not found: istiod publishes the mesh root in every namespace; is Istio installed?` }
-      : { id: 'certificate.root', status: 'skipped', message: unreadable(`ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`, cm) });
-    return;
-  }
-  const rootPem = cm.value.data?.['root-cert.pem'];
-  let anchors: X509Certificate[] = [];
-  try { anchors = rootPem ? parsePemCertificates(rootPem, `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`) : []; } catch { anchors = []; }
+  const anchors = await meshRootAnchors(cx, 'root-cert.pem', add);
+  if (anchors === undefined) return;
   if (anchors.length === 0) add({ id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} holds no root-cert.pem certificate` });
   else if (chainsToAnchor(chain, anchors)) add({ id: 'certificate.root', status: 'ok', message: `${where} chains to the mesh root (${ISTIO_ROOT_CONFIGMAP})` });
   else add({ id: 'certificate.root', status: 'fail', message: `${where} does not chain to the mesh root in ${ISTIO_ROOT_CONFIGMAP}: ztunnels refuse waygate's TLS`,
@@ -573,7 +581,7 @@ async function meshCaChecks(cx: CertContext, ca: { tokenFile?: string; identity?
   }
   const token = volumeOf(cx.template, tokenFile);
   const source = token?.volume.projected?.sources?.find((p) => p.serviceAccountToken?.path === token.inner)?.serviceAccountToken;
-  const fix = 'mount a projected serviceAccountToken with audience istio-ca at tls.istioCa.tokenFile (examples/kubernetes/mesh-ca/)';
+  const fix = 'mount a projected serviceAccountToken with audience istio-ca at tls.istioCa.tokenFile (examples/kubernetes/deployment.yaml)';
   if (!source) add({ id: 'certificate.identity', status: 'fail', message: `Deployment ${cx.ns}/${cx.deployName} mounts no projected service-account token at ${tokenFile}: istiod cannot authenticate waygate's CSR`, fix });
   else if (source.audience !== 'istio-ca') add({ id: 'certificate.identity', status: 'fail', message: `the token at ${tokenFile} has audience ${source.audience ?? '(the API server\'s)'}; istiod accepts only audience istio-ca`, fix });
   else if (ca.identity && ca.identity !== want) {
@@ -585,19 +593,11 @@ async function meshCaChecks(cx: CertContext, ca: { tokenFile?: string; identity?
   const root = rootFile === undefined ? undefined : volumeOf(cx.template, rootFile);
   if (!root || root.volume.configMap?.name !== ISTIO_ROOT_CONFIGMAP) {
     add({ id: 'certificate.root', status: 'fail', message: `tls.trustBundleFiles (${trustBundleFiles.join(', ') || 'none'}) is not the ConfigMap ${ISTIO_ROOT_CONFIGMAP} mounted by Deployment ${cx.ns}/${cx.deployName}: waygate verifies istiod and its certificates against the mesh root`,
-      fix: `mount ConfigMap ${ISTIO_ROOT_CONFIGMAP} and point tls.trustBundleFiles at its root-cert.pem (examples/kubernetes/mesh-ca/)` });
+      fix: `mount ConfigMap ${ISTIO_ROOT_CONFIGMAP} and point tls.trustBundleFiles at its root-cert.pem (examples/kubernetes/deployment.yaml)` });
     return;
   }
-  const cm = await got(() => cx.core.readNamespacedConfigMap({ name: ISTIO_ROOT_CONFIGMAP, namespace: cx.ns }));
-  if (!cm.ok) {
-    add(cm.status === 404
-      ? { id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} not found: istiod publishes the mesh root in every namespace; is Istio installed?` }
-      : { id: 'certificate.root', status: 'skipped', message: unreadable(`ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`, cm) });
-    return;
-  }
-  let anchors: X509Certificate[] = [];
-  const pem = cm.value.data?.[root.inner];
-  try { anchors = pem ? parsePemCertificates(pem, `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP}`) : []; } catch { anchors = []; }
+  const anchors = await meshRootAnchors(cx, root.inner, add);
+  if (anchors === undefined) return;
   if (anchors.length === 0) add({ id: 'certificate.root', status: 'fail', message: `ConfigMap ${cx.ns}/${ISTIO_ROOT_CONFIGMAP} holds no certificate under ${root.inner}` });
   else add({ id: 'certificate.root', status: 'ok', message: `the mesh root (${ISTIO_ROOT_CONFIGMAP} ${root.inner}, ${anchors.length} certificate(s)) is mounted at ${rootFile}` });
 }
