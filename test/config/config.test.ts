@@ -8,27 +8,17 @@ import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { parseAllowDestinations, parseHostPort } from '../../src/config/address.ts';
 import { addServeFlags, flagsToLayer, type ServeFlagValues } from '../../src/config/flags.ts';
-import { ConfigError, parseConfigText } from '../../src/config/load.ts';
+import { parseConfigText } from '../../src/config/load.ts';
 import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
 import { DestinationPolicy } from '../../src/hbone/destination.ts';
 import { defaultDrainTimeoutMs, embeddedDefaults, productionDefaults } from '../../src/config/schema.ts';
+import { HEADER, errorsOf } from './fixture.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../bin/waygate.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'waygate-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const HEADER = 'apiVersion: waygate.dev/v1alpha1\nkind: GatewayConfig\nspec:\n';
-
-function errorsOf(text: string): ConfigError {
-  try {
-    parseConfigText(text, 'gw.yaml', '/etc/waygate');
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 describe('strict config loading', () => {
   test('unknown field: file:line:col and field path', () => {

@@ -9,23 +9,13 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Command } from 'commander';
 import { addServeFlags, flagsToLayer, type ServeFlagValues } from '../../src/config/flags.ts';
-import { ConfigError, parseConfigText } from '../../src/config/load.ts';
+import { parseConfigText } from '../../src/config/load.ts';
 import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
 import { embeddedDefaults, productionDefaults } from '../../src/config/schema.ts';
+import { HEADER, errorsOf } from './fixture.ts';
 
-const HEADER = 'apiVersion: waygate.dev/v1alpha1\nkind: GatewayConfig\nspec:\n';
 const dir = mkdtempSync(join(tmpdir(), 'waygate-discovery-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-function errorsOf(text: string): ConfigError {
-  try {
-    parseConfigText(text, 'gw.yaml', '/etc/waygate');
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 describe('discovery and upstream config', () => {
   test('defaults, the same in both profiles: no mesh file, no direct dials, no plaintext, ztunnel\'s pool', () => {

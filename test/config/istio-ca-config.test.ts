@@ -8,33 +8,16 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Command } from 'commander';
-import { addServeFlags, flagsToLayer, type ServeFlagValues } from '../../src/config/flags.ts';
+import { flagsToLayer } from '../../src/config/flags.ts';
 import { ConfigError, parseConfigText } from '../../src/config/load.ts';
 import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
 import { ISTIO_CA_DEFAULTS } from '../../src/config/schema.ts';
 import { WaygateError } from '../../src/errors.ts';
 import { istioCaIdentity } from '../../src/gateway/tls-source.ts';
+import { HEADER, errorsOf, serveFlags as flags } from './fixture.ts';
 
-const HEADER = 'apiVersion: waygate.dev/v1alpha1\nkind: GatewayConfig\nspec:\n';
 const dir = mkdtempSync(join(tmpdir(), 'waygate-istio-ca-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-function errorsOf(text: string): ConfigError {
-  try {
-    parseConfigText(text, 'gw.yaml', '/etc/waygate');
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err;
-  }
-  assert.fail('expected a ConfigError');
-}
-
-const flags = (...argv: string[]): ServeFlagValues => {
-  const cmd = addServeFlags(new Command('serve').exitOverride());
-  cmd.parse(argv, { from: 'user' });
-  return cmd.opts<ServeFlagValues>();
-};
 
 describe('tls.istioCa config', () => {
   test('an empty mapping turns it on with istio-agent\'s defaults; fields given override; null is off; the token path resolves against the file', () => {

@@ -9,29 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Command } from 'commander';
-import { addServeFlags, flagsToLayer, type ServeFlagValues } from '../../src/config/flags.ts';
+import { addServeFlags, flagsToLayer } from '../../src/config/flags.ts';
 import { ConfigError, parseConfigText } from '../../src/config/load.ts';
 import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
+import { HEADER, errorsOf, serveFlags as flags } from './fixture.ts';
 
-const HEADER = 'apiVersion: waygate.dev/v1alpha1\nkind: GatewayConfig\nspec:\n';
 const dir = mkdtempSync(join(tmpdir(), 'waygate-kube-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-function errorsOf(text: string): ConfigError {
-  try {
-    parseConfigText(text, 'gw.yaml', '/etc/waygate');
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err;
-  }
-  assert.fail('expected a ConfigError');
-}
-
-const flags = (...argv: string[]): ServeFlagValues => {
-  const cmd = addServeFlags(new Command('serve').exitOverride());
-  cmd.parse(argv, { from: 'user' });
-  return cmd.opts<ServeFlagValues>();
-};
 
 describe('discovery.kubernetes config', () => {
   test('only namespaces given: the rest defaulted; the kubeconfig resolves against the file\'s directory', () => {
