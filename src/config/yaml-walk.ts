@@ -255,7 +255,8 @@ export function forEachField<C extends WalkContext>(
       continue;
     }
     const key = keyNode.value;
-    if (rules.mergeKeysRefused === true && key === '<<') continue;
+    // Only a plain `<<` is a merge key (YAML 1.1 merge type), refused by refuseIndirection; a quoted "<<" is an ordinary key.
+    if (rules.mergeKeysRefused === true && key === '<<' && keyNode.type === 'PLAIN') continue;
     const keyPath = w.field(at, key);
     if (!known.includes(key)) {
       report(cx, keyNode, keyPath, w.unknownField(key, known));

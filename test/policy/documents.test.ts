@@ -269,6 +269,12 @@ describe('parsePolicyDocuments: every error kind, located', () => {
       ],
     },
     {
+      // Regression: a quoted "<<" is a plain key, not a merge key; it was passed over in silence.
+      name: 'a quoted "<<" key is an unknown field, not a merge key passed over',
+      text: `${HEAD}spec:\n  action: ALLOW\n  rules:\n    - name: r\n      when: x\n      "<<": { message: m }\n`,
+      want: [{ line: 9, col: 7, path: 'spec.rules[0]["<<"]', code: S, message: 'unknown field "<<"; allowed fields: name, when, message' }],
+    },
+    {
       name: 'multi-document file: doc 2 is bad, positions are relative to the file',
       text: `${HEAD}spec: { action: ALLOW, rules: [{ name: r, when: x }] }\n---\n# second\n${HEAD}spec:\n  action: ALLOW\n  rules:\n    - name: r\n      when: x\n      unless: y\n`,
       want: [{ line: 15, col: 7, path: 'spec.rules[0].unless', code: S, message: 'unknown field "unless"; allowed fields: name, when, message' }],
