@@ -83,13 +83,15 @@ describe('waygate as a waypoint with Kubernetes discovery', () => {
     let started = false;
     const starting = startGateway({ effective: resolveConfig({ configFile, env: {} }), log, audit: sink }).then((g) => { started = true; return g; });
     try {
-      await within(refusedTwice, 'a refused pods list, retried');
+      // Generous bounds: the start imports the Kubernetes client and lists everything first, which
+      // took over 10 s on a 2-core machine running four test files at load 10.
+      await within(refusedTwice, 'a refused pods list, retried', 60_000);
       assert.equal(started, false, 'not started while the pods list is refused');
       assert.equal(sink.reloads.length, 0, 'no discovery snapshot yet');
     } finally {
       api.allow('list', 'pods');
     }
-    gw = await within(starting, 'the gateway start after the first full sync');
+    gw = await within(starting, 'the gateway start after the first full sync', 60_000);
     const c = pki.clientFor(spiffe('frontend', 'prod'));
     frontend = await connectHbone({ address: hostPort(gw.addresses.hbone), cert: c.chainPem, key: c.keyPem, ca: pki.trustBundlePem, expectedServerSpiffeId: GATEWAY_SPIFFE_ID });
   });
