@@ -7,9 +7,14 @@
  * per event (pino-pretty, as a synchronous stream, not a worker-thread transport, for the same
  * reason). docs/operating.md, "Logs".
  */
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 import type { LogLevel } from '../config/schema.ts';
+
+// pino-pretty (a dozen modules, ~60 ms of CPU to load) is loaded only when a log goes to a
+// terminal: every other process (a pipe, a container, each CLI run from a script) never uses it.
+const require = createRequire(import.meta.url);
 
 export type OpsLogger = Logger;
 
@@ -35,7 +40,7 @@ export function opsLogFormatFor(stream: { isTTY?: boolean }): OpsLogFormat {
 export function createOpsLogger(opts: OpsLogOptions = {}): OpsLogger {
   const format = opts.format ?? (opts.destination ? 'json' : opsLogFormatFor(process.stderr));
   const destination = format === 'pretty'
-    ? pretty({
+    ? (require('pino-pretty') as typeof PinoPretty)({
       destination: opts.destination ?? 2,
       sync: true,
       singleLine: true,
