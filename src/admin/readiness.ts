@@ -2,8 +2,8 @@
  * Readiness (`/healthz/ready` on 15021): ready only once TLS material and a valid policy snapshot
  * are loaded, never while draining (docs/design.md §5 "Shutdown"), and not while the audit log
  * refuses CONNECTs (`audit.onFailure: deny` and the log failing: docs/operating.md, "Audit log
- * guarantees"), nor while the mesh CA's certificate has expired unrenewed; readiness comes back by
- * itself when the log, or a renewal, does. Kubernetes stops sending new connections
+ * guarantees"), nor while the certificate in force has expired; readiness comes back by itself
+ * when the log, or new material, does. Kubernetes stops sending new connections
  * to a pod that is not ready, which is the first step of a drain.
  */
 
@@ -41,7 +41,7 @@ export class Readiness {
   }
 
   /**
-   * The certificate in force has expired and no renewal has replaced it yet (the mesh CA source):
+   * The certificate in force has passed its notAfter and no renewal or reload has replaced it:
    * peers refuse every new handshake, so the pod takes no new connections until one does.
    */
   setTlsExpired(v: boolean): void {

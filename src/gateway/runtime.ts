@@ -247,9 +247,10 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     const s = store.current();
     return s ? { version: s.version, hash: s.hash } : { version: 0, hash: '' };
   };
+  const servedMaterial = tls.current;
   server = createHboneServer({
     listen: listen.value,
-    tls: tlsOptions(tls.current, config.tls.allowTls12),
+    tls: tlsOptions(servedMaterial, config.tls.allowTls12),
     acceptedTrustDomains: config.trustDomains,
     authorize,
     audit,
@@ -318,19 +319,44 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     const closed = srv.recheck(redecide) + (sandwich?.recheck(redecide) ?? 0);
     if (closed > 0) log.info({ closed, discoveryVersion: snapshot.version }, 'tunnels closed: the new discovery snapshot changed their destination and the policy no longer allows them');
   });
-  tls.on('update', (m: TlsMaterial) => {
+  // Readiness follows the certificate's notAfter: once it passes without new material (a renewal or
+  // a reload), every peer refuses the handshake, so the pod takes no new connections
+  // (`tls_certificate_expired`) until new material arrives. A wait beyond setTimeout's 2^31-1 ms
+  // is made of several timers.
+  let expiryTimer: NodeJS.Timeout | undefined;
+  const watchExpiry = (m: TlsMaterial): void => {
+    if (expiryTimer) clearTimeout(expiryTimer);
+    expiryTimer = setTimeout(() => {
+      expiryTimer = undefined;
+      if (tls.current !== m) return;
+      if (m.notAfter.getTime() <= Date.now()) readiness.setTlsExpired(true);
+      else watchExpiry(m);
+    }, Math.min(Math.max(m.notAfter.getTime() - Date.now(), 0), 2 ** 31 - 1));
+    expiryTimer.unref();
+  };
+  const stopExpiryWatch = (): void => {
+    if (expiryTimer) clearTimeout(expiryTimer);
+    expiryTimer = undefined;
+  };
+  const applyMaterial = (m: TlsMaterial): void => {
     srv.setSecureContext(tlsOptions(m, config.tls.allowTls12));
     readiness.setTlsExpired(false);
-    metrics.tlsMaterialReloads.inc();
     noteMaterial(m);
+    watchExpiry(m);
+  };
+  // New material that arrived while the start waited (discovery's first sync, the listens): the
+  // listener was built from what was current before.
+  if (tls.current !== servedMaterial) applyMaterial(tls.current);
+  else watchExpiry(servedMaterial);
+  tls.on('update', (m: TlsMaterial) => {
+    applyMaterial(m);
+    metrics.tlsMaterialReloads.inc();
     // The mesh CA source logs its own renewals, with the next renewal time.
     if (!config.tls.istioCa) log.info({ fingerprint: m.fingerprint, notAfter: m.notAfter.toISOString() }, 'TLS material reloaded');
     events.emit('tls-update', m);
   });
   tls.on('error', (err: Error) => {
     metrics.tlsMaterialErrors.inc();
-    // A renewal failing past notAfter (the CA source retries): peers now refuse the certificate.
-    if (tls.current.notAfter.getTime() <= Date.now()) readiness.setTlsExpired(true);
     // The mesh CA source logs its own failures, with the retry time and whether the certificate expired.
     if (!config.tls.istioCa) log.error({ err: err.message }, 'TLS material reload failed; the previous certificate stays in use');
     events.emit('tls-error', err);
@@ -382,6 +408,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
     async drain(deadlineMs) {
       readiness.setDraining();
       tls.close();
+      stopExpiryWatch();
       waypoint?.stopWatching();
       const startedAt = performance.now();
       const [result] = await Promise.all([srv.drain(deadlineMs), sandwich?.drain(deadlineMs)]);
@@ -393,6 +420,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
       if (closed) return;
       closed = true;
       tls.close();
+      stopExpiryWatch();
       await Promise.all([srv.close(), sandwich?.close()]);
       waypoint?.close();
     },

@@ -68,3 +68,26 @@ test('rotation: old connections keep working, new ones present the new certifica
   assert.equal(expiry, Math.floor(rotated.notAfter.getTime() / 1000));
   for (const s of [oldTunnel, freshTunnel, again]) s.stream.close();
 });
+
+test('a certificate file whose notAfter passes without a replacement: not ready (tls_certificate_expired) until a valid one is written', async () => {
+  const pki = testPki();
+  // Expires two seconds from now (X.509 times have one-second resolution).
+  const shortLived = pki.issue({ spiffeId: GATEWAY_SPIFFE_ID, dnsNames: ['localhost'], ips: ['127.0.0.1'], notAfter: new Date(Date.now() + 2_000) });
+  const updated = once(t.gw.runtime!.events, 'tls-update');
+  writeFileSync(t.tls.keyFile, shortLived.keyPem);
+  writeFileSync(t.tls.certFile, shortLived.chainPem);
+  await updated;
+  const readiness = t.gw.runtime!.readiness;
+  assert.equal(readiness.state().ready, true);
+  await new Promise<void>((resolve) => readiness.onChange((st) => { if (st.reasons.includes('tls_certificate_expired')) resolve(); }));
+  assert.ok(Date.now() >= shortLived.notAfter.getTime(), 'at notAfter, not before');
+  const res = await t.http('ready', '/healthz/ready');
+  assert.equal(res.status, 503);
+  assert.match(await res.text(), /tls_certificate_expired/);
+  const renewed = pki.issue({ spiffeId: GATEWAY_SPIFFE_ID, dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+  const again = once(t.gw.runtime!.events, 'tls-update');
+  writeFileSync(t.tls.keyFile, renewed.keyPem);
+  writeFileSync(t.tls.certFile, renewed.chainPem);
+  await again;
+  assert.equal((await t.http('ready', '/healthz/ready')).status, 200);
+});
