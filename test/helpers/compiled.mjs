@@ -1,0 +1,6 @@
+// `node --import ./test/helpers/compiled.mjs --test test/x/y.test.ts`: see compiled-hooks.mjs.
+import { register } from 'node:module';
+
+register('./compiled-hooks.mjs', import.meta.url);
+// Stack traces and test locations point into the .ts sources (tsc's source maps), as under tsx.
+process.setSourceMapsEnabled(true);
