@@ -328,7 +328,7 @@ describe('audit suggest', () => {
     const T1 = '2026-11-26T08:00:00.000Z';
     const T2 = '2026-11-26T10:00:00.000Z';
     const records: DecisionRecord[] = [
-      // A service discovery recorded: grouped by service/namespace/port, whatever VIP was dialed.
+      // A service discovery recorded: grouped by namespace/service:port, whatever VIP was dialed.
       rec({ principal: id('checkout', 'cart'), service: 'shop.shop.svc.cluster.local', namespace: 'shop', dst: '10.96.0.10', port: 9090, verdict: 'allow', time: T1 }),
       rec({ principal: id('checkout', 'cart'), service: 'shop.shop.svc.cluster.local', namespace: 'shop', dst: '10.96.0.10', port: 9090, verdict: 'allow', time: T2 }),
       rec({ principal: id('checkout', 'pay'), service: 'shop.shop.svc.cluster.local', namespace: 'shop', dst: '10.96.0.10', port: 9090, verdict: 'allow', time: T2 }),
@@ -354,7 +354,7 @@ describe('audit suggest', () => {
       const res = acc.result();
       assert.deepEqual(res.destinations.map((d) => [d.key, d.policy]), [
         ['10.0.2.9:5432', 'suggested-10.0.2.9-5432'],
-        ['shop.shop.svc.cluster.local:9090', 'suggested-shop.shop.svc.cluster.local-9090'],
+        ['shop/shop.shop.svc.cluster.local:9090', 'suggested-shop-shop.shop.svc.cluster.local-9090'],
       ]);
       const [db, shop] = res.destinations;
       assert.deepEqual(db!.callers.map((c) => [c.principal || c.ip, c.count, c.rule]), [
@@ -377,7 +377,7 @@ describe('audit suggest', () => {
       // A caller without identity: its address, and no identity (the address alone would also allow an identity sharing it).
       assert.match(dbText, /- name: addr-10-1-7-7\n\s+when: source\.principal == "" && source\.ip == "10\.1\.7\.7"\n/);
       const shopTest = res.files.find((f) => f.path === `${shop!.policy}.test.yaml`)!.text;
-      assert.match(shopTest, /spiffe:\/\/cluster\.local\/ns\/dev\/sa\/web is refused shop\.shop\.svc\.cluster\.local:9090 \(observed explicit_deny r3\)/);
+      assert.match(shopTest, /spiffe:\/\/cluster\.local\/ns\/dev\/sa\/web is refused shop\/shop\.shop\.svc\.cluster\.local:9090 \(observed explicit_deny r3\)/);
     });
 
     it('the small log through the CLI: 0 new denies, exit 0, and the policy verbs pass', async () => {
@@ -388,7 +388,7 @@ describe('audit suggest', () => {
       await assertPolicyVerbsPass(out);
       assert.deepEqual((await readdir(out)).sort(), [
         'suggested-10.0.2.9-5432.test.yaml', 'suggested-10.0.2.9-5432.yaml',
-        'suggested-shop.shop.svc.cluster.local-9090.test.yaml', 'suggested-shop.shop.svc.cluster.local-9090.yaml',
+        'suggested-shop-shop.shop.svc.cluster.local-9090.test.yaml', 'suggested-shop-shop.shop.svc.cluster.local-9090.yaml',
       ]);
     });
 
@@ -409,7 +409,7 @@ describe('audit suggest', () => {
       assert.equal(code, 0);
       const db = json.suggestion.destinations.find((d) => d.key === '10.0.2.9:5432')!;
       assert.deepEqual(db.callers.map((c) => c.rule), ['addr-10-1-7-7', 'prod-api']);
-      const shop = json.suggestion.destinations.find((d) => d.key.startsWith('shop.'))!;
+      const shop = json.suggestion.destinations.find((d) => d.key.startsWith('shop/'))!;
       assert.deepEqual(shop.callers.map((c) => [c.rule, c.count, c.firstSeen]), [['checkout-cart', 1, T2], ['checkout-pay', 1, T2]]);
       assert.equal(json.replay.decisions, records.length - 2);
       assert.equal(json.replay.allowToDeny.count, 0);

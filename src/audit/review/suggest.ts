@@ -27,6 +27,7 @@
  */
 import { basename } from 'node:path';
 import { isMap, isScalar, parseAllDocuments, stringify as stringifyYaml } from 'yaml';
+import type { DecisionContext } from '../../policy/context.ts';
 import { contextFromAuditRecord } from '../../policy/context-input.ts';
 import { cachePlan } from '../../policy/decision-cache.ts';
 import { AFTER_POLICY_ALLOW_REASONS } from '../../policy/decision.ts';
@@ -81,7 +82,7 @@ export interface SuggestedCaller {
 }
 
 export interface SuggestedDestination {
-  /** `service:port` or `ip:port` or `host:port`, as the policy comment says. */
+  /** `namespace/service:port` (`service:port` without a namespace) or `ip:port` or `host:port`, as the policy comment says. */
   key: string;
   policy: string;
   file: string;
@@ -302,15 +303,21 @@ export class SuggestAccumulator {
   private destination(rec: DecisionRecord): DestAcc {
     const d = rec.destination;
     const service = d.service ?? '';
+    const namespace = d.namespace ?? '';
     const kind = service !== '' ? 'service' : d.ip !== '' ? 'ip' : 'host';
-    const key = kind === 'service' ? `${service}:${d.port}` : kind === 'ip' ? `${d.ip.includes(':') ? `[${d.ip}]` : d.ip}:${d.port}` : `${d.host}:${d.port}`;
-    let acc = this.dests.get(key);
+    // A service is its namespace and hostname: `db` in namespaces a and b are two services (two
+    // policies, each selecting its namespace), as the policy variables tell them apart (docs/waypoint.md).
+    const key = kind === 'service' ? `${namespace !== '' ? `${namespace}/` : ''}${service}:${d.port}`
+      : kind === 'ip' ? `${d.ip.includes(':') ? `[${d.ip}]` : d.ip}:${d.port}` : `${d.host}:${d.port}`;
+    // The kind too: a service without namespace and a host authority may print alike.
+    const mapKey = `${kind} ${key}`;
+    let acc = this.dests.get(mapKey);
     if (acc === undefined) {
       acc = {
-        key, kind, service, namespace: d.namespace ?? '', ip: d.ip, host: d.host, port: d.port,
+        key, kind, service, namespace, ip: d.ip, host: d.host, port: d.port,
         allowed: 0, first: '', last: '', callers: new Map(), denied: new Map(), deniedOverflow: 0,
       };
-      this.dests.set(key, acc);
+      this.dests.set(mapKey, acc);
     }
     return acc;
   }
@@ -508,6 +515,11 @@ function prune(v: unknown): unknown {
   return Object.keys(out).length > 0 ? out : undefined;
 }
 
+/** A YAML node's scalar value; undefined for anything else. */
+function scalarOf(node: unknown): unknown {
+  return isScalar(node) ? node.value : undefined;
+}
+
 /** A file of the DENY and AUDIT policies in force, copied unchanged, for the suggestion's directory. */
 export interface KeptFile {
   path: string;
@@ -536,10 +548,13 @@ export function keptPolicyFiles(set: PolicySnapshot, texts: ReadonlyMap<string, 
     if (text === undefined) continue;
     const docs: string[] = [];
     for (const doc of parseAllDocuments(text)) {
-      const meta = isMap(doc.contents) ? doc.contents.get('metadata', true) : undefined;
-      const name = isMap(meta) ? meta.get('name', true) : undefined;
+      // A policy's name is unique among policies only: a PolicyTest may share it (and test the
+      // ALLOW side the suggestion replaces), so the document must be the policy itself.
+      if (!isMap(doc.contents) || scalarOf(doc.contents.get('apiVersion', true)) !== API_VERSION || scalarOf(doc.contents.get('kind', true)) !== 'AuthorizationPolicy') continue;
+      const meta = doc.contents.get('metadata', true);
+      const name = isMap(meta) ? scalarOf(meta.get('name', true)) : undefined;
       // An editor's schema modeline points relative to the source file: wrong beside the suggestion.
-      if (isScalar(name) && typeof name.value === 'string' && names.has(name.value)) docs.push(doc.toString().replace(/^---\n/, '').replace(/^# yaml-language-server:.*\n(#\n)?/m, ''));
+      if (typeof name === 'string' && names.has(name)) docs.push(doc.toString().replace(/^---\n/, '').replace(/^# yaml-language-server:.*\n(#\n)?/m, ''));
     }
     if (docs.length === 0) continue;
     const path = unique(`kept-${basename(from).replace(/\.ya?ml$/, '')}`, taken) + '.yaml';
@@ -582,9 +597,10 @@ type Extractors = Extract<ReturnType<typeof cachePlan>, { enabled: true }>['extr
 /**
  * What the replay of the log against the suggestion needs, kept from the one read: decision
  * records grouped by everything the replay's outcome can depend on, up to `keep` records per group
- * and a count. The key holds the recorded outcome (decision, reason, policy, rule) and the
- * attributes the suggested policies read (caller identity, the address only without one,
- * destination ip, port, host, service, namespace); with policies in force, also the value of every
+ * and a count. The key holds the recorded outcome (decision, reason, policy, rule), whether the
+ * replay can rebuild the record's input at all, and the attributes the suggested policies read
+ * (caller identity, the address only without one, destination ip, port, host, service,
+ * namespace); with policies in force, also the value of every
  * attribute they read that the outcome can depend on (replayReads), as the decision cache keys
  * decisions (src/policy/decision-cache.ts). When those include an attribute unique per request (the
  * trace id, the time, a whole header map) the key cannot be complete: then each record is its own
@@ -621,17 +637,18 @@ export class ReplayStore {
       const principal = s.principal ?? '';
       key = part(rec.decision) + part(rec.reason) + part(rec.policy) + part(rec.rule) + part(principal) + part(principal === '' ? s.ip : '')
         + part(d.ip) + part(d.port) + part(d.host) + part(d.service) + part(d.namespace);
-      if (this.extract.length > 0) {
-        // The input is rebuilt as the replay rebuilds it: a record it cannot rebuild is a group of its own.
-        let ctx;
-        try {
-          ctx = contextFromAuditRecord(rec);
-        } catch {
-          ctx = null;
-        }
-        if (ctx === null) key = `!|${this.records}`;
-        else for (const e of this.extract) key += part(e(ctx));
+      // The input is rebuilt as the replay rebuilds it, with or without attributes to key: a record
+      // it cannot rebuild (a time that is not RFC 3339, a header that is not a string) replays as
+      // invalid input, one it can as a decision, so the two never share a group. Invalid records
+      // share groups among themselves: their replay counts them and reads nothing else.
+      let ctx: DecisionContext | null;
+      try {
+        ctx = contextFromAuditRecord(rec);
+      } catch {
+        ctx = null;
       }
+      if (ctx === null) key = `!|${key}`;
+      else for (const e of this.extract) key += part(e(ctx));
     }
     const g = this.groups.get(key);
     if (g === undefined) this.groups.set(key, { records: [rec], count: 1 });
@@ -682,7 +699,7 @@ function caseInput(rec: DecisionRecord): CaseInput {
 
 /** A DNS-1123 name (src/policy/documents.ts POLICY_NAME_PATTERN) naming the destination. */
 function policyName(prefix: string, d: DestAcc): string {
-  const what = d.kind === 'service' ? d.service : d.kind === 'ip' ? d.ip : d.host;
+  const what = d.kind === 'service' ? (d.namespace !== '' ? `${d.namespace}-${d.service}` : d.service) : d.kind === 'ip' ? d.ip : d.host;
   const raw = `${prefix}-${what}-${d.port}`.toLowerCase().replace(/[^-a-z0-9.]+/g, '-').replace(/-+/g, '-');
   return raw.slice(0, POLICY_NAME_MAX_LENGTH - 8).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'suggested';
 }
