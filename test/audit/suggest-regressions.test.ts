@@ -57,6 +57,7 @@ function rec(o: { principal: string; dst: string; port: number; service?: string
 async function suggest(log: string, out: string, policies: string[] = []): Promise<{ code: number; json: SuggestJson; stderr: string }> {
   const io = captureIo();
   const code = await runAuditSuggest([log], { out, format: 'json', failOnNewDenies: true, ...(policies.length > 0 ? { policies } : {}) }, io);
+  assert.notEqual(io.stdoutText(), '', `suggest printed no report (exit ${code}): ${io.stderrText()}`);
   return { code, json: JSON.parse(io.stdoutText()) as SuggestJson, stderr: io.stderrText() };
 }
 
@@ -193,5 +194,34 @@ describe('audit suggest: review regressions', () => {
     assert.equal(again.invalidInput.count, 3);
     assert.equal(again.replayed, 5);
     assert.deepEqual(counts(json.replay), counts(again));
+  });
+
+  it('records whose input cannot be rebuilt give no rule, no test case and no first/last seen: the written set loads', async () => {
+    const web = id('prod', 'web');
+    const notSpiffe = (r: DecisionRecord): DecisionRecord => ({ ...r, source: { ...r.source, principal: 'not-a-spiffe-id' } });
+    const records = [
+      rec({ principal: web, dst: '10.0.0.1', port: 8080, allow: true, time: '2026-11-26T10:00:00.000Z' }),
+      rec({ principal: web, dst: '10.0.0.1', port: 8080, allow: true, time: 'yesterday' }),
+      // Not a SPIFFE ID: as a rule's caller and a test case's input, the written set would not load.
+      notSpiffe(rec({ principal: web, dst: '10.0.0.1', port: 8080, allow: true })),
+      rec({ principal: web, dst: '10.0.0.1', port: 8080, allow: true, time: '2026-11-26T11:00:00.000Z' }),
+    ];
+    const log = path.join(dir, 'unrebuildable-callers.jsonl');
+    await writeFile(log, records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const out = path.join(dir, 'unrebuildable-callers');
+    const { code, json, stderr } = await suggest(log, out);
+    assert.equal(code, 0, stderr);
+    assert.equal(json.suggestion.invalidInput, 2);
+    assert.equal(json.suggestion.allowed, 2);
+    assert.deepEqual(json.suggestion.destinations.map((d) => [d.key, d.firstSeen, d.lastSeen, d.callers.map((c) => [c.principal, c.count])]), [
+      ['10.0.0.1:8080', '2026-11-26T10:00:00.000Z', '2026-11-26T11:00:00.000Z', [[web, 2]]],
+    ]);
+    await assertPolicyVerbsPass(out);
+    const again = await replayAgain(log, out);
+    assert.equal(again.invalidInput.count, 2);
+    assert.deepEqual(counts(json.replay), counts(again));
+    const text = captureIo();
+    assert.equal(await runAuditSuggest([log], { out: path.join(dir, 'unrebuildable-text') }, text), 0, text.stderrText());
+    assert.match(text.stdoutText(), /4 decision records: 2 allowed by policy \(the suggestion\), 0 denied by policy, 0 decided before the policy engine \(not used\), 2 whose input cannot be rebuilt/);
   });
 });

@@ -107,6 +107,8 @@ export interface SuggestResult {
   denied: number;
   /** Decided before or without the policy engine: not used. */
   skipped: number;
+  /** Decided by the engine, but their input cannot be rebuilt (a time that is not RFC 3339, a principal that is not a SPIFFE ID): not used, as `audit replay` skips them. */
+  invalidInput: number;
   minCount: number;
   destinations: SuggestedDestination[];
   /** Callers left out by `--min-count`, and their decisions (they will replay as denies). */
@@ -197,6 +199,7 @@ export class SuggestAccumulator {
   private allowed = 0;
   private denied = 0;
   private skipped = 0;
+  private invalidInput = 0;
   private readonly dests = new Map<string, DestAcc>();
   private readonly since: number;
   private readonly until: number;
@@ -231,6 +234,13 @@ export class SuggestAccumulator {
     const engineDenied = !policyAllowed && rec.decision === 'deny' && REPLAYABLE_REASONS.has(rec.reason);
     if (!policyAllowed && !engineDenied) {
       this.skipped++;
+      return;
+    }
+    // A record the replay cannot rebuild is no evidence either: a rule and a test case drawn from it
+    // (a principal that is not a SPIFFE ID) would not load, a time that is not RFC 3339 would be
+    // printed as first or last seen.
+    if (rebuiltInput(rec) === null) {
+      this.invalidInput++;
       return;
     }
     const dest = this.destination(rec);
@@ -480,6 +490,7 @@ export class SuggestAccumulator {
       allowed: this.allowed,
       denied: this.denied,
       skipped: this.skipped,
+      invalidInput: this.invalidInput,
       minCount,
       destinations,
       belowThreshold: { callers: belowCallers, decisions: belowDecisions },
@@ -586,6 +597,26 @@ function replayReads(set: PolicySnapshot): Set<string> {
   return reads;
 }
 
+/** The last record rebuilt and its input (null when it cannot be rebuilt). */
+let lastRebuilt: { rec: DecisionRecord; ctx: DecisionContext | null } | null = null;
+
+/**
+ * A record's input as the replay rebuilds it (contextFromAuditRecord), or null when it cannot be.
+ * runAuditSuggest (src/cli/audit.ts) hands each record to SuggestAccumulator.add, then to
+ * ReplayStore.add: the one-record memo rebuilds it once for both.
+ */
+function rebuiltInput(rec: DecisionRecord): DecisionContext | null {
+  if (lastRebuilt?.rec === rec) return lastRebuilt.ctx;
+  let ctx: DecisionContext | null;
+  try {
+    ctx = contextFromAuditRecord(rec);
+  } catch {
+    ctx = null;
+  }
+  lastRebuilt = { rec, ctx };
+  return ctx;
+}
+
 /** A replay-store key part: one length-prefixed value (no separator can shift the fields). */
 const part = (v: string | number | null | undefined): string => {
   const s = v == null ? '\u0000' : String(v);
@@ -641,12 +672,7 @@ export class ReplayStore {
       // it cannot rebuild (a time that is not RFC 3339, a header that is not a string) replays as
       // invalid input, one it can as a decision, so the two never share a group. Invalid records
       // share groups among themselves: their replay counts them and reads nothing else.
-      let ctx: DecisionContext | null;
-      try {
-        ctx = contextFromAuditRecord(rec);
-      } catch {
-        ctx = null;
-      }
+      const ctx = rebuiltInput(rec);
       if (ctx === null) key = `!|${key}`;
       else for (const e of this.extract) key += part(e(ctx));
     }
@@ -839,7 +865,8 @@ export function renderSuggest(r: SuggestResult, outDir: string, format: 'text' |
   const rules = r.destinations.reduce((s, d) => s + d.callers.reduce((k, c) => k + (c.rule === null ? 0 : Math.max(1, c.conditions.length)), 0), 0);
   out.push(
     `wrote ${formatCount(r.destinations.length)} policies (${formatCount(rules)} rules) and their PolicyTests to ${outDir}`,
-    `${formatCount(r.decisions)} decision records: ${formatCount(r.allowed)} allowed by policy (the suggestion), ${formatCount(r.denied)} denied by policy, ${formatCount(r.skipped)} decided before the policy engine (not used)`,
+    `${formatCount(r.decisions)} decision records: ${formatCount(r.allowed)} allowed by policy (the suggestion), ${formatCount(r.denied)} denied by policy, ${formatCount(r.skipped)} decided before the policy engine (not used)`
+      + (r.invalidInput > 0 ? `, ${formatCount(r.invalidInput)} whose input cannot be rebuilt (not used; invalid input in the replay)` : ''),
   );
   if (r.belowThreshold.callers > 0) {
     out.push(`${formatCount(r.belowThreshold.callers)} caller(s) seen fewer than ${r.minCount} time(s) at a destination have no rule: their ${formatCount(r.belowThreshold.decisions)} decision(s) replay as denies below`);
