@@ -65,6 +65,10 @@ export interface CreateCaOptions {
   parent?: IssuedCert;
   /** basicConstraints pathLenConstraint; omitted (unlimited) by default. */
   pathLen?: number;
+  /** Default: five minutes ago; with `notAfter`, a CA outside its validity (tests of chain checks). */
+  notBefore?: Date;
+  /** Default: notBefore + validityDays. */
+  notAfter?: Date;
 }
 
 /** Options of {@link issueLeaf}. */
@@ -308,8 +312,8 @@ export function createCa(opts: CreateCaOptions = {}): IssuedCert {
     throw new WaygateError('WG_CERT', `invalid SPIFFE trust domain ${JSON.stringify(trustDomain)} (lower-case letters, digits, '.', '-', '_')`);
   }
   const validityDays = opts.validityDays ?? (parent ? 1825 : 3650);
-  const notBefore = new Date(Date.now() - CLOCK_SKEW_MS);
-  const notAfter = new Date(notBefore.getTime() + validityDays * 86_400_000);
+  const notBefore = opts.notBefore ?? new Date(Date.now() - CLOCK_SKEW_MS);
+  const notAfter = opts.notAfter ?? new Date(notBefore.getTime() + validityDays * 86_400_000);
   const keys = newKeyPair();
   const ski = keyIdentifier(keys.spkiDer);
   const commonName = opts.commonName ?? (parent ? `waygate dev intermediate CA (${trustDomain})` : `waygate dev root CA (${trustDomain})`);

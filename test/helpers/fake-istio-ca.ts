@@ -22,8 +22,10 @@
  * - `ca.last`: the last call seen: `{ metadata, csr, validitySeconds, identity?, status }`.
  * - `ca.failNext(n, code, details?)`: the next n calls fail with that gRPC status.
  * - `ca.misbehaveNext(kind, n = 1)`: the next n successful calls return a certificate that is
- *   `'expired'`, `'not-yet-valid'`, `'other-key'` (for a key the caller does not hold) or
- *   `'foreign-root'` (signed by a CA outside the mesh root).
+ *   `'expired'`, `'not-yet-valid'`, `'other-key'` (for a key the caller does not hold),
+ *   `'foreign-root'` (signed by a CA outside the mesh root), `'expired-intermediate'` (signed by
+ *   a mesh intermediate whose validity ended yesterday), `'non-ca-intermediate'` (a CA:FALSE
+ *   certificate in the chain among the CAs) or `'no-client-auth'` (extended key usage serverAuth only).
  * - `ca.lifetimeMs`: when set, the certificates returned live this long from now (short lifetimes
  *   for rotation tests), whatever the request asked for.
  * - `ca.holdNext()`: the next call is left unanswered until the client cancels it (the `'cancelled'`
@@ -36,7 +38,7 @@ import { createPublicKey } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Server, ServerCredentials, status as grpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import forge from 'node-forge';
-import { issueLeaf, type IssuedCert } from '../../src/identity/dev-ca.ts';
+import { createCa, issueLeaf, type IssuedCert } from '../../src/identity/dev-ca.ts';
 import { istioCertificateService, type IstioCertificateRequest, type IstioCertificateResponse } from '../../src/identity/istio-ca/descriptor.ts';
 import { GATEWAY_SPIFFE_ID, testPki } from './pki.ts';
 
@@ -45,7 +47,22 @@ export const ISTIOD_SERVER_NAME = 'istiod.istio-system.svc';
 /** The token the fake accepts by default, for {@link GATEWAY_SPIFFE_ID}. */
 export const GATEWAY_TOKEN = 'token-of-waygate-gateway';
 
-export type Misbehaviour = 'expired' | 'not-yet-valid' | 'other-key' | 'foreign-root';
+export type Misbehaviour = 'expired' | 'not-yet-valid' | 'other-key' | 'foreign-root' | 'expired-intermediate' | 'non-ca-intermediate' | 'no-client-auth';
+
+let expiredIntermediate: IssuedCert | undefined;
+
+/** A mesh intermediate (under the test root) whose validity ended a day ago; minted once. */
+function expiredMeshIntermediate(): IssuedCert {
+  const DAY_MS = 86_400_000;
+  expiredIntermediate ??= createCa({
+    parent: testPki().root,
+    commonName: 'expired test intermediate',
+    pathLen: 0,
+    notBefore: new Date(Date.now() - 30 * DAY_MS),
+    notAfter: new Date(Date.now() - DAY_MS),
+  });
+  return expiredIntermediate;
+}
 
 /** One CreateCertificate call as the fake saw it. */
 export interface CallRecord {
@@ -150,10 +167,19 @@ export async function startFakeIstioCa(opts: FakeIstioCaOptions = {}): Promise<F
     let notAfter = new Date(now + lifetime);
     if (kind === 'expired') [notBefore, notAfter] = [new Date(now - 2 * 3_600_000), new Date(now - 3_600_000)];
     if (kind === 'not-yet-valid') [notBefore, notAfter] = [new Date(now + 3_600_000), new Date(now + 2 * 3_600_000)];
-    const signer: IssuedCert = kind === 'foreign-root' ? pki.foreignRoot : pki.intermediate;
-    const leaf = issueLeaf({ ca: signer, spiffeId: identity, notBefore, notAfter, ...(kind === 'other-key' ? {} : { publicKey }) });
+    const signer: IssuedCert = kind === 'foreign-root' ? pki.foreignRoot : kind === 'expired-intermediate' ? expiredMeshIntermediate() : pki.intermediate;
+    const leaf = issueLeaf({
+      ca: signer,
+      spiffeId: identity,
+      notBefore,
+      notAfter,
+      ...(kind === 'other-key' ? {} : { publicKey }),
+      ...(kind === 'no-client-auth' ? { clientAuth: false } : {}),
+    });
     const root = signer.caPem ?? signer.certPem;
     const chain = signer.certPem === root ? [leaf.certPem, root] : [leaf.certPem, ...splitPem(signer.chainPem), root];
+    // A workload certificate (CA:FALSE) among the CA certificates, as a misassembled cert-chain.pem would put it.
+    if (kind === 'non-ca-intermediate') chain.splice(chain.length - 1, 0, pki.serverCert.certPem);
     rec.identity = identity;
     if (kind) rec.misbehaviour = kind;
     issued += 1;

@@ -174,11 +174,29 @@ describe('istiod CA source', () => {
     );
   });
 
+  it('another trust domain for the same service account: the message points at trustDomains and tls.istioCa.identity', async () => {
+    const issued = spiffe('gateway', 'waygate', 'mesh.example');
+    ca.tokens.set('token-of-other-domain', issued);
+    const opts = options(ca, { tokenFile: tokenFile('token-of-other-domain') });
+    const err = await startIstioCaSource(opts).then(
+      () => assert.fail('accepted another trust domain'),
+      (e: unknown) => e as WaygateError,
+    );
+    assert.equal(err.code, 'WG_CA');
+    assert.match(err.message, /issued spiffe:\/\/mesh\.example\/ns\/waygate\/sa\/gateway, not the configured identity spiffe:\/\/cluster\.local\/ns\/waygate\/sa\/gateway/);
+    assert.match(err.message, /istiod's trust domain is "mesh\.example", not "cluster\.local"/);
+    assert.match(err.message, /set trustDomains .* or tls\.istioCa\.identity to spiffe:\/\/mesh\.example\/ns\/waygate\/sa\/gateway/);
+    assert.doesNotMatch(err.message, /service account differs/);
+  });
+
   const misbehaving: Array<[Parameters<FakeIstioCa['misbehaveNext']>[0], RegExp]> = [
     ['expired', /expired at .*refused/],
     ['not-yet-valid', /not valid before .*refused/],
     ['other-key', /certificate for another key/],
     ['foreign-root', /does not chain to the mesh root in .*root-cert\.pem/],
+    ['expired-intermediate', /the CA certificate .*expired test intermediate.*\(certificate #2 of the chain\) that expired at .*refused; istiod's signing CA/],
+    ['non-ca-intermediate', /returned .*\(certificate #3 of the chain\) as an intermediate, but it is not a CA certificate.*refused/],
+    ['no-client-auth', /with an extended key usage without clientAuth: refused.*HBONE/],
   ];
   for (const [kind, message] of misbehaving) {
     it(`a certificate that is ${kind} is refused`, async () => {
