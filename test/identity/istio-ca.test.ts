@@ -1,18 +1,20 @@
 /**
  * The certificate source backed by istiod's CA (src/identity/istio-ca/), against a real local gRPC
  * server over TLS (test/helpers/fake-istio-ca.ts): the first certificate, what is refused and why,
- * renewal at half the lifetime, retries, close().
+ * renewal at half the lifetime, retries, mesh root rotation, listeners that throw, close().
  */
 import { describe, it, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import forge from 'node-forge';
+import pino from 'pino';
 import { WaygateError } from '../../src/errors.ts';
 import { uriSansFromDer } from '../../src/identity/peer-identity.ts';
 import { MAX_TIMER_DELAY_MS, startIstioCaSource, type IstioCaSource, type IstioCaSourceOptions } from '../../src/identity/istio-ca/source.ts';
@@ -300,6 +302,130 @@ describe('istiod CA source', () => {
       assert.equal(renewed.ca, pki.root.certPem + pki.foreignRoot.certPem);
       source.close();
     } finally {
+      ca.lifetimeMs = undefined;
+    }
+  });
+
+  it('a second root in the ConfigMap (..data swap) is served at once with the certificate in force, without asking istiod', async () => {
+    // The layout the kubelet's AtomicWriter builds for the istio-ca-root-cert ConfigMap volume.
+    const mount = mkdtempSync(join(dir, 'root-volume-'));
+    const version = (n: number, pem: string): string => {
+      const v = `..2026_12_07_17_00_00.${n}`;
+      mkdirSync(join(mount, v));
+      writeFileSync(join(mount, v, 'root-cert.pem'), pem);
+      return v;
+    };
+    symlinkSync(version(1, pki.trustBundlePem), join(mount, '..data'));
+    symlinkSync('..data/root-cert.pem', join(mount, 'root-cert.pem'));
+    const source = await start(options(ca, { rootCertFiles: [join(mount, 'root-cert.pem')], rootWatchDebounceMs: 20, rootPollIntervalMs: 0 }));
+    const first = source.current;
+    const due = source.status().nextAttemptAt;
+    const calls = ca.calls;
+    const updated = next<TlsMaterial>(source, 'update');
+    symlinkSync(version(2, pki.trustBundlePem + pki.foreignRoot.certPem), join(mount, '..data_tmp'));
+    renameSync(join(mount, '..data_tmp'), join(mount, '..data'));
+    const m = await updated;
+    assert.equal(ca.calls, calls, 'no request to istiod');
+    assert.equal(m.ca, pki.root.certPem + pki.foreignRoot.certPem);
+    assert.equal(m.fingerprint, first.fingerprint);
+    assert.equal(m.cert, first.cert);
+    assert.equal(m.key, first.key);
+    assert.equal(source.current, m);
+    const st = source.status();
+    assert.equal(st.issuedCount, 1);
+    assert.equal(st.nextAttemptAt, due, 'the renewal stays where it was');
+    source.close();
+  });
+
+  it('a root the certificate in force does not chain to: renewed at once, not at half the lifetime', async () => {
+    // istiod serving under the foreign root, so that it stays reachable once that root is the only one.
+    const rogue = await startFakeIstioCa({ serving: 'foreign' });
+    try {
+      const roots = join(mkdtempSync(join(dir, 'root-swap-')), 'root-cert.pem');
+      writeFileSync(roots, pki.trustBundlePem + pki.foreignRoot.certPem);
+      const source = await start(options(rogue, { rootCertFiles: [roots], rootWatchDebounceMs: 20 }));
+      const first = source.current;
+      assert.ok(source.status().nextAttemptAt!.getTime() - Date.now() > 11 * 3_600_000, 'the renewal is due in about 12 h');
+      rogue.misbehaveNext('foreign-root'); // the new CA signs under the new root
+      const updated = next<TlsMaterial>(source, 'update');
+      writeFileSync(roots, pki.foreignRoot.certPem);
+      const m = await updated;
+      assert.equal(rogue.calls, 2);
+      assert.equal(rogue.last!.misbehaviour, 'foreign-root');
+      assert.notEqual(m.fingerprint, first.fingerprint);
+      assert.equal(m.ca, pki.foreignRoot.certPem);
+      assert.ok(m.leaf.checkIssued(new X509Certificate(pki.foreignRoot.certPem)));
+      assert.equal(source.status().issuedCount, 2);
+      source.close();
+    } finally {
+      await rogue.close();
+    }
+  });
+
+  it('a root file that cannot be parsed or read: error naming it, the material in force stays', async () => {
+    const roots = join(mkdtempSync(join(dir, 'root-broken-')), 'root-cert.pem');
+    writeFileSync(roots, pki.trustBundlePem);
+    const source = await start(options(ca, { rootCertFiles: [roots], rootWatchDebounceMs: 20 }));
+    const first = source.current;
+    const calls = ca.calls;
+    const garbled = next<WaygateError>(source, 'error');
+    writeFileSync(roots, 'not a certificate\n');
+    const err = await garbled;
+    assert.equal(err.code, 'WG_CA');
+    assert.ok(err.message.includes(roots), err.message);
+    assert.match(err.message, /no PEM certificate found/);
+    assert.equal(source.current, first);
+    assert.equal(source.status().lastError, err);
+    const gone = next<WaygateError>(source, 'error');
+    rmSync(roots);
+    const err2 = await gone;
+    assert.equal(err2.code, 'WG_CA');
+    assert.match(err2.message, /cannot read/);
+    assert.ok(err2.message.includes(roots), err2.message);
+    assert.equal(source.current, first);
+    // Readable again, with a second root: in force, the error cleared.
+    const updated = next<TlsMaterial>(source, 'update');
+    writeFileSync(roots, pki.trustBundlePem + pki.foreignRoot.certPem);
+    assert.equal((await updated).ca, pki.root.certPem + pki.foreignRoot.certPem);
+    assert.equal(source.status().lastError, undefined);
+    assert.equal(ca.calls, calls);
+    source.close();
+  });
+
+  it('listeners that throw are logged; the renewals go on and nothing rejects unhandled', async () => {
+    ca.lifetimeMs = 2_000;
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown): void => void rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    try {
+      const source = await start(options(ca, { log }));
+      const seen: string[] = [];
+      // Registered first: EventEmitter stops calling the listeners of an event at the one that throws.
+      const twoUpdates = new Promise<void>((resolve) => source.on('update', () => seen.push('update') === 3 && resolve()));
+      source.on('error', () => void seen.push('error'));
+      source.on('update', () => {
+        throw new Error('a bug in an update listener');
+      });
+      source.on('error', () => {
+        throw new Error('a bug in an error listener');
+      });
+      ca.failNext(1, grpcStatus.UNAVAILABLE);
+      await within(twoUpdates, 'two renewals after a failure');
+      assert.deepEqual(seen, ['error', 'update', 'update']);
+      const threw = lines.filter((l) => /listener of the istiod certificate source threw/.test(String(l['msg'])));
+      assert.deepEqual(threw.map((l) => [l['event'], l['err']]), [
+        ['error', 'a bug in an error listener'],
+        ['update', 'a bug in an update listener'],
+        ['update', 'a bug in an update listener'],
+      ]);
+      assert.equal(source.status().issuedCount, 3);
+      assert.ok(source.status().nextAttemptAt !== undefined, 'the next renewal is scheduled');
+      source.close();
+      assert.deepEqual(rejections, []);
+    } finally {
+      process.off('unhandledRejection', onRejection);
       ca.lifetimeMs = undefined;
     }
   });

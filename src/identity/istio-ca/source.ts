@@ -5,15 +5,21 @@
  * not renew together), and retries a failed renewal with exponential backoff while the material in
  * force keeps serving. Every answer is verified (verify.ts) before it is used.
  *
- * One request at a time, one timer at a time; close() cancels both.
+ * It also watches the mesh root files: istiod's root can rotate long before the next renewal (half
+ * of a lifetime of up to 90 days), and the listener must trust the new root as soon as peers
+ * present certificates under it. See {@link IstioCaSource} for what a root change does.
+ *
+ * One request at a time, one renewal timer at a time; close() cancels both and stops the watch.
  */
 import { EventEmitter } from 'node:events';
+import { watch, type FSWatcher } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { WaygateError } from '../../errors.ts';
 import type { TlsMaterialSource } from '../material-source.ts';
 import { parseSpiffeId } from '../spiffe.ts';
-import type { TlsMaterial } from '../tls-material.ts';
-import { loadTrustBundle } from '../trust-bundle.ts';
+import { tlsMaterialFromPem, type TlsMaterial } from '../tls-material.ts';
+import { chainsToAnchor, loadTrustBundle, parsePemCertificates, type TrustBundle } from '../trust-bundle.ts';
 import { caServerName, createCertificate } from './client.ts';
 import { createCsr } from './csr.ts';
 import { verifyIssuedChain } from './verify.ts';
@@ -40,6 +46,10 @@ export interface IstioCaSourceOptions {
   initialBackoffMs?: number;
   /** Cap of the retry delay; default 30,000. */
   maxBackoffMs?: number;
+  /** Quiet period after the last event in a root file's directory before re-reading the roots; default 200 (a ConfigMap update is several renames). */
+  rootWatchDebounceMs?: number;
+  /** Re-read the root files this often even without events (mounts that deliver none); default 60,000, 0 disables. */
+  rootPollIntervalMs?: number;
   log?: Logger;
 }
 
@@ -75,12 +85,24 @@ export const RENEW_AT_LIFETIME_FRACTION = 0.5;
 /** Jitter on that fraction (Istio's SECRET_GRACE_PERIOD_RATIO_JITTER). */
 export const RENEW_JITTER_FRACTION = 0.01;
 
-const DEFAULTS = { requestedTtlMs: 86_400_000, requestTimeoutMs: 10_000, initialBackoffMs: 1_000, maxBackoffMs: 30_000 } as const;
+const DEFAULTS = {
+  requestedTtlMs: 86_400_000,
+  requestTimeoutMs: 10_000,
+  initialBackoffMs: 1_000,
+  maxBackoffMs: 30_000,
+  rootWatchDebounceMs: 200,
+  rootPollIntervalMs: 60_000,
+} as const;
 
 type Settings = Required<Omit<IstioCaSourceOptions, 'serverName' | 'log'>> & Pick<IstioCaSourceOptions, 'serverName' | 'log'>;
 
 function positive(name: string, value: number): number {
   if (!Number.isFinite(value) || value <= 0) throw new WaygateError('WG_CA', `${name} must be a positive number of milliseconds, got ${value}`);
+  return value;
+}
+
+function nonNegative(name: string, value: number): number {
+  if (!Number.isFinite(value) || value < 0) throw new WaygateError('WG_CA', `${name} must be zero or a positive number of milliseconds, got ${value}`);
   return value;
 }
 
@@ -98,6 +120,8 @@ function settingsOf(opts: IstioCaSourceOptions): Settings {
     requestTimeoutMs: positive('requestTimeoutMs', opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs),
     initialBackoffMs: positive('initialBackoffMs', opts.initialBackoffMs ?? DEFAULTS.initialBackoffMs),
     maxBackoffMs: positive('maxBackoffMs', opts.maxBackoffMs ?? DEFAULTS.maxBackoffMs),
+    rootWatchDebounceMs: nonNegative('rootWatchDebounceMs', opts.rootWatchDebounceMs ?? DEFAULTS.rootWatchDebounceMs),
+    rootPollIntervalMs: nonNegative('rootPollIntervalMs', opts.rootPollIntervalMs ?? DEFAULTS.rootPollIntervalMs),
   };
   if (opts.serverName !== undefined) s.serverName = opts.serverName;
   if (opts.log !== undefined) s.log = opts.log;
@@ -111,7 +135,7 @@ async function issue(s: Settings, signal: AbortSignal): Promise<TlsMaterial> {
   try {
     roots = loadTrustBundle(s.rootCertFiles);
   } catch (err) {
-    throw new WaygateError('WG_CA', `the mesh root to verify istiod and its certificates with: ${(err as Error).message}`, { cause: err });
+    throw rootError('the mesh root to verify istiod and its certificates with', err);
   }
   const csr = await createCsr(s.identity);
   signal.throwIfAborted();
@@ -138,6 +162,10 @@ async function issue(s: Settings, signal: AbortSignal): Promise<TlsMaterial> {
   });
 }
 
+function rootError(what: string, err: unknown): WaygateError {
+  return new WaygateError('WG_CA', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
 function asCaError(err: unknown): WaygateError {
   if (err instanceof WaygateError) return err.code === 'WG_CA' ? err : new WaygateError('WG_CA', err.message, { cause: err });
   return new WaygateError('WG_CA', `certificate request failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
@@ -148,7 +176,14 @@ function asCaError(err: unknown): WaygateError {
  *
  * Events (material-source.ts): `'update'` (material: TlsMaterial) after a renewal put new, verified
  * material in force; `'error'` (err: WaygateError, code WG_CA) after a failed renewal, the current
- * material staying in force and a retry scheduled; emitted only when someone listens.
+ * material staying in force and a retry scheduled; emitted only when someone listens. A listener
+ * that throws is logged, never allowed to break the renewal schedule.
+ *
+ * A change of the mesh root files (seen by a watch of their directories, which also sees the
+ * kubelet's `..data` symlink swap of a ConfigMap volume, and by a slow poll): when the certificate
+ * in force still chains to the new roots, the same certificate and key are put in force with the
+ * new roots as trust anchors (`'update'`, no request to istiod); when it no longer does, it is
+ * renewed at once. Roots that cannot be read or parsed change nothing and are reported (`'error'`).
  */
 export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
   readonly #s: Settings;
@@ -162,6 +197,15 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
   #failureCount = 0;
   #lastErrorAt: Date | undefined;
   #closed = false;
+  readonly #watchers: FSWatcher[] = [];
+  #rootDebounce: NodeJS.Timeout | undefined;
+  #rootPoll: NodeJS.Timeout | undefined;
+  /** The roots (anchors PEM) last acted upon, so that a poll or event repeats nothing. */
+  #rootsSeen: string;
+  /** A root check was due while a request ran: done once it ends. */
+  #rootsDue = false;
+  /** The root read failure last reported, so that each poll does not report it again. */
+  #rootFailure: WaygateError | undefined;
   lastError: WaygateError | undefined;
 
   /** @internal Use {@link startIstioCaSource}. */
@@ -170,7 +214,9 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
     this.#s = settings;
     this.#current = first;
     this.#issuedAt = first.loadedAt;
+    this.#rootsSeen = first.ca;
     this.#scheduleRenewal();
+    this.#watchRoots();
   }
 
   get current(): TlsMaterial {
@@ -235,10 +281,16 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
         return;
       }
       this.#nextAttemptAt = undefined;
-      void this.#renew();
+      this.#startRenewal();
     }, Math.min(Math.max(atMs - Date.now(), 0), MAX_TIMER_DELAY_MS));
     // The listeners keep the process alive; a source nobody closed must not.
     this.#timer.unref();
+  }
+
+  #startRenewal(): void {
+    // #renew() catches what it awaits and #emit() what listeners throw; anything else is a bug
+    // to log, not an unhandled rejection that ends the process.
+    this.#renew().catch((err: unknown) => this.#s.log?.error({ err: (err as Error)?.message ?? String(err) }, 'renewing the gateway certificate failed unexpectedly'));
   }
 
   async #renew(): Promise<void> {
@@ -252,11 +304,14 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
       this.#inFlight = undefined;
       if (this.#closed) return;
       this.#fail(asCaError(err));
+      this.#rootsAfterRequest();
       return;
     }
     this.#inFlight = undefined;
     if (this.#closed) return;
     this.#current = next;
+    this.#rootsSeen = next.ca;
+    this.#rootFailure = undefined;
     this.#issuedAt = next.loadedAt;
     this.#issuedCount += 1;
     this.#failures = 0;
@@ -266,7 +321,8 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
       { identity: this.#s.identity, fingerprint: next.fingerprint, notAfter: next.notAfter.toISOString(), nextRenewalAt: this.#nextAttemptAt?.toISOString() },
       'renewed the gateway certificate from istiod',
     );
-    this.emit('update', next);
+    this.#emit('update', next);
+    this.#rootsAfterRequest();
   }
 
   #fail(err: WaygateError): void {
@@ -284,14 +340,130 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
     };
     if (expired) this.#s.log?.error(fields, 'renewing the gateway certificate failed and the one in force has expired: peers refuse new connections until a renewal succeeds');
     else this.#s.log?.warn(fields, 'renewing the gateway certificate failed; the current one stays in force');
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    this.#emitError(err);
   }
 
-  /** Stops renewing: the timer is cleared and a request in flight is cancelled. Idempotent. */
+  #emitError(err: WaygateError): void {
+    if (this.listenerCount('error') > 0) this.#emit('error', err);
+  }
+
+  /** Emits to the listeners; one that throws is logged (its bug), and the source carries on. */
+  #emit(event: 'update' | 'error', arg: TlsMaterial | WaygateError): void {
+    try {
+      this.emit(event, arg);
+    } catch (err) {
+      this.#s.log?.error(
+        { event, err: (err as Error)?.message ?? String(err), stack: (err as Error)?.stack },
+        `a '${event}' listener of the istiod certificate source threw; the source carries on`,
+      );
+    }
+  }
+
+  #watchRoots(): void {
+    const dirs = new Set(this.#s.rootCertFiles.map((f) => dirname(resolve(f))));
+    for (const dir of dirs) {
+      try {
+        // The directory, not the file: a ConfigMap volume is updated by renaming its `..data`
+        // symlink (as in tls-material.ts), which a watch of the file's old inode never sees.
+        const w = watch(dir, { persistent: false }, () => this.#rootsTouched());
+        w.on('error', (err) => this.#rootFail(new WaygateError('WG_CA', `${dir}: watching the mesh root for changes failed: ${err.message}`, { cause: err })));
+        this.#watchers.push(w);
+      } catch (err) {
+        this.close();
+        throw new WaygateError('WG_CA', `${dir}: cannot watch the mesh root for changes: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    if (this.#s.rootPollIntervalMs > 0) {
+      this.#rootPoll = setInterval(() => this.#checkRoots(), this.#s.rootPollIntervalMs);
+      this.#rootPoll.unref();
+    }
+  }
+
+  #rootsTouched(): void {
+    if (this.#closed) return;
+    if (this.#rootDebounce) clearTimeout(this.#rootDebounce);
+    this.#rootDebounce = setTimeout(() => {
+      this.#rootDebounce = undefined;
+      this.#checkRoots();
+    }, this.#s.rootWatchDebounceMs);
+    this.#rootDebounce.unref();
+  }
+
+  #rootsAfterRequest(): void {
+    if (!this.#rootsDue) return;
+    this.#rootsDue = false;
+    this.#checkRoots();
+  }
+
+  /** Re-reads the mesh root files and acts on a change (see the class comment). */
+  #checkRoots(): void {
+    if (this.#closed) return;
+    if (this.#inFlight) {
+      // The request read the roots when it started; look again once it is over.
+      this.#rootsDue = true;
+      return;
+    }
+    let roots: TrustBundle;
+    try {
+      roots = loadTrustBundle(this.#s.rootCertFiles);
+    } catch (err) {
+      this.#rootFail(rootError('the mesh root changed but cannot be used; the certificate and trust anchors in force stay', err));
+      return;
+    }
+    if (this.#rootFailure) {
+      if (this.lastError === this.#rootFailure) this.lastError = undefined;
+      this.#rootFailure = undefined;
+    }
+    if (roots.pem === this.#rootsSeen) return; // no change, or one already acted upon
+    this.#rootsSeen = roots.pem;
+    if (roots.pem === this.#current.ca) return;
+    const chain = parsePemCertificates(this.#current.cert, 'the certificate in force');
+    if (!chainsToAnchor(chain, roots.certificates)) {
+      this.#s.log?.warn(
+        { rootCertFiles: this.#s.rootCertFiles, fingerprint: this.#current.fingerprint },
+        'the mesh root changed and the certificate in force does not chain to it: renewing now',
+      );
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#nextAttemptAt = undefined;
+      this.#startRenewal();
+      return;
+    }
+    let next: TlsMaterial;
+    try {
+      next = tlsMaterialFromPem({ cert: this.#current.cert, key: this.#current.key, ca: roots.pem, origin: `istiod at ${this.#s.address}` });
+    } catch (err) {
+      this.#rootFail(rootError('the mesh root changed but cannot be used; the certificate and trust anchors in force stay', err));
+      return;
+    }
+    this.#current = next;
+    this.#s.log?.info(
+      { rootCertFiles: this.#s.rootCertFiles, anchors: roots.certificates.length, fingerprint: next.fingerprint },
+      'the mesh root changed; the certificate in force chains to it and is now served with the new trust anchors',
+    );
+    this.#emit('update', next);
+  }
+
+  /** A root failure: reported once per distinct message (a poll repeats it), nothing else changes. */
+  #rootFail(err: WaygateError): void {
+    if (this.#closed || this.#rootFailure?.message === err.message) return;
+    this.#rootFailure = err;
+    this.lastError = err;
+    this.#lastErrorAt = new Date();
+    this.#s.log?.warn({ err: err.message }, 'reading the changed mesh root failed; the certificate and trust anchors in force stay');
+    this.#emitError(err);
+  }
+
+  /** Stops renewing: the timers are cleared, the root watch stopped and a request in flight cancelled. Idempotent. */
   close(): void {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
+    if (this.#rootDebounce) clearTimeout(this.#rootDebounce);
+    this.#rootDebounce = undefined;
+    if (this.#rootPoll) clearInterval(this.#rootPoll);
+    this.#rootPoll = undefined;
+    for (const w of this.#watchers.splice(0)) w.close();
     this.#nextAttemptAt = undefined;
     this.#inFlight?.abort();
     this.#inFlight = undefined;
