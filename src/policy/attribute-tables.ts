@@ -117,9 +117,19 @@ export function maxLengthOf(a: Attribute): number {
   throw new Error(`attribute catalogue: ${a.path} (${a.format}) needs a maxLength`);
 }
 
-/** Attributes a PolicyTest input states (derived ones are computed from their source). */
+const INPUT_ATTRIBUTES = new WeakMap<AttributeGroup, readonly Attribute[]>();
+
+/**
+ * Attributes a PolicyTest input states (derived ones are computed from their source). Computed
+ * once per group: replay and `audit suggest` ask for every record.
+ */
 export function inputAttributes(group: AttributeGroup): readonly Attribute[] {
-  return group.attributes.filter((a) => a.def.derive === undefined);
+  let list = INPUT_ATTRIBUTES.get(group);
+  if (list === undefined) {
+    list = Object.freeze(group.attributes.filter((a) => a.def.derive === undefined));
+    INPUT_ATTRIBUTES.set(group, list);
+  }
+  return list;
 }
 
 /** The index key kinds each format admits: CIDR tests on addresses, affixes on strings (not addresses), equality on both and on ports. */

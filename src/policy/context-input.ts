@@ -52,9 +52,14 @@ export function contextFromInput(input: PolicyTestInput | unknown): DecisionCont
     const values = new Map<string, unknown>();
     const ids = new Map<string, SpiffeId | null>();
     for (const a of inputAttributes(g)) {
-      const v = parseValue(a, fields[a.name]);
-      values.set(a.name, v);
-      if (a.format === 'spiffe-id') ids.set(a.name, v === '' ? null : parseSpiffeId(v as string));
+      if (a.format === 'spiffe-id') {
+        // Parsed once: its value and the parts the derived attributes take from it.
+        const { text, id } = spiffeValue(fields[a.name], a.path);
+        values.set(a.name, text);
+        ids.set(a.name, id);
+      } else {
+        values.set(a.name, parseValue(a, fields[a.name]));
+      }
     }
     // The group's values in catalogue order, derived attributes computed from their SPIFFE ID.
     const ordered = g.attributes.map((a) => {
@@ -66,6 +71,15 @@ export function contextFromInput(input: PolicyTestInput | unknown): DecisionCont
   return buildContext(groups, TOP_LEVEL.map((a) => parseValue(a, root[a.name])), undefined);
 }
 
+/** A SPIFFE ID attribute's text (`""`: none) and its parse; a text that is not a SPIFFE ID is refused. */
+function spiffeValue(v: unknown, path: string): { text: string; id: SpiffeId | null } {
+  const text = str(v, path);
+  if (text === '') return { text, id: null };
+  const id = parseSpiffeId(text);
+  if (id === null) throw bad(path, `"${text}" is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`);
+  return { text, id };
+}
+
 /** One attribute's value from an input, by its format; transport conventions applied (lower case, canonical addresses). */
 function parseValue(a: Attribute, v: unknown): unknown {
   const path = a.path;
@@ -74,11 +88,8 @@ function parseValue(a: Attribute, v: unknown): unknown {
       return str(v, path);
     case 'lowercase':
       return str(v, path).toLowerCase();
-    case 'spiffe-id': {
-      const s = str(v, path);
-      if (s !== '' && parseSpiffeId(s) === null) throw bad(path, `"${s}" is not a SPIFFE ID (spiffe://<trust-domain>/<path>)`);
-      return s;
-    }
+    case 'spiffe-id':
+      return spiffeValue(v, path).text;
     case 'ip':
       return ip(v, path);
     case 'port':
