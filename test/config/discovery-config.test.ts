@@ -12,7 +12,7 @@ import { addServeFlags, flagsToLayer, type ServeFlagValues } from '../../src/con
 import { parseConfigText } from '../../src/config/load.ts';
 import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
 import { embeddedDefaults, productionDefaults } from '../../src/config/schema.ts';
-import { HEADER, errorsOf } from './fixture.ts';
+import { HEADER, assertOneConfigError, errorsOf } from './fixture.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'waygate-discovery-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,13 +49,7 @@ describe('discovery and upstream config', () => {
     ['zero pool idle timeout', `${HEADER}  upstream:\n    poolIdleTimeoutMs: 0\n`, [5, 24, 'spec.upstream.poolIdleTimeoutMs', /0 is out of range/]],
   ];
   for (const [name, text, [line, col, path, message]] of table) {
-    test(`rejects: ${name}`, () => {
-      const err = errorsOf(text);
-      assert.equal(err.diagnostics.length, 1, err.message);
-      const d = err.diagnostics[0]!;
-      assert.deepEqual([d.code, d.line, d.col, d.path], ['WG_CONFIG', line, col, path], err.message);
-      assert.match(d.message, message);
-    });
+    test(`rejects: ${name}`, () => assertOneConfigError(text, line, col, path, message));
   }
 
   test('the across-fields rule waits for the fields themselves to be valid (one error, not two)', () => {

@@ -27,3 +27,12 @@ export function serveFlags(...argv: string[]): ServeFlagValues {
   cmd.parse(argv, { from: 'user' });
   return cmd.opts<ServeFlagValues>();
 }
+
+/** `text` fails to load with exactly one WG_CONFIG diagnostic, at line:col on `path`, whose message matches. */
+export function assertOneConfigError(text: string, line: number, col: number, path: string, message: RegExp): void {
+  const err = errorsOf(text);
+  assert.equal(err.diagnostics.length, 1, err.message);
+  const d = err.diagnostics[0]!;
+  assert.deepEqual([d.code, d.line, d.col, d.path], ['WG_CONFIG', line, col, path], err.message);
+  assert.match(d.message, message);
+}

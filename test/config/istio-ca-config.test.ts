@@ -14,7 +14,7 @@ import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
 import { ISTIO_CA_DEFAULTS } from '../../src/config/schema.ts';
 import { WaygateError } from '../../src/errors.ts';
 import { istioCaIdentity } from '../../src/gateway/tls-source.ts';
-import { HEADER, errorsOf, serveFlags as flags } from './fixture.ts';
+import { HEADER, assertOneConfigError, serveFlags as flags } from './fixture.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'waygate-istio-ca-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -55,13 +55,7 @@ describe('tls.istioCa config', () => {
       [6, 14, 'spec.tls.istioCa', /^the certificate has one source: remove tls\.certFile and tls\.keyFile, or tls\.istioCa/]],
   ];
   for (const [name, text, [line, col, path, message]] of table) {
-    test(`rejects: ${name}`, () => {
-      const err = errorsOf(text);
-      assert.equal(err.diagnostics.length, 1, err.message);
-      const d = err.diagnostics[0]!;
-      assert.deepEqual([d.code, d.line, d.col, d.path], ['WG_CONFIG', line, col, path], err.message);
-      assert.match(d.message, message);
-    });
+    test(`rejects: ${name}`, () => assertOneConfigError(text, line, col, path, message));
   }
 
   test('--cert or --key over a file\'s tls.istioCa is refused: the flags would be ignored', () => {

@@ -12,7 +12,7 @@ import { Command } from 'commander';
 import { addServeFlags, flagsToLayer } from '../../src/config/flags.ts';
 import { ConfigError, parseConfigText } from '../../src/config/load.ts';
 import { configToYaml, resolveConfig } from '../../src/config/resolve.ts';
-import { HEADER, errorsOf, serveFlags as flags } from './fixture.ts';
+import { HEADER, assertOneConfigError, serveFlags as flags } from './fixture.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'waygate-kube-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -50,13 +50,7 @@ describe('discovery.kubernetes config', () => {
       [7, 7, 'spec.discovery.kubernetes', /^discovery has one source: set meshFile or kubernetes, not both$/]],
   ];
   for (const [name, text, [line, col, path, message]] of table) {
-    test(`rejects: ${name}`, () => {
-      const err = errorsOf(text);
-      assert.equal(err.diagnostics.length, 1, err.message);
-      const d = err.diagnostics[0]!;
-      assert.deepEqual([d.code, d.line, d.col, d.path], ['WG_CONFIG', line, col, path], err.message);
-      assert.match(d.message, message);
-    });
+    test(`rejects: ${name}`, () => assertOneConfigError(text, line, col, path, message));
   }
 
   test('--kubeconfig: merged into the file\'s discovery.kubernetes, resolved against the working directory, in the usage', () => {
