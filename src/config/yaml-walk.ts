@@ -314,7 +314,11 @@ function refuseIn(r: RefuseWalk, node: unknown, segments: (string | number)[]): 
   if (!isScalar(node) && !isMap(node) && !isSeq(node)) return;
   // Anchors and tags precede the node they decorate: point at them, not at the value.
   if (node.anchor) refuseNode(r, `YAML anchor &${node.anchor}`, markerBefore(r.text, node, `&${node.anchor}`), segments);
-  if (node.tag) refuseNode(r, `YAML tag ${node.tag}`, markerBefore(r.text, node, '!'), segments);
+  if (node.tag) {
+    const at = tagStart(r.text, node);
+    // As written (`!!str`), not as resolved (`tag:yaml.org,2002:str`): what the author can find.
+    refuseNode(r, `YAML tag ${/^\S+/.exec(r.text.slice(at))?.[0] ?? node.tag}`, at, segments);
+  }
   if (isSeq(node)) {
     const items = node.items;
     for (let i = 0; i < items.length; i++) {
@@ -339,6 +343,16 @@ function refuseNode(r: RefuseWalk, what: string, offset: number, segments: reado
   const field = wordingOf(r.cx).field;
   const path = segments.reduce<string>((p, s) => (typeof s === 'number' ? `${p}[${s}]` : field(p, s)), '');
   reportAt(r.cx, offset, path, `${what} is not allowed: ${r.because}`, r.code);
+}
+
+/**
+ * Where the tag before `node` starts (YAML 1.2 §6.8.2): the last `!` before the node, then back
+ * over the rest of its handle, so `!!str` and `!e!x` point at their first `!`, not their last.
+ */
+function tagStart(text: string, node: YamlNode): number {
+  let i = markerBefore(text, node, '!');
+  while (i > 0 && /[!A-Za-z0-9-]/.test(text[i - 1]!)) i--;
+  return i;
 }
 
 function markerBefore(text: string, node: YamlNode, marker: string): number {

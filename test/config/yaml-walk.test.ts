@@ -80,7 +80,7 @@ describe('yaml-walk: one walk, two wordings', () => {
     assert.deepEqual(cx.diags.map((d) => `${d.line}:${d.col} ${d.path} ${d.code} ${d.message}`), [
       '1:4 a WG_POLICY_FORBIDDEN YAML anchor &x is not allowed: write it out',
       '2:4 b WG_POLICY_FORBIDDEN YAML alias *x is not allowed: write it out',
-      '3:5 c WG_POLICY_FORBIDDEN YAML tag tag:yaml.org,2002:str is not allowed: write it out',
+      '3:4 c WG_POLICY_FORBIDDEN YAML tag !!str is not allowed: write it out',
       '5:3 d WG_POLICY_FORBIDDEN YAML merge key << is not allowed: write it out',
     ]);
   });

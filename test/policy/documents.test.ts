@@ -269,6 +269,12 @@ describe('parsePolicyDocuments: every error kind, located', () => {
       ],
     },
     {
+      // Regression: `!!str` was reported at its second `!` and as its resolved name.
+      name: 'a secondary-handle tag is reported at its first "!", as written',
+      text: `${HEAD}spec:\n  action: ALLOW\n  rules:\n    - name: r\n      when: !!str x\n`,
+      want: [{ line: 8, col: 13, path: 'spec.rules[0].when', code: 'WG_POLICY_FORBIDDEN', message: 'YAML tag !!str is not allowed' }],
+    },
+    {
       // Regression: a quoted "<<" is a plain key, not a merge key; it was passed over in silence.
       name: 'a quoted "<<" key is an unknown field, not a merge key passed over',
       text: `${HEAD}spec:\n  action: ALLOW\n  rules:\n    - name: r\n      when: x\n      "<<": { message: m }\n`,
