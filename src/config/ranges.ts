@@ -15,6 +15,8 @@
  * matches, and that each bound is accepted and each bound +-1 refused by the loader and the library.
  */
 import { WaygateError } from '../errors.ts';
+// A duration that ends up in a timer is at most TIMER_MAX_MS (about 24.8 days).
+import { TIMER_MAX_MS } from '../util/long-timer.ts';
 
 export type RangeUnit = 'ms' | 'bytes' | 'connections' | 'streams' | 'dials' | 'processes';
 
@@ -31,12 +33,6 @@ export interface NumericRange {
 }
 
 const DAY_MS = 86_400_000;
-/**
- * Node keeps timer durations in a signed 32-bit integer: `setTimeout` with a longer delay fires
- * after 1 ms, `socket.setTimeout` cuts it to this (https://nodejs.org/api/timers.html, "setTimeout").
- * A duration that ends up in a timer is therefore at most this (about 24.8 days).
- */
-const TIMER_MAX_MS = 2 ** 31 - 1;
 /** RFC 9113 §6.5.2 settings are 32-bit; nghttp2 and Node take counts up to 2^31-1 without question. */
 const INT31_MAX = 2 ** 31 - 1;
 

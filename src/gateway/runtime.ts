@@ -35,6 +35,7 @@ import type { GatewayMetrics } from '../telemetry/metrics.ts';
 import { createMetricsObserver } from '../telemetry/observer.ts';
 import { Readiness } from '../admin/readiness.ts';
 import { PolicyReloader, type ReloadTrigger } from './reload.ts';
+import { timerAt, type LongTimer } from '../util/long-timer.ts';
 import { openTlsSource } from './tls-source.ts';
 import { startWaypoint, type Waypoint } from './waypoint.ts';
 
@@ -321,21 +322,17 @@ export async function startRuntime(opts: RuntimeOptions): Promise<GatewayRuntime
   });
   // Readiness follows the certificate's notAfter: once it passes without new material (a renewal or
   // a reload), every peer refuses the handshake, so the pod takes no new connections
-  // (`tls_certificate_expired`) until new material arrives. A wait beyond setTimeout's 2^31-1 ms
-  // is made of several timers.
-  let expiryTimer: NodeJS.Timeout | undefined;
+  // (`tls_certificate_expired`) until new material arrives. A year-long certificate is beyond one
+  // Node timer: timerAt.
+  let expiryTimer: LongTimer | undefined;
   const watchExpiry = (m: TlsMaterial): void => {
-    if (expiryTimer) clearTimeout(expiryTimer);
-    expiryTimer = setTimeout(() => {
-      expiryTimer = undefined;
-      if (tls.current !== m) return;
-      if (m.notAfter.getTime() <= Date.now()) readiness.setTlsExpired(true);
-      else watchExpiry(m);
-    }, Math.min(Math.max(m.notAfter.getTime() - Date.now(), 0), 2 ** 31 - 1));
-    expiryTimer.unref();
+    expiryTimer?.clear();
+    expiryTimer = timerAt(m.notAfter.getTime(), () => {
+      if (tls.current === m) readiness.setTlsExpired(true);
+    });
   };
   const stopExpiryWatch = (): void => {
-    if (expiryTimer) clearTimeout(expiryTimer);
+    expiryTimer?.clear();
     expiryTimer = undefined;
   };
   const applyMaterial = (m: TlsMaterial): void => {

@@ -23,6 +23,7 @@ import { chainsToAnchor, loadTrustBundle, parsePemCertificates, type TrustBundle
 import { caServerName, createCertificate } from './client.ts';
 import { createCsr } from './csr.ts';
 import { verifyIssuedChain } from './verify.ts';
+import { timerAt, type LongTimer } from '../../util/long-timer.ts';
 
 /** Options of {@link startIstioCaSource}. */
 export interface IstioCaSourceOptions {
@@ -76,9 +77,6 @@ export interface IstioCaStatus {
   failureCount: number;
   closed: boolean;
 }
-
-/** The longest delay setTimeout honours (2^31-1 ms); a longer one fires at once. */
-export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1;
 
 /** Istio's SECRET_GRACE_PERIOD_RATIO: renew once half the lifetime has passed. */
 export const RENEW_AT_LIFETIME_FRACTION = 0.5;
@@ -190,7 +188,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
   #current: TlsMaterial;
   #issuedAt: Date;
   #issuedCount = 1;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: LongTimer | undefined;
   #nextAttemptAt: Date | undefined;
   #inFlight: AbortController | undefined;
   #failures = 0;
@@ -265,26 +263,14 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
     if (this.#closed) return;
     const atMs = Date.now() + delayMs;
     this.#nextAttemptAt = new Date(atMs);
-    this.#arm(atMs);
-  }
-
-  /**
-   * One timer towards `atMs`, at most MAX_TIMER_DELAY_MS long: Node fires a setTimeout longer than
-   * 2^31-1 ms (24.8 days) at once, so half of a certificate lifetime above 49.7 days (istiod
-   * allows up to 90) is waited out in several timers instead of a renewal loop.
-   */
-  #arm(atMs: number): void {
-    this.#timer = setTimeout(() => {
+    // timerAt: half of a certificate lifetime above 49.7 days (istiod allows up to 90) is beyond
+    // one Node timer, which would fire at once and turn renewal into a loop. Unref'd: the
+    // listeners keep the process alive; a source nobody closed must not.
+    this.#timer = timerAt(atMs, () => {
       this.#timer = undefined;
-      if (Date.now() < atMs) {
-        this.#arm(atMs);
-        return;
-      }
       this.#nextAttemptAt = undefined;
       this.#startRenewal();
-    }, Math.min(Math.max(atMs - Date.now(), 0), MAX_TIMER_DELAY_MS));
-    // The listeners keep the process alive; a source nobody closed must not.
-    this.#timer.unref();
+    });
   }
 
   #startRenewal(): void {
@@ -423,7 +409,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
         { rootCertFiles: this.#s.rootCertFiles, fingerprint: this.#current.fingerprint },
         'the mesh root changed and the certificate in force does not chain to it: renewing now',
       );
-      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer?.clear();
       this.#timer = undefined;
       this.#nextAttemptAt = undefined;
       this.#startRenewal();
@@ -457,7 +443,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
   /** Stops renewing: the timers are cleared, the root watch stopped and a request in flight cancelled. Idempotent. */
   close(): void {
     this.#closed = true;
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.clear();
     this.#timer = undefined;
     if (this.#rootDebounce) clearTimeout(this.#rootDebounce);
     this.#rootDebounce = undefined;
