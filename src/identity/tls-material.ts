@@ -8,12 +8,11 @@
  */
 import { createHash, createPrivateKey, type X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { WaygateError } from '../errors.ts';
+import { watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../util/file-dir-watch.ts';
 import type { TlsMaterialSource } from './material-source.ts';
 import { chainsToAnchor, parsePemCertificates, trustBundleFromPem } from './trust-bundle.ts';
 
@@ -168,10 +167,8 @@ export interface TlsMaterialWatcherOptions extends TlsMaterialFiles {
 /**
  * Watches the material's files and reloads them when their content changes.
  *
- * It watches the **directories** (not the files): Kubernetes updates a Secret volume by building
- * a new timestamped directory and atomically renaming the `..data` symlink over the old one, so
- * the file inodes a per-file watch would hold never change. A directory watch sees the rename;
- * comparing a hash of the contents filters out events that changed nothing.
+ * It watches the files' **directories** (src/util/file-dir-watch.ts says why: a Secret volume's
+ * `..data` swap); comparing a hash of the contents filters out events that changed nothing.
  *
  * Events: `'update'` (material: TlsMaterial) after a successful reload; `'error'` (err:
  * WaygateError) when changed files fail to load, the previous material staying in force. The
@@ -180,12 +177,9 @@ export interface TlsMaterialWatcherOptions extends TlsMaterialFiles {
  */
 export class TlsMaterialWatcher extends EventEmitter implements TlsMaterialSource {
   readonly #files: TlsMaterialFiles;
-  readonly #debounceMs: number;
-  readonly #watchers: FSWatcher[] = [];
+  readonly #watch: FileDirWatch;
   #current: TlsMaterial;
   #lastAttemptHash: string;
-  #debounce: NodeJS.Timeout | undefined;
-  #poll: NodeJS.Timeout | undefined;
   #checking: Promise<boolean> | undefined;
   #again = false;
   #closed = false;
@@ -196,24 +190,19 @@ export class TlsMaterialWatcher extends EventEmitter implements TlsMaterialSourc
   constructor(opts: TlsMaterialWatcherOptions) {
     super();
     this.#files = { certFile: opts.certFile, keyFile: opts.keyFile, trustBundleFiles: [...opts.trustBundleFiles] };
-    this.#debounceMs = opts.debounceMs ?? 200;
     this.#current = opts.initial ?? loadTlsMaterial(this.#files);
     this.#lastAttemptHash = this.#current.contentHash;
-    const dirs = new Set([this.#files.certFile, this.#files.keyFile, ...this.#files.trustBundleFiles].map((f) => dirname(resolve(f))));
-    for (const dir of dirs) {
-      try {
-        const w = watch(dir, { persistent: false }, () => this.#schedule());
-        w.on('error', (err) => this.#fail(new WaygateError('WG_CERT', `${dir}: watching for certificate changes failed: ${err.message}`, { cause: err })));
-        this.#watchers.push(w);
-      } catch (err) {
-        this.close();
-        throw new WaygateError('WG_CERT', `${dir}: cannot watch for certificate changes: ${(err as Error).message}`, { cause: err });
-      }
-    }
-    const pollIntervalMs = opts.pollIntervalMs ?? 60_000;
-    if (pollIntervalMs > 0) {
-      this.#poll = setInterval(() => void this.check(), pollIntervalMs);
-      this.#poll.unref();
+    try {
+      this.#watch = watchFileDirectories([this.#files.certFile, this.#files.keyFile, ...this.#files.trustBundleFiles], {
+        debounceMs: opts.debounceMs ?? 200,
+        pollIntervalMs: opts.pollIntervalMs ?? 60_000,
+        onCheck: () => void this.check(),
+        onWatchError: (dir, err) => this.#fail(new WaygateError('WG_CERT', `${dir}: watching for certificate changes failed: ${err.message}`, { cause: err })),
+      });
+    } catch (err) {
+      this.#closed = true;
+      const e = err as FileDirWatchError;
+      throw new WaygateError('WG_CERT', `${e.dir}: cannot watch for certificate changes: ${e.message}`, { cause: err });
     }
   }
 
@@ -274,16 +263,6 @@ export class TlsMaterialWatcher extends EventEmitter implements TlsMaterialSourc
     return true;
   }
 
-  #schedule(): void {
-    if (this.#closed) return;
-    if (this.#debounce) clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => {
-      this.#debounce = undefined;
-      void this.check();
-    }, this.#debounceMs);
-    this.#debounce.unref();
-  }
-
   #fail(err: WaygateError): void {
     this.lastError = err;
     if (!this.#closed && this.listenerCount('error') > 0) this.emit('error', err);
@@ -292,10 +271,6 @@ export class TlsMaterialWatcher extends EventEmitter implements TlsMaterialSourc
   /** Stops watching and polling. Idempotent. */
   close(): void {
     this.#closed = true;
-    if (this.#debounce) clearTimeout(this.#debounce);
-    if (this.#poll) clearInterval(this.#poll);
-    this.#debounce = undefined;
-    this.#poll = undefined;
-    for (const w of this.#watchers.splice(0)) w.close();
+    this.#watch.close();
   }
 }

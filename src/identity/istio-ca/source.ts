@@ -12,8 +12,6 @@
  * One request at a time, one renewal timer at a time; close() cancels both and stops the watch.
  */
 import { EventEmitter } from 'node:events';
-import { watch, type FSWatcher } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { WaygateError } from '../../errors.ts';
 import type { TlsMaterialSource } from '../material-source.ts';
@@ -23,6 +21,7 @@ import { chainsToAnchor, loadTrustBundle, parsePemCertificates, type TrustBundle
 import { caServerName, createCertificate } from './client.ts';
 import { createCsr } from './csr.ts';
 import { verifyIssuedChain } from './verify.ts';
+import { watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../../util/file-dir-watch.ts';
 import { timerAt, type LongTimer } from '../../util/long-timer.ts';
 
 /** Options of {@link startIstioCaSource}. */
@@ -195,9 +194,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
   #failureCount = 0;
   #lastErrorAt: Date | undefined;
   #closed = false;
-  readonly #watchers: FSWatcher[] = [];
-  #rootDebounce: NodeJS.Timeout | undefined;
-  #rootPoll: NodeJS.Timeout | undefined;
+  #rootWatch: FileDirWatch | undefined;
   /** The roots (anchors PEM) last acted upon, so that a poll or event repeats nothing. */
   #rootsSeen: string;
   /** A root check was due while a request ran: done once it ends. */
@@ -346,33 +343,19 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
   }
 
   #watchRoots(): void {
-    const dirs = new Set(this.#s.rootCertFiles.map((f) => dirname(resolve(f))));
-    for (const dir of dirs) {
-      try {
-        // The directory, not the file: a ConfigMap volume is updated by renaming its `..data`
-        // symlink (as in tls-material.ts), which a watch of the file's old inode never sees.
-        const w = watch(dir, { persistent: false }, () => this.#rootsTouched());
-        w.on('error', (err) => this.#rootFail(new WaygateError('WG_CA', `${dir}: watching the mesh root for changes failed: ${err.message}`, { cause: err })));
-        this.#watchers.push(w);
-      } catch (err) {
-        this.close();
-        throw new WaygateError('WG_CA', `${dir}: cannot watch the mesh root for changes: ${(err as Error).message}`, { cause: err });
-      }
+    try {
+      // The directories, not the files: a ConfigMap volume's `..data` swap (src/util/file-dir-watch.ts).
+      this.#rootWatch = watchFileDirectories(this.#s.rootCertFiles, {
+        debounceMs: this.#s.rootWatchDebounceMs,
+        pollIntervalMs: this.#s.rootPollIntervalMs,
+        onCheck: () => this.#checkRoots(),
+        onWatchError: (dir, err) => this.#rootFail(new WaygateError('WG_CA', `${dir}: watching the mesh root for changes failed: ${err.message}`, { cause: err })),
+      });
+    } catch (err) {
+      this.close();
+      const e = err as FileDirWatchError;
+      throw new WaygateError('WG_CA', `${e.dir}: cannot watch the mesh root for changes: ${e.message}`, { cause: err });
     }
-    if (this.#s.rootPollIntervalMs > 0) {
-      this.#rootPoll = setInterval(() => this.#checkRoots(), this.#s.rootPollIntervalMs);
-      this.#rootPoll.unref();
-    }
-  }
-
-  #rootsTouched(): void {
-    if (this.#closed) return;
-    if (this.#rootDebounce) clearTimeout(this.#rootDebounce);
-    this.#rootDebounce = setTimeout(() => {
-      this.#rootDebounce = undefined;
-      this.#checkRoots();
-    }, this.#s.rootWatchDebounceMs);
-    this.#rootDebounce.unref();
   }
 
   #rootsAfterRequest(): void {
@@ -445,11 +428,8 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
     this.#closed = true;
     this.#timer?.clear();
     this.#timer = undefined;
-    if (this.#rootDebounce) clearTimeout(this.#rootDebounce);
-    this.#rootDebounce = undefined;
-    if (this.#rootPoll) clearInterval(this.#rootPoll);
-    this.#rootPoll = undefined;
-    for (const w of this.#watchers.splice(0)) w.close();
+    this.#rootWatch?.close();
+    this.#rootWatch = undefined;
     this.#nextAttemptAt = undefined;
     this.#inFlight?.abort();
     this.#inFlight = undefined;
