@@ -16,6 +16,7 @@
 import os from 'node:os';
 import { DEFAULT_HEADER_AUDIT_POLICY } from '../audit/redact.ts';
 import type { DefaultAction } from '../policy/decision.ts';
+import { RANGES } from './ranges.ts';
 
 export const CONFIG_API_VERSION = 'waygate.dev/v1alpha1';
 export const CONFIG_KIND = 'GatewayConfig';
@@ -251,13 +252,19 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
     trustDomains: ['cluster.local'],
     defaultAction: 'DENY',
     denyStatus: 401,
+    // The numeric defaults are the range table's (src/config/ranges.ts), which the libraries use too.
     timeouts: {
-      connectTimeoutMs: 10_000,
-      handshakeTimeoutMs: 10_000,
+      connectTimeoutMs: RANGES['timeouts.connectTimeoutMs'].default,
+      handshakeTimeoutMs: RANGES['timeouts.handshakeTimeoutMs'].default,
       drainTimeoutMs: defaultDrainTimeoutMs(env),
-      idleTimeoutMs: 0,
+      idleTimeoutMs: RANGES['timeouts.idleTimeoutMs'].default,
     },
-    limits: { maxConnections: 10_000, maxStreamsPerConnection: 200, maxHeaderListBytes: 65_536, maxPendingDialsPerConnection: 100 },
+    limits: {
+      maxConnections: RANGES['limits.maxConnections'].default,
+      maxStreamsPerConnection: RANGES['limits.maxStreamsPerConnection'].default,
+      maxHeaderListBytes: RANGES['limits.maxHeaderListBytes'].default,
+      maxPendingDialsPerConnection: RANGES['limits.maxPendingDialsPerConnection'].default,
+    },
     audit: {
       destination: '-',
       headers: { allow: [...DEFAULT_HEADER_AUDIT_POLICY.allow], redact: [...DEFAULT_HEADER_AUDIT_POLICY.redact] },
@@ -265,11 +272,15 @@ function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 
       onFailure: null,
     },
     log: { level: 'info' },
-    workers: 1,
+    workers: RANGES.workers.default,
     proxyProtocol: false,
     discovery: { meshFile: null, kubernetes: null, allowDirect: false },
-    upstream: { allowPlaintext: false, maxStreamsPerConnection: 100, poolIdleTimeoutMs: 300_000 },
-    sandwich: { listen: null, headerTimeoutMs: 5_000 },
+    upstream: {
+      allowPlaintext: false,
+      maxStreamsPerConnection: RANGES['upstream.maxStreamsPerConnection'].default,
+      poolIdleTimeoutMs: RANGES['upstream.poolIdleTimeoutMs'].default,
+    },
+    sandwich: { listen: null, headerTimeoutMs: RANGES['sandwich.headerTimeoutMs'].default },
     registration: { enabled: false, gatewayClassName: 'waygate', controllerName: 'waygate.dev/gateway-controller', namespace: '', serviceName: 'waygate' },
   };
 }
@@ -297,7 +308,7 @@ export function productionDefaults(env: NodeJS.ProcessEnv = process.env): Gatewa
       allowTls12: false,
       istioCa: null,
     },
-    policies: { paths: ['/etc/waygate/policies'], watch: true, debounceMs: 250 },
+    policies: { paths: ['/etc/waygate/policies'], watch: true, debounceMs: RANGES['policies.debounceMs'].default },
     destinations: { allow: [], routes: {} },
     admin: { readyAddress: '0.0.0.0:15021', metricsAddress: '0.0.0.0:15020', adminAddress: '127.0.0.1:15000' },
     ...common(env),
@@ -319,7 +330,7 @@ export function embeddedDefaults(cwd: string = process.cwd(), env: NodeJS.Proces
       allowTls12: false,
       istioCa: null,
     },
-    policies: { paths: [`${cwd}/policies`], watch: true, debounceMs: 250 },
+    policies: { paths: [`${cwd}/policies`], watch: true, debounceMs: RANGES['policies.debounceMs'].default },
     destinations: { allow: [{ cidr: '127.0.0.0/8' }, { cidr: '::1/128' }], routes: {} },
     admin: { readyAddress: '127.0.0.1:15021', metricsAddress: '127.0.0.1:15020', adminAddress: '127.0.0.1:15000' },
     ...common(env),
