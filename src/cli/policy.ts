@@ -1,5 +1,5 @@
 /**
- * `waygate policy check|test|eval|fmt` (and `import`, src/policy/import/write.ts): the policy author's loop (docs/writing-policies.md).
+ * `waygate policy check|test|eval|fmt` (and `import`, src/cli/policy-import.ts): the policy author's loop (docs/writing-policies.md).
  *
  * Exit codes (src/cli/main.ts): 0 success; 1 the command ran and found a problem (lint error,
  * failing case, coverage below threshold, file needing formatting); 2 usage or input error (bad
@@ -17,7 +17,7 @@ import { parsePolicyDocuments } from '../policy/documents.ts';
 import { decide } from '../policy/engine.ts';
 import { explainDecision, renderExplanation } from '../policy/explain.ts';
 import { formatPolicyText } from '../policy/fmt.ts';
-import { registerImport } from '../policy/import/write.ts';
+import { registerImport } from './policy-import.ts';
 import { lintPolicies, type LintDiagnostic } from '../policy/lint.ts';
 import { loadPolicySet, type LoadResult } from '../policy/load.ts';
 import type { PolicyDocument } from '../policy/model.ts';

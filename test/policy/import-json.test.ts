@@ -1,5 +1,5 @@
 /**
- * `waygate policy import istio|networkpolicy -o json`: one report document on stdout (src/policy/import/write.ts
+ * `waygate policy import istio|networkpolicy -o json`: one report document on stdout (src/cli/policy-import.ts
  * ImportReport) with the translated policies and where they were written, every refusal with its
  * file:line:col, code and reason, the notes (destination-side policies among them) and the advice,
  * and the same exit codes as the text output (0 all translated, 1 something refused, 2 unreadable).
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { main } from '../../src/cli/main.ts';
 import { captureOutput } from '../../src/cli/output.ts';
-import type { ImportReport } from '../../src/policy/import/write.ts';
+import type { ImportReport } from '../../src/cli/policy-import.ts';
 
 const dirs: string[] = [];
 after(async () => {

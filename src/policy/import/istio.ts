@@ -1,7 +1,7 @@
 /**
  * `waygate policy import istio`: Istio AuthorizationPolicies (security.istio.io v1 / v1beta1) to
  * waygate policies with the same verdicts, for the L4 subset ztunnel enforces. Pure: text in,
- * generated documents, notes and refusals out (write.ts puts them on disk).
+ * generated documents, notes and refusals out (src/cli/policy-import.ts puts them on disk).
  *
  * Semantics follow Istio's reference (istio.io, reference/config/security/authorization-policy)
  * and ztunnel's evaluator (src/rbac.rs of istio/ztunnel), which this module mirrors in `IstioRule`:

@@ -1,6 +1,7 @@
 /**
  * `waygate policy import istio|networkpolicy FILE|DIR... --out DIR [--partial]`: reads Istio
- * AuthorizationPolicies (istio.ts) or Kubernetes NetworkPolicies (networkpolicy.ts), translates
+ * AuthorizationPolicies (src/policy/import/istio.ts) or Kubernetes NetworkPolicies
+ * (src/policy/import/networkpolicy.ts), translates
  * them and writes one waygate policy and one PolicyTest per source policy
  * (docs/writing-policies.md, "Migrating from Istio").
  *
@@ -12,13 +13,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { ErrorCode } from '../../errors.ts';
-import { readPolicySources } from '../sources.ts';
+import type { ErrorCode } from '../errors.ts';
+import { readPolicySources } from '../policy/sources.ts';
 import {
   generateFiles, importIstio, type ImportInput, type ImportNote, type ImportPosition, type IstioImportResult, type IstioPolicy, type NoteKind, type Refusal, type RefusalReason,
-} from './istio.ts';
-import { importNetworkPolicies } from './networkpolicy.ts';
-import { addOutputOption, formatDiagnosticLine, stdout, styleFor, writeJson, writeLines, type OutputFormat, type Style } from '../../cli/output.ts';
+} from '../policy/import/istio.ts';
+import { importNetworkPolicies } from '../policy/import/networkpolicy.ts';
+import { addOutputOption, formatDiagnosticLine, stdout, styleFor, writeJson, writeLines, type OutputFormat, type Style } from './output.ts';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
