@@ -19,7 +19,7 @@ import { describeIssues, newReadStats, noRecordsHeadline, readRecordBatches, res
 import { renderReplay, ReplayAccumulator } from '../audit/review/replay.ts';
 import { RECORD_CEL_VARIABLES } from '../audit/review/record-cel.ts';
 import { renderHtmlReport, ReportAccumulator } from '../audit/review/report.ts';
-import { keptPolicyFiles, renderSuggest, ReplayStore, SuggestAccumulator, type KeptFile, type SuggestResult } from '../audit/review/suggest.ts';
+import { keptPolicyFiles, RecordInputs, renderSuggest, ReplayStore, SuggestAccumulator, type KeptFile, type SuggestResult } from '../audit/review/suggest.ts';
 import { catalogFromSnapshot, renderSummary, SummaryAccumulator } from '../audit/review/summary.ts';
 import { parseTimeBound } from '../audit/review/time.ts';
 import { addOutputOption, formatDiagnosticLine, styleFor, writeData, type OutputFormat } from './output.ts';
@@ -352,8 +352,10 @@ export function runAuditSuggest(paths: string[], flags: SuggestFlags, io: AuditI
     const inForce = flags.policies?.length ? await loadPolicies(flags.policies, io) : null;
     const sources = await resolveSources(paths, readOptions(io));
     const stats = newReadStats();
-    const acc = new SuggestAccumulator({ ...win, minCount: flags.minCount ?? 1, inForce: inForce?.snapshot ?? null });
-    const store = new ReplayStore(inForce?.snapshot ?? null);
+    // One RecordInputs: each record's input is rebuilt once for the suggestion and the replay store.
+    const inputs = new RecordInputs();
+    const acc = new SuggestAccumulator({ ...win, minCount: flags.minCount ?? 1, inForce: inForce?.snapshot ?? null, inputs });
+    const store = new ReplayStore(inForce?.snapshot ?? null, inputs);
     for await (const batch of readRecordBatches(sources, stats, readOptions(io))) {
       for (let i = 0; i < batch.length; i++) {
         const rec = batch[i]!;

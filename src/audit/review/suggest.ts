@@ -54,6 +54,8 @@ export interface SuggestOptions {
    * than caller and destination (allowed and denied at one destination in the log).
    */
   inForce?: PolicySnapshot | null;
+  /** Where records' inputs are rebuilt; share it with the ReplayStore fed the same records. */
+  inputs?: RecordInputs;
 }
 
 /** A count by what decided: `policy/rule`, or `(reason)` when the record names no policy. */
@@ -210,7 +212,10 @@ export class SuggestAccumulator {
   /** Names of the DENY and AUDIT policies in force (kept beside the suggestion). */
   private readonly kept: Map<string, CompiledPolicy>;
 
+  private readonly inputs: RecordInputs;
+
   constructor(private readonly options: SuggestOptions = {}) {
+    this.inputs = options.inputs ?? new RecordInputs();
     this.since = options.sinceMs ?? -Infinity;
     this.until = options.untilMs ?? Infinity;
     this.windowed = options.sinceMs != null || options.untilMs != null;
@@ -239,7 +244,7 @@ export class SuggestAccumulator {
     // A record the replay cannot rebuild is no evidence either: a rule and a test case drawn from it
     // (a principal that is not a SPIFFE ID) would not load, a time that is not RFC 3339 would be
     // printed as first or last seen.
-    if (rebuiltInput(rec) === null) {
+    if (this.inputs.of(rec) === null) {
       this.invalidInput++;
       return;
     }
@@ -597,24 +602,28 @@ function replayReads(set: PolicySnapshot): Set<string> {
   return reads;
 }
 
-/** The last record rebuilt and its input (null when it cannot be rebuilt). */
-let lastRebuilt: { rec: DecisionRecord; ctx: DecisionContext | null } | null = null;
-
 /**
- * A record's input as the replay rebuilds it (contextFromAuditRecord), or null when it cannot be.
+ * Records' inputs as the replay rebuilds them (contextFromAuditRecord), null for one it cannot.
  * runAuditSuggest (src/cli/audit.ts) hands each record to SuggestAccumulator.add, then to
- * ReplayStore.add: the one-record memo rebuilds it once for both.
+ * ReplayStore.add; given the same RecordInputs, the two rebuild it once between them (the last
+ * record is remembered).
  */
-function rebuiltInput(rec: DecisionRecord): DecisionContext | null {
-  if (lastRebuilt?.rec === rec) return lastRebuilt.ctx;
-  let ctx: DecisionContext | null;
-  try {
-    ctx = contextFromAuditRecord(rec);
-  } catch {
-    ctx = null;
+export class RecordInputs {
+  #rec: DecisionRecord | undefined;
+  #ctx: DecisionContext | null = null;
+
+  of(rec: DecisionRecord): DecisionContext | null {
+    if (this.#rec === rec) return this.#ctx;
+    let ctx: DecisionContext | null;
+    try {
+      ctx = contextFromAuditRecord(rec);
+    } catch {
+      ctx = null;
+    }
+    this.#rec = rec;
+    this.#ctx = ctx;
+    return ctx;
   }
-  lastRebuilt = { rec, ctx };
-  return ctx;
 }
 
 /** A replay-store key part: one length-prefixed value (no separator can shift the fields). */
@@ -645,7 +654,7 @@ export class ReplayStore {
   readonly perRecord: string | null;
   records = 0;
 
-  constructor(inForce: PolicySnapshot | null, private readonly keep = 3) {
+  constructor(inForce: PolicySnapshot | null, private readonly inputs = new RecordInputs(), private readonly keep = 3) {
     if (inForce === null) {
       this.extract = [];
       this.perRecord = null;
@@ -672,7 +681,7 @@ export class ReplayStore {
       // it cannot rebuild (a time that is not RFC 3339, a header that is not a string) replays as
       // invalid input, one it can as a decision, so the two never share a group. Invalid records
       // share groups among themselves: their replay counts them and reads nothing else.
-      const ctx = rebuiltInput(rec);
+      const ctx = this.inputs.of(rec);
       if (ctx === null) key = `!|${key}`;
       else for (const e of this.extract) key += part(e(ctx));
     }
