@@ -5,6 +5,10 @@
 // every one (~0.4 s of CPU each, 100+ processes per run). It runs what was last compiled: a .ts
 // edited since runs its old output until `npx tsc -b tsconfig.test.json` (or `npm test`); run one
 // file under tsx instead while editing (README, "Running the tests").
+//
+// Two shapes of the same hooks: `resolveSync`/`loadSync` for module.registerHooks (Node 22.15+ and
+// 24: in the loading thread, no message per module), and the async `resolve`/`load` this file
+// exports for module.register (Node 20: the hooks run on their own thread).
 import { readFileSync } from 'node:fs';
 
 const ROOT = new URL('../../', import.meta.url).href;
@@ -12,22 +16,16 @@ const OUT = `${ROOT}dist-test/`;
 
 const own = (url) => url.startsWith(ROOT) && !url.startsWith(OUT) && !url.includes('/node_modules/');
 
-export async function resolve(specifier, context, nextResolve) {
-  // tsc rewrote `./x.ts` to `./x.js` (rewriteRelativeImportExtensions): back to the source's URL.
-  const parent = context.parentURL;
-  if (parent !== undefined && parent.endsWith('.ts') && own(parent) && specifier.endsWith('.js') && (specifier.startsWith('./') || specifier.startsWith('../'))) {
-    const url = new URL(`${specifier.slice(0, -3)}.ts`, parent).href;
-    try {
-      return await nextResolve(url, context);
-    } catch {
-      // not a source file: a real .js beside the test (fixtures)
-    }
-  }
-  return nextResolve(specifier, context);
+/** The source URL tsc's `./x.js` (rewriteRelativeImportExtensions) came from, or null. */
+function sourceUrl(specifier, parent) {
+  if (parent === undefined || !parent.endsWith('.ts') || !own(parent)) return null;
+  if (!specifier.endsWith('.js') || !(specifier.startsWith('./') || specifier.startsWith('../'))) return null;
+  return new URL(`${specifier.slice(0, -3)}.ts`, parent).href;
 }
 
-export async function load(url, context, nextLoad) {
-  if (!url.endsWith('.ts') || !own(url)) return nextLoad(url, context);
+/** The compiled module for a repository .ts URL, or null for anything else. */
+function compiled(url) {
+  if (!url.endsWith('.ts') || !own(url)) return null;
   const out = new URL(`${OUT}${url.slice(ROOT.length, -3)}.js`);
   let source;
   try {
@@ -41,4 +39,36 @@ export async function load(url, context, nextLoad) {
   const up = '../'.repeat(rel.split('/').length - 1);
   source = source.replace(/\/\/# sourceMappingURL=(\S+)\s*$/, (_, map) => `//# sourceMappingURL=${up}dist-test/${rel.slice(0, rel.lastIndexOf('/') + 1)}${map}\n`);
   return { format: 'module', source, shortCircuit: true };
+}
+
+export function resolveSync(specifier, context, nextResolve) {
+  const url = sourceUrl(specifier, context.parentURL);
+  if (url !== null) {
+    try {
+      return nextResolve(url, context);
+    } catch {
+      // not a source file: a real .js beside the test (fixtures)
+    }
+  }
+  return nextResolve(specifier, context);
+}
+
+export function loadSync(url, context, nextLoad) {
+  return compiled(url) ?? nextLoad(url, context);
+}
+
+export async function resolve(specifier, context, nextResolve) {
+  const url = sourceUrl(specifier, context.parentURL);
+  if (url !== null) {
+    try {
+      return await nextResolve(url, context);
+    } catch {
+      // as above
+    }
+  }
+  return nextResolve(specifier, context);
+}
+
+export async function load(url, context, nextLoad) {
+  return compiled(url) ?? nextLoad(url, context);
 }
