@@ -13,8 +13,8 @@
 import { Client, credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { readFile } from 'node:fs/promises';
 import { WaygateError } from '../../errors.ts';
-import { parseAuthority } from '../../net/authority.ts';
 import type { TrustBundle } from '../trust-bundle.ts';
+import { caServerName } from './address.ts';
 import { istioCertificateService, type IstioCertificateRequest, type IstioCertificateResponse } from './descriptor.ts';
 
 /** Where and how to ask. */
@@ -31,13 +31,6 @@ export interface IstioCaCallOptions {
   clusterId: string;
   /** The call's deadline. */
   requestTimeoutMs: number;
-}
-
-/** The name istiod's certificate is checked for: `serverName`, else the host of `address`. WG_CA when the address does not parse. */
-export function caServerName(address: string, serverName?: string): string {
-  const a = parseAuthority(address);
-  if (a === null) throw new WaygateError('WG_CA', `istiod address "${address}" is not host:port ([v6]:port for IPv6)`);
-  return serverName ?? (a.kind === 'ip' ? a.ip : a.host);
 }
 
 /** Reads the bearer token; WG_CA naming the file (a token that is missing or empty is a mount problem). */

@@ -10,6 +10,11 @@
  * present certificates under it. See {@link IstioCaSource} for what a root change does.
  *
  * One request at a time, one renewal timer at a time; close() cancels both and stops the watch.
+ *
+ * The gRPC client (client.ts, with @grpc/grpc-js, @grpc/proto-loader and protobufjs: some 120
+ * files) is imported by the first request, not with this module: every gateway process loads this
+ * module (src/gateway/runtime.ts), and only one configured with `tls.istioCa` ever calls istiod.
+ * test/identity/istio-ca-lazy.test.ts fails if the import becomes eager again.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -18,7 +23,7 @@ import type { TlsMaterialSource } from '../material-source.ts';
 import { parseSpiffeId } from '../spiffe.ts';
 import { tlsMaterialFromPem, type TlsMaterial } from '../tls-material.ts';
 import { chainsToAnchor, loadTrustBundle, parsePemCertificates, type TrustBundle } from '../trust-bundle.ts';
-import { caServerName, createCertificate } from './client.ts';
+import { caServerName } from './address.ts';
 import { createCsr } from './csr.ts';
 import { verifyIssuedChain } from './verify.ts';
 import { watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../../util/file-dir-watch.ts';
@@ -135,6 +140,9 @@ async function issue(s: Settings, signal: AbortSignal): Promise<TlsMaterial> {
     throw rootError('the mesh root to verify istiod and its certificates with', err);
   }
   const csr = await createCsr(s.identity);
+  signal.throwIfAborted();
+  // Dynamic: see the module comment. Node caches the module, so renewals import nothing again.
+  const { createCertificate } = await import('./client.ts');
   signal.throwIfAborted();
   const certChain = await createCertificate(
     {
