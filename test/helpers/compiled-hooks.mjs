@@ -1,9 +1,9 @@
-// Module hooks for `npm test` (registered by compiled.mjs): a repository .ts module runs as tsc's
-// output in dist-test/ (tsconfig.test.json, compiled by the pretest) but under its own .ts URL, so
+// Module hooks for `npm test` (registered by compiled.mjs): a repository .ts module runs as its
+// transpiled output in dist-test/ (scripts/compile-tests.mjs, run by the pretest) but under its own .ts URL, so
 // import.meta.url, import.meta.dirname and the paths tests build from them mean what they mean in
 // the source tree. It costs a test process far less than tsx, which loads itself and esbuild in
 // every one (~0.4 s of CPU each, 100+ processes per run). It runs what was last compiled: a .ts
-// edited since runs its old output until `npx tsc -b tsconfig.test.json` (or `npm test`); run one
+// edited since runs its old output until `node scripts/compile-tests.mjs` (or `npm test`); run one
 // file under tsx instead while editing (README, "Running the tests").
 //
 // Two shapes of the same hooks: `resolveSync`/`loadSync` for module.registerHooks (Node 22.15+ and
@@ -31,7 +31,7 @@ function compiled(url) {
   try {
     source = readFileSync(out, 'utf8');
   } catch (err) {
-    throw new Error(`${url}: no compiled output ${out.pathname} (npm test compiles it in its pretest: tsc -b tsconfig.test.json)`, { cause: err });
+    throw new Error(`${url}: no compiled output ${out.pathname} (npm test compiles it in its pretest: node scripts/compile-tests.mjs)`, { cause: err });
   }
   // The source map sits beside the output, not beside the .ts URL the module runs under; Node
   // reads a map file only from a path relative to the module (an absolute file: URL is ignored).
