@@ -16,7 +16,7 @@
  * finish); `close()` tears everything down.
  */
 import { EventEmitter, once } from 'node:events';
-import http2, { constants as h2, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream, type Http2SecureServer } from 'node:http2';
+import http2, { constants as h2, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream, type Http2SecureServer } from 'node:http2';
 import { connect as netConnect, type AddressInfo, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { IssuedCert } from '../../src/identity/dev-ca.ts';
@@ -141,15 +141,30 @@ export async function startFakeZtunnel(opts: FakeZtunnelOptions): Promise<FakeZt
   return zt;
 }
 
+/**
+ * The client certificate's identity, read once per connection: a TLS 1.3 connection's peer
+ * certificate cannot change (RFC 8446 has no renegotiation), and parsing it for every stream was
+ * most of this helper's CPU in the 1,000-tunnel tests (test/e2e/waypoint.test.ts).
+ */
+const peers = new WeakMap<Http2Session, { peer: string; fingerprint: string }>();
+function peerOf(session: Http2Session, sock: TLSSocket | undefined): { peer: string; fingerprint: string } {
+  let known = peers.get(session);
+  if (known === undefined) {
+    const cert = sock?.getPeerCertificate();
+    known = { peer: cert?.raw ? (identityFromCertificate(cert.raw).spiffeId?.id ?? '') : '', fingerprint: cert?.fingerprint256 ?? '' };
+    peers.set(session, known);
+  }
+  return known;
+}
+
 function onStream(zt: FakeZtunnel, opts: FakeZtunnelOptions, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   stream.on('error', () => {});
   const sock = stream.session?.socket as (TLSSocket & { [kConnection]?: number }) | undefined;
-  const cert = sock?.getPeerCertificate();
-  const peer = cert?.raw ? (identityFromCertificate(cert.raw).spiffeId?.id ?? '') : '';
+  const { peer, fingerprint } = stream.session ? peerOf(stream.session, sock) : { peer: '', fingerprint: '' };
   const plain: Record<string, string> = {};
   for (const [k, v] of Object.entries(headers)) if (!k.startsWith(':') && v !== undefined) plain[k] = Array.isArray(v) ? v.join(', ') : String(v);
   const authority = String(headers[':authority'] ?? '');
-  const record: ConnectRecord = { peer, authority, headers: plain, status: 0, outcome: 'answered', connection: sock?.[kConnection] ?? 0, peerFingerprint: cert?.fingerprint256 ?? '' };
+  const record: ConnectRecord = { peer, authority, headers: plain, status: 0, outcome: 'answered', connection: sock?.[kConnection] ?? 0, peerFingerprint: fingerprint };
   stream.once('close', () => {
     record.closeCode = stream.rstCode;
     zt.emit('streamClose', record);
