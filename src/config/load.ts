@@ -20,8 +20,10 @@ import {
 import { RANGES, bounds, formatRange } from './ranges.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
 import {
-  CONFIG_API_VERSION, CONFIG_KIND, ISTIO_CA_DEFAULTS, LOG_LEVELS, type DestinationAllow, type GatewayConfig, type IstioCaConfig, type KubernetesDiscoveryConfig,
+  CONFIG_API_VERSION, CONFIG_KIND, ISTIO_CA_DEFAULTS, ISTIO_CA_KEY_ALGORITHMS, LOG_LEVELS, type DestinationAllow, type GatewayConfig, type IstioCaConfig,
+  type IstioCaKeyAlgorithm, type KubernetesDiscoveryConfig,
 } from './schema.ts';
+import { suggest } from '../util/suggest.ts';
 
 /** A deep partial of the config: what one source (file or flags) sets. */
 export type ConfigLayer = {
@@ -165,6 +167,14 @@ const kubernetesDiscovery: V<KubernetesDiscoveryConfig | null> = (node, at, cx) 
 /** DNS name (RFC 1123 labels, dot-separated): what istiod's serving certificate names. */
 const DNS_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 
+/** `tls.istioCa.keyAlgorithm`: exactly as istio-agent's ECC_SIGNATURE_ALGORITHM spells it, with a hint for another case or a typo. */
+const keyAlgorithm: V<IstioCaKeyAlgorithm> = (node, at, cx) => {
+  const v = scalarValue(node);
+  if ((ISTIO_CA_KEY_ALGORITHMS as readonly unknown[]).includes(v)) return v as IstioCaKeyAlgorithm;
+  const hint = typeof v === 'string' ? suggest(v, ISTIO_CA_KEY_ALGORITHMS) : undefined;
+  return report(cx, node, at, `must be one of ${ISTIO_CA_KEY_ALGORITHMS.join(', ')}; got ${describe(node)}${hint ? ` (did you mean "${hint}"?)` : ''}`);
+};
+
 const istioCa: V<IstioCaConfig | null> = (node, at, cx) => {
   // null (what --print-config shows by default) is "off": the certificate comes from files.
   if (scalarValue(node) === null && node !== null && !isMap(node)) return null;
@@ -183,6 +193,7 @@ const istioCa: V<IstioCaConfig | null> = (node, at, cx) => {
     // minute, renewal at half the lifetime would hammer the CA.
     requestedTtlMs: int(60_000, 90 * day),
     requestTimeoutMs: int(1, 600_000),
+    keyAlgorithm,
   })(node, at, cx);
   if (o === undefined) return undefined;
   return { ...ISTIO_CA_DEFAULTS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as IstioCaConfig;

@@ -205,7 +205,13 @@ export interface IstioCaConfig {
   requestedTtlMs: number;
   /** Deadline of one CreateCertificate call. */
   requestTimeoutMs: number;
+  /** The key generated for each request: RSA 2048 (istio-agent's default) or ECDSA P-256 (istio-agent's ECC_SIGNATURE_ALGORITHM=ECDSA). */
+  keyAlgorithm: IstioCaKeyAlgorithm;
 }
+
+/** The values of `tls.istioCa.keyAlgorithm`, as istio-agent's ECC_SIGNATURE_ALGORITHM names them (unset: RSA). */
+export const ISTIO_CA_KEY_ALGORITHMS = ['RSA', 'ECDSA'] as const;
+export type IstioCaKeyAlgorithm = (typeof ISTIO_CA_KEY_ALGORITHMS)[number];
 
 export interface KubernetesDiscoveryConfig {
   /** The fronted namespaces (at least one; RBAC is granted per namespace). */
@@ -294,6 +300,7 @@ export const ISTIO_CA_DEFAULTS: Readonly<IstioCaConfig> = Object.freeze({
   identity: null,
   requestedTtlMs: 86_400_000,
   requestTimeoutMs: 10_000,
+  keyAlgorithm: 'RSA',
 });
 
 /** Defaults under `--config`: what a Kubernetes Deployment wants (see examples/kubernetes/). */

@@ -42,7 +42,7 @@ export async function openTlsSource(config: Readonly<GatewayConfig>, log: OpsLog
     return new TlsMaterialWatcher({ certFile: config.tls.certFile, keyFile: config.tls.keyFile, trustBundleFiles: config.tls.trustBundleFiles });
   }
   const identity = istioCaIdentity(ca, config.trustDomains, env);
-  log.info({ address: ca.address, identity, clusterId: ca.clusterId }, 'asking the mesh CA for the gateway certificate');
+  log.info({ address: ca.address, identity, clusterId: ca.clusterId, keyAlgorithm: ca.keyAlgorithm }, 'asking the mesh CA for the gateway certificate');
   return startIstioCaSource({
     address: ca.address,
     ...(ca.serverName !== null ? { serverName: ca.serverName } : {}),
@@ -52,6 +52,7 @@ export async function openTlsSource(config: Readonly<GatewayConfig>, log: OpsLog
     identity,
     requestedTtlMs: ca.requestedTtlMs,
     requestTimeoutMs: ca.requestTimeoutMs,
+    keyAlgorithm: ca.keyAlgorithm,
     log,
   });
 }

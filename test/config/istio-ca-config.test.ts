@@ -24,14 +24,14 @@ describe('tls.istioCa config', () => {
     assert.deepEqual(parseConfigText(`${HEADER}  tls:\n    istioCa: {}\n`, 'gw.yaml', '/etc/waygate').tls, { istioCa: { ...ISTIO_CA_DEFAULTS } });
     assert.deepEqual(ISTIO_CA_DEFAULTS, {
       address: 'istiod.istio-system.svc:15012', serverName: null, tokenFile: '/var/run/secrets/tokens/istio-token', clusterId: 'Kubernetes',
-      identity: null, requestedTtlMs: 86_400_000, requestTimeoutMs: 10_000,
+      identity: null, requestedTtlMs: 86_400_000, requestTimeoutMs: 10_000, keyAlgorithm: 'RSA',
     });
     assert.deepEqual(parseConfigText(
-      `${HEADER}  tls:\n    istioCa:\n      address: istiod.istio-system.svc.cluster.local:15012\n      serverName: istiod.istio-system.svc\n      tokenFile: tokens/istio-token\n      clusterId: east\n      identity: spiffe://corp.example/ns/edge/sa/waygate\n      requestedTtlMs: 3600000\n      requestTimeoutMs: 2000\n`,
+      `${HEADER}  tls:\n    istioCa:\n      address: istiod.istio-system.svc.cluster.local:15012\n      serverName: istiod.istio-system.svc\n      tokenFile: tokens/istio-token\n      clusterId: east\n      identity: spiffe://corp.example/ns/edge/sa/waygate\n      requestedTtlMs: 3600000\n      requestTimeoutMs: 2000\n      keyAlgorithm: ECDSA\n`,
       'gw.yaml', '/etc/waygate',
     ).tls, { istioCa: {
       address: 'istiod.istio-system.svc.cluster.local:15012', serverName: 'istiod.istio-system.svc', tokenFile: '/etc/waygate/tokens/istio-token',
-      clusterId: 'east', identity: 'spiffe://corp.example/ns/edge/sa/waygate', requestedTtlMs: 3_600_000, requestTimeoutMs: 2_000,
+      clusterId: 'east', identity: 'spiffe://corp.example/ns/edge/sa/waygate', requestedTtlMs: 3_600_000, requestTimeoutMs: 2_000, keyAlgorithm: 'ECDSA',
     } });
     assert.deepEqual(parseConfigText(`${HEADER}  tls:\n    istioCa: null\n`, 'gw.yaml', '/etc').tls, { istioCa: null });
   });
@@ -49,6 +49,14 @@ describe('tls.istioCa config', () => {
       [6, 18, 'spec.tls.istioCa.clusterId', /must not be empty/]],
     ['a lifetime under a minute', `${HEADER}  tls:\n    istioCa:\n      requestedTtlMs: 59999\n`,
       [6, 23, 'spec.tls.istioCa.requestedTtlMs', /60000/]],
+    ['a key algorithm in lower case: the hint names the spelling', `${HEADER}  tls:\n    istioCa:\n      keyAlgorithm: ecdsa\n`,
+      [6, 21, 'spec.tls.istioCa.keyAlgorithm', /^must be one of RSA, ECDSA; got string "ecdsa" \(did you mean "ECDSA"\?\)$/]],
+    ['a mistyped key algorithm', `${HEADER}  tls:\n    istioCa:\n      keyAlgorithm: ECDAS\n`,
+      [6, 21, 'spec.tls.istioCa.keyAlgorithm', /got string "ECDAS" \(did you mean "ECDSA"\?\)$/]],
+    ['a key algorithm istio-agent does not generate', `${HEADER}  tls:\n    istioCa:\n      keyAlgorithm: Ed25519\n`,
+      [6, 21, 'spec.tls.istioCa.keyAlgorithm', /^must be one of RSA, ECDSA; got string "Ed25519"$/]],
+    ['a key size instead of an algorithm', `${HEADER}  tls:\n    istioCa:\n      keyAlgorithm: 2048\n`,
+      [6, 21, 'spec.tls.istioCa.keyAlgorithm', /^must be one of RSA, ECDSA; got number 2048$/]],
     ['an unknown field', `${HEADER}  tls:\n    istioCa:\n      caAddress: x:1\n`,
       [6, 7, 'spec.tls.istioCa.caAddress', /unknown field "caAddress"/]],
     ['files and the CA both', `${HEADER}  tls:\n    certFile: tls.crt\n    istioCa: {}\n`,

@@ -5,7 +5,8 @@
  * hops of the waypoint (client -> waygate -> a destination ztunnel stand-in -> echo). Checks that
  * no tunnel is dropped, that the listener and the HBONE client both present the renewed
  * certificate on their next handshake, that /debug/config and the metrics say what happened, and
- * that a start without a certificate names why.
+ * that a start without a certificate names why. The renewal test keeps the default key (RSA
+ * 2048); the others ask for ECDSA P-256 keys, far cheaper to generate (one per request).
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -39,8 +40,8 @@ spec:
       when: source.principal == "${spiffe('frontend', 'prod')}"
 `;
 
-/** A GatewayConfig asking `ca` for the certificate, as examples/kubernetes/gateway.yaml does. */
-function writeConfig(dir: string, ca: FakeIstioCa, meshFile: string | null, tokenFile: string): string {
+/** A GatewayConfig asking `ca` for the certificate, as examples/kubernetes/gateway.yaml does; `keyAlgorithm` null leaves the default. */
+function writeConfig(dir: string, ca: FakeIstioCa, meshFile: string | null, tokenFile: string, keyAlgorithm: 'RSA' | 'ECDSA' | null): string {
   const root = join(dir, 'root-cert.pem');
   writeFileSync(root, ca.rootPem);
   writeFileSync(join(dir, 'policies', 'frontend.yaml'), POLICY);
@@ -52,7 +53,7 @@ function writeConfig(dir: string, ca: FakeIstioCa, meshFile: string | null, toke
     '  listen: 127.0.0.1:0',
     '  tls:',
     `    trustBundleFiles: [${root}]`,
-    `    istioCa: { address: "${ca.address}", serverName: ${ca.serverName}, tokenFile: ${tokenFile}, identity: "${GATEWAY_SPIFFE_ID}" }`,
+    `    istioCa: { address: "${ca.address}", serverName: ${ca.serverName}, tokenFile: ${tokenFile}, identity: "${GATEWAY_SPIFFE_ID}"${keyAlgorithm ? `, keyAlgorithm: ${keyAlgorithm}` : ''} }`,
     `  policies: { paths: [${join(dir, 'policies')}], watch: false }`,
     '  destinations: { allow: [{ cidr: 127.0.0.0/8 }] }',
     '  admin: { readyAddress: 127.0.0.1:0, metricsAddress: 127.0.0.1:0, adminAddress: 127.0.0.1:0 }',
@@ -86,7 +87,7 @@ describe('the certificate from the mesh CA, renewed under traffic', () => {
       + `  - { hostname: echo.shop.svc.cluster.local, namespace: shop, vips: ["10.96.0.10"], ports: [{ port: 80, targetPort: ${echo.port} }], endpoints: [echo-1] }\n`
       + `workloads:\n  - { name: echo-1, namespace: shop, ips: ["${POD}"], serviceAccount: echo, protocol: HBONE, tunnelPort: ${zt.port} }\n`);
     mkdirSync(join(dir, 'policies'));
-    const configFile = writeConfig(dir, ca, meshFile, join(dir, 'token'));
+    const configFile = writeConfig(dir, ca, meshFile, join(dir, 'token'), null);
     const log = createOpsLogger({ level: (process.env['WAYGATE_TEST_LOG'] as 'info' | undefined) ?? 'silent' });
     gw = await startGateway({ effective: resolveConfig({ configFile, env: {} }), log, audit: sink });
   });
@@ -145,6 +146,7 @@ describe('the certificate from the mesh CA, renewed under traffic', () => {
     assert.notEqual(latest.fingerprint, first);
     assert.ok(ca.calls >= 3, 'one request at start and one per renewal');
     assert.equal(latest.leaf.subjectAltName, `URI:${GATEWAY_SPIFFE_ID}`);
+    assert.equal(latest.leaf.publicKey.asymmetricKeyType, 'rsa', 'the default key: RSA, as istio-agent\'s');
 
     // The tunnel opened before the renewals still carries bytes; its connection still opens tunnels.
     const later = once(tunnel.stream, 'data');
@@ -170,7 +172,8 @@ describe('the certificate from the mesh CA, renewed under traffic', () => {
     assert.deepEqual(sink.decisions.map((d) => d.decision), ['allow', 'allow', 'allow'], 'one record per tunnel');
     for (const t of [tunnel, again, upstreamAgain]) t.stream.close();
 
-    const info = (await (await fetch(`http://${gw.addresses.admin}/debug/config`)).json()) as { tls: Record<string, any> };
+    const info = (await (await fetch(`http://${gw.addresses.admin}/debug/config`)).json()) as { tls: Record<string, any>; config: { tls: Record<string, any> } };
+    assert.equal(info.config.tls['istioCa']['keyAlgorithm'], 'RSA');
     assert.equal(info.tls['source'], 'istio-ca');
     assert.equal(info.tls['istioCa']['identity'], GATEWAY_SPIFFE_ID);
     assert.ok(info.tls['istioCa']['issuedCount'] >= 3);
@@ -188,7 +191,7 @@ describe('a start without a certificate from the mesh CA', () => {
     try {
       mkdirSync(join(dir, 'policies'));
       writeFileSync(join(dir, 'token'), 'a-token-of-another-cluster');
-      const configFile = writeConfig(dir, ca, null, join(dir, 'token'));
+      const configFile = writeConfig(dir, ca, null, join(dir, 'token'), 'ECDSA');
       const sink = new RecordingSink();
       await assert.rejects(startGateway({ effective: resolveConfig({ configFile, env: {} }), log: createOpsLogger({ level: 'silent' }), audit: sink }),
         (err: unknown) => err instanceof WaygateError && err.code === 'WG_CA' && err.message.includes(join(dir, 'token')) && /UNAUTHENTICATED/i.test(err.message));
@@ -209,7 +212,7 @@ describe('a certificate from the mesh CA that expires unrenewed', () => {
     try {
       mkdirSync(join(dir, 'policies'));
       writeFileSync(join(dir, 'token'), GATEWAY_TOKEN);
-      const configFile = writeConfig(dir, ca, null, join(dir, 'token'));
+      const configFile = writeConfig(dir, ca, null, join(dir, 'token'), 'ECDSA');
       gw = await startGateway({ effective: resolveConfig({ configFile, env: {} }), log: createOpsLogger({ level: 'silent' }), audit: new RecordingSink() });
       const ready = async (): Promise<{ status: number; body: string }> => {
         const res = await fetch(`http://${gw!.addresses.ready}/healthz/ready`);
@@ -233,7 +236,8 @@ describe('a certificate from the mesh CA that expires unrenewed', () => {
       await failed;
       assert.equal((await ready()).status, 503, 'still not ready after a failed renewal');
       ca.tokens.set(GATEWAY_TOKEN, GATEWAY_SPIFFE_ID);
-      await once(events, 'tls-update');
+      const [renewed] = (await once(events, 'tls-update')) as [TlsMaterial];
+      assert.equal(renewed.leaf.publicKey.asymmetricKeyType, 'ec', 'keyAlgorithm ECDSA from the config');
       assert.equal((await ready()).status, 200);
       const metrics = await (await fetch(`http://${gw.addresses.metrics}/metrics`)).text();
       assert.equal(Number(/^waygate_tls_material_errors_total (\d+)$/m.exec(metrics)![1]), failures);

@@ -8,8 +8,8 @@
  * - UNAUTHENTICATED when the `authorization: Bearer <token>` entry is missing or the token is not
  *   in `tokens`; UNAUTHENTICATED as well when `ClusterID` differs from `clusterId` (istiod has no
  *   API server to validate a token of an unknown cluster);
- * - INVALID_ARGUMENT when the CSR does not parse or its signature does not verify (RSA CSRs:
- *   what src/identity/istio-ca/csr.ts sends);
+ * - INVALID_ARGUMENT when the CSR does not parse or its signature does not verify (RSA or ECDSA
+ *   keys, sha256WithRSAEncryption or ecdsa-with-SHA256: what src/identity/istio-ca/csr.ts sends);
  * - signs the CSR's public key for the identity the TOKEN maps to (never the CSR's SAN), with
  *   the intermediate, valid from now for `validity_duration` seconds (24 h when 0), and answers
  *   `[leaf, intermediate, root]`, leaf first and root last.
@@ -33,8 +33,10 @@
  * - Events: `'call'` (CallRecord) when a call arrives, `'answer'` (CallRecord) after it is answered
  *   (`status` 0 = OK), `'cancelled'` (CallRecord) when the client cancelled a held call.
  * - `await ca.close()`: stops the server (open calls are cut).
+ *
+ * `parseCsr(pem)` reads a PKCS#10 CSR as the fake does (node-forge's pki reads RSA keys only).
  */
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Server, ServerCredentials, status as grpcStatus, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import forge from 'node-forge';
@@ -104,6 +106,53 @@ export interface FakeIstioCa extends EventEmitter {
   close(): Promise<void>;
 }
 
+/** A CSR as {@link parseCsr} reads it. */
+export interface ParsedCsr {
+  publicKey: KeyObject;
+  /** The signatureAlgorithm OID: 1.2.840.113549.1.1.11 (sha256WithRSAEncryption) or 1.2.840.10045.4.3.2 (ecdsa-with-SHA256). */
+  signatureOid: string;
+  /** The extensions of the extensionRequest attribute: OID, critical, and for subjectAltName its GeneralNames (tag, value). */
+  extensions: Array<{ id: string; critical: boolean; altNames?: Array<{ type: number; value: string }> }>;
+}
+
+const SIGNATURE_HASH: Record<string, string> = { '1.2.840.113549.1.1.11': 'sha256', '1.2.840.10045.4.3.2': 'sha256' };
+
+/**
+ * Parses a PKCS#10 CSR (RFC 2986 §4) and verifies its signature over the CertificationRequestInfo
+ * with the key it carries; throws saying what is wrong.
+ */
+export function parseCsr(pem: string): ParsedCsr {
+  const body = /-----BEGIN CERTIFICATE REQUEST-----([\s\S]*?)-----END CERTIFICATE REQUEST-----/.exec(pem)?.[1];
+  if (body === undefined) throw new Error('no PEM certificate request');
+  const { asn1 } = forge;
+  type Asn1 = forge.asn1.Asn1;
+  // decodeBitStrings false keeps the key and the signature byte-exact.
+  const fromDer = (bytes: string): Asn1 => asn1.fromDer(bytes, { strict: true, decodeBitStrings: false } as unknown as boolean);
+  const [info, sigAlg, sig] = fromDer(Buffer.from(body, 'base64').toString('binary')).value as Asn1[];
+  const [, , spki, attrs] = (info!.value as Asn1[]);
+  const publicKey = createPublicKey({ key: Buffer.from(asn1.toDer(spki!).getBytes(), 'binary'), format: 'der', type: 'spki' });
+  const signatureOid = asn1.derToOid(((sigAlg!.value as Asn1[])[0]!.value as string));
+  const hash = SIGNATURE_HASH[signatureOid];
+  if (hash === undefined) throw new Error(`signature algorithm ${signatureOid} not supported`);
+  const signature = Buffer.from((sig!.value as string).slice(1), 'binary');
+  if (!verify(hash, Buffer.from(asn1.toDer(info!).getBytes(), 'binary'), publicKey, signature)) throw new Error('the CSR signature does not verify');
+  const extensions: ParsedCsr['extensions'] = [];
+  for (const attr of (attrs?.value as Asn1[] | undefined) ?? []) {
+    const [type, values] = attr.value as Asn1[];
+    if (asn1.derToOid(type!.value as string) !== '1.2.840.113549.1.9.14') continue; // extensionRequest
+    for (const ext of ((values!.value as Asn1[])[0]!.value as Asn1[])) {
+      const parts = ext.value as Asn1[];
+      const id = asn1.derToOid(parts[0]!.value as string);
+      const critical = parts.length === 3 && parts[1]!.value === '\xff';
+      const value = fromDer(parts.at(-1)!.value as string);
+      extensions.push(id === '2.5.29.17'
+        ? { id, critical, altNames: (value.value as Asn1[]).map((n) => ({ type: n.type, value: n.value as string })) }
+        : { id, critical });
+    }
+  }
+  return { publicKey, signatureOid, extensions };
+}
+
 function splitPem(pem: string): string[] {
   return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g) ?? [];
 }
@@ -154,9 +203,7 @@ export async function startFakeIstioCa(opts: FakeIstioCaOptions = {}): Promise<F
     }
     let publicKey;
     try {
-      const csr = forge.pki.certificationRequestFromPem(rec.csr);
-      if (!csr.verify()) throw new Error('the CSR signature does not verify');
-      publicKey = createPublicKey(forge.pki.publicKeyToPem(csr.publicKey!));
+      publicKey = parseCsr(rec.csr).publicKey;
     } catch (err) {
       return answer(rec, callback, grpcStatus.INVALID_ARGUMENT, `CSR not valid: ${(err as Error).message}`);
     }

@@ -1,24 +1,30 @@
 /**
- * The key pair and certificate signing request istio-agent sends istiod: RSA 2048 (istio-agent's
- * default key), an empty subject, and the requested SPIFFE ID as the only name, a URI SAN in the
- * PKCS#10 extensionRequest attribute (RFC 2986 §4.1, RFC 2985 §5.4.2), marked critical because
- * the subject is empty (RFC 5280 §4.2.1.6). istiod certifies the CSR's public key and writes the
- * identity of the caller's token, whatever the CSR asks for; the SAN is what istio-agent sends.
+ * The key pair and certificate signing request istio-agent sends istiod: an RSA 2048 key
+ * (istio-agent's default) or, as istio-agent makes with ECC_SIGNATURE_ALGORITHM=ECDSA, an ECDSA
+ * P-256 key (its default ECC_CURVE); an empty subject, and the requested SPIFFE ID as the only
+ * name, a URI SAN in the PKCS#10 extensionRequest attribute (RFC 2986 §4.1, RFC 2985 §5.4.2),
+ * marked critical because the subject is empty (RFC 5280 §4.2.1.6). istiod certifies the CSR's
+ * public key and writes the identity of the caller's token, whatever the CSR asks for; the SAN is
+ * what istio-agent sends.
  *
- * node:crypto generates the key (native, off the main thread) and signs; node-forge assembles the
- * PKCS#10 structure around them (node:crypto cannot build a CSR). forge's own pure-JavaScript RSA
- * signature held the event loop for up to ~100 ms on a busy two-core machine, tunnels included.
+ * node:crypto generates the key (native, off the main thread) and signs; node-forge's `asn1`
+ * assembles the PKCS#10 structure around them (node:crypto cannot build a CSR, and forge's pki
+ * knows RSA keys only), as src/identity/dev-ca.ts assembles its certificates. An RSA key costs
+ * 100-700 ms of CPU to generate on a busy two-core machine, a P-256 key well under 1 ms.
  */
-import { generateKeyPair, sign } from 'node:crypto';
+import { generateKeyPair, sign, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
-// Present in node-forge (lib/x509.js), missing from @types/node-forge: the DER to sign.
-const pki = forge.pki as typeof forge.pki & { getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1 };
 
-/** istio-agent's default workload key size. */
+/** The workload key types istio-agent generates: RSA by default, ECDSA with ECC_SIGNATURE_ALGORITHM=ECDSA. */
+export type IstioCaKeyAlgorithm = 'RSA' | 'ECDSA';
+
+/** istio-agent's default workload key size (WORKLOAD_RSA_KEY_SIZE). */
 export const RSA_KEY_BITS = 2048;
+/** istio-agent's default ECC_CURVE, P256, in OpenSSL's name. */
+export const EC_CURVE = 'prime256v1';
 
 /** A fresh key and a CSR for it. */
 export interface CertificateSigningRequest {
@@ -30,28 +36,58 @@ export interface CertificateSigningRequest {
   publicKeyPem: string;
 }
 
-/** Generates an RSA key and a CSR asking for `spiffeId` as its URI SAN. */
-export async function createCsr(spiffeId: string): Promise<CertificateSigningRequest> {
-  const { privateKey, publicKey } = await generateKeyPairAsync('rsa', {
-    modulusLength: RSA_KEY_BITS,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
-  const csr = forge.pki.createCertificationRequest();
-  csr.publicKey = forge.pki.publicKeyFromPem(publicKey);
-  csr.setSubject([]);
-  csr.setAttributes([
-    {
-      name: 'extensionRequest',
-      // GeneralName uniformResourceIdentifier [6] (RFC 5280 §4.2.1.6).
-      extensions: [{ name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: spiffeId }] }],
-    },
+// Object identifiers: RFC 8017 Appendix C (sha256WithRSAEncryption), RFC 5758 §3.2
+// (ecdsa-with-SHA256), RFC 2985 §5.4.2 (extensionRequest), RFC 5280 §4.2.1.6 (subjectAltName).
+const OID = {
+  sha256WithRSAEncryption: '1.2.840.113549.1.1.11',
+  ecdsaWithSha256: '1.2.840.10045.4.3.2',
+  extensionRequest: '1.2.840.113549.1.9.14',
+  subjectAltName: '2.5.29.17',
+} as const;
+
+const { asn1 } = forge;
+type Asn1 = forge.asn1.Asn1;
+const U = asn1.Class.UNIVERSAL;
+const T = asn1.Type;
+const seq = (items: Asn1[]): Asn1 => asn1.create(U, T.SEQUENCE, true, items);
+const oid = (id: string): Asn1 => asn1.create(U, T.OID, false, asn1.oidToDer(id).getBytes());
+const der = (node: Asn1): Buffer => Buffer.from(asn1.toDer(node).getBytes(), 'binary');
+/** DER bytes as they are, inside a structure forge assembles (its fromDer would re-encode them). */
+const raw = (bytes: Buffer): Asn1 => asn1.fromDer(bytes.toString('binary'), { strict: true, decodeBitStrings: false } as unknown as boolean);
+
+/**
+ * The signature AlgorithmIdentifier: RSASSA-PKCS1-v1_5 with SHA-256, NULL parameters (RFC 4055
+ * §5), or ECDSA with SHA-256, parameters absent (RFC 5758 §3.2).
+ */
+function signatureAlgorithm(keyAlgorithm: IstioCaKeyAlgorithm): Asn1 {
+  return keyAlgorithm === 'RSA' ? seq([oid(OID.sha256WithRSAEncryption), asn1.create(U, T.NULL, false, '')]) : seq([oid(OID.ecdsaWithSha256)]);
+}
+
+async function newKeyPair(keyAlgorithm: IstioCaKeyAlgorithm): Promise<{ privateKey: KeyObject; publicKey: KeyObject }> {
+  return keyAlgorithm === 'RSA' ? generateKeyPairAsync('rsa', { modulusLength: RSA_KEY_BITS }) : generateKeyPairAsync('ec', { namedCurve: EC_CURVE });
+}
+
+/** Generates a key of `keyAlgorithm` (default RSA, istio-agent's) and a CSR asking for `spiffeId` as its URI SAN. */
+export async function createCsr(spiffeId: string, keyAlgorithm: IstioCaKeyAlgorithm = 'RSA'): Promise<CertificateSigningRequest> {
+  const { privateKey, publicKey } = await newKeyPair(keyAlgorithm);
+  // GeneralName uniformResourceIdentifier [6] (RFC 5280 §4.2.1.6), in a critical extension.
+  const san = seq([asn1.create(asn1.Class.CONTEXT_SPECIFIC, 6, false, spiffeId)]);
+  const extensions = seq([seq([oid(OID.subjectAltName), asn1.create(U, T.BOOLEAN, false, '\xff'), asn1.create(U, T.OCTETSTRING, false, der(san).toString('binary'))])]);
+  // CertificationRequestInfo (RFC 2986 §4.1): version 0, empty subject, the key, attributes [0].
+  const info = seq([
+    asn1.create(U, T.INTEGER, false, '\x00'),
+    seq([]),
+    raw(publicKey.export({ type: 'spki', format: 'der' })),
+    asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, true, [seq([oid(OID.extensionRequest), asn1.create(U, T.SET, true, [extensions])])]),
   ]);
-  // What csr.sign() does, with node:crypto's RSASSA-PKCS1-v1_5 (RFC 8017 §8.2) over the DER of the
-  // CertificationRequestInfo (RFC 2986 §4.2).
-  csr.signatureOid = pki.oids['sha256WithRSAEncryption']!;
-  csr.certificationRequestInfo = pki.getCertificationRequestInfo(csr);
-  const info = Buffer.from(forge.asn1.toDer(csr.certificationRequestInfo).getBytes(), 'binary');
-  csr.signature = sign('sha256', info, privateKey).toString('binary');
-  return { csrPem: forge.pki.certificationRequestToPem(csr), keyPem: privateKey, publicKeyPem: publicKey };
+  // RFC 2986 §4.2: the signature over the DER of the CertificationRequestInfo; node:crypto signs
+  // RSASSA-PKCS1-v1_5 for an RSA key (RFC 8017 §8.2) and DER ECDSA-Sig-Value for an EC key.
+  const signature = sign('sha256', der(info), privateKey);
+  const csr = seq([info, signatureAlgorithm(keyAlgorithm), asn1.create(U, T.BITSTRING, false, '\x00' + signature.toString('binary'))]);
+  const body = der(csr).toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  return {
+    csrPem: `-----BEGIN CERTIFICATE REQUEST-----\n${body}\n-----END CERTIFICATE REQUEST-----\n`,
+    keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }) as string,
+  };
 }

@@ -24,7 +24,7 @@ import { parseSpiffeId } from '../spiffe.ts';
 import { tlsMaterialFromPem, type TlsMaterial } from '../tls-material.ts';
 import { chainsToAnchor, loadTrustBundle, parsePemCertificates, type TrustBundle } from '../trust-bundle.ts';
 import { caServerName } from './address.ts';
-import { createCsr } from './csr.ts';
+import { createCsr, type IstioCaKeyAlgorithm } from './csr.ts';
 import { verifyIssuedChain } from './verify.ts';
 import { watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../../util/file-dir-watch.ts';
 import { timerAt, type LongTimer } from '../../util/long-timer.ts';
@@ -47,6 +47,8 @@ export interface IstioCaSourceOptions {
   requestedTtlMs?: number;
   /** Deadline of each request; default 10,000. */
   requestTimeoutMs?: number;
+  /** The key to generate for each request: RSA 2048 (default, istio-agent's) or ECDSA P-256 (istio-agent's ECC_SIGNATURE_ALGORITHM=ECDSA). */
+  keyAlgorithm?: IstioCaKeyAlgorithm;
   /** First retry delay after a failed renewal, doubled per failure; default 1,000. */
   initialBackoffMs?: number;
   /** Cap of the retry delay; default 30,000. */
@@ -62,6 +64,7 @@ export interface IstioCaSourceOptions {
 export interface IstioCaStatus {
   identity: string;
   address: string;
+  keyAlgorithm: IstioCaKeyAlgorithm;
   /** The certificate in force. */
   fingerprint: string;
   notBefore: Date;
@@ -90,6 +93,7 @@ export const RENEW_JITTER_FRACTION = 0.01;
 const DEFAULTS = {
   requestedTtlMs: 86_400_000,
   requestTimeoutMs: 10_000,
+  keyAlgorithm: 'RSA',
   initialBackoffMs: 1_000,
   maxBackoffMs: 30_000,
   rootWatchDebounceMs: 200,
@@ -108,6 +112,11 @@ function nonNegative(name: string, value: number): number {
   return value;
 }
 
+function keyAlgorithmOf(value: string): IstioCaKeyAlgorithm {
+  if (value !== 'RSA' && value !== 'ECDSA') throw new WaygateError('WG_CA', `keyAlgorithm must be RSA or ECDSA, got ${JSON.stringify(value)}`);
+  return value;
+}
+
 function settingsOf(opts: IstioCaSourceOptions): Settings {
   if (parseSpiffeId(opts.identity) === null) throw new WaygateError('WG_CA', `"${opts.identity}" is not a SPIFFE ID to ask istiod for`);
   if (opts.rootCertFiles.length === 0) throw new WaygateError('WG_CA', 'no mesh root file given to verify istiod and its certificates with');
@@ -120,6 +129,7 @@ function settingsOf(opts: IstioCaSourceOptions): Settings {
     identity: opts.identity,
     requestedTtlMs: positive('requestedTtlMs', opts.requestedTtlMs ?? DEFAULTS.requestedTtlMs),
     requestTimeoutMs: positive('requestTimeoutMs', opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs),
+    keyAlgorithm: keyAlgorithmOf(opts.keyAlgorithm ?? DEFAULTS.keyAlgorithm),
     initialBackoffMs: positive('initialBackoffMs', opts.initialBackoffMs ?? DEFAULTS.initialBackoffMs),
     maxBackoffMs: positive('maxBackoffMs', opts.maxBackoffMs ?? DEFAULTS.maxBackoffMs),
     rootWatchDebounceMs: nonNegative('rootWatchDebounceMs', opts.rootWatchDebounceMs ?? DEFAULTS.rootWatchDebounceMs),
@@ -139,7 +149,7 @@ async function issue(s: Settings, signal: AbortSignal): Promise<TlsMaterial> {
   } catch (err) {
     throw rootError('the mesh root to verify istiod and its certificates with', err);
   }
-  const csr = await createCsr(s.identity);
+  const csr = await createCsr(s.identity, s.keyAlgorithm);
   signal.throwIfAborted();
   // Dynamic: see the module comment. Node caches the module, so renewals import nothing again.
   const { createCertificate } = await import('./client.ts');
@@ -230,6 +240,7 @@ export class IstioCaSource extends EventEmitter implements TlsMaterialSource {
     return {
       identity: this.#s.identity,
       address: this.#s.address,
+      keyAlgorithm: this.#s.keyAlgorithm,
       fingerprint: this.#current.fingerprint,
       notBefore: new Date(this.#current.leaf.validFrom),
       notAfter: this.#current.notAfter,
