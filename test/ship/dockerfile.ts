@@ -133,27 +133,29 @@ export function dockerignore(text: string): (relPath: string) => boolean {
  * COPY's semantics for one source: a directory's contents go into `dest`; a file goes to `dest`, or
  * into it when `dest` ends with `/` (or there are several sources). `admit` filters every file by
  * its path relative to `srcRoot` (the build context's .dockerignore; stages admit everything).
+ * `place` puts one file at its destination: a copy by default; a caller may hard-link files of a
+ * scratch directory it owns (the same file set, without writing the bytes again).
  */
-export function copyInto(srcRoot: string, source: string, destDir: string, dest: string, several: boolean, admit: (rel: string) => boolean = () => true): void {
+export function copyInto(srcRoot: string, source: string, destDir: string, dest: string, several: boolean, admit: (rel: string) => boolean = () => true, place: (from: string, to: string) => void = cpSync): void {
   const rel = path.posix.normalize(source).replace(/^\/+/, '');
   const from = path.join(srcRoot, rel);
   const to = path.resolve(destDir, dest);
   if (rel !== '.' && !admit(rel)) throw new Error(`COPY ${source}: excluded by .dockerignore`);
   if (statSync(from).isDirectory()) {
     mkdirSync(to, { recursive: true });
-    for (const entry of readdirSync(from)) copyTree(path.join(from, entry), path.join(to, entry), rel === '.' ? entry : `${rel}/${entry}`, admit);
+    for (const entry of readdirSync(from)) copyTree(path.join(from, entry), path.join(to, entry), rel === '.' ? entry : `${rel}/${entry}`, admit, place);
     return;
   }
   const target = dest.endsWith('/') || several ? path.join(to, path.basename(from)) : to;
   mkdirSync(path.dirname(target), { recursive: true });
-  cpSync(from, target);
+  place(from, target);
 }
 
-function copyTree(from: string, to: string, rel: string, admit: (rel: string) => boolean): void {
+function copyTree(from: string, to: string, rel: string, admit: (rel: string) => boolean, place: (from: string, to: string) => void): void {
   if (statSync(from).isDirectory()) {
     mkdirSync(to, { recursive: true });
-    for (const entry of readdirSync(from)) copyTree(path.join(from, entry), path.join(to, entry), `${rel}/${entry}`, admit);
+    for (const entry of readdirSync(from)) copyTree(path.join(from, entry), path.join(to, entry), `${rel}/${entry}`, admit, place);
   } else if (admit(rel)) {
-    cpSync(from, to);
+    place(from, to);
   }
 }
