@@ -121,7 +121,14 @@ function render(): { k: Kustomization; objects: Obj[]; generated: Map<string, { 
   return { k, objects, generated };
 }
 
-const { k, objects, generated } = render();
+/**
+ * The base's rendering, made once: the overlays and the comparisons with the base each take a copy
+ * of it (renderOverlay changes the objects it is given), instead of reading and parsing the files
+ * again for every caller. Nothing hands out the original.
+ */
+const RENDERED = render();
+const renderedBase = (): ReturnType<typeof render> => structuredClone(RENDERED);
+const { k, objects, generated } = renderedBase();
 const find = (kind: string, name?: string): Obj[] => objects.filter((o) => o['kind'] === kind && (name === undefined || o['metadata']['name'] === name));
 const one = (kind: string, name?: string): Obj => {
   const found = find(kind, name);
@@ -553,7 +560,7 @@ function renderOverlay(dir: string): Obj[] {
   const overlay = parseYaml(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as Obj;
   assert.deepEqual(Object.keys(overlay).sort(), ['apiVersion', 'configMapGenerator', 'kind', 'patches', 'resources'], 'only the kustomize features rendered here');
   assert.equal(overlay['resources'][0], '../kubernetes');
-  const base = render();
+  const base = renderedBase();
   const objs = base.objects;
   for (const r of (overlay['resources'] as string[]).slice(1)) {
     // The base's `labels` apply to the base's objects only; the overlays add none of their own.
@@ -607,7 +614,7 @@ describe('examples/kubernetes-sandwich: sandwich mode as an overlay of examples/
 
   test('the same objects as the base; only the namespace label, the pod label, the Gateway and the config differ', () => {
     const key = (o: Obj): string => `${kindOf(o)} ${o['metadata']['namespace'] ?? ''}/${o['metadata']['name']}`;
-    const base = render().objects;
+    const base = renderedBase().objects;
     const strip = (o: Obj): string => key({ ...o, metadata: { ...o['metadata'], name: o['kind'] === 'ConfigMap' ? o['metadata']['name'].replace(/-[0-9a-f]{10}$/, '') : o['metadata']['name'] } });
     assert.deepEqual(sw.map(strip).sort(), base.map(strip).sort());
     const changed = sw.filter((o) => JSON.stringify(o) !== JSON.stringify(base.find((b) => strip(b) === strip(o)))).map(strip).sort();
@@ -713,7 +720,7 @@ describe('examples/kubernetes-cert-manager: the certificate from files, as an ov
 
   test('only the Deployment and the config change, and the Certificate is added', () => {
     const key = (o: Obj): string => `${kindOf(o)} ${o['metadata']['namespace'] ?? ''}/${o['kind'] === 'ConfigMap' ? o['metadata']['name'].replace(/-[0-9a-f]{10}$/, '') : o['metadata']['name']}`;
-    const base = render().objects;
+    const base = renderedBase().objects;
     assert.deepEqual(cm.map(key).sort(), [...base.map(key), 'cert-manager.io/v1/Certificate waygate/waygate'].sort());
     const changed = cm.filter((o) => JSON.stringify(o) !== JSON.stringify(base.find((b) => key(b) === key(o)))).map(key).sort();
     assert.deepEqual(changed, ['apps/v1/Deployment waygate/waygate', 'cert-manager.io/v1/Certificate waygate/waygate', 'v1/ConfigMap waygate/waygate-config']);
