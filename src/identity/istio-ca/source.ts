@@ -14,7 +14,7 @@
  * The gRPC client (client.ts, with @grpc/grpc-js, @grpc/proto-loader and protobufjs: some 120
  * files) is imported by the first request, not with this module: every gateway process loads this
  * module (src/gateway/runtime.ts), and only one configured with `tls.istioCa` ever calls istiod.
- * test/identity/istio-ca-lazy.test.ts fails if the import becomes eager again.
+ * test/identity/istio-ca.test.ts ("loaded lazily") fails if the import becomes eager again.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
