@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import forge from 'node-forge';
 import { WaygateError } from '../errors.ts';
 import { firstSpiffeId, uriSansFromDer } from './peer-identity.ts';
-import { parseSpiffeId } from './spiffe.ts';
+import { DEFAULT_TRUST_DOMAIN, parseSpiffeId } from './spiffe.ts';
 
 const { asn1 } = forge;
 type Asn1 = forge.asn1.Asn1;
@@ -97,8 +97,8 @@ export interface IssueLeafOptions {
   publicKey?: KeyObject;
 }
 
-/** The trust domain used when none is given, Istio's default. */
-export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+// Declared in spiffe.ts, which `waygate certs` reads for its --help without loading node-forge.
+export { DEFAULT_TRUST_DOMAIN };
 
 // Object identifiers (RFC 5280 §4.2.1, RFC 5480, RFC 5758 §3.2).
 const OID = {

@@ -14,6 +14,9 @@ export interface SpiffeId {
   serviceAccount: string;
 }
 
+/** The trust domain used when none is given, Istio's default. */
+export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+
 // SPIFFE-ID §2.1: trust domain chars are lower-case letters, digits, '.', '-' and '_'.
 const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
 // SPIFFE-ID §2.2: path segments use letters, digits, '.', '-' and '_'; no empty, '.' or '..' segments.

@@ -10,10 +10,10 @@
  */
 import { Environment } from '@marcbachmann/cel-js';
 import { WaygateError } from '../../errors.ts';
-import type { AttributeFormat } from '../../policy/attributes.ts';
-import { CEL_TYPE_OF_FORMAT, GROUPS, type Attribute } from '../../policy/attribute-tables.ts';
+import { GROUPS } from '../../policy/attribute-tables.ts';
 import { suggest } from '../../util/suggest.ts';
 import type { AuditRecord } from '../record.ts';
+import { INPUT_VARIABLES, kindOf, RECORD_CEL_VARIABLES, RULE_REF_TYPE, typeName, type FieldKind } from './record-variables.ts';
 
 /**
  * The record's nested structures as CEL message types (docs/design.md §4 field lists, src/audit/record.ts).
@@ -36,35 +36,23 @@ class AuditUpstreamValue extends CelMessage {}
 /** The `dryRun` of a record without one: a DryRun with no fields, equal to `null` (see below). */
 const NO_DRY_RUN = new AuditDryRunValue({});
 
-type FieldKind = 'string' | 'int' | 'bool' | 'dyn' | 'map<string, string>' | `list<${string}>`;
-
 interface RecordType {
   name: string;
   ctor: new (fields: Record<string, unknown>) => CelMessage;
   fields: Record<string, FieldKind>;
 }
 
-/** How a record spells an attribute of each format: its CEL type, except timestamps, which a record holds as RFC 3339 text (src/audit/record.ts). */
-const KIND_OF_FORMAT = { ...CEL_TYPE_OF_FORMAT, timestamp: 'string' } as Readonly<Record<AttributeFormat, FieldKind>>;
-const kindOf = (a: Attribute): FieldKind => KIND_OF_FORMAT[a.format];
-
 /**
  * The evaluation input as the record holds it (the attribute catalogue's `record` layout): a
  * message type per nested group (`source` -> `waygate.audit.Source`), a variable per attribute of
  * a flat group (`traceId`, `headers`, `baggage`).
  */
-const typeName = (group: string): string => `waygate.audit.${group[0]!.toUpperCase()}${group.slice(1)}`;
 const INPUT_TYPES: readonly RecordType[] = GROUPS.filter((g) => g.def.record === 'nested').map((g) => ({
   name: typeName(g.name),
   // One class per type: cel-js finds a value's message type by its constructor.
   ctor: class extends CelMessage {},
   fields: Object.fromEntries(g.attributes.map((a) => [a.name, kindOf(a)])),
 }));
-const INPUT_VARIABLES: readonly [string, string][] = GROUPS.flatMap((g): [string, string][] =>
-  g.def.record === 'nested' ? [[g.name, typeName(g.name)]] : g.attributes.map((a) => [a.name, kindOf(a)]),
-);
-
-const RULE_REF_TYPE = 'waygate.audit.RuleRef';
 const RECORD_TYPES: readonly RecordType[] = [
   ...INPUT_TYPES,
   { name: 'waygate.audit.Snapshot', ctor: AuditSnapshotValue, fields: { version: 'int', hash: 'string' } },
@@ -84,36 +72,6 @@ const RECORD_TYPES: readonly RecordType[] = [
   },
 ];
 const TYPE_BY_NAME = new Map(RECORD_TYPES.map((t) => [t.name, t]));
-
-/** Declared record variables and their CEL types (also listed by `audit query --help`). */
-export const RECORD_CEL_VARIABLES: readonly [string, string][] = [
-  ['schema', 'int'],
-  ['event', 'string'],
-  ['time', 'string'],
-  ['timestamp', 'google.protobuf.Timestamp'],
-  ['decisionId', 'string'],
-  ['connectionId', 'string'],
-  ['streamId', 'int'],
-  ['decision', 'string'],
-  ['reason', 'string'],
-  ['status', 'int'],
-  ['policy', 'dyn'],
-  ['rule', 'dyn'],
-  ['dryRun', 'waygate.audit.DryRun'],
-  ['audit', `list<${RULE_REF_TYPE}>`],
-  ['evalErrors', 'list<waygate.audit.EvalError>'],
-  ['snapshot', 'waygate.audit.Snapshot'],
-  ...INPUT_VARIABLES,
-  ['evalMicros', 'int'],
-  ['upstream', 'waygate.audit.Upstream'],
-  ['detail', 'string'],
-  ['bytesSent', 'int'],
-  ['bytesReceived', 'int'],
-  ['durationMs', 'int'],
-  ['closeReason', 'string'],
-  ['protocol', 'string'],
-  ['result', 'string'],
-];
 
 const INT_FIELDS = ['schema', 'streamId', 'status', 'evalMicros', 'bytesSent', 'bytesReceived', 'durationMs'] as const;
 const STRING_FIELDS = ['event', 'time', 'decisionId', 'connectionId', 'decision', 'reason', 'detail', 'closeReason', 'protocol', 'result'] as const;
