@@ -7,30 +7,16 @@
  *
  * Exit codes (src/cli/main.ts): 0 written, 1 refused to overwrite an existing CA, 2 bad input
  * (invalid SPIFFE ID, wrong trust domain, missing CA, bad flag).
+ *
+ * This module builds the commands; what they do is src/cli/certs-run.ts, loaded when one runs, so
+ * that no other verb loads the CA code and node-forge (docs/architecture.md, "Adding a CLI verb").
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { isIP } from 'node:net';
-import { dirname, join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { WaygateError } from '../errors.ts';
-import {
-  caFilePaths,
-  createCa,
-  DEFAULT_TRUST_DOMAIN,
-  issueLeaf,
-  readCaFiles,
-  writeCaFiles,
-  type IssuedCert,
-} from '../identity/dev-ca.ts';
-import { parseSpiffeId } from '../identity/spiffe.ts';
-import { addOutputOption, writeData, type OutputFormat } from './output.ts';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.ts';
+import { addOutputOption, type OutputFormat } from './output.ts';
 
 const DEFAULT_DIR = '.waygate/pki';
-const INTERMEDIATE = 'intermediate';
-const DEFAULT_LEAF_DAYS = 30;
-
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
+export const DEFAULT_LEAF_DAYS = 30;
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -42,76 +28,18 @@ function positiveDays(value: string): number {
   return n;
 }
 
-// RFC 1123 host names, plus a leading wildcard label.
-const DNS_NAME = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
-
-/** A problem with the invocation: printed as `waygate certs <verb>: message`, exit 2. */
-class UsageProblem extends Error {}
-
-function fail(verb: string, message: string, exitCode: number): void {
-  process.stderr.write(`waygate certs ${verb}: ${message}\n`);
-  process.exitCode = exitCode;
-}
-
-function writePrivate(path: string, data: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, data, { mode: 0o600 });
-  chmodSync(path, 0o600);
-}
-
-function writePublic(path: string, data: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, data);
-}
-
-/** `ns-sa` for Istio IDs, the path with '/' as '-' otherwise: a readable, collision-free file stem. */
-function fileStem(path: string, namespace: string, serviceAccount: string): string {
-  return namespace && serviceAccount ? `${namespace}-${serviceAccount}` : path.replace(/\//g, '-');
-}
-
-/** What init and issue print: the text lines below, or these fields as one JSON or YAML document. */
+/** What init and issue print: lines of text, or the same fields as one JSON or YAML document (src/cli/certs-run.ts). */
 const CERTS_OUTPUTS = ['text', 'json', 'yaml'] as const satisfies readonly OutputFormat[];
-type CertsOutput = (typeof CERTS_OUTPUTS)[number];
+export type CertsOutput = (typeof CERTS_OUTPUTS)[number];
 
-interface InitOptions {
+export interface InitOptions {
   dir: string;
   trustDomain: string;
   force?: boolean;
   output: CertsOutput;
 }
 
-function runInit(opts: InitOptions): void {
-  const trustDomain = opts.trustDomain;
-  if (!parseSpiffeId(`spiffe://${trustDomain}`)) {
-    throw new UsageProblem(`invalid trust domain "${trustDomain}": use lower-case letters, digits, '.', '-' and '_' (SPIFFE ID spec §2.1)`);
-  }
-  const paths = caFilePaths(opts.dir);
-  if (existsSync(paths.cert) && !opts.force) {
-    fail('init', `${paths.cert} already exists; use --force to replace the CA (every certificate it issued stops being trusted)`, EXIT_FAILURE);
-    return;
-  }
-  // A new root orphans the old intermediate: remove it so `issue --intermediate` makes a fresh one.
-  const inter = caFilePaths(opts.dir, INTERMEDIATE);
-  for (const f of [inter.cert, inter.key, inter.chain]) rmSync(f, { force: true });
-  const ca = createCa({ trustDomain });
-  writeCaFiles(opts.dir, ca);
-  if (opts.output !== 'text') {
-    writeData({ spiffeId: ca.spiffeId, notAfter: ca.notAfter.toISOString(), certificate: paths.cert, privateKey: paths.key, trustBundle: paths.root }, opts.output, process.stdout);
-    return;
-  }
-  process.stdout.write(
-    [
-      `created root CA ${ca.spiffeId} (valid until ${ca.notAfter.toISOString()})`,
-      `  certificate   ${paths.cert}`,
-      `  private key   ${paths.key} (mode 0600)`,
-      `  trust bundle  ${paths.root}`,
-      `next: waygate certs issue spiffe://${trustDomain}/ns/<namespace>/sa/<service-account> --dir ${opts.dir}`,
-      '',
-    ].join('\n'),
-  );
-}
-
-interface IssueOptions {
+export interface IssueOptions {
   dir: string;
   outDir?: string;
   cert?: string;
@@ -121,103 +49,6 @@ interface IssueOptions {
   days?: number;
   intermediate?: boolean;
   output: CertsOutput;
-}
-
-/** The intermediate CA under `dir`, created (signed by the root) on first use. */
-function intermediateCa(dir: string, root: IssuedCert): { ca: IssuedCert; created: boolean } {
-  if (existsSync(caFilePaths(dir, INTERMEDIATE).cert)) {
-    const ca = readCaFiles(dir, INTERMEDIATE);
-    return { ca, created: false };
-  }
-  const ca = createCa({ parent: root, pathLen: 0 });
-  // writeCaFiles also (re)writes root.crt from ca.caPem, which is the same root.
-  writeCaFiles(dir, ca, INTERMEDIATE);
-  return { ca, created: true };
-}
-
-function runIssue(spiffeId: string, opts: IssueOptions): void {
-  const id = parseSpiffeId(spiffeId);
-  if (!id) {
-    throw new UsageProblem(
-      `"${spiffeId}" is not a valid SPIFFE ID; expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account> (lower-case trust domain, no empty, "." or ".." path segments)`,
-    );
-  }
-  if (id.path === '') throw new UsageProblem(`"${spiffeId}" names a trust domain, not a workload: add a path such as /ns/default/sa/app`);
-  if ((opts.cert === undefined) !== (opts.key === undefined)) throw new UsageProblem('--cert and --key go together');
-  if (opts.cert !== undefined && opts.outDir !== undefined) throw new UsageProblem('use either --out-dir or --cert/--key, not both');
-  for (const ip of opts.ip ?? []) {
-    if (isIP(ip) === 0) throw new UsageProblem(`--ip "${ip}" is not an IPv4 or IPv6 address`);
-  }
-  for (const name of opts.dns ?? []) {
-    if (!DNS_NAME.test(name) || name.length > 253) throw new UsageProblem(`--dns "${name}" is not a valid DNS name`);
-  }
-  let root: IssuedCert;
-  try {
-    root = readCaFiles(opts.dir);
-  } catch (err) {
-    throw new UsageProblem(err instanceof Error ? err.message : String(err));
-  }
-  const caDomain = root.spiffeId ? parseSpiffeId(root.spiffeId)?.trustDomain : undefined;
-  if (caDomain !== undefined && caDomain !== id.trustDomain) {
-    throw new UsageProblem(`${spiffeId} is in trust domain "${id.trustDomain}", but the CA in ${opts.dir} issues for "${caDomain}"`);
-  }
-  let issuer = root;
-  let createdIntermediate = false;
-  if (opts.intermediate) {
-    const got = intermediateCa(opts.dir, root);
-    issuer = got.ca;
-    createdIntermediate = got.created;
-  }
-  const days = opts.days ?? DEFAULT_LEAF_DAYS;
-  const leaf = issueLeaf({
-    ca: issuer,
-    spiffeId,
-    dnsNames: opts.dns ?? [],
-    ips: opts.ip ?? [],
-    validityHours: days * 24,
-  });
-  const stem = fileStem(id.path, id.namespace, id.serviceAccount);
-  const outDir = opts.outDir ?? opts.dir;
-  const certFile = opts.cert ?? join(outDir, `${stem}.crt`);
-  const keyFile = opts.key ?? join(outDir, `${stem}.key`);
-  // The certificate file holds the chain (leaf, then intermediate): what a TLS peer must present.
-  writePublic(certFile, leaf.chainPem);
-  writePrivate(keyFile, leaf.keyPem);
-  if (opts.output !== 'text') {
-    writeData({
-      spiffeId,
-      notAfter: leaf.notAfter.toISOString(),
-      signedBy: opts.intermediate ? 'intermediate' : 'root',
-      certificate: certFile,
-      privateKey: keyFile,
-      trustBundle: caFilePaths(opts.dir).root,
-      ...(createdIntermediate ? { createdIntermediate: caFilePaths(opts.dir, INTERMEDIATE).cert } : {}),
-    }, opts.output, process.stdout);
-    return;
-  }
-  const lines = [
-    `issued ${spiffeId} (valid until ${leaf.notAfter.toISOString()}, signed by the ${opts.intermediate ? 'intermediate' : 'root'} CA)`,
-  ];
-  if (createdIntermediate) lines.push(`  created intermediate CA ${caFilePaths(opts.dir, INTERMEDIATE).cert}`);
-  lines.push(
-    `  certificate   ${certFile}${opts.intermediate ? ' (leaf + intermediate)' : ''}`,
-    `  private key   ${keyFile} (mode 0600)`,
-    `  trust bundle  ${caFilePaths(opts.dir).root}`,
-    '',
-  );
-  process.stdout.write(lines.join('\n'));
-}
-
-function guarded(verb: string, fn: () => void): void {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof UsageProblem || err instanceof WaygateError) {
-      fail(verb, err.message, EXIT_USAGE);
-      return;
-    }
-    throw err;
-  }
 }
 
 /** Registers `waygate certs init|issue`. */
@@ -230,7 +61,7 @@ export function registerCerts(program: Command): void {
     .option('--dir <dir>', 'where to write the CA', DEFAULT_DIR)
     .option('--trust-domain <td>', 'SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
     .option('--force', 'replace an existing CA');
-  addOutputOption(init, CERTS_OUTPUTS).action((opts: InitOptions) => guarded('init', () => runInit(opts)));
+  addOutputOption(init, CERTS_OUTPUTS).action(async (opts: InitOptions) => (await import('./certs-run.ts')).runInit(opts));
 
   const issue = certs
     .command('issue')
@@ -244,5 +75,5 @@ export function registerCerts(program: Command): void {
     .option('--ip <addr>', 'IP SAN (repeatable)', collect)
     .option('--days <n>', `validity in days (default ${DEFAULT_LEAF_DAYS})`, positiveDays)
     .option('--intermediate', 'sign with an intermediate CA (created on first use), as mesh CAs do');
-  addOutputOption(issue, CERTS_OUTPUTS).action((spiffeId: string, opts: IssueOptions) => guarded('issue', () => runIssue(spiffeId, opts)));
+  addOutputOption(issue, CERTS_OUTPUTS).action(async (spiffeId: string, opts: IssueOptions) => (await import('./certs-run.ts')).runIssue(spiffeId, opts));
 }

@@ -1,5 +1,7 @@
 /**
- * `waygate <verb>`: one file per verb group under src/cli/. Exit codes are meaningful for CI:
+ * `waygate <verb>`: one file per verb group under src/cli/, which registers its commands; what a
+ * verb does is its sibling `<verb>-run.ts`, imported by the action, so a process loads only the
+ * verb it runs (docs/architecture.md, "Adding a CLI verb"). Exit codes are meaningful for CI:
  * 0 success, 1 the command ran and found a problem (failed test, lint error, flip), 2 usage or
  * input error (bad flag, unreadable file, invalid policy), 3 `policy eval` decided deny (so scripts
  * can branch on the verdict without parsing output).

@@ -6,7 +6,6 @@
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Diagnostic } from '../errors.ts';
-import { stringify as stringifyYaml } from 'yaml';
 import { suggest } from '../util/suggest.ts';
 
 /**
@@ -141,15 +140,6 @@ export function formatDiagnosticLine(d: DiagnosticLike, style?: Style): string {
 /** Writes one JSON document followed by a newline (2-space indented: humans read it too). */
 export function writeJson(value: unknown, stream: TextSink = stdout()): void {
   stream.write(JSON.stringify(value, null, 2) + '\n');
-}
-
-/**
- * Writes one structured document: JSON as writeJson does, or YAML (block style, keys in the
- * object's order; the yaml library's default schema, so strings that look like numbers are quoted).
- */
-export function writeData(value: unknown, format: 'json' | 'yaml', stream: TextSink = stdout()): void {
-  if (format === 'json') writeJson(value, stream);
-  else stream.write(stringifyYaml(value, { lineWidth: 0 }));
 }
 
 /** Writes lines of text, each terminated by a newline; nothing at all for an empty list. */

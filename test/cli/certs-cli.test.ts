@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { registerCerts } from '../../src/cli/certs.ts';
+import { captureOutput } from '../../src/cli/output.ts';
 import { identityFromCertificate } from '../../src/identity/peer-identity.ts';
 import { loadTlsMaterial } from '../../src/identity/tls-material.ts';
 
@@ -28,22 +29,19 @@ function waygate(args: string[], cwd: string): Promise<Run> {
   });
 }
 
-/** Runs `waygate <args>` on a command tree holding only the certs verbs, in this process. */
+/**
+ * Runs `waygate <args>` on a command tree holding only the certs verbs, in this process. The
+ * verb's output is captured through src/cli/output.ts, not by patching process.stdout: the action
+ * awaits the import of its implementation, and the test runner's own reports, written to
+ * process.stdout meanwhile, would land in the capture.
+ */
 async function inProcess(args: string[]): Promise<Run> {
   const program = new Command('waygate').exitOverride();
   registerCerts(program);
-  let stdout = '';
-  let stderr = '';
-  const out = process.stdout.write;
-  const err = process.stderr.write;
-  process.stdout.write = ((chunk: string) => ((stdout += chunk), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => ((stderr += chunk), true)) as typeof process.stderr.write;
   try {
-    await program.parseAsync(args, { from: 'user' });
+    const { stdout, stderr } = await captureOutput(() => program.parseAsync(args, { from: 'user' }));
     return { code: typeof process.exitCode === 'number' ? process.exitCode : 0, stdout, stderr };
   } finally {
-    process.stdout.write = out;
-    process.stderr.write = err;
     process.exitCode = undefined;
   }
 }
