@@ -126,8 +126,9 @@ export function parseCsr(pem: string): ParsedCsr {
   if (body === undefined) throw new Error('no PEM certificate request');
   const { asn1 } = forge;
   type Asn1 = forge.asn1.Asn1;
-  // decodeBitStrings false keeps the key and the signature byte-exact.
-  const fromDer = (bytes: string): Asn1 => asn1.fromDer(bytes, { strict: true, decodeBitStrings: false } as unknown as boolean);
+  // decodeBitStrings false keeps the key and the signature byte-exact (forge takes this options
+  // object; @types/node-forge only declares the legacy boolean).
+  const fromDer = (bytes: string): Asn1 => (asn1.fromDer as unknown as (b: string, o: { strict: boolean; decodeBitStrings: boolean }) => Asn1)(bytes, { strict: true, decodeBitStrings: false });
   const [info, sigAlg, sig] = fromDer(Buffer.from(body, 'base64').toString('binary')).value as Asn1[];
   const [, , spki, attrs] = (info!.value as Asn1[]);
   const publicKey = createPublicKey({ key: Buffer.from(asn1.toDer(spki!).getBytes(), 'binary'), format: 'der', type: 'spki' });

@@ -52,8 +52,10 @@ const T = asn1.Type;
 const seq = (items: Asn1[]): Asn1 => asn1.create(U, T.SEQUENCE, true, items);
 const oid = (id: string): Asn1 => asn1.create(U, T.OID, false, asn1.oidToDer(id).getBytes());
 const der = (node: Asn1): Buffer => Buffer.from(asn1.toDer(node).getBytes(), 'binary');
-/** DER bytes as they are, inside a structure forge assembles (its fromDer would re-encode them). */
-const raw = (bytes: Buffer): Asn1 => asn1.fromDer(bytes.toString('binary'), { strict: true, decodeBitStrings: false } as unknown as boolean);
+// forge's fromDer takes an options object; @types/node-forge only declares the legacy boolean.
+const parseDer = asn1.fromDer as unknown as (bytes: string, options: { strict?: boolean; decodeBitStrings?: boolean }) => Asn1;
+/** A DER structure (the SPKI node:crypto exports) to embed; decodeBitStrings false keeps the key's BIT STRING byte-exact. */
+const raw = (bytes: Buffer): Asn1 => parseDer(bytes.toString('binary'), { strict: true, decodeBitStrings: false });
 
 /**
  * The signature AlgorithmIdentifier: RSASSA-PKCS1-v1_5 with SHA-256, NULL parameters (RFC 4055
