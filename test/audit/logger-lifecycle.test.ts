@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { createAuditLogger, type AuditLogger } from '../../src/audit/logger.ts';
 import type { AuditRecord } from '../../src/audit/record.ts';
 import { sampleRecord } from '../helpers/audit-samples.ts';
+import { TS_LOADER } from '../helpers/ts-loader.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -131,7 +132,7 @@ describe('audit logger lifecycle', () => {
         `process.stdout.write(JSON.stringify(r));`,
         `process.exit(7);`,
       ].join('\n');
-      child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(process.execPath, [...TS_LOADER, '--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       child.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));

@@ -14,6 +14,7 @@ import { createAuditLogger } from '../../src/audit/logger.ts';
 import type { AuditRecord } from '../../src/audit/record.ts';
 import { WaygateError } from '../../src/errors.ts';
 import { sampleRecord } from '../helpers/audit-samples.ts';
+import { TS_LOADER } from '../helpers/ts-loader.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.join(HERE, '../..');
@@ -115,7 +116,7 @@ describe('audit logger', () => {
   for (const mode of ['async', 'sync'] as const) {
     it(`stdout mode: a child writing 20,000 records and exiting right after ${mode === 'async' ? 'flush()' : 'flushSync()'} loses none`, async () => {
       const n = 20_000;
-      const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/helpers/audit-logger-child.ts'), String(n), mode], {
+      const child = spawn(process.execPath, [...TS_LOADER, path.join(ROOT, 'test/helpers/audit-logger-child.ts'), String(n), mode], {
         cwd: ROOT,
         stdio: ['ignore', 'pipe', 'pipe'],
       });

@@ -15,6 +15,7 @@ import { compileDestination, csvField } from '../../src/audit/review/query.ts';
 import { runAuditQuery, type QueryFlags } from '../../src/cli/audit.ts';
 import { generateAuditLog } from '../helpers/audit-log.ts';
 import { captureIo } from '../helpers/audit-io.ts';
+import { TS_LOADER } from '../helpers/ts-loader.ts';
 
 describe('audit query', () => {
   let dir: string;
@@ -158,7 +159,7 @@ describe('audit query', () => {
   it('the CLI exits 2 for a mistyped --reason and --decision (commander wiring)', async () => {
     const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
     const run = async (args: string[]) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/audit-cli.ts', 'audit', 'query', file, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [...TS_LOADER, 'test/helpers/audit-cli.ts', 'audit', 'query', file, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
       let err = '';
       child.stderr.on('data', (c: Buffer) => (err += c.toString()));
       child.stdout.resume();
@@ -203,7 +204,7 @@ describe('audit query', () => {
     const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
     const big = path.join(dir, 'big.jsonl');
     await writeFile(big, generateAuditLog({ decisions: 60_000, anomalies: false }).text);
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/audit-cli.ts', 'audit', 'query', big, '--format', 'jsonl'], {
+    const child = spawn(process.execPath, [...TS_LOADER, 'test/helpers/audit-cli.ts', 'audit', 'query', big, '--format', 'jsonl'], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

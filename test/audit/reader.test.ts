@@ -17,6 +17,7 @@ import { newReadStats, readAuditRecords, resolveSources, type ReadStats } from '
 import { WaygateError } from '../../src/errors.ts';
 import { generateAuditLog, type GroundTruth } from '../helpers/audit-log.ts';
 import { sampleRecord } from '../helpers/audit-samples.ts';
+import { TS_LOADER } from '../helpers/ts-loader.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -171,7 +172,7 @@ describe('audit reader', () => {
   });
 
   it('works through a real pipe: `cat log | waygate audit summary --format json`', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/audit-cli.ts', 'audit', 'summary', '--format', 'json'], {
+    const child = spawn(process.execPath, [...TS_LOADER, 'test/helpers/audit-cli.ts', 'audit', 'summary', '--format', 'json'], {
       cwd: ROOT,
       stdio: ['pipe', 'pipe', 'pipe'],
     });

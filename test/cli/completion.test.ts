@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { bashCompletion, zshCompletion } from '../../src/cli/completion.ts';
 import { main, buildProgram } from '../../src/cli/main.ts';
 import { captureOutput } from '../../src/cli/output.ts';
+import { TS_LOADER } from '../helpers/ts-loader.ts';
 
 /** Every command of the tree but commander's implicit `help`, with its path ("/policy/check"). */
 function* commands(cmd: Command, path = ''): Generator<[string, Command]> {
@@ -118,7 +119,7 @@ describe('waygate completion', () => {
     const zsh = await captureOutput(() => main(['completion', 'zsh']));
     assert.equal(zsh.stdout, scripts.zsh);
     assert.match(zsh.stdout, /^#compdef waygate\n/);
-    const fish = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e',
+    const fish = spawnSync(process.execPath, [...TS_LOADER, '--input-type=module', '-e',
       `import { main } from ${JSON.stringify(new URL('../../src/cli/main.ts', import.meta.url).href)}; process.exitCode = await main(['completion', 'fish']);`], { encoding: 'utf8' });
     assert.equal(fish.status, 2);
     assert.match(fish.stderr, /^error: command-argument value 'fish' is invalid for argument 'shell'\. expected one of bash, zsh\n/);
