@@ -32,6 +32,21 @@ const buildContext = compileObjectBuilder<readonly object[], readonly unknown[],
   ...TOP_LEVEL.map((a, i) => [a.name, { of: 'y', key: String(i) }] as const),
 ]);
 
+/**
+ * Per group, where each attribute's value comes from, by its index in the group: read from the
+ * given fields (inputs, in inputAttributes order: the first bad value is the one reported), or a
+ * part of a SPIFFE ID input of the same group (attribute-tables.ts checks that `derive.from` names
+ * one). Worked out once, so a call fills plain arrays instead of two Maps per group.
+ */
+const GROUP_PLANS = GROUPS.map((g) => ({
+  size: g.attributes.length,
+  inputs: inputAttributes(g).map((a) => ({ a, at: g.attributes.indexOf(a) })),
+  derived: g.attributes.flatMap((a, at) => {
+    const d = a.def.derive;
+    return d === undefined ? [] : [{ at, from: g.attributes.findIndex((x) => x.name === d.from), part: d.part }];
+  }),
+}));
+
 /** Thrown for input that cannot become a context; the message names the field path. */
 function bad(path: string, message: string): WaygateError {
   return new WaygateError('WG_USAGE', `input.${path}: ${message}`);
@@ -47,25 +62,22 @@ export function contextFromInput(input: PolicyTestInput | unknown): DecisionCont
   const root = object(input, '', true);
   // Every object's fields first, so an unknown field is reported before a bad value.
   const given = GROUPS.map((g) => object(root[g.name], g.name));
-  const groups = GROUPS.map((g, i) => {
+  const groups = GROUP_PLANS.map((plan, i) => {
     const fields = given[i]!;
-    const values = new Map<string, unknown>();
-    const ids = new Map<string, SpiffeId | null>();
-    for (const a of inputAttributes(g)) {
+    // The group's values in catalogue order.
+    const ordered: unknown[] = new Array(plan.size);
+    const ids: (SpiffeId | null)[] = [];
+    for (const { a, at } of plan.inputs) {
       if (a.format === 'spiffe-id') {
         // Parsed once: its value and the parts the derived attributes take from it.
         const { text, id } = spiffeValue(fields[a.name], a.path);
-        values.set(a.name, text);
-        ids.set(a.name, id);
+        ordered[at] = text;
+        ids[at] = id;
       } else {
-        values.set(a.name, parseValue(a, fields[a.name]));
+        ordered[at] = parseValue(a, fields[a.name]);
       }
     }
-    // The group's values in catalogue order, derived attributes computed from their SPIFFE ID.
-    const ordered = g.attributes.map((a) => {
-      const d = a.def.derive;
-      return d === undefined ? values.get(a.name) : (ids.get(d.from)?.[d.part] ?? '');
-    });
+    for (const { at, from, part } of plan.derived) ordered[at] = ids[from]?.[part] ?? '';
     return GROUP_BUILDERS[i]!(ordered, undefined, undefined);
   });
   return buildContext(groups, TOP_LEVEL.map((a) => parseValue(a, root[a.name])), undefined);
