@@ -4,7 +4,7 @@
  * an audit sink whose records a test can await (test/helpers/sink.ts). Child processes:
  * `spawnServe` (test/helpers/serve.ts) with a config from `writeServeConfig`.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ReloadRecord } from '../../src/audit/record.ts';
@@ -12,20 +12,13 @@ import { resolveConfig } from '../../src/config/resolve.ts';
 import { startGateway, type RunningGateway } from '../../src/gateway/gateway.ts';
 import { connectHbone, type HboneClientSession } from '../../src/hbone/client.ts';
 import { createOpsLogger } from '../../src/telemetry/log.ts';
-import { GATEWAY_SPIFFE_ID, spiffe, testPki, writeTlsFiles, type TlsFiles } from '../helpers/pki.ts';
+import { GATEWAY_SPIFFE_ID, testPki, type TlsFiles } from '../helpers/pki.ts';
+import { spiffeId, writeServeConfig } from '../helpers/serve-config.ts';
 import { RecordingSink } from '../helpers/sink.ts';
 
 export { RecordingSink } from '../helpers/sink.ts';
 export { spawnServe, type ServeProcess } from '../helpers/serve.ts';
-
-/** `spiffe(sa, ns)` with the gateway tests' namespace, `prod`, as the default. */
-export const spiffeId = (sa: string, ns = 'prod'): string => spiffe(sa, ns);
-
-/** An ALLOW policy admitting the listed service accounts of `prod` to any port. */
-export function allowPolicy(name: string, ...sas: string[]): string {
-  const rules = sas.map((sa) => `    - name: ${sa}\n      when: source.principal == "${spiffeId(sa)}"\n`).join('');
-  return `apiVersion: waygate.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: ${name}\nspec:\n  action: ALLOW\n  rules:\n${rules}`;
-}
+export { allowPolicy, spiffeId, writeServeConfig } from '../helpers/serve-config.ts';
 
 export interface TestGateway {
   gw: RunningGateway;
@@ -88,38 +81,6 @@ export async function startTestGateway(opts: { policies: Record<string, string>;
   };
 }
 
-/**
- * Writes a GatewayConfig for a child process: test PKI files, policies, all ports 0 on loopback.
- * `opts.policyPaths` replaces the policy directory as `policies.paths` (the files are still written
- * to `policyDir`); `opts.debounceMs` the watcher's debounce (20 ms by default, for quick tests).
- */
-export function writeServeConfig(
-  dir: string,
-  policies: Record<string, string>,
-  extraSpec = '',
-  opts: { policyPaths?: string[]; debounceMs?: number } = {},
-): { configFile: string; policyDir: string; auditFile: string; tls: TlsFiles } {
-  const pki = testPki();
-  const policyDir = join(dir, 'policies');
-  mkdirSync(policyDir, { recursive: true });
-  for (const [file, text] of Object.entries(policies)) writeFileSync(join(policyDir, file), text);
-  const tls = writeTlsFiles(join(dir, 'tls'), pki.serverCert, pki.trustBundlePem);
-  const auditFile = join(dir, 'audit.jsonl');
-  const configFile = join(dir, 'gateway.yaml');
-  writeFileSync(configFile, [
-    'apiVersion: waygate.dev/v1alpha1',
-    'kind: GatewayConfig',
-    'spec:',
-    '  listen: 127.0.0.1:0',
-    `  tls: { certFile: ${tls.certFile}, keyFile: ${tls.keyFile}, trustBundleFiles: [${tls.caFile}] }`,
-    `  policies: { paths: [${(opts.policyPaths ?? [policyDir]).join(', ')}], watch: true, debounceMs: ${opts.debounceMs ?? 20} }`,
-    '  destinations: { allow: [{ cidr: 127.0.0.0/8 }] }',
-    '  admin: { readyAddress: 127.0.0.1:0, metricsAddress: 127.0.0.1:0, adminAddress: 127.0.0.1:0 }',
-    `  audit: { destination: ${auditFile} }`,
-    extraSpec,
-  ].join('\n') + '\n');
-  return { configFile, policyDir, auditFile, tls };
-}
 
 /** Opens an HBONE session to `address` as `prod/<sa>`. */
 export function connectAs(address: string, sa: string): Promise<HboneClientSession> {

@@ -14,7 +14,9 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { allowPolicy, spawnServe, writeServeConfig, type ServeProcess } from './fixture.ts';
+// Not ./fixture.ts: it loads the gateway runtime, and this file only starts `waygate serve` processes.
+import { spawnServe, type ServeProcess } from '../helpers/serve.ts';
+import { allowPolicy, writeServeConfig } from '../helpers/serve-config.ts';
 
 /** A port on 127.0.0.1 held by this process for the whole file. */
 function holdPort(): Promise<{ server: net.Server; address: string }> {
