@@ -6,8 +6,11 @@
  *
  * Only when that is sound, i.e. the repository's dist/ was compiled from exactly the sources the
  * copy builds:
- * - `git status --porcelain -- src tsconfig*.json package.json` is empty (a clone of HEAD holds the
- *   working tree's sources, and package.json's "type" decides what NodeNext emits);
+ * - `git status --porcelain -- tsconfig*.json package.json` is empty (package.json's "type" decides
+ *   what NodeNext emits), and so is `git status --porcelain -- src` when the copy is a clone of HEAD
+ *   (`sources: 'head'`): then the working tree's sources, which the build info is checked against
+ *   below, are HEAD's. A copy of the working tree itself (`sources: 'working-tree'`, a Docker build
+ *   context) needs no such check: uncommitted sources are in the copy too;
  * - dist/.tsbuildinfo exists, every src/ file it records still has the content hash it records
  *   (tsc's own up-to-date test: a file's `version` is the SHA-256 of its text), and it records
  *   every source file under src/;
@@ -58,9 +61,13 @@ function walk(dir: string, rel = ''): string[] {
   });
 }
 
-/** Why `root`'s build output cannot stand for a build of its sources; null when it can. */
-function unsound(root: string, infoRel: string): string | null {
-  const status = spawnSync('git', ['status', '--porcelain', '--', 'src', 'tsconfig*.json', 'package.json'], { cwd: root, encoding: 'utf8' });
+/** Where the copy's sources come from: a clone of HEAD, or the working tree as it is. */
+export type SeedSources = 'head' | 'working-tree';
+
+/** Why `root`'s build output cannot stand for a build of the copy's sources; null when it can. */
+function unsound(root: string, infoRel: string, sources: SeedSources): string | null {
+  const paths = sources === 'head' ? ['src', 'tsconfig*.json', 'package.json'] : ['tsconfig*.json', 'package.json'];
+  const status = spawnSync('git', ['status', '--porcelain', '--', ...paths], { cwd: root, encoding: 'utf8' });
   if (status.status !== 0) return `git status failed: ${status.stderr.trim()}`;
   if (status.stdout.trim() !== '') return `uncommitted changes: ${status.stdout.trim().split('\n').join('; ')}`;
   const infoFile = path.join(root, infoRel);
@@ -94,13 +101,13 @@ function unsound(root: string, infoRel: string): string | null {
 }
 
 /**
- * Copies `root`'s dist/ (build info included) into `dir`, a copy of the repository whose
- * node_modules already resolves (tsc in `dir` must see the same files: call this after linking
- * it), when sound; see the file comment.
+ * Copies `root`'s dist/ (build info included) into `dir`, a copy of the repository (`sources`: of
+ * its HEAD or of its working tree) whose node_modules already resolves (tsc in `dir` must see the
+ * same files: call this after linking it), when sound; see the file comment.
  */
-export function seedBuild(root: string, dir: string): SeedResult {
+export function seedBuild(root: string, dir: string, sources: SeedSources = 'head'): SeedResult {
   const infoRel = buildInfoPath(root);
-  const why = unsound(root, infoRel);
+  const why = unsound(root, infoRel, sources);
   if (why !== null) return { seeded: false, reason: `not seeded, building from scratch: ${why}`, buildInfo: null };
   const fromDir = path.dirname(path.join(root, infoRel));
   const toDir = path.dirname(path.join(dir, infoRel));

@@ -13,7 +13,7 @@
  *   (the same package-lock.json, development dependencies included), then `npm run build` for real,
  *   so dist/ is exactly what src/ compiles to, with nothing stale. Before it, the stage's dist/ is
  *   seeded with this repository's build (test/helpers/seed-build.ts) when that was compiled from
- *   exactly these sources, so the incremental tsc finds nothing to do instead of compiling the tree
+ *   exactly these sources (the working tree's, uncommitted changes included), so the incremental tsc finds nothing to do instead of compiling the tree
  *   a second time (asserted: it leaves the seeded build info as it was); otherwise it compiles from
  *   scratch (the test output says which). A last test changes a source in the stage and checks the
  *   build recompiles it, so a seed can never stand in for a source it was not made from;
@@ -78,7 +78,8 @@ function run(stage: Stage, line: string, dir: string): void {
       }
     } else if (words[0] === 'npm' && words[1] === 'run' && words.length === 3) {
       // After `npm ci` (the seed's file names follow where node_modules resolves).
-      if (words[2] === 'build') seeded.push({ dir, seed: seedBuild(REPO, dir) });
+      // The stage's sources are the working tree's (COPY src from the build context), committed or not.
+      if (words[2] === 'build') seeded.push({ dir, seed: seedBuild(REPO, dir, 'working-tree') });
       const r = spawnSync('npm', ['run', '--silent', words[2]!], { cwd: dir, encoding: 'utf8' });
       assert.equal(r.status, 0, `stage ${stage.name}: npm run ${words[2]}: ${r.stdout}${r.stderr}`);
     } else {
