@@ -87,11 +87,12 @@ export async function loadPolicySet(paths: readonly string[], opts: LoadOptions)
 
 /**
  * The same as `loadPolicySet` for files already in memory (tests, the admin API, `policy check`
- * on stdin), run at once. Files are taken in path order, as the loader reads them.
+ * on stdin), run at once. Files are taken in path order, as the loader reads them. With `cache`,
+ * files unchanged since the cache's last committed load are not parsed again (LoadOptions.cache).
  */
-export function compileFromTexts(files: readonly PolicySourceFile[], version: number, limits?: Partial<PolicySetLimits>): LoadResult {
+export function compileFromTexts(files: readonly PolicySourceFile[], version: number, limits?: Partial<PolicySetLimits>, cache?: PolicyLoadCache): LoadResult {
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return runToEnd(compileSources(sorted, version, [], limitsOf(limits)));
+  return runToEnd(compileSources(sorted, version, [], limitsOf(limits), cache));
 }
 
 function limitsOf(overrides: Partial<PolicySetLimits> | undefined): PolicySetLimits {
