@@ -21,6 +21,7 @@ import type { DecisionContext } from '../../src/policy/context.ts';
 import type { DefaultAction } from '../../src/policy/decision.ts';
 import { decide } from '../../src/policy/engine.ts';
 import { compileFromTexts } from '../../src/policy/load.ts';
+import { PolicyLoadCache } from '../../src/policy/load-cache.ts';
 import type { PolicySourceFile } from '../../src/policy/sources.ts';
 import type { PolicySnapshot } from '../../src/policy/snapshot.ts';
 import { checkProperty, cutArb, positionProblem, withinHangBound, yamlMutationArb, mutateYaml } from './fuzz.ts';
@@ -45,11 +46,19 @@ const ONE_FILE: PolicySourceFile = {
   text: POLICY_FILES.map((f) => f.text.trimEnd()).join('\n---\n') + '\n',
 };
 
-function load(files: readonly PolicySourceFile[]): ReturnType<typeof compileFromTexts> {
-  return withinHangBound('compileFromTexts', () => compileFromTexts(files, 1));
+function load(files: readonly PolicySourceFile[], cache?: PolicyLoadCache): ReturnType<typeof compileFromTexts> {
+  return withinHangBound('compileFromTexts', () => compileFromTexts(files, 1, undefined, cache));
 }
 
-const baseline = compileFromTexts(EXAMPLES, 1);
+/**
+ * The mutation property's reload cache (src/policy/load-cache.ts), as the gateway reloads: a
+ * mutated set differs from the examples in one or two files, and the examples' parses and compiles
+ * are reused for the others. The mutated files are parsed and compiled as without it (a hit needs
+ * the same path and text), and a hit gives what a fresh parse gives (test/policy/load-cache.test.ts);
+ * without it, parsing the 12 or 13 unchanged files again was 90% of this property's CPU.
+ */
+const reloadCache = new PolicyLoadCache();
+const baseline = compileFromTexts(EXAMPLES, 1, undefined, reloadCache);
 assert.ok(baseline.ok, 'the example policies load');
 
 /**
@@ -115,7 +124,7 @@ const mutatedSetArb = fc
 
 /** The load of a mutated set, checked: a snapshot, or errors whose positions pass `lineEnd`. */
 function checkMutatedLoad(files: readonly PolicySourceFile[], lineEnd: boolean): boolean {
-  const r = load(files);
+  const r = load(files, reloadCache);
   if (r.ok) {
     assertDiagnosticsInBounds(r.warnings, files, lineEnd);
     return true;
@@ -159,8 +168,8 @@ const TORN_TARGETS: { files: PolicySourceFile[]; target: PolicySourceFile }[] = 
 ];
 
 /** The snapshot of `files` with `target` cut to `cut` characters, or why it does not load. */
-function loadTorn(files: readonly PolicySourceFile[], target: PolicySourceFile, cut: number): ReturnType<typeof compileFromTexts> {
-  return load(files.map((f) => (f === target ? { path: f.path, text: f.text.slice(0, cut) } : f)));
+function loadTorn(files: readonly PolicySourceFile[], target: PolicySourceFile, cut: number, cache?: PolicyLoadCache): ReturnType<typeof compileFromTexts> {
+  return load(files.map((f) => (f === target ? { path: f.path, text: f.text.slice(0, cut) } : f)), cache);
 }
 
 /**
@@ -190,9 +199,12 @@ function documentlessCuts(text: string): number[] {
 const TORN_LIMIT = 'content cannot tell a clean cut from a finished file: see the comment above';
 
 describe('fuzz: a torn policy file never loosens enforcement', () => {
+  // As reloadCache above, one per file set (a cache holds its last committed load's files): the
+  // files beside the torn one come from it, the torn one never does.
+  const tornCaches = new Map(TORN_TARGETS.map(({ files }) => [files, new PolicyLoadCache()] as const));
   const full = new Map(
     TORN_TARGETS.map(({ files }) => {
-      const r = compileFromTexts(files, 1);
+      const r = compileFromTexts(files, 1, undefined, tornCaches.get(files));
       assert.ok(r.ok);
       return [files, r.snapshot] as const;
     }),
@@ -206,7 +218,7 @@ describe('fuzz: a torn policy file never loosens enforcement', () => {
         fc.oneof(...TORN_TARGETS.map((target, i) => fc.tuple(fc.constant(i), fc.constantFrom(...documentlessCuts(target.target.text))))),
         ([i, cut]) => {
           const { files, target } = TORN_TARGETS[i]!;
-          const r = loadTorn(files, target, cut);
+          const r = loadTorn(files, target, cut, tornCaches.get(files));
           assert.equal(r.ok, false, `${target.path} cut at ${cut} loads: ${JSON.stringify(target.text.slice(Math.max(0, cut - 60), cut))}`);
         },
       ),
