@@ -6,22 +6,16 @@
 // edited since runs its old output until `node scripts/compile-tests.mjs` (or `npm test`); run one
 // file under tsx instead while editing (README, "Running the tests").
 //
-// Two shapes of the same hooks: `resolveSync`/`loadSync` for module.registerHooks (Node 22.15+ and
-// 24: in the loading thread, no message per module), and the async `resolve`/`load` this file
-// exports for module.register (Node 20: the hooks run on their own thread).
+// Only a load hook: the transpiled modules keep their `./x.ts` imports, which resolve to the
+// sources' URLs as written. Two shapes of it: `loadSync` for module.registerHooks (Node 22.15+ and
+// 24: in the loading thread), and the async `load` this file exports for module.register (Node 20:
+// the hooks run on their own thread, a message round trip per module loaded).
 import { readFileSync } from 'node:fs';
 
 const ROOT = new URL('../../', import.meta.url).href;
 const OUT = `${ROOT}dist-test/`;
 
 const own = (url) => url.startsWith(ROOT) && !url.startsWith(OUT) && !url.includes('/node_modules/');
-
-/** The source URL tsc's `./x.js` (rewriteRelativeImportExtensions) came from, or null. */
-function sourceUrl(specifier, parent) {
-  if (parent === undefined || !parent.endsWith('.ts') || !own(parent)) return null;
-  if (!specifier.endsWith('.js') || !(specifier.startsWith('./') || specifier.startsWith('../'))) return null;
-  return new URL(`${specifier.slice(0, -3)}.ts`, parent).href;
-}
 
 /** The compiled module for a repository .ts URL, or null for anything else. */
 function compiled(url) {
@@ -41,32 +35,8 @@ function compiled(url) {
   return { format: 'module', source, shortCircuit: true };
 }
 
-export function resolveSync(specifier, context, nextResolve) {
-  const url = sourceUrl(specifier, context.parentURL);
-  if (url !== null) {
-    try {
-      return nextResolve(url, context);
-    } catch {
-      // not a source file: a real .js beside the test (fixtures)
-    }
-  }
-  return nextResolve(specifier, context);
-}
-
 export function loadSync(url, context, nextLoad) {
   return compiled(url) ?? nextLoad(url, context);
-}
-
-export async function resolve(specifier, context, nextResolve) {
-  const url = sourceUrl(specifier, context.parentURL);
-  if (url !== null) {
-    try {
-      return await nextResolve(url, context);
-    } catch {
-      // as above
-    }
-  }
-  return nextResolve(specifier, context);
 }
 
 export async function load(url, context, nextLoad) {
