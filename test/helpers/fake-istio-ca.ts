@@ -115,7 +115,16 @@ export interface ParsedCsr {
   extensions: Array<{ id: string; critical: boolean; altNames?: Array<{ type: number; value: string }> }>;
 }
 
-const SIGNATURE_HASH: Record<string, string> = { '1.2.840.113549.1.1.11': 'sha256', '1.2.840.10045.4.3.2': 'sha256' };
+/**
+ * The signature algorithms a CSR may carry, each with the key type it signs with and the
+ * AlgorithmIdentifier parameters it allows, as Go's x509 (istiod) checks them: sha256WithRSAEncryption
+ * with NULL parameters, or none (RFC 4055 §5: send NULL, accept both); ecdsa-with-SHA256 with no
+ * parameters at all (RFC 5758 §3.2). The hash alone would let an RSA signature labelled ECDSA through.
+ */
+const SIGNATURE_ALGORITHMS: Record<string, { hash: string; keyType: 'rsa' | 'ec'; nullParams: 'allowed' | 'absent' }> = {
+  '1.2.840.113549.1.1.11': { hash: 'sha256', keyType: 'rsa', nullParams: 'allowed' },
+  '1.2.840.10045.4.3.2': { hash: 'sha256', keyType: 'ec', nullParams: 'absent' },
+};
 
 /**
  * Parses a PKCS#10 CSR (RFC 2986 §4) and verifies its signature over the CertificationRequestInfo
@@ -132,11 +141,15 @@ export function parseCsr(pem: string): ParsedCsr {
   const [info, sigAlg, sig] = fromDer(Buffer.from(body, 'base64').toString('binary')).value as Asn1[];
   const [, , spki, attrs] = (info!.value as Asn1[]);
   const publicKey = createPublicKey({ key: Buffer.from(asn1.toDer(spki!).getBytes(), 'binary'), format: 'der', type: 'spki' });
-  const signatureOid = asn1.derToOid(((sigAlg!.value as Asn1[])[0]!.value as string));
-  const hash = SIGNATURE_HASH[signatureOid];
-  if (hash === undefined) throw new Error(`signature algorithm ${signatureOid} not supported`);
+  const [oid, ...params] = sigAlg!.value as Asn1[];
+  const signatureOid = asn1.derToOid(oid!.value as string);
+  const algorithm = SIGNATURE_ALGORITHMS[signatureOid];
+  if (algorithm === undefined) throw new Error(`signature algorithm ${signatureOid} not supported`);
+  if (publicKey.asymmetricKeyType !== algorithm.keyType) throw new Error(`signature algorithm ${signatureOid} does not fit the CSR's ${publicKey.asymmetricKeyType} key`);
+  const paramsOk = params.length === 0 || (algorithm.nullParams === 'allowed' && params.length === 1 && params[0]!.type === asn1.Type.NULL);
+  if (!paramsOk) throw new Error(`signature algorithm ${signatureOid}: parameters not allowed here`);
   const signature = Buffer.from((sig!.value as string).slice(1), 'binary');
-  if (!verify(hash, Buffer.from(asn1.toDer(info!).getBytes(), 'binary'), publicKey, signature)) throw new Error('the CSR signature does not verify');
+  if (!verify(algorithm.hash, Buffer.from(asn1.toDer(info!).getBytes(), 'binary'), publicKey, signature)) throw new Error('the CSR signature does not verify');
   const extensions: ParsedCsr['extensions'] = [];
   for (const attr of (attrs?.value as Asn1[] | undefined) ?? []) {
     const [type, values] = attr.value as Asn1[];

@@ -1,7 +1,7 @@
 /**
  * The node flags a child process needs to run a repository .ts module (a helper under
  * test/helpers/, an `-e` script importing src/): the loader this test process runs under.
- * - Under `npm test`, test/helpers/compiled.mjs: the child runs tsc's output in dist-test/ under
+ * - Under `npm test`, test/helpers/compiled.mjs: the child runs the transpiled output in dist-test/ under
  *   the .ts URL (test/helpers/compiled-hooks.mjs) and costs what the compiled code costs, where
  *   tsx would load itself and esbuild and transpile again in every child (~0.4 s of CPU each).
  * - Under tsx (a file run by hand while editing, README "Running the tests"), tsx: the child runs

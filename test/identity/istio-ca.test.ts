@@ -615,3 +615,39 @@ describe('the istiod CA client is loaded lazily', () => {
     assert.ok(afterClient.includes('@grpc/grpc-js') && afterClient.includes('protobufjs'), `the listing sees the client's packages: ${afterClient.join(', ')}`);
   });
 });
+
+describe('the fake istiod reads CSRs as strictly as istiod (Go x509)', () => {
+  /** The CSR with its signatureAlgorithm replaced: `oid`, then `params` (a DER NULL or nothing). */
+  function relabel(pem: string, oid: string, params: 'null' | 'none'): string {
+    const { asn1, pem: pemCodec } = forge;
+    const der = forge.util.decode64(pem.replace(/-----[A-Z ]+-----|\s/g, ''));
+    const csr = asn1.fromDer(der, { strict: true, decodeBitStrings: false } as unknown as boolean);
+    const parts = csr.value as forge.asn1.Asn1[];
+    parts[1] = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(oid).getBytes()),
+      ...(params === 'null' ? [asn1.create(asn1.Class.UNIVERSAL, asn1.Type.NULL, false, '')] : []),
+    ]);
+    return pemCodec.encode({ type: 'CERTIFICATE REQUEST', body: asn1.toDer(csr).getBytes() });
+  }
+  const RSA_SHA256 = '1.2.840.113549.1.1.11';
+  const ECDSA_SHA256 = '1.2.840.10045.4.3.2';
+
+  it('a signature algorithm that does not fit the key, or parameters where none belong, is refused (table); RSA without NULL is accepted (RFC 4055 §5)', async () => {
+    const { createCsr } = await import('../../src/identity/istio-ca/csr.ts');
+    const rsa = (await createCsr(GATEWAY_SPIFFE_ID, 'RSA')).csrPem;
+    const ec = (await createCsr(GATEWAY_SPIFFE_ID, 'ECDSA')).csrPem;
+    // The signature bytes stay valid for the key (same SHA-256 hash): only the label is wrong.
+    const rows: Array<[name: string, pem: string, error: RegExp | null]> = [
+      ['RSA as sent', rsa, null],
+      ['ECDSA as sent', ec, null],
+      ['RSA, parameters absent', relabel(rsa, RSA_SHA256, 'none'), null],
+      ['RSA key labelled ecdsa-with-SHA256', relabel(rsa, ECDSA_SHA256, 'none'), /does not fit the CSR's rsa key/],
+      ['EC key labelled sha256WithRSAEncryption', relabel(ec, RSA_SHA256, 'null'), /does not fit the CSR's ec key/],
+      ['ecdsa-with-SHA256 with NULL parameters', relabel(ec, ECDSA_SHA256, 'null'), /parameters not allowed/],
+    ];
+    for (const [name, pem, error] of rows) {
+      if (error === null) assert.doesNotThrow(() => parseCsr(pem), name);
+      else assert.throws(() => parseCsr(pem), error, name);
+    }
+  });
+});
