@@ -23,6 +23,7 @@
  * loaded when it runs (docs/architecture.md, "Adding a CLI verb").
  */
 import { InvalidArgumentError, type Command } from 'commander';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.ts';
 import { addOutputOption } from './output.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skipped';
@@ -96,7 +97,7 @@ export function registerDoctor(program: Command): void {
     .option('--gateway <name>', 'the Gateway', 'waygate')
     .option('--fronted <ns,...>', 'the fronted namespaces (default: read from the listener\'s allowedRoutes and the use-waypoint labels)', list)
     .option('--deployment <name>', 'the Deployment of the waygate pods (default: the Gateway\'s name)')
-    .option('--trust-domain <td>', 'the mesh trust domain (SPIFFE IDs and principals)', 'cluster.local')
+    .option('--trust-domain <td>', 'the mesh trust domain (SPIFFE IDs and principals)', DEFAULT_TRUST_DOMAIN)
     .option('--cluster-domain <domain>', 'the cluster DNS domain (Service hostnames)', 'cluster.local')
     .option('--controller-name <name>', 'waygate\'s GatewayClass controller (registration.controllerName)', 'waygate.dev/gateway-controller')
     .option('--readiness-timeout-ms <ms>', 'how long to wait for a pod\'s readiness endpoint', positiveInt, 2000);
