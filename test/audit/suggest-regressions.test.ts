@@ -18,10 +18,9 @@ import type { DecisionRecord } from '../../src/audit/record.ts';
 import type { ReplayResult } from '../../src/audit/review/replay.ts';
 import type { SuggestResult } from '../../src/audit/review/suggest.ts';
 import { runAuditReplay, runAuditSuggest } from '../../src/cli/audit.ts';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import { captureIo } from '../helpers/audit-io.ts';
 import { transportRecord } from '../helpers/audit-records.ts';
+import { assertPolicyVerbsPass } from '../helpers/cli.ts';
 
 interface SuggestJson {
   kept: { path: string; from: string; policies: string[] }[];
@@ -76,13 +75,6 @@ function counts(r: ReplayResult): unknown {
     decisions: r.decisions, replayed: r.replayed, unchanged: r.unchanged, sameVerdictOtherRule: r.sameVerdictOtherRule,
     notReplayable: r.notReplayable, invalidInput: r.invalidInput.count, allowToDeny: flips(r.allowToDeny), denyToAllow: flips(r.denyToAllow), warnings: r.warnings,
   };
-}
-
-async function assertPolicyVerbsPass(dir: string): Promise<void> {
-  for (const args of [['policy', 'check', dir], ['policy', 'fmt', '--check', dir], ['policy', 'test', dir]]) {
-    const r = await captureOutput(() => main(args));
-    assert.equal(r.value, 0, `${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
-  }
 }
 
 describe('audit suggest: review regressions', () => {

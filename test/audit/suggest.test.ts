@@ -23,11 +23,10 @@ import { REPLAYABLE_REASONS, type ReplayResult } from '../../src/audit/review/re
 import { AFTER_POLICY_ALLOW_REASONS } from '../../src/policy/decision.ts';
 import { SuggestAccumulator, type SuggestResult } from '../../src/audit/review/suggest.ts';
 import { runAuditReplay, runAuditSuggest } from '../../src/cli/audit.ts';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import { captureIo } from '../helpers/audit-io.ts';
 import { transportRecord } from '../helpers/audit-records.ts';
 import { writeAuditLog } from '../helpers/audit-log.ts';
+import { assertPolicyVerbsPass } from '../helpers/cli.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SAMPLE = path.join(ROOT, 'examples/audit/sample.jsonl');
@@ -98,14 +97,6 @@ async function suggestJson(paths: string[], out: string, extra: string[] = []): 
   }
   const code = await runAuditSuggest(paths, flags, io);
   return { code, json: JSON.parse(io.stdoutText()) as SuggestJson, stderr: io.stderrText() };
-}
-
-/** `policy check`, `policy fmt --check` and `policy test` on the written directory, as the CLI runs them. */
-async function assertPolicyVerbsPass(dir: string): Promise<void> {
-  for (const args of [['policy', 'check', dir], ['policy', 'fmt', '--check', dir], ['policy', 'test', dir]]) {
-    const r = await captureOutput(() => main(args));
-    assert.equal(r.value, 0, `${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
-  }
 }
 
 function assertReplaysLikeTheLog(replay: ReplayResult, exp: Expected, opts: { inForce?: boolean } = {}): void {

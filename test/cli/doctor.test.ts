@@ -13,11 +13,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDoctor, type Check, type DoctorOptions, type DoctorReport } from '../../src/cli/doctor.ts';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import { desiredGatewayStatus, type GatewayObject, type ServiceObject } from '../../src/kube/gateway-status.ts';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../helpers/fake-kube-api.ts';
 import { spiffe, testPki } from '../helpers/pki.ts';
+import { runCli } from '../helpers/cli.ts';
 
 const GW_API = 'gateway.networking.k8s.io/v1';
 const NS = 'waygate';
@@ -107,16 +106,6 @@ const byId = (r: DoctorReport, id: string): Check => {
 };
 const failed = (r: DoctorReport): string[] => r.checks.filter((c) => c.status === 'fail').map((c) => c.id);
 
-/** Runs the CLI in-process; verbs report through process.exitCode, none is left for the test runner. */
-async function run(args: string[]): Promise<{ value: number; stdout: string; stderr: string }> {
-  process.exitCode = undefined;
-  try {
-    return await captureOutput(() => main(args));
-  } finally {
-    process.exitCode = undefined;
-  }
-}
-
 async function withApi(objects: KubeObject[], fn: (api: FakeKubeApi) => Promise<void>): Promise<void> {
   const api = await startFakeKubeApi();
   for (const o of objects) api.apply(o);
@@ -136,11 +125,11 @@ describe('waygate doctor', () => {
       ]);
       assert.match(byId(r, 'certificate.identity').message, /spiffe:\/\/cluster.local\/ns\/waygate\/sa\/waygate/);
 
-      const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!]);
-      assert.equal(cli.value, 0, cli.stdout + cli.stderr);
+      const cli = await runCli(['doctor', '--kubeconfig', options(api).kubeconfig!]);
+      assert.equal(cli.code, 0, cli.stdout + cli.stderr);
       assert.match(cli.stdout, /^waygate doctor: Gateway waygate\/waygate via https:\/\/127\.0\.0\.1:\d+ .*fronting shop\n/);
       assert.match(cli.stdout, /0 failed, 0 warning\(s\), 15 ok, 0 skipped\n$/);
-      const json = await run(['doctor', '--kubeconfig', options(api).kubeconfig!, '-o', 'json']);
+      const json = await runCli(['doctor', '--kubeconfig', options(api).kubeconfig!, '-o', 'json']);
       const parsed = JSON.parse(json.stdout) as DoctorReport;
       assert.deepEqual(parsed.summary, { ok: 15, warn: 0, fail: 0, skipped: 0 });
     });
@@ -156,8 +145,8 @@ describe('waygate doctor', () => {
       const c = byId(r, 'namespace/shop.labels');
       assert.match(c.message, /istio\.io\/use-waypoint-namespace is shop, not waygate/);
       assert.equal(c.fix, 'kubectl label namespace shop istio.io/use-waypoint=waygate istio.io/use-waypoint-namespace=waygate --overwrite');
-      const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!, '--fronted', 'shop']);
-      assert.equal(cli.value, 1);
+      const cli = await runCli(['doctor', '--kubeconfig', options(api).kubeconfig!, '--fronted', 'shop']);
+      assert.equal(cli.code, 1);
       assert.match(cli.stdout, /FAIL {2}namespace\/shop\.labels/);
       assert.match(cli.stdout, /fix: kubectl label namespace shop/);
     });
@@ -184,8 +173,8 @@ describe('waygate doctor', () => {
       assert.deepEqual(r.checks.filter((c) => c.status === 'warn').map((c) => c.id), ['gateway.others', 'config']);
       assert.match(byId(r, 'gateway.others').message, /shop\/waygate of class waygate are not in waygate/);
       assert.match(byId(r, 'config').message, /ConfigMap waygate\/waygate-config-5h8k2m gateway\.yaml: registration\.enabled is not true/);
-      const cli = await run(['doctor', '--kubeconfig', options(api).kubeconfig!]);
-      assert.equal(cli.value, 0, 'warnings alone are exit 0');
+      const cli = await runCli(['doctor', '--kubeconfig', options(api).kubeconfig!]);
+      assert.equal(cli.code, 0, 'warnings alone are exit 0');
     });
   });
 
@@ -309,12 +298,12 @@ describe('waygate doctor', () => {
     await withApi([], async (api) => {
       const kubeconfig = options(api).kubeconfig!;
       const bad = api.writeKubeconfig(mkdtempSync(join(tmpdir(), 'wg-doctor-')), { token: 'wrong' });
-      const refused = await run(['doctor', '--kubeconfig', bad]);
-      assert.equal(refused.value, 2);
+      const refused = await runCli(['doctor', '--kubeconfig', bad]);
+      assert.equal(refused.code, 2);
       assert.match(refused.stderr, /cannot run: the API server https:\/\/127\.0\.0\.1:\d+ .* refused the credentials \(401 Unauthorized\)/);
       await api.stop();
-      const down = await run(['doctor', '--kubeconfig', kubeconfig, '-o', 'json']);
-      assert.equal(down.value, 2);
+      const down = await runCli(['doctor', '--kubeconfig', kubeconfig, '-o', 'json']);
+      assert.equal(down.code, 2);
       const body = JSON.parse(down.stdout) as { error: { code: string; message: string } };
       assert.equal(body.error.code, 'WG_KUBE');
       assert.match(body.error.message, /cannot be reached \(.*ECONNREFUSED/);

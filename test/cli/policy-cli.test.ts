@@ -5,21 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput, colourEnabled, formatDiagnosticLine, styleFor } from '../../src/cli/output.ts';
+import { colourEnabled, formatDiagnosticLine, styleFor } from '../../src/cli/output.ts';
+import { runCli, type CliRun } from '../helpers/cli.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const POLICIES = join(ROOT, 'policies');
 
 /** Runs `waygate <args>` in-process; returns the exit code and what the verb wrote. */
-async function waygate(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await captureOutput(() => main(args));
-    return { code: r.value, stdout: r.stdout, stderr: r.stderr };
-  } finally {
-    // Verbs report through process.exitCode; leave none behind for the test runner.
-    process.exitCode = undefined;
-  }
+function waygate(...args: string[]): Promise<CliRun> {
+  return runCli(args);
 }
 
 const POLICY = `apiVersion: waygate.dev/v1alpha1

@@ -10,10 +10,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import { compileFromTexts } from '../../src/policy/load.ts';
 import { runPolicyTests } from '../../src/policy/policy-test.ts';
+import { runCli } from '../helpers/cli.ts';
 
 const dirs: string[] = [];
 after(async () => {
@@ -21,13 +20,8 @@ after(async () => {
 });
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string }> {
-  process.exitCode = undefined;
-  try {
-    const r = await captureOutput(() => main(args));
-    return { code: r.value, stdout: r.stdout + r.stderr };
-  } finally {
-    process.exitCode = undefined;
-  }
+  const r = await runCli(args);
+  return { code: r.code, stdout: r.stdout + r.stderr };
 }
 
 const POLICIES = `apiVersion: waygate.dev/v1alpha1

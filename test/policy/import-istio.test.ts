@@ -18,14 +18,13 @@ import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import { contextFromInput } from '../../src/policy/context-input.ts';
 import { decide } from '../../src/policy/engine.ts';
 import { generateFiles, importIstio } from '../../src/policy/import/istio.ts';
 import { loadPolicySet } from '../../src/policy/load.ts';
 import type { PolicyTestInput } from '../../src/policy/model.ts';
 import { runPolicyTests } from '../../src/policy/policy-test.ts';
+import { runCli, type CliRun } from '../helpers/cli.ts';
 
 const dirs: string[] = [];
 after(async () => {
@@ -362,14 +361,8 @@ describe('policy import istio: refusals name file:line:col', () => {
   });
 });
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  process.exitCode = undefined;
-  try {
-    const r = await captureOutput(() => main(args));
-    return { code: r.value, stdout: r.stdout, stderr: r.stderr };
-  } finally {
-    process.exitCode = undefined;
-  }
+function cli(...args: string[]): Promise<CliRun> {
+  return runCli(args);
 }
 
 describe('waygate policy import istio (CLI)', () => {

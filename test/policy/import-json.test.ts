@@ -9,9 +9,8 @@ import { access, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import type { ImportReport } from '../../src/cli/policy-import.ts';
+import { runCli } from '../helpers/cli.ts';
 
 const dirs: string[] = [];
 after(async () => {
@@ -25,13 +24,8 @@ async function tempDir(): Promise<string> {
 
 /** Runs the CLI in-process; stdout must be exactly one JSON document. */
 async function importJson(...args: string[]): Promise<{ code: number; report: ImportReport; stderr: string }> {
-  process.exitCode = undefined;
-  try {
-    const r = await captureOutput(() => main(['policy', 'import', ...args, '-o', 'json']));
-    return { code: r.value, report: JSON.parse(r.stdout) as ImportReport, stderr: r.stderr };
-  } finally {
-    process.exitCode = undefined;
-  }
+  const r = await runCli(['policy', 'import', ...args, '-o', 'json']);
+  return { code: r.code, report: JSON.parse(r.stdout) as ImportReport, stderr: r.stderr };
 }
 
 const ISTIO = `apiVersion: security.istio.io/v1

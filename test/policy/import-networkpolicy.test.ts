@@ -17,14 +17,13 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { main } from '../../src/cli/main.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import { contextFromInput } from '../../src/policy/context-input.ts';
 import { decide } from '../../src/policy/engine.ts';
 import { generateFiles } from '../../src/policy/import/istio.ts';
 import { importNetworkPolicies } from '../../src/policy/import/networkpolicy.ts';
 import { loadPolicySet } from '../../src/policy/load.ts';
 import { runPolicyTests } from '../../src/policy/policy-test.ts';
+import { runCli } from '../helpers/cli.ts';
 
 const dirs: string[] = [];
 after(async () => {
@@ -179,13 +178,8 @@ describe('policy import networkpolicy: refusals name file:line:col', () => {
 });
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string }> {
-  process.exitCode = undefined;
-  try {
-    const r = await captureOutput(() => main(args));
-    return { code: r.value, stdout: r.stdout + r.stderr };
-  } finally {
-    process.exitCode = undefined;
-  }
+  const r = await runCli(args);
+  return { code: r.code, stdout: r.stdout + r.stderr };
 }
 
 describe('waygate policy import networkpolicy (CLI)', () => {
