@@ -129,12 +129,20 @@ function render(): { k: Kustomization; objects: Obj[]; generated: Map<string, { 
 const RENDERED = render();
 const renderedBase = (): ReturnType<typeof render> => structuredClone(RENDERED);
 const { k, objects, generated } = renderedBase();
-const find = (kind: string, name?: string): Obj[] => objects.filter((o) => o['kind'] === kind && (name === undefined || o['metadata']['name'] === name));
-const one = (kind: string, name?: string): Obj => {
-  const found = find(kind, name);
+const findIn = (objs: Obj[], kind: string, name?: string): Obj[] => objs.filter((o) => o['kind'] === kind && (name === undefined || o['metadata']['name'] === name));
+/** The one object of `kind` (and `name`) in a rendering: the base's, or an overlay's. */
+const oneIn = (objs: Obj[], kind: string, name?: string): Obj => {
+  const found = findIn(objs, kind, name);
   assert.equal(found.length, 1, `exactly one ${kind}${name ? ` ${name}` : ''}`);
   return found[0]!;
 };
+/** gateway.yaml of an overlay's rendering: the ConfigMap the Deployment mounts as `config`. */
+const configTextIn = (objs: Obj[]): string => {
+  const vol = (oneIn(objs, 'Deployment', 'waygate')['spec']['template']['spec']['volumes'] as Obj[]).find((v) => v['name'] === 'config')!;
+  return oneIn(objs, 'ConfigMap', vol['configMap']['name'])['data']['gateway.yaml'];
+};
+const find = (kind: string, name?: string): Obj[] => findIn(objects, kind, name);
+const one = (kind: string, name?: string): Obj => oneIn(objects, kind, name);
 const matches = (selector: Record<string, string>, labels: Record<string, string> = {}): boolean =>
   Object.entries(selector).every(([key, v]) => labels[key] === v);
 
@@ -602,15 +610,8 @@ function renderOverlay(dir: string): Obj[] {
 describe('examples/kubernetes-sandwich: sandwich mode as an overlay of examples/kubernetes', () => {
   const SANDWICH = new URL('../../examples/kubernetes-sandwich/', import.meta.url).pathname;
   const sw = renderOverlay(SANDWICH);
-  const swOne = (kind: string, name: string): Obj => {
-    const found = sw.filter((o) => o['kind'] === kind && o['metadata']['name'] === name);
-    assert.equal(found.length, 1, `exactly one ${kind} ${name}`);
-    return found[0]!;
-  };
-  const swConfigText = (): string => {
-    const vol = (swOne('Deployment', 'waygate')['spec']['template']['spec']['volumes'] as Obj[]).find((v) => v['name'] === 'config')!;
-    return swOne('ConfigMap', vol['configMap']['name'])['data']['gateway.yaml'];
-  };
+  const swOne = (kind: string, name: string): Obj => oneIn(sw, kind, name);
+  const swConfigText = (): string => configTextIn(sw);
 
   test('the same objects as the base; only the namespace label, the pod label, the Gateway and the config differ', () => {
     const key = (o: Obj): string => `${kindOf(o)} ${o['metadata']['namespace'] ?? ''}/${o['metadata']['name']}`;
@@ -681,16 +682,9 @@ describe('examples/kubernetes-sandwich: sandwich mode as an overlay of examples/
 describe('examples/kubernetes-cert-manager: the certificate from files, as an overlay of examples/kubernetes', () => {
   const DIR = new URL('../../examples/kubernetes-cert-manager/', import.meta.url).pathname;
   const cm = renderOverlay(DIR);
-  const cmOne = (kind: string, name: string): Obj => {
-    const found = cm.filter((o) => o['kind'] === kind && o['metadata']['name'] === name);
-    assert.equal(found.length, 1, `exactly one ${kind} ${name}`);
-    return found[0]!;
-  };
+  const cmOne = (kind: string, name: string): Obj => oneIn(cm, kind, name);
   const pod = (): Obj => cmOne('Deployment', 'waygate')['spec']['template']['spec'];
-  const configText = (): string => {
-    const vol = (pod()['volumes'] as Obj[]).find((v) => v['name'] === 'config')!;
-    return cmOne('ConfigMap', vol['configMap']['name'])['data']['gateway.yaml'];
-  };
+  const configText = (): string => configTextIn(cm);
 
   test('the Certificate carries the ServiceAccount\'s SPIFFE ID and is issued into the Secret the Deployment mounts', () => {
     const cert = cmOne('Certificate', 'waygate');
