@@ -15,11 +15,10 @@
 import { generateKeyPair, sign, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
+import type { IstioCaKeyAlgorithm } from '../../config/schema.ts';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
-/** The workload key types istio-agent generates: RSA by default, ECDSA with ECC_SIGNATURE_ALGORITHM=ECDSA. */
-export type IstioCaKeyAlgorithm = 'RSA' | 'ECDSA';
 
 /** istio-agent's default workload key size (WORKLOAD_RSA_KEY_SIZE). */
 export const RSA_KEY_BITS = 2048;

@@ -24,7 +24,8 @@ import { parseSpiffeId } from '../spiffe.ts';
 import { tlsMaterialFromPem, type TlsMaterial } from '../tls-material.ts';
 import { chainsToAnchor, loadTrustBundle, parsePemCertificates, type TrustBundle } from '../trust-bundle.ts';
 import { caServerName } from './address.ts';
-import { createCsr, type IstioCaKeyAlgorithm } from './csr.ts';
+import { ISTIO_CA_KEY_ALGORITHMS, type IstioCaKeyAlgorithm } from '../../config/schema.ts';
+import { createCsr } from './csr.ts';
 import { verifyIssuedChain } from './verify.ts';
 import { watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../../util/file-dir-watch.ts';
 import { timerAt, type LongTimer } from '../../util/long-timer.ts';
@@ -113,8 +114,8 @@ function nonNegative(name: string, value: number): number {
 }
 
 function keyAlgorithmOf(value: string): IstioCaKeyAlgorithm {
-  if (value !== 'RSA' && value !== 'ECDSA') throw new WaygateError('WG_CA', `keyAlgorithm must be RSA or ECDSA, got ${JSON.stringify(value)}`);
-  return value;
+  if (!(ISTIO_CA_KEY_ALGORITHMS as readonly string[]).includes(value)) throw new WaygateError('WG_CA', `keyAlgorithm must be ${ISTIO_CA_KEY_ALGORITHMS.join(' or ')}, got ${JSON.stringify(value)}`);
+  return value as IstioCaKeyAlgorithm;
 }
 
 function settingsOf(opts: IstioCaSourceOptions): Settings {
