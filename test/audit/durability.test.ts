@@ -10,6 +10,7 @@
  *
  * Every wait is for an event (a log line, an answer, an exit), never for time.
  */
+// own-process: it mostly waits on the gateways it kills and the tmpfs it fills (~30 s of wall time against ~2 s of its own CPU).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';

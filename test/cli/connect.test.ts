@@ -5,6 +5,7 @@
  * key that does not match its certificate naming both files. Real processes (bin/waygate.js, the
  * compiled output: `npm run build` first), real TLS, certificates from the project's dev CA.
  */
+// own-process: it mostly waits on the waygate processes it starts (~20 s of wall time against <1 s of its own CPU).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, cpSync, writeFileSync } from 'node:fs';
 import os from 'node:os';

@@ -22,6 +22,7 @@
  *   appear in what the command prints, and `(exit N` gives its exit code (0 otherwise);
  * - other comments (a blank line before them) are prose.
  */
+// own-process: it mostly waits: every README command runs in a child process (npx, npm, waygate), ~90 s of wall time against ~1.5 s of its own CPU; in a group it would hold the run open.
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';

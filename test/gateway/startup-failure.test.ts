@@ -8,6 +8,7 @@
  * EADDRINUSE; with the HBONE port taken the listen error was WG_CONFIG and exited 2; in workers
  * mode the worker died on an unhandled rejection and the primary reported "worker 1 failed".
  */
+// own-process: it mostly waits on the waygate processes it starts and sees fail (~30 s of wall time against <1 s of its own CPU).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';

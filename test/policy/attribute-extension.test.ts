@@ -6,8 +6,9 @@
  * written in the decision record and read back by `audit replay`. No other file names it.
  *
  * Only node: modules are imported statically: everything else is imported after the hook is in
- * place (node:test runs each test file in a process of its own).
+ * place, so this file runs in a process of its own (scripts/test.mjs).
  */
+// own-process: the catalogue is swapped before any gateway module loads; in a shared process an earlier file has loaded them.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { register } from 'node:module';

@@ -6,6 +6,7 @@
  * when the registry cannot be reached. Packs the compiled output as it is: `npm test` builds it
  * first; run `npm run build` before running this file alone.
  */
+// own-process: it mostly waits on npm pack and npm install -g (~18 s of wall time against <1 s of its own CPU).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
