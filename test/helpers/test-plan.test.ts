@@ -46,3 +46,10 @@ test('a file marked own-process runs alone; a group holds files of one directory
   }
   assert.ok(plan.groups.length > 0);
 });
+
+test('a file that shares a process registers no root-level beforeEach or afterEach: it would run around the other files\' tests', () => {
+  for (const f of plan.groups.flatMap((g) => g.members)) {
+    const text = readFileSync(path.join(ROOT, f), 'utf8');
+    assert.doesNotMatch(text, /^(beforeEach|afterEach)\(/m, `${f}: move the hook into the describe whose tests need it`);
+  }
+});

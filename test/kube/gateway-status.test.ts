@@ -51,12 +51,17 @@ interface Harness {
 }
 
 const open: Harness[] = [];
-afterEach(async () => {
+/**
+ * Closes the harnesses a test started. afterEach of 'registration controller', where they are all
+ * started: a root-level hook would also run after the tests of the files sharing this process
+ * (scripts/test.mjs).
+ */
+async function closeHarnesses(): Promise<void> {
   for (const h of open.splice(0)) {
     await h.reg.close();
     await h.api.close();
   }
-});
+}
 
 async function harness(objects: KubeObject[] = [gatewayClass(), service(), gateway()]): Promise<Harness> {
   const api = await startFakeKubeApi();
@@ -93,6 +98,8 @@ async function harness(objects: KubeObject[] = [gatewayClass(), service(), gatew
 const condition = (s: GatewayStatus | undefined, type: string) => s?.conditions?.find((c) => c.type === type);
 
 describe('registration controller', () => {
+  afterEach(closeHarnesses);
+
   test('a Gateway without status gets one istiod accepts: ClusterIP and Hostname addresses, Accepted and Programmed with observedGeneration, the HBONE listener', async () => {
     const h = await harness();
     await h.until(() => h.reg.state === 'ok', 'state ok');
