@@ -4,11 +4,12 @@
 //
 // Why share: a test file's process costs ~0.6 s of CPU before its first test runs (node --test's
 // child, the loader, and src/ with its packages loaded again). Measured on the 2-core machine: the
-// 123 files with every test filtered out took 78 s of CPU, and the whole suite 352 s, one process
-// per file; it is CPU-bound there. So the files of one directory that need no process to
-// themselves run in one ("a group": an entry module in dist-test/groups/ that imports them in
-// order), at most GROUP_MAX files each. node:test runs one process's tests one after another, as
-// it runs one file's, so two files' tests never overlap; what a group shares is process-wide state.
+// 123 files with every test filtered out took 78 s of CPU, and the whole suite 352 s (186 s of wall
+// time) one process per file, against 208 s (111 s) shared as below. So the files of one
+// directory that need no process to themselves run in one ("a group": an entry module in
+// dist-test/groups/ that imports them in order), at most GROUP_MAX files each. node:test runs
+// one process's tests one after another, as it runs one file's, so two files' tests never
+// overlap; what a group shares is process-wide state.
 //
 // A file that needs a process of its own says so on a line of its own, with the reason, by
 // convention right after its doc comment:
@@ -17,7 +18,9 @@
 //   module), or leaves state a later file would see;
 // - it mostly waits (on the waygate or npm processes it starts): alone, the wait overlaps other
 //   files' work instead of lengthening its group, and the run, by that much.
-// A directory with a single test file runs it alone too.
+// A directory with a single test file runs it alone too. A file that shares a process registers
+// no root-level beforeEach or afterEach, which would run around the other files' tests too
+// (test/helpers/test-plan.test.ts checks the plan and this).
 //
 // Usage:
 //   node scripts/test.mjs [--OPTION=VALUE...]          the whole suite (npm test)
