@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { WaygateError } from '../errors.ts';
 import { loadPolicySet } from '../policy/load.ts';
 import type { PolicySnapshot } from '../policy/snapshot.ts';
-import { ALL_EVENTS, compileQuery, didYouMean, QueryWriter, type AuditEvent, type QueryFormat } from '../audit/review/query.ts';
+import { ALL_EVENTS, compileQuery, QueryWriter, type AuditEvent, type QueryFormat } from '../audit/review/query.ts';
 import { describeIssues, newReadStats, noRecordsHeadline, readRecordBatches, resolveSources, type ReadOptions, type ReadStats } from '../audit/review/reader.ts';
 import { renderReplay, ReplayAccumulator } from '../audit/review/replay.ts';
 import { renderHtmlReport, ReportAccumulator } from '../audit/review/report.ts';
@@ -15,12 +15,11 @@ import { keptPolicyFiles, RecordInputs, renderSuggest, ReplayStore, SuggestAccum
 import { catalogFromSnapshot, renderSummary, SummaryAccumulator } from '../audit/review/summary.ts';
 import { parseTimeBound } from '../audit/review/time.ts';
 import { TABLE_DEFAULT_LIMIT, type AuditIo, type QueryFlags, type ReplayFlags, type ReportFlags, type SuggestFlags, type SummaryFlags, type TimeWindowFlags } from './audit.ts';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.ts';
 import { formatDiagnosticLine, styleFor } from './output.ts';
 import { writeData } from './write-data.ts';
+import { didYouMean } from '../util/suggest.ts';
 
-const EXIT_OK = 0;
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 function defaultIo(): AuditIo {
   return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin };

@@ -13,7 +13,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { DefaultAction } from '../policy/decision.ts';
 import type { QueryFormat } from '../audit/review/query.ts';
 import { RECORD_CEL_VARIABLES } from '../audit/review/record-variables.ts';
-import { suggest } from '../util/suggest.ts';
+import { didYouMean } from '../util/suggest.ts';
 import { addOutputOption, type OutputFormat } from './output.ts';
 
 /** Streams the review verbs read and write; tests pass captures. */
@@ -118,8 +118,7 @@ function positiveInt(value: string): number {
 function choice<T extends string>(values: readonly T[]) {
   return (value: string): T => {
     if ((values as readonly string[]).includes(value)) return value as T;
-    const near = suggest(value, values);
-    throw new InvalidArgumentError(`expected one of ${values.join(', ')}, got "${value}"${near !== undefined ? ` (did you mean "${near}"?)` : ''}`);
+    throw new InvalidArgumentError(`expected one of ${values.join(', ')}, got "${value}"${didYouMean(value, values)}`);
   };
 }
 

@@ -9,13 +9,12 @@ import { WaygateError } from '../errors.ts';
 import { caFilePaths, createCa, issueLeaf, readCaFiles, writeCaFiles, type IssuedCert } from '../identity/dev-ca.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
 import { DEFAULT_LEAF_DAYS, type InitOptions, type IssueOptions } from './certs.ts';
+import { EXIT_FAILURE, EXIT_USAGE } from './exit-codes.ts';
 import { stderr, stdout } from './output.ts';
 import { writeData } from './write-data.ts';
 
 const INTERMEDIATE = 'intermediate';
 
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 
 

@@ -12,10 +12,8 @@ import { connectHbone, ztunnelHeaders, type HboneClientSession } from '../hbone/
 import { caFilePaths } from '../identity/dev-ca.ts';
 import { identityFromCertificate } from '../identity/peer-identity.ts';
 import { DEFAULT_ADDRESS, type ConnectOptions } from './connect.ts';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.ts';
 
-const EXIT_OK = 0;
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 function problem(message: string, exitCode: number): number {
   process.stderr.write(`waygate connect: ${message}\n`);

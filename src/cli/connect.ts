@@ -25,8 +25,6 @@ import { DEV_PKI_DIR } from '../config/schema.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
 import { parseAuthority } from '../net/authority.ts';
 
-const EXIT_OK = 0;
-
 /** The embedded gateway's HBONE listener (`npm start`). */
 export const DEFAULT_ADDRESS = '127.0.0.1:15008';
 
@@ -90,7 +88,6 @@ export function registerConnect(program: Command): void {
     .option('--connect-timeout-ms <ms>', 'TCP + TLS + HTTP/2 setup timeout (default 10000)', parseTimeout)
     .action(async (authority: string | undefined, opts: ConnectOptions) => {
       const { runConnect } = await import('./connect-run.ts');
-      const code = await runConnect(authority, opts);
-      if (code !== EXIT_OK) process.exitCode = code;
+      process.exitCode = await runConnect(authority, opts);
     });
 }

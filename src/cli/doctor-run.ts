@@ -12,6 +12,7 @@ import type { GatewayObject, GatewayClassObject } from '../kube/gateway-status.t
 import { apiStatus, apiStatusMessage, kubeClient, loadKubeConfig } from '../kube/client.ts';
 import type { Check, CheckStatus, DoctorFlags, DoctorOptions, DoctorReport } from './doctor.ts';
 import { INBOUND_BINDING_ANNOTATION, sandwichCheck } from './doctor-sandwich.ts';
+import { EXIT_FAILURE, EXIT_USAGE } from './exit-codes.ts';
 import { stderr, stdout, styleFor, writeJson, type TextSink } from './output.ts';
 
 /** The deployment could not be checked at all (exit 2). */
@@ -563,9 +564,6 @@ export function formatDoctorText(r: DoctorReport, out: TextSink = stdout()): str
   return lines.join('\n') + '\n';
 }
 
-/** Exit codes (src/cli/main.ts's, repeated: main imports the command tree). */
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 /** `waygate doctor`: runs the checks, prints the report, leaves the exit code in process.exitCode. */
 export async function doctorCommand(flags: DoctorFlags): Promise<void> {

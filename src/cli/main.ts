@@ -14,12 +14,10 @@ import { registerConnect } from './connect.ts';
 import { registerDoctor } from './doctor.ts';
 import { registerPolicy } from './policy.ts';
 import { registerServe } from './serve.ts';
+import { EXIT_OK, EXIT_USAGE } from './exit-codes.ts';
 import { hintAfterErrors } from './output.ts';
 import { packageVersion } from './version.ts';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
 
 /** Builds the command tree. Exported so tests can run verbs in-process. */
 export function buildProgram(): Command {

@@ -6,7 +6,7 @@
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Diagnostic } from '../errors.ts';
-import { suggest } from '../util/suggest.ts';
+import { didYouMean } from '../util/suggest.ts';
 
 /**
  * The one output-format vocabulary of every verb (`-o, --output <format>`); each verb accepts the
@@ -25,8 +25,7 @@ export function outputParser<F extends OutputFormat>(formats: readonly F[], alia
     if ((formats as readonly string[]).includes(value)) return value as F;
     const alias = aliases[value];
     if (alias !== undefined) return alias;
-    const near = suggest(value, formats);
-    throw new InvalidArgumentError(`expected one of ${formats.join(', ')}${near !== undefined ? ` (did you mean "${near}"?)` : ''}`);
+    throw new InvalidArgumentError(`expected one of ${formats.join(', ')}${didYouMean(value, formats)}`);
   };
 }
 

@@ -10,12 +10,10 @@ import {
   generateFiles, importIstio, type ImportInput, type ImportNote, type IstioImportResult, type IstioPolicy, type Refusal,
 } from '../policy/import/istio.ts';
 import { importNetworkPolicies } from '../policy/import/networkpolicy.ts';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.ts';
 import { formatDiagnosticLine, stdout, styleFor, writeJson, writeLines, type Style } from './output.ts';
 import type { ImportFinding, ImportIstioOptions, ImportOptions, ImportReport } from './policy-import.ts';
 
-const EXIT_OK = 0;
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 /** `import istio`; returns its exit code. */
 export async function runImportIstio(paths: readonly string[], opts: ImportIstioOptions): Promise<number> {

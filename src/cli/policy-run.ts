@@ -29,14 +29,9 @@ import {
   type Style,
 } from './output.ts';
 import type { CheckOptions, EvalOptions, FmtOptions, PolicyOutput, TestOptions } from './policy.ts';
+import { EXIT_DENY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './exit-codes.ts';
 import { writeData } from './write-data.ts';
 
-// The same values as src/cli/main.ts (not imported from it: main.ts imports the command tree).
-const EXIT_OK = 0;
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
-/** `policy eval` only: the input was decided and denied. */
-export const EXIT_DENY = 3;
 
 // ---------------------------------------------------------------------------------------------
 // check

@@ -40,3 +40,9 @@ export function suggest(name: string, candidates: readonly string[], maxDistance
   }
   return best !== undefined && bestD <= maxDistance ? best : undefined;
 }
+
+/** ` (did you mean "x"?)` for the closest value within a typo's reach, or ''. */
+export function didYouMean(value: string, candidates: readonly string[]): string {
+  const s = suggest(value, candidates);
+  return s !== undefined ? ` (did you mean "${s}"?)` : '';
+}

@@ -5,7 +5,7 @@
  */
 import { BlockList, isIP } from 'node:net';
 import { WaygateError } from '../../errors.ts';
-import { suggest } from '../../util/suggest.ts';
+import { didYouMean } from '../../util/suggest.ts';
 import { ALL_REASONS } from '../../policy/decision.ts';
 import type { AuditRecord, CloseReason, CloseRecord, DecisionRecord, ReloadRecord } from '../record.ts';
 import { wildcardToRegExp } from './glob.ts';
@@ -81,11 +81,6 @@ export function validateFilterValues(f: Pick<QueryFilters, 'events' | 'decision'
   }
 }
 
-/** ` (did you mean "x"?)` for the closest value within a typo's reach, or ''. */
-export function didYouMean(value: string, candidates: readonly string[]): string {
-  const s = suggest(value, candidates);
-  return s !== undefined ? ` (did you mean "${s}"?)` : '';
-}
 
 /**
  * Compiles filters once; throws WaygateError(WG_USAGE) for a value outside a closed set
