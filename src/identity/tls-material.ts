@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { WaygateError } from '../errors.ts';
-import { watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../util/file-dir-watch.ts';
+import { DEFAULT_DEBOUNCE_MS, DEFAULT_POLL_INTERVAL_MS, watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../util/file-dir-watch.ts';
 import type { TlsMaterialSource } from './material-source.ts';
 import { chainsToAnchor, parsePemCertificates, trustBundleFromPem } from './trust-bundle.ts';
 
@@ -194,8 +194,8 @@ export class TlsMaterialWatcher extends EventEmitter implements TlsMaterialSourc
     this.#lastAttemptHash = this.#current.contentHash;
     try {
       this.#watch = watchFileDirectories([this.#files.certFile, this.#files.keyFile, ...this.#files.trustBundleFiles], {
-        debounceMs: opts.debounceMs ?? 200,
-        pollIntervalMs: opts.pollIntervalMs ?? 60_000,
+        debounceMs: opts.debounceMs ?? DEFAULT_DEBOUNCE_MS,
+        pollIntervalMs: opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS,
         onCheck: () => void this.check(),
         onWatchError: (dir, err) => this.#fail(new WaygateError('WG_CERT', `${dir}: watching for certificate changes failed: ${err.message}`, { cause: err })),
       });

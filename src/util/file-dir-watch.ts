@@ -12,10 +12,15 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
+/** A rename shows up as several events within a few milliseconds: one check after they settle. */
+export const DEFAULT_DEBOUNCE_MS = 200;
+/** A mount that delivers no events is still noticed within a minute. */
+export const DEFAULT_POLL_INTERVAL_MS = 60_000;
+
 export interface FileDirWatchOptions {
-  /** Quiet period after the last event before `onCheck`. */
+  /** Quiet period after the last event before `onCheck` (DEFAULT_DEBOUNCE_MS for most callers). */
   debounceMs: number;
-  /** Also call `onCheck` this often without events; 0 disables. */
+  /** Also call `onCheck` this often without events; 0 disables (DEFAULT_POLL_INTERVAL_MS for most callers). */
   pollIntervalMs: number;
   /** Something may have changed: re-read the files. */
   onCheck: () => void;

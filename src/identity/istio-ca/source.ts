@@ -24,10 +24,10 @@ import { parseSpiffeId } from '../spiffe.ts';
 import { tlsMaterialFromPem, type TlsMaterial } from '../tls-material.ts';
 import { chainsToAnchor, loadTrustBundle, parsePemCertificates, type TrustBundle } from '../trust-bundle.ts';
 import { caServerName } from './address.ts';
-import { ISTIO_CA_KEY_ALGORITHMS, type IstioCaKeyAlgorithm } from '../../config/schema.ts';
+import { ISTIO_CA_DEFAULTS, ISTIO_CA_KEY_ALGORITHMS, type IstioCaKeyAlgorithm } from '../../config/schema.ts';
 import { createCsr } from './csr.ts';
 import { verifyIssuedChain } from './verify.ts';
-import { watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../../util/file-dir-watch.ts';
+import { DEFAULT_DEBOUNCE_MS, DEFAULT_POLL_INTERVAL_MS, watchFileDirectories, type FileDirWatch, type FileDirWatchError } from '../../util/file-dir-watch.ts';
 import { timerAt, type LongTimer } from '../../util/long-timer.ts';
 
 /** Options of {@link startIstioCaSource}. */
@@ -92,13 +92,13 @@ export const RENEW_AT_LIFETIME_FRACTION = 0.5;
 export const RENEW_JITTER_FRACTION = 0.01;
 
 const DEFAULTS = {
-  requestedTtlMs: 86_400_000,
-  requestTimeoutMs: 10_000,
-  keyAlgorithm: 'RSA',
+  requestedTtlMs: ISTIO_CA_DEFAULTS.requestedTtlMs,
+  requestTimeoutMs: ISTIO_CA_DEFAULTS.requestTimeoutMs,
+  keyAlgorithm: ISTIO_CA_DEFAULTS.keyAlgorithm,
   initialBackoffMs: 1_000,
   maxBackoffMs: 30_000,
-  rootWatchDebounceMs: 200,
-  rootPollIntervalMs: 60_000,
+  rootWatchDebounceMs: DEFAULT_DEBOUNCE_MS,
+  rootPollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
 } as const;
 
 type Settings = Required<Omit<IstioCaSourceOptions, 'serverName' | 'log'>> & Pick<IstioCaSourceOptions, 'serverName' | 'log'>;
