@@ -15,7 +15,7 @@ import {
   parseAllowDestinations, parseCidr, parseDialAddress, parseHostPort, parsePort, parseRouteKey, parseRouteTarget, isLoopbackHost,
 } from './address.ts';
 import {
-  describe, report, scalarValue, singleDocument, walkContext, yamlWalker, type V as WalkV, type WalkContext, type YamlNode,
+  CONFIG_WORDING, describe, report, scalarValue, singleDocument, walkContext, yamlWalker, type V as WalkV, type WalkContext, type YamlNode,
 } from './yaml-walk.ts';
 import { RANGES, bounds, formatRange } from './ranges.ts';
 import { parseSpiffeId } from '../identity/spiffe.ts';
@@ -23,7 +23,7 @@ import {
   CONFIG_API_VERSION, CONFIG_KIND, ISTIO_CA_DEFAULTS, ISTIO_CA_KEY_ALGORITHMS, LOG_LEVELS, type DestinationAllow, type GatewayConfig, type IstioCaConfig,
   type IstioCaKeyAlgorithm, type KubernetesDiscoveryConfig,
 } from './schema.ts';
-import { suggest } from '../util/suggest.ts';
+import { didYouMean } from '../util/suggest.ts';
 
 /** A deep partial of the config: what one source (file or flags) sets. */
 export type ConfigLayer = {
@@ -171,8 +171,8 @@ const DNS_NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,
 const keyAlgorithm: V<IstioCaKeyAlgorithm> = (node, at, cx) => {
   const v = scalarValue(node);
   if ((ISTIO_CA_KEY_ALGORITHMS as readonly unknown[]).includes(v)) return v as IstioCaKeyAlgorithm;
-  const hint = typeof v === 'string' ? suggest(v, ISTIO_CA_KEY_ALGORITHMS) : undefined;
-  return report(cx, node, at, `must be one of ${ISTIO_CA_KEY_ALGORITHMS.join(', ')}; got ${describe(node)}${hint ? ` (did you mean "${hint}"?)` : ''}`);
+  const hint = typeof v === 'string' ? didYouMean(v, ISTIO_CA_KEY_ALGORITHMS) : '';
+  return report(cx, node, at, CONFIG_WORDING.notOneOf(ISTIO_CA_KEY_ALGORITHMS, node) + hint);
 };
 
 const istioCa: V<IstioCaConfig | null> = (node, at, cx) => {

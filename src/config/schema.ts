@@ -17,6 +17,7 @@ import os from 'node:os';
 import { DEFAULT_HEADER_AUDIT_POLICY } from '../audit/redact.ts';
 import type { DefaultAction } from '../policy/decision.ts';
 import { RANGES } from './ranges.ts';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.ts';
 
 export const CONFIG_API_VERSION = 'waygate.dev/v1alpha1';
 export const CONFIG_KIND = 'GatewayConfig';
@@ -255,7 +256,7 @@ export function defaultDrainTimeoutMs(env: NodeJS.ProcessEnv = process.env): num
 
 function common(env: NodeJS.ProcessEnv): Omit<GatewayConfig, 'listen' | 'tls' | 'policies' | 'destinations' | 'admin'> {
   return {
-    trustDomains: ['cluster.local'],
+    trustDomains: [DEFAULT_TRUST_DOMAIN],
     defaultAction: 'DENY',
     denyStatus: 401,
     // The numeric defaults are the range table's (src/config/ranges.ts), which the libraries use too.

@@ -13,8 +13,8 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { WaygateError } from '../errors.ts';
-import { caFilePaths, createCa, DEFAULT_TRUST_DOMAIN, issueLeaf, readCaFiles, writeCaFiles, type IssuedCert } from '../identity/dev-ca.ts';
-import { parseSpiffeId } from '../identity/spiffe.ts';
+import { caFilePaths, createCa, issueLeaf, readCaFiles, writeCaFiles, type IssuedCert } from '../identity/dev-ca.ts';
+import { DEFAULT_TRUST_DOMAIN, parseSpiffeId } from '../identity/spiffe.ts';
 
 export const DEV_SERVER_SPIFFE_ID = 'spiffe://cluster.local/ns/waygate/sa/waygate';
 /** A dev server certificate lives a year; re-issued automatically when close to expiry. */
@@ -50,7 +50,7 @@ export function ensureDevPki(pkiDir: string, now: number = Date.now()): DevPkiFi
   let minted: DevPkiFiles['minted'] = 'none';
   let ca: IssuedCert | undefined;
   if (!fs.existsSync(caPaths.cert) || !fs.existsSync(caPaths.key)) {
-    ca = createCa({ trustDomain: 'cluster.local', commonName: 'waygate dev CA' });
+    ca = createCa({ trustDomain: DEFAULT_TRUST_DOMAIN, commonName: 'waygate dev CA' });
     writeCaFiles(pkiDir, ca);
     minted = 'ca+server';
   }

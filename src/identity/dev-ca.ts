@@ -97,9 +97,6 @@ export interface IssueLeafOptions {
   publicKey?: KeyObject;
 }
 
-// Declared in spiffe.ts, which `waygate certs` reads for its --help without loading node-forge.
-export { DEFAULT_TRUST_DOMAIN };
-
 // Object identifiers (RFC 5280 §4.2.1, RFC 5480, RFC 5758 §3.2).
 const OID = {
   ecdsaWithSha256: '1.2.840.10045.4.3.2',

@@ -35,6 +35,7 @@ import { formatPolicyText } from '../../policy/fmt.ts';
 import { API_VERSION } from '../../policy/model.ts';
 import { POLICY_NAME_MAX_LENGTH, RULE_NAME_PATTERN } from '../../policy/documents.ts';
 import type { CompiledPolicy, PolicySnapshot } from '../../policy/snapshot.ts';
+import { formatHostPort } from '../../config/address.ts';
 import { recordedInput, type AuditRecord, type DecisionRecord } from '../record.ts';
 import { REPLAYABLE_REASONS, type ReplayAccumulator } from './replay.ts';
 import { formatCount, renderMarkdownTable, renderTextTable } from './table.ts';
@@ -323,7 +324,7 @@ export class SuggestAccumulator {
     // A service is its namespace and hostname: `db` in namespaces a and b are two services (two
     // policies, each selecting its namespace), as the policy variables tell them apart (docs/waypoint.md).
     const key = kind === 'service' ? `${namespace !== '' ? `${namespace}/` : ''}${service}:${d.port}`
-      : kind === 'ip' ? `${d.ip.includes(':') ? `[${d.ip}]` : d.ip}:${d.port}` : `${d.host}:${d.port}`;
+      : kind === 'ip' ? formatHostPort(d.ip, d.port) : `${d.host}:${d.port}`;
     // The kind too: a service without namespace and a host authority may print alike.
     const mapKey = `${kind} ${key}`;
     let acc = this.dests.get(mapKey);
