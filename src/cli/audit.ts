@@ -124,7 +124,7 @@ function choice<T extends string>(values: readonly T[]) {
 
 /** summary and replay: text, a Markdown report (PR comments, tickets), or the result as one document. */
 const REPORT_OUTPUTS = ['text', 'json', 'yaml', 'markdown'] as const satisfies readonly OutputFormat[];
-export type ReportOutput = (typeof REPORT_OUTPUTS)[number];
+type ReportOutput = (typeof REPORT_OUTPUTS)[number];
 /** query streams records in constant memory: one per line, as JSON or CSV; text is a table. */
 const QUERY_OUTPUTS = ['text', 'jsonl', 'csv'] as const satisfies readonly OutputFormat[];
 type QueryOutput = (typeof QUERY_OUTPUTS)[number];

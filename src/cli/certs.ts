@@ -30,7 +30,7 @@ function positiveDays(value: string): number {
 
 /** What init and issue print: lines of text, or the same fields as one JSON or YAML document (src/cli/certs-run.ts). */
 const CERTS_OUTPUTS = ['text', 'json', 'yaml'] as const satisfies readonly OutputFormat[];
-export type CertsOutput = (typeof CERTS_OUTPUTS)[number];
+type CertsOutput = (typeof CERTS_OUTPUTS)[number];
 
 export interface InitOptions {
   dir: string;

@@ -34,7 +34,7 @@ export interface ImportOptions {
 }
 
 const IMPORT_OUTPUTS = ['text', 'json'] as const satisfies readonly OutputFormat[];
-export type ImportOutput = (typeof IMPORT_OUTPUTS)[number];
+type ImportOutput = (typeof IMPORT_OUTPUTS)[number];
 
 /** A finding with its position, as `-o json` reports it. */
 export interface ImportFinding extends ImportPosition {

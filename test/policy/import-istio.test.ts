@@ -1,5 +1,5 @@
 /**
- * `waygate policy import istio` (src/policy/import/istio.ts, write.ts).
+ * `waygate policy import istio` (src/policy/import/istio.ts, src/cli/policy-import-run.ts).
  *
  * The table's expected verdicts are written from Istio's documented semantics, never from the
  * importer: the authorization-policy reference (istio.io/latest/docs/reference/config/security/

@@ -605,7 +605,7 @@ function replayReads(set: PolicySnapshot): Set<string> {
 
 /**
  * Records' inputs as the replay rebuilds them (contextFromAuditRecord), null for one it cannot.
- * runAuditSuggest (src/cli/audit.ts) hands each record to SuggestAccumulator.add, then to
+ * runAuditSuggest (src/cli/audit-run.ts) hands each record to SuggestAccumulator.add, then to
  * ReplayStore.add; given the same RecordInputs, the two rebuild it once between them (the last
  * record is remembered).
  */
