@@ -16,17 +16,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { DecisionRecord } from '../../src/audit/record.ts';
 import type { ReplayResult } from '../../src/audit/review/replay.ts';
-import type { SuggestResult } from '../../src/audit/review/suggest.ts';
-import { runAuditReplay, runAuditSuggest } from '../../src/cli/audit.ts';
+import { runAuditSuggest } from '../../src/cli/audit.ts';
 import { captureIo } from '../helpers/audit-io.ts';
 import { transportRecord } from '../helpers/audit-records.ts';
+import { replayAgain, type SuggestJson } from '../helpers/audit-suggest.ts';
 import { assertPolicyVerbsPass } from '../helpers/cli.ts';
-
-interface SuggestJson {
-  kept: { path: string; from: string; policies: string[] }[];
-  suggestion: Omit<SuggestResult, 'files'>;
-  replay: ReplayResult;
-}
 
 const id = (ns: string, sa: string): string => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
 
@@ -60,13 +54,6 @@ async function suggest(log: string, out: string, policies: string[] = []): Promi
   return { code, json: JSON.parse(io.stdoutText()) as SuggestJson, stderr: io.stderrText() };
 }
 
-/** `audit replay --policies out log`: a second, independent read of the log against what suggest wrote. */
-async function replayAgain(log: string, out: string): Promise<ReplayResult> {
-  const io = captureIo();
-  const code = await runAuditReplay([log], { policies: [out], format: 'json' }, io);
-  assert.equal(code, 0, io.stderrText());
-  return JSON.parse(io.stdoutText()) as ReplayResult;
-}
 
 /** What two replays of the same records count (examples aside: they are chosen, not counted). */
 function counts(r: ReplayResult): unknown {

@@ -21,11 +21,12 @@ import { fileURLToPath } from 'node:url';
 import type { DecisionRecord } from '../../src/audit/record.ts';
 import { REPLAYABLE_REASONS, type ReplayResult } from '../../src/audit/review/replay.ts';
 import { AFTER_POLICY_ALLOW_REASONS } from '../../src/policy/decision.ts';
-import { SuggestAccumulator, type SuggestResult } from '../../src/audit/review/suggest.ts';
-import { runAuditReplay, runAuditSuggest } from '../../src/cli/audit.ts';
+import { SuggestAccumulator } from '../../src/audit/review/suggest.ts';
+import { runAuditSuggest } from '../../src/cli/audit.ts';
 import { captureIo } from '../helpers/audit-io.ts';
 import { transportRecord } from '../helpers/audit-records.ts';
 import { writeAuditLog } from '../helpers/audit-log.ts';
+import { replayAgain, type SuggestJson } from '../helpers/audit-suggest.ts';
 import { assertPolicyVerbsPass } from '../helpers/cli.ts';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -80,13 +81,6 @@ async function expectedFrom(file: string): Promise<Expected> {
   return exp.result();
 }
 
-interface SuggestJson {
-  out: string;
-  kept: { path: string; from: string; policies: string[] }[];
-  suggestion: Omit<SuggestResult, 'files'>;
-  replay: ReplayResult;
-}
-
 async function suggestJson(paths: string[], out: string, extra: string[] = []): Promise<{ code: number; json: SuggestJson; stderr: string }> {
   const io = captureIo();
   const flags: Parameters<typeof runAuditSuggest>[1] = { out, format: 'json', failOnNewDenies: true };
@@ -120,13 +114,6 @@ function replayCounts(r: ReplayResult): unknown {
   };
 }
 
-/** `audit replay --policies out log`: a second, independent read of the log against what suggest wrote. */
-async function replayAgain(log: string, out: string): Promise<ReplayResult> {
-  const io = captureIo();
-  const code = await runAuditReplay([log], { policies: [out], format: 'json' }, io);
-  assert.equal(code, 0, io.stderrText());
-  return JSON.parse(io.stdoutText()) as ReplayResult;
-}
 
 describe('audit suggest', () => {
   let dir: string;
