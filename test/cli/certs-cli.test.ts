@@ -5,11 +5,9 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Command } from 'commander';
-import { registerCerts } from '../../src/cli/certs.ts';
-import { captureOutput } from '../../src/cli/output.ts';
 import { identityFromCertificate } from '../../src/identity/peer-identity.ts';
 import { loadTlsMaterial } from '../../src/identity/tls-material.ts';
+import { runCli } from '../helpers/cli.ts';
 
 const BIN = resolve(import.meta.dirname, '../../bin/waygate.js');
 
@@ -27,23 +25,6 @@ function waygate(args: string[], cwd: string): Promise<Run> {
       resolvePromise({ code, stdout, stderr });
     });
   });
-}
-
-/**
- * Runs `waygate <args>` on a command tree holding only the certs verbs, in this process. The
- * verb's output is captured through src/cli/output.ts, not by patching process.stdout: the action
- * awaits the import of its implementation, and the test runner's own reports, written to
- * process.stdout meanwhile, would land in the capture.
- */
-async function inProcess(args: string[]): Promise<Run> {
-  const program = new Command('waygate').exitOverride();
-  registerCerts(program);
-  try {
-    const { stdout, stderr } = await captureOutput(() => program.parseAsync(args, { from: 'user' }));
-    return { code: typeof process.exitCode === 'number' ? process.exitCode : 0, stdout, stderr };
-  } finally {
-    process.exitCode = undefined;
-  }
 }
 
 describe('waygate certs', () => {
@@ -112,8 +93,8 @@ describe('waygate certs', () => {
     assert.equal(r.stdout, '');
   });
 
-  // The rest of the refusals run in-process (a child process per case costs a second of tsx
-  // start-up on a 2-core machine): same command tree, output captured, exit code read and reset.
+  // The rest of the refusals run in-process (test/helpers/cli.ts runCli: a child process per case
+  // costs ~0.5 s of CPU loading the CLI): the same main(), output captured, exit code read and reset.
   const rejects: Array<{ name: string; args: string[]; message: RegExp }> = [
     { name: 'an upper-case trust domain', args: ['spiffe://Cluster.local/ns/a/sa/b'], message: /is not a valid SPIFFE ID/ },
     { name: 'not a SPIFFE URI', args: ['https://cluster.local/ns/a/sa/b'], message: /is not a valid SPIFFE ID/ },
@@ -126,7 +107,7 @@ describe('waygate certs', () => {
   ];
   for (const c of rejects) {
     it(`issue rejects ${c.name} with exit 2 and writes nothing`, async () => {
-      const r = await inProcess(['certs', 'issue', ...c.args, ...(c.args.includes('--dir') ? [] : ['--dir', pki])]);
+      const r = await runCli(['certs', 'issue', ...c.args, ...(c.args.includes('--dir') ? [] : ['--dir', pki])]);
       assert.equal(r.code, 2);
       assert.match(r.stderr, /^waygate certs issue: /);
       assert.match(r.stderr, c.message);

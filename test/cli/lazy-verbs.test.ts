@@ -13,9 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { WAYGATE_BIN } from '../helpers/serve.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = join(ROOT, 'bin/waygate.js');
 
 // Loader hooks (node:module register): each module's URL is appended to a file as it is loaded.
 // Packages in CommonJS show as their entry file (what they require inside is not an ESM load).
@@ -37,7 +37,7 @@ function loadedBy(args: string[]): { code: number | null; stderr: string; loaded
   const log = join(tmp, `loaded-${++runs}.txt`);
   const hooks = `data:text/javascript,${encodeURIComponent(HOOKS)}`;
   const register = `import { register } from 'node:module'; register(${JSON.stringify(hooks)}, { data: { log: ${JSON.stringify(log)} } });`;
-  const r = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(register)}`, BIN, ...args], {
+  const r = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(register)}`, WAYGATE_BIN, ...args], {
     cwd: ROOT,
     encoding: 'utf8',
     env: { ...process.env, NO_COLOR: '1' },
