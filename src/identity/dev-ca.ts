@@ -22,17 +22,11 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
-import forge from 'node-forge';
 import { WaygateError } from '../errors.ts';
+import { asn1, bool, der, extension, fromDerBuffer, generalNames, int, keyUsageBits, name, octets, OID, oid, pem, seq, signed, T, time, U, type Asn1 } from './der.ts';
 import { firstSpiffeId, uriSansFromDer } from './peer-identity.ts';
 import { DEFAULT_TRUST_DOMAIN, parseSpiffeId } from './spiffe.ts';
-
-const { asn1 } = forge;
-type Asn1 = forge.asn1.Asn1;
-// forge's fromDer takes an options object; @types/node-forge only declares the legacy boolean.
-const parseDer = asn1.fromDer as unknown as (bytes: string, options: { strict?: boolean; decodeBitStrings?: boolean }) => Asn1;
 
 /** A certificate with its private key, as minted by {@link createCa} or {@link issueLeaf}. */
 export interface IssuedCert {
@@ -97,90 +91,12 @@ export interface IssueLeafOptions {
   publicKey?: KeyObject;
 }
 
-// Object identifiers (RFC 5280 §4.2.1, RFC 5480, RFC 5758 §3.2).
-const OID = {
-  ecdsaWithSha256: '1.2.840.10045.4.3.2',
-  commonName: '2.5.4.3',
-  organization: '2.5.4.10',
-  subjectKeyIdentifier: '2.5.29.14',
-  keyUsage: '2.5.29.15',
-  subjectAltName: '2.5.29.17',
-  basicConstraints: '2.5.29.19',
-  authorityKeyIdentifier: '2.5.29.35',
-  extKeyUsage: '2.5.29.37',
-  serverAuth: '1.3.6.1.5.5.7.3.1',
-  clientAuth: '1.3.6.1.5.5.7.3.2',
-} as const;
 
 // RFC 5280 §4.2.1.3 KeyUsage bit numbers.
 const KU = { digitalSignature: 0, keyAgreement: 4, keyCertSign: 5, cRLSign: 6 } as const;
 
 const ORGANIZATION = 'waygate dev';
 const CLOCK_SKEW_MS = 5 * 60 * 1000;
-
-// ---------------------------------------------------------------------------------------------
-// DER building blocks over forge.asn1 (forge works on binary strings, Node on Buffers).
-
-const U = asn1.Class.UNIVERSAL;
-const T = asn1.Type;
-
-function seq(items: Asn1[]): Asn1 {
-  return asn1.create(U, T.SEQUENCE, true, items);
-}
-function set(items: Asn1[]): Asn1 {
-  return asn1.create(U, T.SET, true, items);
-}
-function oid(id: string): Asn1 {
-  return asn1.create(U, T.OID, false, asn1.oidToDer(id).getBytes());
-}
-function octets(bytes: string): Asn1 {
-  return asn1.create(U, T.OCTETSTRING, false, bytes);
-}
-function bool(value: boolean): Asn1 {
-  return asn1.create(U, T.BOOLEAN, false, value ? '\xff' : '\x00');
-}
-function int(value: number): Asn1 {
-  return asn1.create(U, T.INTEGER, false, asn1.integerToDer(value).getBytes());
-}
-function utf8(value: string): Asn1 {
-  return asn1.create(U, T.UTF8, false, forge.util.encodeUtf8(value));
-}
-function der(node: Asn1): string {
-  return asn1.toDer(node).getBytes();
-}
-function fromDerBuffer(buf: Buffer): Asn1 {
-  // decodeBitStrings:false keeps BIT STRING contents (public keys, signatures) byte-exact.
-  return parseDer(buf.toString('binary'), { decodeBitStrings: false, strict: true });
-}
-
-/** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050. */
-function time(date: Date): Asn1 {
-  const whole = new Date(Math.floor(date.getTime() / 1000) * 1000);
-  return whole.getUTCFullYear() < 2050
-    ? asn1.create(U, T.UTCTIME, false, asn1.dateToUtcTime(whole))
-    : asn1.create(U, T.GENERALIZEDTIME, false, asn1.dateToGeneralizedTime(whole));
-}
-
-/** KeyUsage as a DER BIT STRING: named bits, trailing zero bits removed (X.690 §11.2.2). */
-function keyUsageBits(bits: number[]): Asn1 {
-  const highest = Math.max(...bits);
-  const byteCount = Math.floor(highest / 8) + 1;
-  const bytes = new Array<number>(byteCount).fill(0);
-  for (const b of bits) bytes[Math.floor(b / 8)]! |= 0x80 >> b % 8;
-  const unused = byteCount * 8 - (highest + 1);
-  return asn1.create(U, T.BITSTRING, false, String.fromCharCode(unused, ...bytes));
-}
-
-function name(attrs: Array<[string, string]>): Asn1 {
-  return seq(attrs.map(([type, value]) => set([seq([oid(type), utf8(value)])])));
-}
-
-function extension(id: string, critical: boolean, value: Asn1): Asn1 {
-  const parts = [oid(id)];
-  if (critical) parts.push(bool(true));
-  parts.push(octets(der(value)));
-  return seq(parts);
-}
 
 /** A positive 127-bit serial number (RFC 5280 §4.1.2.2: at most 20 octets, non-negative). */
 function serialNumber(): Asn1 {
@@ -203,38 +119,6 @@ function subjectOf(certPem: string): Asn1 {
   const tbs = (cert.value as Asn1[])[0]!;
   // TBSCertificate: [0] version, serial, signature, issuer, validity, subject, ...
   return (tbs.value as Asn1[])[5]!;
-}
-
-/** SAN GeneralNames (RFC 5280 §4.2.1.6): uniformResourceIdentifier [6], dNSName [2], iPAddress [7]. */
-function generalNames(uris: string[], dnsNames: string[], ips: string[]): Asn1 {
-  const ctx = asn1.Class.CONTEXT_SPECIFIC;
-  const names: Asn1[] = [];
-  for (const u of uris) names.push(asn1.create(ctx, 6, false, u));
-  for (const d of dnsNames) names.push(asn1.create(ctx, 2, false, d));
-  for (const ip of ips) names.push(asn1.create(ctx, 7, false, ipBytes(ip)));
-  return seq(names);
-}
-
-function ipBytes(ip: string): string {
-  const family = isIP(ip);
-  if (family === 4) return String.fromCharCode(...ip.split('.').map(Number));
-  if (family === 6) {
-    // Expand "::" and an embedded dotted quad, then pack eight 16-bit groups.
-    let text = ip;
-    const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-    if (dotted) {
-      const o = dotted[1]!.split('.').map(Number);
-      text = text.slice(0, -dotted[1]!.length) + `${((o[0]! << 8) | o[1]!).toString(16)}:${((o[2]! << 8) | o[3]!).toString(16)}`;
-    }
-    const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
-    const h = head ? head.split(':') : [];
-    const t = tail ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
-    const out = Buffer.alloc(16);
-    groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-    return out.toString('binary');
-  }
-  throw new WaygateError('WG_CERT', `not an IP address for a certificate SAN: ${JSON.stringify(ip)}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,15 +145,8 @@ function signCertificate(p: TbsParams, issuerKey: KeyObject): string {
     fromDerBuffer(p.spkiDer),
     asn1.create(asn1.Class.CONTEXT_SPECIFIC, 3, true, [seq(p.extensions)]),
   ]);
-  const tbsDer = Buffer.from(der(tbs), 'binary');
-  const signature = sign('sha256', tbsDer, issuerKey); // DER ECDSA-Sig-Value
-  const cert = seq([
-    tbs,
-    seq([oid(OID.ecdsaWithSha256)]),
-    asn1.create(U, T.BITSTRING, false, '\x00' + signature.toString('binary')),
-  ]);
-  const body = Buffer.from(der(cert), 'binary').toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
-  return `-----BEGIN CERTIFICATE-----\n${body}\n-----END CERTIFICATE-----\n`;
+  const signature = sign('sha256', Buffer.from(der(tbs), 'binary'), issuerKey); // DER ECDSA-Sig-Value
+  return pem('CERTIFICATE', signed(tbs, sigAlg, signature));
 }
 
 function newKeyPair(): { privateKey: KeyObject; spkiDer: Buffer; keyPem: string } {

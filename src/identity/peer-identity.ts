@@ -12,6 +12,7 @@ import type { PeerCertificate, TLSSocket } from 'node:tls';
 import forge from 'node-forge';
 import { BoundedCache } from '../util/bounded-cache.ts';
 import { WaygateError } from '../errors.ts';
+import { OID } from './der.ts';
 import { parseSpiffeId, type SpiffeId } from './spiffe.ts';
 
 const { asn1 } = forge;
@@ -30,7 +31,6 @@ export interface PeerIdentity {
   notAfter: Date;
 }
 
-const OID_SUBJECT_ALT_NAME = '2.5.29.17';
 // RFC 5280 §4.2.1.6 GeneralName: uniformResourceIdentifier [6] IMPLICIT IA5String.
 const GENERAL_NAME_URI = 6;
 
@@ -55,7 +55,7 @@ export function uriSansFromDer(der: Buffer): string[] {
   for (const ext of extensions) {
     const parts = children(ext);
     const id = parts[0];
-    if (!id || id.type !== asn1.Type.OID || asn1.derToOid(id.value as string) !== OID_SUBJECT_ALT_NAME) continue;
+    if (!id || id.type !== asn1.Type.OID || asn1.derToOid(id.value as string) !== OID.subjectAltName) continue;
     const valueNode = parts[parts.length - 1]!; // extnValue OCTET STRING, after the optional `critical`
     let names: Asn1;
     try {

@@ -7,6 +7,7 @@
  */
 import { createPrivateKey, type X509Certificate } from 'node:crypto';
 import { WaygateError } from '../../errors.ts';
+import { OID } from '../der.ts';
 import { firstSpiffeId, uriSansFromDer } from '../peer-identity.ts';
 import { parseSpiffeId } from '../spiffe.ts';
 import { tlsMaterialFromPem, type TlsMaterial } from '../tls-material.ts';
@@ -80,7 +81,7 @@ export function verifyIssuedChain(certChain: readonly string[], x: IssuedChainEx
   // The certificate serves the listener (serverAuth) and the HBONE client (clientAuth).
   const usages = extendedKeyUsages(leaf);
   if (usages !== undefined && !usages.includes(ANY_EXTENDED_KEY_USAGE)) {
-    const missing = (['serverAuth', 'clientAuth'] as const).filter((u) => !usages.includes(KEY_PURPOSE[u]));
+    const missing = (['serverAuth', 'clientAuth'] as const).filter((u) => !usages.includes(OID[u]));
     if (missing.length > 0) {
       throw new WaygateError(
         'WG_CA',
@@ -103,7 +104,6 @@ export function verifyIssuedChain(certChain: readonly string[], x: IssuedChainEx
 }
 
 // RFC 5280 §4.2.1.12 object identifiers.
-const KEY_PURPOSE = { serverAuth: '1.3.6.1.5.5.7.3.1', clientAuth: '1.3.6.1.5.5.7.3.2' } as const;
 const ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
 
 /** The extended key usage OIDs, undefined without the extension (Node 23.5 renamed keyUsage to extKeyUsage). */
