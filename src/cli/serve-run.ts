@@ -2,7 +2,6 @@
  * What `waygate serve` does: resolve the config, print it (`--print-config`) or start the gateway
  * and wait for its drain (src/cli/serve.ts registers the command; exit codes below).
  */
-import cluster from 'node:cluster';
 import path from 'node:path';
 import { parseHostPort } from '../config/address.ts';
 import { flagsToLayer, type ServeFlagValues } from '../config/flags.ts';
@@ -10,6 +9,7 @@ import { ConfigError } from '../config/load.ts';
 import { configToYaml, resolveConfig, type EffectiveConfig } from '../config/resolve.ts';
 import type { GatewayConfig } from '../config/schema.ts';
 import { WaygateError } from '../errors.ts';
+import { isGatewayWorker } from '../gateway/worker-ipc.ts';
 import { createOpsLogger } from '../telemetry/log.ts';
 
 /** `waygate serve` exit codes; the table in docs/operating.md lists the same. */
@@ -92,14 +92,11 @@ export function auditLocation(destination: string, cwd: string = process.cwd()):
 /** `waygate serve`; resolves to the exit code (SERVE_EXIT), or exits the process once the gateway has drained. */
 export async function serve(flags: ServeFlagValues): Promise<number> {
   // A worker started by the primary takes its config from the primary, not from its own argv.
-  // Every gateway worker is a cluster worker: a process that is not one (the primary, a single
-  // process, `--print-config`) need not load src/gateway/cluster.ts and the runtime it imports.
-  if (cluster.isWorker) {
-    const { isGatewayWorker, runWorker } = await import('../gateway/cluster.ts');
-    if (isGatewayWorker()) {
-      const code = await runWorker();
-      process.exit(code);
-    }
+  // Any other process (the primary, a single process, `--print-config`) need not load
+  // src/gateway/cluster.ts and the runtime it imports.
+  if (isGatewayWorker()) {
+    const { runWorker } = await import('../gateway/cluster.ts');
+    process.exit(await runWorker());
   }
 
   let effective: EffectiveConfig;

@@ -461,11 +461,6 @@ async function handleRequest<K extends WorkerOp>(req: WorkerRequestOf<K>, handle
   }
 }
 
-/** True in a worker started by {@link WorkerPool}. */
-export function isGatewayWorker(): boolean {
-  return cluster.isWorker && typeof process.env[WORKER_ENV] === 'string';
-}
-
 /** Runs this process as a worker; resolves with the exit code when the primary drained it. */
 export async function runWorker(): Promise<number> {
   const start = JSON.parse(process.env[WORKER_ENV]!) as WorkerStart;

@@ -9,6 +9,7 @@
  * field is plain data: an error crosses as its message and code, a start-up failure with the
  * operating-system error under it (`StartupFailure`).
  */
+import cluster from 'node:cluster';
 import type { Registry } from 'prom-client';
 import type { ReadinessState } from '../admin/readiness.ts';
 import type { CloseRecord, DecisionRecord, MeshReloadRecord, ReloadRecord } from '../audit/record.ts';
@@ -23,6 +24,14 @@ import type { PolicyInfo } from './runtime.ts';
 
 /** Environment variable carrying a worker's start parameters ({@link WorkerStart}, JSON). */
 export const WORKER_ENV = 'WAYGATE_WORKER_CONFIG';
+
+/**
+ * True in a worker started by WorkerPool (src/gateway/cluster.ts). Here, not there: `waygate
+ * serve` asks before it loads cluster.ts and the runtime it imports, which only a worker needs.
+ */
+export function isGatewayWorker(): boolean {
+  return cluster.isWorker && typeof process.env[WORKER_ENV] === 'string';
+}
 
 export interface WorkerStart {
   effective: EffectiveConfig;
