@@ -6,11 +6,10 @@
  *   same main() (test/helpers/cli-batch-child.mjs), for comparing outputs: each `waygate` process
  *   costs ~0.5-0.8 s of CPU, mostly loading the CLI, and a batch loads it once.
  */
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { WAYGATE_BIN } from './serve.ts';
+import { REPO_ROOT, runWaygate as runWaygateProcess } from '../../examples/traffic/gateway-process.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHILD = fileURLToPath(new URL('./cli-batch-child.mjs', import.meta.url));
 
 export interface CliResult {
@@ -27,18 +26,13 @@ export interface CliRunOptions {
 /** NO_COLOR: outputs compared as text whatever the terminal the tests run in. */
 const ENV = { ...process.env, NO_COLOR: '1' };
 
-/** `node bin/waygate.js ARGS` in the repository root; resolves once it exited and its pipes closed. */
-export function runWaygate(args: string[], opts: CliRunOptions = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [WAYGATE_BIN, ...args], { cwd: ROOT, env: ENV, stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  child.stdin.end(opts.input ?? '');
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
+/**
+ * `node bin/waygate.js ARGS` in the repository root, its stdout as text; resolves once it exited
+ * and its pipes closed (examples/traffic/gateway-process.ts runWaygate, which keeps stdout as bytes).
+ */
+export async function runWaygate(args: string[], opts: CliRunOptions = {}): Promise<CliResult> {
+  const r = await runWaygateProcess(args, { cwd: REPO_ROOT, env: ENV, ...(opts.input !== undefined ? { input: opts.input } : {}) });
+  return { code: r.code, stdout: r.stdout.toString('utf8'), stderr: r.stderr };
 }
 
 export interface CliBatch {
@@ -54,7 +48,7 @@ interface Reply extends CliResult {
 
 /** Starts the batch process; resolves once it loaded the CLI. */
 export async function startCliBatch(): Promise<CliBatch> {
-  const child = fork(CHILD, [], { cwd: ROOT, env: ENV, execArgv: [], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  const child = fork(CHILD, [], { cwd: REPO_ROOT, env: ENV, execArgv: [], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   // The child's own stdout/stderr carry nothing unless it crashes: kept for that message.
   let crash = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => (crash += c));
